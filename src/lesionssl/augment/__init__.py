@@ -1,0 +1,1 @@
+"""Augment stage: Barlow Twins two-view presets and fine-tuning / evaluation transforms."""

@@ -1,0 +1,181 @@
+"""The ``lesionssl`` command: split -> pretrain -> finetune -> compare -> report, and ``demo``.
+
+Every command accepts ``--config FILE`` (a YAML mapping of the same option names, with
+underscores); flags given on the command line override the file.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from lesionssl.config import CompareConfig, FinetuneConfig, PretrainConfig, SplitConfig, read_yaml, validate
+from lesionssl.errors import LesionSSLError
+from lesionssl.progress import console
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich", help="Self-supervised pretraining (Barlow Twins) and limited-label transfer for lesion images. Every command accepts --config FILE (YAML with the same option names); flags override it.")
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML file with the same options; flags override it.")]
+DataOpt = Annotated[list[str] | None, typer.Option("--data", help="Image source (repeatable): shared layout, ImageFolder, plain folder, path,label CSV, ISIC ground truth, HAM10000 metadata.")]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (recorded in every output).")]
+OutOpt = Annotated[Path | None, typer.Option("--out", help="Output folder (or manifest file for split).")]
+
+
+def _merge(config: Path | None, **flags: Any) -> dict[str, Any]:
+    values = read_yaml(config) if config else {}
+    runtime = {k: flags.pop(k) for k in ("precision", "accelerator", "devices") if k in flags}
+    values.update({k: v for k, v in flags.items() if v is not None})
+    runtime = {k: v for k, v in runtime.items() if v is not None}
+    if runtime:
+        values["runtime"] = {**values.get("runtime", {}), **runtime}
+    return values
+
+
+@app.command(epilog="Example: lesionssl split --data ../shared/data/skin-lesions --per-class-cap 500 --group-by lesion_id --out split.csv")
+def split(
+    data: DataOpt = None,
+    out: Annotated[Path, typer.Option("--out", help="Manifest CSV to write.")] = Path("split.csv"),
+    per_class_cap: Annotated[int | None, typer.Option(help="At most N training images per class; the rest is test (the seed: 500).")] = None,
+    per_class: Annotated[int | None, typer.Option(help="Exactly N training images per class.")] = None,
+    fraction: Annotated[float | None, typer.Option(help="This share of each class for training.")] = None,
+    val: Annotated[int | None, typer.Option(help="Validation images per class (taken before the test split).")] = None,
+    group_by: Annotated[str | None, typer.Option(help="Keep groups (lesion_id, patient_id) within one split.")] = None,
+    transductive: Annotated[bool | None, typer.Option("--transductive/--inductive", help="Let pretraining see test images (unlabelled), as the seed did.")] = None,
+    images: Annotated[Path | None, typer.Option(help="Image folder for ISIC / HAM10000 label files.")] = None,
+    skip_missing: Annotated[bool, typer.Option(help="Drop label rows whose image file is missing.")] = False,
+    seed: SeedOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Write a limited-label split manifest (image,label,split,...) and print the per-class table."""
+    from lesionssl.data.classes import resolve_class_order
+    from lesionssl.data.sources import read_sources
+    from lesionssl.data.split import SplitSpec, make_split, split_table, write_manifest
+
+    values = _merge(config, per_class_cap=per_class_cap, per_class=per_class, fraction=fraction, val=val, group_by=group_by, transductive=transductive, seed=seed)
+    sources = data or values.pop("data", None) or []
+    out = Path(values.pop("out", out))
+    settings = validate(SplitConfig, values, "split")
+    table = read_sources([str(s) for s in ([sources] if isinstance(sources, str) else sources)], images, skip_missing)
+    spec = SplitSpec(**settings.model_dump())
+    manifest = make_split(table, spec)
+    classes = resolve_class_order(manifest["label"])
+    write_manifest(manifest, out, spec, classes, [str(s) for s in sources])
+    console.print(split_table(manifest, classes).to_string())
+    console.print(f"unlabelled pool for pretraining: {int(manifest['pretrain'].sum())} images ({spec.pool})")
+    console.print(f"manifest written to {out}")
+
+
+@app.command(epilog="Example: lesionssl pretrain --split split.csv --backbone resnet18 --image-size 64 --epochs 20 --out runs/bt")
+def pretrain(
+    data: DataOpt = None,
+    split_manifest: Annotated[Path | None, typer.Option("--split", help="Manifest from `lesionssl split`; its unlabelled pool is used.")] = None,
+    out: OutOpt = None,
+    backbone: Annotated[str | None, typer.Option(help="resnet18 | resnet34 | resnet50 | resnet101")] = None,
+    init: Annotated[str | None, typer.Option(help="random | imagenet | imagenet-v1 | imagenet-v2 | PATH to a checkpoint (pre-pretraining).")] = None,
+    image_size: Annotated[int | None, typer.Option()] = None,
+    batch_size: Annotated[int | None, typer.Option()] = None,
+    epochs: Annotated[int | None, typer.Option()] = None,
+    projector: Annotated[str | None, typer.Option(help="Projector widths, comma-separated (seed: 8192,8192,8192).")] = None,
+    lambd: Annotated[float | None, typer.Option(help="Redundancy weight (default 1/d; official 0.0051).")] = None,
+    augmentation: Annotated[str | None, typer.Option(help="seed | official")] = None,
+    lr: Annotated[str | None, typer.Option(help="'find' (LR finder, valley) or a number.")] = None,
+    precision: Annotated[str | None, typer.Option(help="32-true | bf16-mixed | 16-mixed")] = None,
+    resume: Annotated[bool | None, typer.Option("--resume", help="Continue an interrupted run in --out.")] = None,
+    seed: SeedOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Barlow Twins pretraining of a backbone on unlabelled images; writes backbone.safetensors."""
+    from lesionssl.pretrain.run import pretrain as run
+
+    values = _merge(config, data=data, manifest=split_manifest, out=out, backbone=backbone, init=init, image_size=image_size, batch_size=batch_size, epochs=epochs, projector=[int(d) for d in projector.split(",")] if projector else None, lambd=lambd, augmentation=augmentation, lr=_lr(lr), precision=precision, resume=resume, seed=seed)
+    path = run(validate(PretrainConfig, values, "pretrain"))
+    console.print(f"backbone written to {path}")
+
+
+@app.command(epilog="Example: lesionssl finetune --split split.csv --init runs/bt/backbone.safetensors --epochs 10 --out runs/ft")
+def finetune(
+    split_manifest: Annotated[Path | None, typer.Option("--split", help="Manifest from `lesionssl split`.")] = None,
+    out: OutOpt = None,
+    backbone: Annotated[str | None, typer.Option(help="resnet18 | resnet34 | resnet50 | resnet101")] = None,
+    init: Annotated[str | None, typer.Option(help="random | imagenet | imagenet-v1 | imagenet-v2 | PATH")] = None,
+    image_size: Annotated[int | None, typer.Option()] = None,
+    batch_size: Annotated[int | None, typer.Option()] = None,
+    epochs: Annotated[int | None, typer.Option(help="1cycle epochs after the head epoch.")] = None,
+    lr: Annotated[str | None, typer.Option(help="'find' (LR finder) or a number.")] = None,
+    tta: Annotated[int | None, typer.Option(help="Augmented test views (the seed: 3).")] = None,
+    precision: Annotated[str | None, typer.Option(help="32-true | bf16-mixed | 16-mixed")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Keep a finished run in --out instead of refusing to overwrite it.")] = False,
+    seed: SeedOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """The transfer protocol: head epoch, unfreeze, LR finder, 1cycle; then one test evaluation."""
+    from lesionssl.finetune.run import finetune as run
+
+    values = _merge(config, manifest=split_manifest, out=out, backbone=backbone, init=init, image_size=image_size, batch_size=batch_size, epochs=epochs, lr=_lr(lr), tta=tta, precision=precision, seed=seed)
+    settings = validate(FinetuneConfig, values, "finetune")
+    if (Path(settings.out) / "metrics.json").is_file():
+        if not resume:
+            raise LesionSSLError(f"{settings.out} already holds a finished run; choose another --out or pass --resume to keep it")
+        console.print(f"{settings.out} is finished; nothing to do")
+        return
+    metrics = run(settings)
+    console.print(f"accuracy {metrics['accuracy']:.4f}  balanced accuracy {metrics['balanced_accuracy']:.4f}  macro F1 {metrics['macro_f1']:.4f}  (LR {metrics['lr']:.3g})")
+    console.print(f"results in {settings.out}")
+
+
+@app.command(epilog="Example: lesionssl compare --config examples/shared-quick.yaml")
+def compare(
+    config: Annotated[Path, typer.Option("--config", help="Experiment YAML (see examples/).")],
+    out: OutOpt = None,
+) -> None:
+    """Initialisations x seeds under the same protocol; resumable; writes results.csv and report.md."""
+    from lesionssl.experiment.compare import compare as run
+
+    values = _merge(config, out=str(out) if out else None)
+    report = run(validate(CompareConfig, values, str(config)))
+    console.print(f"report written to {report}")
+
+
+@app.command(epilog="Example: lesionssl report runs/compare")
+def report(directory: Annotated[Path, typer.Argument(help="Output folder of `compare`.")]) -> None:
+    """Rebuild results.csv and report.md from whatever runs have finished."""
+    from lesionssl.report.compare import write_report
+
+    console.print(f"report written to {write_report(directory)}")
+
+
+@app.command(epilog="Examples: lesionssl demo | lesionssl demo --data ../shared/data/skin-lesions --out demo-real")
+def demo(
+    data: DataOpt = None,
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("lesionssl-demo"),
+    seeds: Annotated[int, typer.Option(help="Seeds per initialisation.")] = 3,
+) -> None:
+    """The whole chain (split -> Barlow Twins -> compare random vs BT) on synthetic lesions or --data."""
+    from lesionssl.experiment.demo import run_demo
+
+    report = run_demo(out, data, seeds)
+    console.print(f"[bold green]done.[/bold green] report: {report}")
+
+
+def _lr(value: str | None) -> float | str | None:
+    if value is None or value == "find":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise LesionSSLError(f"--lr must be 'find' or a number, got {value!r}") from None
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and exit code 2."""
+    try:
+        app()
+    except LesionSSLError as exc:
+        console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("interrupted; finished work is kept - rerun the same command (pretrain: add --resume) to continue")
+        sys.exit(130)

@@ -1,0 +1,194 @@
+"""Validated configuration objects for every stage, loaded from YAML or CLI flags.
+
+Unknown keys, wrong types and impossible values are rejected before anything runs, with a
+message naming the key and the allowed values. The resolved configuration (defaults filled,
+found LR recorded) is saved with every run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from lesionssl.errors import LesionSSLError
+
+Backbone = Literal["resnet18", "resnet34", "resnet50", "resnet101"]
+Precision = Literal["32-true", "bf16-mixed", "16-mixed"]
+Normalize = Literal["imagenet", "none"]
+
+
+class Strict(BaseModel):
+    """Base for config sections: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SplitConfig(Strict):
+    """How ``split`` carves the labelled images (see :mod:`lesionssl.data.split`)."""
+
+    per_class_cap: int | None = Field(None, ge=1)
+    per_class: int | None = Field(None, ge=1)
+    fraction: float | None = Field(None, gt=0, lt=1)
+    val: int = Field(0, ge=0)
+    group_by: str | None = None
+    seed: int = 0
+    transductive: bool = False
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> SplitConfig:
+        if sum(v is not None for v in (self.per_class_cap, self.per_class, self.fraction)) != 1:
+            raise ValueError("set exactly one of per_class_cap, per_class, fraction")
+        return self
+
+
+class RuntimeConfig(Strict):
+    """Where and how training runs (Lightning trainer settings)."""
+
+    precision: Precision = "32-true"
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
+    devices: int | Literal["auto"] = 1
+    num_nodes: int = Field(1, ge=1)
+    strategy: Literal["auto", "ddp", "ddp_spawn"] = "auto"
+    num_workers: int = Field(0, ge=0)
+    channels_last: bool = False
+
+
+class PretrainConfig(Strict):
+    """Barlow Twins pretraining (``lesionssl pretrain``)."""
+
+    data: list[str] = Field(default_factory=list, description="image sources, used when no manifest is given")
+    manifest: Path | None = None
+    out: Path = Path("runs/pretrain")
+    backbone: Backbone = "resnet18"
+    init: str = "random"
+    image_size: int = Field(64, ge=16)
+    batch_size: int = Field(128, ge=2)
+    epochs: int = Field(10, ge=1)
+    projector: list[int] = Field(default_factory=lambda: [2048, 2048, 2048], min_length=1)
+    lambd: float | None = Field(None, gt=0, description="off-diagonal weight; null = 1/d, the seed's heuristic")
+    augmentation: Literal["seed", "official"] = "seed"
+    normalize: Normalize = "imagenet"
+    lr: float | Literal["find"] = "find"
+    weight_decay: float = Field(0.0, ge=0)
+    projector_warmup_epochs: int = Field(1, ge=0, description="epochs training only the projector, encoder frozen")
+    seed: int = 0
+    resume: bool = False
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+
+    @field_validator("projector")
+    @classmethod
+    def _positive(cls, dims: list[int]) -> list[int]:
+        if any(d < 1 for d in dims):
+            raise ValueError("projector widths must be positive")
+        return dims
+
+    @property
+    def resolved_lambd(self) -> float:
+        return self.lambd if self.lambd is not None else 1.0 / self.projector[-1]
+
+
+class FinetuneConfig(Strict):
+    """The transfer protocol (``lesionssl finetune``): head epoch, unfreeze, LR finder, 1cycle."""
+
+    manifest: Path | None = None
+    out: Path = Path("runs/finetune")
+    backbone: Backbone = "resnet18"
+    init: str = "imagenet"
+    image_size: int = Field(64, ge=16)
+    batch_size: int = Field(64, ge=2)
+    epochs: int = Field(10, ge=1)
+    head_epochs: int = Field(1, ge=0)
+    head_lr: float = Field(1e-3, gt=0)
+    freeze: Literal["fastai", "linear-probe"] = "fastai"
+    lr: float | Literal["find"] = "find"
+    lr_suggestion: Literal["valley", "minimum", "steep", "slide"] = "valley"
+    weight_decay: float = Field(0.0, ge=0)
+    normalize: Normalize = "imagenet"
+    tta: int = Field(0, ge=0, description="augmented test views averaged with the plain one (seed: 3)")
+    seed: int = 0
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+
+
+class InitConfig(Strict):
+    """One initialisation compared by ``compare``: ``random``, ``imagenet[-v1|-v2]``, ``pretrain`` or a file."""
+
+    name: str = Field(min_length=1)
+    init: str = Field(min_length=1)
+
+
+class CompareConfig(Strict):
+    """An experiment: initialisations x seeds with the same split and protocol."""
+
+    data: list[str] = Field(default_factory=list)
+    manifest: Path | None = None
+    split: SplitConfig | None = None
+    out: Path = Path("runs/compare")
+    initialisations: list[InitConfig] = Field(min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    pretrain: PretrainConfig | None = None
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CompareConfig:
+        if self.manifest is None and (not self.data or self.split is None):
+            raise ValueError("give either manifest, or data together with split")
+        names = [i.name for i in self.initialisations]
+        if len(set(names)) != len(names):
+            raise ValueError(f"initialisation names must be unique, got {names}")
+        if any(i.init == "pretrain" for i in self.initialisations) and self.pretrain is None:
+            raise ValueError("an initialisation uses init: pretrain, so a pretrain section is required")
+        return self
+
+
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
+
+
+def _describe(error: dict[str, Any]) -> str:
+    where = ".".join(str(p) for p in error["loc"]) or "(top level)"
+    message = error["msg"]
+    if error["type"] == "extra_forbidden":
+        message = "unknown key"
+    value = error.get("input")
+    shown = "" if isinstance(value, dict) or error["type"] == "missing" else f" (got {value!r})"
+    return f"{where}: {message}{shown}"
+
+
+def validate(model: type[ConfigT], values: dict[str, Any], source: str = "config") -> ConfigT:
+    """Build a config object, turning validation errors into one readable line per problem."""
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        problems = "; ".join(_describe(e) for e in exc.errors())
+        allowed = ", ".join(sorted(model.model_fields))
+        raise LesionSSLError(f"{source}: {problems} [keys of {model.__name__}: {allowed}]") from None
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML mapping, with a clear error for missing files or bad syntax."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise LesionSSLError(f"config file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise LesionSSLError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise LesionSSLError(f"{path}: the top level must be a mapping of keys to values")
+    return data
+
+
+def to_yaml(config: BaseModel, extra: dict[str, Any] | None = None) -> str:
+    """Serialise a config (plus resolved extras such as the found LR) as YAML."""
+    data = config.model_dump(mode="json")
+    if extra:
+        data.update(extra)
+    return yaml.safe_dump(data, sort_keys=False)

@@ -1,0 +1,193 @@
+"""Readers for every label layout lesionssl accepts, all returning one table.
+
+The table has one row per image with columns ``image`` (identifier, unique), ``path``
+(absolute file path), ``label`` (class code, ``""`` when unlabelled) and, when known, group
+columns such as ``lesion_id`` and ``patient_id`` used for leakage-free splits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from lesionssl.data.classes import HAM10000_DX
+from lesionssl.data.images import IMAGE_SUFFIXES
+from lesionssl.errors import LesionSSLError
+
+COLUMNS = ["image", "path", "label"]
+GROUP_COLUMNS = ("lesion_id", "patient_id")
+ONE_HOT_ALIASES = {"AKIEC": "AK"}  # ISIC 2018 calls the AK class AKIEC
+ISIC_SUFFIX = "_downsampled"
+IMAGE_DIR_CANDIDATES = (
+    "images",
+    "ISIC_2019_Training_Input",
+    "HAM10000_images",
+    "HAM10000_images_part_1",
+    "HAM10000_images_part_2",
+    "ISIC2018_Task3_Test_Input",
+)
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise LesionSSLError(f"cannot read label file {path}: {exc}") from None
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def _index_images(folders: Sequence[Path]) -> dict[str, Path]:
+    """Map image stems (also without ISIC's ``_downsampled`` suffix) to files under ``folders``."""
+    index: dict[str, Path] = {}
+    for folder in folders:
+        for file in sorted(folder.rglob("*")):
+            if _is_image(file):
+                index.setdefault(file.stem, file.resolve())
+                index.setdefault(file.stem.removesuffix(ISIC_SUFFIX), file.resolve())
+    return index
+
+
+def _image_folders(csv_path: Path, images: Path | None) -> list[Path]:
+    if images is not None:
+        if not images.is_dir():
+            raise LesionSSLError(f"image folder not found: {images}")
+        return [images]
+    found = [csv_path.parent / name for name in IMAGE_DIR_CANDIDATES if (csv_path.parent / name).is_dir()]
+    return found or [csv_path.parent]
+
+
+def _attach_paths(table: pd.DataFrame, folders: list[Path], source: Path, skip_missing: bool) -> pd.DataFrame:
+    index = _index_images(folders)
+    ids = table["image"].str.removesuffix(ISIC_SUFFIX)
+    paths = ids.map(lambda i: index.get(i) or index.get(Path(i).stem))
+    missing = paths.isna()
+    if missing.any() and not skip_missing:
+        examples = ", ".join(table.loc[missing, "image"].head(3))
+        raise LesionSSLError(
+            f"{int(missing.sum())} of {len(table)} images listed in {source} were not found in "
+            f"{', '.join(map(str, folders))} (e.g. {examples}); pass --images DIR or --skip-missing"
+        )
+    table = table.assign(image=ids, path=paths.astype(object))[~missing]
+    table["path"] = table["path"].map(str)
+    return table
+
+
+def read_one_hot_csv(path: Path, images: Path | None = None, skip_missing: bool = False) -> pd.DataFrame:
+    """Read an official ISIC ground-truth file (``image`` + one one-hot column per class)."""
+    table = _read_csv(path)
+    class_columns = [c for c in table.columns if c != "image"]
+    try:
+        onehot = table[class_columns].astype(float)
+    except ValueError as exc:
+        raise LesionSSLError(f"{path}: one-hot columns must be numbers ({exc})") from None
+    bad = (onehot.sum(axis=1) != 1.0) | ~onehot.isin([0.0, 1.0]).all(axis=1)
+    if bad.any():
+        raise LesionSSLError(f"{path}: {int(bad.sum())} rows are not one-hot, e.g. image {table.loc[bad, 'image'].iloc[0]}")
+    labels = onehot.idxmax(axis=1).map(lambda c: ONE_HOT_ALIASES.get(c, c))
+    out = pd.DataFrame({"image": table["image"], "label": labels})
+    return _attach_paths(out, _image_folders(path, images), path, skip_missing)
+
+
+def read_ham10000(path: Path, images: Path | None = None, skip_missing: bool = False) -> pd.DataFrame:
+    """Read HAM10000 metadata (``lesion_id,image_id,dx``); ``dx`` codes map to ISIC 2019 codes."""
+    table = _read_csv(path)
+    unknown = sorted(set(table["dx"]) - set(HAM10000_DX))
+    if unknown:
+        raise LesionSSLError(f"{path}: unknown dx codes {unknown}; expected {sorted(HAM10000_DX)}")
+    out = pd.DataFrame({"image": table["image_id"], "label": table["dx"].map(HAM10000_DX), "lesion_id": table["lesion_id"]})
+    return _attach_paths(out, _image_folders(path, images), path, skip_missing)
+
+
+def read_path_label_csv(path: Path, skip_missing: bool = False) -> pd.DataFrame:
+    """Read a ``path,label`` CSV; relative paths are relative to the CSV's folder."""
+    table = _read_csv(path)
+    files = table["path"].map(lambda p: (path.parent / p).resolve())
+    exists = files.map(Path.is_file)
+    if not exists.all() and not skip_missing:
+        raise LesionSSLError(f"{path}: {int((~exists).sum())} listed files do not exist, e.g. {files[~exists].iloc[0]}")
+    out = table.assign(path=files.map(str), image=table["path"])[exists]
+    return out.drop(columns=[c for c in out.columns if c not in COLUMNS + list(GROUP_COLUMNS)])
+
+
+def read_shared_layout(root: Path, skip_missing: bool = False) -> pd.DataFrame:
+    """Read the lesionssl shared layout: ``labels.csv`` (``image,label``), ``images/``, ``metadata_extra.csv``."""
+    table = _read_csv(root / "labels.csv")
+    out = pd.DataFrame({"image": table["image"], "label": table["label"]})
+    extra_file = root / "metadata_extra.csv"
+    if extra_file.is_file():
+        extra = _read_csv(extra_file)
+        groups = pd.DataFrame({"image": extra["image"]})
+        if "lesion_id" in extra:
+            groups["lesion_id"] = extra["lesion_id"]
+        if "isic2020_patient_id" in extra:
+            groups["patient_id"] = extra["isic2020_patient_id"]
+        out = out.merge(groups, on="image", how="left").fillna("")
+    files = out["image"].map(lambda name: (root / "images" / name).resolve())
+    exists = files.map(Path.is_file)
+    if not exists.all() and not skip_missing:
+        raise LesionSSLError(f"{root}: {int((~exists).sum())} images in labels.csv are missing from images/, e.g. {out['image'][~exists].iloc[0]}")
+    return out.assign(path=files.map(str))[exists]
+
+
+def read_folder(root: Path) -> pd.DataFrame:
+    """Read an ImageFolder tree (one sub-folder per class) or a plain folder of unlabelled images."""
+    classes = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    rows = [
+        {"image": str(f.relative_to(root)), "path": str(f.resolve()), "label": cls.name}
+        for cls in classes
+        for f in sorted(cls.rglob("*"))
+        if _is_image(f)
+    ]
+    rows += [{"image": f.name, "path": str(f.resolve()), "label": ""} for f in sorted(root.iterdir()) if _is_image(f)]
+    if not rows:
+        raise LesionSSLError(f"no images found in {root}")
+    return pd.DataFrame(rows)
+
+
+def detect_and_read(source: Path, images: Path | None = None, skip_missing: bool = False) -> pd.DataFrame:
+    """Read any supported source, recognising its layout from the file header or folder contents."""
+    source = Path(source)
+    if not source.exists():
+        raise LesionSSLError(f"data not found: {source}")
+    if source.is_dir():
+        if (source / "labels.csv").is_file() and (source / "images").is_dir():
+            return read_shared_layout(source, skip_missing)
+        return read_folder(source)
+    header = set(_read_csv(source).columns)
+    if {"lesion_id", "image_id", "dx"} <= header:
+        return read_ham10000(source, images, skip_missing)
+    if "image" in header and "label" not in header and "path" not in header:
+        return read_one_hot_csv(source, images, skip_missing)
+    if {"path", "label"} <= header:
+        return read_path_label_csv(source, skip_missing)
+    raise LesionSSLError(
+        f"{source}: unrecognised label file (columns {sorted(header)}); expected path,label; "
+        "image + one-hot class columns (ISIC); or lesion_id,image_id,dx (HAM10000)"
+    )
+
+
+def read_sources(sources: Sequence[Path | str], images: Path | None = None, skip_missing: bool = False) -> pd.DataFrame:
+    """Read and concatenate several sources (e.g. a labelled tree plus a folder of unlabelled images).
+
+    Raises:
+        LesionSSLError: When an image id appears twice with different files.
+    """
+    if not sources:
+        raise LesionSSLError("no data given: pass --data PATH")
+    tables = [detect_and_read(Path(s), images, skip_missing) for s in sources]
+    table = pd.concat(tables, ignore_index=True).fillna("")
+    for column in GROUP_COLUMNS:
+        if column not in table:
+            table[column] = ""
+    duplicated = table["image"].duplicated(keep=False)
+    if duplicated.any():
+        # Same id in two sources: disambiguate by path, so ImageFolder trees with equal file names coexist.
+        table.loc[duplicated, "image"] = table.loc[duplicated, "path"]
+        if table["image"].duplicated().any():
+            raise LesionSSLError(f"image listed twice: {table.loc[table['image'].duplicated(), 'image'].iloc[0]}")
+    return table[COLUMNS + list(GROUP_COLUMNS)].reset_index(drop=True)

@@ -1,0 +1,1 @@
+"""Evaluate stage: metrics from predicted probabilities."""

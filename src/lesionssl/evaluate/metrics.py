@@ -1,0 +1,112 @@
+"""Classification metrics of one run, computed from labels and predicted probabilities only,
+so every reported number can be recomputed from ``predictions.csv``."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.exceptions import UndefinedMetricWarning
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
+
+ECE_BINS = 15
+
+
+def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int = ECE_BINS) -> float:
+    """ECE of the top-1 confidence over equal-width bins (Guo et al. 2017)."""
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == labels
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            total += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
+    return float(total)
+
+
+def _one_vs_rest(labels: np.ndarray, probs: np.ndarray, classes: list[str], score) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for i, name in enumerate(classes):
+        positives = labels == i
+        out[name] = float(score(positives, probs[:, i])) if 0 < positives.sum() < len(labels) else None
+    return out
+
+
+def compute_metrics(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict[str, Any]:
+    """All per-run metrics.
+
+    Args:
+        labels: True class indices, shape ``[n]``.
+        probs: Predicted probabilities, shape ``[n, n_classes]``; the prediction is the argmax.
+        classes: Class names in index order.
+    """
+    labels = np.asarray(labels)
+    probs = np.asarray(probs, dtype=np.float64)
+    predictions = probs.argmax(axis=1)
+    index = list(range(len(classes)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        precision, recall, f1, support = precision_recall_fscore_support(labels, predictions, labels=index, zero_division=0)
+        auroc = _one_vs_rest(labels, probs, classes, roc_auc_score)
+        ap = _one_vs_rest(labels, probs, classes, average_precision_score)
+        balanced = balanced_accuracy_score(labels, predictions)
+    counts = confusion_matrix(labels, predictions, labels=index)
+    row_sums = counts.sum(axis=1, keepdims=True)
+    present = [v for v in auroc.values() if v is not None]
+    present_ap = [v for v in ap.values() if v is not None]
+    return {
+        "n": int(len(labels)),
+        "accuracy": float(accuracy_score(labels, predictions)),
+        "balanced_accuracy": float(balanced),
+        "macro_f1": float(f1_score(labels, predictions, labels=index, average="macro", zero_division=0)),
+        "weighted_f1": float(f1_score(labels, predictions, labels=index, average="weighted", zero_division=0)),
+        "macro_auroc": float(np.mean(present)) if present else None,
+        "macro_average_precision": float(np.mean(present_ap)) if present_ap else None,
+        "ece": expected_calibration_error(labels, probs),
+        "per_class": {
+            name: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+                "auroc": auroc[name],
+                "average_precision": ap[name],
+            }
+            for i, name in enumerate(classes)
+        },
+        "classes": classes,
+        "confusion_matrix": counts.tolist(),
+        "confusion_matrix_normalized": np.divide(counts, row_sums, out=np.zeros(counts.shape), where=row_sums > 0).tolist(),
+    }
+
+
+def predictions_frame(images: list[str], labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> pd.DataFrame:
+    """``image,label,prediction,p_<CLASS>...`` with class names, as written to ``predictions.csv``."""
+    frame = pd.DataFrame({"image": images, "label": [classes[i] for i in labels], "prediction": [classes[i] for i in probs.argmax(axis=1)]})
+    for i, name in enumerate(classes):
+        frame[f"p_{name}"] = probs[:, i]
+    return frame
+
+
+def metrics_from_predictions(path: Path, classes: list[str] | None = None) -> dict[str, Any]:
+    """Recompute a run's metrics from its ``predictions.csv``."""
+    frame = pd.read_csv(path, keep_default_na=False)
+    if classes is None:
+        classes = [c.removeprefix("p_") for c in frame.columns if c.startswith("p_")]
+    probs = frame[[f"p_{c}" for c in classes]].to_numpy()
+    labels = frame["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    return compute_metrics(labels, probs, classes)

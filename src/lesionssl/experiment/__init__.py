@@ -1,0 +1,1 @@
+"""Experiment stage: initialisations x seeds under one protocol, resumable."""

@@ -1,0 +1,138 @@
+"""``lesionssl finetune``: the seed's Algorithm 1 and a single, final test evaluation.
+
+1. Freeze the encoder; train the new linear head for ``head_epochs`` at a constant ``head_lr``.
+2. Unfreeze; run the LR finder (fastai semantics) and take its ``valley`` suggestion.
+3. Train ``epochs`` with 1cycle (Adam beta1 cycling inversely to the LR).
+4. Evaluate once on the test split. An optional ``val`` split is monitored every epoch; nothing
+   is ever selected on the test split, which is loaded only after training has finished.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+
+from lesionssl import __version__
+from lesionssl.augment.views import eval_transform, finetune_train_transform
+from lesionssl.callbacks import EpochHistory
+from lesionssl.config import FinetuneConfig, to_yaml
+from lesionssl.data.loaders import labelled_loader
+from lesionssl.data.split import Manifest, read_manifest
+from lesionssl.data.store import build_store, stored_size
+from lesionssl.engine import make_trainer
+from lesionssl.errors import LesionSSLError
+from lesionssl.evaluate.metrics import compute_metrics, predictions_frame
+from lesionssl.finetune.module import ClassifierModule
+from lesionssl.io import atomic_write, write_json, write_text
+from lesionssl.models.backbones import build_backbone, feature_dim
+from lesionssl.optim.lr_finder import run_lr_finder
+from lesionssl.optim.one_cycle import OneCycle, OneCycleCallback, set_hyperparameters
+from lesionssl.progress import console
+from lesionssl.report.plots import plot_confusion, plot_lr_finder, plot_schedule
+
+#: fastai ``tta`` blends the mean of the augmented views with the plain view: lerp(aug, plain, 0.25).
+TTA_BETA = 0.25
+
+
+def _with_rows(manifest: Manifest, split: str) -> pd.DataFrame:
+    table = manifest.table.assign(row=np.arange(len(manifest.table)))
+    return table[table["split"] == split].reset_index(drop=True)
+
+
+def predict(module: ClassifierModule, config: FinetuneConfig, images: np.ndarray, table: pd.DataFrame, classes: list[str]) -> np.ndarray:
+    """Class probabilities for ``table``: the plain view, blended with ``tta`` augmented views."""
+    trainer = make_trainer(config.runtime, 1)
+
+    def run(transform) -> np.ndarray:
+        data = labelled_loader(images, table, classes, transform, config.batch_size * 2, config.runtime.num_workers, shuffle=False)
+        return torch.cat(trainer.predict(module, data)).numpy()
+
+    plain = run(eval_transform(config.image_size, config.normalize))
+    if config.tta == 0:
+        return plain
+    augmented = np.mean([run(finetune_train_transform(config.image_size, config.normalize)) for _ in range(config.tta)], axis=0)
+    return augmented + TTA_BETA * (plain - augmented)
+
+
+def finetune(config: FinetuneConfig) -> dict[str, Any]:
+    """Run the transfer protocol; write the run folder; return the test metrics."""
+    if config.manifest is None:
+        raise LesionSSLError("finetune needs --split MANIFEST (create one with `lesionssl split`)")
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    manifest = read_manifest(config.manifest)
+    classes = manifest.classes
+    train, val = _with_rows(manifest, "train"), _with_rows(manifest, "val")
+    if train.empty:
+        raise LesionSSLError(f"{config.manifest} has no train images")
+    images = build_store(manifest.table["path"].tolist(), stored_size(config.image_size), "decoding images")
+    train_data = labelled_loader(images, train, classes, finetune_train_transform(config.image_size, config.normalize), config.batch_size, config.runtime.num_workers, shuffle=True, seed=config.seed)
+    val_data = labelled_loader(images, val, classes, eval_transform(config.image_size, config.normalize), config.batch_size * 2, config.runtime.num_workers, shuffle=False) if len(val) else None
+
+    backbone, init_info = build_backbone(config.backbone, config.init)
+    module = ClassifierModule(backbone, feature_dim(backbone), len(classes), config.weight_decay, config.runtime.channels_last)
+    history = out / "history.csv"
+
+    def fit(callbacks: list[L.Callback], epochs: int, validate: bool = False) -> None:
+        trainer = make_trainer(config.runtime, epochs, callbacks, validate=validate and val_data is not None)
+        trainer.fit(module, train_data, val_data if validate else None)
+
+    if config.head_epochs:
+        module.freeze(config.freeze)
+        set_hyperparameters(module.persistent_optimizer(), config.head_lr)
+        fit([EpochHistory(history, "head")], config.head_epochs, validate=True)
+    module.unfreeze()
+
+    finder = None
+    lr = config.lr
+    if lr == "find":
+        finder = run_lr_finder(fit, module, len(train_data))
+        if config.lr_suggestion not in finder.suggestions:
+            raise LesionSSLError("the LR finder recorded too few points; use more training images or a fixed --lr")
+        lr = finder.suggestions[config.lr_suggestion]
+        console.print(f"LR finder ({config.lr_suggestion}): {lr:.3g}")
+
+    one_cycle = OneCycleCallback(OneCycle(lr, config.epochs * len(train_data)))
+    fit([one_cycle, EpochHistory(history, "one_cycle")], config.epochs, validate=True)
+
+    test = _with_rows(manifest, "test")  # first touched here, after training has finished
+    if test.empty:
+        raise LesionSSLError(f"{config.manifest} has no test images")
+    probs = predict(module, config, images, test, classes)
+    labels = test["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    metrics = compute_metrics(labels, probs, classes)
+    pool = init_info.get("pretraining", {}).get("pool")
+    provenance = {
+        "init": config.init,
+        "seed": config.seed,
+        "lr": float(lr),
+        "pretraining_pool": pool,
+        "transductive": pool == "transductive",
+        "train_images": int(len(train)),
+        "test_images": int(len(test)),
+        "lesionssl_version": __version__,
+        "seconds": round(time.time() - started, 1),
+    }
+    _write_outputs(out, config, provenance, init_info, metrics, predictions_frame(test["image"].tolist(), labels, probs, classes), finder, one_cycle)
+    return {**metrics, **provenance}
+
+
+def _write_outputs(out: Path, config: FinetuneConfig, provenance: dict, init_info: dict, metrics: dict, predictions: pd.DataFrame, finder, one_cycle: OneCycleCallback) -> None:
+    write_text(out / "config.yaml", to_yaml(config, {"resolved": {**provenance, "init": init_info}}))
+    atomic_write(out / "predictions.csv", lambda tmp: predictions.to_csv(tmp, index=False))
+    schedule = pd.DataFrame(one_cycle.history)
+    schedule.to_csv(out / "schedule.csv", index=False)
+    plot_schedule(schedule, out / "schedule.png")
+    if finder is not None:
+        pd.DataFrame({"lr": finder.lrs, "smoothed_loss": finder.losses}).to_csv(out / "lr_finder.csv", index=False)
+        plot_lr_finder(finder, provenance["lr"], out / "lr_finder.png")
+    plot_confusion(np.asarray(metrics["confusion_matrix_normalized"]), metrics["classes"], out / "confusion.png")
+    write_json(out / "metrics.json", {**metrics, **provenance})  # last: its presence marks the run as finished

@@ -1,0 +1,1 @@
+"""Models stage: backbones, their initialisations, and heads."""

@@ -1,0 +1,1 @@
+"""Optimisation building blocks shared by pretraining and fine-tuning: 1cycle and the LR finder."""

@@ -1,0 +1,1 @@
+"""Pretrain stage: Barlow Twins self-supervised learning on the unlabelled pool."""

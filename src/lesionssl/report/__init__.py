@@ -1,0 +1,1 @@
+"""Report stage: plots and the comparison report."""
