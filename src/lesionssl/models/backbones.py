@@ -115,7 +115,8 @@ def imagenet_state(name: str, variant: str) -> dict[str, torch.Tensor]:
         raise LesionSSLError(f"no {variant} weights for {name}; available: {sorted(IMAGENET_WEIGHTS.get(name, {}))}")
     weights = torchvision.models.get_weight(f"{_enum_name(name)}.{tag}")
     try:
-        return weights.get_state_dict(progress=True, check_hash=True)
+        # What WeightsEnum.get_state_dict does: cached in $TORCH_HOME, sha256 prefix checked.
+        return torch.hub.load_state_dict_from_url(weights.url, progress=True, check_hash=True, weights_only=True)
     except (urllib.error.URLError, OSError, RuntimeError) as exc:
         reason = getattr(exc, "reason", exc)
         raise LesionSSLError(

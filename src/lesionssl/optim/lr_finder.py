@@ -60,7 +60,10 @@ def steep(lrs: np.ndarray, losses: np.ndarray) -> tuple[float, int]:
     return float(lrs[index]), index
 
 
-def slide(lrs: np.ndarray, losses: np.ndarray, lr_diff: int = 15, thresh: float = 0.005) -> tuple[float, int]:
+SLIDE_DIFF = 15
+
+
+def slide(lrs: np.ndarray, losses: np.ndarray, lr_diff: int = SLIDE_DIFF, thresh: float = 0.005) -> tuple[float, int]:
     """fastai ``slide`` (interval slide rule): walk left until the loss gradient flattens."""
     gradient = np.gradient(losses)
     right, left = -1, -1 - lr_diff
@@ -94,7 +97,9 @@ class LRFinderResult:
         result = cls(lrs=list(lrs), losses=list(losses), num_it=num_it)
         trimmed_lrs, trimmed_losses = result.trimmed()
         if len(trimmed_losses) >= 2:
-            result.suggestions = {name: fn(trimmed_lrs, trimmed_losses)[0] for name, fn in SUGGESTIONS.items()}
+            result.suggestions = {name: fn(trimmed_lrs, trimmed_losses)[0] for name, fn in SUGGESTIONS.items() if name != "slide"}
+        if len(trimmed_losses) > SLIDE_DIFF:  # slide compares points SLIDE_DIFF apart
+            result.suggestions["slide"] = slide(trimmed_lrs, trimmed_losses)[0]
         return result
 
     def trimmed(self) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,148 @@
+"""fastai semantics of the LR finder and 1cycle, checked against hand-worked values."""
+
+import math
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from lesionssl.config import RuntimeConfig
+from lesionssl.engine import make_trainer
+from lesionssl.finetune.module import ClassifierModule
+from lesionssl.optim.lr_finder import LRFinderResult, minimum, run_lr_finder, slide, steep, valley
+from lesionssl.optim.one_cycle import OneCycle, OneCycleCallback
+
+# Hand-worked: the longest strictly decreasing subsequence of LOSSES is 4,3,2,1,0.5 ... found by
+# fastai's DP as start=1, end=7 -> sections = 2 -> index 1 + 2 + 1 = 4.
+LOSSES = np.array([5, 4, 6, 3, 2, 2.5, 1, 0.5, 3, 8], dtype=float)
+LRS = 1e-5 * 10.0 ** np.arange(10)
+
+
+def test_valley_hand_worked():
+    assert valley(LRS, LOSSES) == (LRS[4], 4)
+
+
+def test_minimum_is_a_tenth_of_the_lr_at_lowest_loss():
+    assert minimum(LRS, LOSSES)[0] == pytest.approx(LRS[7] / 10)
+
+
+def test_steep_is_the_steepest_descent_in_log_lr():
+    # loss differences: -1, 2, -3, -1, 0.5, -1.5, -0.5, 2.5, 5 -> steepest at index 2
+    assert steep(LRS, LOSSES) == (LRS[2], 2)
+
+
+def test_slide_stops_at_once_on_a_straight_line():
+    lrs = 10.0 ** np.linspace(-6, 0, 40)
+    losses = np.linspace(3.0, 1.0, 40)  # constant gradient: the first comparison already passes
+    assert slide(lrs, losses) == (lrs[40 - 16], 40 - 16)
+
+
+def test_slide_walks_left_while_the_gradient_keeps_changing():
+    lrs = 10.0 ** np.linspace(-6, 0, 40)
+    losses = np.r_[np.full(20, 1.0), 1.0 + 0.05 * np.arange(1, 21) ** 2]  # flat, then curving up
+    suggestion, index = slide(lrs, losses)
+    gradient = np.gradient(losses)
+    # the walk stops at the first pair (k, k + 15), from the right, whose gradients agree
+    k = max(k for k in range(25) if abs(gradient[k + 15] - gradient[k]) <= 0.005)
+    assert index == k + 1 and suggestion == lrs[k + 1]
+
+
+def test_suggestions_use_trimmed_curve_and_stop_at_nan():
+    lrs = list(10.0 ** np.linspace(-7, 1, 100))
+    losses = [10.0] * 10 + list(np.linspace(9, 1, 60)) + [float("nan")] * 30
+    result = LRFinderResult.from_curve(lrs, losses, num_it=100)
+    trimmed_lrs, trimmed_losses = result.trimmed()
+    assert len(trimmed_losses) == 60 and not np.isnan(trimmed_losses).any()
+    assert trimmed_lrs[0] == lrs[10]
+    # one strictly decreasing run over the whole trimmed curve: start -1, end 59
+    sections = (59 - (-1)) / 3
+    assert result.suggestions["valley"] == trimmed_lrs[-1 + int(sections) + int(sections / 2)]
+
+
+def _closed_form(lo, hi, p):
+    return lo + (hi - lo) * (1 - math.cos(math.pi * p)) / 2
+
+
+@pytest.mark.parametrize("step", [0, 12, 25, 60, 99])
+def test_one_cycle_closed_form(step):
+    schedule = OneCycle(lr_max=0.5, total_steps=100)
+    pos = step / 100
+    if pos < 0.25:
+        lr, mom = _closed_form(0.5 / 25, 0.5, pos / 0.25), _closed_form(0.95, 0.85, pos / 0.25)
+    else:
+        p = (pos - 0.25) / 0.75
+        lr, mom = _closed_form(0.5, 0.5 / 1e5, p), _closed_form(0.85, 0.95, p)
+    assert schedule.lr(step) == pytest.approx(lr, rel=1e-12)
+    assert schedule.momentum(step) == pytest.approx(mom, rel=1e-12)
+
+
+def test_one_cycle_endpoints():
+    schedule = OneCycle(lr_max=1.0, total_steps=1000)
+    assert schedule.lr(0) == pytest.approx(1 / 25) and schedule.momentum(0) == pytest.approx(0.95)
+    assert schedule.lr(250) == pytest.approx(1.0) and schedule.momentum(250) == pytest.approx(0.85)
+    # like fastai, the last iteration sits at pos (T-1)/T, just above lr_max / 1e5
+    assert 1e-5 < schedule.lr(999) < 2e-5 and schedule.momentum(999) == pytest.approx(0.95, abs=1e-5)
+
+
+def _tiny_module():
+    torch.manual_seed(0)
+    backbone = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    return ClassifierModule(backbone, 4, 3)
+
+
+def _data():
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(24, 3, 8, 8, generator=generator)
+    y = torch.randint(0, 3, (24,), generator=generator)
+    return DataLoader(TensorDataset(x, y, torch.arange(24)), batch_size=8)
+
+
+def test_one_cycle_callback_drives_adam_beta1():
+    module, data = _tiny_module(), _data()
+    callback = OneCycleCallback(OneCycle(1e-2, 2 * len(data)))
+    make_trainer(RuntimeConfig(accelerator="cpu"), 2, [callback]).fit(module, data)
+    applied = [(h["lr"], h["momentum"]) for h in callback.history]
+    assert applied == [(callback.schedule.lr(i), callback.schedule.momentum(i)) for i in range(6)]
+    group = module.persistent_optimizer().param_groups[0]
+    assert group["betas"][0] == pytest.approx(callback.schedule.momentum(5))
+
+
+def test_lr_finder_sweeps_exponentially_over_epochs_and_restores_state():
+    module, data = _tiny_module(), _data()
+    optimizer = module.persistent_optimizer()
+    make_trainer(RuntimeConfig(accelerator="cpu"), 1).fit(module, data)  # give Adam some state
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    adam_before = {k: v.clone() for k, v in optimizer.state[next(iter(module.head.parameters()))].items()}
+
+    def fit(callbacks, epochs):
+        make_trainer(RuntimeConfig(accelerator="cpu"), epochs, callbacks).fit(module, data)
+
+    result = run_lr_finder(fit, module, len(data), num_it=20, stop_div=False)
+    assert len(result.lrs) == 20  # 20 iterations over 3-batch epochs
+    np.testing.assert_allclose(result.lrs, [1e-7 * (10 / 1e-7) ** (i / 20) for i in range(20)], rtol=1e-9)
+    for key, value in module.state_dict().items():
+        torch.testing.assert_close(value, before[key], msg=key)  # weights and BN running stats
+    for key, value in optimizer.state[next(iter(module.head.parameters()))].items():
+        torch.testing.assert_close(value, adam_before[key])
+
+
+def test_lr_finder_smoothing_is_debiased_ema():
+    module, data = _tiny_module(), _data()
+    recorded = []
+
+    class Spy(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            recorded.append(float(outputs["loss"]))
+
+    def fit(callbacks, epochs):
+        make_trainer(RuntimeConfig(accelerator="cpu"), epochs, [Spy(), *callbacks]).fit(module, data)
+
+    result = run_lr_finder(fit, module, len(data), num_it=6, stop_div=False)
+    average, expected = 0.0, []
+    for i, loss in enumerate(recorded[:6], start=1):
+        average = 0.98 * average + 0.02 * loss
+        expected.append(average / (1 - 0.98**i))
+    np.testing.assert_allclose(result.losses, expected, rtol=1e-6)

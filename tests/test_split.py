@@ -1,0 +1,106 @@
+import pandas as pd
+import pytest
+
+from conftest import SKIN_LESIONS
+from lesionssl.data.sources import read_sources
+from lesionssl.data.split import SplitSpec, make_split, read_manifest, split_table, write_manifest
+from lesionssl.errors import LesionSSLError
+
+
+def _table(counts: dict[str, int], groups_of: int = 1, unlabelled: int = 0) -> pd.DataFrame:
+    rows = []
+    for label, n in counts.items():
+        for i in range(n):
+            rows.append({"image": f"{label}{i}", "path": f"/x/{label}{i}.jpg", "label": label, "lesion_id": f"{label}-L{i // groups_of}", "patient_id": ""})
+    rows += [{"image": f"u{i}", "path": f"/x/u{i}.jpg", "label": "", "lesion_id": "", "patient_id": ""} for i in range(unlabelled)]
+    return pd.DataFrame(rows)
+
+
+def _counts(manifest, split):
+    return manifest[manifest["split"] == split]["label"].value_counts().to_dict()
+
+
+def test_per_class_cap_takes_at_most_cap_and_rest_is_test():
+    manifest = make_split(_table({"NV": 50, "MEL": 20, "DF": 5}), SplitSpec(per_class_cap=10))
+    assert _counts(manifest, "train") == {"NV": 10, "MEL": 10, "DF": 5}
+    assert _counts(manifest, "test") == {"NV": 40, "MEL": 10}
+
+
+def test_per_class_count_and_validation():
+    manifest = make_split(_table({"NV": 50, "MEL": 20}), SplitSpec(per_class=6, val=3))
+    assert _counts(manifest, "train") == {"NV": 6, "MEL": 6}
+    assert _counts(manifest, "val") == {"NV": 3, "MEL": 3}
+    assert _counts(manifest, "test") == {"NV": 41, "MEL": 11}
+
+
+def test_per_class_count_too_large_is_a_clear_error():
+    with pytest.raises(LesionSSLError, match="no test images"):
+        make_split(_table({"NV": 50, "MEL": 5}), SplitSpec(per_class=5))
+
+
+def test_fraction():
+    manifest = make_split(_table({"NV": 100, "MEL": 20}), SplitSpec(fraction=0.25))
+    assert _counts(manifest, "train") == {"NV": 25, "MEL": 5}
+
+
+def test_exactly_one_mode():
+    with pytest.raises(LesionSSLError, match="exactly one"):
+        SplitSpec(per_class=3, fraction=0.5)
+
+
+def test_deterministic_for_a_seed_and_different_across_seeds():
+    table = _table({"NV": 60, "MEL": 30})
+    a = make_split(table, SplitSpec(per_class=5, seed=3))
+    b = make_split(table, SplitSpec(per_class=5, seed=3))
+    c = make_split(table, SplitSpec(per_class=5, seed=4))
+    assert a.equals(b)
+    assert not a["split"].equals(c["split"])
+
+
+def test_groups_never_span_two_splits():
+    table = _table({"NV": 90, "MEL": 42}, groups_of=3)
+    manifest = make_split(table, SplitSpec(per_class=10, val=4, group_by="lesion_id", seed=1))
+    assert (manifest.groupby("group")["split"].nunique() == 1).all()
+    assert _counts(manifest, "train") == {"NV": 9, "MEL": 9}  # whole groups of 3 under the target of 10
+
+
+def test_unknown_group_column():
+    with pytest.raises(LesionSSLError, match="no such column"):
+        make_split(_table({"NV": 10}), SplitSpec(per_class=2, group_by="nope"))
+
+
+def test_pool_is_inductive_by_default_and_transductive_on_request():
+    table = _table({"NV": 30, "MEL": 30}, unlabelled=7)
+    inductive = make_split(table, SplitSpec(per_class=5))
+    assert not inductive.loc[inductive["split"] == "test", "pretrain"].any()
+    assert inductive.loc[inductive["split"] != "test", "pretrain"].all()
+    transductive = make_split(table, SplitSpec(per_class=5, transductive=True))
+    assert transductive["pretrain"].all()
+
+
+def test_manifest_round_trip_keeps_pool_and_classes(tmp_path):
+    table = _table({"NV": 30, "MEL": 30}, unlabelled=4)
+    spec = SplitSpec(per_class=5, transductive=True)
+    manifest = make_split(table, spec)
+    write_manifest(manifest, tmp_path / "m.csv", spec, ["MEL", "NV"], ["x"])
+    loaded = read_manifest(tmp_path / "m.csv")
+    assert loaded.pool == "transductive" and loaded.classes == ["MEL", "NV"]
+    assert len(loaded.rows("unlabelled")) == 4 and len(loaded.pretrain_rows()) == 64
+    assert list(split_table(manifest, ["MEL", "NV"]).loc["Total"]) == [10, 50]
+
+
+def test_bad_manifest_is_a_clear_error(tmp_path):
+    (tmp_path / "m.csv").write_text("image,label\na,b\n")
+    with pytest.raises(LesionSSLError, match="missing columns"):
+        read_manifest(tmp_path / "m.csv")
+
+
+@pytest.mark.shared_data
+def test_seed_style_cap_split_on_shared_data_grouped_by_lesion():
+    table = read_sources([SKIN_LESIONS])
+    manifest = make_split(table, SplitSpec(per_class_cap=100, group_by="lesion_id", seed=0))
+    train = _counts(manifest, "train")
+    assert max(train.values()) <= 100 and min(train.values()) >= 90
+    lesions = manifest[manifest["group"].str.startswith("HAM_")]
+    assert (lesions.groupby("group")["split"].nunique() == 1).all()
+    assert (manifest["split"] == "unlabelled").sum() == 2625
