@@ -106,6 +106,12 @@ def finetune(
     epochs: Annotated[int | None, typer.Option(help="1cycle epochs after the head epoch.")] = None,
     lr: Annotated[str | None, typer.Option(help="'find' (LR finder) or a number.")] = None,
     tta: Annotated[int | None, typer.Option(help="Augmented test views (the seed: 3).")] = None,
+    preset: Annotated[str | None, typer.Option(help="seed | recommended: a named recipe that other flags override.")] = None,
+    freeze: Annotated[str | None, typer.Option(help="Head stage: fastai (BN trainable, the seed) | linear-probe.")] = None,
+    sampling: Annotated[str | None, typer.Option(help="shuffle | class-balanced")] = None,
+    loss_weights: Annotated[str | None, typer.Option(help="none | balanced (class-weighted cross-entropy)")] = None,
+    test_prior: Annotated[str | None, typer.Option(help="Logit adjustment to: train (none) | uniform | pool (EM on unlabelled images).")] = None,
+    select_on: Annotated[str | None, typer.Option(help="none | val_loss | val_balanced_accuracy (needs a val split; never the test split).")] = None,
     precision: Annotated[str | None, typer.Option(help="32-true | bf16-mixed | 16-mixed")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Keep a finished run in --out instead of refusing to overwrite it.")] = False,
     seed: SeedOpt = None,
@@ -114,7 +120,7 @@ def finetune(
     """The transfer protocol: head epoch, unfreeze, LR finder, 1cycle; then one test evaluation."""
     from lesionssl.finetune.run import finetune as run
 
-    values = _merge(config, manifest=split_manifest, out=out, backbone=backbone, init=init, image_size=image_size, batch_size=batch_size, epochs=epochs, lr=_lr(lr), tta=tta, precision=precision, seed=seed)
+    values = _merge(config, manifest=split_manifest, out=out, backbone=backbone, init=init, image_size=image_size, batch_size=batch_size, epochs=epochs, lr=_lr(lr), tta=tta, preset=preset, freeze=freeze, sampling=sampling, loss_weights=loss_weights, test_prior=test_prior, select_on=select_on, precision=precision, seed=seed)
     settings = validate(FinetuneConfig, values, "finetune")
     if (Path(settings.out) / "metrics.json").is_file():
         if not resume:

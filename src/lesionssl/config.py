@@ -93,6 +93,7 @@ class PretrainConfig(Strict):
 class FinetuneConfig(Strict):
     """The transfer protocol (``lesionssl finetune``): head epoch, unfreeze, LR finder, 1cycle."""
 
+    preset: Literal["seed", "recommended"] | None = Field(None, description="named recipe; explicit keys override it")
     manifest: Path | None = None
     out: Path = Path("runs/finetune")
     backbone: Backbone = "resnet18"
@@ -108,8 +109,45 @@ class FinetuneConfig(Strict):
     weight_decay: float = Field(0.0, ge=0)
     normalize: Normalize = "imagenet"
     tta: int = Field(0, ge=0, description="augmented test views averaged with the plain one (seed: 3)")
+    sampling: Literal["shuffle", "class-balanced"] = "shuffle"
+    loss_weights: Literal["none", "balanced"] = "none"
+    test_prior: Literal["train", "uniform", "pool"] | dict[str, float] = Field(
+        "train", description="post-hoc logit adjustment target: train (none), uniform, pool (EM on unlabelled images) or {class: p}"
+    )
+    select_on: Literal["none", "val_loss", "val_balanced_accuracy"] = "none"
+    early_stopping_patience: int | None = Field(None, ge=1)
     seed: int = 0
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, values: Any) -> Any:
+        if isinstance(values, dict) and values.get("preset") in FINETUNE_PRESETS:
+            values = {**FINETUNE_PRESETS[values["preset"]], **values}
+        return values
+
+    @model_validator(mode="after")
+    def _needs_val(self) -> FinetuneConfig:
+        if self.early_stopping_patience is not None and self.select_on == "none":
+            raise ValueError("early_stopping_patience needs select_on: val_loss or val_balanced_accuracy")
+        return self
+
+
+#: Named fine-tuning recipes; explicit keys override them.
+FINETUNE_PRESETS: dict[str, dict[str, Any]] = {
+    # The seed study's code: ResNet-50 + one linear layer, 256 px, Adam(0.9, 0.99, eps 1e-5), wd 0,
+    # fastai freeze (BN trainable) for one epoch at a constant 1e-3, valley LR, 40 epochs 1cycle,
+    # batch 64, TTA x3, no ImageNet normalisation.
+    "seed": {
+        "backbone": "resnet50", "image_size": 256, "batch_size": 64, "epochs": 40, "head_epochs": 1, "head_lr": 1e-3,
+        "freeze": "fastai", "lr": "find", "lr_suggestion": "valley", "weight_decay": 0.0, "normalize": "none", "tta": 3,
+    },
+    # The same protocol with the seed's quirks fixed: ImageNet normalisation, no TTA randomness.
+    "recommended": {
+        "backbone": "resnet50", "image_size": 224, "batch_size": 64, "epochs": 40, "head_epochs": 1, "head_lr": 1e-3,
+        "freeze": "fastai", "lr": "find", "lr_suggestion": "valley", "weight_decay": 0.0, "normalize": "imagenet", "tta": 0,
+    },
+}
 
 
 class InitConfig(Strict):

@@ -5,17 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler, WeightedRandomSampler
 
 from lesionssl.data.datasets import LabelledDataset, Transform, TwoViewDataset
 
 
-def loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int, drop_last: bool = False, seed: int = 0) -> DataLoader:
+def loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int, drop_last: bool = False, seed: int = 0, sampler: Sampler | None = None) -> DataLoader:
     """A DataLoader whose shuffle order depends only on ``seed``."""
     return DataLoader(
         dataset,
         batch_size=min(batch_size, len(dataset)),
-        shuffle=shuffle,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
         drop_last=drop_last,
         num_workers=num_workers,
         generator=torch.Generator().manual_seed(seed),
@@ -29,8 +30,17 @@ def two_view_loader(images: np.ndarray, rows: np.ndarray, views: tuple[Transform
     return loader(dataset, batch_size, shuffle=True, num_workers=num_workers, drop_last=len(rows) > batch_size, seed=seed)
 
 
-def labelled_loader(images: np.ndarray, table: pd.DataFrame, classes: list[str], transform: Transform, batch_size: int, num_workers: int, shuffle: bool, seed: int = 0) -> DataLoader:
-    """Images of ``table`` (manifest rows with a ``row`` column indexing the store)."""
-    labels = table["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+def labelled_loader(images: np.ndarray, table: pd.DataFrame, classes: list[str], transform: Transform, batch_size: int, num_workers: int, shuffle: bool, seed: int = 0, class_balanced: bool = False) -> DataLoader:
+    """Images of ``table`` (manifest rows with a ``row`` column indexing the store).
+
+    Unlabelled rows get label -1. ``class_balanced`` draws each class equally often (with
+    replacement, weights 1 / class count), one epoch still being ``len(table)`` images.
+    """
+    labels = table["label"].map({c: i for i, c in enumerate(classes)}).fillna(-1).astype(int).to_numpy()
     dataset = LabelledDataset(images, table["row"].to_numpy(), labels, transform)
-    return loader(dataset, batch_size, shuffle=shuffle, num_workers=num_workers, seed=seed)
+    sampler = None
+    if class_balanced:
+        counts = np.bincount(labels, minlength=len(classes))
+        weights = torch.as_tensor(1.0 / counts[labels], dtype=torch.double)
+        sampler = WeightedRandomSampler(weights, len(labels), replacement=True, generator=torch.Generator().manual_seed(seed))
+    return loader(dataset, batch_size, shuffle=shuffle, num_workers=num_workers, seed=seed, sampler=sampler)

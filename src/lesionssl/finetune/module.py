@@ -22,10 +22,12 @@ class ClassifierModule(PersistentAdamModule):
         num_classes: Output classes.
         weight_decay: Decoupled weight decay of Adam (the seed: 0).
         channels_last: NHWC memory format for convolutions.
+        class_weights: Per-class weights of the training cross-entropy (None: unweighted).
     """
 
-    def __init__(self, backbone: nn.Module, features: int, num_classes: int, weight_decay: float = 0.0, channels_last: bool = False) -> None:
+    def __init__(self, backbone: nn.Module, features: int, num_classes: int, weight_decay: float = 0.0, channels_last: bool = False, class_weights: torch.Tensor | None = None) -> None:
         super().__init__(weight_decay)
+        self.register_buffer("class_weights", class_weights, persistent=False)
         self.backbone = backbone
         self.head = nn.Linear(features, num_classes)
         self.channels_last = channels_last
@@ -56,7 +58,7 @@ class ClassifierModule(PersistentAdamModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, labels, _ = batch
-        loss = F.cross_entropy(self(images), labels)
+        loss = F.cross_entropy(self(images), labels, weight=self.class_weights)
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(labels))
         return loss
 

@@ -3,12 +3,19 @@
 1. Freeze the encoder; train the new linear head for ``head_epochs`` at a constant ``head_lr``.
 2. Unfreeze; run the LR finder (fastai semantics) and take its ``valley`` suggestion.
 3. Train ``epochs`` with 1cycle (Adam beta1 cycling inversely to the LR).
-4. Evaluate once on the test split. An optional ``val`` split is monitored every epoch; nothing
-   is ever selected on the test split, which is loaded only after training has finished.
+4. Evaluate once on the test split. An optional ``val`` split is monitored every epoch and may
+   choose the epoch (``select_on``) or stop early; nothing is ever selected on the test split,
+   which is loaded only after training has finished.
+
+Class imbalance and prior shift: ``sampling: class-balanced``, ``loss_weights: balanced`` and a
+post-hoc logit adjustment to ``test_prior`` (uniform, stated, or estimated by EM on the manifest's
+unlabelled images - never on test images); the run records which were used and the unadjusted
+metrics next to the adjusted ones.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +24,7 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
+from lightning.pytorch.callbacks import EarlyStopping
 
 from lesionssl import __version__
 from lesionssl.augment.views import eval_transform, finetune_train_transform
@@ -28,6 +36,7 @@ from lesionssl.data.store import build_store, stored_size
 from lesionssl.engine import make_trainer
 from lesionssl.errors import LesionSSLError
 from lesionssl.evaluate.metrics import compute_metrics, predictions_frame
+from lesionssl.evaluate.prior import adjust, class_prior, em_prior
 from lesionssl.finetune.module import ClassifierModule
 from lesionssl.io import atomic_write, write_json, write_text
 from lesionssl.models.backbones import build_backbone, feature_dim
@@ -60,6 +69,39 @@ def predict(module: ClassifierModule, config: FinetuneConfig, images: np.ndarray
     return augmented + TTA_BETA * (plain - augmented)
 
 
+class BestWeights(L.Callback):
+    """Keeps the weights of the best validation epoch (validation split only, never test)."""
+
+    def __init__(self, monitor: str, mode: str) -> None:
+        self.monitor, self.sign = monitor, 1.0 if mode == "min" else -1.0
+        self.best, self.epoch, self.state = float("inf"), None, None
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        value = self.sign * float(trainer.callback_metrics[self.monitor])
+        if value < self.best:
+            self.best, self.epoch = value, trainer.current_epoch
+            self.state = copy.deepcopy(pl_module.state_dict())
+
+
+def _target_prior(config: FinetuneConfig, module: ClassifierModule, images: np.ndarray, manifest: Manifest, train_prior: np.ndarray) -> tuple[np.ndarray | None, str]:
+    """The test prior for logit adjustment, and how it was obtained."""
+    classes = manifest.classes
+    if config.test_prior == "train":
+        return None, "none (training prior)"
+    if config.test_prior == "uniform":
+        return np.full(len(classes), 1 / len(classes)), "uniform"
+    if config.test_prior == "pool":
+        pool = _with_rows(manifest, "unlabelled")
+        if pool.empty:
+            raise LesionSSLError("test_prior: pool needs unlabelled images in the manifest")
+        plain = FinetuneConfig.model_validate({**config.model_dump(), "tta": 0})
+        return em_prior(predict(module, plain, images, pool, classes), train_prior), f"EM estimate on {len(pool)} unlabelled images"
+    given = np.array([config.test_prior.get(c, 0.0) for c in classes], dtype=float)
+    if set(config.test_prior) - set(classes) or given.sum() <= 0:
+        raise LesionSSLError(f"test_prior must give non-negative probabilities for the classes {classes}")
+    return given / given.sum(), "stated"
+
+
 def finetune(config: FinetuneConfig) -> dict[str, Any]:
     """Run the transfer protocol; write the run folder; return the test metrics."""
     if config.manifest is None:
@@ -70,15 +112,22 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     L.seed_everything(config.seed, workers=True, verbose=False)
     manifest = read_manifest(config.manifest)
     classes = manifest.classes
+    index = {c: i for i, c in enumerate(classes)}
     train, val = _with_rows(manifest, "train"), _with_rows(manifest, "val")
     if train.empty:
         raise LesionSSLError(f"{config.manifest} has no train images")
+    if config.select_on != "none" and val.empty:
+        raise LesionSSLError(f"select_on: {config.select_on} needs a validation split (lesionssl split --val N)")
     images = build_store(manifest.table["path"].tolist(), stored_size(config.image_size), "decoding images")
-    train_data = labelled_loader(images, train, classes, finetune_train_transform(config.image_size, config.normalize), config.batch_size, config.runtime.num_workers, shuffle=True, seed=config.seed)
+    train_prior = class_prior(train["label"].map(index).to_numpy(), len(classes))
+    train_data = labelled_loader(images, train, classes, finetune_train_transform(config.image_size, config.normalize), config.batch_size, config.runtime.num_workers, shuffle=True, seed=config.seed, class_balanced=config.sampling == "class-balanced")
     val_data = labelled_loader(images, val, classes, eval_transform(config.image_size, config.normalize), config.batch_size * 2, config.runtime.num_workers, shuffle=False) if len(val) else None
 
     backbone, init_info = build_backbone(config.backbone, config.init)
-    module = ClassifierModule(backbone, feature_dim(backbone), len(classes), config.weight_decay, config.runtime.channels_last)
+    weights = None
+    if config.loss_weights == "balanced":
+        weights = torch.as_tensor(np.divide(1.0, len(classes) * train_prior, out=np.zeros_like(train_prior), where=train_prior > 0), dtype=torch.float32)
+    module = ClassifierModule(backbone, feature_dim(backbone), len(classes), config.weight_decay, config.runtime.channels_last, weights)
     history = out / "history.csv"
 
     def fit(callbacks: list[L.Callback], epochs: int, validate: bool = False) -> None:
@@ -101,13 +150,27 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
         console.print(f"LR finder ({config.lr_suggestion}): {lr:.3g}")
 
     one_cycle = OneCycleCallback(OneCycle(lr, config.epochs * len(train_data)))
-    fit([one_cycle, EpochHistory(history, "one_cycle")], config.epochs, validate=True)
+    callbacks: list[L.Callback] = [one_cycle, EpochHistory(history, "one_cycle")]
+    best = None
+    if config.select_on != "none":
+        mode = "min" if config.select_on == "val_loss" else "max"
+        best = BestWeights(config.select_on, mode)
+        callbacks.insert(0, best)
+        if config.early_stopping_patience:
+            callbacks.append(EarlyStopping(config.select_on, mode=mode, patience=config.early_stopping_patience))
+    fit(callbacks, config.epochs, validate=True)
+    if best is not None:
+        module.load_state_dict(best.state)
 
     test = _with_rows(manifest, "test")  # first touched here, after training has finished
     if test.empty:
         raise LesionSSLError(f"{config.manifest} has no test images")
+    target_prior, prior_source = _target_prior(config, module, images, manifest, train_prior)
     probs = predict(module, config, images, test, classes)
-    labels = test["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    labels = test["label"].map(index).to_numpy()
+    unadjusted = compute_metrics(labels, probs, classes)
+    if target_prior is not None:
+        probs = adjust(probs, train_prior, target_prior)
     metrics = compute_metrics(labels, probs, classes)
     pool = init_info.get("pretraining", {}).get("pool")
     provenance = {
@@ -118,6 +181,14 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
         "transductive": pool == "transductive",
         "train_images": int(len(train)),
         "test_images": int(len(test)),
+        "selected_epoch": best.epoch if best else None,
+        "imbalance": {"sampling": config.sampling, "loss_weights": config.loss_weights},
+        "logit_adjustment": {
+            "target": prior_source,
+            "train_prior": dict(zip(classes, train_prior.round(6).tolist())),
+            "test_prior": dict(zip(classes, target_prior.round(6).tolist())) if target_prior is not None else None,
+            "unadjusted": {k: unadjusted[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1")},
+        },
         "lesionssl_version": __version__,
         "seconds": round(time.time() - started, 1),
     }

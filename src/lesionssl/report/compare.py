@@ -30,9 +30,16 @@ def collect_runs(out: Path) -> tuple[pd.DataFrame, dict[str, list[dict]]]:
         recorded = json.loads(metrics_file.read_text())
         metrics = metrics_from_predictions(run / "predictions.csv", recorded["classes"])
         init = run.parent.name
-        rows.append({"init": init, "seed": recorded["seed"], **{k: metrics[k] for k in HEADLINE}, "run_dir": str(run.relative_to(out)), "lr": recorded.get("lr"), "pretraining_pool": recorded.get("pretraining_pool")})
+        rows.append({"init": init, "seed": recorded["seed"], **{k: metrics[k] for k in HEADLINE}, "run_dir": str(run.relative_to(out)), "lr": recorded.get("lr"), "pretraining_pool": recorded.get("pretraining_pool"), "handling": _handling(recorded)})
         per_init.setdefault(init, []).append(metrics)
-    return pd.DataFrame(rows, columns=[*RESULT_COLUMNS, "lr", "pretraining_pool"]), per_init
+    return pd.DataFrame(rows, columns=[*RESULT_COLUMNS, "lr", "pretraining_pool", "handling"]), per_init
+
+
+def _handling(recorded: dict) -> str:
+    """How a run dealt with class imbalance and prior shift, in words."""
+    imbalance = recorded.get("imbalance", {})
+    adjustment = recorded.get("logit_adjustment", {}).get("target", "none (training prior)")
+    return f"sampling {imbalance.get('sampling', 'shuffle')}, loss weights {imbalance.get('loss_weights', 'none')}, logit adjustment {adjustment}"
 
 
 def _ci95(values: pd.Series) -> tuple[float, float]:
@@ -126,6 +133,10 @@ def write_report(out: Path, inits: dict[str, str] | None = None) -> Path:
             lines.append(f"- **{init}**: {pool} ({meaning}).")
         else:
             lines.append(f"- **{init}**: {pool or 'not pretrained by lesionssl'}.")
+    lines += ["", "## Class imbalance and prior shift", ""]
+    for init in order:
+        for handling in sorted(set(results.loc[results["init"] == init, "handling"])):
+            lines.append(f"- **{init}**: {handling}.")
     lines += ["", "## Runs", "", _markdown(results.assign(lr=results["lr"].map(lambda v: f"{v:.3g}"))[["init", "seed", "accuracy", "balanced_accuracy", "macro_f1", "lr", "run_dir"]].round(4)), ""]
     report = out / "report.md"
     write_text(report, "\n".join(lines))

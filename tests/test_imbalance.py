@@ -1,0 +1,114 @@
+"""Prior shift and imbalance options, head-stage freezing modes, validation-only selection."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from lesionssl.config import FinetuneConfig, validate
+from lesionssl.data.classes import resolve_class_order
+from lesionssl.data.loaders import labelled_loader
+from lesionssl.data.sources import read_sources
+from lesionssl.data.split import SplitSpec, make_split, write_manifest
+from lesionssl.errors import LesionSSLError
+from lesionssl.evaluate.prior import adjust, class_prior, em_prior
+from lesionssl.finetune.module import ClassifierModule
+from lesionssl.finetune.run import finetune
+from test_pipeline import TINY_FINETUNE
+
+
+def test_adjust_is_bayes_rule():
+    probs = np.array([[0.5, 0.5], [0.9, 0.1]])
+    adjusted = adjust(probs, np.array([0.5, 0.5]), np.array([0.2, 0.8]))
+    np.testing.assert_allclose(adjusted[0], [0.2, 0.8])
+    np.testing.assert_allclose(adjusted[1], [0.18 / 0.26, 0.08 / 0.26])
+
+
+def test_em_recovers_a_shifted_prior():
+    rng = np.random.default_rng(0)
+    # two Gaussian classes; calibrated posteriors under a balanced training prior
+    true_prior = np.array([0.85, 0.15])
+    labels = rng.choice(2, 20000, p=true_prior)
+    x = rng.normal(labels * 2.0, 1.0)
+    like = np.stack([np.exp(-(x - 0) ** 2 / 2), np.exp(-(x - 2) ** 2 / 2)], axis=1)
+    posteriors = like / like.sum(axis=1, keepdims=True)
+    estimate = em_prior(posteriors, np.array([0.5, 0.5]))
+    np.testing.assert_allclose(estimate, true_prior, atol=0.02)
+
+
+def test_class_balanced_sampler_draws_classes_equally(tmp_path):
+    table = pd.DataFrame({"label": ["A"] * 90 + ["B"] * 10, "row": range(100)})
+    images = np.zeros((100, 4, 4, 3), dtype=np.uint8)
+    data = labelled_loader(images, table, ["A", "B"], lambda x: x.float(), 100, 0, shuffle=True, seed=0, class_balanced=True)
+    drawn = torch.cat([batch[1] for _ in range(20) for batch in data]).numpy()
+    assert abs((drawn == 1).mean() - 0.5) < 0.05
+
+
+def _bn(module):
+    return next(m for m in module.backbone.modules() if isinstance(m, nn.BatchNorm2d))
+
+
+@pytest.mark.parametrize("mode", ["fastai", "linear-probe"])
+def test_freeze_modes(mode):
+    torch.manual_seed(0)
+    backbone = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    module = ClassifierModule(backbone, 4, 2)
+    module.freeze(mode)
+    module.train()
+    before = _bn(module).running_mean.clone()
+    module(torch.randn(8, 3, 8, 8) + 3)
+    moved = not torch.equal(before, _bn(module).running_mean)
+    assert backbone[0].weight.requires_grad is False and module.head.weight.requires_grad
+    if mode == "fastai":  # the seed's learn.freeze(): BN trainable, statistics update
+        assert _bn(module).weight.requires_grad and moved
+    else:
+        assert not _bn(module).weight.requires_grad and not moved
+    module.unfreeze()
+    module.train()
+    assert backbone[0].weight.requires_grad and backbone.training
+
+
+def test_seed_preset_and_overrides():
+    config = validate(FinetuneConfig, {"preset": "seed", "epochs": 3})
+    assert (config.backbone, config.image_size, config.tta, config.normalize, config.epochs) == ("resnet50", 256, 3, "none", 3)
+    assert (config.head_lr, config.weight_decay, config.batch_size, config.freeze) == (1e-3, 0.0, 64, "fastai")
+    with pytest.raises(LesionSSLError, match="preset"):
+        validate(FinetuneConfig, {"preset": "fastest"})
+
+
+@pytest.fixture(scope="module")
+def manifest_with_val(synthetic, tmp_path_factory):
+    sources = [str(synthetic / "labelled"), str(synthetic / "unlabelled")]
+    spec = SplitSpec(per_class=6, val=3, seed=0)
+    manifest = make_split(read_sources(sources), spec)
+    path = tmp_path_factory.mktemp("val") / "split.csv"
+    write_manifest(manifest, path, spec, resolve_class_order(manifest["label"]), sources)
+    return path
+
+
+def test_validation_selection_adjustment_and_weights_are_recorded(manifest_with_val, tmp_path):
+    config = validate(FinetuneConfig, {**TINY_FINETUNE, "epochs": 3, "manifest": str(manifest_with_val), "out": str(tmp_path / "ft"), "init": "random",
+                                       "lr": 1e-3, "select_on": "val_loss", "early_stopping_patience": 2, "sampling": "class-balanced",
+                                       "loss_weights": "balanced", "test_prior": "pool"})
+    metrics = finetune(config)
+    assert metrics["selected_epoch"] in (0, 1, 2)
+    history = pd.read_csv(tmp_path / "ft" / "history.csv")
+    assert {"val_loss", "val_balanced_accuracy"} <= set(history.columns)
+    adjustment = json.loads((tmp_path / "ft" / "metrics.json").read_text())["logit_adjustment"]
+    assert adjustment["target"].startswith("EM estimate on 60 unlabelled")
+    assert sum(adjustment["test_prior"].values()) == pytest.approx(1.0, abs=1e-4)
+    assert set(adjustment["unadjusted"]) == {"accuracy", "balanced_accuracy", "macro_f1", "weighted_f1"}
+    assert metrics["imbalance"] == {"sampling": "class-balanced", "loss_weights": "balanced"}
+
+
+def test_select_on_without_val_split_is_refused(synthetic_manifest, tmp_path):
+    config = validate(FinetuneConfig, {**TINY_FINETUNE, "manifest": str(synthetic_manifest), "out": str(tmp_path / "ft"), "init": "random", "select_on": "val_loss"})
+    with pytest.raises(LesionSSLError, match="validation split"):
+        finetune(config)
+
+
+def test_class_prior():
+    np.testing.assert_allclose(class_prior(np.array([0, 0, 1, 2]), 4), [0.5, 0.25, 0.25, 0.0])
