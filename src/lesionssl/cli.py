@@ -95,6 +95,25 @@ def pretrain(
     console.print(f"backbone written to {path}")
 
 
+@app.command("augment-preview", epilog="Example: lesionssl augment-preview --data ../shared/data/skin-lesions --out grid.png --preset seed")
+def augment_preview(
+    data: DataOpt = None,
+    out: Annotated[Path, typer.Option("--out", help="PNG file to write.")] = Path("augmentations.png"),
+    preset: Annotated[str, typer.Option(help="seed | official")] = "seed",
+    extra: Annotated[list[str] | None, typer.Option("--extra", help="Extra distortion (repeatable): rotate90, cutout, noise, sobel.")] = None,
+    image_size: Annotated[int, typer.Option()] = 128,
+    rows: Annotated[int, typer.Option(help="Number of images (rows).")] = 6,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Draw rows of original + two Barlow Twins views, to check the augmentations by eye."""
+    from lesionssl.augment.preview import augment_preview as run
+    from lesionssl.augment.views import BT_PRESETS, EXTRAS
+
+    if preset not in BT_PRESETS or set(extra or []) - set(EXTRAS):
+        raise LesionSSLError(f"--preset must be one of {sorted(BT_PRESETS)} and --extra one of {list(EXTRAS)}")
+    console.print(f"preview written to {run(data or [], out, preset, image_size, rows, seed, tuple(extra or []))}")
+
+
 @app.command(epilog="Example: lesionssl finetune --split split.csv --init runs/bt/backbone.safetensors --epochs 10 --out runs/ft")
 def finetune(
     split_manifest: Annotated[Path | None, typer.Option("--split", help="Manifest from `lesionssl split`.")] = None,

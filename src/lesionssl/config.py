@@ -70,6 +70,7 @@ class PretrainConfig(Strict):
     projector: list[int] = Field(default_factory=lambda: [2048, 2048, 2048], min_length=1)
     lambd: float | None = Field(None, gt=0, description="off-diagonal weight; null = 1/d, the seed's heuristic")
     augmentation: Literal["seed", "official"] = "seed"
+    extra_augmentations: list[Literal["rotate90", "cutout", "noise", "sobel"]] = Field(default_factory=list)
     normalize: Normalize = "imagenet"
     lr: float | Literal["find"] = "find"
     weight_decay: float = Field(0.0, ge=0)

@@ -41,7 +41,7 @@ class LabelledDataset(_StoreDataset):
         super().__init__(images, rows)
         if len(self.rows) != len(labels):
             raise ValueError("rows and labels differ in length")
-        self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+        self.labels = torch.tensor(np.asarray(labels), dtype=torch.long)
         self.transform = transform
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:

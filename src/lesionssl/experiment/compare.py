@@ -80,9 +80,9 @@ def compare(config: CompareConfig) -> Path:
     runs = run_configs(config, manifest, pretrained)
     for number, (name, run) in enumerate(runs, start=1):
         if (run.out / "metrics.json").is_file():
-            console.print(f"[{number}/{len(runs)}] {name} seed {run.seed}: finished earlier, skipped")
+            console.print(f"[{number}/{len(runs)}] {name} seed {run.seed}: finished earlier, skipped", markup=False)
             continue
-        console.print(f"[{number}/{len(runs)}] {name} seed {run.seed} -> {run.out}")
+        console.print(f"[{number}/{len(runs)}] {name} seed {run.seed} -> {run.out}", markup=False)
         metrics = finetune(run)
         console.print(f"    accuracy {metrics['accuracy']:.4f}  balanced accuracy {metrics['balanced_accuracy']:.4f}")
     return write_report(out, {i.name: i.init for i in config.initialisations})

@@ -92,7 +92,7 @@ def pretrain(config: PretrainConfig) -> Path:
     if len(rows) < 2:
         raise LesionSSLError(f"the pretraining pool has {len(rows)} images; need at least 2")
     images = build_store(paths, stored_size(config.image_size), "decoding images")
-    views = bt_views(config.augmentation, config.image_size, config.normalize)
+    views = bt_views(config.augmentation, config.image_size, config.normalize, tuple(config.extra_augmentations))
     data = two_view_loader(images, rows, views, config.batch_size, config.runtime.num_workers, config.seed)
 
     backbone, init_info = build_backbone(config.backbone, config.init)

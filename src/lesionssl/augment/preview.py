@@ -1,0 +1,41 @@
+"""``lesionssl augment-preview``: rows of original + two Barlow Twins views (the seed's figure)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from lesionssl.augment.views import bt_views
+from lesionssl.data.images import load_rgb, resize_shorter_center_crop
+from lesionssl.data.sources import read_sources
+from lesionssl.data.store import stored_size
+
+
+def _to_pil(image: torch.Tensor) -> Image.Image:
+    array = image.clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy()
+    return Image.fromarray(array)
+
+
+def augment_preview(data: list[str], out: Path, preset: str = "seed", image_size: int = 128, rows: int = 6, seed: int = 0, extras: tuple[str, ...] = ()) -> Path:
+    """Draw ``rows`` random images of ``data`` with two augmented views each; write a PNG grid."""
+    table = read_sources(data)
+    generator = np.random.default_rng(seed)
+    chosen = generator.choice(len(table), size=min(rows, len(table)), replace=False)
+    torch.manual_seed(seed)
+    view_a, view_b = bt_views(preset, image_size, "none", extras)
+    pad = 4
+    grid = Image.new("RGB", (3 * image_size + 4 * pad, len(chosen) * (image_size + pad) + pad), "white")
+    for r, index in enumerate(chosen):
+        stored = resize_shorter_center_crop(load_rgb(table["path"].iloc[index]), stored_size(image_size))
+        tensor = torch.from_numpy(stored.copy()).permute(2, 0, 1)
+        original = Image.fromarray(stored).resize((image_size, image_size), Image.Resampling.BICUBIC)
+        tiles = [original, _to_pil(view_a(tensor)), _to_pil(view_b(tensor))]
+        for c, tile in enumerate(tiles):
+            grid.paste(tile, (pad + c * (image_size + pad), pad + r * (image_size + pad)))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(out)
+    return out
