@@ -1,4 +1,4 @@
-"""Lightning callbacks shared by the stages: per-epoch history written as CSV."""
+"""Lightning callbacks shared by the stages: per-epoch history, per-epoch seeding, NaN guard."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ from pathlib import Path
 
 import lightning as L
 import pandas as pd
+import torch
 
+from lesionssl.errors import LesionSSLError
 from lesionssl.io import atomic_write
 
 
@@ -39,3 +41,34 @@ class EpochHistory(L.Callback):
             self.path.unlink(missing_ok=True)
             return
         atomic_write(self.path, lambda tmp: pd.DataFrame(rows).to_csv(tmp, index=False))
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The RNG seed of one epoch: depends only on the run seed and the epoch number."""
+    return (seed * 1_000_003 + epoch * 7_919) % (2**31)
+
+
+class EpochSeed(L.Callback):
+    """Reseeds torch / numpy / random at each epoch start, so augmentations of epoch k do not
+    depend on what ran before: a run resumed after epoch k continues exactly as an uninterrupted one."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        L.seed_everything(epoch_seed(self.seed, trainer.current_epoch) + trainer.global_rank, verbose=False)
+
+
+class NonFiniteGuard(L.Callback):
+    """Stops training on a NaN / inf loss, before it reaches a checkpoint."""
+
+    def __init__(self, where: Path) -> None:
+        self.where = where
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if not torch.isfinite(loss).all():
+            raise LesionSSLError(
+                f"the loss became {float(loss)} at epoch {trainer.current_epoch}, batch {batch_idx}; "
+                f"stopped - the last good checkpoint is {self.where} (lower the LR, or check the data)"
+            )

@@ -10,16 +10,36 @@ from torch.utils.data import DataLoader, Dataset, Sampler, WeightedRandomSampler
 from lesionssl.data.datasets import LabelledDataset, Transform, TwoViewDataset
 
 
+class EpochShuffleSampler(Sampler[int]):
+    """A shuffle whose order depends only on (seed, epoch), so a resumed run sees the same order.
+
+    Lightning calls ``set_epoch`` at the start of every epoch.
+    """
+
+    def __init__(self, length: int, seed: int) -> None:
+        self.length, self.seed, self.epoch = length, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.length, generator=generator).tolist())
+
+
 def loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int, drop_last: bool = False, seed: int = 0, sampler: Sampler | None = None) -> DataLoader:
-    """A DataLoader whose shuffle order depends only on ``seed``."""
+    """A DataLoader whose order depends only on ``seed`` and the epoch."""
+    if shuffle and sampler is None:
+        sampler = EpochShuffleSampler(len(dataset), seed)
     return DataLoader(
         dataset,
         batch_size=min(batch_size, len(dataset)),
-        shuffle=shuffle and sampler is None,
         sampler=sampler,
         drop_last=drop_last,
         num_workers=num_workers,
-        generator=torch.Generator().manual_seed(seed),
         persistent_workers=num_workers > 0,
     )
 

@@ -24,10 +24,10 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from safetensors.torch import save_file
 
-from lesionssl.augment.views import bt_views
-from lesionssl.callbacks import EpochHistory
+from lesionssl.augment.views import bt_views, eval_transform
+from lesionssl.callbacks import EpochHistory, EpochSeed, NonFiniteGuard
 from lesionssl.config import PretrainConfig, to_yaml
-from lesionssl.data.loaders import two_view_loader
+from lesionssl.data.loaders import labelled_loader, two_view_loader
 from lesionssl.data.sources import read_sources
 from lesionssl.data.split import read_manifest
 from lesionssl.data.store import build_store, stored_size
@@ -39,21 +39,41 @@ from lesionssl.models.heads import BarlowTwinsProjector
 from lesionssl.optim.lr_finder import run_lr_finder
 from lesionssl.optim.one_cycle import OneCycle, OneCycleCallback, set_hyperparameters
 from lesionssl.pretrain.module import BarlowTwinsModule
+from lesionssl.pretrain.monitor import PretrainMonitor
 from lesionssl.progress import console
+from lesionssl.report.plots import plot_pretrain_history
 
 BACKBONE_FILE = "backbone.safetensors"
 
 
-def _pool(config: PretrainConfig) -> tuple[list[str], np.ndarray, str]:
-    """All paths of the dataset (for the shared store), the pool's rows, and the pool mode."""
+PROBE_IMAGES = 512
+
+
+def _pool(config: PretrainConfig) -> tuple[pd.DataFrame, np.ndarray, str, list[str]]:
+    """The whole table (for the shared store, with a ``row`` column), the pool's rows, the pool
+    mode and the classes."""
     if config.manifest is not None:
         manifest = read_manifest(config.manifest)
-        rows = np.flatnonzero(manifest.table["pretrain"].to_numpy() == 1)
-        return manifest.table["path"].tolist(), rows, manifest.pool
+        table = manifest.table.assign(row=np.arange(len(manifest.table)))
+        return table, np.flatnonzero(table["pretrain"].to_numpy() == 1), manifest.pool, manifest.classes
     if not config.data:
         raise LesionSSLError("pretrain needs --split MANIFEST or --data PATH")
-    table = read_sources(config.data)
-    return table["path"].tolist(), np.arange(len(table)), "all-images (no split given)"
+    table = read_sources(config.data).assign(split="unlabelled")
+    return table.assign(row=np.arange(len(table))), np.arange(len(table)), "all-images (no split given)", []
+
+
+def _monitor(config: PretrainConfig, images: np.ndarray, table: pd.DataFrame, rows: np.ndarray, classes: list[str]) -> PretrainMonitor:
+    """Collapse indicators on a fixed sample of the pool; kNN accuracy when train and val splits exist."""
+    transform = eval_transform(config.image_size, config.normalize)
+    probe_rows = np.random.default_rng(config.seed).permutation(rows)[:PROBE_IMAGES]
+    batch = config.batch_size
+
+    def load(part: pd.DataFrame):
+        return labelled_loader(images, part, classes, transform, batch, config.runtime.num_workers, shuffle=False)
+
+    train, val = table[table["split"] == "train"], table[table["split"] == "val"]
+    knn = (load(train), load(val)) if len(train) and len(val) else (None, None)
+    return PretrainMonitor(load(table.iloc[np.sort(probe_rows)]), *knn, k=config.knn_k)
 
 
 def _state_file(out: Path) -> Path:
@@ -88,10 +108,10 @@ def pretrain(config: PretrainConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     L.seed_everything(config.seed, workers=True, verbose=False)
 
-    paths, rows, pool = _pool(config)
+    table, rows, pool, classes = _pool(config)
     if len(rows) < 2:
         raise LesionSSLError(f"the pretraining pool has {len(rows)} images; need at least 2")
-    images = build_store(paths, stored_size(config.image_size), "decoding images")
+    images = build_store(table["path"].tolist(), stored_size(config.image_size), "decoding images")
     views = bt_views(config.augmentation, config.image_size, config.normalize, tuple(config.extra_augmentations))
     data = two_view_loader(images, rows, views, config.batch_size, config.runtime.num_workers, config.seed)
 
@@ -115,7 +135,7 @@ def pretrain(config: PretrainConfig) -> Path:
         console.print(f"projector warm-up: {config.projector_warmup_epochs} epoch(s), encoder frozen")
         set_frozen(module.backbone, True)
         set_hyperparameters(module.persistent_optimizer(), 1e-3)
-        fit([EpochHistory(history, "warmup")], config.projector_warmup_epochs)
+        fit([EpochSeed(config.seed), NonFiniteGuard(out), EpochHistory(history, "warmup")], config.projector_warmup_epochs)
         set_frozen(module.backbone, False)
         stages["warmup_done"] = True
         _save_stage(out, module, stages)
@@ -135,11 +155,11 @@ def pretrain(config: PretrainConfig) -> Path:
     schedule = OneCycle(stages["lr"], config.epochs * len(data))
     checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0, every_n_epochs=1)
     one_cycle = OneCycleCallback(schedule)
-    fit([one_cycle, checkpoint, EpochHistory(history, "bt")], config.epochs, ckpt=str(last) if config.resume and last.exists() else None)
-
-    losses = [float(x) for x in _history_losses(history)]
-    if losses and not np.isfinite(losses[-1]):
-        raise LesionSSLError("the Barlow Twins loss became non-finite; lower the LR or check the data")
+    monitor = _monitor(config, images, table, rows, classes)
+    callbacks = [EpochSeed(config.seed), NonFiniteGuard(last), one_cycle, monitor, EpochHistory(history, "bt"), checkpoint]
+    fit(callbacks, config.epochs, ckpt=str(last) if config.resume and last.exists() else None)
+    plot_pretrain_history(pd.read_csv(history), out / "history.png")
+    losses = _history_losses(history)
     metadata = {
         "format": "lesionssl-backbone/1",
         "architecture": config.backbone,
@@ -159,7 +179,5 @@ def pretrain(config: PretrainConfig) -> Path:
 
 
 def _history_losses(path: Path) -> list[float]:
-    if not path.is_file():
-        return []
     table = pd.read_csv(path)
-    return table.loc[table["stage"] == "bt", "loss"].tolist()
+    return [float(x) for x in table.loc[table["stage"] == "bt", "loss"]]

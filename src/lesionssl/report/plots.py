@@ -52,10 +52,11 @@ def plot_confusion(matrix: np.ndarray, classes: list[str], path: Path, title: st
 
 
 def plot_pretrain_history(history: pd.DataFrame, path: Path) -> None:
-    """Barlow Twins loss and its two terms per epoch."""
+    """Barlow Twins loss, its two terms and the monitors per epoch."""
     bt = history[history["stage"] == "bt"]
-    fig, axes = plt.subplots(1, 3, figsize=(10, 3))
-    for ax, column in zip(axes, ("loss", "invariance", "redundancy")):
+    columns = [c for c in ("loss", "invariance", "redundancy", "knn_accuracy", "embedding_std", "effective_rank") if c in bt]
+    fig, axes = plt.subplots(1, len(columns), figsize=(3.2 * len(columns), 3), squeeze=False)
+    for ax, column in zip(axes[0], columns):
         ax.plot(bt["epoch"], bt[column], marker="o")
         ax.set(xlabel="epoch", title=column)
     _save(fig, path)

@@ -1,0 +1,92 @@
+"""Exact resume: a pretraining run killed mid-way and resumed ends with the same weights."""
+
+import math
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lesionssl.config import PretrainConfig, validate
+from lesionssl.errors import LesionSSLError
+from lesionssl.pretrain import run as pretrain_run
+from lesionssl.pretrain.monitor import effective_rank, knn_accuracy, normalised_std
+
+CONFIG = "image_size: 32\nepochs: 4\nbatch_size: 32\nprojector: [32, 32]\nlr: 0.001\nprojector_warmup_epochs: 1\nseed: 3\n"
+
+
+def _pretrain(config_file, out, *extra):
+    return [sys.executable, "-m", "lesionssl", "pretrain", "--config", str(config_file), "--split", str(pytest.manifest), "--out", str(out), *extra]
+
+
+@pytest.fixture
+def config_file(tmp_path, synthetic_manifest):
+    pytest.manifest = synthetic_manifest
+    path = tmp_path / "bt.yaml"
+    path.write_text(CONFIG)
+    return path
+
+
+def test_killed_and_resumed_run_equals_uninterrupted_run(config_file, tmp_path):
+    subprocess.run(_pretrain(config_file, tmp_path / "a"), check=True, capture_output=True, timeout=600)
+
+    out = tmp_path / "b"
+    process = subprocess.Popen(_pretrain(config_file, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        history = out / "history.csv"
+        if (out / "checkpoints" / "last.ckpt").is_file() and history.is_file() and (pd.read_csv(history)["stage"] == "bt").sum() >= 1:
+            break
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (out / "backbone.safetensors").exists(), "the run finished before it could be killed"
+
+    resumed = subprocess.run(_pretrain(config_file, out, "--resume"), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = load_file(str(tmp_path / "a" / "backbone.safetensors")), load_file(str(out / "backbone.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], atol=1e-6, rtol=0, msg=key)
+    history = pd.read_csv(out / "history.csv")
+    assert list(history.loc[history["stage"] == "bt", "epoch"]) == [0, 1, 2, 3]  # no duplicated epochs
+    assert {"embedding_std", "effective_rank"} <= set(history.columns)
+
+
+def test_rerun_without_resume_is_refused(config_file, tmp_path):
+    (tmp_path / "c" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "c" / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    config = validate(PretrainConfig, {"manifest": str(pytest.manifest), "out": str(tmp_path / "c")})
+    with pytest.raises(LesionSSLError, match="--resume"):
+        pretrain_run.pretrain(config)
+
+
+def test_non_finite_loss_stops_with_a_clear_message(config_file, tmp_path):
+    config = validate(PretrainConfig, {"manifest": str(pytest.manifest), "out": str(tmp_path / "d"), "image_size": 32, "epochs": 1, "batch_size": 32,
+                                       "projector": [16], "lr": 1e30, "projector_warmup_epochs": 0})
+    with pytest.raises(LesionSSLError, match="the loss became"):
+        pretrain_run.pretrain(config)
+    assert not (tmp_path / "d" / "backbone.safetensors").exists()
+
+
+def test_collapse_indicators():
+    torch.manual_seed(0)
+    healthy = torch.randn(256, 32)
+    collapsed = torch.randn(256, 1) * torch.ones(1, 32) + 1e-4 * torch.randn(256, 32)
+    assert normalised_std(healthy) > 0.9 and normalised_std(torch.ones(256, 32)) < 1e-6
+    assert effective_rank(healthy) > 25 and effective_rank(collapsed) < 2.0
+    assert math.isclose(effective_rank(torch.eye(8).repeat(4, 1) - 0.125), 7.0, rel_tol=1e-3)
+
+
+def test_knn_accuracy_on_separable_clusters():
+    torch.manual_seed(0)
+    centres = torch.randn(3, 16) * 5
+    train_labels, query_labels = torch.arange(60) % 3, torch.arange(30) % 3
+    train = centres[train_labels] + torch.randn(60, 16)
+    query = centres[query_labels] + torch.randn(30, 16)
+    assert knn_accuracy(train, train_labels, query, query_labels, k=5) == 1.0
+    assert knn_accuracy(train, train_labels, query, (query_labels + 1) % 3, k=5) == 0.0
