@@ -75,6 +75,7 @@ class PretrainConfig(Strict):
     lr: float | Literal["find"] = "find"
     weight_decay: float = Field(0.0, ge=0)
     projector_warmup_epochs: int = Field(1, ge=0, description="epochs training only the projector, encoder frozen")
+    projector_init: Literal["fresh", "checkpoint"] = Field("fresh", description="checkpoint: load the projector of a full Barlow Twins checkpoint given as init (no warm-up then)")
     knn_k: int = Field(20, ge=1, description="neighbours of the per-epoch kNN monitor (needs train and val splits)")
     seed: int = 0
     resume: bool = False

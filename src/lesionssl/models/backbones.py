@@ -19,6 +19,7 @@ from safetensors.torch import load_file as load_safetensors
 from torch import nn
 
 from lesionssl.errors import LesionSSLError
+from lesionssl.models.registry import REGISTRY, fetch
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
 #: ``imagenet`` means torchvision's default (best) weights; V1/V2 can be named explicitly.
@@ -135,12 +136,33 @@ def read_metadata(path: Path) -> dict[str, Any]:
     return json.loads(sidecar.read_text()) if sidecar.is_file() else {}
 
 
+def resolve_checkpoint(init: str, architecture: str) -> tuple[Path, dict[str, Any]]:
+    """A checkpoint file for ``init`` (a registered name or a path) and its provenance."""
+    if init in REGISTRY:
+        path, entry, verified = fetch(init)
+        if entry.architecture != architecture:
+            raise LesionSSLError(f"{init} holds {entry.architecture} weights, but the backbone is {architecture}")
+        return path, {"registry": init, "url": entry.url, "method": entry.method, "verified": verified, "preprocessing": entry.preprocessing}
+    path = Path(init).expanduser()
+    return path, {"pretraining": read_metadata(path)}
+
+
+def read_projector_state(init: str, architecture: str) -> dict[str, torch.Tensor]:
+    """The ``projector.*`` tensors of a full Barlow Twins checkpoint (official or lesionssl), prefix removed."""
+    if init == "random" or init.startswith("imagenet"):
+        return {}
+    path, _ = resolve_checkpoint(init, architecture)
+    _, rest = split_prefixed(read_state_dict(path))
+    return {k.removeprefix("projector."): v for k, v in rest.items() if k.startswith("projector.")}
+
+
 def build_backbone(name: str, init: str) -> tuple[nn.Module, dict[str, Any]]:
     """Create a backbone and initialise it.
 
     Args:
         name: torchvision ResNet name.
-        init: ``random``, ``imagenet`` / ``imagenet-v1`` / ``imagenet-v2``, or a checkpoint path.
+        init: ``random``, ``imagenet`` / ``imagenet-v1`` / ``imagenet-v2``, a registered weights
+            name (see :mod:`lesionssl.models.registry`), or a checkpoint path.
 
     Returns:
         The backbone with ``fc`` replaced by identity, and provenance metadata (``init``,
@@ -154,10 +176,9 @@ def build_backbone(name: str, init: str) -> tuple[nn.Module, dict[str, Any]]:
         load_backbone_state(backbone, imagenet_state(name, init), f"ImageNet weights ({init})")
         info["source"] = "torchvision"
     else:
-        path = Path(init).expanduser()
+        path, provenance = resolve_checkpoint(init, name)
         state, _ = split_prefixed(read_state_dict(path))
         load_backbone_state(backbone, state, str(path))
-        info["source"] = str(path.resolve())
-        info["pretraining"] = read_metadata(path)
+        info.update(source=str(path.resolve()), **provenance)
     backbone.fc = nn.Identity()
     return backbone, info

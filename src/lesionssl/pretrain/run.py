@@ -34,7 +34,7 @@ from lesionssl.data.store import build_store, stored_size
 from lesionssl.engine import make_trainer, set_frozen
 from lesionssl.errors import LesionSSLError
 from lesionssl.io import atomic_write, write_json, write_text
-from lesionssl.models.backbones import build_backbone, feature_dim
+from lesionssl.models.backbones import build_backbone, feature_dim, read_projector_state
 from lesionssl.models.heads import BarlowTwinsProjector
 from lesionssl.optim.lr_finder import run_lr_finder
 from lesionssl.optim.one_cycle import OneCycle, OneCycleCallback, set_hyperparameters
@@ -87,6 +87,21 @@ def _save_stage(out: Path, module: BarlowTwinsModule, stages: dict[str, Any]) ->
     write_json(_state_file(out), stages)
 
 
+def load_projector(projector: BarlowTwinsProjector, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load a checkpoint's projector strictly (layer layout and widths must match)."""
+    if not state:
+        raise LesionSSLError(f"{source} has no projector (projector.* keys); use projector_init: fresh")
+    expected = projector.state_dict()
+    if set(state) != set(expected) or any(state[k].shape != expected[k].shape for k in expected):
+        widths = [v.shape[0] for k, v in sorted(state.items()) if k.endswith("weight") and v.ndim == 2]
+        raise LesionSSLError(f"the projector in {source} does not match projector {projector_widths(projector)}: its linear layers have widths {widths}")
+    projector.load_state_dict(state)
+
+
+def projector_widths(projector: BarlowTwinsProjector) -> list[int]:
+    return [m.out_features for m in projector if isinstance(m, torch.nn.Linear)]
+
+
 def export_backbone(module: BarlowTwinsModule, out: Path, metadata: dict[str, Any]) -> Path:
     """Write the backbone with torchvision key names as safetensors and ``.pth``, plus metadata."""
     state = {k: v.detach().cpu().contiguous() for k, v in module.backbone.state_dict().items()}
@@ -117,6 +132,11 @@ def pretrain(config: PretrainConfig) -> Path:
 
     backbone, init_info = build_backbone(config.backbone, config.init)
     projector = BarlowTwinsProjector(feature_dim(backbone), config.projector)
+    warmup_epochs = config.projector_warmup_epochs
+    if config.projector_init == "checkpoint":
+        load_projector(projector, read_projector_state(config.init, config.backbone), config.init)
+        warmup_epochs = 0  # a trained projector needs no warm-up
+    init_info["projector"] = config.projector_init
     module = BarlowTwinsModule(backbone, projector, config.resolved_lambd, config.weight_decay, config.runtime.channels_last)
     history = out / "history.csv"
 
@@ -131,11 +151,11 @@ def pretrain(config: PretrainConfig) -> Path:
         module.persistent_optimizer().load_state_dict(saved["optimizer"])
     started = time.time()
 
-    if config.projector_warmup_epochs and not stages.get("warmup_done"):
-        console.print(f"projector warm-up: {config.projector_warmup_epochs} epoch(s), encoder frozen")
+    if warmup_epochs and not stages.get("warmup_done"):
+        console.print(f"projector warm-up: {warmup_epochs} epoch(s), encoder frozen")
         set_frozen(module.backbone, True)
         set_hyperparameters(module.persistent_optimizer(), 1e-3)
-        fit([EpochSeed(config.seed), NonFiniteGuard(out), EpochHistory(history, "warmup")], config.projector_warmup_epochs)
+        fit([EpochSeed(config.seed), NonFiniteGuard(out), EpochHistory(history, "warmup")], warmup_epochs)
         set_frozen(module.backbone, False)
         stages["warmup_done"] = True
         _save_stage(out, module, stages)
