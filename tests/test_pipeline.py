@@ -110,3 +110,15 @@ def test_compare_resumes_and_report_matches_predictions(synthetic, tmp_path):
     (out / "results.csv").unlink()
     write_report(out)
     check_report_against_predictions(out)
+
+
+def test_official_recipe_uses_lars_with_scaled_lrs(synthetic_manifest, tmp_path):
+    config = validate(PretrainConfig, {**TINY_PRETRAIN, "recipe": "official", "manifest": str(synthetic_manifest), "out": str(tmp_path / "bt"), "epochs": 2})
+    pretrain(config)
+    resolved = __import__("yaml").safe_load((tmp_path / "bt" / "config.yaml").read_text())["resolved"]
+    assert resolved["optimizer"] == "LARS" and resolved["weight_decay"] == 1.5e-6
+    assert resolved["lr_weights_scaled"] == pytest.approx(0.2 * 32 / 256) and resolved["lr_biases_scaled"] == pytest.approx(0.0048 * 32 / 256)
+    assert resolved["projector_warmup_epochs"] == 0 and resolved["warmup_epochs"] == 1
+    state = __import__("torch").load(tmp_path / "bt" / "checkpoints" / "last.ckpt", weights_only=True)
+    groups = state["optimizer_states"][0]["param_groups"]
+    assert [g["exclude"] for g in groups] == [False, True]

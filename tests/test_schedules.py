@@ -146,3 +146,45 @@ def test_lr_finder_smoothing_is_debiased_ema():
         average = 0.98 * average + 0.02 * loss
         expected.append(average / (1 - 0.98**i))
     np.testing.assert_allclose(result.losses, expected, rtol=1e-6)
+
+
+def _official_lars_step(params, grads, lr, wd, momentum, eta, exclude, buffers):
+    """A plain transcription of the official step for one group, as an oracle."""
+    for i, (p, g) in enumerate(zip(params, grads)):
+        d = g.clone()
+        if not exclude:
+            d = d + wd * p
+            pn, dn = p.norm(), d.norm()
+            d = d * (eta * pn / dn if pn > 0 and dn > 0 else 1.0)
+        buffers[i] = momentum * buffers[i] + d
+        p -= lr * buffers[i]
+
+
+def test_lars_matches_the_official_update_and_excludes_1d_parameters():
+    from lesionssl.optim.lars import LARS, lars_param_groups
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    groups = lars_param_groups(model, lr_weights=0.2, lr_biases=0.0048)
+    assert all(p.ndim > 1 for p in groups[0]["params"]) and all(p.ndim == 1 for p in groups[1]["params"]) and groups[1]["exclude"]
+    optimizer = LARS(groups, lr=0.2, weight_decay=1e-2, momentum=0.9, eta=0.001)
+    reference = [[p.detach().clone() for p in g["params"]] for g in groups]
+    buffers = [[torch.zeros_like(p) for p in g] for g in reference]
+    for _ in range(3):
+        optimizer.zero_grad()
+        model(torch.randn(8, 5)).pow(2).sum().backward()
+        for g, ref, buf in zip(optimizer.param_groups, reference, buffers):
+            _official_lars_step(ref, [p.grad for p in g["params"]], g["lr"], 1e-2, 0.9, 0.001, g["exclude"], buf)
+        optimizer.step()
+        for g, ref in zip(optimizer.param_groups, reference):
+            for p, r in zip(g["params"], ref):
+                torch.testing.assert_close(p.detach(), r)
+
+
+def test_warmup_cosine_official_shape():
+    from lesionssl.optim.one_cycle import WarmupCosine
+
+    schedule = WarmupCosine(total_steps=110, warmup_steps=10)
+    assert schedule.factor(0) == 0 and schedule.factor(5) == pytest.approx(0.5) and schedule.factor(10) == pytest.approx(1.0)
+    assert schedule.factor(60) == pytest.approx(0.5 + 0.001 * 0.5)
+    assert schedule.factor(110) == pytest.approx(0.001)

@@ -54,6 +54,7 @@ class RuntimeConfig(Strict):
     strategy: Literal["auto", "ddp", "ddp_spawn"] = "auto"
     num_workers: int = Field(0, ge=0)
     channels_last: bool = False
+    sync_batchnorm: bool = Field(False, description="SyncBN across GPUs (as the official code); not available on CPU")
 
 
 class PretrainConfig(Strict):
@@ -72,8 +73,14 @@ class PretrainConfig(Strict):
     augmentation: Literal["seed", "official"] = "seed"
     extra_augmentations: list[Literal["rotate90", "cutout", "noise", "sobel"]] = Field(default_factory=list)
     normalize: Normalize = "imagenet"
-    lr: float | Literal["find"] = "find"
-    weight_decay: float = Field(0.0, ge=0)
+    recipe: Literal["seed", "official"] = Field("seed", description="seed: Adam + LR finder + 1cycle; official: LARS + warm-up + cosine")
+    lr: float | Literal["find"] = Field("find", description="seed recipe: 'find' (valley) or the 1cycle maximum")
+    weight_decay: float | None = Field(None, ge=0, description="null: 0.01 for seed (fastai's default, as the seed ran), 1.5e-6 for official")
+    lr_weights: float = Field(0.2, gt=0, description="official recipe: LR of weights per 256 images")
+    lr_biases: float = Field(0.0048, gt=0, description="official recipe: LR of biases and BN per 256 images")
+    lars_eta: float = Field(0.001, gt=0)
+    lars_momentum: float = Field(0.9, ge=0, lt=1)
+    warmup_epochs: int | None = Field(None, ge=0, description="official recipe: linear warm-up; null = 10, or a tenth of shorter runs")
     projector_warmup_epochs: int = Field(1, ge=0, description="epochs training only the projector, encoder frozen")
     projector_init: Literal["fresh", "checkpoint"] = Field("fresh", description="checkpoint: load the projector of a full Barlow Twins checkpoint given as init (no warm-up then)")
     knn_k: int = Field(20, ge=1, description="neighbours of the per-epoch kNN monitor (needs train and val splits)")
@@ -91,6 +98,16 @@ class PretrainConfig(Strict):
     @property
     def resolved_lambd(self) -> float:
         return self.lambd if self.lambd is not None else 1.0 / self.projector[-1]
+
+    @property
+    def resolved_weight_decay(self) -> float:
+        if self.weight_decay is not None:
+            return self.weight_decay
+        return 0.01 if self.recipe == "seed" else 1.5e-6
+
+    @property
+    def resolved_warmup_epochs(self) -> int:
+        return self.warmup_epochs if self.warmup_epochs is not None else min(10, max(1, self.epochs // 10))
 
 
 class FinetuneConfig(Strict):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -32,17 +33,25 @@ warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 warnings.filterwarnings("ignore", message=".*defined a `validation_step` but have no `val_dataloader`.*")
 
 
-class PersistentAdamModule(L.LightningModule):
-    """A LightningModule whose Adam optimiser survives across successive ``Trainer.fit`` calls."""
+def fastai_adam(module: nn.Module, weight_decay: float) -> torch.optim.Optimizer:
+    """fastai's default optimiser: Adam(0.9, 0.99, eps 1e-5) with decoupled weight decay."""
+    return torch.optim.AdamW(module.parameters(), lr=1e-3, betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=weight_decay)
 
-    def __init__(self, weight_decay: float = 0.0) -> None:
+
+class PersistentAdamModule(L.LightningModule):
+    """A LightningModule whose optimiser (fastai Adam unless a factory is given) survives across
+    successive ``Trainer.fit`` calls."""
+
+    def __init__(self, weight_decay: float = 0.0, optimizer_factory: Callable[[nn.Module], torch.optim.Optimizer] | None = None) -> None:
         super().__init__()
         self.weight_decay = weight_decay
+        self.optimizer_factory = optimizer_factory
         self._optimizer: torch.optim.Optimizer | None = None
 
     def persistent_optimizer(self) -> torch.optim.Optimizer:
         if self._optimizer is None:
-            self._optimizer = torch.optim.AdamW(self.parameters(), lr=1e-3, betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=self.weight_decay)
+            factory = self.optimizer_factory or (lambda module: fastai_adam(module, self.weight_decay))
+            self._optimizer = factory(self)
         return self._optimizer
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -70,6 +79,7 @@ def make_trainer(runtime: RuntimeConfig, max_epochs: int, callbacks: list[L.Call
         num_nodes=runtime.num_nodes,
         strategy=runtime.strategy,
         precision=runtime.precision,
+        sync_batchnorm=runtime.sync_batchnorm,
         callbacks=callbacks or [],
         logger=logger,
         default_root_dir=default_root_dir,

@@ -75,3 +75,37 @@ class OneCycleCallback(L.Callback):
         for optimizer in trainer.optimizers:
             set_hyperparameters(optimizer, lr, momentum)
         self.history.append({"step": step, "epoch": trainer.current_epoch, "lr": lr, "momentum": momentum})
+
+
+@dataclass(frozen=True)
+class WarmupCosine:
+    """The official Barlow Twins schedule: linear warm-up, then cosine to ``final_ratio`` x base.
+
+    Returns a factor applied to each parameter group's ``base_lr``.
+    """
+
+    total_steps: int
+    warmup_steps: int
+    final_ratio: float = 0.001
+
+    def factor(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return step / self.warmup_steps
+        progress = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
+        q = 0.5 * (1 + math.cos(math.pi * progress))
+        return q + self.final_ratio * (1 - q)
+
+
+class WarmupCosineCallback(L.Callback):
+    """Applies :class:`WarmupCosine` per step, scaling every group's own ``base_lr``."""
+
+    def __init__(self, schedule: WarmupCosine) -> None:
+        self.schedule = schedule
+        self.history: list[dict[str, float]] = []
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        factor = self.schedule.factor(min(trainer.global_step, self.schedule.total_steps - 1))
+        for optimizer in trainer.optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = group["base_lr"] * factor
+        self.history.append({"step": trainer.global_step, "epoch": trainer.current_epoch, "lr": trainer.optimizers[0].param_groups[0]["lr"], "momentum": float("nan")})

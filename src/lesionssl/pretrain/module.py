@@ -18,10 +18,11 @@ class BarlowTwinsModule(PersistentAdamModule):
         lambd: Weight of the redundancy-reduction term.
         weight_decay: Decoupled weight decay of Adam.
         channels_last: Run convolutions in NHWC memory format (faster with mixed precision).
+        optimizer_factory: Builds the optimiser from the module (default: fastai Adam).
     """
 
-    def __init__(self, backbone: nn.Module, projector: nn.Module, lambd: float, weight_decay: float = 0.0, channels_last: bool = False) -> None:
-        super().__init__(weight_decay)
+    def __init__(self, backbone: nn.Module, projector: nn.Module, lambd: float, weight_decay: float = 0.0, channels_last: bool = False, optimizer_factory=None) -> None:
+        super().__init__(weight_decay, optimizer_factory)
         self.backbone, self.projector, self.lambd, self.channels_last = backbone, projector, lambd, channels_last
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,13 @@
 """``lesionssl pretrain``: Barlow Twins on the unlabelled pool, resumable, exported as a backbone.
 
-Recipe (the seed's): optional projector-only epoch(s) with the encoder frozen (fastai freeze),
-unfreeze, LR finder (valley), then ``epochs`` of 1cycle with Adam. Outputs in ``out``:
+Two recipes, chosen by ``recipe``:
+
+* ``seed`` (Haggerty & Chandra): optional projector-only epoch(s) with the encoder frozen
+  (fastai freeze), unfreeze, LR finder (valley), then ``epochs`` of 1cycle with fastai Adam.
+* ``official`` (Zbontar et al.): LARS (biases and BN excluded from weight decay and adaptation,
+  with their own LR), LRs scaled by batch/256, linear warm-up then cosine to 0.001 x base.
+
+Outputs in ``out``:
 
 * ``backbone.safetensors`` / ``backbone.pth`` - torchvision key names, no ``fc``;
 * ``backbone.json`` - architecture, preprocessing, pool mode (inductive / transductive), source;
@@ -37,7 +43,8 @@ from lesionssl.io import atomic_write, write_json, write_text
 from lesionssl.models.backbones import build_backbone, feature_dim, read_projector_state
 from lesionssl.models.heads import BarlowTwinsProjector
 from lesionssl.optim.lr_finder import run_lr_finder
-from lesionssl.optim.one_cycle import OneCycle, OneCycleCallback, set_hyperparameters
+from lesionssl.optim.lars import LARS, lars_param_groups
+from lesionssl.optim.one_cycle import OneCycle, OneCycleCallback, WarmupCosine, WarmupCosineCallback, set_hyperparameters
 from lesionssl.pretrain.module import BarlowTwinsModule
 from lesionssl.pretrain.monitor import PretrainMonitor
 from lesionssl.progress import console
@@ -87,6 +94,19 @@ def _save_stage(out: Path, module: BarlowTwinsModule, stages: dict[str, Any]) ->
     write_json(_state_file(out), stages)
 
 
+def _optimizer_factory(config: PretrainConfig):
+    """None (fastai Adam) for the seed recipe; LARS with the official exclusions otherwise."""
+    if config.recipe == "seed":
+        return None
+    scale = config.batch_size / 256  # the official LR scaling
+
+    def build(module: torch.nn.Module) -> LARS:
+        groups = lars_param_groups(module, config.lr_weights * scale, config.lr_biases * scale)
+        return LARS(groups, lr=config.lr_weights * scale, weight_decay=config.resolved_weight_decay, momentum=config.lars_momentum, eta=config.lars_eta)
+
+    return build
+
+
 def load_projector(projector: BarlowTwinsProjector, state: dict[str, torch.Tensor], source: str) -> None:
     """Load a checkpoint's projector strictly (layer layout and widths must match)."""
     if not state:
@@ -132,12 +152,12 @@ def pretrain(config: PretrainConfig) -> Path:
 
     backbone, init_info = build_backbone(config.backbone, config.init)
     projector = BarlowTwinsProjector(feature_dim(backbone), config.projector)
-    warmup_epochs = config.projector_warmup_epochs
+    warmup_epochs = config.projector_warmup_epochs if config.recipe == "seed" else 0
     if config.projector_init == "checkpoint":
         load_projector(projector, read_projector_state(config.init, config.backbone), config.init)
         warmup_epochs = 0  # a trained projector needs no warm-up
     init_info["projector"] = config.projector_init
-    module = BarlowTwinsModule(backbone, projector, config.resolved_lambd, config.weight_decay, config.runtime.channels_last)
+    module = BarlowTwinsModule(backbone, projector, config.resolved_lambd, config.resolved_weight_decay, config.runtime.channels_last, _optimizer_factory(config))
     history = out / "history.csv"
 
     def fit(callbacks: list[L.Callback], epochs: int, ckpt: str | None = None) -> None:
@@ -161,7 +181,9 @@ def pretrain(config: PretrainConfig) -> Path:
         _save_stage(out, module, stages)
 
     if "lr" not in stages:
-        if config.lr == "find":
+        if config.recipe == "official":
+            stages["lr"] = config.lr_weights * config.batch_size / 256
+        elif config.lr == "find":
             result = run_lr_finder(fit, module, len(data))
             stages["lr"] = result.suggestions.get("valley", 1e-3)
             stages["lr_finder"] = {"lrs": result.lrs, "losses": result.losses, "suggestions": result.suggestions}
@@ -170,13 +192,19 @@ def pretrain(config: PretrainConfig) -> Path:
             stages["lr"] = config.lr
         _save_stage(out, module, stages)
 
-    resolved = {"resolved": {"lambd": config.resolved_lambd, "lr": stages["lr"], "pool": pool, "pool_images": int(len(rows)), "init": init_info}}
-    write_text(out / "config.yaml", to_yaml(config, resolved))
-    schedule = OneCycle(stages["lr"], config.epochs * len(data))
+    resolved = {"lambd": config.resolved_lambd, "lr": stages["lr"], "weight_decay": config.resolved_weight_decay, "projector_warmup_epochs": warmup_epochs, "pool": pool, "pool_images": int(len(rows)), "init": init_info}
+    total_steps = config.epochs * len(data)
+    if config.recipe == "official":
+        scale = config.batch_size / 256
+        resolved |= {"optimizer": "LARS", "lr_weights_scaled": config.lr_weights * scale, "lr_biases_scaled": config.lr_biases * scale, "warmup_epochs": config.resolved_warmup_epochs}
+        schedule: L.Callback = WarmupCosineCallback(WarmupCosine(total_steps, config.resolved_warmup_epochs * len(data)))
+    else:
+        resolved |= {"optimizer": "Adam(0.9, 0.99, eps 1e-5), decoupled weight decay", "schedule": "1cycle (fastai)"}
+        schedule = OneCycleCallback(OneCycle(stages["lr"], total_steps))
+    write_text(out / "config.yaml", to_yaml(config, {"resolved": resolved}))
     checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0, every_n_epochs=1)
-    one_cycle = OneCycleCallback(schedule)
     monitor = _monitor(config, images, table, rows, classes)
-    callbacks = [EpochSeed(config.seed), NonFiniteGuard(last), one_cycle, monitor, EpochHistory(history, "bt"), checkpoint]
+    callbacks = [EpochSeed(config.seed), NonFiniteGuard(last), schedule, monitor, EpochHistory(history, "bt"), checkpoint]
     fit(callbacks, config.epochs, ckpt=str(last) if config.resume and last.exists() else None)
     plot_pretrain_history(pd.read_csv(history), out / "history.png")
     losses = _history_losses(history)
