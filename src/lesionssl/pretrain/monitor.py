@@ -69,13 +69,13 @@ class PretrainMonitor(L.Callback):
         try:
             embeddings, _ = _embed(pl_module, self.probe, project=True)
             std, rank = normalised_std(embeddings), effective_rank(embeddings)
-            pl_module.log("embedding_std", std)
-            pl_module.log("effective_rank", rank)
+            pl_module.log("embedding_std", std, sync_dist=True)
+            pl_module.log("effective_rank", rank, sync_dist=True)
             if std < STD_WARNING or rank < max(2.0, RANK_WARNING * embeddings.shape[1]):
                 warnings.warn(f"possible collapse at epoch {trainer.current_epoch}: normalised embedding std {std:.3f}, effective rank {rank:.1f} of {embeddings.shape[1]}", stacklevel=1)
             if self.knn_train is not None and self.knn_val is not None:
                 train, train_labels = _embed(pl_module, self.knn_train, project=False)
                 val, val_labels = _embed(pl_module, self.knn_val, project=False)
-                pl_module.log("knn_accuracy", knn_accuracy(train, train_labels, val, val_labels, self.k))
+                pl_module.log("knn_accuracy", knn_accuracy(train, train_labels, val, val_labels, self.k), sync_dist=True)
         finally:
             pl_module.train(was_training)

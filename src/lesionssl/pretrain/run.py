@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_only
 from safetensors.torch import save_file
 
 from lesionssl.augment.views import bt_views, eval_transform
@@ -223,7 +224,9 @@ def pretrain(config: PretrainConfig) -> Path:
         "final_loss": losses[-1] if losses else None,
         "seconds": round(time.time() - started, 1),
     }
-    return export_backbone(module, out, metadata)
+    if rank_zero_only.rank == 0:  # under DDP every process holds the same weights
+        export_backbone(module, out, metadata)
+    return out / BACKBONE_FILE
 
 
 def _history_losses(path: Path) -> list[float]:
