@@ -11,15 +11,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from lesionssl.data.classes import CLASS_NAMES
 from lesionssl.errors import LesionSSLError
 from lesionssl.evaluate.metrics import metrics_from_predictions
 from lesionssl.io import atomic_write, write_text
+from lesionssl.report.statistics import pairwise_table, summarize
 
 RESULT_COLUMNS = ["init", "seed", "accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "run_dir"]
 HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1")
+PAIRWISE_METRICS = ("balanced_accuracy", "accuracy", "macro_f1", "macro_auroc")
 
 
 def collect_runs(out: Path) -> tuple[pd.DataFrame, dict[str, list[dict]]]:
@@ -30,9 +31,9 @@ def collect_runs(out: Path) -> tuple[pd.DataFrame, dict[str, list[dict]]]:
         recorded = json.loads(metrics_file.read_text())
         metrics = metrics_from_predictions(run / "predictions.csv", recorded["classes"])
         init = run.parent.name
-        rows.append({"init": init, "seed": recorded["seed"], **{k: metrics[k] for k in HEADLINE}, "run_dir": str(run.relative_to(out)), "lr": recorded.get("lr"), "pretraining_pool": recorded.get("pretraining_pool"), "handling": _handling(recorded)})
+        rows.append({"init": init, "seed": recorded["seed"], **{k: metrics[k] for k in HEADLINE}, "macro_auroc": metrics["macro_auroc"], "run_dir": str(run.relative_to(out)), "lr": recorded.get("lr"), "pretraining_pool": recorded.get("pretraining_pool"), "handling": _handling(recorded)})
         per_init.setdefault(init, []).append(metrics)
-    return pd.DataFrame(rows, columns=[*RESULT_COLUMNS, "lr", "pretraining_pool", "handling"]), per_init
+    return pd.DataFrame(rows, columns=[*RESULT_COLUMNS, "macro_auroc", "lr", "pretraining_pool", "handling"]), per_init
 
 
 def _handling(recorded: dict) -> str:
@@ -40,14 +41,6 @@ def _handling(recorded: dict) -> str:
     imbalance = recorded.get("imbalance", {})
     adjustment = recorded.get("logit_adjustment", {}).get("target", "none (training prior)")
     return f"sampling {imbalance.get('sampling', 'shuffle')}, loss weights {imbalance.get('loss_weights', 'none')}, logit adjustment {adjustment}"
-
-
-def _ci95(values: pd.Series) -> tuple[float, float]:
-    n = len(values)
-    if n < 2:
-        return float("nan"), float("nan")
-    half = stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / np.sqrt(n)
-    return values.mean() - half, values.mean() + half
 
 
 def _fmt(value: float, digits: int = 4) -> str:
@@ -66,7 +59,8 @@ def summary_table(results: pd.DataFrame, order: list[str]) -> pd.DataFrame:
     table = {"": ["Mean accuracy", "Standard deviation", "95% CI", "Mean balanced accuracy", "Std balanced accuracy", "Mean macro F1", "Number of models"]}
     for init in order:
         runs = results[results["init"] == init]
-        lo, hi = _ci95(runs["accuracy"])
+        accuracy = summarize(runs["accuracy"].to_numpy())
+        lo, hi = accuracy["ci_low"], accuracy["ci_high"]
         table[init] = [
             _fmt(runs["accuracy"].mean(), 3),
             _fmt(runs["accuracy"].std(ddof=1)),
@@ -77,6 +71,30 @@ def summary_table(results: pd.DataFrame, order: list[str]) -> pd.DataFrame:
             str(len(runs)),
         ]
     return pd.DataFrame(table)
+
+
+def metric_table(results: pd.DataFrame, order: list[str], metrics: tuple[str, ...]) -> pd.DataFrame:
+    """Mean, sample std and 95% CI per initialisation for each metric."""
+    rows = []
+    for metric in metrics:
+        for init in order:
+            summary = summarize(results.loc[results["init"] == init, metric].dropna().to_numpy(float))
+            rows.append({"metric": metric, "init": init, "n": summary["n"], "mean": _fmt(summary["mean"]), "std": _fmt(summary["std"]), "95% CI": f"[{_fmt(summary['ci_low'])}, {_fmt(summary['ci_high'])}]"})
+    return pd.DataFrame(rows)
+
+
+def _pairwise_markdown(results: pd.DataFrame, order: list[str]) -> str:
+    table = pairwise_table(results, order, PAIRWISE_METRICS)
+    if table.empty:
+        return "Only one initialisation: nothing to compare."
+    shown = pd.DataFrame({
+        "comparison": table["comparison"], "metric": table["metric"], "difference": table["difference"].map(_fmt),
+        "95% CI (Welch)": [f"[{_fmt(r.get('ci_low'))}, {_fmt(r.get('ci_high'))}]" for r in table.to_dict("records")],
+        "Welch p": table.get("welch_p", pd.Series(dtype=float)).map(lambda v: _fmt(v, 3)),
+        "paired p (n)": [f"{_fmt(r.get('paired_p'), 3)} ({r['n_paired']})" for r in table.to_dict("records")],
+        "Hedges g": table["hedges_g"].map(lambda v: _fmt(v, 2)), "note": table["note"],
+    })
+    return _markdown(shown)
 
 
 def classification_report_table(per_init: dict[str, list[dict]], order: list[str]) -> pd.DataFrame:
@@ -122,6 +140,18 @@ def write_report(out: Path, inits: dict[str, str] | None = None) -> Path:
         "## Combined classification report (means over runs)",
         "",
         _markdown(classification_report_table(per_init, order)),
+        "",
+    ]
+    lines += [
+        "## Every metric with 95% confidence intervals",
+        "",
+        _markdown(metric_table(results, order, PAIRWISE_METRICS)),
+        "",
+        "## Pairwise comparisons",
+        "",
+        "Difference of means (first minus second) with Welch's 95% CI and t-test; paired t-test over the seeds both share; Hedges' g effect size.",
+        "",
+        _pairwise_markdown(results, order),
         "",
         "## Unlabelled data used for pretraining",
         "",
