@@ -1,6 +1,8 @@
 """The real chain on small data: pretrain -> finetune -> compare -> report."""
 
 import json
+import shutil
+import subprocess
 
 import numpy as np
 import pandas as pd
@@ -22,7 +24,7 @@ TINY_FINETUNE = {"image_size": 32, "epochs": 1, "batch_size": 16}
 def check_report_against_predictions(out):
     """Every number of results.csv / report.md recomputed independently from predictions.csv."""
     results = pd.read_csv(out / "results.csv")
-    assert list(results.columns) == ["init", "seed", "accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "run_dir"]
+    assert list(results.columns)[:7] == ["init", "seed", "accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "run_dir"]
     for row in results.itertuples():
         predictions = pd.read_csv(out / row.run_dir / "predictions.csv", keep_default_na=False)
         probability_columns = [c for c in predictions.columns if c.startswith("p_")]
@@ -81,7 +83,10 @@ def test_test_split_is_never_read_before_training_ends(synthetic_manifest, tmp_p
     assert "lr: " in (tmp_path / "ft" / "config.yaml").read_text()
 
 
-def test_compare_resumes_and_report_matches_predictions(synthetic, tmp_path):
+@pytest.fixture(scope="module")
+def compared(synthetic, tmp_path_factory):
+    """A finished 2 initialisations x 2 seeds experiment (shared by the tests below)."""
+    tmp_path = tmp_path_factory.mktemp("compare")
     values = {
         "data": [str(synthetic / "labelled"), str(synthetic / "unlabelled")],
         "split": {"per_class": 8, "seed": 0},
@@ -93,7 +98,11 @@ def test_compare_resumes_and_report_matches_predictions(synthetic, tmp_path):
     }
     config = validate(CompareConfig, values)
     compare(config)
-    out = tmp_path / "cmp"
+    return config, tmp_path / "cmp"
+
+
+def test_compare_resumes_and_report_matches_predictions(compared):
+    config, out = compared
     results = check_report_against_predictions(out)
     assert sorted(zip(results["init"], results["seed"])) == [("bt", 0), ("bt", 1), ("random", 0), ("random", 1)]
     assert "inductive" in (out / "report.md").read_text()
@@ -122,3 +131,52 @@ def test_official_recipe_uses_lars_with_scaled_lrs(synthetic_manifest, tmp_path)
     state = __import__("torch").load(tmp_path / "bt" / "checkpoints" / "last.ckpt", weights_only=True)
     groups = state["optimizer_states"][0]["param_groups"]
     assert [g["exclude"] for g in groups] == [False, True]
+
+
+def test_report_html_is_self_contained_and_renders_in_chromium(compared, tmp_path):
+    _, out = compared
+    html = (out / "report.html").read_text()
+    assert "<img" in html and 'src="data:image/png;base64,' in html and "http" not in html.split("<body>")[1]
+    images = html.count("<img")
+    assert images >= 5  # per-class F1, 2 confusion matrices, LR finder, pretraining, augmentations
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed (.ci/run installs it)")
+    command = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+               "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000",
+               "--dump-dom", (out / "report.html").as_uri()]
+    dom = subprocess.run(command, capture_output=True, text=True, timeout=120).stdout
+    assert f'data-images-loaded="{images}"' in dom and f'data-images-total="{images}"' in dom
+    assert "Model fine-tuning results" in dom
+
+
+def test_budget_sweep_external_set_shards_and_jobs(synthetic, tmp_path):
+    from lesionssl.data.synthetic import make_synthetic_dataset
+
+    external = make_synthetic_dataset(tmp_path / "external", n_labelled=40, n_unlabelled=0, size=(40, 30), seed=9)
+    values = {
+        "data": [str(synthetic / "labelled")],
+        "split": {"per_class": 8, "seed": 0},
+        "budgets": [4, 8],
+        "out": str(tmp_path / "sweep"),
+        "initialisations": [{"name": "random", "init": "random"}],
+        "seeds": [0, 1],
+        "finetune": {**TINY_FINETUNE, "lr": 1e-3, "external": [{"name": "other-clinic", "data": [str(external / "labelled")]}]},
+    }
+    config = validate(CompareConfig, values)
+    compare(config, shard="1/2")
+    assert len(list((tmp_path / "sweep" / "runs").glob("*/*/metrics.json"))) == 2
+    compare(config, jobs=2, shard="2/2")
+    out = tmp_path / "sweep"
+    results = pd.read_csv(out / "results.csv")
+    assert sorted(zip(results["budget"], results["seed"])) == [(4, 0), (4, 1), (8, 0), (8, 1)]
+    test_sets = {b: set(pd.read_csv(out / f"manifest-b{b}.csv").query("split == 'test'")["image"]) for b in (4, 8)}
+    assert test_sets[4] == test_sets[8]
+    report = (out / "report.md").read_text()
+    assert "Label efficiency" in report and (out / "figures" / "label_efficiency.png").is_file()
+    assert "External test set: other-clinic" in report
+    run = out / results["run_dir"][0]
+    external_predictions = pd.read_csv(run / "external" / "other-clinic" / "predictions.csv")
+    assert len(external_predictions) == 40
+    environment = json.loads((run / "environment.json").read_text())
+    assert environment["seeds"]["run"] in (0, 1) and environment["packages"]["torch"]

@@ -104,3 +104,16 @@ def test_seed_style_cap_split_on_shared_data_grouped_by_lesion():
     lesions = manifest[manifest["group"].str.startswith("HAM_")]
     assert (lesions.groupby("group")["split"].nunique() == 1).all()
     assert (manifest["split"] == "unlabelled").sum() == 2625
+
+
+def test_budgets_are_nested_subsets_with_one_test_set():
+    from lesionssl.data.split import subsample_train
+
+    base = make_split(_table({"NV": 80, "MEL": 40}, groups_of=2), SplitSpec(per_class=20, group_by="lesion_id", seed=0))
+    small = subsample_train(base, 6, seed=0)
+    assert _counts(small, "train") == {"NV": 6, "MEL": 6}
+    assert small.loc[small["split"] == "test", "image"].tolist() == base.loc[base["split"] == "test", "image"].tolist()
+    assert set(small.loc[small["split"] == "train", "image"]) <= set(base.loc[base["split"] == "train", "image"])
+    assert small["pretrain"].equals(base["pretrain"])
+    with pytest.raises(LesionSSLError, match="exceeds"):
+        subsample_train(base, 30)

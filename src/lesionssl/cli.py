@@ -155,12 +155,16 @@ def finetune(
 def compare(
     config: Annotated[Path, typer.Option("--config", help="Experiment YAML (see examples/).")],
     out: OutOpt = None,
+    jobs: Annotated[int, typer.Option(help="Runs at once (one GPU each when there are GPUs).")] = 1,
+    shard: Annotated[str | None, typer.Option(help="k/n: run only the k-th of n slices (cluster job arrays).")] = None,
 ) -> None:
     """Initialisations x seeds under the same protocol; resumable; writes results.csv and report.md."""
     from lesionssl.experiment.compare import compare as run
 
+    if jobs < 1:
+        raise LesionSSLError("--jobs must be >= 1")
     values = _merge(config, out=str(out) if out else None)
-    report = run(validate(CompareConfig, values, str(config)))
+    report = run(validate(CompareConfig, values, str(config)), jobs=jobs, shard=shard)
     console.print(f"report written to {report}")
 
 

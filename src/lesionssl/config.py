@@ -110,6 +110,20 @@ class PretrainConfig(Strict):
         return self.warmup_epochs if self.warmup_epochs is not None else min(10, max(1, self.epochs // 10))
 
 
+class ExternalSet(Strict):
+    """A second labelled dataset every run is also evaluated on (domain shift)."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    data: list[str] = Field(min_length=1)
+    images: str | None = None
+    skip_missing: bool = False
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
 class FinetuneConfig(Strict):
     """The transfer protocol (``lesionssl finetune``): head epoch, unfreeze, LR finder, 1cycle."""
 
@@ -134,6 +148,7 @@ class FinetuneConfig(Strict):
     test_prior: Literal["train", "uniform", "pool"] | dict[str, float] = Field(
         "train", description="post-hoc logit adjustment target: train (none), uniform, pool (EM on unlabelled images) or {class: p}"
     )
+    external: list[ExternalSet] = Field(default_factory=list, description="extra labelled test sets (domain shift)")
     select_on: Literal["none", "val_loss", "val_balanced_accuracy"] = "none"
     early_stopping_patience: int | None = Field(None, ge=1)
     seed: int = 0
@@ -186,6 +201,7 @@ class CompareConfig(Strict):
     out: Path = Path("runs/compare")
     initialisations: list[InitConfig] = Field(min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    budgets: list[int] | None = Field(None, min_length=1, description="label-efficiency sweep: training images per class, nested, same test set")
     pretrain: PretrainConfig | None = None
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
 
@@ -203,6 +219,8 @@ class CompareConfig(Strict):
             raise ValueError(f"initialisation names must be unique, got {names}")
         if any(i.init == "pretrain" for i in self.initialisations) and self.pretrain is None:
             raise ValueError("an initialisation uses init: pretrain, so a pretrain section is required")
+        if self.budgets is not None and any(b < 1 for b in self.budgets):
+            raise ValueError(f"budgets must be positive numbers of images per class, got {self.budgets}")
         return self
 
 

@@ -191,3 +191,32 @@ def read_manifest(path: Path) -> Manifest:
     classes = resolve_class_order(table["label"], meta.get("classes"))
     pool = meta.get("pool") or ("transductive" if table.loc[table["split"] == "test", "pretrain"].eq(1).any() else "inductive")
     return Manifest(table=table, classes=classes, pool=pool, path=path)
+
+
+def subsample_train(manifest: pd.DataFrame, per_class: int, seed: int = 0) -> pd.DataFrame:
+    """Keep ``per_class`` training images per class (whole groups, seeded); the rest of the
+    training images become ``unlabelled`` (their labels unused). Val, test and the pretraining
+    pool are unchanged, so every budget of a sweep shares one test set and one pool.
+
+    Raises:
+        LesionSSLError: When a class has fewer training images than ``per_class``.
+    """
+    table = manifest.copy()
+    train = table[table["split"] == "train"]
+    counts = train["label"].value_counts()
+    short = {c: int(n) for c, n in counts.items() if n < per_class}
+    if short:
+        raise LesionSSLError(f"budget {per_class} per class exceeds the training images of {short}")
+    groups = train.groupby("group", sort=True)["label"].value_counts().unstack(fill_value=0)
+    order = groups.index.to_numpy()[np.random.default_rng(seed).permutation(len(groups))]
+    taken = dict.fromkeys(counts.index, 0)
+    keep = set()
+    for name in order:
+        need = groups.loc[name][groups.loc[name] > 0]
+        if all(taken[c] + n <= per_class for c, n in need.items()):
+            keep.add(name)
+            for c, n in need.items():
+                taken[c] += int(n)
+    dropped = (table["split"] == "train") & ~table["group"].isin(keep)
+    table.loc[dropped, "split"] = "unlabelled"
+    return table

@@ -1,21 +1,32 @@
-"""``lesionssl compare``: several initialisations x seeds under the same split and protocol.
+"""``lesionssl compare``: initialisations x seeds (x label budgets) under one split and protocol.
 
-Each run lives in ``out/runs/<init>/seed<k>-<hash>`` where the hash is taken over the run's
-resolved fine-tuning configuration; a run whose ``metrics.json`` exists is finished and skipped,
-so an interrupted ``compare`` resumes where it stopped. The ``pretrain`` initialisation is
-produced once, in ``out/pretrain``, from the experiment's own split (its unlabelled pool).
+Each run lives in ``out/runs/<init>/[b<budget>-]seed<k>-<hash>`` where the hash is taken over the
+run's resolved fine-tuning configuration; a run whose ``metrics.json`` exists is finished and
+skipped, so an interrupted ``compare`` resumes where it stopped. ``--jobs N`` runs N runs at once
+(one GPU each when there are GPUs); ``--shard k/n`` runs every n-th run starting at the k-th, so
+the array jobs of a cluster can share an experiment; ``lesionssl report`` merges what finished.
+The ``pretrain`` initialisation is produced once, in ``out/pretrain``, from the experiment's own
+unlabelled pool; concurrent shards wait for it on a file lock.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
+from multiprocessing import get_context
 from pathlib import Path
 
-from lesionssl.data.classes import resolve_class_order
+import torch
+
 from lesionssl.config import CompareConfig, FinetuneConfig, to_yaml
+from lesionssl.data.classes import resolve_class_order
 from lesionssl.data.sources import read_sources
-from lesionssl.data.split import SplitSpec, make_split, split_table, write_manifest
+from lesionssl.data.split import SplitSpec, make_split, read_manifest, split_table, subsample_train, write_manifest
+from lesionssl.errors import LesionSSLError
 from lesionssl.finetune.run import finetune
 from lesionssl.io import write_text
 from lesionssl.pretrain.run import BACKBONE_FILE, pretrain
@@ -29,60 +40,134 @@ def config_hash(config: FinetuneConfig) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
 
 
+def parse_shard(value: str | None) -> tuple[int, int]:
+    """``"k/n"`` -> (k, n) with 1 <= k <= n; None -> (1, 1)."""
+    if value is None:
+        return 1, 1
+    try:
+        k, n = (int(x) for x in value.split("/"))
+    except ValueError:
+        raise LesionSSLError(f"--shard must look like k/n (e.g. 2/8), got {value!r}") from None
+    if not 1 <= k <= n:
+        raise LesionSSLError(f"--shard {value}: need 1 <= k <= n")
+    return k, n
+
+
+@contextmanager
+def file_lock(path: Path):
+    """An exclusive lock held while the block runs (released if the process dies)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def prepare_manifest(config: CompareConfig) -> Path:
     """The experiment's manifest: the given one, or a split of ``data`` written to ``out``."""
     if config.manifest is not None:
         return Path(config.manifest)
     target = Path(config.out) / "manifest.csv"
     spec = SplitSpec(**config.split.model_dump())
-    if target.is_file() and json.loads(target.with_suffix(".json").read_text()).get("spec") == config.split.model_dump():
-        return target
-    table = read_sources(config.data)
-    manifest = make_split(table, spec)
-    classes = resolve_class_order(manifest["label"])
-    write_manifest(manifest, target, spec, classes, list(config.data))
-    console.print(split_table(manifest, classes).to_string())
+    with file_lock(Path(config.out) / ".manifest.lock"):
+        if target.is_file() and json.loads(target.with_suffix(".json").read_text()).get("spec") == config.split.model_dump():
+            return target
+        table = read_sources(config.data)
+        manifest = make_split(table, spec)
+        classes = resolve_class_order(manifest["label"])
+        write_manifest(manifest, target, spec, classes, list(config.data))
+        console.print(split_table(manifest, classes).to_string())
     return target
+
+
+def budget_manifests(config: CompareConfig, manifest: Path) -> dict[int | None, Path]:
+    """One manifest per label budget (nested subsets of the base training split, same test set)."""
+    if not config.budgets:
+        return {None: manifest}
+    base = read_manifest(manifest)
+    spec = SplitSpec(**config.split.model_dump()) if config.split else SplitSpec(per_class=max(config.budgets))
+    out = {}
+    for budget in sorted(set(config.budgets)):
+        target = Path(config.out) / f"manifest-b{budget}.csv"
+        if not target.is_file():
+            write_manifest(subsample_train(base.table, budget, spec.seed), target, spec, base.classes, list(config.data))
+        out[budget] = target
+    return out
 
 
 def prepare_pretrained(config: CompareConfig, manifest: Path) -> Path:
     """Pretrain once (resuming an interrupted pretraining) and return the backbone file."""
     out = Path(config.out) / "pretrain"
     backbone = out / BACKBONE_FILE
-    if backbone.is_file():
-        return backbone
-    settings = config.pretrain.model_copy(update={"manifest": manifest, "out": out, "backbone": config.finetune.backbone})
-    settings.resume = (out / "checkpoints").is_dir()
-    console.print(f"[bold]pretraining[/bold] Barlow Twins -> {out}")
-    return pretrain(settings)
+    with file_lock(Path(config.out) / ".pretrain.lock"):
+        if backbone.is_file():
+            return backbone
+        settings = config.pretrain.model_copy(update={"manifest": manifest, "out": out, "backbone": config.finetune.backbone})
+        settings.resume = (out / "checkpoints").is_dir()
+        console.print(f"pretraining Barlow Twins -> {out}")
+        return pretrain(settings)
 
 
-def run_configs(config: CompareConfig, manifest: Path, pretrained: Path | None) -> list[tuple[str, FinetuneConfig]]:
-    """The fine-tuning configuration of every (initialisation, seed) run."""
+def run_configs(config: CompareConfig, manifests: dict[int | None, Path], pretrained: Path | None) -> list[tuple[str, FinetuneConfig]]:
+    """The fine-tuning configuration of every (initialisation, budget, seed) run, in a fixed order."""
     runs = []
     for initialisation in config.initialisations:
         init = str(pretrained) if initialisation.init == "pretrain" else initialisation.init
-        for seed in config.seeds:
-            run = config.finetune.model_copy(update={"manifest": manifest, "init": init, "seed": seed})
-            run.out = Path(config.out) / "runs" / initialisation.name / f"seed{seed}-{config_hash(run)}"
-            runs.append((initialisation.name, run))
+        for budget, manifest in manifests.items():
+            for seed in config.seeds:
+                run = config.finetune.model_copy(update={"manifest": manifest, "init": init, "seed": seed})
+                prefix = f"b{budget}-" if budget is not None else ""
+                run.out = Path(config.out) / "runs" / initialisation.name / f"{prefix}seed{seed}-{config_hash(run)}"
+                runs.append((initialisation.name, run))
     return runs
 
 
-def compare(config: CompareConfig) -> Path:
-    """Run (or resume) the experiment and write ``results.csv`` and ``report.md``; return the report."""
+def _init_worker(counter, threads: int, gpus: int) -> None:
+    """Each ``--jobs`` worker takes the next slot: its own GPU (round robin) and a share of the CPU."""
+    with counter.get_lock():
+        slot = counter.value
+        counter.value += 1
+    if gpus:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
+    torch.set_num_threads(threads)
+
+
+def _execute(pending: list[tuple[str, FinetuneConfig]], jobs: int) -> None:
+    def done(name: str, run: FinetuneConfig, metrics: dict) -> None:
+        console.print(f"    {name} seed {run.seed}: accuracy {metrics['accuracy']:.4f}  balanced accuracy {metrics['balanced_accuracy']:.4f}", markup=False)
+
+    if jobs <= 1:
+        for number, (name, run) in enumerate(pending, start=1):
+            console.print(f"[{number}/{len(pending)}] {name} seed {run.seed} -> {run.out}", markup=False)
+            done(name, run, finetune(run))
+        return
+    gpus = torch.cuda.device_count()
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    context = get_context("spawn")
+    counter = context.Value("i", 0)
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker, initargs=(counter, threads, gpus)) as pool:
+        futures = {pool.submit(finetune, run): (name, run) for name, run in pending}
+        console.print(f"running {len(pending)} runs, {jobs} at a time")
+        for future in as_completed(futures):
+            name, run = futures[future]
+            done(name, run, future.result())
+
+
+def compare(config: CompareConfig, jobs: int = 1, shard: str | None = None) -> Path:
+    """Run (or resume) the experiment and write ``results.csv``, ``report.md`` and ``report.html``."""
+    k, n = parse_shard(shard)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "experiment.yaml", to_yaml(config))
     manifest = prepare_manifest(config)
+    manifests = budget_manifests(config, manifest)
     needs_pretraining = any(i.init == "pretrain" for i in config.initialisations)
     pretrained = prepare_pretrained(config, manifest) if needs_pretraining else None
-    runs = run_configs(config, manifest, pretrained)
-    for number, (name, run) in enumerate(runs, start=1):
-        if (run.out / "metrics.json").is_file():
-            console.print(f"[{number}/{len(runs)}] {name} seed {run.seed}: finished earlier, skipped", markup=False)
-            continue
-        console.print(f"[{number}/{len(runs)}] {name} seed {run.seed} -> {run.out}", markup=False)
-        metrics = finetune(run)
-        console.print(f"    accuracy {metrics['accuracy']:.4f}  balanced accuracy {metrics['balanced_accuracy']:.4f}")
+    runs = run_configs(config, manifests, pretrained)[k - 1 :: n]
+    pending = [(name, run) for name, run in runs if not (run.out / "metrics.json").is_file()]
+    if len(pending) < len(runs):
+        console.print(f"{len(runs) - len(pending)} of {len(runs)} runs finished earlier: skipped")
+    _execute(pending, jobs)
     return write_report(out, {i.name: i.init for i in config.initialisations})

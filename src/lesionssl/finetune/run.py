@@ -28,12 +28,14 @@ from lightning.pytorch.callbacks import EarlyStopping
 
 from lesionssl import __version__
 from lesionssl.augment.views import eval_transform, finetune_train_transform
-from lesionssl.callbacks import EpochHistory
-from lesionssl.config import FinetuneConfig, to_yaml
+from lesionssl.callbacks import EpochHistory, EpochSeed
+from lesionssl.config import ExternalSet, FinetuneConfig, to_yaml
+from lesionssl.data.sources import read_sources
 from lesionssl.data.loaders import labelled_loader
 from lesionssl.data.split import Manifest, read_manifest
 from lesionssl.data.store import build_store, stored_size
 from lesionssl.engine import make_trainer
+from lesionssl.environment import run_environment
 from lesionssl.errors import LesionSSLError
 from lesionssl.evaluate.metrics import compute_metrics, predictions_frame
 from lesionssl.evaluate.prior import adjust, class_prior, em_prior
@@ -102,6 +104,27 @@ def _target_prior(config: FinetuneConfig, module: ClassifierModule, images: np.n
     return given / given.sum(), "stated"
 
 
+def evaluate_external(module: ClassifierModule, config: FinetuneConfig, ext: ExternalSet, classes: list[str], train_prior: np.ndarray, target_prior: np.ndarray | None, out: Path) -> dict[str, Any]:
+    """Evaluate the final model on a second labelled dataset; write ``external/<name>/``."""
+    table = read_sources(ext.data, Path(ext.images) if ext.images else None, ext.skip_missing)
+    table = table[table["label"] != ""].reset_index(drop=True)
+    unknown = sorted(set(table["label"]) - set(classes))
+    if unknown or table.empty:
+        raise LesionSSLError(f"external set {ext.name}: {'labels ' + str(unknown) + ' are not among the classes ' + str(classes) if unknown else 'no labelled images'}")
+    table["row"] = np.arange(len(table))
+    images = build_store(table["path"].tolist(), stored_size(config.image_size), f"decoding {ext.name}")
+    probs = predict(module, config, images, table, classes)
+    if target_prior is not None:
+        probs = adjust(probs, train_prior, target_prior)
+    labels = table["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    metrics = compute_metrics(labels, probs, classes)
+    folder = out / "external" / ext.name
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(folder / "predictions.csv", lambda tmp: predictions_frame(table["image"].tolist(), labels, probs, classes).to_csv(tmp, index=False))
+    write_json(folder / "metrics.json", metrics)
+    return {k: metrics[k] for k in ("n", "accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "macro_auroc")}
+
+
 def finetune(config: FinetuneConfig) -> dict[str, Any]:
     """Run the transfer protocol; write the run folder; return the test metrics."""
     if config.manifest is None:
@@ -137,7 +160,7 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     if config.head_epochs:
         module.freeze(config.freeze)
         set_hyperparameters(module.persistent_optimizer(), config.head_lr)
-        fit([EpochHistory(history, "head")], config.head_epochs, validate=True)
+        fit([EpochSeed(config.seed), EpochHistory(history, "head")], config.head_epochs, validate=True)
     module.unfreeze()
 
     finder = None
@@ -150,7 +173,7 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
         console.print(f"LR finder ({config.lr_suggestion}): {lr:.3g}")
 
     one_cycle = OneCycleCallback(OneCycle(lr, config.epochs * len(train_data)))
-    callbacks: list[L.Callback] = [one_cycle, EpochHistory(history, "one_cycle")]
+    callbacks: list[L.Callback] = [EpochSeed(config.seed), one_cycle, EpochHistory(history, "one_cycle")]
     best = None
     if config.select_on != "none":
         mode = "min" if config.select_on == "val_loss" else "max"
@@ -172,6 +195,7 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     if target_prior is not None:
         probs = adjust(probs, train_prior, target_prior)
     metrics = compute_metrics(labels, probs, classes)
+    external = {ext.name: evaluate_external(module, config, ext, classes, train_prior, target_prior, out) for ext in config.external}
     pool = init_info.get("pretraining", {}).get("pool")
     provenance = {
         "init": config.init,
@@ -182,6 +206,8 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
         "train_images": int(len(train)),
         "test_images": int(len(test)),
         "selected_epoch": best.epoch if best else None,
+        "budget_per_class": int(train["label"].value_counts().max()),
+        "external": external,
         "imbalance": {"sampling": config.sampling, "loss_weights": config.loss_weights},
         "logit_adjustment": {
             "target": prior_source,
@@ -206,4 +232,5 @@ def _write_outputs(out: Path, config: FinetuneConfig, provenance: dict, init_inf
         pd.DataFrame({"lr": finder.lrs, "smoothed_loss": finder.losses}).to_csv(out / "lr_finder.csv", index=False)
         plot_lr_finder(finder, provenance["lr"], out / "lr_finder.png")
     plot_confusion(np.asarray(metrics["confusion_matrix_normalized"]), metrics["classes"], out / "confusion.png")
+    write_json(out / "environment.json", run_environment(config.seed))
     write_json(out / "metrics.json", {**metrics, **provenance})  # last: its presence marks the run as finished

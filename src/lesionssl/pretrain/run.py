@@ -39,6 +39,7 @@ from lesionssl.data.sources import read_sources
 from lesionssl.data.split import read_manifest
 from lesionssl.data.store import build_store, stored_size
 from lesionssl.engine import make_trainer, set_frozen
+from lesionssl.environment import run_environment
 from lesionssl.errors import LesionSSLError
 from lesionssl.io import atomic_write, write_json, write_text
 from lesionssl.models.backbones import build_backbone, feature_dim, read_projector_state
@@ -203,6 +204,7 @@ def pretrain(config: PretrainConfig) -> Path:
         resolved |= {"optimizer": "Adam(0.9, 0.99, eps 1e-5), decoupled weight decay", "schedule": "1cycle (fastai)"}
         schedule = OneCycleCallback(OneCycle(stages["lr"], total_steps))
     write_text(out / "config.yaml", to_yaml(config, {"resolved": resolved}))
+    write_json(out / "environment.json", run_environment(config.seed))
     checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0, every_n_epochs=1)
     monitor = _monitor(config, images, table, rows, classes)
     callbacks = [EpochSeed(config.seed), NonFiniteGuard(last), schedule, monitor, EpochHistory(history, "bt"), checkpoint]

@@ -1,7 +1,8 @@
-"""The comparison report: the seed study's two tables, recomputed from every run's predictions.
+"""The comparison report: the seed study's two tables and much more, recomputed from predictions.
 
-Every number in ``report.md`` and ``results.csv`` comes from the runs' ``predictions.csv`` (not
-from cached metrics), so the report can be audited and regenerated with ``lesionssl report``.
+Every number in ``results.csv``, ``report.md`` and ``report.html`` comes from the runs'
+``predictions.csv`` files (not from cached metrics), so the report can be audited and rebuilt
+with ``lesionssl report`` from whatever runs have finished (e.g. the shards of a job array).
 """
 
 from __future__ import annotations
@@ -11,11 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from lesionssl.data.classes import CLASS_NAMES
 from lesionssl.errors import LesionSSLError
 from lesionssl.evaluate.metrics import metrics_from_predictions
 from lesionssl.io import atomic_write, write_text
+from lesionssl.report.document import Document
+from lesionssl.report.plots import plot_confusion, plot_label_efficiency, plot_lr_curves, plot_per_class_f1, plot_pretrain_history
 from lesionssl.report.statistics import pairwise_table, summarize
 
 RESULT_COLUMNS = ["init", "seed", "accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "run_dir"]
@@ -23,17 +27,24 @@ HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1")
 PAIRWISE_METRICS = ("balanced_accuracy", "accuracy", "macro_f1", "macro_auroc")
 
 
-def collect_runs(out: Path) -> tuple[pd.DataFrame, dict[str, list[dict]]]:
-    """Finished runs under ``out/runs``: one results row each, plus full metrics per init."""
-    rows, per_init = [], {}
+def collect_runs(out: Path) -> tuple[pd.DataFrame, list[dict]]:
+    """Finished runs under ``out/runs``: one results row each, and each run's full metrics."""
+    rows, full = [], []
     for metrics_file in sorted((out / "runs").glob("*/*/metrics.json")):
         run = metrics_file.parent
         recorded = json.loads(metrics_file.read_text())
         metrics = metrics_from_predictions(run / "predictions.csv", recorded["classes"])
-        init = run.parent.name
-        rows.append({"init": init, "seed": recorded["seed"], **{k: metrics[k] for k in HEADLINE}, "macro_auroc": metrics["macro_auroc"], "run_dir": str(run.relative_to(out)), "lr": recorded.get("lr"), "pretraining_pool": recorded.get("pretraining_pool"), "handling": _handling(recorded)})
-        per_init.setdefault(init, []).append(metrics)
-    return pd.DataFrame(rows, columns=[*RESULT_COLUMNS, "macro_auroc", "lr", "pretraining_pool", "handling"]), per_init
+        row = {
+            "init": run.parent.name, "seed": recorded["seed"], **{k: metrics[k] for k in HEADLINE}, "run_dir": str(run.relative_to(out)),
+            "budget": recorded.get("budget_per_class"), "macro_auroc": metrics["macro_auroc"], "lr": recorded.get("lr"),
+            "pretraining_pool": recorded.get("pretraining_pool"), "handling": _handling(recorded),
+        }
+        for name in recorded.get("external") or {}:
+            external = metrics_from_predictions(run / "external" / name / "predictions.csv", recorded["classes"])
+            row |= {f"{name}:{k}": external[k] for k in (*HEADLINE, "macro_auroc")}
+        rows.append(row)
+        full.append({**metrics, "init": row["init"], "budget": row["budget"], "run": run})
+    return pd.DataFrame(rows), full
 
 
 def _handling(recorded: dict) -> str:
@@ -43,34 +54,56 @@ def _handling(recorded: dict) -> str:
     return f"sampling {imbalance.get('sampling', 'shuffle')}, loss weights {imbalance.get('loss_weights', 'none')}, logit adjustment {adjustment}"
 
 
-def _fmt(value: float, digits: int = 4) -> str:
+def _fmt(value, digits: int = 4) -> str:
     return "n/a" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.{digits}f}"
 
 
-def _markdown(frame: pd.DataFrame) -> str:
-    header = "| " + " | ".join(map(str, frame.columns)) + " |"
-    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    lines = ["| " + " | ".join(map(str, row)) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([header, rule, *lines])
-
-
-def summary_table(results: pd.DataFrame, order: list[str]) -> pd.DataFrame:
+def summary_table(results: pd.DataFrame, order: list[str], prefix: str = "") -> pd.DataFrame:
     """The seed's first table (mean accuracy, sample std, number of models), plus balanced metrics."""
     table = {"": ["Mean accuracy", "Standard deviation", "95% CI", "Mean balanced accuracy", "Std balanced accuracy", "Mean macro F1", "Number of models"]}
     for init in order:
         runs = results[results["init"] == init]
-        accuracy = summarize(runs["accuracy"].to_numpy())
-        lo, hi = accuracy["ci_low"], accuracy["ci_high"]
+        accuracy = summarize(runs[f"{prefix}accuracy"].to_numpy(float))
         table[init] = [
-            _fmt(runs["accuracy"].mean(), 3),
-            _fmt(runs["accuracy"].std(ddof=1)),
-            f"[{_fmt(lo, 3)}, {_fmt(hi, 3)}]",
-            _fmt(runs["balanced_accuracy"].mean(), 3),
-            _fmt(runs["balanced_accuracy"].std(ddof=1)),
-            _fmt(runs["macro_f1"].mean(), 3),
-            str(len(runs)),
+            _fmt(accuracy["mean"], 3), _fmt(accuracy["std"]), f"[{_fmt(accuracy['ci_low'], 3)}, {_fmt(accuracy['ci_high'], 3)}]",
+            _fmt(runs[f"{prefix}balanced_accuracy"].mean(), 3), _fmt(runs[f"{prefix}balanced_accuracy"].std(ddof=1)),
+            _fmt(runs[f"{prefix}macro_f1"].mean(), 3), str(len(runs)),
         ]
     return pd.DataFrame(table)
+
+
+def per_class_f1(full: list[dict], order: list[str]) -> pd.DataFrame:
+    """Mean and sample std of every class's F1 per initialisation."""
+    rows = []
+    for init in order:
+        runs = [m for m in full if m["init"] == init]
+        for name in runs[0]["classes"]:
+            values = np.array([m["per_class"][name]["f1"] for m in runs])
+            rows.append({"init": init, "class": name, "mean": values.mean(), "std": values.std(ddof=1) if len(values) > 1 else np.nan, "support": runs[0]["per_class"][name]["support"]})
+    return pd.DataFrame(rows)
+
+
+def classification_report_table(full: list[dict], order: list[str]) -> pd.DataFrame:
+    """The seed's second table: per-class F1 (mean +- std over runs), support, averages, accuracy."""
+    f1 = per_class_f1(full, order)
+    classes = list(dict.fromkeys(f1["class"]))
+    rows = []
+    for name in classes:
+        row = {"Lesion type": CLASS_NAMES.get(name, name)}
+        for init in order:
+            entry = f1[(f1["init"] == init) & (f1["class"] == name)].iloc[0]
+            row[f"f1 ({init})"] = f"{_fmt(entry['mean'], 2)} ± {_fmt(entry['std'], 2)}"
+        row["Support"] = int(f1[f1["class"] == name]["support"].iloc[0])
+        rows.append(row)
+    n = next(m["n"] for m in full if m["init"] == order[0])
+    for label, key in (("Weighted avg.", "weighted_f1"), ("Macro avg.", "macro_f1"), ("Accuracy", "accuracy"), ("Balanced accuracy", "balanced_accuracy")):
+        row = {"Lesion type": label}
+        for init in order:
+            values = np.array([m[key] for m in full if m["init"] == init])
+            row[f"f1 ({init})"] = f"{_fmt(values.mean(), 2)} ± {_fmt(values.std(ddof=1) if len(values) > 1 else np.nan, 2)}"
+        row["Support"] = n
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def metric_table(results: pd.DataFrame, order: list[str], metrics: tuple[str, ...]) -> pd.DataFrame:
@@ -78,96 +111,137 @@ def metric_table(results: pd.DataFrame, order: list[str], metrics: tuple[str, ..
     rows = []
     for metric in metrics:
         for init in order:
-            summary = summarize(results.loc[results["init"] == init, metric].dropna().to_numpy(float))
-            rows.append({"metric": metric, "init": init, "n": summary["n"], "mean": _fmt(summary["mean"]), "std": _fmt(summary["std"]), "95% CI": f"[{_fmt(summary['ci_low'])}, {_fmt(summary['ci_high'])}]"})
+            s = summarize(results.loc[results["init"] == init, metric].dropna().to_numpy(float))
+            rows.append({"metric": metric, "init": init, "n": s["n"], "mean": _fmt(s["mean"]), "std": _fmt(s["std"]), "95% CI": f"[{_fmt(s['ci_low'])}, {_fmt(s['ci_high'])}]"})
     return pd.DataFrame(rows)
 
 
-def _pairwise_markdown(results: pd.DataFrame, order: list[str]) -> str:
-    table = pairwise_table(results, order, PAIRWISE_METRICS)
+def pairwise_frame(results: pd.DataFrame, order: list[str], metrics: tuple[str, ...]) -> pd.DataFrame:
+    table = pairwise_table(results, order, metrics)
     if table.empty:
-        return "Only one initialisation: nothing to compare."
-    shown = pd.DataFrame({
+        return table
+    records = table.to_dict("records")
+    return pd.DataFrame({
         "comparison": table["comparison"], "metric": table["metric"], "difference": table["difference"].map(_fmt),
-        "95% CI (Welch)": [f"[{_fmt(r.get('ci_low'))}, {_fmt(r.get('ci_high'))}]" for r in table.to_dict("records")],
-        "Welch p": table.get("welch_p", pd.Series(dtype=float)).map(lambda v: _fmt(v, 3)),
-        "paired p (n)": [f"{_fmt(r.get('paired_p'), 3)} ({r['n_paired']})" for r in table.to_dict("records")],
-        "Hedges g": table["hedges_g"].map(lambda v: _fmt(v, 2)), "note": table["note"],
+        "95% CI (Welch)": [f"[{_fmt(r.get('ci_low'))}, {_fmt(r.get('ci_high'))}]" for r in records],
+        "Welch p": [_fmt(r.get("welch_p"), 3) for r in records],
+        "paired p (n)": [f"{_fmt(r.get('paired_p'), 3)} ({r['n_paired']})" for r in records],
+        "Hedges g": [_fmt(r.get("hedges_g"), 2) for r in records], "note": table["note"],
     })
-    return _markdown(shown)
 
 
-def classification_report_table(per_init: dict[str, list[dict]], order: list[str]) -> pd.DataFrame:
-    """The seed's second table: per-class F1 averaged over runs, support, weighted avg, accuracy."""
-    classes = per_init[order[0]][0]["classes"]
+def _figures(doc: Document, out: Path, full: list[dict], results: pd.DataFrame, order: list[str]) -> None:
+    figures = out / "figures"
+    doc.heading("Figures")
+    plot_per_class_f1(per_class_f1(full, order), figures / "per_class_f1.png")
+    doc.image(figures / "per_class_f1.png", "Per-class F1, mean over runs with one standard deviation")
+    for init in order:
+        runs = [m for m in full if m["init"] == init]
+        mean = np.mean([np.asarray(m["confusion_matrix_normalized"]) for m in runs], axis=0)
+        path = figures / f"confusion_{init}.png"
+        plot_confusion(mean, runs[0]["classes"], path, title=f"{init}: mean row-normalised confusion")
+        doc.image(path, f"Mean confusion matrix of {init} ({len(runs)} runs)")
+    curves = {init: [pd.read_csv(m["run"] / "lr_finder.csv") for m in full if m["init"] == init and (m["run"] / "lr_finder.csv").is_file()] for init in order}
+    curves = {k: v for k, v in curves.items() if v}
+    if curves:
+        chosen = {init: results.loc[results["init"] == init, "lr"].dropna().tolist() for init in curves}
+        plot_lr_curves(curves, chosen, figures / "lr_finder.png")
+        doc.image(figures / "lr_finder.png", "LR-finder curves of every run; dashed: the LR each run chose (valley)")
+        lrs = results.groupby("init")["lr"].agg(["min", "median", "max", "count"]).reindex(order).reset_index()
+        doc.table(lrs.assign(**{c: lrs[c].map(lambda v: f"{v:.3g}") for c in ("min", "median", "max")}).rename(columns={"count": "runs"}))
+    history = out / "pretrain" / "history.csv"
+    if history.is_file():
+        plot_pretrain_history(pd.read_csv(history), figures / "pretraining.png")
+        doc.image(figures / "pretraining.png", "Barlow Twins pretraining per epoch: loss, its terms, kNN accuracy and collapse indicators")
+    gallery = figures / "augmentations.png"
+    experiment = out / "experiment.yaml"
+    if not gallery.is_file() and experiment.is_file():
+        _augmentation_gallery(out, yaml.safe_load(experiment.read_text()), gallery)
+    doc.image(gallery, "Barlow Twins augmentations: each row is an image and two distorted views")
+
+
+def _augmentation_gallery(out: Path, experiment: dict, path: Path) -> None:
+    from lesionssl.augment.preview import augment_preview
+
+    pretrain = experiment.get("pretrain") or {}
+    manifest = out / "manifest.csv" if (out / "manifest.csv").is_file() else experiment.get("manifest")
+    if manifest and pretrain:
+        augment_preview([str(manifest)], path, pretrain.get("augmentation", "seed"), 96, 4, 0, tuple(pretrain.get("extra_augmentations") or ()))
+
+
+def _label_efficiency(doc: Document, out: Path, results: pd.DataFrame, order: list[str]) -> None:
     rows = []
-    for name in classes:
-        row = {"Lesion type": CLASS_NAMES.get(name, name)}
-        for init in order:
-            row[f"f1 ({init})"] = _fmt(np.mean([m["per_class"][name]["f1"] for m in per_init[init]]), 2)
-        row["Support"] = per_init[order[0]][0]["per_class"][name]["support"]
-        rows.append(row)
-    for label, key in (("Weighted avg.", "weighted_f1"), ("Macro avg.", "macro_f1"), ("Accuracy", "accuracy"), ("Balanced accuracy", "balanced_accuracy")):
-        row = {"Lesion type": label}
-        for init in order:
-            row[f"f1 ({init})"] = _fmt(np.mean([m[key] for m in per_init[init]]), 2)
-        row["Support"] = per_init[order[0]][0]["n"]
-        rows.append(row)
-    return pd.DataFrame(rows)
+    for (init, budget), runs in results.groupby(["init", "budget"]):
+        for metric in ("accuracy", "balanced_accuracy"):
+            rows.append({"init": init, "budget": budget, "metric": metric, **summarize(runs[metric].to_numpy(float))})
+    summary = pd.DataFrame(rows)
+    summary["init"] = pd.Categorical(summary["init"], order)
+    summary = summary.sort_values(["init", "metric", "budget"])
+    plot_label_efficiency(summary, out / "figures" / "label_efficiency.png")
+    doc.heading("Label efficiency")
+    doc.image(out / "figures" / "label_efficiency.png", "Accuracy and balanced accuracy vs labelled images per class (mean, 95% CI band)")
+    doc.table(summary.assign(mean=summary["mean"].map(_fmt), ci=[f"[{_fmt(a)}, {_fmt(b)}]" for a, b in zip(summary["ci_low"], summary["ci_high"])])[["init", "budget", "metric", "n", "mean", "ci"]])
 
 
 def write_report(out: Path, inits: dict[str, str] | None = None) -> Path:
-    """Write ``results.csv`` and ``report.md`` for the finished runs under ``out``."""
+    """Write ``results.csv``, ``report.md``, ``report.html`` and ``figures/`` for the finished runs."""
     out = Path(out)
-    results, per_init = collect_runs(out)
+    results, full = collect_runs(out)
     if results.empty:
         raise LesionSSLError(f"no finished runs under {out / 'runs'}")
-    order = [i for i in (inits or {}) if i in per_init] + sorted(set(per_init) - set(inits or {}))
-    atomic_write(out / "results.csv", lambda tmp: results[RESULT_COLUMNS].to_csv(tmp, index=False))
+    present = list(dict.fromkeys(results["init"]))
+    order = [i for i in (inits or {}) if i in present] + sorted(set(present) - set(inits or {}))
+    budgets = sorted(b for b in results["budget"].dropna().unique())
+    (out / "figures").mkdir(exist_ok=True)
+    atomic_write(out / "results.csv", lambda tmp: results[[*RESULT_COLUMNS, "budget", "macro_auroc", "lr"]].to_csv(tmp, index=False))
+
+    main_budget = budgets[-1] if budgets else None
+    main = results if main_budget is None else results[results["budget"] == main_budget]
+    main_full = [m for m in full if main_budget is None or m["budget"] == main_budget]
+    doc = Document("lesionssl comparison report")
+    doc.paragraph(
+        "Test-set results of every finished run, recomputed from the runs' `predictions.csv`. Nothing was selected on the test set: "
+        "each run trains a fixed protocol (or selects on the validation split) and is evaluated once."
+        + (f" Tables below are for the largest label budget, {main_budget} images per class." if len(budgets) > 1 else "")
+    )
+    doc.heading("Model fine-tuning results")
+    doc.table(summary_table(main, order))
+    doc.paragraph("Standard deviation is the sample standard deviation (n - 1); the 95% CI is a t-interval of the mean.")
+    doc.heading("Combined classification report (mean ± std over runs)")
+    doc.table(classification_report_table(main_full, order))
+    doc.heading("Every metric with 95% confidence intervals")
+    doc.table(metric_table(main, order, PAIRWISE_METRICS))
+    doc.heading("Pairwise comparisons")
+    pairs = pairwise_frame(main, order, PAIRWISE_METRICS)
+    if pairs.empty:
+        doc.paragraph("Only one initialisation: nothing to compare.")
+    else:
+        doc.paragraph("Difference of means (first minus second) with Welch's 95% CI and t-test; paired t-test over the seeds both share; Hedges' g effect size.")
+        doc.table(pairs)
+    for name in sorted({c.split(":")[0] for c in results.columns if ":" in c}):
+        doc.heading(f"External test set: {name} (domain shift)")
+        doc.table(summary_table(main, order, prefix=f"{name}:"))
+        doc.table(metric_table(main.rename(columns=lambda c: c.split(":", 1)[1] if c.startswith(f"{name}:") else c), order, ("balanced_accuracy", "macro_auroc")))
+    if len(budgets) > 1:
+        _label_efficiency(doc, out, results, order)
+    _figures(doc, out, main_full, main, order)
+    doc.heading("Unlabelled data used for pretraining")
     pools = results.dropna(subset=["pretraining_pool"]).groupby("init")["pretraining_pool"].first().to_dict()
-    lines = [
-        "# lesionssl comparison report",
-        "",
-        "Test-set results of every finished run, recomputed from the runs' `predictions.csv`. "
-        "Nothing was selected on the test set: each run trains a fixed number of epochs and is evaluated once.",
-        "",
-        "## Model fine-tuning results",
-        "",
-        _markdown(summary_table(results, order)),
-        "",
-        "Standard deviation is the sample standard deviation (n - 1); the 95% CI is a t-interval of the mean.",
-        "",
-        "## Combined classification report (means over runs)",
-        "",
-        _markdown(classification_report_table(per_init, order)),
-        "",
-    ]
-    lines += [
-        "## Every metric with 95% confidence intervals",
-        "",
-        _markdown(metric_table(results, order, PAIRWISE_METRICS)),
-        "",
-        "## Pairwise comparisons",
-        "",
-        "Difference of means (first minus second) with Welch's 95% CI and t-test; paired t-test over the seeds both share; Hedges' g effect size.",
-        "",
-        _pairwise_markdown(results, order),
-        "",
-        "## Unlabelled data used for pretraining",
-        "",
-    ]
     for init in order:
         pool = pools.get(init)
         if pool in ("inductive", "transductive"):
             meaning = "test images were seen, without labels, during pretraining" if pool == "transductive" else "no test image was seen during pretraining"
-            lines.append(f"- **{init}**: {pool} ({meaning}).")
+            doc.paragraph(f"**{init}**: {pool} ({meaning}).")
         else:
-            lines.append(f"- **{init}**: {pool or 'not pretrained by lesionssl'}.")
-    lines += ["", "## Class imbalance and prior shift", ""]
+            doc.paragraph(f"**{init}**: {pool or 'not pretrained by lesionssl'}.")
+    doc.heading("Class imbalance and prior shift")
     for init in order:
         for handling in sorted(set(results.loc[results["init"] == init, "handling"])):
-            lines.append(f"- **{init}**: {handling}.")
-    lines += ["", "## Runs", "", _markdown(results.assign(lr=results["lr"].map(lambda v: f"{v:.3g}"))[["init", "seed", "accuracy", "balanced_accuracy", "macro_f1", "lr", "run_dir"]].round(4)), ""]
-    report = out / "report.md"
-    write_text(report, "\n".join(lines))
-    return report
+            doc.paragraph(f"**{init}**: {handling}.")
+    doc.heading("Runs")
+    runs = results[["init", "budget", "seed", "accuracy", "balanced_accuracy", "macro_f1", "lr", "run_dir"]].copy()
+    runs["lr"] = runs["lr"].map(lambda v: f"{v:.3g}")
+    doc.table(runs.round(4))
+    write_text(out / "report.md", doc.to_markdown(out))
+    write_text(out / "report.html", doc.to_html())
+    return out / "report.md"

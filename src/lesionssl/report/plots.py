@@ -60,3 +60,43 @@ def plot_pretrain_history(history: pd.DataFrame, path: Path) -> None:
         ax.plot(bt["epoch"], bt[column], marker="o")
         ax.set(xlabel="epoch", title=column)
     _save(fig, path)
+
+
+def plot_per_class_f1(table: pd.DataFrame, path: Path) -> None:
+    """Grouped bars: mean per-class F1 per initialisation with std error bars (columns: init, class, mean, std)."""
+    inits, classes = list(dict.fromkeys(table["init"])), list(dict.fromkeys(table["class"]))
+    width = 0.8 / len(inits)
+    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(classes)), 3.5))
+    for i, init in enumerate(inits):
+        rows = table[table["init"] == init].set_index("class").reindex(classes)
+        ax.bar(np.arange(len(classes)) + i * width, rows["mean"], width, yerr=rows["std"], capsize=2, label=init)
+    ax.set_xticks(np.arange(len(classes)) + 0.4 - width / 2)
+    ax.set_xticklabels(classes)
+    ax.set(ylabel="F1 (mean over runs)", ylim=(0, 1), title="Per-class F1")
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def plot_lr_curves(curves: dict[str, list[pd.DataFrame]], chosen: dict[str, list[float]], path: Path) -> None:
+    """LR-finder curves of every run, one panel per initialisation, chosen LRs as dashed lines."""
+    fig, axes = plt.subplots(1, len(curves), figsize=(4 * len(curves), 3), squeeze=False)
+    for ax, (init, frames) in zip(axes[0], curves.items()):
+        for frame in frames:
+            ax.plot(frame["lr"], frame["smoothed_loss"], alpha=0.6)
+        for lr in chosen.get(init, []):
+            ax.axvline(lr, color="tab:red", linestyle="--", alpha=0.4)
+        ax.set(xscale="log", xlabel="learning rate", ylabel="smoothed loss", title=init)
+    _save(fig, path)
+
+
+def plot_label_efficiency(summary: pd.DataFrame, path: Path) -> None:
+    """Accuracy and balanced accuracy vs labels per class, mean with 95% CI bands."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for ax, metric in zip(axes, ("accuracy", "balanced_accuracy")):
+        for init, rows in summary[summary["metric"] == metric].groupby("init", sort=False):
+            rows = rows.sort_values("budget")
+            ax.plot(rows["budget"], rows["mean"], marker="o", label=init)
+            ax.fill_between(rows["budget"], rows["ci_low"], rows["ci_high"], alpha=0.2)
+        ax.set(xscale="log", xlabel="labelled images per class", ylabel=metric.replace("_", " "), title=metric.replace("_", " "))
+        ax.legend(fontsize=8)
+    _save(fig, path)
