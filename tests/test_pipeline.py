@@ -106,6 +106,12 @@ def test_compare_resumes_and_report_matches_predictions(compared):
     results = check_report_against_predictions(out)
     assert sorted(zip(results["init"], results["seed"])) == [("bt", 0), ("bt", 1), ("random", 0), ("random", 1)]
     assert "inductive" in (out / "report.md").read_text()
+    assert all(list((out / r / "tensorboard").glob("events.out.tfevents.*")) for r in results["run_dir"])
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{out / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["cmp"])
+    assert len(runs) >= 5 and runs["metrics.test_balanced_accuracy"].notna().sum() == 4  # 4 fine-tunes + pretraining
 
     # interrupted experiment: one run lost its results -> only that run is redone
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*/metrics.json")}

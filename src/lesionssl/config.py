@@ -57,6 +57,15 @@ class RuntimeConfig(Strict):
     sync_batchnorm: bool = Field(False, description="SyncBN across GPUs (as the official code); not available on CPU")
 
 
+class TrackingConfig(Strict):
+    """Experiment tracking besides the CSV files: TensorBoard and MLflow."""
+
+    tensorboard: bool = True
+    mlflow: bool = True
+    mlflow_uri: str | None = Field(None, description="default: sqlite:///<out>/mlflow.db (compare: one database per experiment); or a server URI")
+    experiment: str = "lesionssl"
+
+
 class PretrainConfig(Strict):
     """Barlow Twins pretraining (``lesionssl pretrain``)."""
 
@@ -84,6 +93,7 @@ class PretrainConfig(Strict):
     projector_warmup_epochs: int = Field(1, ge=0, description="epochs training only the projector, encoder frozen")
     projector_init: Literal["fresh", "checkpoint"] = Field("fresh", description="checkpoint: load the projector of a full Barlow Twins checkpoint given as init (no warm-up then)")
     knn_k: int = Field(20, ge=1, description="neighbours of the per-epoch kNN monitor (needs train and val splits)")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     seed: int = 0
     resume: bool = False
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
@@ -149,6 +159,7 @@ class FinetuneConfig(Strict):
         "train", description="post-hoc logit adjustment target: train (none), uniform, pool (EM on unlabelled images) or {class: p}"
     )
     external: list[ExternalSet] = Field(default_factory=list, description="extra labelled test sets (domain shift)")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     select_on: Literal["none", "val_loss", "val_balanced_accuracy"] = "none"
     early_stopping_patience: int | None = Field(None, ge=1)
     seed: int = 0

@@ -17,16 +17,17 @@ from typing import Literal
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import Logger, MLFlowLogger, TensorBoardLogger
 from torch import nn
 
-from lesionssl.config import RuntimeConfig
+from lesionssl.config import RuntimeConfig, TrackingConfig
 
 #: fastai ``Adam`` defaults used by the seed (wd is decoupled, as fastai's ``true_wd``).
 ADAM_BETAS = (0.9, 0.99)
 ADAM_EPS = 1e-5
 
 # Lightning's banner lines (GPU available, tips) drown the progress we print ourselves.
-for _name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+for _name in ("lightning.pytorch", "lightning.fabric", "lightning", "mlflow", "alembic"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")
@@ -68,6 +69,26 @@ def set_frozen(module: nn.Module, frozen: bool, mode: Literal["fastai", "linear-
         keep_trainable = mode == "fastai" and isinstance(sub, nn.modules.batchnorm._BatchNorm)
         for param in sub.parameters(recurse=False):
             param.requires_grad_(not frozen or keep_trainable)
+
+
+def make_loggers(tracking: TrackingConfig, out: Path, run_name: str, params: dict) -> list[Logger]:
+    """TensorBoard (``out/tensorboard``) and MLflow loggers for a run's main training phase."""
+    loggers: list[Logger] = []
+    if tracking.tensorboard:
+        loggers.append(TensorBoardLogger(save_dir=str(out), name="tensorboard", version=""))
+    if tracking.mlflow:
+        uri = tracking.mlflow_uri or f"sqlite:///{(out / 'mlflow.db').resolve()}"
+        loggers.append(MLFlowLogger(experiment_name=tracking.experiment, tracking_uri=uri, run_name=run_name))
+    for logger in loggers:
+        logger.log_hyperparams(params)
+    return loggers
+
+
+def log_final(loggers: list[Logger], metrics: dict[str, float]) -> None:
+    """Record final (test) numbers in the trackers and close them."""
+    for logger in loggers:
+        logger.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and v is not None})
+        logger.finalize("success")
 
 
 def make_trainer(runtime: RuntimeConfig, max_epochs: int, callbacks: list[L.Callback] | None = None, logger=False, default_root_dir: Path | None = None, validate: bool = False) -> L.Trainer:

@@ -36,7 +36,7 @@ from lesionssl.report.compare import write_report
 
 def config_hash(config: FinetuneConfig) -> str:
     """Stable short hash of a run's configuration, excluding where it is written."""
-    data = config.model_dump(mode="json", exclude={"out"})
+    data = config.model_dump(mode="json", exclude={"out", "tracking"})
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -104,10 +104,17 @@ def prepare_pretrained(config: CompareConfig, manifest: Path) -> Path:
     with file_lock(Path(config.out) / ".pretrain.lock"):
         if backbone.is_file():
             return backbone
-        settings = config.pretrain.model_copy(update={"manifest": manifest, "out": out, "backbone": config.finetune.backbone})
+        settings = config.pretrain.model_copy(update={"manifest": manifest, "out": out, "backbone": config.finetune.backbone, "tracking": _experiment_tracking(config)})
         settings.resume = (out / "checkpoints").is_dir()
         console.print(f"pretraining Barlow Twins -> {out}")
         return pretrain(settings)
+
+
+def _experiment_tracking(config: CompareConfig):
+    """All runs of an experiment share one MLflow database and experiment name (not in the run hash)."""
+    tracking = config.finetune.tracking
+    uri = tracking.mlflow_uri or f"sqlite:///{(Path(config.out) / 'mlflow.db').resolve()}"
+    return tracking.model_copy(update={"mlflow_uri": uri, "experiment": Path(config.out).name})
 
 
 def run_configs(config: CompareConfig, manifests: dict[int | None, Path], pretrained: Path | None) -> list[tuple[str, FinetuneConfig]]:
@@ -118,6 +125,7 @@ def run_configs(config: CompareConfig, manifests: dict[int | None, Path], pretra
         for budget, manifest in manifests.items():
             for seed in config.seeds:
                 run = config.finetune.model_copy(update={"manifest": manifest, "init": init, "seed": seed})
+                run.tracking = _experiment_tracking(config)
                 prefix = f"b{budget}-" if budget is not None else ""
                 run.out = Path(config.out) / "runs" / initialisation.name / f"{prefix}seed{seed}-{config_hash(run)}"
                 runs.append((initialisation.name, run))

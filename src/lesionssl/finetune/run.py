@@ -34,7 +34,7 @@ from lesionssl.data.sources import read_sources
 from lesionssl.data.loaders import labelled_loader
 from lesionssl.data.split import Manifest, read_manifest
 from lesionssl.data.store import build_store, stored_size
-from lesionssl.engine import make_trainer
+from lesionssl.engine import log_final, make_loggers, make_trainer
 from lesionssl.environment import run_environment
 from lesionssl.errors import LesionSSLError
 from lesionssl.evaluate.metrics import compute_metrics, predictions_frame
@@ -153,8 +153,8 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     module = ClassifierModule(backbone, feature_dim(backbone), len(classes), config.weight_decay, config.runtime.channels_last, weights)
     history = out / "history.csv"
 
-    def fit(callbacks: list[L.Callback], epochs: int, validate: bool = False) -> None:
-        trainer = make_trainer(config.runtime, epochs, callbacks, validate=validate and val_data is not None)
+    def fit(callbacks: list[L.Callback], epochs: int, validate: bool = False, logger=False) -> None:
+        trainer = make_trainer(config.runtime, epochs, callbacks, logger=logger, validate=validate and val_data is not None)
         trainer.fit(module, train_data, val_data if validate else None)
 
     if config.head_epochs:
@@ -181,7 +181,8 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
         callbacks.insert(0, best)
         if config.early_stopping_patience:
             callbacks.append(EarlyStopping(config.select_on, mode=mode, patience=config.early_stopping_patience))
-    fit(callbacks, config.epochs, validate=True)
+    loggers = make_loggers(config.tracking, out, out.name, {"init": config.init, "seed": config.seed, "lr": float(lr), "epochs": config.epochs, "image_size": config.image_size, "backbone": config.backbone})
+    fit(callbacks, config.epochs, validate=True, logger=loggers or False)
     if best is not None:
         module.load_state_dict(best.state)
 
@@ -218,6 +219,7 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
         "lesionssl_version": __version__,
         "seconds": round(time.time() - started, 1),
     }
+    log_final(loggers, {f"test_{k}": metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "macro_auroc", "ece")})
     _write_outputs(out, config, provenance, init_info, metrics, predictions_frame(test["image"].tolist(), labels, probs, classes), finder, one_cycle)
     return {**metrics, **provenance}
 

@@ -38,7 +38,7 @@ from lesionssl.data.loaders import labelled_loader, two_view_loader
 from lesionssl.data.sources import read_sources
 from lesionssl.data.split import read_manifest
 from lesionssl.data.store import build_store, stored_size
-from lesionssl.engine import make_trainer, set_frozen
+from lesionssl.engine import log_final, make_loggers, make_trainer, set_frozen
 from lesionssl.environment import run_environment
 from lesionssl.errors import LesionSSLError
 from lesionssl.io import atomic_write, write_json, write_text
@@ -162,8 +162,8 @@ def pretrain(config: PretrainConfig) -> Path:
     module = BarlowTwinsModule(backbone, projector, config.resolved_lambd, config.resolved_weight_decay, config.runtime.channels_last, _optimizer_factory(config))
     history = out / "history.csv"
 
-    def fit(callbacks: list[L.Callback], epochs: int, ckpt: str | None = None) -> None:
-        trainer = make_trainer(config.runtime, epochs, callbacks, default_root_dir=out)
+    def fit(callbacks: list[L.Callback], epochs: int, ckpt: str | None = None, logger=False) -> None:
+        trainer = make_trainer(config.runtime, epochs, callbacks, logger=logger, default_root_dir=out)
         trainer.fit(module, data, ckpt_path=ckpt)
 
     stages: dict[str, Any] = json.loads(_state_file(out).read_text()) if config.resume and _state_file(out).is_file() else {}
@@ -208,7 +208,9 @@ def pretrain(config: PretrainConfig) -> Path:
     checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0, every_n_epochs=1)
     monitor = _monitor(config, images, table, rows, classes)
     callbacks = [EpochSeed(config.seed), NonFiniteGuard(last), schedule, monitor, EpochHistory(history, "bt"), checkpoint]
-    fit(callbacks, config.epochs, ckpt=str(last) if config.resume and last.exists() else None)
+    loggers = make_loggers(config.tracking, out, f"pretrain-{out.name}", {k: v for k, v in resolved.items() if isinstance(v, (int, float, str))}) if rank_zero_only.rank == 0 else []
+    fit(callbacks, config.epochs, ckpt=str(last) if config.resume and last.exists() else None, logger=loggers or False)
+    log_final(loggers, {})
     plot_pretrain_history(pd.read_csv(history), out / "history.png")
     losses = _history_losses(history)
     metadata = {
