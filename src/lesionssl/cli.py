@@ -168,6 +168,21 @@ def compare(
     console.print(f"report written to {report}")
 
 
+@app.command(epilog="Examples: lesionssl reproduce isic2019 --root data/isic2019 | lesionssl reproduce isic2019 --root data/isic2019 --quick")
+def reproduce(
+    dataset: Annotated[str, typer.Argument(help="isic2019")],
+    root: Annotated[Path, typer.Option("--root", help="Folder for the download and the runs.")],
+    quick: Annotated[bool, typer.Option("--quick", help="A CPU-sized version: ResNet-18, 64 px, 3 seeds.")] = False,
+    jobs: Annotated[int, typer.Option(help="Runs at once.")] = 1,
+) -> None:
+    """The seed study end to end: download ISIC 2019, seed split, pre-pretraining, 3 inits x 35 seeds, report."""
+    from lesionssl.experiment.reproduce import reproduce as run
+
+    if dataset != "isic2019":
+        raise LesionSSLError(f"unknown dataset {dataset!r}; available: isic2019")
+    console.print(f"report written to {run(root, quick, jobs)}")
+
+
 @app.command(epilog="Example: lesionssl report runs/compare")
 def report(directory: Annotated[Path, typer.Argument(help="Output folder of `compare`.")]) -> None:
     """Rebuild results.csv and report.md from whatever runs have finished."""

@@ -206,6 +206,7 @@ class InitConfig(Strict):
 class CompareConfig(Strict):
     """An experiment: initialisations x seeds with the same split and protocol."""
 
+    preset: Literal["seed-faithful", "recommended"] | None = Field(None, description="named study design; explicit keys override it")
     data: list[str] = Field(default_factory=list)
     manifest: Path | None = None
     split: SplitConfig | None = None
@@ -213,6 +214,7 @@ class CompareConfig(Strict):
     initialisations: list[InitConfig] = Field(min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     budgets: list[int] | None = Field(None, min_length=1, description="label-efficiency sweep: training images per class, nested, same test set")
+    reference: Literal["seed-isic2019"] | None = Field(None, description="published numbers shown next to ours in the report")
     pretrain: PretrainConfig | None = None
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
 
@@ -220,6 +222,13 @@ class CompareConfig(Strict):
     @classmethod
     def _listify(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, values: Any) -> Any:
+        if isinstance(values, dict) and values.get("preset") in EXPERIMENT_PRESETS:
+            return apply_experiment_preset(values)
+        return values
 
     @model_validator(mode="after")
     def _consistent(self) -> CompareConfig:
@@ -233,6 +242,53 @@ class CompareConfig(Strict):
         if self.budgets is not None and any(b < 1 for b in self.budgets):
             raise ValueError(f"budgets must be positive numbers of images per class, got {self.budgets}")
         return self
+
+
+#: Experiment presets (see the README for the side-by-side table and why each difference matters):
+#: ``seed-faithful`` is the seed study's exact design, ``recommended`` the same with its quirks fixed
+#: (lesion-grouped split, inductive pool, ImageNet normalisation, no random TTA).
+SEED_INITIALISATIONS = [
+    {"name": "supervised-imagenet", "init": "tv-resnet50-v2"},
+    {"name": "barlow-twins-imagenet", "init": "bt-resnet50-hub"},
+    {"name": "pre-pretrained", "init": "pretrain"},
+]
+
+_PRETRAIN = {
+    "backbone": "resnet50", "init": "bt-resnet50-hub", "image_size": 256, "batch_size": 128, "epochs": 100,
+    "projector": [8192, 8192, 8192], "lambd": 1 / 8192, "recipe": "seed", "augmentation": "seed",
+    "weight_decay": 0.01, "projector_warmup_epochs": 1, "lr": "find",
+}
+
+EXPERIMENT_PRESETS: dict[str, dict[str, Any]] = {
+    "seed-faithful": {
+        "split": {"per_class_cap": 500, "transductive": True, "seed": 0},
+        "initialisations": SEED_INITIALISATIONS,
+        "seeds": list(range(35)),
+        "pretrain": {**_PRETRAIN, "normalize": "none"},
+        "finetune": {"preset": "seed"},
+    },
+    "recommended": {
+        "split": {"per_class_cap": 500, "group_by": "lesion_id", "transductive": False, "seed": 0},
+        "initialisations": SEED_INITIALISATIONS,
+        "seeds": list(range(35)),
+        "pretrain": {**_PRETRAIN, "normalize": "imagenet"},
+        "finetune": {"preset": "recommended"},
+    },
+}
+
+
+def apply_experiment_preset(values: dict[str, Any]) -> dict[str, Any]:
+    """Merge the named preset under the user's values (sections merge key by key)."""
+    name = values["preset"]
+    merged = dict(EXPERIMENT_PRESETS[name])
+    for key, value in values.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    if merged.get("split", {}).keys() & {"per_class", "fraction"}:  # the user chose another split mode
+        merged["split"].pop("per_class_cap", None)
+    return merged
 
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)

@@ -1,28 +1,21 @@
 """Named pretrained weights: source URL, checksum, architecture and preprocessing (timm-style).
 
-Downloads go to ``$LESIONSSL_CACHE/weights``; they resume from a ``.part`` file with an HTTP
-Range request, show progress, and are verified before use. Where the publisher gives a checksum
-it is pinned here (torchvision puts the first 8 hex digits of the sha256 in the file name); where
-none is published (the Facebook AI checkpoints), the sha256 seen at the first download is
-recorded in ``weights/lock.json`` and every later use must match it (trust on first use), and
-the report says so.
+Downloads go to ``$LESIONSSL_CACHE/weights`` (see :mod:`lesionssl.download`: resumable,
+verified). torchvision puts the first 8 hex digits of the sha256 in its file names and those are
+pinned here; the Facebook AI checkpoints publish no checksum, so theirs is recorded at the first
+download (``weights/lock.json``) and every later use must match it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lesionssl.data.store import cache_root
+from lesionssl.download import download, verify
 from lesionssl.errors import LesionSSLError
-from lesionssl.progress import progress_bar
 
 IMAGENET_PREPROCESSING = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225), "interpolation": "bilinear", "resize": 256, "crop": 224}
-CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -67,59 +60,6 @@ def weights_dir() -> Path:
     return cache_root() / "weights"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _lock() -> dict[str, str]:
-    path = weights_dir() / "lock.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def verify(entry: WeightsEntry, path: Path) -> str:
-    """Check a downloaded file against the pinned checksum (or the one recorded at first use).
-
-    Returns:
-        How it was verified: ``sha256``, ``sha256-prefix`` or ``first-use``.
-    """
-    actual = _sha256(path)
-    if entry.sha256 is not None:
-        expected, how = entry.sha256, "sha256"
-    elif entry.sha256_prefix is not None:
-        expected, how = entry.sha256_prefix, "sha256-prefix"
-    else:
-        lock = _lock()
-        expected, how = lock.setdefault(entry.url, actual), "first-use"
-        (weights_dir() / "lock.json").write_text(json.dumps(lock, indent=2))
-    if not actual.startswith(expected):
-        path.unlink()
-        raise LesionSSLError(f"checksum mismatch for {entry.name} ({entry.url}): expected {expected}, got {actual}; the file was removed, run again to re-download")
-    return how
-
-
-def _download(url: str, target: Path) -> None:
-    """Download ``url`` to ``target``, resuming a previous ``.part`` with a Range request."""
-    partial = target.with_suffix(target.suffix + ".part")
-    start = partial.stat().st_size if partial.exists() else 0
-    request = urllib.request.Request(url, headers={"Range": f"bytes={start}-"} if start else {})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            resumed = response.status == 206
-            total = int(response.headers.get("Content-Length", 0)) + (start if resumed else 0)
-            with partial.open("ab" if resumed else "wb") as handle, progress_bar(f"downloading {target.name}", max(1, total // CHUNK)) as advance:
-                for block in iter(lambda: response.read(CHUNK), b""):
-                    handle.write(block)
-                    advance()
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise LesionSSLError(f"could not download {url} ({reason}); download it by other means and pass the file with --init PATH") from None
-    partial.rename(target)
-
-
 def fetch(name: str) -> tuple[Path, WeightsEntry, str]:
     """Path of a registered checkpoint (downloaded and verified if needed), its entry, and how it was verified."""
     if name not in REGISTRY:
@@ -128,5 +68,5 @@ def fetch(name: str) -> tuple[Path, WeightsEntry, str]:
     target = weights_dir() / entry.name / Path(entry.url).name
     target.parent.mkdir(parents=True, exist_ok=True)
     if not target.is_file():
-        _download(entry.url, target)
-    return target, entry, verify(entry, target)
+        download(entry.url, target)
+    return target, entry, verify(entry.url, target, weights_dir() / "lock.json", entry.sha256, entry.sha256_prefix)

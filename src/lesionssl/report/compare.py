@@ -19,6 +19,7 @@ from lesionssl.errors import LesionSSLError
 from lesionssl.evaluate.metrics import metrics_from_predictions
 from lesionssl.io import atomic_write, write_text
 from lesionssl.report.document import Document
+from lesionssl.report.published import PUBLISHED
 from lesionssl.report.plots import plot_confusion, plot_label_efficiency, plot_lr_curves, plot_per_class_f1, plot_pretrain_history
 from lesionssl.report.statistics import pairwise_table, summarize
 
@@ -70,6 +71,19 @@ def summary_table(results: pd.DataFrame, order: list[str], prefix: str = "") -> 
             _fmt(runs[f"{prefix}macro_f1"].mean(), 3), str(len(runs)),
         ]
     return pd.DataFrame(table)
+
+
+def published_table(results: pd.DataFrame, order: list[str]) -> pd.DataFrame:
+    """The seed's published mean accuracy / std / runs beside ours, matched by initialisation name."""
+    rows = []
+    for init in order:
+        ours = results.loc[results["init"] == init, "accuracy"]
+        published = PUBLISHED.get(init, {})
+        rows.append({
+            "initialisation": init, "published accuracy": _fmt(published.get("accuracy"), 4), "published std": _fmt(published.get("std"), 4),
+            "published runs": published.get("runs", "-"), "our accuracy": _fmt(ours.mean(), 4), "our std": _fmt(ours.std(ddof=1), 4), "our runs": len(ours),
+        })
+    return pd.DataFrame(rows)
 
 
 def per_class_f1(full: list[dict], order: list[str]) -> pd.DataFrame:
@@ -130,7 +144,7 @@ def pairwise_frame(results: pd.DataFrame, order: list[str], metrics: tuple[str, 
     })
 
 
-def _figures(doc: Document, out: Path, full: list[dict], results: pd.DataFrame, order: list[str]) -> None:
+def _figures(doc: Document, out: Path, full: list[dict], results: pd.DataFrame, order: list[str], experiment: dict) -> None:
     figures = out / "figures"
     doc.heading("Figures")
     plot_per_class_f1(per_class_f1(full, order), figures / "per_class_f1.png")
@@ -154,9 +168,8 @@ def _figures(doc: Document, out: Path, full: list[dict], results: pd.DataFrame, 
         plot_pretrain_history(pd.read_csv(history), figures / "pretraining.png")
         doc.image(figures / "pretraining.png", "Barlow Twins pretraining per epoch: loss, its terms, kNN accuracy and collapse indicators")
     gallery = figures / "augmentations.png"
-    experiment = out / "experiment.yaml"
-    if not gallery.is_file() and experiment.is_file():
-        _augmentation_gallery(out, yaml.safe_load(experiment.read_text()), gallery)
+    if not gallery.is_file() and experiment:
+        _augmentation_gallery(out, experiment, gallery)
     doc.image(gallery, "Barlow Twins augmentations: each row is an image and two distorted views")
 
 
@@ -195,6 +208,7 @@ def write_report(out: Path, inits: dict[str, str] | None = None) -> Path:
     (out / "figures").mkdir(exist_ok=True)
     atomic_write(out / "results.csv", lambda tmp: results[[*RESULT_COLUMNS, "budget", "macro_auroc", "lr"]].to_csv(tmp, index=False))
 
+    experiment = yaml.safe_load((out / "experiment.yaml").read_text()) if (out / "experiment.yaml").is_file() else {}
     main_budget = budgets[-1] if budgets else None
     main = results if main_budget is None else results[results["budget"] == main_budget]
     main_full = [m for m in full if main_budget is None or m["budget"] == main_budget]
@@ -206,6 +220,9 @@ def write_report(out: Path, inits: dict[str, str] | None = None) -> Path:
     )
     doc.heading("Model fine-tuning results")
     doc.table(summary_table(main, order))
+    if experiment.get("reference") == "seed-isic2019":
+        doc.heading("Published numbers (Haggerty & Chandra 2023) next to ours", 3)
+        doc.table(published_table(main, order))
     doc.paragraph("Standard deviation is the sample standard deviation (n - 1); the 95% CI is a t-interval of the mean.")
     doc.heading("Combined classification report (mean ± std over runs)")
     doc.table(classification_report_table(main_full, order))
@@ -224,7 +241,7 @@ def write_report(out: Path, inits: dict[str, str] | None = None) -> Path:
         doc.table(metric_table(main.rename(columns=lambda c: c.split(":", 1)[1] if c.startswith(f"{name}:") else c), order, ("balanced_accuracy", "macro_auroc")))
     if len(budgets) > 1:
         _label_efficiency(doc, out, results, order)
-    _figures(doc, out, main_full, main, order)
+    _figures(doc, out, main_full, main, order, experiment)
     doc.heading("Unlabelled data used for pretraining")
     pools = results.dropna(subset=["pretraining_pool"]).groupby("init")["pretraining_pool"].first().to_dict()
     for init in order:
