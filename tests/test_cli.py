@@ -7,7 +7,7 @@ import sys
 import pytest
 from PIL import Image
 
-COMMANDS = ["split", "pretrain", "finetune", "compare", "report", "demo"]
+COMMANDS = ["split", "pretrain", "finetune", "compare", "report", "demo", "reproduce", "augment-preview"]
 
 
 def lesionssl(*args, cwd=None):
