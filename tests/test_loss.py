@@ -77,7 +77,9 @@ def _worker(rank, world, port, x_a, x_b, queue):
     loss = barlow_twins_loss(model(x_a[part]), model(x_b[part]), 0.02).loss
     loss.backward()
     if rank == 0:
-        queue.put((loss.item(), [p.grad.clone() for p in model.parameters()]))
+        # numpy arrays pickle by value; torch tensors would be shared through a file descriptor
+        # that dies with this process
+        queue.put((loss.item(), [p.grad.numpy().copy() for p in model.parameters()]))
     dist.barrier()
     dist.destroy_process_group()
 
@@ -99,4 +101,4 @@ def test_two_process_ddp_equals_one_process_on_the_combined_batch():
         p.join(timeout=60)
     assert loss == pytest.approx(reference.item(), abs=1e-4)
     for got, want in zip(grads, [p.grad for p in model.parameters()]):
-        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(torch.from_numpy(got), want, atol=1e-4, rtol=1e-4)
