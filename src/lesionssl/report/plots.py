@@ -41,9 +41,10 @@ def plot_schedule(schedule: pd.DataFrame, path: Path) -> None:
 
 def plot_confusion(matrix: np.ndarray, classes: list[str], path: Path, title: str = "confusion (row-normalised)") -> None:
     """Row-normalised confusion matrix with the values written in the cells."""
-    fig, ax = plt.subplots(figsize=(1 + 0.6 * len(classes), 0.8 + 0.6 * len(classes)))
+    fig, ax = plt.subplots(figsize=(max(4.5, 1 + 0.6 * len(classes)), max(4.0, 0.8 + 0.6 * len(classes))))
     ax.imshow(matrix, cmap="Blues", vmin=0, vmax=1)
-    ax.set(xticks=range(len(classes)), yticks=range(len(classes)), xlabel="predicted", ylabel="true", title=title)
+    ax.set(xticks=range(len(classes)), yticks=range(len(classes)), xlabel="predicted", ylabel="true")
+    ax.set_title(title, fontsize=9)
     ax.set_xticklabels(classes, rotation=45, ha="right")
     ax.set_yticklabels(classes)
     for (i, j), value in np.ndenumerate(matrix):
