@@ -117,3 +117,21 @@ def test_budgets_are_nested_subsets_with_one_test_set():
     assert small["pretrain"].equals(base["pretrain"])
     with pytest.raises(LesionSSLError, match="exceeds"):
         subsample_train(base, 30)
+
+
+@pytest.mark.shared_data
+def test_seed_isic2019_split_has_the_seed_counts():
+    from conftest import LABEL_FORMATS
+    from lesionssl.data.split import SEED_ISIC2019_TRAIN
+
+    gt = pd.read_csv(LABEL_FORMATS / "ISIC_2019_Training_GroundTruth.csv")
+    table = pd.DataFrame({"image": gt["image"].str.removesuffix("_downsampled"), "path": "/isic/" + gt["image"] + ".jpg",
+                          "label": gt.drop(columns="image").idxmax(axis=1), "lesion_id": "", "patient_id": ""})
+    manifest = make_split(table, SplitSpec(seed_isic2019=True, transductive=True))
+    counts = manifest["split"].value_counts()
+    assert counts["train"] == 2554 and counts["test"] == 19423 and counts["excluded"] == 1280 + 2074
+    assert _counts(manifest, "train") == SEED_ISIC2019_TRAIN
+    assert _counts(manifest, "test")["NV"] == 10601 and _counts(manifest, "test")["SCC"] == 414
+    assert manifest["pretrain"].sum() == 21977  # the seed's pre-pretraining pool: train + test
+    inductive = make_split(table, SplitSpec(seed_isic2019=True))
+    assert inductive["pretrain"].sum() == 2554

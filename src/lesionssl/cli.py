@@ -41,6 +41,7 @@ def split(
     per_class_cap: Annotated[int | None, typer.Option(help="At most N training images per class; the rest is test (the seed: 500).")] = None,
     per_class: Annotated[int | None, typer.Option(help="Exactly N training images per class.")] = None,
     fraction: Annotated[float | None, typer.Option(help="This share of each class for training.")] = None,
+    seed_isic2019: Annotated[bool | None, typer.Option("--seed-isic2019", help="The seed study's ISIC 2019 split: 2,554 train / 19,423 test.")] = None,
     val: Annotated[int | None, typer.Option(help="Validation images per class (taken before the test split).")] = None,
     group_by: Annotated[str | None, typer.Option(help="Keep groups (lesion_id, patient_id) within one split.")] = None,
     transductive: Annotated[bool | None, typer.Option("--transductive/--inductive", help="Let pretraining see test images (unlabelled), as the seed did.")] = None,
@@ -54,7 +55,7 @@ def split(
     from lesionssl.data.sources import read_sources
     from lesionssl.data.split import SplitSpec, make_split, split_table, write_manifest
 
-    values = _merge(config, per_class_cap=per_class_cap, per_class=per_class, fraction=fraction, val=val, group_by=group_by, transductive=transductive, seed=seed)
+    values = _merge(config, per_class_cap=per_class_cap, per_class=per_class, fraction=fraction, seed_isic2019=seed_isic2019, val=val, group_by=group_by, transductive=transductive, seed=seed)
     sources = data or values.pop("data", None) or []
     out = Path(values.pop("out", out))
     settings = validate(SplitConfig, values, "split")

@@ -30,6 +30,7 @@ class SplitConfig(Strict):
     """How ``split`` carves the labelled images (see :mod:`lesionssl.data.split`)."""
 
     per_class_cap: int | None = Field(None, ge=1)
+    seed_isic2019: bool = Field(False, description="the seed study's exact ISIC 2019 design: 2,554 train / 19,423 test")
     per_class: int | None = Field(None, ge=1)
     fraction: float | None = Field(None, gt=0, lt=1)
     val: int = Field(0, ge=0)
@@ -39,8 +40,8 @@ class SplitConfig(Strict):
 
     @model_validator(mode="after")
     def _one_mode(self) -> SplitConfig:
-        if sum(v is not None for v in (self.per_class_cap, self.per_class, self.fraction)) != 1:
-            raise ValueError("set exactly one of per_class_cap, per_class, fraction")
+        if sum(v is not None for v in (self.per_class_cap, self.per_class, self.fraction)) + self.seed_isic2019 != 1:
+            raise ValueError("set exactly one of per_class_cap, per_class, fraction, seed_isic2019")
         return self
 
 
@@ -261,7 +262,7 @@ _PRETRAIN = {
 
 EXPERIMENT_PRESETS: dict[str, dict[str, Any]] = {
     "seed-faithful": {
-        "split": {"per_class_cap": 500, "transductive": True, "seed": 0},
+        "split": {"seed_isic2019": True, "transductive": True, "seed": 0},
         "initialisations": SEED_INITIALISATIONS,
         "seeds": list(range(35)),
         "pretrain": {**_PRETRAIN, "normalize": "none"},
@@ -286,8 +287,9 @@ def apply_experiment_preset(values: dict[str, Any]) -> dict[str, Any]:
             merged[key] = {**merged[key], **value}
         else:
             merged[key] = value
-    if merged.get("split", {}).keys() & {"per_class", "fraction"}:  # the user chose another split mode
-        merged["split"].pop("per_class_cap", None)
+    chosen = (values.get("split") or {}).keys() & {"per_class_cap", "per_class", "fraction", "seed_isic2019"}
+    if chosen:  # the user chose the split mode: drop the preset's
+        merged["split"] = {k: v for k, v in merged["split"].items() if k not in {"per_class_cap", "per_class", "fraction", "seed_isic2019"} - chosen}
     return merged
 
 

@@ -21,7 +21,14 @@ import pandas as pd
 from lesionssl.data.classes import resolve_class_order
 from lesionssl.errors import LesionSSLError
 
-SPLITS = ("train", "val", "test", "unlabelled")
+SPLITS = ("train", "val", "test", "unlabelled", "excluded")
+
+#: The seed study's ISIC 2019 design (its notebooks): the 2,074 ``_downsampled`` images are
+#: dropped; per class, these many training images (the first 5,000 files capped at 500 per class)
+#: and these many validation images (built, never used, not in the pretraining pool); the rest,
+#: 19,423 images, is the test set. File order is not recoverable, so images are drawn at random.
+SEED_ISIC2019_TRAIN = {"NV": 500, "MEL": 500, "BCC": 500, "BKL": 467, "AK": 306, "SCC": 171, "VASC": 55, "DF": 55}
+SEED_ISIC2019_UNUSED = {"NV": 458, "MEL": 309, "BCC": 274, "BKL": 110, "AK": 63, "SCC": 43, "VASC": 12, "DF": 11}
 PoolMode = Literal["inductive", "transductive"]
 
 
@@ -34,6 +41,7 @@ class SplitSpec:
     """
 
     per_class_cap: int | None = None
+    seed_isic2019: bool = False
     per_class: int | None = None
     fraction: float | None = None
     val: int = 0
@@ -42,9 +50,9 @@ class SplitSpec:
     transductive: bool = False
 
     def __post_init__(self) -> None:
-        modes = [m for m in (self.per_class_cap, self.per_class, self.fraction) if m is not None]
+        modes = [m for m in (self.per_class_cap, self.per_class, self.fraction) if m is not None] + ([True] if self.seed_isic2019 else [])
         if len(modes) != 1:
-            raise LesionSSLError("choose exactly one of --per-class-cap N, --per-class N, --fraction F")
+            raise LesionSSLError("choose exactly one of --per-class-cap N, --per-class N, --fraction F, --seed-isic2019")
         if self.fraction is not None and not 0.0 < self.fraction < 1.0:
             raise LesionSSLError(f"--fraction must be between 0 and 1 (exclusive), got {self.fraction}")
         for name in ("per_class_cap", "per_class"):
@@ -73,6 +81,27 @@ def _train_targets(counts: pd.Series, spec: SplitSpec) -> dict[str, int]:
     return {c: max(1, round(spec.fraction * n)) for c, n in counts.items()}
 
 
+def seed_isic2019_split(table: pd.DataFrame, spec: SplitSpec) -> pd.DataFrame:
+    """The seed study's split of the ISIC 2019 training set: 2,554 train / 19,423 test."""
+    table = table.copy()
+    downsampled = table["path"].map(lambda p: Path(p).stem.endswith("_downsampled"))
+    table["split"] = "excluded"
+    rng = np.random.default_rng(spec.seed)
+    for label, n_train in SEED_ISIC2019_TRAIN.items():
+        rows = table.index[(table["label"] == label) & ~downsampled].to_numpy()
+        needed = n_train + SEED_ISIC2019_UNUSED[label]
+        if len(rows) <= needed:
+            raise LesionSSLError(f"the seed split needs the ISIC 2019 training set: class {label} has {len(rows)} usable images, more than {needed} needed")
+        rows = rows[rng.permutation(len(rows))]
+        table.loc[rows[:n_train], "split"] = "train"
+        table.loc[rows[needed:], "split"] = "test"
+    table.loc[table["label"] == "", "split"] = "unlabelled"
+    table["group"] = "image:" + table["image"]
+    pool = ["train", "unlabelled", "test"] if spec.transductive else ["train", "unlabelled"]
+    table["pretrain"] = table["split"].isin(pool).astype(int)
+    return table[["image", "label", "split", "path", "group", "pretrain"]]
+
+
 def make_split(table: pd.DataFrame, spec: SplitSpec, classes: list[str] | None = None) -> pd.DataFrame:
     """Assign every image to a split, whole groups at a time when ``spec.group_by`` is set.
 
@@ -88,6 +117,8 @@ def make_split(table: pd.DataFrame, spec: SplitSpec, classes: list[str] | None =
     Returns:
         The manifest (see module docstring).
     """
+    if spec.seed_isic2019:
+        return seed_isic2019_split(table, spec)
     table = table.copy()
     labelled = table["label"] != ""
     if not labelled.any():
