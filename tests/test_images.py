@@ -65,3 +65,16 @@ def test_resize_shorter_side_and_center_crop():
     assert out.shape == (15, 15, 3) and out.dtype == np.uint8
     # the centre of a horizontal ramp stays in the middle of the value range
     assert 20 < out[7, 7, 0] < 40
+
+
+def test_large_jpeg_is_decoded_at_reduced_scale_without_visible_loss(tmp_path):
+    y, x = np.mgrid[0:600, 0:800]
+    smooth = np.stack([x / 800 * 255, y / 600 * 255, 128 + 100 * np.sin(x / 40.0) * np.cos(y / 50.0)], axis=-1).astype(np.uint8)
+    Image.fromarray(smooth).save(tmp_path / "big.jpg", quality=95)
+    reduced = load_rgb(tmp_path / "big.jpg", min_side=100)
+    assert min(reduced.size) >= 100 and reduced.size[0] <= 400  # DCT scaling (1/2 .. 1/8) took place
+    full = resize_shorter_center_crop(load_rgb(tmp_path / "big.jpg"), 50)
+    fast = resize_shorter_center_crop(reduced, 50)
+    assert np.abs(full.astype(int) - fast.astype(int)).mean() < 2.0
+    # EXIF-rotated and small files are unaffected in shape
+    assert load_rgb(tmp_path / "big.jpg", min_side=1000).size == (800, 600)

@@ -10,7 +10,7 @@ from torch import nn
 
 from lesionssl.config import FinetuneConfig, validate
 from lesionssl.data.classes import resolve_class_order
-from lesionssl.data.loaders import labelled_loader
+from lesionssl.data.loaders import train_loader
 from lesionssl.data.sources import read_sources
 from lesionssl.data.split import SplitSpec, make_split, write_manifest
 from lesionssl.errors import LesionSSLError
@@ -42,9 +42,16 @@ def test_em_recovers_a_shifted_prior():
 def test_class_balanced_sampler_draws_classes_equally(tmp_path):
     table = pd.DataFrame({"label": ["A"] * 90 + ["B"] * 10, "row": range(100)})
     images = np.zeros((100, 4, 4, 3), dtype=np.uint8)
-    data = labelled_loader(images, table, ["A", "B"], lambda x: x.float(), 100, 0, shuffle=True, seed=0, class_balanced=True)
-    drawn = torch.cat([batch[1] for _ in range(20) for batch in data]).numpy()
+    data = train_loader(images, table, ["A", "B"], 100, 0, seed=0, class_balanced=True)
+
+    def epoch(k):
+        data.sampler.set_epoch(k)
+        return torch.cat([batch[1] for batch in data])
+
+    drawn = torch.cat([epoch(k) for k in range(20)]).numpy()
     assert abs((drawn == 1).mean() - 0.5) < 0.05
+    # the draw depends on (seed, epoch) only: a resumed run repeats it
+    assert torch.equal(epoch(3), epoch(3)) and not torch.equal(epoch(3), epoch(4))
 
 
 def _bn(module):

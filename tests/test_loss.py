@@ -33,6 +33,18 @@ def test_matches_paper_formula():
     assert (terms.invariance + 0.0051 * terms.redundancy).item() == pytest.approx(terms.loss.item(), rel=1e-6)
 
 
+def test_autocast_does_not_lower_the_precision_of_the_loss():
+    torch.manual_seed(0)
+    z_a, z_b = torch.randn(64, 256), torch.randn(64, 256)
+    z_b = z_a + 0.1 * z_b  # correlated views: a small loss, where bf16 rounding would show
+    exact = barlow_twins_loss(z_a, z_b, lambd=1 / 256)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = barlow_twins_loss(z_a, z_b, lambd=1 / 256)
+    assert mixed.loss.dtype == torch.float32
+    assert mixed.loss.item() == pytest.approx(exact.loss.item(), rel=1e-5)
+    assert mixed.redundancy.item() == pytest.approx(exact.redundancy.item(), rel=1e-5)
+
+
 def test_invariant_to_per_feature_affine_change():
     torch.manual_seed(1)
     z_a, z_b = torch.randn(32, 16), torch.randn(32, 16)

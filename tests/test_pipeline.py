@@ -58,18 +58,18 @@ def test_test_split_is_never_read_before_training_ends(synthetic_manifest, tmp_p
     manifest = read_manifest(synthetic_manifest).table
     test_rows = set(np.flatnonzero(manifest["split"] == "test"))
     seen_during_training, training = set(), {"on": True}
-    original_get, original_predict = datasets.LabelledDataset.__getitem__, finetune_run.predict
+    original_batch, original_predict = datasets.StoreBatches.__getitem__, finetune_run.predict
 
-    def spy_get(self, index):
+    def spy_batch(self, positions):
         if training["on"]:
-            seen_during_training.add(int(self.rows[index]))
-        return original_get(self, index)
+            seen_during_training.update(int(r) for r in self.rows[positions])
+        return original_batch(self, positions)
 
     def spy_predict(*args, **kwargs):
         training["on"] = False
         return original_predict(*args, **kwargs)
 
-    monkeypatch.setattr(datasets.LabelledDataset, "__getitem__", spy_get)
+    monkeypatch.setattr(datasets.StoreBatches, "__getitem__", spy_batch)
     monkeypatch.setattr(finetune_run, "predict", spy_predict)
     config = validate(FinetuneConfig, {**TINY_FINETUNE, "manifest": str(synthetic_manifest), "out": str(tmp_path / "ft"), "init": "random", "tta": 1})
     metrics = finetune_run.finetune(config)
@@ -125,6 +125,13 @@ def test_compare_resumes_and_report_matches_predictions(compared):
     (out / "results.csv").unlink()
     write_report(out)
     check_report_against_predictions(out)
+
+    # a finished run left by an earlier configuration is named in the report, not merged
+    shutil.copytree(out / results["run_dir"].iloc[0], out / "runs" / "random" / "seed0-0000000000")
+    write_report(out)
+    assert len(pd.read_csv(out / "results.csv")) == 4
+    assert "seed0-0000000000" in (out / "report.md").read_text()
+    shutil.rmtree(out / "runs" / "random" / "seed0-0000000000")
 
 
 def test_official_recipe_uses_lars_with_scaled_lrs(synthetic_manifest, tmp_path):

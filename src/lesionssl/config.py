@@ -8,7 +8,7 @@ found LR recorded) is saved with every run.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -58,6 +58,10 @@ class RuntimeConfig(Strict):
     sync_batchnorm: bool = Field(False, description="SyncBN across GPUs (as the official code); not available on CPU")
 
 
+#: The decoded store keeps images this much above ``image_size``, so random crops have room.
+StoreMargin = Annotated[float, Field(ge=1.0, le=4.0, description="stored side / image_size (256 -> 224 is 1.14)")]
+
+
 class TrackingConfig(Strict):
     """Experiment tracking besides the CSV files: TensorBoard and MLflow."""
 
@@ -76,6 +80,7 @@ class PretrainConfig(Strict):
     backbone: Backbone = "resnet18"
     init: str = "random"
     image_size: int = Field(64, ge=16)
+    store_margin: StoreMargin = 1.14
     batch_size: int = Field(128, ge=2)
     epochs: int = Field(10, ge=1)
     projector: list[int] = Field(default_factory=lambda: [2048, 2048, 2048], min_length=1)
@@ -144,6 +149,7 @@ class FinetuneConfig(Strict):
     backbone: Backbone = "resnet18"
     init: str = "imagenet"
     image_size: int = Field(64, ge=16)
+    store_margin: StoreMargin = 1.14
     batch_size: int = Field(64, ge=2)
     epochs: int = Field(10, ge=1)
     head_epochs: int = Field(1, ge=0)

@@ -91,6 +91,11 @@ def log_final(loggers: list[Logger], metrics: dict[str, float]) -> None:
         logger.finalize("success")
 
 
+def uses_cuda(runtime: RuntimeConfig) -> bool:
+    """Whether a trainer built from ``runtime`` will train on CUDA GPUs."""
+    return runtime.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+
+
 def make_trainer(runtime: RuntimeConfig, max_epochs: int, callbacks: list[L.Callback] | None = None, logger=False, default_root_dir: Path | None = None, validate: bool = False) -> L.Trainer:
     """A Lightning trainer with lesionssl's defaults (progress only on terminals, no sanity run)."""
     return L.Trainer(
@@ -110,4 +115,7 @@ def make_trainer(runtime: RuntimeConfig, max_epochs: int, callbacks: list[L.Call
         num_sanity_val_steps=0,
         limit_val_batches=1.0 if validate else 0,
         log_every_n_steps=1,
+        # Training samplers shard batches across processes themselves (EpochBatchSampler), and
+        # evaluation loaders are read whole on every process.
+        use_distributed_sampler=False,
     )

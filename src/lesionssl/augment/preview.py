@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lesionssl.augment.views import bt_views
+from lesionssl.augment.batch import bt_views
 from lesionssl.data.images import load_rgb, resize_shorter_center_crop
 from lesionssl.data.sources import read_sources
 from lesionssl.data.store import stored_size
@@ -25,14 +25,14 @@ def augment_preview(data: list[str], out: Path, preset: str = "seed", image_size
     generator = np.random.default_rng(seed)
     chosen = generator.choice(len(table), size=min(rows, len(table)), replace=False)
     torch.manual_seed(seed)
-    view_a, view_b = bt_views(preset, image_size, "none", extras)
+    views = bt_views(preset, image_size, "none", extras)
+    stored = np.stack([resize_shorter_center_crop(load_rgb(table["path"].iloc[i]), stored_size(image_size)) for i in chosen])
+    view_a, view_b = views(torch.from_numpy(stored).permute(0, 3, 1, 2))
     pad = 4
     grid = Image.new("RGB", (3 * image_size + 4 * pad, len(chosen) * (image_size + pad) + pad), "white")
-    for r, index in enumerate(chosen):
-        stored = resize_shorter_center_crop(load_rgb(table["path"].iloc[index]), stored_size(image_size))
-        tensor = torch.from_numpy(stored.copy()).permute(2, 0, 1)
-        original = Image.fromarray(stored).resize((image_size, image_size), Image.Resampling.BICUBIC)
-        tiles = [original, _to_pil(view_a(tensor)), _to_pil(view_b(tensor))]
+    for r in range(len(chosen)):
+        original = Image.fromarray(stored[r]).resize((image_size, image_size), Image.Resampling.BICUBIC)
+        tiles = [original, _to_pil(view_a[r]), _to_pil(view_b[r])]
         for c, tile in enumerate(tiles):
             grid.paste(tile, (pad + c * (image_size + pad), pad + r * (image_size + pad)))
     out = Path(out)

@@ -2,47 +2,36 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-Transform = Callable[[torch.Tensor], torch.Tensor]
 
+class StoreBatches(Dataset):
+    """Whole uint8 batches ``(B, 3, H, W)`` read from the store, one index list at a time.
 
-class _StoreDataset(Dataset):
-    def __init__(self, images: np.ndarray, rows: Sequence[int]) -> None:
+    Augmentation happens afterwards on the batch (``augment.batch``), on the training device.
+    With ``labels``, items are ``(images, labels, positions)``; positions tie outputs back to rows.
+    """
+
+    def __init__(self, images: np.ndarray, rows: Sequence[int], labels: Sequence[int] | None = None) -> None:
         self.images, self.rows = images, np.asarray(rows, dtype=np.int64)
+        self.labels = None if labels is None else torch.tensor(np.asarray(labels), dtype=torch.long)
+        if self.labels is not None and len(self.labels) != len(self.rows):
+            raise ValueError("rows and labels differ in length")
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def image(self, index: int) -> torch.Tensor:
-        return torch.from_numpy(np.array(self.images[self.rows[index]])).permute(2, 0, 1)  # copy: the store is a read-only memmap
-
-
-class TwoViewDataset(_StoreDataset):
-    """Yields two independently augmented views of each image (Barlow Twins input)."""
-
-    def __init__(self, images: np.ndarray, rows: Sequence[int], view1: Transform, view2: Transform) -> None:
-        super().__init__(images, rows)
-        self.view1, self.view2 = view1, view2
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = self.image(index)
-        return self.view1(image), self.view2(image)
-
-
-class LabelledDataset(_StoreDataset):
-    """Yields ``(image, label index, position)``; the position ties predictions back to files."""
-
-    def __init__(self, images: np.ndarray, rows: Sequence[int], labels: Sequence[int], transform: Transform) -> None:
-        super().__init__(images, rows)
-        if len(self.rows) != len(labels):
-            raise ValueError("rows and labels differ in length")
-        self.labels = torch.tensor(np.asarray(labels), dtype=torch.long)
-        self.transform = transform
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        return self.transform(self.image(index)), self.labels[index], index
+    def __getitem__(self, positions: list[int]):
+        positions_array = np.asarray(positions, dtype=np.int64)
+        rows = self.rows[positions_array]
+        order = np.argsort(rows, kind="stable")  # ascending reads from the memory map, then back to batch order
+        batch = np.empty((len(rows), *self.images.shape[1:]), dtype=np.uint8)
+        batch[order] = self.images[rows[order]]
+        images = torch.from_numpy(batch).permute(0, 3, 1, 2)  # NHWC storage = channels_last NCHW
+        if self.labels is None:
+            return images
+        return images, self.labels[positions_array], torch.from_numpy(positions_array)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -34,17 +35,23 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_rgb(path: str | Path) -> Image.Image:
+def load_rgb(path: str | Path, min_side: int | None = None) -> Image.Image:
     """Open an image, apply its EXIF orientation and return it as 8-bit RGB.
 
     Args:
         path: Image file (JPEG, PNG, TIFF, BMP, WebP, ...), of any PIL mode.
+        min_side: The caller only needs the shorter side this large: JPEGs are then decoded
+            at a reduced DCT scale (1/2 to 1/8) that still covers it, several times faster for
+            full-size dermoscopy files.
 
     Raises:
         ImageLoadError: The file is missing, truncated or not an image.
     """
     try:
         with Image.open(path) as image:
+            if min_side and image.format == "JPEG" and min(image.size) > min_side:
+                scale = min_side / min(image.size)
+                image.draft("RGB", (math.ceil(image.size[0] * scale), math.ceil(image.size[1] * scale)))
             image.load()
             image = ImageOps.exif_transpose(image)
             return _to_rgb(image)

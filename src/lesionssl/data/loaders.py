@@ -1,66 +1,98 @@
-"""DataLoaders for the stages, built over one shared decoded store per manifest."""
+"""DataLoaders for the stages, built over one shared decoded store per manifest.
+
+Every loader yields whole uint8 batches read from the store; the modules turn them into
+augmented or evaluation views on the training device (``augment.batch``).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, WeightedRandomSampler
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Sampler
 
-from lesionssl.data.datasets import LabelledDataset, Transform, TwoViewDataset
+from lesionssl.data.datasets import StoreBatches
 
 
-class EpochShuffleSampler(Sampler[int]):
-    """A shuffle whose order depends only on (seed, epoch), so a resumed run sees the same order.
+class EpochBatchSampler(Sampler[list[int]]):
+    """Batches of positions whose order depends only on (seed, epoch), so a resumed run sees the
+    same batches. Lightning calls ``set_epoch`` at the start of every epoch.
 
-    Lightning calls ``set_epoch`` at the start of every epoch.
+    Args:
+        length: Number of items.
+        batch_size: Items per batch.
+        seed: Run seed.
+        shuffle: Random order (else sequential).
+        drop_last: Drop an incomplete last batch.
+        weights: Draw ``length`` items with replacement, proportionally to these weights
+            (class-balanced sampling) instead of a permutation.
+
+    Under DDP each process takes every ``world``-th batch (the same number on all processes).
     """
 
-    def __init__(self, length: int, seed: int) -> None:
-        self.length, self.seed, self.epoch = length, seed, 0
+    def __init__(self, length: int, batch_size: int, seed: int, shuffle: bool = True, drop_last: bool = False, weights: torch.Tensor | None = None) -> None:
+        self.length, self.batch_size, self.seed = length, min(batch_size, length), seed
+        self.shuffle, self.drop_last, self.weights, self.epoch = shuffle, drop_last, weights, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def _batches(self) -> list[list[int]]:
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        if self.weights is not None:
+            order = torch.multinomial(self.weights, self.length, replacement=True, generator=generator)
+        elif self.shuffle:
+            order = torch.randperm(self.length, generator=generator)
+        else:
+            order = torch.arange(self.length)
+        batches = [b.tolist() for b in order.split(self.batch_size)]
+        if self.drop_last and len(batches[-1]) < self.batch_size:
+            batches.pop()
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            world, rank = dist.get_world_size(), dist.get_rank()
+            batches = batches[rank::world][: len(batches) // world]
+        return batches
+
     def __len__(self) -> int:
-        return self.length
+        return len(self._batches())
 
     def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.length, generator=generator).tolist())
+        return iter(self._batches())
 
 
-def loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int, drop_last: bool = False, seed: int = 0, sampler: Sampler | None = None) -> DataLoader:
-    """A DataLoader whose order depends only on ``seed`` and the epoch."""
-    if shuffle and sampler is None:
-        sampler = EpochShuffleSampler(len(dataset), seed)
-    return DataLoader(
-        dataset,
-        batch_size=min(batch_size, len(dataset)),
-        sampler=sampler,
-        drop_last=drop_last,
-        num_workers=num_workers,
-        persistent_workers=num_workers > 0,
-    )
+def batch_loader(images: np.ndarray, rows: np.ndarray, batch_size: int, num_workers: int, seed: int, labels: np.ndarray | None = None, class_balanced: bool = False, shuffle: bool = True, drop_last: bool = False, pin_memory: bool = False) -> DataLoader:
+    """uint8 batches of the store rows ``rows`` (with labels and positions when ``labels`` is given).
 
-
-def two_view_loader(images: np.ndarray, rows: np.ndarray, views: tuple[Transform, Transform], batch_size: int, num_workers: int, seed: int) -> DataLoader:
-    """Shuffled pairs of views; an incomplete last batch is dropped (BN needs > 1 sample)."""
-    dataset = TwoViewDataset(images, rows, *views)
-    return loader(dataset, batch_size, shuffle=True, num_workers=num_workers, drop_last=len(rows) > batch_size, seed=seed)
-
-
-def labelled_loader(images: np.ndarray, table: pd.DataFrame, classes: list[str], transform: Transform, batch_size: int, num_workers: int, shuffle: bool, seed: int = 0, class_balanced: bool = False) -> DataLoader:
-    """Images of ``table`` (manifest rows with a ``row`` column indexing the store).
-
-    Unlabelled rows get label -1. ``class_balanced`` draws each class equally often (with
-    replacement, weights 1 / class count), one epoch still being ``len(table)`` images.
-    """
-    labels = table["label"].map({c: i for i, c in enumerate(classes)}).fillna(-1).astype(int).to_numpy()
-    dataset = LabelledDataset(images, table["row"].to_numpy(), labels, transform)
-    sampler = None
+    ``pin_memory`` (for CUDA) lets the copy to the GPU overlap the previous step."""
+    weights = None
     if class_balanced:
-        counts = np.bincount(labels, minlength=len(classes))
+        counts = np.bincount(labels)
         weights = torch.as_tensor(1.0 / counts[labels], dtype=torch.double)
-        sampler = WeightedRandomSampler(weights, len(labels), replacement=True, generator=torch.Generator().manual_seed(seed))
-    return loader(dataset, batch_size, shuffle=shuffle, num_workers=num_workers, seed=seed, sampler=sampler)
+    sampler = EpochBatchSampler(len(rows), batch_size, seed, shuffle, drop_last, weights)
+    # batch_size=None: the sampler yields whole batches and the dataset reads each in one go.
+    return DataLoader(StoreBatches(images, rows, labels), batch_size=None, sampler=sampler, num_workers=num_workers, persistent_workers=num_workers > 0, pin_memory=pin_memory)
+
+
+def pretrain_loader(images: np.ndarray, rows: np.ndarray, batch_size: int, num_workers: int, seed: int, pin_memory: bool = False) -> DataLoader:
+    """Shuffled uint8 batches; an incomplete last batch is dropped (BN needs > 1 sample)."""
+    return batch_loader(images, rows, batch_size, num_workers, seed, drop_last=len(rows) > batch_size, pin_memory=pin_memory)
+
+
+def label_indices(table: pd.DataFrame, classes: list[str]) -> np.ndarray:
+    """Label indices of the manifest rows in ``table``; unlabelled rows get -1."""
+    return table["label"].map({c: i for i, c in enumerate(classes)}).fillna(-1).astype(int).to_numpy()
+
+
+def train_loader(images: np.ndarray, table: pd.DataFrame, classes: list[str], batch_size: int, num_workers: int, seed: int, class_balanced: bool = False, pin_memory: bool = False) -> DataLoader:
+    """Shuffled uint8 batches of labelled rows. ``class_balanced`` draws each class equally
+    often (with replacement, weights 1 / class count), one epoch still being ``len(table)`` images.
+    The incomplete last batch is dropped, as fastai's training loader does (the seed's)."""
+    labels = label_indices(table, classes)
+    return batch_loader(images, table["row"].to_numpy(), batch_size, num_workers, seed, labels, class_balanced, drop_last=len(table) > batch_size, pin_memory=pin_memory)
+
+
+def eval_loader(images: np.ndarray, table: pd.DataFrame, classes: list[str], batch_size: int, num_workers: int, pin_memory: bool = False) -> DataLoader:
+    """uint8 batches of ``table`` (manifest rows with a ``row`` column indexing the store) in
+    order, with labels (-1 when unlabelled) and positions."""
+    return batch_loader(images, table["row"].to_numpy(), batch_size, num_workers, 0, label_indices(table, classes), shuffle=False, pin_memory=pin_memory)

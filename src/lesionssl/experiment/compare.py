@@ -28,10 +28,10 @@ from lesionssl.data.sources import read_sources
 from lesionssl.data.split import SplitSpec, make_split, read_manifest, split_table, subsample_train, write_manifest
 from lesionssl.errors import LesionSSLError
 from lesionssl.finetune.run import finetune
-from lesionssl.io import write_text
+from lesionssl.io import write_json, write_text
 from lesionssl.pretrain.run import BACKBONE_FILE, pretrain
 from lesionssl.progress import console
-from lesionssl.report.compare import write_report
+from lesionssl.report.compare import RUN_INDEX, write_report
 
 
 def config_hash(config: FinetuneConfig) -> str:
@@ -173,7 +173,9 @@ def compare(config: CompareConfig, jobs: int = 1, shard: str | None = None) -> P
     manifests = budget_manifests(config, manifest)
     needs_pretraining = any(i.init == "pretrain" for i in config.initialisations)
     pretrained = prepare_pretrained(config, manifest) if needs_pretraining else None
-    runs = run_configs(config, manifests, pretrained)[k - 1 :: n]
+    every_run = run_configs(config, manifests, pretrained)
+    write_json(out / RUN_INDEX, {"runs": [str(run.out.relative_to(out)) for _, run in every_run]})
+    runs = every_run[k - 1 :: n]
     pending = [(name, run) for name, run in runs if not (run.out / "metrics.json").is_file()]
     if len(pending) < len(runs):
         console.print(f"{len(runs) - len(pending)} of {len(runs)} runs finished earlier: skipped")

@@ -23,10 +23,15 @@ class ClassifierModule(PersistentAdamModule):
         weight_decay: Decoupled weight decay of Adam (the seed: 0).
         channels_last: NHWC memory format for convolutions.
         class_weights: Per-class weights of the training cross-entropy (None: unweighted).
+        augment: Augments uint8 batches on the training device (``augment.batch.BatchView``);
+            used in training, and in prediction while ``tta`` is set (test-time augmentation).
+        eval_view: Makes the evaluation view of uint8 batches (``augment.batch.EvalView``).
+            Float batches pass through both.
     """
 
-    def __init__(self, backbone: nn.Module, features: int, num_classes: int, weight_decay: float = 0.0, channels_last: bool = False, class_weights: torch.Tensor | None = None) -> None:
+    def __init__(self, backbone: nn.Module, features: int, num_classes: int, weight_decay: float = 0.0, channels_last: bool = False, class_weights: torch.Tensor | None = None, augment: nn.Module | None = None, eval_view: nn.Module | None = None) -> None:
         super().__init__(weight_decay)
+        self.augment, self.eval_view, self.tta = augment, eval_view, False
         self.register_buffer("class_weights", class_weights, persistent=False)
         self.backbone = backbone
         self.head = nn.Linear(features, num_classes)
@@ -51,6 +56,11 @@ class ClassifierModule(PersistentAdamModule):
             self.backbone.eval()
         return self
 
+    def _view(self, images: torch.Tensor, augmented: bool) -> torch.Tensor:
+        if images.dtype != torch.uint8:
+            return images
+        return self.augment(images) if augmented else self.eval_view(images)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -58,13 +68,13 @@ class ClassifierModule(PersistentAdamModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, labels, _ = batch
-        loss = F.cross_entropy(self(images), labels, weight=self.class_weights)
+        loss = F.cross_entropy(self(self._view(images, augmented=True)), labels, weight=self.class_weights)
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(labels))
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
         images, labels, _ = batch
-        logits = self(images)
+        logits = self(self._view(images, augmented=False))
         self.log("val_loss", F.cross_entropy(logits, labels), on_step=False, on_epoch=True, batch_size=len(labels))
         self._val_outputs.append((logits.argmax(dim=1).cpu(), labels.cpu()))
 
@@ -76,4 +86,4 @@ class ClassifierModule(PersistentAdamModule):
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, _, _ = batch
-        return F.softmax(self(images).float(), dim=1)
+        return F.softmax(self(self._view(images, augmented=self.tta)).float(), dim=1)

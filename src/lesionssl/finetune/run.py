@@ -27,14 +27,14 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping
 
 from lesionssl import __version__
-from lesionssl.augment.views import eval_transform, finetune_train_transform
+from lesionssl.augment.batch import EvalView, finetune_view
 from lesionssl.callbacks import EpochHistory, EpochSeed
 from lesionssl.config import ExternalSet, FinetuneConfig, to_yaml
 from lesionssl.data.sources import read_sources
-from lesionssl.data.loaders import labelled_loader
+from lesionssl.data.loaders import eval_loader, train_loader
 from lesionssl.data.split import Manifest, read_manifest
 from lesionssl.data.store import build_store, stored_size
-from lesionssl.engine import log_final, make_loggers, make_trainer
+from lesionssl.engine import log_final, make_loggers, make_trainer, uses_cuda
 from lesionssl.environment import run_environment
 from lesionssl.errors import LesionSSLError
 from lesionssl.evaluate.metrics import compute_metrics, predictions_frame
@@ -60,14 +60,19 @@ def predict(module: ClassifierModule, config: FinetuneConfig, images: np.ndarray
     """Class probabilities for ``table``: the plain view, blended with ``tta`` augmented views."""
     trainer = make_trainer(config.runtime, 1)
 
-    def run(transform) -> np.ndarray:
-        data = labelled_loader(images, table, classes, transform, config.batch_size * 2, config.runtime.num_workers, shuffle=False)
-        return torch.cat(trainer.predict(module, data)).numpy()
+    data = eval_loader(images, table, classes, config.batch_size * 2, config.runtime.num_workers, uses_cuda(config.runtime))
 
-    plain = run(eval_transform(config.image_size, config.normalize))
+    def run(tta: bool) -> np.ndarray:
+        module.tta = tta  # augmented views (the training augmentation) instead of the plain one
+        try:
+            return torch.cat(trainer.predict(module, data)).numpy()
+        finally:
+            module.tta = False
+
+    plain = run(tta=False)
     if config.tta == 0:
         return plain
-    augmented = np.mean([run(finetune_train_transform(config.image_size, config.normalize)) for _ in range(config.tta)], axis=0)
+    augmented = np.mean([run(tta=True) for _ in range(config.tta)], axis=0)
     return augmented + TTA_BETA * (plain - augmented)
 
 
@@ -112,7 +117,7 @@ def evaluate_external(module: ClassifierModule, config: FinetuneConfig, ext: Ext
     if unknown or table.empty:
         raise LesionSSLError(f"external set {ext.name}: {'labels ' + str(unknown) + ' are not among the classes ' + str(classes) if unknown else 'no labelled images'}")
     table["row"] = np.arange(len(table))
-    images = build_store(table["path"].tolist(), stored_size(config.image_size), f"decoding {ext.name}")
+    images = build_store(table["path"].tolist(), stored_size(config.image_size, config.store_margin), f"decoding {ext.name}")
     probs = predict(module, config, images, table, classes)
     if target_prior is not None:
         probs = adjust(probs, train_prior, target_prior)
@@ -141,16 +146,16 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
         raise LesionSSLError(f"{config.manifest} has no train images")
     if config.select_on != "none" and val.empty:
         raise LesionSSLError(f"select_on: {config.select_on} needs a validation split (lesionssl split --val N)")
-    images = build_store(manifest.table["path"].tolist(), stored_size(config.image_size), "decoding images")
+    images = build_store(manifest.table["path"].tolist(), stored_size(config.image_size, config.store_margin), "decoding images")
     train_prior = class_prior(train["label"].map(index).to_numpy(), len(classes))
-    train_data = labelled_loader(images, train, classes, finetune_train_transform(config.image_size, config.normalize), config.batch_size, config.runtime.num_workers, shuffle=True, seed=config.seed, class_balanced=config.sampling == "class-balanced")
-    val_data = labelled_loader(images, val, classes, eval_transform(config.image_size, config.normalize), config.batch_size * 2, config.runtime.num_workers, shuffle=False) if len(val) else None
+    train_data = train_loader(images, train, classes, config.batch_size, config.runtime.num_workers, config.seed, class_balanced=config.sampling == "class-balanced", pin_memory=uses_cuda(config.runtime))
+    val_data = eval_loader(images, val, classes, config.batch_size * 2, config.runtime.num_workers, uses_cuda(config.runtime)) if len(val) else None
 
     backbone, init_info = build_backbone(config.backbone, config.init)
     weights = None
     if config.loss_weights == "balanced":
         weights = torch.as_tensor(np.divide(1.0, len(classes) * train_prior, out=np.zeros_like(train_prior), where=train_prior > 0), dtype=torch.float32)
-    module = ClassifierModule(backbone, feature_dim(backbone), len(classes), config.weight_decay, config.runtime.channels_last, weights)
+    module = ClassifierModule(backbone, feature_dim(backbone), len(classes), config.weight_decay, config.runtime.channels_last, weights, finetune_view(config.image_size, config.normalize), EvalView(config.image_size, config.normalize))
     history = out / "history.csv"
 
     def fit(callbacks: list[L.Callback], epochs: int, validate: bool = False, logger=False) -> None:

@@ -53,11 +53,13 @@ def standardize(z: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
 def barlow_twins_loss(z_a: torch.Tensor, z_b: torch.Tensor, lambd: float, eps: float = 1e-5) -> BarlowTwinsTerms:
     """Compute the Barlow Twins loss of two views' embeddings (each ``[batch, dim]``).
 
-    Computed in float32 even under autocast: the correlation sums are ill-conditioned in bf16.
+    Computed in float32 even under autocast (which would run the correlation matmul in bf16 /
+    fp16, whose 8-11 bit mantissas cannot resolve the small off-diagonal correlations).
     """
-    z_a, z_b = z_a.float(), z_b.float()
-    n = _global_count(z_a.shape[0], z_a.device)
-    c = _global_sum(standardize(z_a, eps).T @ standardize(z_b, eps)) / n
+    with torch.autocast(z_a.device.type, enabled=False):
+        z_a, z_b = z_a.float(), z_b.float()
+        n = _global_count(z_a.shape[0], z_a.device)
+        c = _global_sum(standardize(z_a, eps).T @ standardize(z_b, eps)) / n
     diagonal = torch.diagonal(c)
     invariance = (1 - diagonal).pow(2).sum()
     redundancy = c.pow(2).sum() - diagonal.pow(2).sum()

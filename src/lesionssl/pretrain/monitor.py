@@ -15,6 +15,7 @@ import warnings
 import lightning as L
 import numpy as np
 import torch
+from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
@@ -47,11 +48,11 @@ def knn_accuracy(train: torch.Tensor, train_labels: torch.Tensor, query: torch.T
 
 
 @torch.no_grad()
-def _embed(module: L.LightningModule, loader: DataLoader, project: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _embed(module: L.LightningModule, view: nn.Module, loader: DataLoader, project: bool) -> tuple[torch.Tensor, torch.Tensor]:
     features, labels = [], []
+    view = view.to(module.device)
     for images, targets, _ in loader:
-        images = images.to(module.device)
-        out = module.backbone(images)
+        out = module.backbone(view(images.to(module.device)))
         features.append((module.projector(out) if project else out).float().cpu())
         labels.append(targets)
     return torch.cat(features), torch.cat(labels)
@@ -60,22 +61,22 @@ def _embed(module: L.LightningModule, loader: DataLoader, project: bool) -> tupl
 class PretrainMonitor(L.Callback):
     """Logs kNN accuracy (when a labelled train/val pair is given) and collapse indicators."""
 
-    def __init__(self, probe: DataLoader, knn_train: DataLoader | None = None, knn_val: DataLoader | None = None, k: int = 20) -> None:
-        self.probe, self.knn_train, self.knn_val, self.k = probe, knn_train, knn_val, k
+    def __init__(self, view: nn.Module, probe: DataLoader, knn_train: DataLoader | None = None, knn_val: DataLoader | None = None, k: int = 20) -> None:
+        self.view, self.probe, self.knn_train, self.knn_val, self.k = view, probe, knn_train, knn_val, k
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         was_training = pl_module.training
         pl_module.eval()
         try:
-            embeddings, _ = _embed(pl_module, self.probe, project=True)
+            embeddings, _ = _embed(pl_module, self.view, self.probe, project=True)
             std, rank = normalised_std(embeddings), effective_rank(embeddings)
             pl_module.log("embedding_std", std, sync_dist=True)
             pl_module.log("effective_rank", rank, sync_dist=True)
             if std < STD_WARNING or rank < max(2.0, RANK_WARNING * embeddings.shape[1]):
                 warnings.warn(f"possible collapse at epoch {trainer.current_epoch}: normalised embedding std {std:.3f}, effective rank {rank:.1f} of {embeddings.shape[1]}", stacklevel=1)
             if self.knn_train is not None and self.knn_val is not None:
-                train, train_labels = _embed(pl_module, self.knn_train, project=False)
-                val, val_labels = _embed(pl_module, self.knn_val, project=False)
+                train, train_labels = _embed(pl_module, self.view, self.knn_train, project=False)
+                val, val_labels = _embed(pl_module, self.view, self.knn_val, project=False)
                 pl_module.log("knn_accuracy", knn_accuracy(train, train_labels, val, val_labels, self.k), sync_dist=True)
         finally:
             pl_module.train(was_training)

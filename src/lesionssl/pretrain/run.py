@@ -31,14 +31,14 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from safetensors.torch import save_file
 
-from lesionssl.augment.views import bt_views, eval_transform
+from lesionssl.augment.batch import EvalView, bt_views
 from lesionssl.callbacks import EpochHistory, EpochSeed, NonFiniteGuard
 from lesionssl.config import PretrainConfig, to_yaml
-from lesionssl.data.loaders import labelled_loader, two_view_loader
+from lesionssl.data.loaders import eval_loader, pretrain_loader
 from lesionssl.data.sources import read_sources
 from lesionssl.data.split import read_manifest
 from lesionssl.data.store import build_store, stored_size
-from lesionssl.engine import log_final, make_loggers, make_trainer, set_frozen
+from lesionssl.engine import log_final, make_loggers, make_trainer, set_frozen, uses_cuda
 from lesionssl.environment import run_environment
 from lesionssl.errors import LesionSSLError
 from lesionssl.io import atomic_write, write_json, write_text
@@ -73,16 +73,15 @@ def _pool(config: PretrainConfig) -> tuple[pd.DataFrame, np.ndarray, str, list[s
 
 def _monitor(config: PretrainConfig, images: np.ndarray, table: pd.DataFrame, rows: np.ndarray, classes: list[str]) -> PretrainMonitor:
     """Collapse indicators on a fixed sample of the pool; kNN accuracy when train and val splits exist."""
-    transform = eval_transform(config.image_size, config.normalize)
     probe_rows = np.random.default_rng(config.seed).permutation(rows)[:PROBE_IMAGES]
     batch = config.batch_size
 
     def load(part: pd.DataFrame):
-        return labelled_loader(images, part, classes, transform, batch, config.runtime.num_workers, shuffle=False)
+        return eval_loader(images, part, classes, batch, config.runtime.num_workers)
 
     train, val = table[table["split"] == "train"], table[table["split"] == "val"]
     knn = (load(train), load(val)) if len(train) and len(val) else (None, None)
-    return PretrainMonitor(load(table.iloc[np.sort(probe_rows)]), *knn, k=config.knn_k)
+    return PretrainMonitor(EvalView(config.image_size, config.normalize), load(table.iloc[np.sort(probe_rows)]), *knn, k=config.knn_k)
 
 
 def _state_file(out: Path) -> Path:
@@ -148,9 +147,9 @@ def pretrain(config: PretrainConfig) -> Path:
     table, rows, pool, classes = _pool(config)
     if len(rows) < 2:
         raise LesionSSLError(f"the pretraining pool has {len(rows)} images; need at least 2")
-    images = build_store(table["path"].tolist(), stored_size(config.image_size), "decoding images")
+    images = build_store(table["path"].tolist(), stored_size(config.image_size, config.store_margin), "decoding images")
     views = bt_views(config.augmentation, config.image_size, config.normalize, tuple(config.extra_augmentations))
-    data = two_view_loader(images, rows, views, config.batch_size, config.runtime.num_workers, config.seed)
+    data = pretrain_loader(images, rows, config.batch_size, config.runtime.num_workers, config.seed, pin_memory=uses_cuda(config.runtime))
 
     backbone, init_info = build_backbone(config.backbone, config.init)
     projector = BarlowTwinsProjector(feature_dim(backbone), config.projector)
@@ -159,7 +158,7 @@ def pretrain(config: PretrainConfig) -> Path:
         load_projector(projector, read_projector_state(config.init, config.backbone), config.init)
         warmup_epochs = 0  # a trained projector needs no warm-up
     init_info["projector"] = config.projector_init
-    module = BarlowTwinsModule(backbone, projector, config.resolved_lambd, config.resolved_weight_decay, config.runtime.channels_last, _optimizer_factory(config))
+    module = BarlowTwinsModule(backbone, projector, config.resolved_lambd, config.resolved_weight_decay, config.runtime.channels_last, _optimizer_factory(config), views)
     history = out / "history.csv"
 
     def fit(callbacks: list[L.Callback], epochs: int, ckpt: str | None = None, logger=False) -> None:

@@ -28,11 +28,26 @@ HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1")
 PAIRWISE_METRICS = ("balanced_accuracy", "accuracy", "macro_f1", "macro_auroc")
 
 
-def collect_runs(out: Path) -> tuple[pd.DataFrame, list[dict]]:
-    """Finished runs under ``out/runs``: one results row each, and each run's full metrics."""
-    rows, full = [], []
+#: Written by ``compare``: the run folders of the experiment's current configuration.
+RUN_INDEX = "runs.json"
+
+
+def current_runs(out: Path) -> set[str] | None:
+    """Run folders (relative to ``out``) of the current configuration; None when unknown."""
+    index = out / RUN_INDEX
+    return set(json.loads(index.read_text())["runs"]) if index.is_file() else None
+
+
+def collect_runs(out: Path) -> tuple[pd.DataFrame, list[dict], list[str]]:
+    """Finished runs under ``out/runs``: one results row each, each run's full metrics, and the
+    finished runs left out because an earlier configuration of the experiment produced them."""
+    rows, full, stale = [], [], []
+    expected = current_runs(out)
     for metrics_file in sorted((out / "runs").glob("*/*/metrics.json")):
         run = metrics_file.parent
+        if expected is not None and str(run.relative_to(out)) not in expected:
+            stale.append(str(run.relative_to(out)))
+            continue
         recorded = json.loads(metrics_file.read_text())
         metrics = metrics_from_predictions(run / "predictions.csv", recorded["classes"])
         row = {
@@ -45,7 +60,7 @@ def collect_runs(out: Path) -> tuple[pd.DataFrame, list[dict]]:
             row |= {f"{name}:{k}": external[k] for k in (*HEADLINE, "macro_auroc")}
         rows.append(row)
         full.append({**metrics, "init": row["init"], "budget": row["budget"], "run": run})
-    return pd.DataFrame(rows), full
+    return pd.DataFrame(rows), full, stale
 
 
 def _handling(recorded: dict) -> str:
@@ -199,7 +214,7 @@ def _label_efficiency(doc: Document, out: Path, results: pd.DataFrame, order: li
 def write_report(out: Path, inits: dict[str, str] | None = None) -> Path:
     """Write ``results.csv``, ``report.md``, ``report.html`` and ``figures/`` for the finished runs."""
     out = Path(out)
-    results, full = collect_runs(out)
+    results, full, stale = collect_runs(out)
     if results.empty:
         raise LesionSSLError(f"no finished runs under {out / 'runs'}")
     present = list(dict.fromkeys(results["init"]))
@@ -218,6 +233,8 @@ def write_report(out: Path, inits: dict[str, str] | None = None) -> Path:
         "each run trains a fixed protocol (or selects on the validation split) and is evaluated once."
         + (f" Tables below are for the largest label budget, {main_budget} images per class." if len(budgets) > 1 else "")
     )
+    if stale:
+        doc.paragraph(f"{len(stale)} finished run(s) from an earlier configuration of this experiment are left out: " + ", ".join(f"`{s}`" for s in stale) + ".")
     doc.heading("Model fine-tuning results")
     doc.table(summary_table(main, order))
     if experiment.get("reference") == "seed-isic2019":

@@ -1,0 +1,177 @@
+"""Fine-tuning and evaluation throughput: lesionssl vs the usual per-image PIL pipeline.
+
+* ``finetune``: one training epoch of ResNet + linear head. lesionssl: decode-once store, uint8
+  batches, the seed's fine-tuning augmentation batch-wise on the device, ``ClassifierModule`` in
+  Lightning. Baseline: ImageFolder-style PIL decoding of every file + the same augmentation per
+  image with torchvision (crop 0.7-1, flip 0.25, rotation 45 deg p 0.25) in a plain loop.
+  ``model_only`` is lesionssl's step on a ready-made batch.
+* ``eval``: predicting ``--eval-images`` images (default 10,000): store + batch-wise resize on the device vs
+  PIL decode + resize per pass.
+
+Same images, backbone, batch size, image size, optimiser (Adam, fixed LR) and precision. One JSON
+object per line and measurement:
+
+    python benchmarks/bench_finetune.py --size 64
+    python benchmarks/bench_finetune.py --size 64 --images fullsize --eval-images 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torchvision
+from common import SHARED_IMAGES, FileDataset, LightningClock, PeakMemory, StepClock, device_name, emit, image_set, workdir
+from torch.utils.data import DataLoader
+from torchvision import transforms as T
+
+from lesionssl.augment.batch import EvalView, finetune_view
+from lesionssl.augment.views import IMAGENET_MEAN, IMAGENET_STD
+from lesionssl.config import RuntimeConfig
+from lesionssl.data.loaders import eval_loader, train_loader
+from lesionssl.data.store import build_store, stored_size
+from lesionssl.engine import make_trainer
+from lesionssl.finetune.module import ClassifierModule
+from lesionssl.optim.one_cycle import set_hyperparameters
+
+LR = 1e-4
+CLASSES = [str(i) for i in range(8)]
+
+
+def _runtime(args) -> RuntimeConfig:
+    return RuntimeConfig(accelerator="gpu" if args.device == "cuda" else "cpu", precision=args.precision)
+
+
+def _module(args) -> ClassifierModule:
+    torch.manual_seed(0)
+    backbone = getattr(torchvision.models, args.backbone)()
+    features = backbone.fc.in_features
+    backbone.fc = torch.nn.Identity()
+    module = ClassifierModule(backbone, features, len(CLASSES), channels_last=args.channels_last, augment=finetune_view(args.size, "imagenet"), eval_view=EvalView(args.size, "imagenet"))
+    set_hyperparameters(module.persistent_optimizer(), LR)
+    return module
+
+
+def _table(count: int) -> pd.DataFrame:
+    return pd.DataFrame({"label": [CLASSES[i % len(CLASSES)] for i in range(count)], "row": np.arange(count)})
+
+
+def _fit(module: ClassifierModule, data, args) -> float:
+    clock = LightningClock(args.warmup)
+    make_trainer(_runtime(args), 1, [clock]).fit(module, data)
+    return clock.clock.rate(args.batch_size)
+
+
+def finetune_lesionssl(paths: list[str], args) -> dict:
+    started = time.perf_counter()
+    images = build_store(paths, stored_size(args.size), "decoding images")
+    build_s = time.perf_counter() - started
+    data = train_loader(images, _table(len(paths)), CLASSES, args.batch_size, args.lesionssl_workers, seed=0, pin_memory=args.device == "cuda")
+    with PeakMemory() as memory:
+        rate = _fit(_module(args), data, args)
+    module = _module(args)
+    sample = torch.from_numpy(np.array(images[: args.batch_size])).permute(0, 3, 1, 2).to(args.device)
+    ready = (module.augment.to(args.device)(sample).detach(), torch.arange(args.batch_size, device=args.device) % len(CLASSES), None)
+    model_only = _fit(module, DataLoader([ready] * (args.warmup + args.steps), batch_size=None), args)
+    return {"lesionssl_img_per_s": rate, "lesionssl_model_only_img_per_s": model_only, "lesionssl_store_build_s": round(build_s, 2), **memory.result("lesionssl")}
+
+
+def finetune_baseline(paths: list[str], args) -> dict:
+    torch.manual_seed(0)
+    transform = T.Compose([
+        T.RandomResizedCrop(args.size, scale=(0.7, 1.0)), T.RandomHorizontalFlip(0.25), T.RandomApply([T.RandomRotation(45)], p=0.25),
+        T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
+    loader = DataLoader(FileDataset(paths, transform, len(CLASSES)), batch_size=args.batch_size, shuffle=True, drop_last=True, num_workers=args.baseline_workers, pin_memory=args.device == "cuda", persistent_workers=args.baseline_workers > 0)
+    model = getattr(torchvision.models, args.backbone)(num_classes=len(CLASSES)).to(args.device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+    clock = StepClock(args.warmup)
+    with PeakMemory() as memory:
+        for step, (x, y) in enumerate(loader):
+            x, y = x.to(args.device, non_blocking=True), y.to(args.device, non_blocking=True)
+            with torch.autocast(args.device, dtype=torch.bfloat16, enabled=args.precision == "bf16-mixed"):
+                loss = torch.nn.functional.cross_entropy(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            clock.tick(step)
+    return {"baseline_img_per_s": clock.rate(args.batch_size), **memory.result("baseline")}
+
+
+def evaluate(paths: list[str], args) -> dict:
+    module = _module(args).eval()
+    started = time.perf_counter()
+    images = build_store(paths, stored_size(args.size), "decoding images")
+    build_s = time.perf_counter() - started
+    with PeakMemory() as ours_memory:
+        started = time.perf_counter()
+        data = eval_loader(images, _table(len(paths)), CLASSES, 2 * args.batch_size, args.lesionssl_workers, pin_memory=args.device == "cuda")
+        ours = torch.cat(make_trainer(_runtime(args), 1).predict(module, data))
+        ours_s = time.perf_counter() - started
+    transform = T.Compose([T.Resize(args.size), T.CenterCrop(args.size), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    loader = DataLoader(FileDataset(paths, transform, len(CLASSES)), batch_size=2 * args.batch_size, num_workers=args.baseline_workers, pin_memory=args.device == "cuda")
+    module = module.to(args.device)
+    with PeakMemory() as base_memory, torch.inference_mode(), torch.autocast(args.device, dtype=torch.bfloat16, enabled=args.precision == "bf16-mixed"):
+        started = time.perf_counter()
+        baseline = torch.cat([torch.softmax(module(x.to(args.device)).float(), 1).cpu() for x, _ in loader])
+        baseline_s = time.perf_counter() - started
+        ready = torch.randn(2 * args.batch_size, 3, args.size, args.size, device=args.device)
+        module(ready)
+        started = time.perf_counter()
+        for _ in range(5):
+            module(ready)
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+        model_only = 5 * 2 * args.batch_size / (time.perf_counter() - started)
+    assert ours.shape == baseline.shape
+    return {
+        "eval_images": len(paths), "lesionssl_s": round(ours_s, 2), "lesionssl_img_per_s": len(paths) / ours_s, "baseline_s": round(baseline_s, 2),
+        "baseline_img_per_s": len(paths) / baseline_s, "ratio": baseline_s / ours_s, "lesionssl_model_only_img_per_s": model_only,
+        "data_path_efficiency": len(paths) / ours_s / model_only, "lesionssl_store_build_s": round(build_s, 2),
+        **ours_memory.result("lesionssl"), **base_memory.result("baseline"),
+    }
+
+
+def _record(bench: str, name: str, args, values: dict) -> dict:
+    record = {"bench": bench, "images": name, "size": args.size, "backbone": args.backbone, "batch_size": args.batch_size, "precision": args.precision, "device": device_name(), "threads": torch.get_num_threads(), **values}
+    return {k: round(v, 3) if isinstance(v, float) else v for k, v in record.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", choices=["shared", "fullsize", "all"], default="all")
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=10, help="timed fine-tuning steps")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--eval-images", type=int, default=10000)
+    parser.add_argument("--backbone", default="resnet18")
+    parser.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed"])
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--lesionssl-workers", type=int, default=None, help="default: 0 on CPU, 4 on CUDA")
+    parser.add_argument("--baseline-workers", type=int, default=None, help="default: 0 on CPU (fastest on 2 cores), 8 on CUDA")
+    parser.add_argument("--skip", choices=["finetune", "eval"], default=None)
+    parser.add_argument("--source", type=Path, default=SHARED_IMAGES)
+    parser.add_argument("--workdir", default=None)
+    args = parser.parse_args()
+    cuda = args.device == "cuda"
+    args.lesionssl_workers = (4 if cuda else 0) if args.lesionssl_workers is None else args.lesionssl_workers
+    args.baseline_workers = (8 if cuda else 0) if args.baseline_workers is None else args.baseline_workers
+    scratch = workdir(args.workdir)
+    for name in ["shared", "fullsize"] if args.images == "all" else [args.images]:
+        if args.skip != "finetune":
+            paths = image_set(name, args.source, (args.warmup + args.steps) * args.batch_size, scratch)
+            ours, base = finetune_lesionssl(paths, args), finetune_baseline(paths, args)
+            values = {**ours, **base, "ratio": ours["lesionssl_img_per_s"] / base["baseline_img_per_s"], "data_path_efficiency": ours["lesionssl_img_per_s"] / ours["lesionssl_model_only_img_per_s"]}
+            emit(_record("finetune", name, args, values))
+        if args.skip != "eval":
+            emit(_record("eval", name, args, evaluate(image_set(name, args.source, args.eval_images, scratch), args)))
+
+
+if __name__ == "__main__":
+    main()
