@@ -2,6 +2,7 @@
 # GPU checks and benchmarks, run from the repository root on a CUDA machine:
 #   bash benchmarks/gpu.sh IMAGES_DIR OUT_DIR
 # IMAGES_DIR: a folder of the shared 128 px JPEGs (at least 4,096); OUT_DIR: where results go.
+# lesionssl and lightly must be importable (pip install -e ".[bench]", or PYTHONPATH=src plus the wheels).
 set -eu
 IMAGES=${1:-../shared/data/skin-lesions/images}
 OUT=${2:-gpu-results}
