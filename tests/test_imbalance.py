@@ -119,3 +119,20 @@ def test_select_on_without_val_split_is_refused(synthetic_manifest, tmp_path):
 
 def test_class_prior():
     np.testing.assert_allclose(class_prior(np.array([0, 0, 1, 2]), 4), [0.5, 0.25, 0.25, 0.0])
+
+
+def test_batches_are_sharded_across_ddp_processes(monkeypatch):
+    from lesionssl.data import loaders
+
+    sampler = loaders.EpochBatchSampler(103, 10, seed=0, drop_last=True)
+    single = sampler._batches()
+    shards = []
+    for rank in (0, 1):
+        monkeypatch.setattr(loaders.dist, "is_initialized", lambda: True)
+        monkeypatch.setattr(loaders.dist, "get_world_size", lambda: 2)
+        monkeypatch.setattr(loaders.dist, "get_rank", lambda rank=rank: rank)
+        shards.append(sampler._batches())
+    # equal numbers of full batches per process, no image in two processes, all from the 1-process order
+    assert len(shards[0]) == len(shards[1]) == 5 and all(len(b) == 10 for s in shards for b in s)
+    seen = [i for s in shards for b in s for i in b]
+    assert len(seen) == len(set(seen)) and set(seen) <= {i for b in single for i in b}

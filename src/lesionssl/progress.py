@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -9,7 +10,9 @@ from contextlib import contextmanager
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-console = Console(stderr=True, soft_wrap=True, highlight=False)
+#: Under DDP (torchrun, SLURM, Lightning's launcher) only the first process reports progress.
+IS_MAIN_PROCESS = all(os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK", "SLURM_PROCID"))
+console = Console(stderr=True, soft_wrap=True, highlight=False, quiet=not IS_MAIN_PROCESS)
 
 
 @contextmanager
