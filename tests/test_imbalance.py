@@ -126,12 +126,16 @@ def test_batches_are_sharded_across_ddp_processes(monkeypatch):
 
     sampler = loaders.EpochBatchSampler(103, 10, seed=0, drop_last=True)
     single = sampler._batches()
+    in_order = loaders.EpochBatchSampler(103, 10, seed=0, shuffle=False, shard=False)
     shards = []
     for rank in (0, 1):
         monkeypatch.setattr(loaders.dist, "is_initialized", lambda: True)
         monkeypatch.setattr(loaders.dist, "get_world_size", lambda: 2)
         monkeypatch.setattr(loaders.dist, "get_rank", lambda rank=rank: rank)
         shards.append(sampler._batches())
+        assert len(sampler) == 5
+        # evaluation loaders are read whole by every process
+        assert [i for b in in_order for i in b] == list(range(103)) and len(in_order) == 11
     # equal numbers of full batches per process, no image in two processes, all from the 1-process order
     assert len(shards[0]) == len(shards[1]) == 5 and all(len(b) == 10 for s in shards for b in s)
     seen = [i for s in shards for b in s for i in b]

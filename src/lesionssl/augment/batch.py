@@ -172,11 +172,11 @@ def _per_image_steps(steps: list[tuple[Tensor, object, tuple[Tensor, ...]]], dev
     not synchronised with the host once per step.
     """
     indices = [mask.nonzero().flatten() for mask, _, _ in steps]
-    args = [a[index].float() for (_, _, step_args), index in zip(steps, indices) for a in step_args]
+    args = [a[index] for (_, _, step_args), index in zip(steps, indices) for a in step_args]
     packed_indices = torch.cat(indices).to(device).split([len(i) for i in indices])
     packed_args = iter(torch.cat([a.flatten() for a in args]).to(device).split([a.numel() for a in args]) if args else [])
     for (_, op, step_args), index, original in zip(steps, packed_indices, indices):
-        moved = [next(packed_args).view(len(original), *a.shape[1:]).to(a.dtype) for a in step_args]
+        moved = [next(packed_args).view(len(original), *a.shape[1:]) for a in step_args]
         yield op, index, moved
 
 

@@ -9,9 +9,8 @@ import torch
 from PIL import Image
 
 from lesionssl.augment.batch import bt_views
-from lesionssl.data.images import load_rgb, resize_shorter_center_crop
 from lesionssl.data.sources import read_sources
-from lesionssl.data.store import stored_size
+from lesionssl.data.store import decode_for_store, stored_size
 
 
 def _to_pil(image: torch.Tensor) -> Image.Image:
@@ -26,7 +25,7 @@ def augment_preview(data: list[str], out: Path, preset: str = "seed", image_size
     chosen = generator.choice(len(table), size=min(rows, len(table)), replace=False)
     torch.manual_seed(seed)
     views = bt_views(preset, image_size, "none", extras)
-    stored = np.stack([resize_shorter_center_crop(load_rgb(table["path"].iloc[i]), stored_size(image_size)) for i in chosen])
+    stored = np.stack([decode_for_store(table["path"].iloc[i], stored_size(image_size)) for i in chosen])
     view_a, view_b = views(torch.from_numpy(stored).permute(0, 3, 1, 2))
     pad = 4
     grid = Image.new("RGB", (3 * image_size + 4 * pad, len(chosen) * (image_size + pad) + pad), "white")

@@ -27,13 +27,13 @@ class EpochBatchSampler(Sampler[list[int]]):
         drop_last: Drop an incomplete last batch.
         weights: Draw ``length`` items with replacement, proportionally to these weights
             (class-balanced sampling) instead of a permutation.
-
-    Under DDP each process takes every ``world``-th batch (the same number on all processes).
+        shard: Under DDP each process takes every ``world``-th batch (the same number on all
+            processes); without it every process reads all batches (evaluation).
     """
 
-    def __init__(self, length: int, batch_size: int, seed: int, shuffle: bool = True, drop_last: bool = False, weights: torch.Tensor | None = None) -> None:
+    def __init__(self, length: int, batch_size: int, seed: int, shuffle: bool = True, drop_last: bool = False, weights: torch.Tensor | None = None, shard: bool = True) -> None:
         self.length, self.batch_size, self.seed = length, min(batch_size, length), seed
-        self.shuffle, self.drop_last, self.weights, self.epoch = shuffle, drop_last, weights, 0
+        self.shuffle, self.drop_last, self.weights, self.shard, self.epoch = shuffle, drop_last, weights, shard, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -49,13 +49,18 @@ class EpochBatchSampler(Sampler[list[int]]):
         batches = [b.tolist() for b in order.split(self.batch_size)]
         if self.drop_last and len(batches[-1]) < self.batch_size:
             batches.pop()
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            world, rank = dist.get_world_size(), dist.get_rank()
-            batches = batches[rank::world][: len(batches) // world]
+        world = self._world()
+        if world > 1:
+            batches = batches[dist.get_rank() :: world][: len(batches) // world]
         return batches
 
+    def _world(self) -> int:
+        sharded = self.shard and dist.is_available() and dist.is_initialized()
+        return dist.get_world_size() if sharded else 1
+
     def __len__(self) -> int:
-        return len(self._batches())
+        batches = self.length // self.batch_size if self.drop_last else -(-self.length // self.batch_size)
+        return batches // self._world()
 
     def __iter__(self):
         return iter(self._batches())
@@ -69,7 +74,8 @@ def batch_loader(images: np.ndarray, rows: np.ndarray, batch_size: int, num_work
     if class_balanced:
         counts = np.bincount(labels)
         weights = torch.as_tensor(1.0 / counts[labels], dtype=torch.double)
-    sampler = EpochBatchSampler(len(rows), batch_size, seed, shuffle, drop_last, weights)
+    # Shuffled (training) loaders are sharded across DDP processes; in-order ones are read whole.
+    sampler = EpochBatchSampler(len(rows), batch_size, seed, shuffle, drop_last, weights, shard=shuffle)
     # batch_size=None: the sampler yields whole batches and the dataset reads each in one go.
     return DataLoader(StoreBatches(images, rows, labels), batch_size=None, sampler=sampler, num_workers=num_workers, persistent_workers=num_workers > 0, pin_memory=pin_memory)
 

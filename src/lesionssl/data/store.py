@@ -41,7 +41,8 @@ def _store_key(paths: Sequence[str], size: int) -> str:
     return digest.hexdigest()[:20]
 
 
-def _decode(path: str, size: int) -> np.ndarray:
+def decode_for_store(path: str, size: int) -> np.ndarray:
+    """One image as the store keeps it: shorter side ``size``, centre square, HWC uint8."""
     # JPEG DCT scaling down to twice the stored side, then an antialiased resize: fast and sharp.
     return resize_shorter_center_crop(load_rgb(path, min_side=2 * size), size)
 
@@ -65,7 +66,7 @@ def build_store(paths: Sequence[str], size: int, description: str = "decoding im
     array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
     try:
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool, progress_bar(description, len(paths)) as advance:
-            for i, image in enumerate(pool.map(lambda p: _decode(p, size), paths)):
+            for i, image in enumerate(pool.map(lambda p: decode_for_store(p, size), paths)):
                 array[i] = image
                 advance()
         array.flush()
