@@ -40,9 +40,27 @@ def test_official_preset_matches_the_paper():
     assert first.crop_scale == (0.08, 1.0) and first.interpolation == "bicubic" and first.flip_p == 0.5
     assert first.jitter == pytest.approx((0.4, 0.4, 0.2, 0.1)) and first.jitter_p == 0.8 and first.grayscale_p == 0.2
     assert (first.blur_p, second.blur_p, first.solarize_p, second.solarize_p) == (1.0, 0.1, 0.0, 0.2)
-    assert first.blur_kernel == 23 and first.rotation_p == 0
+    assert first.blur_kernel == 23 and first.rotation_p == 0 and first.blur_sigma == pytest.approx((0.1, 2.0))
     seed, _ = B.bt_view_specs("seed", 64, "none")
     assert seed.crop_scale == (0.7, 1.0) and seed.jitter == pytest.approx((0.24, 0.24, 0.12, 0.06)) and seed.rotation_degrees == 45
+
+
+def test_blur_sigma_is_stated_at_224_px_and_scales_with_the_view():
+    for size in (32, 64, 224):
+        first, _ = B.bt_view_specs("official", size, "none")
+        assert first.blur_sigma == pytest.approx((0.1 * size / 224, 2.0 * size / 224))
+
+
+def test_small_data_preset_and_overrides():
+    from dataclasses import replace
+
+    from lesionssl.augment.views import BT_PRESETS
+
+    first, second = B.bt_view_specs("small-data", 64, "imagenet")
+    assert first.crop_scale == (0.25, 1.0) and first.rotate90_p == 0.75 and first.jitter[3] == pytest.approx(0.02)
+    assert (first.solarize_p, second.solarize_p, first.blur_p, second.blur_p) == (0.0, 0.0, 0.5, 0.1)
+    wider, _ = B.bt_view_specs(replace(BT_PRESETS["small-data"], crop_scale=(0.08, 1.0)), 64, "imagenet")
+    assert wider.crop_scale == (0.08, 1.0) and wider.rotate90_p == 0.75
 
 
 def test_unknown_preset_or_extra_is_a_clear_error():
@@ -72,7 +90,8 @@ def test_parameters_are_independent_per_image_at_the_stated_rates():
     factors = params["jitter_factors"]
     assert factors[:, 0].min() >= 0.6 and factors[:, 0].max() <= 1.4 and factors[:, 0].std() > 0.2
     assert factors[:, 3].abs().max() <= 0.1
-    assert params["blur_sigma"].min() >= 0.1 and params["blur_sigma"].max() <= 2.0
+    # sigma 0.1-2 px at 224 px, scaled to the 32 px view
+    assert params["blur_sigma"].min() >= 0.1 * 32 / 224 and params["blur_sigma"].max() <= 2.0 * 32 / 224
     # every order of the four colour adjustments occurs (torchvision draws a permutation per call)
     assert len({tuple(o) for o in params["jitter_order"].tolist()}) == 24
 
@@ -154,6 +173,7 @@ def _reference_pipeline(spec: B.ViewSpec) -> v2.Compose:
         v2.RandomResizedCrop(spec.size, scale=spec.crop_scale, interpolation=InterpolationMode.BICUBIC, antialias=True),
         v2.RandomHorizontalFlip(spec.flip_p),
         v2.RandomApply([v2.RandomRotation(spec.rotation_degrees)], p=spec.rotation_p),
+        v2.RandomApply([v2.RandomChoice([v2.Lambda(lambda x, k=k: torch.rot90(x, k, (-2, -1))) for k in (1, 2, 3)])], p=spec.rotate90_p),
         v2.RandomApply([v2.ColorJitter(b, c, s, h)], p=spec.jitter_p),
         v2.RandomGrayscale(spec.grayscale_p),
         v2.RandomApply([v2.GaussianBlur(spec.blur_kernel, sigma=spec.blur_sigma)], p=spec.blur_p),

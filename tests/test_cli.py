@@ -63,7 +63,7 @@ def test_unknown_config_key_names_the_key(tmp_path):
 
 def test_impossible_value_names_key_and_allowed_values(tmp_path):
     (tmp_path / "x.yaml").write_text("augmentation: fancy\n")
-    assert_one_line_error(lesionssl("pretrain", "--config", tmp_path / "x.yaml"), "augmentation", "'seed' or 'official'")
+    assert_one_line_error(lesionssl("pretrain", "--config", tmp_path / "x.yaml"), "augmentation", "'seed' or 'small-data'")
 
 
 def test_compare_config_without_data_is_rejected(tmp_path):

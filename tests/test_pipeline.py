@@ -12,6 +12,7 @@ from sklearn.metrics import balanced_accuracy_score, f1_score
 from lesionssl.config import CompareConfig, FinetuneConfig, PretrainConfig, validate
 from lesionssl.data import datasets
 from lesionssl.data.split import read_manifest
+from lesionssl.errors import LesionSSLError
 from lesionssl.experiment.compare import compare
 from lesionssl.finetune import run as finetune_run
 from lesionssl.pretrain.run import pretrain
@@ -50,8 +51,24 @@ def test_pretrain_writes_backbone_history_and_provenance(synthetic_manifest, tmp
     history = pd.read_csv(tmp_path / "bt" / "history.csv")
     assert list(history["stage"]) == ["warmup", "bt"] and np.isfinite(history["loss"]).all()
     assert (history["invariance"] > 0).all()
-    assert "lambd: null" in (tmp_path / "bt" / "config.yaml").read_text()
-    assert "lambd: 0.015625" in (tmp_path / "bt" / "config.yaml").read_text()  # resolved 1/d
+    written = (tmp_path / "bt" / "config.yaml").read_text()
+    assert "recipe: small-data" in written and "lambd: 0.0051" in written and "crop_scale:\n    - 0.25" in written  # the recipe's settings, resolved
+    seed = validate(PretrainConfig, {"recipe": "seed", "projector": [64, 64]})
+    assert seed.lambd is None and seed.resolved_lambd == 1 / 64 and seed.lr == "find" and seed.resolved_projector_warmup_epochs == 1
+
+
+def test_recipes_set_their_keys_and_explicit_keys_win():
+    default = validate(PretrainConfig, {})
+    assert (default.recipe, default.optimizer, default.lr, default.lambd, default.augmentation) == ("small-data", "adam", 1e-3, 0.0051, "small-data")
+    assert default.resolved_projector_warmup_epochs == 0  # a fresh projector on random weights needs no warm-up
+    assert validate(PretrainConfig, {"init": "some/backbone.safetensors"}).resolved_projector_warmup_epochs == 1
+    official = validate(PretrainConfig, {"recipe": "official", "lambd": 0.01})
+    assert official.optimizer == "lars" and official.lambd == 0.01 and official.projector == [8192, 8192, 8192]
+    changed = validate(PretrainConfig, {"augment": {"crop_scale": [0.08, 1.0], "solarize_p": [0.0, 0.2]}})
+    assert changed.augmentation_parameters.crop_scale == (0.08, 1.0) and changed.augmentation_parameters.solarize_p == (0.0, 0.2)
+    assert changed.augmentation_parameters.rotate90_p == 0.75  # the rest of the preset is kept
+    with pytest.raises(LesionSSLError, match="crop_scal"):
+        validate(PretrainConfig, {"augment": {"crop_scal": [0.1, 1.0]}})
 
 
 def test_test_split_is_never_read_before_training_ends(synthetic_manifest, tmp_path, monkeypatch):

@@ -34,7 +34,7 @@ def test_per_class_count_and_validation():
 
 
 def test_per_class_count_too_large_is_a_clear_error():
-    with pytest.raises(LesionSSLError, match="no test images"):
+    with pytest.raises(LesionSSLError, match="leave test images"):
         make_split(_table({"NV": 50, "MEL": 5}), SplitSpec(per_class=5))
 
 

@@ -45,6 +45,9 @@ def split(
     val: Annotated[int | None, typer.Option(help="Validation images per class (taken before the test split).")] = None,
     group_by: Annotated[str | None, typer.Option(help="Keep groups (lesion_id, patient_id) within one split.")] = None,
     transductive: Annotated[bool | None, typer.Option("--transductive/--inductive", help="Let pretraining see test images (unlabelled), as the seed did.")] = None,
+    test_fraction: Annotated[float | None, typer.Option(help="Hold out this share of the labelled groups (stratified by class) as test; training labels, val and the pretraining pool come from the rest.")] = None,
+    hold_out: Annotated[list[str] | None, typer.Option("--hold-out", help="COLUMN=V1,V2,...: images whose metadata column takes one of these values form the 'external' split (never in the pool). Repeatable.")] = None,
+    dedup: Annotated[bool | None, typer.Option("--dedup", help="Merge near-duplicate clusters (pHash + thumbnail correlation) into one group each.")] = None,
     images: Annotated[Path | None, typer.Option(help="Image folder for ISIC / HAM10000 label files.")] = None,
     skip_missing: Annotated[bool, typer.Option(help="Drop label rows whose image file is missing.")] = False,
     seed: SeedOpt = None,
@@ -53,20 +56,35 @@ def split(
     """Write a limited-label split manifest (image,label,split,...) and print the per-class table."""
     from lesionssl.data.classes import resolve_class_order
     from lesionssl.data.sources import read_sources
-    from lesionssl.data.split import SplitSpec, make_split, split_table, write_manifest
+    from lesionssl.data.split import SplitSpec, build_split, duplicates_file, pool_summary, split_table, write_manifest
 
-    values = _merge(config, per_class_cap=per_class_cap, per_class=per_class, fraction=fraction, seed_isic2019=seed_isic2019, val=val, group_by=group_by, transductive=transductive, seed=seed)
+    values = _merge(config, per_class_cap=per_class_cap, per_class=per_class, fraction=fraction, seed_isic2019=seed_isic2019, val=val, group_by=group_by, transductive=transductive, test_fraction=test_fraction, hold_out=_hold_out(hold_out), dedup=dedup, seed=seed)
     sources = data or values.pop("data", None) or []
     out = Path(values.pop("out", out))
     settings = validate(SplitConfig, values, "split")
     table = read_sources([str(s) for s in ([sources] if isinstance(sources, str) else sources)], images, skip_missing)
     spec = SplitSpec(**settings.model_dump())
-    manifest = make_split(table, spec)
+    manifest, duplicates = build_split(table, spec)
     classes = resolve_class_order(manifest["label"])
-    write_manifest(manifest, out, spec, classes, [str(s) for s in sources])
-    console.print(split_table(manifest, classes).to_string())
-    console.print(f"unlabelled pool for pretraining: {int(manifest['pretrain'].sum())} images ({spec.pool})")
-    console.print(f"manifest written to {out}")
+    write_manifest(manifest, out, spec, classes, [str(s) for s in sources], duplicates)
+    console.print(split_table(manifest, classes).to_string(), markup=False)
+    if duplicates is not None:
+        console.print(f"near-duplicates: {len(duplicates)} pairs merged into shared groups (listed in {duplicates_file(out)})", markup=False)
+    console.print(pool_summary(manifest, spec.pool), markup=False)
+    console.print(f"manifest written to {out}", markup=False)
+
+
+def _hold_out(values: list[str] | None) -> dict[str, list[str]] | None:
+    """``["dataset=A,B", "site=C"]`` -> ``{"dataset": ["A", "B"], "site": ["C"]}``."""
+    if not values:
+        return None
+    out: dict[str, list[str]] = {}
+    for value in values:
+        column, sep, listed = value.partition("=")
+        if not sep or not column or not listed:
+            raise LesionSSLError(f"--hold-out must look like COLUMN=V1,V2 (e.g. dataset=ISIC2017_Training), got {value!r}")
+        out.setdefault(column, []).extend(v for v in listed.split(",") if v)
+    return out
 
 
 @app.command(epilog="Example: lesionssl pretrain --split split.csv --backbone resnet18 --image-size 64 --epochs 20 --out runs/bt")
@@ -81,7 +99,8 @@ def pretrain(
     epochs: Annotated[int | None, typer.Option()] = None,
     projector: Annotated[str | None, typer.Option(help="Projector widths, comma-separated (seed: 8192,8192,8192).")] = None,
     lambd: Annotated[float | None, typer.Option(help="Redundancy weight (default 1/d; official 0.0051).")] = None,
-    augmentation: Annotated[str | None, typer.Option(help="seed | official")] = None,
+    recipe: Annotated[str | None, typer.Option(help="small-data (default; measured on small dermoscopy pools) | seed (Haggerty & Chandra) | official (Zbontar et al.): sets the keys below unless given.")] = None,
+    augmentation: Annotated[str | None, typer.Option(help="small-data | seed | official")] = None,
     lr: Annotated[str | None, typer.Option(help="'find' (LR finder, valley) or a number.")] = None,
     precision: Annotated[str | None, typer.Option(help="32-true | bf16-mixed | 16-mixed")] = None,
     resume: Annotated[bool | None, typer.Option("--resume", help="Continue an interrupted run in --out.")] = None,
@@ -91,7 +110,7 @@ def pretrain(
     """Barlow Twins pretraining of a backbone on unlabelled images; writes backbone.safetensors."""
     from lesionssl.pretrain.run import pretrain as run
 
-    values = _merge(config, data=data, manifest=split_manifest, out=out, backbone=backbone, init=init, image_size=image_size, batch_size=batch_size, epochs=epochs, projector=[int(d) for d in projector.split(",")] if projector else None, lambd=lambd, augmentation=augmentation, lr=_lr(lr), precision=precision, resume=resume, seed=seed)
+    values = _merge(config, data=data, manifest=split_manifest, out=out, backbone=backbone, init=init, image_size=image_size, batch_size=batch_size, epochs=epochs, projector=[int(d) for d in projector.split(",")] if projector else None, lambd=lambd, recipe=recipe, augmentation=augmentation, lr=_lr(lr), precision=precision, resume=resume, seed=seed)
     path = run(validate(PretrainConfig, values, "pretrain"))
     console.print(f"backbone written to {path}")
 
@@ -100,7 +119,7 @@ def pretrain(
 def augment_preview(
     data: DataOpt = None,
     out: Annotated[Path, typer.Option("--out", help="PNG file to write.")] = Path("augmentations.png"),
-    preset: Annotated[str, typer.Option(help="seed | official")] = "seed",
+    preset: Annotated[str, typer.Option(help="small-data | seed | official")] = "small-data",
     extra: Annotated[list[str] | None, typer.Option("--extra", help="Extra distortion (repeatable): rotate90, cutout, noise, sobel.")] = None,
     image_size: Annotated[int, typer.Option()] = 128,
     rows: Annotated[int, typer.Option(help="Number of images (rows).")] = 6,

@@ -7,11 +7,14 @@ found LR recorded) is saved with every run.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, get_type_hints
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+
+from lesionssl.augment.views import BT_PRESETS, BTAugmentation, BTPreset
 
 from lesionssl.errors import LesionSSLError
 
@@ -26,6 +29,12 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+#: Near-duplicate detector defaults (``split --dedup``, ``audit``), chosen by inspecting the pairs
+#: they link on ../shared/data/skin-lesions (EVIDENCE.md): pHash distance and thumbnail correlation.
+HASH_THRESHOLD = 4
+COSINE_THRESHOLD = 0.98
+
+
 class SplitConfig(Strict):
     """How ``split`` carves the labelled images (see :mod:`lesionssl.data.split`)."""
 
@@ -37,6 +46,18 @@ class SplitConfig(Strict):
     group_by: str | None = None
     seed: int = 0
     transductive: bool = False
+    test_fraction: float | None = Field(None, gt=0, lt=1, description="hold out this share of the labelled groups as test; labels and pool come from the rest")
+    hold_out: dict[str, list[str]] = Field(default_factory=dict, description="metadata column -> values whose images form the external split (never in the pool)")
+    dedup: bool = Field(False, description="merge near-duplicate clusters into one group each")
+    dedup_hash: int = Field(HASH_THRESHOLD, ge=0, le=63, description="near-duplicates: largest pHash Hamming distance (of 63 bits)")
+    dedup_cosine: float = Field(COSINE_THRESHOLD, ge=-1, le=1, description="near-duplicates: smallest thumbnail correlation")
+
+    @field_validator("hold_out", mode="before")
+    @classmethod
+    def _values_as_lists(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: [v] if isinstance(v, str) else v for k, v in value.items()}
+        return value
 
     @model_validator(mode="after")
     def _one_mode(self) -> SplitConfig:
@@ -71,38 +92,83 @@ class TrackingConfig(Strict):
     experiment: str = "lesionssl"
 
 
+def _optional_fields(source: type) -> dict[str, Any]:
+    """Every field of a dataclass, optional (None = keep the preset's value)."""
+    return {name: (kind | None, None) for name, kind in get_type_hints(source).items()}
+
+
+#: Changes to an augmentation preset (``augment: {crop_scale: [0.08, 1.0]}``): the fields of
+#: :class:`lesionssl.augment.views.BTAugmentation`, each optional.
+AugmentOverrides = create_model("AugmentOverrides", __base__=Strict, __doc__="Changes to the augmentation preset's parameters; unset fields keep the preset's.", **_optional_fields(BTAugmentation))
+
+#: Barlow Twins recipes (``recipe:``): the settings each one implies; keys given explicitly win.
+PRETRAIN_RECIPES: dict[str, dict[str, Any]] = {
+    # Measured on ../shared/data/skin-lesions (EVIDENCE.md): Adam at a fixed 1e-3 with 1cycle (the
+    # LR finder picks 10-20x that on the self-supervised loss, and the features collapse), the
+    # official lambda, a two-layer 2048 projector, the small-data augmentation.
+    "small-data": {
+        "optimizer": "adam", "augmentation": "small-data", "lambd": 0.0051, "projector": [2048, 2048],
+        "lr": 1e-3, "weight_decay": 1e-5, "projector_warmup_epochs": None,
+    },
+    # The seed code: fastai Adam (wd 0.01), one projector-only epoch, LR finder (valley), 1cycle, lambda 1/d.
+    "seed": {
+        "optimizer": "adam", "augmentation": "seed", "lambd": None, "projector": [8192, 8192, 8192],
+        "lr": "find", "weight_decay": 0.01, "projector_warmup_epochs": 1,
+    },
+    # Zbontar et al.: LARS, LRs 0.2 / 0.0048 x batch/256, warm-up then cosine, lambda 0.0051.
+    "official": {
+        "optimizer": "lars", "augmentation": "official", "lambd": 0.0051, "projector": [8192, 8192, 8192],
+        "weight_decay": 1.5e-6, "projector_warmup_epochs": 0,
+    },
+}
+
+
 class PretrainConfig(Strict):
-    """Barlow Twins pretraining (``lesionssl pretrain``)."""
+    """Barlow Twins pretraining (``lesionssl pretrain``).
+
+    ``recipe`` names a set of settings (:data:`PRETRAIN_RECIPES`); keys given explicitly override it.
+    """
 
     data: list[str] = Field(default_factory=list, description="image sources, used when no manifest is given")
     manifest: Path | None = None
     out: Path = Path("runs/pretrain")
+    recipe: Literal["small-data", "seed", "official"] = Field("small-data", description="small-data (measured best on small dermoscopy pools) | seed (Haggerty & Chandra) | official (Zbontar et al.)")
     backbone: Backbone = "resnet18"
     init: str = "random"
     image_size: int = Field(64, ge=16)
     store_margin: StoreMargin = 1.14
     batch_size: int = Field(128, ge=2)
-    epochs: int = Field(10, ge=1)
-    projector: list[int] = Field(default_factory=lambda: [2048, 2048, 2048], min_length=1)
+    epochs: int = Field(100, ge=1)
+    projector: list[int] = Field(default_factory=lambda: [2048, 2048], min_length=1)
     lambd: float | None = Field(None, gt=0, description="off-diagonal weight; null = 1/d, the seed's heuristic")
-    augmentation: Literal["seed", "official"] = "seed"
+    augmentation: BTPreset = "small-data"
+    augment: AugmentOverrides = Field(default_factory=AugmentOverrides, description="changes to the augmentation preset, e.g. {crop_scale: [0.08, 1.0]}")
     extra_augmentations: list[Literal["rotate90", "cutout", "noise", "sobel"]] = Field(default_factory=list)
     normalize: Normalize = "imagenet"
-    recipe: Literal["seed", "official"] = Field("seed", description="seed: Adam + LR finder + 1cycle; official: LARS + warm-up + cosine")
-    lr: float | Literal["find"] = Field("find", description="seed recipe: 'find' (valley) or the 1cycle maximum")
-    weight_decay: float | None = Field(None, ge=0, description="null: 0.01 for seed (fastai's default, as the seed ran), 1.5e-6 for official")
-    lr_weights: float = Field(0.2, gt=0, description="official recipe: LR of weights per 256 images")
-    lr_biases: float = Field(0.0048, gt=0, description="official recipe: LR of biases and BN per 256 images")
+    optimizer: Literal["adam", "lars"] = Field("adam", description="adam: fastai Adam + 1cycle; lars: official LARS + warm-up + cosine")
+    lr: float | Literal["find"] = Field(1e-3, description="adam: the 1cycle maximum, or 'find' (LR finder, valley)")
+    weight_decay: float | None = Field(None, ge=0, description="null: 0.01 for adam (fastai's default, as the seed ran), 1.5e-6 for lars")
+    lr_weights: float = Field(0.2, gt=0, description="lars: LR of weights per 256 images")
+    lr_biases: float = Field(0.0048, gt=0, description="lars: LR of biases and BN per 256 images")
     lars_eta: float = Field(0.001, gt=0)
     lars_momentum: float = Field(0.9, ge=0, lt=1)
-    warmup_epochs: int | None = Field(None, ge=0, description="official recipe: linear warm-up; null = 10, or a tenth of shorter runs")
-    projector_warmup_epochs: int = Field(1, ge=0, description="epochs training only the projector, encoder frozen")
+    warmup_epochs: int | None = Field(None, ge=0, description="lars: linear warm-up; null = 10, or a tenth of shorter runs")
+    projector_warmup_epochs: int | None = Field(None, ge=0, description="epochs training only the projector, encoder frozen; null = 1 when starting from trained weights, 0 from random")
     projector_init: Literal["fresh", "checkpoint"] = Field("fresh", description="checkpoint: load the projector of a full Barlow Twins checkpoint given as init (no warm-up then)")
     knn_k: int = Field(20, ge=1, description="neighbours of the per-epoch kNN monitor (needs train and val splits)")
+    snapshot_every: int | None = Field(None, ge=1, description="also export the backbone every N epochs (snapshots/epoch-<N>.safetensors), to measure features against epochs")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     seed: int = 0
     resume: bool = False
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_recipe(cls, values: Any) -> Any:
+        if isinstance(values, dict):
+            recipe = PRETRAIN_RECIPES.get(values.get("recipe", "small-data"), {})
+            values = {**recipe, **values}
+        return values
 
     @field_validator("projector")
     @classmethod
@@ -119,11 +185,26 @@ class PretrainConfig(Strict):
     def resolved_weight_decay(self) -> float:
         if self.weight_decay is not None:
             return self.weight_decay
-        return 0.01 if self.recipe == "seed" else 1.5e-6
+        return 0.01 if self.optimizer == "adam" else 1.5e-6
 
     @property
     def resolved_warmup_epochs(self) -> int:
         return self.warmup_epochs if self.warmup_epochs is not None else min(10, max(1, self.epochs // 10))
+
+    @property
+    def resolved_projector_warmup_epochs(self) -> int:
+        """Projector-only epochs: a fresh projector on trained weights first learns to read them."""
+        if self.optimizer == "lars" or self.projector_init == "checkpoint":
+            return 0
+        if self.projector_warmup_epochs is not None:
+            return self.projector_warmup_epochs
+        return 0 if self.init == "random" else 1
+
+    @property
+    def augmentation_parameters(self) -> BTAugmentation:
+        """The preset with the ``augment`` overrides applied."""
+        changes = {k: tuple(v) if isinstance(v, list) else v for k, v in self.augment.model_dump(exclude_none=True).items()}
+        return replace(BT_PRESETS[self.augmentation], **changes)
 
 
 class ExternalSet(Strict):
@@ -220,7 +301,9 @@ class CompareConfig(Strict):
     out: Path = Path("runs/compare")
     initialisations: list[InitConfig] = Field(min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
-    budgets: list[int] | None = Field(None, min_length=1, description="label-efficiency sweep: training images per class, nested, same test set")
+    budgets: list[int] | None = Field(None, min_length=1, description="label-efficiency sweep: training images per class, nested, drawn anew for every seed, same test set")
+    protocols: list[Literal["finetune", "linear", "knn"]] = Field(default_factory=lambda: ["finetune"], min_length=1, description="finetune (the transfer protocol), linear (probe on frozen features), knn (k-nearest neighbours on frozen features)")
+    knn_k: int = Field(20, ge=1, description="neighbours of the knn protocol")
     reference: Literal["seed-isic2019"] | None = Field(None, description="published numbers shown next to ours in the report")
     pretrain: PretrainConfig | None = None
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from lesionssl.augment.views import BT_PRESETS, EXTRAS, IMAGENET_MEAN, IMAGENET_STD, BTPreset, Normalization
+from lesionssl.augment.views import BT_PRESETS, EXTRAS, IMAGENET_MEAN, IMAGENET_STD, SIGMA_REFERENCE_SIZE, BTAugmentation, BTPreset, Normalization
 
 #: ITU-R 601 luma weights, as torchvision's ``rgb_to_grayscale``.
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
@@ -325,14 +325,22 @@ class TwoViews(nn.Module):
         return self.first(images), self.second(images)
 
 
-def bt_view_specs(preset: BTPreset, image_size: int, normalize: Normalization, extras: tuple[str, ...] = ()) -> tuple[ViewSpec, ViewSpec]:
-    """The two views of a Barlow Twins preset (``augment.views.BT_PRESETS``) plus extras."""
+def resolve_preset(preset: BTPreset | BTAugmentation) -> BTAugmentation:
+    """A preset name (``augment.views.BT_PRESETS``) or explicit parameters."""
+    if isinstance(preset, BTAugmentation):
+        return preset
     if preset not in BT_PRESETS:
         raise ValueError(f"unknown augmentation preset {preset!r}; choose from {sorted(BT_PRESETS)}")
+    return BT_PRESETS[preset]
+
+
+def bt_view_specs(preset: BTPreset | BTAugmentation, image_size: int, normalize: Normalization, extras: tuple[str, ...] = ()) -> tuple[ViewSpec, ViewSpec]:
+    """The two views of a Barlow Twins preset plus extras, at ``image_size``."""
+    aug = resolve_preset(preset)
     unknown = set(extras) - set(EXTRAS)
     if unknown:
         raise ValueError(f"unknown extra augmentations {sorted(unknown)}; choose from {list(EXTRAS)}")
-    aug, st = BT_PRESETS[preset], BT_PRESETS[preset].jitter_strength
+    sigma_scale = image_size / SIGMA_REFERENCE_SIZE
     common = dict(
         size=image_size,
         crop_scale=aug.crop_scale,
@@ -340,10 +348,11 @@ def bt_view_specs(preset: BTPreset, image_size: int, normalize: Normalization, e
         flip_p=aug.flip_p,
         rotation_degrees=aug.rotation_degrees,
         rotation_p=aug.rotation_p,
-        rotate90_p=0.5 if "rotate90" in extras else 0.0,
-        jitter=(0.4 * st, 0.4 * st, 0.2 * st, 0.1 * st),
+        rotate90_p=max(aug.rotate90_p, 0.5 if "rotate90" in extras else 0.0),
+        jitter=aug.jitter,
         jitter_p=aug.jitter_p,
         grayscale_p=aug.grayscale_p,
+        blur_sigma=(aug.blur_sigma[0] * sigma_scale, aug.blur_sigma[1] * sigma_scale),
         sobel_p=0.2 if "sobel" in extras else 0.0,
         noise_p=0.5 if "noise" in extras else 0.0,
         cutout_p=0.5 if "cutout" in extras else 0.0,
@@ -353,7 +362,7 @@ def bt_view_specs(preset: BTPreset, image_size: int, normalize: Normalization, e
     return first, second
 
 
-def bt_views(preset: BTPreset, image_size: int, normalize: Normalization, extras: tuple[str, ...] = ()) -> TwoViews:
+def bt_views(preset: BTPreset | BTAugmentation, image_size: int, normalize: Normalization, extras: tuple[str, ...] = ()) -> TwoViews:
     """Batch module producing the two Barlow Twins views of a preset."""
     return TwoViews(*bt_view_specs(preset, image_size, normalize, extras))
 

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from lesionssl.augment.batch import bt_views
+from lesionssl.augment.views import BTAugmentation, BTPreset
 from lesionssl.data.sources import read_sources
 from lesionssl.data.store import decode_for_store, stored_size
 
@@ -18,7 +19,7 @@ def _to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(array)
 
 
-def augment_preview(data: list[str], out: Path, preset: str = "seed", image_size: int = 128, rows: int = 6, seed: int = 0, extras: tuple[str, ...] = ()) -> Path:
+def augment_preview(data: list[str], out: Path, preset: BTPreset | BTAugmentation = "small-data", image_size: int = 128, rows: int = 6, seed: int = 0, extras: tuple[str, ...] = ()) -> Path:
     """Draw ``rows`` random images of ``data`` with two augmented views each; write a PNG grid."""
     table = read_sources(data)
     generator = np.random.default_rng(seed)

@@ -1,19 +1,27 @@
 """Augmentation presets: what each view does.
 
 The views themselves run batch-wise on the training device (``augment.batch``); this module
-states the parameters. Two Barlow Twins presets:
+states the parameters. Three Barlow Twins presets:
 
 * ``official`` - Zbontar et al. 2021, ``main.py`` of facebookresearch/barlowtwins: random
   resized crop (scale 0.08-1, bicubic), horizontal flip 0.5, colour jitter 0.4/0.4/0.2/0.1
-  with p 0.8, grayscale p 0.2, Gaussian blur p 1.0 / 0.1 (sigma 0.1-2), solarize p 0 / 0.2,
-  ImageNet normalisation.
+  with p 0.8, grayscale p 0.2, Gaussian blur p 1.0 / 0.1 (sigma 0.1-2 px at 224 px),
+  solarize p 0 / 0.2, ImageNet normalisation.
 * ``seed`` - the seed study's code (Haggerty & Chandra 2023): crop scale 0.7-1, jitter at
   0.6 of the official strength, rotation +-45 deg with p 0.5, no normalisation; blur and
   solarize as official. Unlike the seed code, each image gets its own crop.
+* ``small-data`` - lesionssl's preset for small dermoscopy images, found by measurement on
+  ../shared/data/skin-lesions (EVIDENCE.md): crops of 25-100% of the image (an 8% crop of a
+  64 px image is a 18 px patch with no lesion left in it), flips and quarter turns (a lesion has
+  no up or down), brightness / contrast / saturation jitter with a small hue shift (colour is
+  diagnostic), grayscale 0.2, a light blur on one view, no solarisation.
+
+Gaussian blur sigmas are stated for 224 px images, as in the papers, and scale with the
+training size: at 64 px, sigma 2 px would blur away what the official recipe keeps.
 
 Fine-tuning (the seed): crop scale 0.7-1, flip and +-45 deg rotation each with p 0.25.
 
-The seed talk's other distortions can be added to either preset (``extras``): ``rotate90``
+The seed talk's other distortions can be added to any preset (``extras``): ``rotate90``
 (0/90/180/270 deg), ``cutout``, ``noise`` (Gaussian) and ``sobel`` (edge magnitude).
 """
 
@@ -25,20 +33,32 @@ from typing import Literal
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 Normalization = Literal["imagenet", "none"]
-BTPreset = Literal["official", "seed"]
+BTPreset = Literal["official", "seed", "small-data"]
 Extra = Literal["rotate90", "cutout", "noise", "sobel"]
 EXTRAS: tuple[str, ...] = ("rotate90", "cutout", "noise", "sobel")
 
 
+#: The official colour jitter: brightness, contrast, saturation, hue.
+OFFICIAL_JITTER = (0.4, 0.4, 0.2, 0.1)
+#: Image side at which blur sigmas are stated (the papers' 224 px crops).
+SIGMA_REFERENCE_SIZE = 224
+
+
 @dataclass(frozen=True)
 class BTAugmentation:
-    """Parameters of the two Barlow Twins views (view-specific pairs are ``(view1, view2)``)."""
+    """Parameters of the two Barlow Twins views (view-specific pairs are ``(view1, view2)``).
+
+    ``jitter`` is (brightness, contrast, saturation, hue), as torchvision's ``ColorJitter``;
+    ``blur_sigma`` is in pixels of a 224 px image (scaled to the training size).
+    """
 
     crop_scale: tuple[float, float]
-    jitter_strength: float
-    rotation_degrees: float
-    rotation_p: float
+    jitter: tuple[float, float, float, float] = OFFICIAL_JITTER
+    rotation_degrees: float = 0.0
+    rotation_p: float = 0.0
+    rotate90_p: float = 0.0
     blur_p: tuple[float, float] = (1.0, 0.1)
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
     solarize_p: tuple[float, float] = (0.0, 0.2)
     grayscale_p: float = 0.2
     jitter_p: float = 0.8
@@ -46,6 +66,7 @@ class BTAugmentation:
 
 
 BT_PRESETS: dict[str, BTAugmentation] = {
-    "official": BTAugmentation(crop_scale=(0.08, 1.0), jitter_strength=1.0, rotation_degrees=0.0, rotation_p=0.0),
-    "seed": BTAugmentation(crop_scale=(0.7, 1.0), jitter_strength=0.6, rotation_degrees=45.0, rotation_p=0.5),
+    "official": BTAugmentation(crop_scale=(0.08, 1.0)),
+    "seed": BTAugmentation(crop_scale=(0.7, 1.0), jitter=tuple(0.6 * j for j in OFFICIAL_JITTER), rotation_degrees=45.0, rotation_p=0.5),
+    "small-data": BTAugmentation(crop_scale=(0.25, 1.0), jitter=(0.4, 0.4, 0.2, 0.02), rotate90_p=0.75, blur_p=(0.5, 0.1), solarize_p=(0.0, 0.0)),
 }

@@ -2,7 +2,8 @@
 
 The table has one row per image with columns ``image`` (identifier, unique), ``path``
 (absolute file path), ``label`` (class code, ``""`` when unlabelled) and, when known, group
-columns such as ``lesion_id`` and ``patient_id`` used for leakage-free splits.
+columns such as ``lesion_id`` and ``patient_id`` used for leakage-free splits. Other metadata
+columns (e.g. ``dataset``, the archive an image comes from) follow, for ``split --hold-out``.
 """
 
 from __future__ import annotations
@@ -120,13 +121,11 @@ def read_shared_layout(root: Path, skip_missing: bool = False) -> pd.DataFrame:
     out = pd.DataFrame({"image": table["image"], "label": table["label"]})
     extra_file = root / "metadata_extra.csv"
     if extra_file.is_file():
-        extra = _read_csv(extra_file)
-        groups = pd.DataFrame({"image": extra["image"]})
-        if "lesion_id" in extra:
-            groups["lesion_id"] = extra["lesion_id"]
+        # Every metadata column is kept (e.g. ``dataset`` for ``split --hold-out dataset=...``).
+        extra = _read_csv(extra_file).drop(columns=["label"], errors="ignore")
         if "isic2020_patient_id" in extra:
-            groups["patient_id"] = extra["isic2020_patient_id"]
-        out = out.merge(groups, on="image", how="left").fillna("")
+            extra["patient_id"] = extra["isic2020_patient_id"]
+        out = out.merge(extra, on="image", how="left").fillna("")
     files = out["image"].map(lambda name: (root / "images" / name).resolve())
     exists = files.map(Path.is_file)
     if not exists.all() and not skip_missing:
@@ -190,4 +189,5 @@ def read_sources(sources: Sequence[Path | str], images: Path | None = None, skip
         table.loc[duplicated, "image"] = table.loc[duplicated, "path"]
         if table["image"].duplicated().any():
             raise LesionSSLError(f"image listed twice: {table.loc[table['image'].duplicated(), 'image'].iloc[0]}")
-    return table[COLUMNS + list(GROUP_COLUMNS)].reset_index(drop=True)
+    metadata = sorted(set(table.columns) - set(COLUMNS) - set(GROUP_COLUMNS))
+    return table[COLUMNS + list(GROUP_COLUMNS) + metadata].reset_index(drop=True)

@@ -1,17 +1,28 @@
 """Limited-label splits: per-class cap (the seed), per-class count or fraction, group-aware.
 
 A manifest is a CSV with columns ``image,label,split,path,group,pretrain``; ``split`` is one of
-``train``, ``val``, ``test``, ``unlabelled`` and ``pretrain`` marks the unlabelled pool that
-self-supervised pretraining may see. The pool is *inductive* by default (unlabelled + train +
-val images, never test images); *transductive* adds the test images, without labels, as the seed
-study did. The choice is stored in the manifest's sidecar ``<manifest>.json`` and travels into
-every downstream result.
+``train``, ``val``, ``test``, ``external``, ``unlabelled`` (no label, or a label left unused) and
+``excluded``, and ``pretrain`` marks the unlabelled pool that self-supervised pretraining may
+see. The pool is *inductive* by default (every image that is not a test or external image);
+*transductive* adds the test images, without labels, as the seed study did. ``external`` images
+(a held-out site or archive) are never in the pool. The choice is stored in the manifest's
+sidecar ``<manifest>.json`` and travels into every downstream result.
+
+Two designs:
+
+* the seed's: training labels are drawn first (``per_class_cap``, ``per_class`` or
+  ``fraction``), then ``val``, and every other labelled image is test;
+* pretraining studies (``test_fraction``): a fixed share of the labelled groups, stratified by
+  class, is test; training labels and ``val`` are drawn from the rest, and every image that is
+  not test or external, labelled or not, is in the pool (the shape of semi- and self-supervised
+  benchmarks). Label budgets draw nested subsets of the training labels.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -19,9 +30,11 @@ import numpy as np
 import pandas as pd
 
 from lesionssl.data.classes import resolve_class_order
+from lesionssl.config import COSINE_THRESHOLD, HASH_THRESHOLD
+from lesionssl.data.duplicates import clusters, find_near_duplicates
 from lesionssl.errors import LesionSSLError
 
-SPLITS = ("train", "val", "test", "unlabelled", "excluded")
+SPLITS = ("train", "val", "test", "external", "unlabelled", "excluded")
 
 #: The seed study's ISIC 2019 design (its notebooks): the 2,074 ``_downsampled`` images are
 #: dropped; per class, these many training images (the first 5,000 files capped at 500 per class)
@@ -38,6 +51,9 @@ class SplitSpec:
 
     Exactly one of ``per_class_cap`` (at most N per class, the seed used 500),
     ``per_class`` (exactly N per class) and ``fraction`` (share of each class) is set.
+    ``test_fraction`` holds out that share of the labelled groups as test first;
+    ``hold_out`` maps a metadata column to the values whose images form the ``external`` split;
+    ``dedup`` merges near-duplicate clusters into one group each.
     """
 
     per_class_cap: int | None = None
@@ -48,6 +64,11 @@ class SplitSpec:
     group_by: str | None = None
     seed: int = 0
     transductive: bool = False
+    test_fraction: float | None = None
+    hold_out: dict[str, list[str]] = field(default_factory=dict)
+    dedup: bool = False
+    dedup_hash: int = HASH_THRESHOLD
+    dedup_cosine: float = COSINE_THRESHOLD
 
     def __post_init__(self) -> None:
         modes = [m for m in (self.per_class_cap, self.per_class, self.fraction) if m is not None] + ([True] if self.seed_isic2019 else [])
@@ -61,6 +82,10 @@ class SplitSpec:
                 raise LesionSSLError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
         if self.val < 0:
             raise LesionSSLError(f"--val must be >= 0, got {self.val}")
+        if self.test_fraction is not None and not 0.0 < self.test_fraction < 1.0:
+            raise LesionSSLError(f"--test-fraction must be between 0 and 1 (exclusive), got {self.test_fraction}")
+        if self.seed_isic2019 and (self.test_fraction is not None or self.hold_out or self.dedup):
+            raise LesionSSLError("--seed-isic2019 is the seed's fixed design: it takes no --test-fraction, --hold-out or --dedup")
 
     @property
     def pool(self) -> PoolMode:
@@ -68,13 +93,16 @@ class SplitSpec:
 
 
 def _train_targets(counts: pd.Series, spec: SplitSpec) -> dict[str, int]:
+    """Training images per class; ``counts`` are the labelled images training may draw from."""
     if spec.per_class_cap is not None:
         return {c: min(spec.per_class_cap, n) for c, n in counts.items()}
     if spec.per_class is not None:
-        short = {c: int(n) for c, n in counts.items() if n <= spec.per_class}
+        # The seed's design needs test images left over; a test_fraction split has them already.
+        short = {c: int(n) for c, n in counts.items() if (n < spec.per_class + spec.val if spec.test_fraction else n <= spec.per_class)}
         if short:
+            where = "outside the test split" if spec.test_fraction else "and still leave test images"
             raise LesionSSLError(
-                f"--per-class {spec.per_class} leaves no test images for {short}; "
+                f"--per-class {spec.per_class}{f' + --val {spec.val}' if spec.val and spec.test_fraction else ''} needs more labelled images {where} for {short}; "
                 "lower it or use --per-class-cap"
             )
         return {c: spec.per_class for c in counts.index}
@@ -102,17 +130,77 @@ def seed_isic2019_split(table: pd.DataFrame, spec: SplitSpec) -> pd.DataFrame:
     return table[["image", "label", "split", "path", "group", "pretrain"]]
 
 
-def make_split(table: pd.DataFrame, spec: SplitSpec, classes: list[str] | None = None) -> pd.DataFrame:
-    """Assign every image to a split, whole groups at a time when ``spec.group_by`` is set.
+def group_ids(table: pd.DataFrame, group_by: str | None, links: Sequence[tuple[str, str]] = ()) -> pd.Series:
+    """Each image's group: its ``group_by`` value (images without one are groups of their own),
+    with the groups of every linked pair of image ids (near-duplicates) merged into one."""
+    if group_by:
+        if group_by not in table.columns:
+            raise LesionSSLError(f"--group-by {group_by}: no such column; available: {sorted(table.columns)}")
+        group = table[group_by].where(table[group_by] != "", "image:" + table["image"])
+    else:
+        group = "image:" + table["image"]
+    if not links:
+        return group
+    names = sorted(set(group))
+    index = {name: i for i, name in enumerate(names)}
+    of_image = dict(zip(table["image"], group))
+    pairs = [(index[of_image[a]], index[of_image[b]]) for a, b in links if a in of_image and b in of_image]
+    root = clusters(len(names), pairs)
+    return group.map(lambda g: names[root[index[g]]])
 
-    Groups (lesions, patients) are visited in a seeded random order; a group joins ``train`` if
-    all its images fit under their class targets, else ``val`` if they fit there, else ``test``.
-    Images without a group id form a group of their own.
+
+def _held_out(table: pd.DataFrame, hold_out: dict[str, list[str]]) -> pd.Series:
+    """Rows whose metadata column takes one of the held-out values (the ``external`` split)."""
+    mask = pd.Series(False, index=table.index)
+    for column, values in hold_out.items():
+        if column not in table.columns:
+            raise LesionSSLError(f"--hold-out {column}=...: no such column; available: {sorted(table.columns)}")
+        unknown = sorted(set(values) - set(table[column]))
+        if unknown:
+            present = sorted(v for v in set(table[column]) if v)
+            raise LesionSSLError(f"--hold-out {column}: no image has the value(s) {unknown}; values present: {present}")
+        mask |= table[column].isin(values)
+    return mask
+
+
+def _majority_labels(table: pd.DataFrame) -> pd.DataFrame:
+    """Per group: its image count per class (a row per group, sorted by name)."""
+    return table.groupby("group", sort=True)["label"].value_counts().unstack(fill_value=0)
+
+
+def _test_groups(groups: pd.DataFrame, fraction: float, rng: np.random.Generator) -> set[str]:
+    """Whole groups, stratified by their majority class, until each class has ``fraction`` of
+    its images in test (rounded; a group is added while the class is below its target)."""
+    majority = groups.idxmax(axis=1)
+    chosen: set[str] = set()
+    for label in groups.columns:
+        members = majority.index[majority == label].to_numpy()
+        target = round(fraction * int(groups[label].sum()))
+        taken = 0
+        for name in members[rng.permutation(len(members))]:
+            if taken >= target:
+                break
+            chosen.add(name)
+            taken += int(groups.loc[name, label])
+    return chosen
+
+
+def make_split(table: pd.DataFrame, spec: SplitSpec, classes: list[str] | None = None, links: Sequence[tuple[str, str]] = ()) -> pd.DataFrame:
+    """Assign every image to a split, whole groups at a time.
+
+    Groups are ``spec.group_by`` values merged along ``links`` (near-duplicate image id pairs,
+    from :mod:`lesionssl.data.duplicates`); images without a group id form a group of their own.
+    Held-out images (``spec.hold_out``) form ``external``; the other images of a group that
+    touches them are ``excluded``. With ``spec.test_fraction``, test groups are drawn first.
+    Then groups are visited in a seeded random order: a group joins ``train`` if all its images
+    fit under their class targets, else ``val`` if they fit there, else ``test`` (the seed's
+    design) or the pool with its labels unused (``unlabelled``, with ``test_fraction``).
 
     Args:
         table: Output of :func:`lesionssl.data.sources.read_sources`.
         spec: The split settings.
         classes: Class order (default: ISIC 2019 order of the classes present).
+        links: Pairs of image ids that must share a split.
 
     Returns:
         The manifest (see module docstring).
@@ -120,61 +208,95 @@ def make_split(table: pd.DataFrame, spec: SplitSpec, classes: list[str] | None =
     if spec.seed_isic2019:
         return seed_isic2019_split(table, spec)
     table = table.copy()
-    labelled = table["label"] != ""
+    table["group"] = group_ids(table, spec.group_by, links)
+    external = _held_out(table, spec.hold_out)
+    excluded = table["group"].isin(set(table.loc[external, "group"])) & ~external
+    labelled = (table["label"] != "") & ~external & ~excluded
     if not labelled.any():
-        raise LesionSSLError("the data has no labelled images; a split needs labels")
-    classes = resolve_class_order(table["label"], classes)
-    if spec.group_by:
-        if spec.group_by not in table.columns:
-            raise LesionSSLError(f"--group-by {spec.group_by}: no such column; available: {sorted(table.columns)}")
-        group = table[spec.group_by].where(table[spec.group_by] != "", "image:" + table["image"])
-    else:
-        group = "image:" + table["image"]
-    table["group"] = group
-
-    counts = table.loc[labelled, "label"].value_counts().reindex(classes, fill_value=0)
-    train_target = _train_targets(counts, spec)
-    val_target = {c: spec.val for c in classes}
-    taken = {"train": dict.fromkeys(classes, 0), "val": dict.fromkeys(classes, 0)}
-    targets = {"train": train_target, "val": val_target}
-
+        raise LesionSSLError("the data has no labelled images outside the held-out ones; a split needs labels")
+    classes = resolve_class_order(table.loc[labelled, "label"], classes)
     rng = np.random.default_rng(spec.seed)
-    groups = table.loc[labelled].groupby("group", sort=True)["label"].value_counts().unstack(fill_value=0)
-    order = groups.index.to_numpy()[rng.permutation(len(groups))]
-    assignment: dict[str, str] = {}
-    for name in order:
+
+    test: set[str] = set()
+    if spec.test_fraction is not None:
+        test = _test_groups(_majority_labels(table[labelled]), spec.test_fraction, rng)
+    drawable = labelled & ~table["group"].isin(test)
+    counts = table.loc[drawable, "label"].value_counts().reindex(classes, fill_value=0)
+    targets = {"train": _train_targets(counts, spec), "val": dict.fromkeys(classes, spec.val)}
+    taken = {split: dict.fromkeys(classes, 0) for split in targets}
+    leftover = "unlabelled" if spec.test_fraction is not None else "test"
+    groups = _majority_labels(table[drawable])
+    assignment = dict.fromkeys(test, "test")
+    for name in groups.index.to_numpy()[rng.permutation(len(groups))]:
         need = groups.loc[name]
         need = need[need > 0]
+        assignment[name] = leftover
         for split in ("train", "val"):
             if all(taken[split][c] + n <= targets[split][c] for c, n in need.items()):
                 for c, n in need.items():
                     taken[split][c] += int(n)
                 assignment[name] = split
                 break
-        else:
-            assignment[name] = "test"
 
     table["split"] = "unlabelled"
     table.loc[labelled, "split"] = table.loc[labelled, "group"].map(assignment)
-    pool = table["split"] != "test" if not spec.transductive else pd.Series(True, index=table.index)
-    table["pretrain"] = pool.astype(int)
+    table.loc[external, "split"] = "external"
+    table.loc[excluded, "split"] = "excluded"
+    kept_out = ["external", "excluded"] if spec.transductive else ["test", "external", "excluded"]
+    table["pretrain"] = (~table["split"].isin(kept_out)).astype(int)
     return table[["image", "label", "split", "path", "group", "pretrain"]]
 
 
+def build_split(table: pd.DataFrame, spec: SplitSpec, classes: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """:func:`make_split`, after the near-duplicate search when ``spec.dedup`` is set.
+
+    Returns:
+        The manifest, and the linked pairs (``image_a, image_b, hamming, cosine``) or None.
+    """
+    if not spec.dedup:
+        return make_split(table, spec, classes), None
+    found = find_near_duplicates(table["path"].tolist(), spec.dedup_hash, spec.dedup_cosine)
+    images = table["image"].to_numpy()
+    pairs = pd.DataFrame({"image_a": [images[p.a] for p in found], "image_b": [images[p.b] for p in found], "hamming": [p.hamming for p in found], "cosine": [round(p.cosine, 4) for p in found]})
+    return make_split(table, spec, classes, list(zip(pairs["image_a"], pairs["image_b"]))), pairs
+
+
+#: How ``split_table`` names the manifest's splits (labelled images left in the pool keep their
+#: label in the manifest, unused).
+TABLE_COLUMNS = {"train": "train", "val": "val", "test": "test", "external": "external", "unlabelled": "pool (label unused)", "excluded": "excluded"}
+
+
 def split_table(manifest: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
-    """Per-class image counts by split, with a total row (the seed's data table)."""
+    """Per-class labelled image counts by split (every split present), with a total row."""
     labelled = manifest[manifest["label"] != ""]
     counts = pd.crosstab(labelled["label"], labelled["split"]).reindex(index=classes, fill_value=0)
-    columns = ["train", "val", "test"] if "val" in counts.columns else ["train", "test"]
-    counts = counts.reindex(columns=columns, fill_value=0)
+    columns = [c for c in TABLE_COLUMNS if c in counts.columns or c in ("train", "test")]
+    counts = counts.reindex(columns=columns, fill_value=0).rename(columns=TABLE_COLUMNS).rename_axis(index="class", columns=None)
     counts.loc["Total"] = counts.sum()
     return counts
 
 
-def write_manifest(manifest: pd.DataFrame, path: Path, spec: SplitSpec, classes: list[str], sources: list[str]) -> None:
-    """Write the manifest CSV and its sidecar JSON (split settings, pool mode, classes)."""
+def pool_summary(manifest: pd.DataFrame, pool: PoolMode) -> str:
+    """One line: the pretraining pool's size, what it holds, and its mode."""
+    in_pool = manifest[manifest["pretrain"] == 1]
+    unlabelled = int((in_pool["label"] == "").sum())
+    return f"pretraining pool: {len(in_pool)} images ({pool}; {unlabelled} without labels, {len(in_pool) - unlabelled} labelled)"
+
+
+def duplicates_file(manifest: Path) -> Path:
+    """Where ``split --dedup`` lists the near-duplicate pairs it merged."""
+    return manifest.with_name(manifest.stem + "-duplicates.csv")
+
+
+def write_manifest(manifest: pd.DataFrame, path: Path, spec: SplitSpec, classes: list[str], sources: list[str], duplicates: pd.DataFrame | None = None) -> None:
+    """Write the manifest CSV and its sidecar JSON (split settings, pool mode, classes, and
+    what the near-duplicate search found), plus the merged near-duplicate pairs."""
     path.parent.mkdir(parents=True, exist_ok=True)
     manifest.to_csv(path, index=False)
+    extra = {}
+    if duplicates is not None:
+        duplicates.to_csv(duplicates_file(path), index=False)
+        extra["near_duplicates"] = {"pairs": len(duplicates), "file": duplicates_file(path).name}
     meta = {
         "classes": classes,
         "pool": spec.pool,
@@ -182,6 +304,7 @@ def write_manifest(manifest: pd.DataFrame, path: Path, spec: SplitSpec, classes:
         "sources": sources,
         "counts": {s: int((manifest["split"] == s).sum()) for s in SPLITS},
         "pretrain_images": int(manifest["pretrain"].sum()),
+        **extra,
     }
     path.with_suffix(".json").write_text(json.dumps(meta, indent=2))
 
@@ -202,6 +325,24 @@ class Manifest:
         return self.table[self.table["pretrain"] == 1].reset_index(drop=True)
 
 
+#: Splits no group (lesion, patient, near-duplicate cluster) may span two of.
+EVALUATED_SPLITS = ("train", "val", "test", "external")
+
+
+def _check_no_leak(table: pd.DataFrame, path: Path) -> None:
+    """Refuse a manifest (edited by hand, say) with one group in two of train / val / test /
+    external, or a test or external image in the pretraining pool of an inductive split."""
+    if "group" in table:
+        used = table[table["split"].isin(EVALUATED_SPLITS)]
+        spans = used.groupby("group")["split"].nunique()
+        if (spans > 1).any():
+            group = spans.index[spans > 1][0]
+            where = sorted(set(used.loc[used["group"] == group, "split"]))
+            raise LesionSSLError(f"{path}: group {group} is in {' and '.join(where)} ({int((spans > 1).sum())} such groups); a lesion in two splits leaks - make the split again with `lesionssl split`")
+    if (table.loc[table["split"] == "external", "pretrain"] == 1).any():
+        raise LesionSSLError(f"{path}: external images are marked for pretraining; a held-out set must stay unseen")
+
+
 def read_manifest(path: Path) -> Manifest:
     """Load a manifest written by :func:`write_manifest`, validating its columns."""
     path = Path(path)
@@ -219,35 +360,49 @@ def read_manifest(path: Path) -> Manifest:
     if "pretrain" not in table:
         table["pretrain"] = (table["split"] != "test").astype(int).astype(str)
     table["pretrain"] = table["pretrain"].astype(int)
+    _check_no_leak(table, path)
     classes = resolve_class_order(table["label"], meta.get("classes"))
     pool = meta.get("pool") or ("transductive" if table.loc[table["split"] == "test", "pretrain"].eq(1).any() else "inductive")
     return Manifest(table=table, classes=classes, pool=pool, path=path)
 
 
-def subsample_train(manifest: pd.DataFrame, per_class: int, seed: int = 0) -> pd.DataFrame:
-    """Keep ``per_class`` training images per class (whole groups, seeded); the rest of the
-    training images become ``unlabelled`` (their labels unused). Val, test and the pretraining
-    pool are unchanged, so every budget of a sweep shares one test set and one pool.
+def nested_budgets(manifest: pd.DataFrame, budgets: Sequence[int], seed: int | Sequence[int] = 0) -> dict[int, pd.DataFrame]:
+    """One manifest per label budget (training images per class), each budget's training set a
+    superset of every smaller one's (whole groups, visited in a seeded order; each budget first
+    keeps the smaller budget's groups, then adds groups that fit).
+
+    Budgets draw from every labelled image that may train: the ``train`` split and, in a
+    ``test_fraction`` split, the labelled images of the pool. Those a budget leaves out are
+    ``unlabelled`` (their labels unused); val, test, external and the pretraining pool are
+    unchanged, so every budget shares one test set and one pool.
 
     Raises:
-        LesionSSLError: When a class has fewer training images than ``per_class``.
+        LesionSSLError: When a class has fewer training images than the largest budget.
     """
-    table = manifest.copy()
-    train = table[table["split"] == "train"]
+    candidates = manifest["split"].isin(["train", "unlabelled"]) & (manifest["label"] != "")
+    train = manifest[candidates]
     counts = train["label"].value_counts()
-    short = {c: int(n) for c, n in counts.items() if n < per_class}
+    short = {c: int(n) for c, n in counts.items() if n < max(budgets)}
     if short:
-        raise LesionSSLError(f"budget {per_class} per class exceeds the training images of {short}")
-    groups = train.groupby("group", sort=True)["label"].value_counts().unstack(fill_value=0)
+        raise LesionSSLError(f"budget {max(budgets)} per class exceeds the training images of {short}")
+    groups = _majority_labels(train)
     order = groups.index.to_numpy()[np.random.default_rng(seed).permutation(len(groups))]
     taken = dict.fromkeys(counts.index, 0)
-    keep = set()
-    for name in order:
-        need = groups.loc[name][groups.loc[name] > 0]
-        if all(taken[c] + n <= per_class for c, n in need.items()):
-            keep.add(name)
-            for c, n in need.items():
-                taken[c] += int(n)
-    dropped = (table["split"] == "train") & ~table["group"].isin(keep)
-    table.loc[dropped, "split"] = "unlabelled"
-    return table
+    keep: set[str] = set()
+    out = {}
+    for budget in sorted(set(budgets)):
+        for name in order:
+            need = groups.loc[name][groups.loc[name] > 0]
+            if name not in keep and all(taken[c] + n <= budget for c, n in need.items()):
+                keep.add(name)
+                for c, n in need.items():
+                    taken[c] += int(n)
+        table = manifest.copy()
+        table.loc[candidates, "split"] = np.where(table.loc[candidates, "group"].isin(keep), "train", "unlabelled")
+        out[budget] = table
+    return out
+
+
+def subsample_train(manifest: pd.DataFrame, per_class: int, seed: int = 0) -> pd.DataFrame:
+    """The training set of one budget (see :func:`nested_budgets`)."""
+    return nested_budgets(manifest, [per_class], seed)[per_class]

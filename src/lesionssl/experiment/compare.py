@@ -17,6 +17,7 @@ import json
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -25,8 +26,9 @@ import torch
 from lesionssl.config import CompareConfig, FinetuneConfig, to_yaml
 from lesionssl.data.classes import resolve_class_order
 from lesionssl.data.sources import read_sources
-from lesionssl.data.split import SplitSpec, make_split, read_manifest, split_table, subsample_train, write_manifest
+from lesionssl.data.split import SplitSpec, build_split, nested_budgets, pool_summary, read_manifest, split_table, write_manifest
 from lesionssl.errors import LesionSSLError
+from lesionssl.experiment.probes import probe_run
 from lesionssl.finetune.run import finetune
 from lesionssl.io import write_json, write_text
 from lesionssl.pretrain.run import BACKBONE_FILE, pretrain
@@ -74,26 +76,28 @@ def prepare_manifest(config: CompareConfig) -> Path:
     with file_lock(Path(config.out) / ".manifest.lock"):
         if target.is_file() and json.loads(target.with_suffix(".json").read_text()).get("spec") == config.split.model_dump():
             return target
-        table = read_sources(config.data)
-        manifest = make_split(table, spec)
+        manifest, duplicates = build_split(read_sources(config.data), spec)
         classes = resolve_class_order(manifest["label"])
-        write_manifest(manifest, target, spec, classes, list(config.data))
-        console.print(split_table(manifest, classes).to_string())
+        write_manifest(manifest, target, spec, classes, list(config.data), duplicates)
+        console.print(split_table(manifest, classes).to_string(), markup=False)
+        console.print(pool_summary(manifest, spec.pool), markup=False)
     return target
 
 
-def budget_manifests(config: CompareConfig, manifest: Path) -> dict[int | None, Path]:
-    """One manifest per label budget (nested subsets of the base training split, same test set)."""
+def budget_manifests(config: CompareConfig, manifest: Path) -> dict[tuple[int | None, int], Path]:
+    """The manifest of every (label budget, seed): per seed, nested subsets of the labelled
+    images that may train (a new draw for every seed, so seeds vary the labels too); one test set."""
     if not config.budgets:
-        return {None: manifest}
+        return {(None, seed): manifest for seed in config.seeds}
     base = read_manifest(manifest)
     spec = SplitSpec(**config.split.model_dump()) if config.split else SplitSpec(per_class=max(config.budgets))
     out = {}
-    for budget in sorted(set(config.budgets)):
-        target = Path(config.out) / f"manifest-b{budget}.csv"
-        if not target.is_file():
-            write_manifest(subsample_train(base.table, budget, spec.seed), target, spec, base.classes, list(config.data))
-        out[budget] = target
+    for seed in config.seeds:
+        paths = {budget: Path(config.out) / f"manifest-b{budget}-s{seed}.csv" for budget in sorted(set(config.budgets))}
+        if not all(path.is_file() for path in paths.values()):
+            for budget, table in nested_budgets(base.table, config.budgets, (spec.seed, seed)).items():
+                write_manifest(table, paths[budget], spec, base.classes, list(config.data))
+        out |= {(budget, seed): path for budget, path in paths.items()}
     return out
 
 
@@ -117,19 +121,37 @@ def _experiment_tracking(config: CompareConfig):
     return tracking.model_copy(update={"mlflow_uri": uri, "experiment": Path(config.out).name})
 
 
-def run_configs(config: CompareConfig, manifests: dict[int | None, Path], pretrained: Path | None) -> list[tuple[str, FinetuneConfig]]:
-    """The fine-tuning configuration of every (initialisation, budget, seed) run, in a fixed order."""
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run of the experiment: an initialisation under a protocol, at a budget and seed."""
+
+    name: str
+    protocol: str
+    config: FinetuneConfig
+
+
+def run_configs(config: CompareConfig, manifests: dict[tuple[int | None, int], Path], pretrained: Path | None) -> list[PlannedRun]:
+    """Every (protocol, initialisation, budget, seed) run, in that order. Fine-tuning runs
+    live in ``runs/<init>/[b<budget>-]seed<k>-<hash>``, the others in ``runs/<init>/<protocol>-...``."""
     runs = []
-    for initialisation in config.initialisations:
-        init = str(pretrained) if initialisation.init == "pretrain" else initialisation.init
-        for budget, manifest in manifests.items():
-            for seed in config.seeds:
+    for protocol in config.protocols:
+        for initialisation in config.initialisations:
+            init = str(pretrained) if initialisation.init == "pretrain" else initialisation.init
+            for (budget, seed), manifest in manifests.items():
                 run = config.finetune.model_copy(update={"manifest": manifest, "init": init, "seed": seed})
                 run.tracking = _experiment_tracking(config)
-                prefix = f"b{budget}-" if budget is not None else ""
-                run.out = Path(config.out) / "runs" / initialisation.name / f"{prefix}seed{seed}-{config_hash(run)}"
-                runs.append((initialisation.name, run))
+                prefix = ("" if protocol == "finetune" else f"{protocol}-") + (f"b{budget}-" if budget is not None else "")
+                tag = config_hash(run) if protocol == "finetune" else hashlib.sha256(f"{config_hash(run)}:{protocol}:{config.knn_k}".encode()).hexdigest()[:10]
+                run.out = Path(config.out) / "runs" / initialisation.name / f"{prefix}seed{seed}-{tag}"
+                runs.append(PlannedRun(initialisation.name, protocol, run))
     return runs
+
+
+def execute_run(run: PlannedRun, cache: Path, knn_k: int) -> dict:
+    """Train and evaluate one planned run; return its test metrics."""
+    if run.protocol == "finetune":
+        return finetune(run.config)
+    return probe_run(run.config, run.protocol, cache, knn_k)
 
 
 def _init_worker(counter, threads: int, gpus: int) -> None:
@@ -142,25 +164,24 @@ def _init_worker(counter, threads: int, gpus: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _execute(pending: list[tuple[str, FinetuneConfig]], jobs: int) -> None:
-    def done(name: str, run: FinetuneConfig, metrics: dict) -> None:
-        console.print(f"    {name} seed {run.seed}: accuracy {metrics['accuracy']:.4f}  balanced accuracy {metrics['balanced_accuracy']:.4f}", markup=False)
+def _execute(pending: list[PlannedRun], jobs: int, cache: Path, knn_k: int) -> None:
+    def done(run: PlannedRun, metrics: dict) -> None:
+        console.print(f"    {run.name} {run.protocol} seed {run.config.seed}: accuracy {metrics['accuracy']:.4f}  balanced accuracy {metrics['balanced_accuracy']:.4f}", markup=False)
 
     if jobs <= 1:
-        for number, (name, run) in enumerate(pending, start=1):
-            console.print(f"[{number}/{len(pending)}] {name} seed {run.seed} -> {run.out}", markup=False)
-            done(name, run, finetune(run))
+        for number, run in enumerate(pending, start=1):
+            console.print(f"[{number}/{len(pending)}] {run.name} {run.protocol} seed {run.config.seed} -> {run.config.out}", markup=False)
+            done(run, execute_run(run, cache, knn_k))
         return
     gpus = torch.cuda.device_count()
     threads = max(1, (os.cpu_count() or 1) // jobs)
     context = get_context("spawn")
     counter = context.Value("i", 0)
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker, initargs=(counter, threads, gpus)) as pool:
-        futures = {pool.submit(finetune, run): (name, run) for name, run in pending}
+        futures = {pool.submit(execute_run, run, cache, knn_k): run for run in pending}
         console.print(f"running {len(pending)} runs, {jobs} at a time")
         for future in as_completed(futures):
-            name, run = futures[future]
-            done(name, run, future.result())
+            done(futures[future], future.result())
 
 
 def compare(config: CompareConfig, jobs: int = 1, shard: str | None = None) -> Path:
@@ -174,10 +195,10 @@ def compare(config: CompareConfig, jobs: int = 1, shard: str | None = None) -> P
     needs_pretraining = any(i.init == "pretrain" for i in config.initialisations)
     pretrained = prepare_pretrained(config, manifest) if needs_pretraining else None
     every_run = run_configs(config, manifests, pretrained)
-    write_json(out / RUN_INDEX, {"runs": [str(run.out.relative_to(out)) for _, run in every_run]})
+    write_json(out / RUN_INDEX, {"runs": [str(run.config.out.relative_to(out)) for run in every_run]})
     runs = every_run[k - 1 :: n]
-    pending = [(name, run) for name, run in runs if not (run.out / "metrics.json").is_file()]
+    pending = [run for run in runs if not (run.config.out / "metrics.json").is_file()]
     if len(pending) < len(runs):
         console.print(f"{len(runs) - len(pending)} of {len(runs)} runs finished earlier: skipped")
-    _execute(pending, jobs)
+    _execute(pending, jobs, out / "features", config.knn_k)
     return write_report(out, {i.name: i.init for i in config.initialisations})

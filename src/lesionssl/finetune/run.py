@@ -29,8 +29,7 @@ from lightning.pytorch.callbacks import EarlyStopping
 from lesionssl import __version__
 from lesionssl.augment.batch import EvalView, finetune_view
 from lesionssl.callbacks import EpochHistory, EpochSeed
-from lesionssl.config import ExternalSet, FinetuneConfig, to_yaml
-from lesionssl.data.sources import read_sources
+from lesionssl.config import FinetuneConfig, to_yaml
 from lesionssl.data.loaders import eval_loader, train_loader
 from lesionssl.data.split import Manifest, read_manifest
 from lesionssl.data.store import build_store, stored_size
@@ -39,6 +38,7 @@ from lesionssl.environment import run_environment
 from lesionssl.errors import LesionSSLError
 from lesionssl.evaluate.metrics import compute_metrics, predictions_frame
 from lesionssl.evaluate.prior import adjust, class_prior, em_prior
+from lesionssl.evaluate.test_sets import external_sets, write_external
 from lesionssl.finetune.module import ClassifierModule
 from lesionssl.io import atomic_write, write_json, write_text
 from lesionssl.models.backbones import build_backbone, feature_dim
@@ -107,27 +107,6 @@ def _target_prior(config: FinetuneConfig, module: ClassifierModule, images: np.n
     if set(config.test_prior) - set(classes) or given.sum() <= 0:
         raise LesionSSLError(f"test_prior must give non-negative probabilities for the classes {classes}")
     return given / given.sum(), "stated"
-
-
-def evaluate_external(module: ClassifierModule, config: FinetuneConfig, ext: ExternalSet, classes: list[str], train_prior: np.ndarray, target_prior: np.ndarray | None, out: Path) -> dict[str, Any]:
-    """Evaluate the final model on a second labelled dataset; write ``external/<name>/``."""
-    table = read_sources(ext.data, Path(ext.images) if ext.images else None, ext.skip_missing)
-    table = table[table["label"] != ""].reset_index(drop=True)
-    unknown = sorted(set(table["label"]) - set(classes))
-    if unknown or table.empty:
-        raise LesionSSLError(f"external set {ext.name}: {'labels ' + str(unknown) + ' are not among the classes ' + str(classes) if unknown else 'no labelled images'}")
-    table["row"] = np.arange(len(table))
-    images = build_store(table["path"].tolist(), stored_size(config.image_size, config.store_margin), f"decoding {ext.name}")
-    probs = predict(module, config, images, table, classes)
-    if target_prior is not None:
-        probs = adjust(probs, train_prior, target_prior)
-    labels = table["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
-    metrics = compute_metrics(labels, probs, classes)
-    folder = out / "external" / ext.name
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write(folder / "predictions.csv", lambda tmp: predictions_frame(table["image"].tolist(), labels, probs, classes).to_csv(tmp, index=False))
-    write_json(folder / "metrics.json", metrics)
-    return {k: metrics[k] for k in ("n", "accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "macro_auroc")}
 
 
 def finetune(config: FinetuneConfig) -> dict[str, Any]:
@@ -201,7 +180,12 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     if target_prior is not None:
         probs = adjust(probs, train_prior, target_prior)
     metrics = compute_metrics(labels, probs, classes)
-    external = {ext.name: evaluate_external(module, config, ext, classes, train_prior, target_prior, out) for ext in config.external}
+    external = {}
+    for evaluation in external_sets(manifest, images, config.external, config.image_size, config.store_margin):
+        external_probs = predict(module, config, evaluation.images, evaluation.table, classes)
+        if target_prior is not None:
+            external_probs = adjust(external_probs, train_prior, target_prior)
+        external[evaluation.name] = write_external(out, evaluation, external_probs, classes)
     pool = init_info.get("pretraining", {}).get("pool")
     provenance = {
         "init": config.init,

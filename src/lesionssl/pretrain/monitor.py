@@ -1,7 +1,7 @@
 """Per-epoch monitors of Barlow Twins pretraining: kNN accuracy and collapse indicators.
 
-* kNN accuracy (Wu et al. 2018): cosine-similarity k-nearest-neighbour vote of the backbone
-  features of labelled validation images against the labelled training images.
+* kNN accuracy (Wu et al. 2018): the k-nearest-neighbour vote (cosine, ``exp(s / 0.07)``
+  weights) of the backbone features of labelled validation images against the training images.
 * Embedding std: the mean per-dimension standard deviation of L2-normalised embeddings, times
   sqrt(d) - about 1 for well-spread embeddings, 0 at complete collapse (Chen & He 2021).
 * Effective rank (RankMe, Garrido et al. 2023): exp of the entropy of the normalised singular
@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
+
+from lesionssl.evaluate.probe import knn_probs
 
 #: Warn when the normalised embedding std or the rank (as a share of d) fall below these.
 STD_WARNING = 0.2
@@ -38,13 +40,10 @@ def normalised_std(embeddings: torch.Tensor) -> float:
 
 
 def knn_accuracy(train: torch.Tensor, train_labels: torch.Tensor, query: torch.Tensor, query_labels: torch.Tensor, k: int = 20) -> float:
-    """Share of query images whose k nearest training images (cosine) vote for the right class."""
-    similarity = F.normalize(query, dim=1) @ F.normalize(train, dim=1).T
-    k = min(k, len(train))
-    weights, neighbours = similarity.topk(k, dim=1)
-    votes = torch.zeros(len(query), int(train_labels.max()) + 1, dtype=torch.float64)
-    votes.scatter_add_(1, train_labels[neighbours], weights.double())
-    return float((votes.argmax(1) == query_labels).double().mean())
+    """Share of query images whose k nearest training images (cosine) vote for the right class
+    (the kNN protocol of :mod:`lesionssl.evaluate.probe`)."""
+    probs = knn_probs(train.numpy(), train_labels.numpy(), query.numpy(), int(max(train_labels.max(), query_labels.max())) + 1, k)
+    return float((probs.argmax(axis=1) == query_labels.numpy()).mean())
 
 
 @torch.no_grad()

@@ -1,11 +1,13 @@
 """``lesionssl pretrain``: Barlow Twins on the unlabelled pool, resumable, exported as a backbone.
 
-Two recipes, chosen by ``recipe``:
+Two optimisers, chosen by ``optimizer`` (the ``recipe`` presets set it):
 
-* ``seed`` (Haggerty & Chandra): optional projector-only epoch(s) with the encoder frozen
-  (fastai freeze), unfreeze, LR finder (valley), then ``epochs`` of 1cycle with fastai Adam.
-* ``official`` (Zbontar et al.): LARS (biases and BN excluded from weight decay and adaptation,
-  with their own LR), LRs scaled by batch/256, linear warm-up then cosine to 0.001 x base.
+* ``adam`` (the seed's fastai Adam; recipes ``small-data`` and ``seed``): optional
+  projector-only epoch(s) with the encoder frozen (fastai freeze), unfreeze, a fixed LR or the
+  LR finder (valley), then ``epochs`` of 1cycle.
+* ``lars`` (Zbontar et al.; recipe ``official``): LARS (biases and BN excluded from weight
+  decay and adaptation, with their own LR), LRs scaled by batch/256, linear warm-up then cosine
+  to 0.001 x base.
 
 Outputs in ``out``:
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -96,8 +99,8 @@ def _save_stage(out: Path, module: BarlowTwinsModule, stages: dict[str, Any]) ->
 
 
 def _optimizer_factory(config: PretrainConfig):
-    """None (fastai Adam) for the seed recipe; LARS with the official exclusions otherwise."""
-    if config.recipe == "seed":
+    """None (fastai Adam) for ``adam``; LARS with the official exclusions for ``lars``."""
+    if config.optimizer == "adam":
         return None
     scale = config.batch_size / 256  # the official LR scaling
 
@@ -123,14 +126,35 @@ def projector_widths(projector: BarlowTwinsProjector) -> list[int]:
     return [m.out_features for m in projector if isinstance(m, torch.nn.Linear)]
 
 
+def _backbone_state(module: BarlowTwinsModule) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in module.backbone.state_dict().items()}
+
+
 def export_backbone(module: BarlowTwinsModule, out: Path, metadata: dict[str, Any]) -> Path:
     """Write the backbone with torchvision key names as safetensors and ``.pth``, plus metadata."""
-    state = {k: v.detach().cpu().contiguous() for k, v in module.backbone.state_dict().items()}
+    state = _backbone_state(module)
     target = out / BACKBONE_FILE
     atomic_write(target, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
     atomic_write(out / "backbone.pth", lambda tmp: torch.save(state, tmp))
     write_json(target.with_suffix(".json"), metadata)
     return target
+
+
+class Snapshots(L.Callback):
+    """Exports the backbone every ``every`` epochs to ``snapshots/epoch-<N>.safetensors`` (with
+    its ``.json``), so feature quality can be measured against pretraining epochs."""
+
+    def __init__(self, folder: Path, every: int, metadata: dict[str, Any]) -> None:
+        self.folder, self.every, self.metadata = folder, every, metadata
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        epoch = trainer.current_epoch + 1
+        if epoch % self.every or not trainer.is_global_zero:
+            return
+        target = self.folder / f"epoch-{epoch:04d}.safetensors"
+        state = _backbone_state(pl_module)
+        atomic_write(target, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
+        write_json(target.with_suffix(".json"), {**self.metadata, "epoch": epoch})
 
 
 def pretrain(config: PretrainConfig) -> Path:
@@ -148,15 +172,14 @@ def pretrain(config: PretrainConfig) -> Path:
     if len(rows) < 2:
         raise LesionSSLError(f"the pretraining pool has {len(rows)} images; need at least 2")
     images = build_store(table["path"].tolist(), stored_size(config.image_size, config.store_margin), "decoding images")
-    views = bt_views(config.augmentation, config.image_size, config.normalize, tuple(config.extra_augmentations))
+    views = bt_views(config.augmentation_parameters, config.image_size, config.normalize, tuple(config.extra_augmentations))
     data = pretrain_loader(images, rows, config.batch_size, config.runtime.num_workers, config.seed, pin_memory=uses_cuda(config.runtime))
 
     backbone, init_info = build_backbone(config.backbone, config.init)
     projector = BarlowTwinsProjector(feature_dim(backbone), config.projector)
-    warmup_epochs = config.projector_warmup_epochs if config.recipe == "seed" else 0
+    warmup_epochs = config.resolved_projector_warmup_epochs
     if config.projector_init == "checkpoint":
         load_projector(projector, read_projector_state(config.init, config.backbone), config.init)
-        warmup_epochs = 0  # a trained projector needs no warm-up
     init_info["projector"] = config.projector_init
     module = BarlowTwinsModule(backbone, projector, config.resolved_lambd, config.resolved_weight_decay, config.runtime.channels_last, _optimizer_factory(config), views)
     history = out / "history.csv"
@@ -182,7 +205,7 @@ def pretrain(config: PretrainConfig) -> Path:
         _save_stage(out, module, stages)
 
     if "lr" not in stages:
-        if config.recipe == "official":
+        if config.optimizer == "lars":
             stages["lr"] = config.lr_weights * config.batch_size / 256
         elif config.lr == "find":
             result = run_lr_finder(fit, module, len(data))
@@ -193,9 +216,9 @@ def pretrain(config: PretrainConfig) -> Path:
             stages["lr"] = config.lr
         _save_stage(out, module, stages)
 
-    resolved = {"lambd": config.resolved_lambd, "lr": stages["lr"], "weight_decay": config.resolved_weight_decay, "projector_warmup_epochs": warmup_epochs, "pool": pool, "pool_images": int(len(rows)), "init": init_info}
+    resolved = {"recipe": config.recipe, "augmentation": asdict(config.augmentation_parameters), "lambd": config.resolved_lambd, "lr": stages["lr"], "weight_decay": config.resolved_weight_decay, "projector_warmup_epochs": warmup_epochs, "pool": pool, "pool_images": int(len(rows)), "init": init_info}
     total_steps = config.epochs * len(data)
-    if config.recipe == "official":
+    if config.optimizer == "lars":
         scale = config.batch_size / 256
         resolved |= {"optimizer": "LARS", "lr_weights_scaled": config.lr_weights * scale, "lr_biases_scaled": config.lr_biases * scale, "warmup_epochs": config.resolved_warmup_epochs}
         schedule: L.Callback = WarmupCosineCallback(WarmupCosine(total_steps, config.resolved_warmup_epochs * len(data)))
@@ -207,6 +230,9 @@ def pretrain(config: PretrainConfig) -> Path:
     checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0, every_n_epochs=1)
     monitor = _monitor(config, images, table, rows, classes)
     callbacks = [EpochSeed(config.seed), NonFiniteGuard(last), schedule, monitor, EpochHistory(history, "bt"), checkpoint]
+    if config.snapshot_every:
+        snapshot = {"format": "lesionssl-backbone/1", "architecture": config.backbone, "image_size": config.image_size, "normalize": config.normalize, "pool": pool, "recipe": config.recipe, "epochs": config.epochs}
+        callbacks.insert(-1, Snapshots(out / "snapshots", config.snapshot_every, snapshot))
     loggers = make_loggers(config.tracking, out, f"pretrain-{out.name}", {k: v for k, v in resolved.items() if isinstance(v, (int, float, str))}) if rank_zero_only.rank == 0 else []
     fit(callbacks, config.epochs, ckpt=str(last) if config.resume and last.exists() else None, logger=loggers or False)
     log_final(loggers, {})
@@ -221,6 +247,7 @@ def pretrain(config: PretrainConfig) -> Path:
         "pool_images": int(len(rows)),
         "init": init_info,
         "epochs": config.epochs,
+        "recipe": config.recipe,
         "lambd": config.resolved_lambd,
         "projector": config.projector,
         "lr": stages["lr"],

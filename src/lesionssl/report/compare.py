@@ -190,11 +190,13 @@ def _figures(doc: Document, out: Path, full: list[dict], results: pd.DataFrame, 
 
 def _augmentation_gallery(out: Path, experiment: dict, path: Path) -> None:
     from lesionssl.augment.preview import augment_preview
+    from lesionssl.config import PretrainConfig
 
     pretrain = experiment.get("pretrain") or {}
     manifest = out / "manifest.csv" if (out / "manifest.csv").is_file() else experiment.get("manifest")
     if manifest and pretrain:
-        augment_preview([str(manifest)], path, pretrain.get("augmentation", "seed"), 96, 4, 0, tuple(pretrain.get("extra_augmentations") or ()))
+        settings = PretrainConfig.model_validate(pretrain)
+        augment_preview([str(manifest)], path, settings.augmentation_parameters, 96, 4, 0, tuple(settings.extra_augmentations))
 
 
 def _label_efficiency(doc: Document, out: Path, results: pd.DataFrame, order: list[str]) -> None:

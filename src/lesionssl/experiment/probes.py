@@ -1,0 +1,124 @@
+"""The frozen-backbone protocols of ``compare``: linear probe and kNN runs.
+
+A run reads the same budget manifest as the fine-tuning run of its (initialisation, budget,
+seed), so the three protocols see the same labels. Backbone features are extracted once per
+backbone and image set and cached in ``<experiment>/features/`` (keyed by a hash of the weights,
+so a random initialisation is extracted once per seed). Each run writes ``predictions.csv``,
+``external/<name>/`` and ``metrics.json`` like a fine-tuning run, so the report treats all
+protocols alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+
+from lesionssl import __version__
+from lesionssl.config import FinetuneConfig, to_yaml
+from lesionssl.data.loaders import label_indices
+from lesionssl.data.split import read_manifest
+from lesionssl.data.store import build_store, stored_size
+from lesionssl.errors import LesionSSLError
+from lesionssl.evaluate.metrics import compute_metrics, predictions_frame
+from lesionssl.evaluate.probe import knn_probs, linear_probe, extract_features
+from lesionssl.evaluate.test_sets import external_sets, write_external
+from lesionssl.io import atomic_write, write_json, write_text
+from lesionssl.models.backbones import build_backbone
+
+PROTOCOLS = ("finetune", "linear", "knn")
+
+
+def _weights_key(backbone: torch.nn.Module, images: np.ndarray, image_size: int, normalize: str) -> str:
+    digest = hashlib.sha256(f"{image_size}:{normalize}:{images.shape}:{getattr(images, 'filename', '')}".encode())
+    for name, tensor in sorted(backbone.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def cached_features(cache: Path, backbone: torch.nn.Module, images: np.ndarray, rows: np.ndarray, image_size: int, normalize: str) -> dict[int, np.ndarray]:
+    """Features of store ``rows`` (row -> vector), extracted once per (weights, image set, view)."""
+    target = cache / f"{_weights_key(backbone, images, image_size, normalize)}.npz"
+    if target.is_file():
+        stored = np.load(target)
+        known = dict(zip(stored["rows"].tolist(), stored["features"]))
+        if set(rows.tolist()) <= set(known):
+            return known
+    features = extract_features(backbone, images, rows, image_size, normalize)
+
+    def save(tmp: Path) -> None:
+        with tmp.open("wb") as handle:
+            np.savez(handle, rows=rows, features=features)
+
+    atomic_write(target, save)
+    return dict(zip(rows.tolist(), features))
+
+
+def probe_run(config: FinetuneConfig, protocol: str, cache: Path, knn_k: int) -> dict[str, Any]:
+    """One linear-probe or kNN run on ``config.manifest``; writes the run folder like ``finetune``."""
+    if protocol not in ("linear", "knn"):
+        raise LesionSSLError(f"unknown protocol {protocol!r}; choose from {list(PROTOCOLS)}")
+    started = time.time()
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(config.seed, workers=True, verbose=False)  # a random initialisation differs per seed
+    manifest = read_manifest(config.manifest)
+    classes = manifest.classes
+    table = manifest.table.assign(row=np.arange(len(manifest.table)))
+    images = build_store(table["path"].tolist(), stored_size(config.image_size, config.store_margin), "decoding images")
+    backbone, init_info = build_backbone(config.backbone, config.init)
+    labelled = table[table["label"] != ""]
+    features = cached_features(cache, backbone, images, labelled["row"].to_numpy(), config.image_size, config.normalize)
+
+    def part(split: str) -> tuple[np.ndarray, np.ndarray, Any]:
+        rows = labelled[labelled["split"] == split]
+        x = np.stack([features[r] for r in rows["row"]]) if len(rows) else np.zeros((0, 1))
+        return x, label_indices(rows, classes), rows
+
+    (train_x, train_y, train), (val_x, val_y, _), (test_x, test_y, test) = part("train"), part("val"), part("test")
+    if train.empty or test.empty:
+        raise LesionSSLError(f"{config.manifest} needs train and test images for the {protocol} protocol")
+    details: dict[str, Any] = {}
+    if protocol == "linear":
+        probe = linear_probe(train_x, train_y, val_x if len(val_x) else None, val_y, len(classes), seed=config.seed)
+        predict = probe.predict_proba
+        details = {"C": probe.C, "C_selected_on": probe.selected_on, "selection_balanced_accuracy": probe.selection_score}
+    else:
+        def predict(x: np.ndarray) -> np.ndarray:
+            return knn_probs(train_x, train_y, x, len(classes), knn_k)
+
+        details = {"k": knn_k}
+    probs = predict(test_x)
+    metrics = compute_metrics(test_y, probs, classes)
+    external = {}
+    for evaluation in external_sets(manifest, images, config.external, config.image_size, config.store_margin):
+        ext_rows = evaluation.table["row"].to_numpy()
+        ext_features = features if evaluation.images is images else cached_features(cache, backbone, evaluation.images, ext_rows, config.image_size, config.normalize)
+        external[evaluation.name] = write_external(out, evaluation, predict(np.stack([ext_features[r] for r in ext_rows])), classes)
+    pool = init_info.get("pretraining", {}).get("pool")
+    record = {
+        **metrics,
+        "protocol": protocol,
+        "init": config.init,
+        "seed": config.seed,
+        "lr": None,
+        "pretraining_pool": pool,
+        "transductive": pool == "transductive",
+        "train_images": int(len(train)),
+        "test_images": int(len(test)),
+        "budget_per_class": int(train["label"].value_counts().max()),
+        "external": external,
+        "probe": details,
+        "lesionssl_version": __version__,
+        "seconds": round(time.time() - started, 1),
+    }
+    write_text(out / "config.yaml", to_yaml(config, {"resolved": {"protocol": protocol, **details, "init": init_info}}))
+    atomic_write(out / "predictions.csv", lambda tmp: predictions_frame(test["image"].tolist(), test_y, probs, classes).to_csv(tmp, index=False))
+    write_json(out / "metrics.json", record)  # last: its presence marks the run as finished
+    return record
