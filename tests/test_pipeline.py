@@ -35,7 +35,9 @@ def check_report_against_predictions(out):
         assert row.balanced_accuracy == pytest.approx(balanced_accuracy_score(predictions["label"], predictions["prediction"]))
         assert row.macro_f1 == pytest.approx(f1_score(predictions["label"], predictions["prediction"], average="macro"))
     report = (out / "report.md").read_text()
-    for init, runs in results.groupby("init"):
+    main = results[results["protocol"] == "finetune"] if "finetune" in set(results["protocol"]) else results
+    main = main[main["budget"] == main["budget"].max()] if main["budget"].nunique() > 1 else main  # the seed study's tables
+    for init, runs in main.groupby("init"):
         assert f"{runs['accuracy'].mean():.3f}" in report
         assert f"{runs['accuracy'].std(ddof=1):.4f}" in report
         assert f"{runs['balanced_accuracy'].mean():.3f}" in report
@@ -200,13 +202,52 @@ def test_budget_sweep_external_set_shards_and_jobs(synthetic, tmp_path):
     out = tmp_path / "sweep"
     results = pd.read_csv(out / "results.csv")
     assert sorted(zip(results["budget"], results["seed"])) == [(4, 0), (4, 1), (8, 0), (8, 1)]
-    test_sets = {b: set(pd.read_csv(out / f"manifest-b{b}.csv").query("split == 'test'")["image"]) for b in (4, 8)}
-    assert test_sets[4] == test_sets[8]
+    test_sets = {(b, seed): set(pd.read_csv(out / f"manifest-b{b}-s{seed}.csv").query("split == 'test'")["image"]) for b in (4, 8) for seed in (0, 1)}
+    assert len({frozenset(s) for s in test_sets.values()}) == 1  # one test set for every budget and seed
     report = (out / "report.md").read_text()
-    assert "Label efficiency" in report and (out / "figures" / "label_efficiency.png").is_file()
+    assert "Label efficiency" in report and (out / "figures" / "label_efficiency_finetune_test.png").is_file()
     assert "External test set: other-clinic" in report
     run = out / results["run_dir"][0]
     external_predictions = pd.read_csv(run / "external" / "other-clinic" / "predictions.csv")
     assert len(external_predictions) == 40
     environment = json.loads((run / "environment.json").read_text())
     assert environment["seeds"]["run"] in (0, 1) and environment["packages"]["torch"]
+
+
+def test_study_protocols_held_out_site_budgets_and_labels_saved(synthetic, tmp_path):
+    """The evidence design end to end on the synthetic set: test_fraction split with a held-out
+    site, three protocols, nested budgets per seed, paired tables and labels saved."""
+    files = sorted((synthetic / "labelled").rglob("*.png"))
+    sites = pd.DataFrame({"path": [str(f) for f in files], "label": [f.parent.name for f in files], "site": [["A", "B", "C"][i % 3] for i in range(len(files))]})
+    sites.to_csv(tmp_path / "sites.csv", index=False)
+    values = {
+        "data": [str(tmp_path / "sites.csv"), str(synthetic / "unlabelled")],
+        "split": {"test_fraction": 0.3, "per_class": 4, "val": 2, "hold_out": {"site": ["C"]}, "seed": 0},
+        "out": str(tmp_path / "study"),
+        "initialisations": [{"name": "random", "init": "random"}, {"name": "bt", "init": "pretrain"}],
+        "seeds": [0, 1],
+        "budgets": [2, 4],
+        "protocols": ["linear", "knn", "finetune"],
+        "pretrain": TINY_PRETRAIN,
+        "finetune": {**TINY_FINETUNE, "lr": 1e-3},
+    }
+    compare(validate(CompareConfig, values))
+    out = tmp_path / "study"
+    results = check_report_against_predictions(out)
+    assert sorted(results.groupby(["protocol", "init"]).size().items()) == [((p, i), 4) for p in ("finetune", "knn", "linear") for i in ("bt", "random")]
+    manifest = read_manifest(out / "manifest.csv").table
+    held_out = set(sites.loc[sites["site"] == "C", "path"])
+    assert set(manifest.loc[manifest["split"] == "external", "path"]) == held_out
+    assert not manifest.loc[manifest["path"].isin(held_out), "pretrain"].any()
+    pool = json.loads((out / "pretrain" / "backbone.json").read_text())["pool_images"]
+    assert pool == int(manifest["pretrain"].sum())
+    for run in results["run_dir"]:  # every protocol evaluates the held-out site once
+        assert len(pd.read_csv(out / run / "external" / "external" / "predictions.csv")) == len(held_out)
+    linear = json.loads((out / results.loc[results["protocol"] == "linear", "run_dir"].iloc[0] / "metrics.json").read_text())
+    assert linear["probe"]["C_selected_on"] == "val"
+    report = (out / "report.md").read_text()
+    for heading in ("linear · test · 2 labels per class", "knn · external · 4 labels per class", "finetune · test · 4 labels per class", "Labels saved", "paired 95% CI"):
+        assert heading in report, heading
+    saved = pd.read_csv(out / "labels_saved.csv")
+    assert set(saved["protocol"]) == {"linear", "knn", "finetune"} and set(saved["test set"]) == {"test", "external"}
+    assert (out / "figures" / "label_efficiency_knn_external.png").is_file()

@@ -1,3 +1,4 @@
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -135,3 +136,96 @@ def test_seed_isic2019_split_has_the_seed_counts():
     assert manifest["pretrain"].sum() == 21977  # the seed's pre-pretraining pool: train + test
     inductive = make_split(table, SplitSpec(seed_isic2019=True))
     assert inductive["pretrain"].sum() == 2554
+
+
+def _study_table(seed: int = 0) -> pd.DataFrame:
+    """Labelled lesions of several images each (3 sites), unlabelled images, one site to hold out."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for label, lesions in {"NV": 60, "MEL": 30, "DF": 14}.items():
+        for lesion in range(lesions):
+            site = ["A", "B", "C"][lesion % 3]
+            for k in range(int(rng.integers(1, 4))):
+                rows.append({"image": f"{label}{lesion}_{k}", "path": f"/x/{label}{lesion}_{k}.jpg", "label": label, "lesion_id": f"{label}-L{lesion}", "patient_id": "", "site": site})
+    rows += [{"image": f"u{i}", "path": f"/x/u{i}.jpg", "label": "", "lesion_id": "", "patient_id": "", "site": "A"} for i in range(25)]
+    return pd.DataFrame(rows)
+
+
+STUDY = SplitSpec(test_fraction=0.25, per_class=5, val=2, group_by="lesion_id", hold_out={"site": ["C"]}, seed=3)
+
+
+def test_study_split_invariants():
+    table = _study_table()
+    manifest = make_split(table, STUDY)
+    used = manifest[manifest["split"].isin(["train", "val", "test", "external"])]
+    assert (used.groupby("group")["split"].nunique() == 1).all()  # no lesion in two splits
+    assert set(manifest.loc[manifest["split"] == "external", "image"]) == set(table.loc[table["site"] == "C", "image"])
+    assert not manifest.loc[manifest["split"].isin(["test", "external"]), "pretrain"].any()  # never in the pool
+    assert manifest.loc[~manifest["split"].isin(["test", "external", "excluded"]), "pretrain"].all()  # everything else is
+    # the test share is drawn per class from the internal labelled images
+    internal = manifest[(manifest["label"] != "") & (manifest["split"] != "external")]
+    for label, rows in internal.groupby("label"):
+        share = (rows["split"] == "test").mean()
+        assert 0.15 < share < 0.45, (label, share)
+    assert make_split(table, STUDY).equals(manifest)  # deterministic for a seed
+    assert not make_split(table, SplitSpec(**{**STUDY.__dict__, "seed": 4}))["split"].equals(manifest["split"])
+
+
+def test_a_group_touching_the_held_out_site_is_excluded_elsewhere():
+    table = _study_table()
+    table.loc[table["image"] == "NV0_0", "site"] = "C"  # one image of lesion NV-L0 (site A) appears in the held-out site
+    manifest = make_split(table, STUDY).set_index("image")
+    lesion = manifest[manifest["group"] == "NV-L0"]
+    assert manifest.loc["NV0_0", "split"] == "external"
+    assert set(lesion.drop(index="NV0_0")["split"]) <= {"excluded"} and not lesion["pretrain"].any()
+
+
+def test_near_duplicate_links_merge_groups_across_lesions():
+    table = _study_table()
+    links = [("NV1_0", "MEL3_0"), ("MEL3_0", "DF4_0")]  # sites B, A, B
+    manifest = make_split(table, STUDY, links=links).set_index("image")
+    groups = {manifest.loc[image, "group"] for image in ("NV1_0", "MEL3_0", "DF4_0")}
+    assert len(groups) == 1
+    cluster = manifest[manifest["group"] == groups.pop()]
+    assert cluster["split"].nunique() == 1 and len(cluster) >= 3  # whole lesions merged, one split
+    # a duplicate of a held-out image takes its whole lesion out of every internal split
+    manifest = make_split(table, STUDY, links=[("NV1_0", "MEL2_0")]).set_index("image")  # MEL-L2 is at the held-out site C
+    assert set(manifest.loc[manifest["group"] == manifest.loc["NV1_0", "group"], "split"]) == {"external", "excluded"}
+
+
+def test_held_out_values_and_columns_are_checked():
+    with pytest.raises(LesionSSLError, match="values present"):
+        make_split(_study_table(), SplitSpec(**{**STUDY.__dict__, "hold_out": {"site": ["Z"]}}))
+    with pytest.raises(LesionSSLError, match="no such column"):
+        make_split(_study_table(), SplitSpec(**{**STUDY.__dict__, "hold_out": {"hospital": ["A"]}}))
+
+
+def test_budgets_are_nested_per_seed_and_drawn_from_the_labelled_pool():
+    from lesionssl.data.split import nested_budgets
+
+    manifest = make_split(_study_table(), SplitSpec(**{**STUDY.__dict__, "per_class": 2}))
+    draws = {seed: nested_budgets(manifest, [2, 4, 6], seed) for seed in (0, 1)}
+    for seed, budgets in draws.items():
+        trains = {b: set(t.loc[t["split"] == "train", "image"]) for b, t in budgets.items()}
+        assert trains[2] <= trains[4] <= trains[6]
+        for b, t in budgets.items():
+            assert t.loc[t["split"] == "train", "label"].value_counts().max() <= b
+            assert t.loc[t["split"] == "test", "image"].tolist() == manifest.loc[manifest["split"] == "test", "image"].tolist()
+            assert t["pretrain"].equals(manifest["pretrain"]) and (t["split"] == "val").sum() == (manifest["split"] == "val").sum()
+        # budgets larger than the base split's 2 per class come from the labelled pool
+        assert budgets[6].loc[budgets[6]["split"] == "train", "label"].value_counts().min() > 2
+    assert set(draws[0][4].query("split == 'train'")["image"]) != set(draws[1][4].query("split == 'train'")["image"])
+
+
+def test_a_hand_edited_manifest_with_a_lesion_in_train_and_test_is_refused(tmp_path):
+    manifest = make_split(_study_table(), STUDY)
+    spec_path = tmp_path / "m.csv"
+    write_manifest(manifest, spec_path, STUDY, ["MEL", "NV", "DF"], ["x"])
+    assert read_manifest(spec_path).pool == "inductive"
+    sizes = manifest[manifest["split"] == "test"].groupby("group").size()
+    test_group = sizes.index[sizes > 1][0]  # a lesion photographed more than once
+    edited = manifest.copy()
+    edited.loc[(edited["group"] == test_group).idxmax(), "split"] = "train"
+    edited.to_csv(spec_path, index=False)
+    with pytest.raises(LesionSSLError, match="leaks"):
+        read_manifest(spec_path)

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from lesionssl.config import CompareConfig, FinetuneConfig, PretrainConfig, SplitConfig, read_yaml, validate
+from lesionssl.config import COSINE_THRESHOLD, HASH_THRESHOLD, CompareConfig, FinetuneConfig, PretrainConfig, SplitConfig, read_yaml, validate
 from lesionssl.errors import LesionSSLError
 from lesionssl.progress import console
 
@@ -113,6 +113,24 @@ def pretrain(
     values = _merge(config, data=data, manifest=split_manifest, out=out, backbone=backbone, init=init, image_size=image_size, batch_size=batch_size, epochs=epochs, projector=[int(d) for d in projector.split(",")] if projector else None, lambd=lambd, recipe=recipe, augmentation=augmentation, lr=_lr(lr), precision=precision, resume=resume, seed=seed)
     path = run(validate(PretrainConfig, values, "pretrain"))
     console.print(f"backbone written to {path}")
+
+
+@app.command(epilog="Example: lesionssl audit --split split.csv --out audit")
+def audit(
+    split_manifest: Annotated[Path, typer.Option("--split", help="Manifest from `lesionssl split`.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for pairs.csv, summary.json and index.html.")] = Path("audit"),
+    features: Annotated[str, typer.Option(help="Cosine detector: 'thumbnail' (colour thumbnails) or a backbone: random | imagenet | PATH.")] = "thumbnail",
+    backbone: Annotated[str, typer.Option(help="Architecture of a backbone given as --features.")] = "resnet18",
+    hash_threshold: Annotated[int, typer.Option(help="Largest pHash Hamming distance (of 63 bits) that links a pair.")] = HASH_THRESHOLD,
+    cosine_threshold: Annotated[float, typer.Option(help="Smallest feature cosine that links a pair.")] = COSINE_THRESHOLD,
+) -> None:
+    """Find near-duplicate images across the splits of a manifest (pHash + feature cosine), with thumbnails."""
+    from lesionssl.data.audit import audit as run
+
+    result = run(split_manifest, out, features, backbone, hash_threshold, cosine_threshold)
+    cross = int(result.pairs["cross_split"].sum()) if len(result.pairs) else 0
+    console.print(f"{len(result.pairs)} near-duplicate pairs, {cross} across splits, {len(result.leaking)} leaking (evaluated image seen in training)", markup=False)
+    console.print(f"report written to {result.folder / 'index.html'}", markup=False)
 
 
 @app.command("augment-preview", epilog="Example: lesionssl augment-preview --data ../shared/data/skin-lesions --out grid.png --preset seed")

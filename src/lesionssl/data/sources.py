@@ -105,14 +105,14 @@ def read_ham10000(path: Path, images: Path | None = None, skip_missing: bool = F
 
 
 def read_path_label_csv(path: Path, skip_missing: bool = False) -> pd.DataFrame:
-    """Read a ``path,label`` CSV; relative paths are relative to the CSV's folder."""
+    """Read a ``path,label`` CSV (other columns kept as metadata, e.g. ``site``); relative paths
+    are relative to the CSV's folder."""
     table = _read_csv(path)
     files = table["path"].map(lambda p: (path.parent / p).resolve())
     exists = files.map(Path.is_file)
     if not exists.all() and not skip_missing:
         raise LesionSSLError(f"{path}: {int((~exists).sum())} listed files do not exist, e.g. {files[~exists].iloc[0]}")
-    out = table.assign(path=files.map(str), image=table["path"])[exists]
-    return out.drop(columns=[c for c in out.columns if c not in COLUMNS + list(GROUP_COLUMNS)])
+    return table.assign(path=files.map(str), image=table["path"])[exists]  # extra columns are metadata
 
 
 def read_shared_layout(root: Path, skip_missing: bool = False) -> pd.DataFrame:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from lesionssl.config import CompareConfig, FinetuneConfig, to_yaml
+from lesionssl.config import CompareConfig, FinetuneConfig, PretrainConfig, to_yaml
 from lesionssl.data.classes import resolve_class_order
 from lesionssl.data.sources import read_sources
 from lesionssl.data.split import SplitSpec, build_split, nested_budgets, pool_summary, read_manifest, split_table, write_manifest
@@ -105,13 +105,25 @@ def prepare_pretrained(config: CompareConfig, manifest: Path) -> Path:
     """Pretrain once (resuming an interrupted pretraining) and return the backbone file."""
     out = Path(config.out) / "pretrain"
     backbone = out / BACKBONE_FILE
+    settings = config.pretrain.model_copy(update={"manifest": manifest, "out": out, "backbone": config.finetune.backbone, "tracking": _experiment_tracking(config)})
     with file_lock(Path(config.out) / ".pretrain.lock"):
         if backbone.is_file():
+            check_pretrained(backbone, settings, int(read_manifest(manifest).table["pretrain"].sum()))
             return backbone
-        settings = config.pretrain.model_copy(update={"manifest": manifest, "out": out, "backbone": config.finetune.backbone, "tracking": _experiment_tracking(config)})
         settings.resume = (out / "checkpoints").is_dir()
         console.print(f"pretraining Barlow Twins -> {out}")
         return pretrain(settings)
+
+
+def check_pretrained(backbone: Path, settings: PretrainConfig, pool_images: int) -> None:
+    """Refuse a finished pretraining (of an earlier configuration, or copied from a GPU machine)
+    whose recorded settings differ from the experiment's."""
+    recorded = json.loads(backbone.with_suffix(".json").read_text()) if backbone.with_suffix(".json").is_file() else {}
+    expected = {"architecture": settings.backbone, "image_size": settings.image_size, "epochs": settings.epochs, "recipe": settings.recipe, "lambd": settings.resolved_lambd, "projector": settings.projector, "pool_images": pool_images}
+    differ = {k: (recorded[k], v) for k, v in expected.items() if k in recorded and recorded[k] != v}
+    if differ:
+        details = "; ".join(f"{k} {a} (recorded) vs {b} (this experiment)" for k, (a, b) in differ.items())
+        raise LesionSSLError(f"{backbone} was pretrained with other settings: {details}; move it away to pretrain again")
 
 
 def _experiment_tracking(config: CompareConfig):

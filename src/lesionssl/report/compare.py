@@ -21,7 +21,8 @@ from lesionssl.io import atomic_write, write_text
 from lesionssl.report.document import Document
 from lesionssl.report.published import PUBLISHED
 from lesionssl.report.plots import plot_confusion, plot_label_efficiency, plot_lr_curves, plot_per_class_f1, plot_pretrain_history
-from lesionssl.report.statistics import pairwise_table, summarize
+from lesionssl.report.labels_saved import format_budget, labels_saved
+from lesionssl.report.statistics import compare_pair, pairwise_table, summarize
 
 RESULT_COLUMNS = ["init", "seed", "accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "run_dir"]
 HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1")
@@ -52,6 +53,7 @@ def collect_runs(out: Path) -> tuple[pd.DataFrame, list[dict], list[str]]:
         metrics = metrics_from_predictions(run / "predictions.csv", recorded["classes"])
         row = {
             "init": run.parent.name, "seed": recorded["seed"], **{k: metrics[k] for k in HEADLINE}, "run_dir": str(run.relative_to(out)),
+            "protocol": recorded.get("protocol", "finetune"),
             "budget": recorded.get("budget_per_class"), "macro_auroc": metrics["macro_auroc"], "lr": recorded.get("lr"),
             "pretraining_pool": recorded.get("pretraining_pool"), "handling": _handling(recorded),
         }
@@ -59,7 +61,7 @@ def collect_runs(out: Path) -> tuple[pd.DataFrame, list[dict], list[str]]:
             external = metrics_from_predictions(run / "external" / name / "predictions.csv", recorded["classes"])
             row |= {f"{name}:{k}": external[k] for k in (*HEADLINE, "macro_auroc")}
         rows.append(row)
-        full.append({**metrics, "init": row["init"], "budget": row["budget"], "run": run})
+        full.append({**metrics, "init": row["init"], "budget": row["budget"], "protocol": row["protocol"], "run": run})
     return pd.DataFrame(rows), full, stale
 
 
@@ -159,6 +161,109 @@ def pairwise_frame(results: pd.DataFrame, order: list[str], metrics: tuple[str, 
     })
 
 
+PROTOCOL_TITLES = {
+    "finetune": "Fine-tuning (the transfer protocol)",
+    "linear": "Linear probe (frozen backbone, C chosen on the validation split)",
+    "knn": "kNN (frozen backbone, k nearest training images by cosine similarity)",
+}
+STUDY_METRICS = ("balanced_accuracy", "macro_f1", "macro_auroc", "accuracy")
+
+
+def test_set_names(results: pd.DataFrame) -> list[str]:
+    """``test`` and every external set with results."""
+    return ["test", *sorted({c.split(":")[0] for c in results.columns if ":" in c})]
+
+
+def test_set_view(results: pd.DataFrame, test_set: str) -> pd.DataFrame:
+    """The runs with the metric columns of one test set under their plain names."""
+    if test_set == "test":
+        return results
+    prefix = f"{test_set}:"
+    columns = {c: c.removeprefix(prefix) for c in results.columns if c.startswith(prefix)}
+    return results.drop(columns=[c for c in STUDY_METRICS if c in results]).rename(columns=columns)
+
+
+def score_table(frame: pd.DataFrame, order: list[str]) -> pd.DataFrame:
+    """Per initialisation: runs, then mean [95% t-interval] of each study metric."""
+    rows = []
+    for init in order:
+        runs = frame[frame["init"] == init]
+        row = {"initialisation": init, "runs": len(runs)}
+        for metric in STUDY_METRICS:
+            s = summarize(runs[metric].dropna().to_numpy(float)) if metric in runs else summarize(np.array([]))
+            row[metric.replace("_", " ")] = f"{_fmt(s['mean'], 3)} [{_fmt(s['ci_low'], 3)}, {_fmt(s['ci_high'], 3)}]"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def paired_table(frame: pd.DataFrame, order: list[str]) -> pd.DataFrame:
+    """Each later initialisation against the first, paired over seeds: difference, 95% CI, p."""
+    rows = []
+    for other in order[1:]:
+        for metric in STUDY_METRICS:
+            if metric not in frame:
+                continue
+            c = compare_pair(frame[frame["init"] == other], frame[frame["init"] == order[0]], metric)
+            rows.append({
+                "comparison": f"{other} - {order[0]}", "metric": metric.replace("_", " "), "paired difference": _fmt(c.get("paired_difference"), 3),
+                "paired 95% CI": f"[{_fmt(c.get('paired_ci_low'), 3)}, {_fmt(c.get('paired_ci_high'), 3)}]", "paired p": _fmt(c.get("paired_p"), 4), "seeds": c["n_paired"],
+            })
+    return pd.DataFrame(rows)
+
+
+def _study(doc: Document, results: pd.DataFrame, order: list[str]) -> None:
+    """Every protocol, budget and test set in its own tables."""
+    budgets = sorted(b for b in results["budget"].dropna().unique()) or [None]
+    doc.heading("Results by protocol, label budget and test set")
+    doc.paragraph(
+        "Mean over seeds with the 95% t-interval; differences are paired over the seeds both initialisations share "
+        "(a seed fixes the labelled images, so both saw the same labels), with the t-interval of the paired differences and the paired t-test."
+    )
+    for protocol in [p for p in PROTOCOL_TITLES if p in set(results["protocol"])]:
+        doc.heading(PROTOCOL_TITLES[protocol], 3)
+        runs = results[results["protocol"] == protocol]
+        for test_set in test_set_names(runs):
+            view = test_set_view(runs, test_set)
+            for budget in budgets:
+                frame = view if budget is None else view[view["budget"] == budget]
+                if frame.empty:
+                    continue
+                doc.heading(f"{protocol} · {test_set}" + (f" · {int(budget)} labels per class" if budget is not None else ""), 4)
+                doc.table(score_table(frame, order))
+                if len(order) > 1:
+                    doc.table(paired_table(frame, order))
+
+
+def _labels_saved(doc: Document, out: Path, results: pd.DataFrame, order: list[str]) -> None:
+    """Labels per class the first initialisation needs to match each other one, per protocol and test set."""
+    budgets = sorted(int(b) for b in results["budget"].dropna().unique())
+    doc.heading("Labels saved")
+    doc.paragraph(
+        f"How many labels per class **{order[0]}** needs to reach each other initialisation's mean balanced accuracy at each budget: "
+        "interpolated linearly in log(budget) on its label-efficiency curve; 95% bootstrap interval over seeds (resampled jointly for both). "
+        f"`> {max(budgets)}`: not reached within the measured budgets; `<= {min(budgets)}`: reached already at the smallest."
+    )
+    rows = []
+    for protocol in [p for p in PROTOCOL_TITLES if p in set(results["protocol"])]:
+        runs = results[results["protocol"] == protocol]
+        for test_set in test_set_names(runs):
+            view = test_set_view(runs, test_set)
+            for other in order[1:]:
+                table = labels_saved(view, order[0], other)
+                for r in table.to_dict("records"):
+                    rows.append({
+                        "protocol": protocol, "test set": test_set, "initialisation": other, "labels per class": r["budget"],
+                        "its balanced accuracy": _fmt(r["other_score"], 3), f"{order[0]} at this budget": _fmt(r["baseline_score"], 3),
+                        f"{order[0]} needs": format_budget(r["labels_needed"], budgets),
+                        "95% CI": f"[{format_budget(r['ci_low'], budgets)}, {format_budget(r['ci_high'], budgets)}]",
+                        "ratio": "n/a" if np.isinf(r["ratio"]) or r["labels_needed"] <= min(budgets) else f"{r['ratio']:.2f}",
+                    })
+    saved = pd.DataFrame(rows)
+    if not saved.empty:
+        atomic_write(out / "labels_saved.csv", lambda tmp: saved.to_csv(tmp, index=False))
+        doc.table(saved)
+
+
 def _figures(doc: Document, out: Path, full: list[dict], results: pd.DataFrame, order: list[str], experiment: dict) -> None:
     figures = out / "figures"
     doc.heading("Figures")
@@ -201,16 +306,22 @@ def _augmentation_gallery(out: Path, experiment: dict, path: Path) -> None:
 
 def _label_efficiency(doc: Document, out: Path, results: pd.DataFrame, order: list[str]) -> None:
     rows = []
-    for (init, budget), runs in results.groupby(["init", "budget"]):
-        for metric in ("accuracy", "balanced_accuracy"):
-            rows.append({"init": init, "budget": budget, "metric": metric, **summarize(runs[metric].to_numpy(float))})
+    for protocol in [p for p in PROTOCOL_TITLES if p in set(results["protocol"])]:
+        runs = results[results["protocol"] == protocol]
+        for test_set in test_set_names(runs):
+            view = test_set_view(runs, test_set)
+            for (init, budget), group in view.groupby(["init", "budget"]):
+                for metric in ("accuracy", "balanced_accuracy"):
+                    rows.append({"protocol": protocol, "test set": test_set, "init": init, "budget": budget, "metric": metric, **summarize(group[metric].to_numpy(float))})
     summary = pd.DataFrame(rows)
     summary["init"] = pd.Categorical(summary["init"], order)
-    summary = summary.sort_values(["init", "metric", "budget"])
-    plot_label_efficiency(summary, out / "figures" / "label_efficiency.png")
+    summary = summary.sort_values(["protocol", "test set", "init", "metric", "budget"])
     doc.heading("Label efficiency")
-    doc.image(out / "figures" / "label_efficiency.png", "Accuracy and balanced accuracy vs labelled images per class (mean, 95% CI band)")
-    doc.table(summary.assign(mean=summary["mean"].map(_fmt), ci=[f"[{_fmt(a)}, {_fmt(b)}]" for a, b in zip(summary["ci_low"], summary["ci_high"])])[["init", "budget", "metric", "n", "mean", "ci"]])
+    for (protocol, test_set), part in summary.groupby(["protocol", "test set"], sort=False):
+        path = out / "figures" / f"label_efficiency_{protocol}_{test_set}.png"
+        plot_label_efficiency(part, path, title=f"{protocol}, {test_set}")
+        doc.image(path, f"{protocol}, {test_set}: accuracy and balanced accuracy vs labelled images per class (mean, 95% CI band)")
+    doc.table(summary.assign(mean=summary["mean"].map(_fmt), ci=[f"[{_fmt(a)}, {_fmt(b)}]" for a, b in zip(summary["ci_low"], summary["ci_high"])])[["protocol", "test set", "init", "budget", "metric", "n", "mean", "ci"]])
 
 
 def write_report(out: Path, inits: dict[str, str] | None = None) -> Path:
@@ -223,17 +334,20 @@ def write_report(out: Path, inits: dict[str, str] | None = None) -> Path:
     order = [i for i in (inits or {}) if i in present] + sorted(set(present) - set(inits or {}))
     budgets = sorted(b for b in results["budget"].dropna().unique())
     (out / "figures").mkdir(exist_ok=True)
-    atomic_write(out / "results.csv", lambda tmp: results[[*RESULT_COLUMNS, "budget", "macro_auroc", "lr"]].to_csv(tmp, index=False))
+    atomic_write(out / "results.csv", lambda tmp: results[[*RESULT_COLUMNS, "budget", "macro_auroc", "lr", "protocol", *[c for c in results.columns if ":" in c]]].to_csv(tmp, index=False))
 
     experiment = yaml.safe_load((out / "experiment.yaml").read_text()) if (out / "experiment.yaml").is_file() else {}
     main_budget = budgets[-1] if budgets else None
-    main = results if main_budget is None else results[results["budget"] == main_budget]
-    main_full = [m for m in full if main_budget is None or m["budget"] == main_budget]
+    protocols = [p for p in PROTOCOL_TITLES if p in set(results["protocol"])]
+    main_protocol = protocols[0] if "finetune" not in protocols else "finetune"
+    main = results[(results["protocol"] == main_protocol) & ((results["budget"] == main_budget) if main_budget is not None else True)]
+    main_full = [m for m in full if m["protocol"] == main_protocol and (main_budget is None or m["budget"] == main_budget)]
     doc = Document("lesionssl comparison report")
     doc.paragraph(
         "Test-set results of every finished run, recomputed from the runs' `predictions.csv`. Nothing was selected on the test set: "
         "each run trains a fixed protocol (or selects on the validation split) and is evaluated once."
-        + (f" Tables below are for the largest label budget, {main_budget} images per class." if len(budgets) > 1 else "")
+        + (f" The seed study's tables below are for the largest label budget, {main_budget} images per class." if len(budgets) > 1 else "")
+        + (f" They show the {main_protocol} protocol; every protocol, budget and test set follows in its own tables." if len(protocols) > 1 or len(budgets) > 1 else "")
     )
     if stale:
         doc.paragraph(f"{len(stale)} finished run(s) from an earlier configuration of this experiment are left out: " + ", ".join(f"`{s}`" for s in stale) + ".")
@@ -258,8 +372,12 @@ def write_report(out: Path, inits: dict[str, str] | None = None) -> Path:
         doc.heading(f"External test set: {name} (domain shift)")
         doc.table(summary_table(main, order, prefix=f"{name}:"))
         doc.table(metric_table(main.rename(columns=lambda c: c.split(":", 1)[1] if c.startswith(f"{name}:") else c), order, ("balanced_accuracy", "macro_auroc")))
+    if len(protocols) > 1 or len(budgets) > 1:
+        _study(doc, results, order)
     if len(budgets) > 1:
         _label_efficiency(doc, out, results, order)
+        if len(order) > 1:
+            _labels_saved(doc, out, results, order)
     _figures(doc, out, main_full, main, order, experiment)
     doc.heading("Unlabelled data used for pretraining")
     pools = results.dropna(subset=["pretraining_pool"]).groupby("init")["pretraining_pool"].first().to_dict()
@@ -275,8 +393,8 @@ def write_report(out: Path, inits: dict[str, str] | None = None) -> Path:
         for handling in sorted(set(results.loc[results["init"] == init, "handling"])):
             doc.paragraph(f"**{init}**: {handling}.")
     doc.heading("Runs")
-    runs = results[["init", "budget", "seed", "accuracy", "balanced_accuracy", "macro_f1", "lr", "run_dir"]].copy()
-    runs["lr"] = runs["lr"].map(lambda v: f"{v:.3g}")
+    runs = results[["protocol", "init", "budget", "seed", "accuracy", "balanced_accuracy", "macro_f1", "lr", "run_dir"]].copy()
+    runs["lr"] = runs["lr"].map(lambda v: "-" if pd.isna(v) else f"{v:.3g}")
     doc.table(runs.round(4))
     write_text(out / "report.md", doc.to_markdown(out))
     write_text(out / "report.html", doc.to_html())

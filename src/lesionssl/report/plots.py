@@ -90,14 +90,17 @@ def plot_lr_curves(curves: dict[str, list[pd.DataFrame]], chosen: dict[str, list
     _save(fig, path)
 
 
-def plot_label_efficiency(summary: pd.DataFrame, path: Path) -> None:
+def plot_label_efficiency(summary: pd.DataFrame, path: Path, title: str = "") -> None:
     """Accuracy and balanced accuracy vs labels per class, mean with 95% CI bands."""
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    if title:
+        fig.suptitle(title, fontsize=10)
     for ax, metric in zip(axes, ("accuracy", "balanced_accuracy")):
         for init, rows in summary[summary["metric"] == metric].groupby("init", sort=False):
             rows = rows.sort_values("budget")
             ax.plot(rows["budget"], rows["mean"], marker="o", label=init)
             ax.fill_between(rows["budget"], rows["ci_low"], rows["ci_high"], alpha=0.2)
+        ax.set_xticks(sorted(summary["budget"].unique()), [str(int(b)) for b in sorted(summary["budget"].unique())])
         ax.set(xscale="log", xlabel="labelled images per class", ylabel=metric.replace("_", " "), title=metric.replace("_", " "))
         ax.legend(fontsize=8)
     _save(fig, path)

@@ -1,9 +1,9 @@
 """Across-run statistics: per-initialisation summaries and pairwise comparisons.
 
 For each metric: mean, sample std (n - 1) and a 95% t-interval of the mean. For each pair of
-initialisations: difference of means with Welch's 95% CI, Welch's t-test, a paired t-test over the
-seeds both share (runs with the same seed share the split, data order and head initialisation),
-and Hedges' g. With fewer than 3 runs per side no conclusion is drawn.
+initialisations: difference of means with Welch's 95% CI, Welch's t-test, the mean paired
+difference over the seeds both share with its 95% t-interval and paired t-test (runs with the
+same seed share the labelled images, data order and head initialisation), and Hedges' g. With fewer than 3 runs per side no conclusion is drawn.
 """
 
 from __future__ import annotations
@@ -49,10 +49,12 @@ def compare_pair(a: pd.DataFrame, b: pd.DataFrame, metric: str) -> dict[str, flo
         dof = (va + vb) ** 2 / (va**2 / (len(x) - 1) + vb**2 / (len(y) - 1)) if se > 0 else math.inf
         half = stats.t.ppf(0.975, dof) * se if se > 0 else 0.0
         out |= {"ci_low": diff - half, "ci_high": diff + half, "welch_p": float(stats.ttest_ind(x, y, equal_var=False).pvalue) if se > 0 else math.nan}
-    paired = a.merge(b, on="seed", suffixes=("_a", "_b"))
+    paired = a.merge(b, on="seed", suffixes=("_a", "_b")).dropna(subset=[f"{metric}_a", f"{metric}_b"])
     out["n_paired"] = len(paired)
     if len(paired) > 1:
-        differences = paired[f"{metric}_a"] - paired[f"{metric}_b"]
+        differences = (paired[f"{metric}_a"] - paired[f"{metric}_b"]).to_numpy(float)
+        paired_summary = summarize(differences)
+        out |= {"paired_difference": paired_summary["mean"], "paired_ci_low": paired_summary["ci_low"], "paired_ci_high": paired_summary["ci_high"]}
         out["paired_p"] = float(stats.ttest_rel(paired[f"{metric}_a"], paired[f"{metric}_b"]).pvalue) if differences.std() > 0 else math.nan
     out["hedges_g"] = hedges_g(x, y)
     out["note"] = "" if min(len(x), len(y)) >= MIN_RUNS else f"fewer than {MIN_RUNS} runs per side: no conclusion"

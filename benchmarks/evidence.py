@@ -1,4 +1,4 @@
-"""Pretraining evidence on one GPU, in one timed call: ablations, the engine diagnosis, a long run.
+"""Pretraining evidence: ablations, the engine diagnosis and a long run (GPU), ablations (CPU).
 
 Every job is a real ``lesionssl pretrain`` (the library, not a copy), followed by a frozen-feature
 probe. Two probe protocols:
@@ -15,10 +15,14 @@ Jobs run as subprocesses, several at once on the one GPU; the long run starts fi
 others queue by priority. Everything stops at ``--deadline`` seconds; what finished is in
 ``results.jsonl``, and the long run's backbone comes back in three safetensors parts.
 
+``ablate`` runs the recipe ablations one after another on a random subset of the pool (e.g. on
+a CPU): ``python benchmarks/evidence.py ablate --manifest runs/shared-evidence/manifest.csv
+--out runs/ablations --pool-subset 3000 --size 32 --epochs 10``.
+
 Usage (on the GPU machine, from the repository root):
-    python benchmarks/evidence_gpu.py run --bundle .gpu --out $OUT --deadline 520
+    python benchmarks/evidence.py run --bundle .gpu --out $OUT --deadline 520
 The bundle (images re-encoded at the 64 px store size, manifests) is made on the CPU machine by
-``python benchmarks/evidence_gpu.py bundle --manifest ev-split.csv
+``python benchmarks/evidence.py bundle --manifest ev-split.csv
 --reference ref-split.csv --out .gpu``; it is never committed.
 """
 
@@ -353,6 +357,52 @@ def run(args: argparse.Namespace) -> None:
         print(record["name"], {k: round(v, 4) for k, v in result.items() if isinstance(v, float)}, record.get("pretrain", {}).get("pairs_per_s"), flush=True)
 
 
+#: CPU ablations of the small-data recipe: (name, settings changed from it).
+ABLATIONS = [
+    ("random-weights", {"init_only": True}),
+    ("small-data", {}),
+    ("augmentation-official", {"augmentation": "official"}),
+    ("augmentation-seed", {"augmentation": "seed"}),
+    ("crop-0.08", {"augment": {"crop_scale": [0.08, 1.0]}}),
+    ("lambda-1/d", {"lambd": 1 / 2048}),
+    ("lr-find", {"lr": "find"}),
+    ("lr-3e-3", {"lr": 3e-3}),
+    ("lr-3e-4", {"lr": 3e-4}),
+    ("projector-512x2", {"projector": [512, 512]}),
+    ("projector-4096x2", {"projector": [4096, 4096]}),
+    ("batch-64", {"batch_size": 64}),
+    ("batch-256", {"batch_size": 256}),
+    ("size-48", {"image_size": 48}),
+]
+
+
+def ablate(args: argparse.Namespace) -> None:
+    """Each ablation as a ``job`` on a random subset of the pool, one after another (CPU)."""
+    import pandas as pd
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = pd.read_csv(args.manifest, dtype=str, keep_default_na=False)
+    pool = np.flatnonzero(table["pretrain"].astype(int).to_numpy() == 1)
+    keep = np.random.default_rng(0).choice(pool, size=min(args.pool_subset, len(pool)), replace=False)
+    table["pretrain"] = 0
+    table.loc[keep, "pretrain"] = 1
+    manifest = out / "manifest.csv"
+    table.to_csv(manifest, index=False)
+    (out / "manifest.json").write_text(Path(args.manifest).with_suffix(".json").read_text())
+    results = out / "results.jsonl"
+    finished = {json.loads(line)["name"] for line in open(results) if '"stage"' not in line} if results.is_file() else set()
+    for name, changes in ABLATIONS:
+        if name in finished or (args.only and name not in args.only):
+            continue
+        settings = {"image_size": args.size, "epochs": args.epochs, "tracking": {"tensorboard": False, "mlflow": False}, **changes}
+        spec = {"name": name, "manifest": str(manifest), "probe": "dev", "settings": settings, "out": str(out / "runs" / name.replace("/", "-"))}
+        spec_file = out / f"{name.replace('/', '-')}.json"
+        spec_file.write_text(json.dumps(spec))
+        print(f"{name}: {changes}", flush=True)
+        subprocess.run([sys.executable, __file__, "job", "--spec", str(spec_file), "--results", str(results)], check=False)
+
+
 def _split(backbone: Path, out: Path, parts: int = 4) -> None:
     """The backbone's tensors in ``parts`` safetensors files of similar size (largest first into
     the lightest part), each under the 16 MiB a device call returns per file."""
@@ -384,11 +434,18 @@ def main() -> None:
     r.add_argument("--min-long-epochs", type=int, default=50)
     r.add_argument("--max-long-epochs", type=int, default=400)
     r.add_argument("--ref-epochs", type=int, default=6)
+    a = sub.add_parser("ablate")
+    a.add_argument("--manifest", required=True)
+    a.add_argument("--out", required=True)
+    a.add_argument("--pool-subset", type=int, default=3000)
+    a.add_argument("--size", type=int, default=32)
+    a.add_argument("--epochs", type=int, default=10)
+    a.add_argument("--only", nargs="*", default=[])
     j = sub.add_parser("job")
     j.add_argument("--spec", required=True)
     j.add_argument("--results", required=True)
     args = parser.parse_args()
-    {"bundle": bundle, "run": run, "job": job}[args.command](args)
+    {"bundle": bundle, "run": run, "job": job, "ablate": ablate}[args.command](args)
 
 
 if __name__ == "__main__":
