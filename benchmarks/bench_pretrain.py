@@ -1,7 +1,7 @@
 """Pretraining throughput: a lesionssl Barlow Twins epoch vs what users run today.
 
 * **lesionssl**: the decode-once store, uint8 batches, batch-level augmentation on the training
-  device, ``BarlowTwinsModule`` in Lightning - the code ``lesionssl pretrain`` runs.
+  device, ``SelfSupervisedModule`` (Barlow Twins) in Lightning - the code ``lesionssl pretrain`` runs.
 * **baseline**: an ImageFolder-style dataset (PIL decode of every file, every epoch), lightly's
   ``BYOLTransform`` (the official Barlow Twins views, per image, PIL), lightly's
   ``BarlowTwinsProjectionHead`` and ``BarlowTwinsLoss`` in a plain PyTorch loop.
@@ -30,14 +30,15 @@ import torchvision
 from common import SHARED_IMAGES, FileDataset, LightningClock, PeakMemory, StepClock, device_name, emit, image_set, workdir
 from torch.utils.data import DataLoader
 
-from lesionssl.augment.batch import bt_views
+from lesionssl.augment.batch import two_views
 from lesionssl.config import RuntimeConfig
 from lesionssl.data.loaders import pretrain_loader
 from lesionssl.data.store import build_store, stored_size
 from lesionssl.engine import make_trainer
-from lesionssl.models.heads import BarlowTwinsProjector
+from lesionssl.models.heads import ProjectionHead
 from lesionssl.optim.one_cycle import set_hyperparameters
-from lesionssl.pretrain.module import BarlowTwinsModule
+from lesionssl.pretrain.methods import get_method
+from lesionssl.pretrain.module import SelfSupervisedModule
 
 LR = 1e-4
 
@@ -78,16 +79,17 @@ def run_baseline(paths: list[str], args, device: str) -> dict:
     return {"baseline_pairs_per_s": clock.rate(args.batch_size), **memory.result("baseline")}
 
 
-def _module(args, views) -> BarlowTwinsModule:
+def _module(args, views) -> SelfSupervisedModule:
     torch.manual_seed(0)
     backbone = _backbone(args.backbone)
     features = backbone(torch.zeros(2, 3, 32, 32)).shape[1]
-    module = BarlowTwinsModule(backbone, BarlowTwinsProjector(features, args.projector), args.lambd, channels_last=args.channels_last, views=views)
+    method = get_method("barlow_twins", {"projector": args.projector, "lambd": args.lambd})
+    module = SelfSupervisedModule(backbone, ProjectionHead(features, args.projector), method, channels_last=args.channels_last, views=views)
     set_hyperparameters(module.persistent_optimizer(), LR)
     return module
 
 
-def _fit(module: BarlowTwinsModule, data, args, device: str) -> float:
+def _fit(module: SelfSupervisedModule, data, args, device: str) -> float:
     clock = LightningClock(args.warmup)
     runtime = RuntimeConfig(accelerator="gpu" if device == "cuda" else "cpu", precision=args.precision)
     make_trainer(runtime, 1, [clock]).fit(module, data)
@@ -99,7 +101,7 @@ def run_lesionssl(paths: list[str], args, device: str) -> dict:
     images = build_store(paths, stored_size(args.size), "decoding images")
     build_s = time.perf_counter() - started
     data = pretrain_loader(images, np.arange(len(paths)), args.batch_size, args.lesionssl_workers, seed=0, pin_memory=device == "cuda")
-    views = bt_views("official", args.size, "imagenet")
+    views = two_views("official", args.size, "imagenet")
     with PeakMemory() as memory:
         rate = _fit(_module(args, views), data, args, device)
     result = {"lesionssl_pairs_per_s": rate, "lesionssl_store_build_s": round(build_s, 2), **memory.result("lesionssl")}

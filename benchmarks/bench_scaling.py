@@ -23,16 +23,17 @@ import torch
 import torchvision
 from common import SHARED_IMAGES, LightningClock, emit, source_images, workdir
 
-from lesionssl.augment.batch import bt_views
+from lesionssl.augment.batch import two_views
 from lesionssl.config import RuntimeConfig
 from lesionssl.data.loaders import pretrain_loader
 from lesionssl.data.store import build_store, stored_size
 from lesionssl.engine import make_trainer
 from lesionssl.experiment.compare import compare
 from lesionssl.experiment.demo import demo_config
-from lesionssl.models.heads import BarlowTwinsProjector
+from lesionssl.models.heads import ProjectionHead
 from lesionssl.optim.one_cycle import set_hyperparameters
-from lesionssl.pretrain.module import BarlowTwinsModule
+from lesionssl.pretrain.methods import get_method
+from lesionssl.pretrain.module import SelfSupervisedModule
 
 
 def epoch_time(count: int, size: int, batch_size: int) -> dict:
@@ -43,7 +44,7 @@ def epoch_time(count: int, size: int, batch_size: int) -> dict:
     torch.manual_seed(0)
     backbone = torchvision.models.resnet18()
     backbone.fc = torch.nn.Identity()
-    module = BarlowTwinsModule(backbone, BarlowTwinsProjector(512, [2048, 2048]), 1 / 2048, views=bt_views("official", size, "imagenet"))
+    module = SelfSupervisedModule(backbone, ProjectionHead(512, [2048, 2048]), get_method("barlow_twins", {"projector": [2048, 2048], "lambd": 1 / 2048}), views=two_views("official", size, "imagenet"))
     set_hyperparameters(module.persistent_optimizer(), 1e-4)
     data = pretrain_loader(images, np.arange(len(paths)), batch_size, 0, seed=0)
     clock = LightningClock(warmup=0)

@@ -97,15 +97,15 @@ def calibrate(size: int = 64, batch: int = 128, steps: int = 30) -> float:
     """Model-only pairs/s of the default recipe's step (bf16, channels_last), no loader."""
     import torch
 
-    from lesionssl.augment.batch import bt_views
+    from lesionssl.augment.batch import two_views
     from lesionssl.models.backbones import build_backbone, feature_dim
-    from lesionssl.models.heads import BarlowTwinsProjector
-    from lesionssl.pretrain.loss import barlow_twins_loss
-    from lesionssl.pretrain.module import BarlowTwinsModule
+    from lesionssl.pretrain.methods import get_method
+    from lesionssl.pretrain.module import SelfSupervisedModule
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     backbone, _ = build_backbone("resnet18", "random")
-    module = BarlowTwinsModule(backbone, BarlowTwinsProjector(feature_dim(backbone), [2048, 2048]), 0.0051, 1e-5, True, None, bt_views("small-data", size, "imagenet")).to(device)
+    method = get_method("barlow_twins", {"projector": [2048, 2048], "lambd": 0.0051})
+    module = SelfSupervisedModule(backbone, method.projector(feature_dim(backbone)), method, 1e-5, True, None, two_views("small-data", size, "imagenet")).to(device)
     optimizer = module.persistent_optimizer()
     images = torch.randint(0, 255, (batch, 3, round(size * 1.14), round(size * 1.14)), dtype=torch.uint8, device=device)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
@@ -115,7 +115,7 @@ def calibrate(size: int = 64, batch: int = 128, steps: int = 30) -> float:
             started = time.time()
         view_a, view_b = module.views(images)
         with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
-            loss = barlow_twins_loss(module(view_a), module(view_b), 0.0051).loss
+            loss = method.loss(module(view_a), module(view_b)).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

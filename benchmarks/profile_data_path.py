@@ -17,7 +17,7 @@ import torch
 from common import SHARED_IMAGES, device_name, emit, image_set, workdir
 from torch.profiler import ProfilerActivity, profile
 
-from lesionssl.augment.batch import bt_views
+from lesionssl.augment.batch import two_views
 from lesionssl.data.loaders import pretrain_loader
 from lesionssl.data.store import build_store, stored_size
 
@@ -41,7 +41,7 @@ def main() -> None:
     paths = image_set(args.images, args.source, (args.batches + 1) * args.batch_size, workdir(args.workdir))
     images = build_store(paths, stored_size(args.size), "decoding images")
     data = pretrain_loader(images, np.arange(len(paths)), args.batch_size, args.workers, seed=0, pin_memory=args.device == "cuda")
-    views = bt_views("official", args.size, "imagenet").to(args.device)
+    views = two_views("official", args.size, "imagenet").to(args.device)
 
     batches = iter(data)
     next(batches)

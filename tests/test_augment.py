@@ -9,7 +9,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from lesionssl.augment import batch as B
 from lesionssl.augment.preview import augment_preview
-from lesionssl.augment.views import BT_PRESETS, EXTRAS
+from lesionssl.augment.views import PAIR_PRESETS, EXTRAS
 
 
 def _images(n=4, size=40, seed=0):
@@ -24,11 +24,11 @@ def _smooth_image(size=40):
     return (image * 255).round().byte()
 
 
-@pytest.mark.parametrize("preset", sorted(BT_PRESETS))
+@pytest.mark.parametrize("preset", sorted(PAIR_PRESETS))
 @pytest.mark.parametrize("normalize", ["imagenet", "none"])
 def test_views_have_the_training_shape_and_differ(preset, normalize):
     torch.manual_seed(0)
-    a, b = B.bt_views(preset, 32, normalize, EXTRAS)(_images())
+    a, b = B.two_views(preset, 32, normalize, EXTRAS)(_images())
     assert a.shape == b.shape == (4, 3, 32, 32) and a.dtype == torch.float32
     assert not torch.equal(a, b)
     if normalize == "none":
@@ -36,38 +36,38 @@ def test_views_have_the_training_shape_and_differ(preset, normalize):
 
 
 def test_official_preset_matches_the_paper():
-    first, second = B.bt_view_specs("official", 224, "imagenet")
+    first, second = B.two_view_specs("official", 224, "imagenet")
     assert first.crop_scale == (0.08, 1.0) and first.interpolation == "bicubic" and first.flip_p == 0.5
     assert first.jitter == pytest.approx((0.4, 0.4, 0.2, 0.1)) and first.jitter_p == 0.8 and first.grayscale_p == 0.2
     assert (first.blur_p, second.blur_p, first.solarize_p, second.solarize_p) == (1.0, 0.1, 0.0, 0.2)
     assert first.blur_kernel == 23 and first.rotation_p == 0 and first.blur_sigma == pytest.approx((0.1, 2.0))
-    seed, _ = B.bt_view_specs("seed", 64, "none")
+    seed, _ = B.two_view_specs("seed", 64, "none")
     assert seed.crop_scale == (0.7, 1.0) and seed.jitter == pytest.approx((0.24, 0.24, 0.12, 0.06)) and seed.rotation_degrees == 45
 
 
 def test_blur_sigma_is_stated_at_224_px_and_scales_with_the_view():
     for size in (32, 64, 224):
-        first, _ = B.bt_view_specs("official", size, "none")
+        first, _ = B.two_view_specs("official", size, "none")
         assert first.blur_sigma == pytest.approx((0.1 * size / 224, 2.0 * size / 224))
 
 
 def test_small_data_preset_and_overrides():
     from dataclasses import replace
 
-    from lesionssl.augment.views import BT_PRESETS
+    from lesionssl.augment.views import PAIR_PRESETS
 
-    first, second = B.bt_view_specs("small-data", 64, "imagenet")
+    first, second = B.two_view_specs("small-data", 64, "imagenet")
     assert first.crop_scale == (0.25, 1.0) and first.rotate90_p == 0.75 and first.jitter[3] == pytest.approx(0.02)
     assert (first.solarize_p, second.solarize_p, first.blur_p, second.blur_p) == (0.0, 0.0, 0.5, 0.1)
-    wider, _ = B.bt_view_specs(replace(BT_PRESETS["small-data"], crop_scale=(0.08, 1.0)), 64, "imagenet")
+    wider, _ = B.two_view_specs(replace(PAIR_PRESETS["small-data"], crop_scale=(0.08, 1.0)), 64, "imagenet")
     assert wider.crop_scale == (0.08, 1.0) and wider.rotate90_p == 0.75
 
 
 def test_unknown_preset_or_extra_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown augmentation preset"):
-        B.bt_view_specs("simclr", 32, "none")
+        B.two_view_specs("simclr", 32, "none")
     with pytest.raises(ValueError, match="unknown extra"):
-        B.bt_view_specs("seed", 32, "none", ("mixup",))
+        B.two_view_specs("seed", 32, "none", ("mixup",))
 
 
 def test_each_image_gets_its_own_crop():
@@ -80,7 +80,7 @@ def test_each_image_gets_its_own_crop():
 
 def test_parameters_are_independent_per_image_at_the_stated_rates():
     torch.manual_seed(0)
-    spec, _ = B.bt_view_specs("official", 32, "none")
+    spec, _ = B.two_view_specs("official", 32, "none")
     params = B.BatchView(spec).sample(4000, 40, 40)
     assert params["flip"].float().mean() == pytest.approx(0.5, abs=0.03)
     assert params["jitter"].float().mean() == pytest.approx(0.8, abs=0.03)
@@ -182,10 +182,10 @@ def _reference_pipeline(spec: B.ViewSpec) -> v2.Compose:
     ])
 
 
-@pytest.mark.parametrize("preset", sorted(BT_PRESETS))
+@pytest.mark.parametrize("preset", sorted(PAIR_PRESETS))
 def test_views_match_the_per_image_definition_in_distribution(preset):
     torch.manual_seed(0)
-    first, second = B.bt_view_specs(preset, 32, "none")
+    first, second = B.two_view_specs(preset, 32, "none")
     image = _smooth_image(36)
     n = 600
     for spec in (first, second):
@@ -227,7 +227,7 @@ def test_augment_preview_draws_original_plus_two_views(synthetic, tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_views_on_the_gpu_equal_the_cpu_for_the_same_parameters():
     torch.manual_seed(0)
-    spec, _ = B.bt_view_specs("official", 32, "imagenet", ("rotate90", "cutout", "sobel"))
+    spec, _ = B.two_view_specs("official", 32, "imagenet", ("rotate90", "cutout", "sobel"))
     view, images = B.BatchView(spec), _images(16)
     params = view.sample(16, 40, 40)
     cpu = view.apply(images, params)

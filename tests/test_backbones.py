@@ -13,9 +13,10 @@ from safetensors.torch import load_file, save_file
 from lesionssl.errors import LesionSSLError
 from lesionssl.models import backbones
 from lesionssl.models.backbones import build_backbone, read_state_dict, split_prefixed
-from lesionssl.pretrain.module import BarlowTwinsModule
+from lesionssl.pretrain.methods import get_method
+from lesionssl.pretrain.module import SelfSupervisedModule
 from lesionssl.pretrain.run import export_backbone
-from lesionssl.models.heads import BarlowTwinsProjector
+from lesionssl.models.heads import ProjectionHead
 
 
 def _reference_state(seed=0):
@@ -71,7 +72,7 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
 
 def test_exported_backbone_loads_in_torchvision_and_timm_with_only_fc_missing(tmp_path):
     backbone, _ = build_backbone("resnet18", "random")
-    module = BarlowTwinsModule(backbone, BarlowTwinsProjector(512, [16]), 0.1)
+    module = SelfSupervisedModule(backbone, ProjectionHead(512, [16]), get_method("barlow_twins", {"projector": [16], "lambd": 0.1}))
     path = export_backbone(module, tmp_path, {"architecture": "resnet18"})
     for state in (load_file(str(path)), torch.load(tmp_path / "backbone.pth", weights_only=True)):
         result = torchvision.models.resnet18().load_state_dict(state, strict=False)

@@ -51,21 +51,21 @@ def test_pretrain_writes_backbone_history_and_provenance(synthetic_manifest, tmp
     assert meta["pool"] == "inductive" and meta["architecture"] == "resnet18"
     assert meta["pool_images"] == len(read_manifest(synthetic_manifest).pretrain_rows())
     history = pd.read_csv(tmp_path / "bt" / "history.csv")
-    assert list(history["stage"]) == ["warmup", "bt"] and np.isfinite(history["loss"]).all()
+    assert list(history["stage"]) == ["warmup", "pretrain"] and np.isfinite(history["loss"]).all()
     assert (history["invariance"] > 0).all()
     written = (tmp_path / "bt" / "config.yaml").read_text()
     assert "recipe: small-data" in written and "lambd: 0.0051" in written and "crop_scale:\n    - 0.25" in written  # the recipe's settings, resolved
     seed = validate(PretrainConfig, {"recipe": "seed", "projector": [64, 64]})
-    assert seed.lambd is None and seed.resolved_lambd == 1 / 64 and seed.lr == "find" and seed.resolved_projector_warmup_epochs == 1
+    assert seed.method_kwargs["lambd"] is None and seed.build_method().lambd == 1 / 64 and seed.lr == "find" and seed.resolved_projector_warmup_epochs == 1
 
 
 def test_recipes_set_their_keys_and_explicit_keys_win():
     default = validate(PretrainConfig, {})
-    assert (default.recipe, default.optimizer, default.lr, default.lambd, default.augmentation) == ("small-data", "adam", 1e-3, 0.0051, "small-data")
+    assert (default.recipe, default.optimizer, default.lr, default.build_method().lambd, default.augmentation) == ("small-data", "adam", 1e-3, 0.0051, "small-data")
     assert default.resolved_projector_warmup_epochs == 0  # a fresh projector on random weights needs no warm-up
     assert validate(PretrainConfig, {"init": "some/backbone.safetensors"}).resolved_projector_warmup_epochs == 1
     official = validate(PretrainConfig, {"recipe": "official", "lambd": 0.01})
-    assert official.optimizer == "lars" and official.lambd == 0.01 and official.projector == [8192, 8192, 8192]
+    assert official.optimizer == "lars" and official.build_method().lambd == 0.01 and official.projector == [8192, 8192, 8192]
     changed = validate(PretrainConfig, {"augment": {"crop_scale": [0.08, 1.0], "solarize_p": [0.0, 0.2]}})
     assert changed.augmentation_parameters.crop_scale == (0.08, 1.0) and changed.augmentation_parameters.solarize_p == (0.0, 0.2)
     assert changed.augmentation_parameters.rotate90_p == 0.75  # the rest of the preset is kept

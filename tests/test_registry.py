@@ -15,7 +15,7 @@ from lesionssl.config import PretrainConfig, validate
 from lesionssl.errors import LesionSSLError
 from lesionssl.models import registry
 from lesionssl.models.backbones import build_backbone, read_projector_state
-from lesionssl.models.heads import BarlowTwinsProjector
+from lesionssl.models.heads import ProjectionHead
 from lesionssl.models.registry import REGISTRY, WeightsEntry, fetch, weights_dir
 from lesionssl.pretrain.run import load_projector, pretrain
 
@@ -48,7 +48,7 @@ def _official_full_checkpoint(seed=0):
     torch.manual_seed(seed)
     backbone = torchvision.models.resnet18()
     backbone.fc = torch.nn.Identity()
-    projector = BarlowTwinsProjector(512, [64, 64, 32])
+    projector = ProjectionHead(512, [64, 64, 32])
     model = {f"module.backbone.{k}": v for k, v in backbone.state_dict().items()}
     model |= {f"module.projector.{k}": v for k, v in projector.state_dict().items()}
     model |= {"module.bn.running_mean": torch.zeros(32), "module.bn.running_var": torch.ones(32)}
@@ -92,11 +92,11 @@ def test_download_verify_and_load_registered_full_checkpoint(served, monkeypatch
     torch.testing.assert_close(model.conv1.weight, served["backbone"].conv1.weight)
     assert info["verified"] == "sha256" and info["registry"] == "test-full"
     state = read_projector_state("test-full", "resnet18")
-    projector = BarlowTwinsProjector(512, [64, 64, 32])
+    projector = ProjectionHead(512, [64, 64, 32])
     load_projector(projector, state, "test-full")
     torch.testing.assert_close(projector[6].weight, served["projector"][6].weight)
     with pytest.raises(LesionSSLError, match="widths"):
-        load_projector(BarlowTwinsProjector(512, [128, 32]), state, "test-full")
+        load_projector(ProjectionHead(512, [128, 32]), state, "test-full")
 
 
 def test_interrupted_download_resumes_with_a_range_request(served, monkeypatch):
@@ -149,7 +149,7 @@ def test_pre_pretraining_from_an_official_layout_checkpoint_loads_its_projector(
                                        "projector_init": "checkpoint", "projector": [64, 64, 32], "image_size": 32, "epochs": 1, "batch_size": 32, "lr": 1e-6})
     pretrain(config)
     history = pd.read_csv(tmp_path / "bt" / "history.csv")
-    assert list(history["stage"]) == ["bt"]  # loaded projector: no warm-up epoch
+    assert list(history["stage"]) == ["pretrain"]  # loaded projector: no warm-up epoch
     saved = torch.load(tmp_path / "bt" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     # a tiny LR barely moves the weights: the loaded projector, not a fresh one, was trained
     torch.testing.assert_close(saved["projector.0.weight"], projector[0].weight, atol=1e-4, rtol=0)

@@ -64,7 +64,7 @@ def test_full_config_is_the_seed_design(tmp_path):
     config = reproduce_config(tmp_path, quick=False)
     assert [i.name for i in config.initialisations] == ["supervised-imagenet", "barlow-twins-imagenet", "pre-pretrained"]
     assert len(config.seeds) == 35 and config.split.seed_isic2019 and config.split.transductive
-    assert config.pretrain.projector == [8192, 8192, 8192] and config.pretrain.resolved_lambd == pytest.approx(1 / 8192)
+    assert config.pretrain.projector == [8192, 8192, 8192] and config.pretrain.build_method().lambd == pytest.approx(1 / 8192)
     assert (config.finetune.backbone, config.finetune.image_size, config.finetune.epochs, config.finetune.tta) == ("resnet50", 256, 40, 3)
 
 

@@ -39,7 +39,7 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(config_file, tmp_path):
     deadline = time.time() + 600
     while time.time() < deadline:
         history = out / "history.csv"
-        if (out / "checkpoints" / "last.ckpt").is_file() and history.is_file() and (pd.read_csv(history)["stage"] == "bt").sum() >= 1:
+        if (out / "checkpoints" / "last.ckpt").is_file() and history.is_file() and (pd.read_csv(history)["stage"] == "pretrain").sum() >= 1:
             break
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
@@ -53,7 +53,7 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(config_file, tmp_path):
     for key in a:
         torch.testing.assert_close(b[key], a[key], atol=1e-6, rtol=0, msg=key)
     history = pd.read_csv(out / "history.csv")
-    assert list(history.loc[history["stage"] == "bt", "epoch"]) == [0, 1, 2, 3]  # no duplicated epochs
+    assert list(history.loc[history["stage"] == "pretrain", "epoch"]) == [0, 1, 2, 3]  # no duplicated epochs
     assert {"embedding_std", "effective_rank"} <= set(history.columns)
 
 

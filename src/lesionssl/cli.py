@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import yaml
 
 from lesionssl.config import COSINE_THRESHOLD, HASH_THRESHOLD, CompareConfig, FinetuneConfig, PretrainConfig, SplitConfig, read_yaml, validate
 from lesionssl.errors import LesionSSLError
@@ -27,7 +28,9 @@ OutOpt = Annotated[Path | None, typer.Option("--out", help="Output folder (or ma
 def _merge(config: Path | None, **flags: Any) -> dict[str, Any]:
     values = read_yaml(config) if config else {}
     runtime = {k: flags.pop(k) for k in ("precision", "accelerator", "devices") if k in flags}
-    values.update({k: v for k, v in flags.items() if v is not None})
+    for key, value in flags.items():
+        if value is not None:  # mappings (method_kwargs, hold_out) merge into the file's
+            values[key] = {**values[key], **value} if isinstance(value, dict) and isinstance(values.get(key), dict) else value
     runtime = {k: v for k, v in runtime.items() if v is not None}
     if runtime:
         values["runtime"] = {**values.get("runtime", {}), **runtime}
@@ -74,6 +77,19 @@ def split(
     console.print(f"manifest written to {out}", markup=False)
 
 
+def _key_values(values: list[str] | None, flag: str) -> dict[str, Any] | None:
+    """``["lambd=0.0051", "projector=[64, 64]"]`` -> ``{"lambd": 0.0051, "projector": [64, 64]}`` (values read as YAML)."""
+    if not values:
+        return None
+    out: dict[str, Any] = {}
+    for value in values:
+        key, sep, text = value.partition("=")
+        if not sep or not key:
+            raise LesionSSLError(f"{flag} must look like KEY=VALUE, got {value!r}")
+        out[key] = yaml.safe_load(text)
+    return out
+
+
 def _hold_out(values: list[str] | None) -> dict[str, list[str]] | None:
     """``["dataset=A,B", "site=C"]`` -> ``{"dataset": ["A", "B"], "site": ["C"]}``."""
     if not values:
@@ -97,8 +113,9 @@ def pretrain(
     image_size: Annotated[int | None, typer.Option()] = None,
     batch_size: Annotated[int | None, typer.Option()] = None,
     epochs: Annotated[int | None, typer.Option()] = None,
-    projector: Annotated[str | None, typer.Option(help="Projector widths, comma-separated (seed: 8192,8192,8192).")] = None,
-    lambd: Annotated[float | None, typer.Option(help="Redundancy weight (default 1/d; official 0.0051).")] = None,
+    method: Annotated[str | None, typer.Option(help="barlow_twins (default) | vicreg | simclr")] = None,
+    method_kwarg: Annotated[list[str] | None, typer.Option("--method-kwarg", help="KEY=VALUE: a hyperparameter of the method (repeatable), e.g. lambd=0.0051 or temperature=0.2.")] = None,
+    projector: Annotated[str | None, typer.Option(help="Projector widths, comma-separated (e.g. 2048,2048).")] = None,
     recipe: Annotated[str | None, typer.Option(help="small-data (default; measured on small dermoscopy pools) | seed (Haggerty & Chandra) | official (Zbontar et al.): sets the keys below unless given.")] = None,
     augmentation: Annotated[str | None, typer.Option(help="small-data | seed | official")] = None,
     lr: Annotated[str | None, typer.Option(help="'find' (LR finder, valley) or a number.")] = None,
@@ -107,10 +124,10 @@ def pretrain(
     seed: SeedOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Barlow Twins pretraining of a backbone on unlabelled images; writes backbone.safetensors."""
+    """Self-supervised pretraining of a backbone on unlabelled images; writes backbone.safetensors."""
     from lesionssl.pretrain.run import pretrain as run
 
-    values = _merge(config, data=data, manifest=split_manifest, out=out, backbone=backbone, init=init, image_size=image_size, batch_size=batch_size, epochs=epochs, projector=[int(d) for d in projector.split(",")] if projector else None, lambd=lambd, recipe=recipe, augmentation=augmentation, lr=_lr(lr), precision=precision, resume=resume, seed=seed)
+    values = _merge(config, data=data, manifest=split_manifest, out=out, backbone=backbone, init=init, image_size=image_size, batch_size=batch_size, epochs=epochs, projector=[int(d) for d in projector.split(",")] if projector else None, method=method, method_kwargs=_key_values(method_kwarg, "--method-kwarg"), recipe=recipe, augmentation=augmentation, lr=_lr(lr), precision=precision, resume=resume, seed=seed)
     path = run(validate(PretrainConfig, values, "pretrain"))
     console.print(f"backbone written to {path}")
 
@@ -145,10 +162,10 @@ def augment_preview(
 ) -> None:
     """Draw rows of original + two Barlow Twins views, to check the augmentations by eye."""
     from lesionssl.augment.preview import augment_preview as run
-    from lesionssl.augment.views import BT_PRESETS, EXTRAS
+    from lesionssl.augment.views import PAIR_PRESETS, EXTRAS
 
-    if preset not in BT_PRESETS or set(extra or []) - set(EXTRAS):
-        raise LesionSSLError(f"--preset must be one of {sorted(BT_PRESETS)} and --extra one of {list(EXTRAS)}")
+    if preset not in PAIR_PRESETS or set(extra or []) - set(EXTRAS):
+        raise LesionSSLError(f"--preset must be one of {sorted(PAIR_PRESETS)} and --extra one of {list(EXTRAS)}")
     console.print(f"preview written to {run(data or [], out, preset, image_size, rows, seed, tuple(extra or []))}")
 
 

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, TypeVar, get_type_hints
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
-from lesionssl.augment.views import BT_PRESETS, BTAugmentation, BTPreset
+from lesionssl.augment.views import PAIR_PRESETS, PairAugmentation, PairPreset
 
 from lesionssl.errors import LesionSSLError
 
@@ -98,35 +98,37 @@ def _optional_fields(source: type) -> dict[str, Any]:
 
 
 #: Changes to an augmentation preset (``augment: {crop_scale: [0.08, 1.0]}``): the fields of
-#: :class:`lesionssl.augment.views.BTAugmentation`, each optional.
-AugmentOverrides = create_model("AugmentOverrides", __base__=Strict, __doc__="Changes to the augmentation preset's parameters; unset fields keep the preset's.", **_optional_fields(BTAugmentation))
+#: :class:`lesionssl.augment.views.PairAugmentation`, each optional.
+AugmentOverrides = create_model("AugmentOverrides", __base__=Strict, __doc__="Changes to the augmentation preset's parameters; unset fields keep the preset's.", **_optional_fields(PairAugmentation))
 
-#: Barlow Twins recipes (``recipe:``): the settings each one implies; keys given explicitly win.
+#: Pretraining recipes (``recipe:``): the settings each one implies, and per method the
+#: hyperparameters it changes from the method's defaults; keys given explicitly win.
 PRETRAIN_RECIPES: dict[str, dict[str, Any]] = {
     # Measured on ../shared/data/skin-lesions (EVIDENCE.md): Adam at a fixed 1e-3 with 1cycle (the
-    # LR finder picks 10-20x that on the self-supervised loss, and the features collapse), the
-    # official lambda, a two-layer 2048 projector, the small-data augmentation.
+    # LR finder picks 10-30x that on the self-supervised loss), the small-data augmentation, and
+    # for Barlow Twins the official lambda with a two-layer 2048 projector.
     "small-data": {
-        "optimizer": "adam", "augmentation": "small-data", "lambd": 0.0051, "projector": [2048, 2048],
-        "lr": 1e-3, "weight_decay": 1e-5, "projector_warmup_epochs": None,
+        "optimizer": "adam", "augmentation": "small-data", "lr": 1e-3, "weight_decay": 1e-5, "projector_warmup_epochs": None,
+        "method_defaults": {"barlow_twins": {"projector": [2048, 2048], "lambd": 0.0051}},
     },
     # The seed code: fastai Adam (wd 0.01), one projector-only epoch, LR finder (valley), 1cycle, lambda 1/d.
     "seed": {
-        "optimizer": "adam", "augmentation": "seed", "lambd": None, "projector": [8192, 8192, 8192],
-        "lr": "find", "weight_decay": 0.01, "projector_warmup_epochs": 1,
+        "optimizer": "adam", "augmentation": "seed", "lr": "find", "weight_decay": 0.01, "projector_warmup_epochs": 1,
+        "method_defaults": {"barlow_twins": {"projector": [8192, 8192, 8192], "lambd": None}},
     },
-    # Zbontar et al.: LARS, LRs 0.2 / 0.0048 x batch/256, warm-up then cosine, lambda 0.0051.
-    "official": {
-        "optimizer": "lars", "augmentation": "official", "lambd": 0.0051, "projector": [8192, 8192, 8192],
-        "weight_decay": 1.5e-6, "projector_warmup_epochs": 0,
-    },
+    # Zbontar et al.: LARS, LRs 0.2 / 0.0048 x batch/256, warm-up then cosine; each method's own defaults.
+    "official": {"optimizer": "lars", "augmentation": "official", "weight_decay": 1.5e-6, "projector_warmup_epochs": 0, "method_defaults": {}},
 }
+#: Shorthands: top-level keys that go into ``method_kwargs`` (``projector: [2048, 2048]``).
+METHOD_SHORTHANDS = ("projector", "lambd")
 
 
 class PretrainConfig(Strict):
-    """Barlow Twins pretraining (``lesionssl pretrain``).
+    """Self-supervised pretraining (``lesionssl pretrain``).
 
-    ``recipe`` names a set of settings (:data:`PRETRAIN_RECIPES`); keys given explicitly override it.
+    ``method`` names the method (:data:`lesionssl.pretrain.methods.METHODS`) and ``method_kwargs``
+    its hyperparameters; ``recipe`` names a set of settings (:data:`PRETRAIN_RECIPES`). Keys
+    given explicitly override the recipe, which overrides the method's defaults.
     """
 
     data: list[str] = Field(default_factory=list, description="image sources, used when no manifest is given")
@@ -138,10 +140,10 @@ class PretrainConfig(Strict):
     image_size: int = Field(64, ge=16)
     store_margin: StoreMargin = 1.14
     batch_size: int = Field(128, ge=2)
-    epochs: int = Field(100, ge=1)
-    projector: list[int] = Field(default_factory=lambda: [2048, 2048], min_length=1)
-    lambd: float | None = Field(None, gt=0, description="off-diagonal weight; null = 1/d, the seed's heuristic")
-    augmentation: BTPreset = "small-data"
+    epochs: int = Field(50, ge=1, description="50: the length measured on ../shared/data/skin-lesions (EVIDENCE.md)")
+    method: str = Field("barlow_twins", description="barlow_twins | vicreg | simclr")
+    method_kwargs: dict[str, Any] = Field(default_factory=dict, description="the method's hyperparameters (projector widths, loss weights); `projector` and `lambd` may also be given at the top level")
+    augmentation: PairPreset = "small-data"
     augment: AugmentOverrides = Field(default_factory=AugmentOverrides, description="changes to the augmentation preset, e.g. {crop_scale: [0.08, 1.0]}")
     extra_augmentations: list[Literal["rotate90", "cutout", "noise", "sobel"]] = Field(default_factory=list)
     normalize: Normalize = "imagenet"
@@ -165,21 +167,37 @@ class PretrainConfig(Strict):
     @model_validator(mode="before")
     @classmethod
     def _apply_recipe(cls, values: Any) -> Any:
-        if isinstance(values, dict):
-            recipe = PRETRAIN_RECIPES.get(values.get("recipe", "small-data"), {})
-            values = {**recipe, **values}
+        if not isinstance(values, dict):
+            return values
+        recipe = dict(PRETRAIN_RECIPES.get(values.get("recipe", "small-data"), {}))
+        by_method = recipe.pop("method_defaults", {})
+        values = {**recipe, **values}
+        shorthands = {k: values.pop(k) for k in METHOD_SHORTHANDS if k in values}
+        method = values.get("method", "barlow_twins")
+        values["method_kwargs"] = {**by_method.get(method, {}), **shorthands, **(values.get("method_kwargs") or {})}
         return values
 
-    @field_validator("projector")
-    @classmethod
-    def _positive(cls, dims: list[int]) -> list[int]:
-        if any(d < 1 for d in dims):
+    @model_validator(mode="after")
+    def _valid_method(self) -> PretrainConfig:
+        from lesionssl.pretrain.methods import get_method
+
+        try:
+            get_method(self.method, self.method_kwargs)
+        except LesionSSLError as exc:
+            raise ValueError(str(exc)) from None
+        if any(width < 1 for width in self.projector):
             raise ValueError("projector widths must be positive")
-        return dims
+        return self
+
+    def build_method(self):
+        """The configured :class:`~lesionssl.pretrain.methods.base.Method`."""
+        from lesionssl.pretrain.methods import get_method
+
+        return get_method(self.method, self.method_kwargs)
 
     @property
-    def resolved_lambd(self) -> float:
-        return self.lambd if self.lambd is not None else 1.0 / self.projector[-1]
+    def projector(self) -> list[int]:
+        return list(self.build_method().settings.projector)
 
     @property
     def resolved_weight_decay(self) -> float:
@@ -201,10 +219,10 @@ class PretrainConfig(Strict):
         return 0 if self.init == "random" else 1
 
     @property
-    def augmentation_parameters(self) -> BTAugmentation:
+    def augmentation_parameters(self) -> PairAugmentation:
         """The preset with the ``augment`` overrides applied."""
         changes = {k: tuple(v) if isinstance(v, list) else v for k, v in self.augment.model_dump(exclude_none=True).items()}
-        return replace(BT_PRESETS[self.augmentation], **changes)
+        return replace(PAIR_PRESETS[self.augmentation], **changes)
 
 
 class ExternalSet(Strict):

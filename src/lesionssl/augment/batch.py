@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from lesionssl.augment.views import BT_PRESETS, EXTRAS, IMAGENET_MEAN, IMAGENET_STD, SIGMA_REFERENCE_SIZE, BTAugmentation, BTPreset, Normalization
+from lesionssl.augment.views import PAIR_PRESETS, EXTRAS, IMAGENET_MEAN, IMAGENET_STD, SIGMA_REFERENCE_SIZE, PairAugmentation, PairPreset, Normalization
 
 #: ITU-R 601 luma weights, as torchvision's ``rgb_to_grayscale``.
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
@@ -325,16 +325,16 @@ class TwoViews(nn.Module):
         return self.first(images), self.second(images)
 
 
-def resolve_preset(preset: BTPreset | BTAugmentation) -> BTAugmentation:
-    """A preset name (``augment.views.BT_PRESETS``) or explicit parameters."""
-    if isinstance(preset, BTAugmentation):
+def resolve_preset(preset: PairPreset | PairAugmentation) -> PairAugmentation:
+    """A preset name (``augment.views.PAIR_PRESETS``) or explicit parameters."""
+    if isinstance(preset, PairAugmentation):
         return preset
-    if preset not in BT_PRESETS:
-        raise ValueError(f"unknown augmentation preset {preset!r}; choose from {sorted(BT_PRESETS)}")
-    return BT_PRESETS[preset]
+    if preset not in PAIR_PRESETS:
+        raise ValueError(f"unknown augmentation preset {preset!r}; choose from {sorted(PAIR_PRESETS)}")
+    return PAIR_PRESETS[preset]
 
 
-def bt_view_specs(preset: BTPreset | BTAugmentation, image_size: int, normalize: Normalization, extras: tuple[str, ...] = ()) -> tuple[ViewSpec, ViewSpec]:
+def two_view_specs(preset: PairPreset | PairAugmentation, image_size: int, normalize: Normalization, extras: tuple[str, ...] = ()) -> tuple[ViewSpec, ViewSpec]:
     """The two views of a Barlow Twins preset plus extras, at ``image_size``."""
     aug = resolve_preset(preset)
     unknown = set(extras) - set(EXTRAS)
@@ -362,9 +362,9 @@ def bt_view_specs(preset: BTPreset | BTAugmentation, image_size: int, normalize:
     return first, second
 
 
-def bt_views(preset: BTPreset | BTAugmentation, image_size: int, normalize: Normalization, extras: tuple[str, ...] = ()) -> TwoViews:
+def two_views(preset: PairPreset | PairAugmentation, image_size: int, normalize: Normalization, extras: tuple[str, ...] = ()) -> TwoViews:
     """Batch module producing the two Barlow Twins views of a preset."""
-    return TwoViews(*bt_view_specs(preset, image_size, normalize, extras))
+    return TwoViews(*two_view_specs(preset, image_size, normalize, extras))
 
 
 def finetune_view(image_size: int, normalize: Normalization) -> BatchView:

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lesionssl.augment.batch import bt_views
-from lesionssl.augment.views import BTAugmentation, BTPreset
+from lesionssl.augment.batch import two_views
+from lesionssl.augment.views import PairAugmentation, PairPreset
 from lesionssl.data.sources import read_sources
 from lesionssl.data.store import decode_for_store, stored_size
 
@@ -19,13 +19,13 @@ def _to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(array)
 
 
-def augment_preview(data: list[str], out: Path, preset: BTPreset | BTAugmentation = "small-data", image_size: int = 128, rows: int = 6, seed: int = 0, extras: tuple[str, ...] = ()) -> Path:
+def augment_preview(data: list[str], out: Path, preset: PairPreset | PairAugmentation = "small-data", image_size: int = 128, rows: int = 6, seed: int = 0, extras: tuple[str, ...] = ()) -> Path:
     """Draw ``rows`` random images of ``data`` with two augmented views each; write a PNG grid."""
     table = read_sources(data)
     generator = np.random.default_rng(seed)
     chosen = generator.choice(len(table), size=min(rows, len(table)), replace=False)
     torch.manual_seed(seed)
-    views = bt_views(preset, image_size, "none", extras)
+    views = two_views(preset, image_size, "none", extras)
     stored = np.stack([decode_for_store(table["path"].iloc[i], stored_size(image_size)) for i in chosen])
     view_a, view_b = views(torch.from_numpy(stored).permute(0, 3, 1, 2))
     pad = 4

@@ -33,7 +33,7 @@ from typing import Literal
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 Normalization = Literal["imagenet", "none"]
-BTPreset = Literal["official", "seed", "small-data"]
+PairPreset = Literal["official", "seed", "small-data"]
 Extra = Literal["rotate90", "cutout", "noise", "sobel"]
 EXTRAS: tuple[str, ...] = ("rotate90", "cutout", "noise", "sobel")
 
@@ -45,7 +45,7 @@ SIGMA_REFERENCE_SIZE = 224
 
 
 @dataclass(frozen=True)
-class BTAugmentation:
+class PairAugmentation:
     """Parameters of the two Barlow Twins views (view-specific pairs are ``(view1, view2)``).
 
     ``jitter`` is (brightness, contrast, saturation, hue), as torchvision's ``ColorJitter``;
@@ -65,8 +65,8 @@ class BTAugmentation:
     flip_p: float = 0.5
 
 
-BT_PRESETS: dict[str, BTAugmentation] = {
-    "official": BTAugmentation(crop_scale=(0.08, 1.0)),
-    "seed": BTAugmentation(crop_scale=(0.7, 1.0), jitter=tuple(0.6 * j for j in OFFICIAL_JITTER), rotation_degrees=45.0, rotation_p=0.5),
-    "small-data": BTAugmentation(crop_scale=(0.25, 1.0), jitter=(0.4, 0.4, 0.2, 0.02), rotate90_p=0.75, blur_p=(0.5, 0.1), solarize_p=(0.0, 0.0)),
+PAIR_PRESETS: dict[str, PairAugmentation] = {
+    "official": PairAugmentation(crop_scale=(0.08, 1.0)),
+    "seed": PairAugmentation(crop_scale=(0.7, 1.0), jitter=tuple(0.6 * j for j in OFFICIAL_JITTER), rotation_degrees=45.0, rotation_p=0.5),
+    "small-data": PairAugmentation(crop_scale=(0.25, 1.0), jitter=(0.4, 0.4, 0.2, 0.02), rotate90_p=0.75, blur_p=(0.5, 0.1), solarize_p=(0.0, 0.0)),
 }

@@ -119,7 +119,7 @@ def check_pretrained(backbone: Path, settings: PretrainConfig, pool_images: int)
     """Refuse a finished pretraining (of an earlier configuration, or copied from a GPU machine)
     whose recorded settings differ from the experiment's."""
     recorded = json.loads(backbone.with_suffix(".json").read_text()) if backbone.with_suffix(".json").is_file() else {}
-    expected = {"architecture": settings.backbone, "image_size": settings.image_size, "epochs": settings.epochs, "recipe": settings.recipe, "lambd": settings.resolved_lambd, "projector": settings.projector, "pool_images": pool_images}
+    expected = {"architecture": settings.backbone, "image_size": settings.image_size, "epochs": settings.epochs, "recipe": settings.recipe, "method": settings.method, **settings.build_method().resolved(), "pool_images": pool_images}
     differ = {k: (recorded[k], v) for k, v in expected.items() if k in recorded and recorded[k] != v}
     if differ:
         details = "; ".join(f"{k} {a} (recorded) vs {b} (this experiment)" for k, (a, b) in differ.items())

@@ -28,7 +28,7 @@ def demo_config(out: Path, data: list[str] | None = None, seeds: int = 3) -> Com
         "split": {"per_class": 24 if synthetic else 40, "group_by": group_by, "seed": 0},
         "initialisations": [{"name": "random", "init": "random"}, {"name": "barlow-twins", "init": "pretrain"}],
         "seeds": list(range(seeds)),
-        "pretrain": {"backbone": "resnet18", "image_size": 32, "batch_size": 128, "epochs": 8 if synthetic else 3, "projector": [1024, 1024], "projector_warmup_epochs": 1},
+        "pretrain": {"backbone": "resnet18", "image_size": 32, "batch_size": 128, "epochs": 8 if synthetic else 3, "projector": [1024, 1024]},
         "finetune": {"backbone": "resnet18", "image_size": 32, "batch_size": 32, "epochs": 8 if synthetic else 5},
     }
     return validate(CompareConfig, values, "demo")

@@ -1,4 +1,4 @@
-"""Projection head of Barlow Twins."""
+"""Projection heads of the joint-embedding methods."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ from collections.abc import Sequence
 from torch import nn
 
 
-class BarlowTwinsProjector(nn.Sequential):
-    """MLP projector of Zbontar et al. (2021), Sec. 2 / official ``main.py``.
+class ProjectionHead(nn.Sequential):
+    """MLP projector: linear layers without bias, each but the last followed by BatchNorm + ReLU.
 
-    "The projector network has three linear layers, each with 8192 output units. The first two
-    layers of the projector are followed by a batch normalization layer and rectified linear
-    units." As in the official code, the linear layers have no bias.
+    Barlow Twins (Zbontar et al. 2021, Sec. 2 and the official ``main.py``): "three linear
+    layers, each with 8192 output units. The first two layers of the projector are followed by a
+    batch normalization layer and rectified linear units." VICReg's expander (Bardes et al. 2022)
+    and SimCLR's projection head (Chen et al. 2020, 2048-128 here) have the same shape.
 
     Args:
         in_dim: Backbone feature width (512 for ResNet-18, 2048 for ResNet-50).
@@ -29,3 +30,7 @@ class BarlowTwinsProjector(nn.Sequential):
             if i < len(dims) - 1:
                 layers += [nn.BatchNorm1d(d_out), nn.ReLU(inplace=True)]
         super().__init__(*layers)
+
+    @property
+    def widths(self) -> list[int]:
+        return [m.out_features for m in self if isinstance(m, nn.Linear)]

@@ -1,4 +1,4 @@
-"""Lightning module: backbone + projector trained with the Barlow Twins loss."""
+"""Lightning module: backbone + projector trained with a self-supervised method's loss."""
 
 from __future__ import annotations
 
@@ -6,26 +6,28 @@ import torch
 from torch import nn
 
 from lesionssl.engine import PersistentAdamModule
-from lesionssl.pretrain.loss import barlow_twins_loss
+from lesionssl.pretrain.methods import Method
 
 
-class BarlowTwinsModule(PersistentAdamModule):
-    """Joint-embedding network: ``projector(backbone(view))`` for both views, Barlow Twins loss.
+class SelfSupervisedModule(PersistentAdamModule):
+    """Joint-embedding network: ``projector(backbone(view))`` for both views, the method's loss.
 
     Args:
         backbone: Feature extractor (ResNet with ``fc = Identity``).
         projector: MLP mapping features to embeddings.
-        lambd: Weight of the redundancy-reduction term.
+        method: The self-supervised method (its loss and logged terms).
         weight_decay: Decoupled weight decay of Adam.
         channels_last: Run convolutions in NHWC memory format (faster with mixed precision).
         optimizer_factory: Builds the optimiser from the module (default: fastai Adam).
         views: Makes the two views of a uint8 batch on the training device
-            (``augment.batch.TwoViews``); batches that already are view pairs pass through.
+            (``augment.batch.TwoViews``); a pair of uint8 batches (two images of one lesion)
+            gets the first view of the first and the second view of the second; batches that
+            already are float view pairs pass through.
     """
 
-    def __init__(self, backbone: nn.Module, projector: nn.Module, lambd: float, weight_decay: float = 0.0, channels_last: bool = False, optimizer_factory=None, views: nn.Module | None = None) -> None:
+    def __init__(self, backbone: nn.Module, projector: nn.Module, method: Method, weight_decay: float = 0.0, channels_last: bool = False, optimizer_factory=None, views: nn.Module | None = None) -> None:
         super().__init__(weight_decay, optimizer_factory)
-        self.backbone, self.projector, self.lambd, self.channels_last = backbone, projector, lambd, channels_last
+        self.backbone, self.projector, self.method, self.channels_last = backbone, projector, method, channels_last
         self.views = views
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -33,12 +35,17 @@ class BarlowTwinsModule(PersistentAdamModule):
             images = images.contiguous(memory_format=torch.channels_last)
         return self.projector(self.backbone(images))
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        view_a, view_b = self.views(batch) if isinstance(batch, torch.Tensor) else batch
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        if isinstance(batch, torch.Tensor):
+            view_a, view_b = self.views(batch)
+        elif batch[0].dtype == torch.uint8:
+            view_a, view_b = self.views.first(batch[0]), self.views.second(batch[1])
+        else:
+            view_a, view_b = batch
         # Two forward passes, as the official code: BatchNorm normalises each view on its own.
-        terms = barlow_twins_loss(self(view_a), self(view_b), self.lambd)
+        result = self.method.loss(self(view_a), self(view_b))
         size = view_a.shape[0]
-        self.log("loss", terms.loss, on_step=False, on_epoch=True, batch_size=size, sync_dist=True)
-        self.log("invariance", terms.invariance, on_step=False, on_epoch=True, batch_size=size, sync_dist=True)
-        self.log("redundancy", terms.redundancy, on_step=False, on_epoch=True, batch_size=size, sync_dist=True)
-        return terms.loss
+        self.log("loss", result.loss, on_step=False, on_epoch=True, batch_size=size, sync_dist=True)
+        for name, value in result.terms.items():
+            self.log(name, value, on_step=False, on_epoch=True, batch_size=size, sync_dist=True)
+        return result.loss

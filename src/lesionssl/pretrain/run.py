@@ -1,4 +1,4 @@
-"""``lesionssl pretrain``: Barlow Twins on the unlabelled pool, resumable, exported as a backbone.
+"""``lesionssl pretrain``: a self-supervised method on the unlabelled pool, resumable, exported as a backbone.
 
 Two optimisers, chosen by ``optimizer`` (the ``recipe`` presets set it):
 
@@ -13,8 +13,8 @@ Outputs in ``out``:
 
 * ``backbone.safetensors`` / ``backbone.pth`` - torchvision key names, no ``fc``;
 * ``backbone.json`` - architecture, preprocessing, pool mode (inductive / transductive), source;
-* ``history.csv`` - loss, invariance and redundancy terms per epoch;
-* ``config.yaml`` - the resolved configuration (seed, lambda, found LR);
+* ``history.csv`` - the loss and the method's terms per epoch, and the monitors;
+* ``config.yaml`` - the resolved configuration (seed, method hyperparameters, found LR);
 * ``checkpoints/last.ckpt`` - full training state each epoch, for ``--resume``.
 """
 
@@ -34,7 +34,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from safetensors.torch import save_file
 
-from lesionssl.augment.batch import EvalView, bt_views
+from lesionssl.augment.batch import EvalView, two_views
 from lesionssl.callbacks import EpochHistory, EpochSeed, NonFiniteGuard
 from lesionssl.config import PretrainConfig, to_yaml
 from lesionssl.data.loaders import eval_loader, pretrain_loader
@@ -46,12 +46,13 @@ from lesionssl.environment import run_environment
 from lesionssl.errors import LesionSSLError
 from lesionssl.io import atomic_write, write_json, write_text
 from lesionssl.models.backbones import build_backbone, feature_dim, read_projector_state
-from lesionssl.models.heads import BarlowTwinsProjector
+from lesionssl.models.heads import ProjectionHead
 from lesionssl.optim.lr_finder import run_lr_finder
 from lesionssl.optim.lars import LARS, lars_param_groups
 from lesionssl.optim.one_cycle import OneCycle, OneCycleCallback, WarmupCosine, WarmupCosineCallback, set_hyperparameters
-from lesionssl.pretrain.module import BarlowTwinsModule
+from lesionssl.pretrain.module import SelfSupervisedModule
 from lesionssl.pretrain.monitor import PretrainMonitor
+from lesionssl.pretrain import PRETRAIN_STAGE
 from lesionssl.progress import console
 from lesionssl.report.plots import plot_pretrain_history
 
@@ -91,7 +92,7 @@ def _state_file(out: Path) -> Path:
     return out / "checkpoints" / "stages.json"
 
 
-def _save_stage(out: Path, module: BarlowTwinsModule, stages: dict[str, Any]) -> None:
+def _save_stage(out: Path, module: SelfSupervisedModule, stages: dict[str, Any]) -> None:
     """Persist weights + optimiser after a stage that Lightning's last.ckpt does not cover."""
     payload = {"model": module.state_dict(), "optimizer": module.persistent_optimizer().state_dict()}
     atomic_write(out / "checkpoints" / "stages.pt", lambda tmp: torch.save(payload, tmp))
@@ -111,26 +112,22 @@ def _optimizer_factory(config: PretrainConfig):
     return build
 
 
-def load_projector(projector: BarlowTwinsProjector, state: dict[str, torch.Tensor], source: str) -> None:
+def load_projector(projector: ProjectionHead, state: dict[str, torch.Tensor], source: str) -> None:
     """Load a checkpoint's projector strictly (layer layout and widths must match)."""
     if not state:
         raise LesionSSLError(f"{source} has no projector (projector.* keys); use projector_init: fresh")
     expected = projector.state_dict()
     if set(state) != set(expected) or any(state[k].shape != expected[k].shape for k in expected):
         widths = [v.shape[0] for k, v in sorted(state.items()) if k.endswith("weight") and v.ndim == 2]
-        raise LesionSSLError(f"the projector in {source} does not match projector {projector_widths(projector)}: its linear layers have widths {widths}")
+        raise LesionSSLError(f"the projector in {source} does not match projector {projector.widths}: its linear layers have widths {widths}")
     projector.load_state_dict(state)
 
 
-def projector_widths(projector: BarlowTwinsProjector) -> list[int]:
-    return [m.out_features for m in projector if isinstance(m, torch.nn.Linear)]
-
-
-def _backbone_state(module: BarlowTwinsModule) -> dict[str, torch.Tensor]:
+def _backbone_state(module: SelfSupervisedModule) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in module.backbone.state_dict().items()}
 
 
-def export_backbone(module: BarlowTwinsModule, out: Path, metadata: dict[str, Any]) -> Path:
+def export_backbone(module: SelfSupervisedModule, out: Path, metadata: dict[str, Any]) -> Path:
     """Write the backbone with torchvision key names as safetensors and ``.pth``, plus metadata."""
     state = _backbone_state(module)
     target = out / BACKBONE_FILE
@@ -158,7 +155,7 @@ class Snapshots(L.Callback):
 
 
 def pretrain(config: PretrainConfig) -> Path:
-    """Run Barlow Twins pretraining; return the exported backbone file."""
+    """Run self-supervised pretraining; return the exported backbone file."""
     out = Path(config.out)
     last = out / "checkpoints" / "last.ckpt"
     if (out / BACKBONE_FILE).is_file() and not config.resume:
@@ -172,16 +169,17 @@ def pretrain(config: PretrainConfig) -> Path:
     if len(rows) < 2:
         raise LesionSSLError(f"the pretraining pool has {len(rows)} images; need at least 2")
     images = build_store(table["path"].tolist(), stored_size(config.image_size, config.store_margin), "decoding images")
-    views = bt_views(config.augmentation_parameters, config.image_size, config.normalize, tuple(config.extra_augmentations))
+    views = two_views(config.augmentation_parameters, config.image_size, config.normalize, tuple(config.extra_augmentations))
     data = pretrain_loader(images, rows, config.batch_size, config.runtime.num_workers, config.seed, pin_memory=uses_cuda(config.runtime))
 
     backbone, init_info = build_backbone(config.backbone, config.init)
-    projector = BarlowTwinsProjector(feature_dim(backbone), config.projector)
+    method = config.build_method()
+    projector = method.projector(feature_dim(backbone))
     warmup_epochs = config.resolved_projector_warmup_epochs
     if config.projector_init == "checkpoint":
         load_projector(projector, read_projector_state(config.init, config.backbone), config.init)
     init_info["projector"] = config.projector_init
-    module = BarlowTwinsModule(backbone, projector, config.resolved_lambd, config.resolved_weight_decay, config.runtime.channels_last, _optimizer_factory(config), views)
+    module = SelfSupervisedModule(backbone, projector, method, config.resolved_weight_decay, config.runtime.channels_last, _optimizer_factory(config), views)
     history = out / "history.csv"
 
     def fit(callbacks: list[L.Callback], epochs: int, ckpt: str | None = None, logger=False) -> None:
@@ -216,7 +214,7 @@ def pretrain(config: PretrainConfig) -> Path:
             stages["lr"] = config.lr
         _save_stage(out, module, stages)
 
-    resolved = {"recipe": config.recipe, "augmentation": asdict(config.augmentation_parameters), "lambd": config.resolved_lambd, "lr": stages["lr"], "weight_decay": config.resolved_weight_decay, "projector_warmup_epochs": warmup_epochs, "pool": pool, "pool_images": int(len(rows)), "init": init_info}
+    resolved = {"recipe": config.recipe, "method": config.method, "method_kwargs": method.resolved(), "augmentation": asdict(config.augmentation_parameters), "lr": stages["lr"], "weight_decay": config.resolved_weight_decay, "projector_warmup_epochs": warmup_epochs, "pool": pool, "pool_images": int(len(rows)), "init": init_info}
     total_steps = config.epochs * len(data)
     if config.optimizer == "lars":
         scale = config.batch_size / 256
@@ -229,7 +227,7 @@ def pretrain(config: PretrainConfig) -> Path:
     write_json(out / "environment.json", run_environment(config.seed))
     checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0, every_n_epochs=1)
     monitor = _monitor(config, images, table, rows, classes)
-    callbacks = [EpochSeed(config.seed), NonFiniteGuard(last), schedule, monitor, EpochHistory(history, "bt"), checkpoint]
+    callbacks = [EpochSeed(config.seed), NonFiniteGuard(last), schedule, monitor, EpochHistory(history, PRETRAIN_STAGE), checkpoint]
     if config.snapshot_every:
         snapshot = {"format": "lesionssl-backbone/1", "architecture": config.backbone, "image_size": config.image_size, "normalize": config.normalize, "pool": pool, "recipe": config.recipe, "epochs": config.epochs}
         callbacks.insert(-1, Snapshots(out / "snapshots", config.snapshot_every, snapshot))
@@ -248,8 +246,9 @@ def pretrain(config: PretrainConfig) -> Path:
         "init": init_info,
         "epochs": config.epochs,
         "recipe": config.recipe,
-        "lambd": config.resolved_lambd,
-        "projector": config.projector,
+        "method": config.method,
+        "method_kwargs": method.resolved(),
+        **method.resolved(),  # flat too, so a stale backbone can be checked key by key
         "lr": stages["lr"],
         "final_loss": losses[-1] if losses else None,
         "seconds": round(time.time() - started, 1),
@@ -261,4 +260,4 @@ def pretrain(config: PretrainConfig) -> Path:
 
 def _history_losses(path: Path) -> list[float]:
     table = pd.read_csv(path)
-    return [float(x) for x in table.loc[table["stage"] == "bt", "loss"]]
+    return [float(x) for x in table.loc[table["stage"] == PRETRAIN_STAGE, "loss"]]

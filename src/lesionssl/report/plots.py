@@ -11,6 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from lesionssl.pretrain import PRETRAIN_STAGE  # noqa: E402
+
 
 def _save(fig, path: Path) -> None:
     fig.tight_layout()
@@ -54,7 +56,7 @@ def plot_confusion(matrix: np.ndarray, classes: list[str], path: Path, title: st
 
 def plot_pretrain_history(history: pd.DataFrame, path: Path) -> None:
     """Barlow Twins loss, its two terms and the monitors per epoch."""
-    bt = history[history["stage"] == "bt"]
+    bt = history[history["stage"] == PRETRAIN_STAGE]
     columns = [c for c in ("loss", "invariance", "redundancy", "knn_accuracy", "embedding_std", "effective_rank") if c in bt]
     fig, axes = plt.subplots(1, len(columns), figsize=(3.2 * len(columns), 3), squeeze=False)
     for ax, column in zip(axes[0], columns):

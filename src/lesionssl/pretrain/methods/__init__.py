@@ -1,0 +1,35 @@
+"""Self-supervised methods, one file each, behind one registry (``method:`` in a config).
+
+Adding a method is one file here (a :class:`~lesionssl.pretrain.methods.base.Method` subclass:
+its projector, loss, hyperparameters and logged terms) plus its entry in :data:`METHODS`, and its
+tests; nothing else in lesionssl names a method.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from lesionssl.errors import LesionSSLError
+from lesionssl.pretrain.methods.barlow_twins import BarlowTwins
+from lesionssl.pretrain.methods.base import LossTerms, Method
+from lesionssl.pretrain.methods.simclr import SimCLR
+from lesionssl.pretrain.methods.vicreg import VICReg
+
+METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (BarlowTwins, VICReg, SimCLR)}
+
+
+def get_method(name: str, kwargs: dict[str, Any] | None = None) -> Method:
+    """The method ``name`` with its hyperparameters validated; one-line errors name what is allowed."""
+    if name not in METHODS:
+        raise LesionSSLError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
+    cls = METHODS[name]
+    try:
+        return cls(**(kwargs or {}))
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {'unknown key' if e['type'] == 'extra_forbidden' else e['msg']}" for e in exc.errors())
+        raise LesionSSLError(f"method_kwargs of {name}: {problems} (allowed: {', '.join(cls.Kwargs.model_fields)})") from None
+
+
+__all__ = ["METHODS", "LossTerms", "Method", "get_method"]
