@@ -2,6 +2,8 @@
 DDP; the method registry and its validation."""
 
 import math
+
+import numpy as np
 import os
 import socket
 
@@ -160,3 +162,45 @@ def test_two_process_ddp_equals_one_process_on_the_combined_batch(name):
     assert loss == pytest.approx(reference.item(), rel=1e-5)
     for got, want in zip(grads, [p.grad for p in model.parameters()]):
         torch.testing.assert_close(torch.from_numpy(got), want, atol=1e-5, rtol=1e-4)
+
+
+def test_lesion_positives_pair_two_images_of_a_lesion_seeded_by_epoch():
+    import numpy as np
+
+    from lesionssl.data.loaders import EpochBatchSampler, group_partners
+
+    groups = np.array(["a", "a", "b", "c", "c", "c", "d"])
+    sampler = EpochBatchSampler(len(groups), 3, seed=4, partners=group_partners(groups))
+    pairs = [pair for batch in sampler for pair in batch]
+    assert sorted(p for p, _ in pairs) == list(range(7))
+    for anchor, partner in pairs:
+        assert groups[anchor] == groups[partner]
+        assert (anchor == partner) == (groups[anchor] in ("b", "d"))  # alone: two views of itself
+    assert list(sampler) == list(sampler)  # same (seed, epoch), same pairs: exact resume
+    epochs = set()
+    for epoch in range(8):
+        sampler.set_epoch(epoch)
+        epochs.add(tuple(sorted(pair for batch in sampler for pair in batch)))
+    assert len(epochs) > 1  # partners are drawn anew each epoch
+
+
+def test_pretraining_with_lesion_positives_records_cross_image_pairs(synthetic_manifest, tmp_path):
+    import json
+
+    import pandas as pd
+
+    from lesionssl.config import PretrainConfig, validate
+    from lesionssl.pretrain.run import pretrain
+
+    table = pd.read_csv(synthetic_manifest, dtype=str, keep_default_na=False)
+    pool = table.index[table["pretrain"] == "1"]
+    table.loc[pool[:40], "group"] = [f"lesion{i // 2}" for i in range(40)]  # 20 lesions photographed twice
+    table.to_csv(tmp_path / "grouped.csv", index=False)
+    (tmp_path / "grouped.json").write_text(synthetic_manifest.with_suffix(".json").read_text())
+    settings = {"manifest": str(tmp_path / "grouped.csv"), "out": str(tmp_path / "bt"), "image_size": 32, "epochs": 1, "batch_size": 32, "projector": [64, 64], "positives": "lesion"}
+    for method in ("barlow_twins", "vicreg", "simclr"):
+        config = validate(PretrainConfig, {**settings, "method": method, "out": str(tmp_path / method), **({"lambd": 0.01} if method == "barlow_twins" else {})})
+        meta = json.loads(pretrain(config).with_suffix(".json").read_text())
+        assert meta["positives"] == "lesion" and meta["cross_image_pairs_per_epoch"] == 40 and meta["method"] == method
+        history = pd.read_csv(tmp_path / method / "history.csv")
+        assert np.isfinite(history["loss"]).all() and {"pretrain"} == set(history["stage"])

@@ -116,6 +116,7 @@ def pretrain(
     method: Annotated[str | None, typer.Option(help="barlow_twins (default) | vicreg | simclr")] = None,
     method_kwarg: Annotated[list[str] | None, typer.Option("--method-kwarg", help="KEY=VALUE: a hyperparameter of the method (repeatable), e.g. lambd=0.0051 or temperature=0.2.")] = None,
     projector: Annotated[str | None, typer.Option(help="Projector widths, comma-separated (e.g. 2048,2048).")] = None,
+    positives: Annotated[str | None, typer.Option(help="self (two views of one image) | lesion (two images of one lesion where the pool has several).")] = None,
     recipe: Annotated[str | None, typer.Option(help="small-data (default; measured on small dermoscopy pools) | seed (Haggerty & Chandra) | official (Zbontar et al.): sets the keys below unless given.")] = None,
     augmentation: Annotated[str | None, typer.Option(help="small-data | seed | official")] = None,
     lr: Annotated[str | None, typer.Option(help="'find' (LR finder, valley) or a number.")] = None,
@@ -127,7 +128,7 @@ def pretrain(
     """Self-supervised pretraining of a backbone on unlabelled images; writes backbone.safetensors."""
     from lesionssl.pretrain.run import pretrain as run
 
-    values = _merge(config, data=data, manifest=split_manifest, out=out, backbone=backbone, init=init, image_size=image_size, batch_size=batch_size, epochs=epochs, projector=[int(d) for d in projector.split(",")] if projector else None, method=method, method_kwargs=_key_values(method_kwarg, "--method-kwarg"), recipe=recipe, augmentation=augmentation, lr=_lr(lr), precision=precision, resume=resume, seed=seed)
+    values = _merge(config, data=data, manifest=split_manifest, out=out, backbone=backbone, init=init, image_size=image_size, batch_size=batch_size, epochs=epochs, projector=[int(d) for d in projector.split(",")] if projector else None, method=method, method_kwargs=_key_values(method_kwarg, "--method-kwarg"), positives=positives, recipe=recipe, augmentation=augmentation, lr=_lr(lr), precision=precision, resume=resume, seed=seed)
     path = run(validate(PretrainConfig, values, "pretrain"))
     console.print(f"backbone written to {path}")
 

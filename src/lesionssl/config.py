@@ -143,6 +143,7 @@ class PretrainConfig(Strict):
     epochs: int = Field(50, ge=1, description="50: the length measured on ../shared/data/skin-lesions (EVIDENCE.md)")
     method: str = Field("barlow_twins", description="barlow_twins | vicreg | simclr")
     method_kwargs: dict[str, Any] = Field(default_factory=dict, description="the method's hyperparameters (projector widths, loss weights); `projector` and `lambd` may also be given at the top level")
+    positives: Literal["self", "lesion"] = Field("self", description="self: two views of one image; lesion: two different images of one lesion (the manifest's group) where the pool has several")
     augmentation: PairPreset = "small-data"
     augment: AugmentOverrides = Field(default_factory=AugmentOverrides, description="changes to the augmentation preset, e.g. {crop_scale: [0.08, 1.0]}")
     extra_augmentations: list[Literal["rotate90", "cutout", "noise", "sobel"]] = Field(default_factory=list)

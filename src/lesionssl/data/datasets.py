@@ -14,6 +14,7 @@ class StoreBatches(Dataset):
 
     Augmentation happens afterwards on the batch (``augment.batch``), on the training device.
     With ``labels``, items are ``(images, labels, positions)``; positions tie outputs back to rows.
+    A list of position pairs reads two batches, the first and second image of each pair.
     """
 
     def __init__(self, images: np.ndarray, rows: Sequence[int], labels: Sequence[int] | None = None) -> None:
@@ -25,7 +26,10 @@ class StoreBatches(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, positions: list[int]):
+    def __getitem__(self, positions: list[int] | list[tuple[int, int]]):
+        if positions and isinstance(positions[0], tuple):  # positive pairs of two images
+            first, second = zip(*positions)
+            return self[list(first)], self[list(second)]
         positions_array = np.asarray(positions, dtype=np.int64)
         rows = self.rows[positions_array]
         order = np.argsort(rows, kind="stable")  # ascending reads from the memory map, then back to batch order

@@ -75,6 +75,21 @@ def _pool(config: PretrainConfig) -> tuple[pd.DataFrame, np.ndarray, str, list[s
     return table.assign(row=np.arange(len(table))), np.arange(len(table)), "all-images (no split given)", []
 
 
+def _positive_groups(config: PretrainConfig, table: pd.DataFrame, rows: np.ndarray) -> tuple[np.ndarray | None, int]:
+    """The group of every pool row for lesion positives (None for self-pairs), and how many pool
+    images have another image of their lesion in the pool (the cross-image pairs of an epoch)."""
+    if config.positives == "self":
+        return None, 0
+    column = "group" if "group" in table else "lesion_id"
+    groups = table[column].iloc[rows].astype(str).to_numpy() if column in table else np.array([])
+    groups = np.where((groups == "") | (groups == "nan"), [f"image:{r}" for r in rows], groups) if len(groups) else np.array([f"image:{r}" for r in rows])
+    sizes = pd.Series(groups).map(pd.Series(groups).value_counts()).to_numpy()
+    cross = int((sizes > 1).sum())
+    if cross == 0:
+        console.print("positives: lesion, but no lesion has two images in the pool: every pair is two views of one image", markup=False)
+    return groups, cross
+
+
 def _monitor(config: PretrainConfig, images: np.ndarray, table: pd.DataFrame, rows: np.ndarray, classes: list[str]) -> PretrainMonitor:
     """Collapse indicators on a fixed sample of the pool; kNN accuracy when train and val splits exist."""
     probe_rows = np.random.default_rng(config.seed).permutation(rows)[:PROBE_IMAGES]
@@ -170,7 +185,8 @@ def pretrain(config: PretrainConfig) -> Path:
         raise LesionSSLError(f"the pretraining pool has {len(rows)} images; need at least 2")
     images = build_store(table["path"].tolist(), stored_size(config.image_size, config.store_margin), "decoding images")
     views = two_views(config.augmentation_parameters, config.image_size, config.normalize, tuple(config.extra_augmentations))
-    data = pretrain_loader(images, rows, config.batch_size, config.runtime.num_workers, config.seed, pin_memory=uses_cuda(config.runtime))
+    groups, cross_image = _positive_groups(config, table, rows)
+    data = pretrain_loader(images, rows, config.batch_size, config.runtime.num_workers, config.seed, pin_memory=uses_cuda(config.runtime), groups=groups)
 
     backbone, init_info = build_backbone(config.backbone, config.init)
     method = config.build_method()
@@ -214,7 +230,7 @@ def pretrain(config: PretrainConfig) -> Path:
             stages["lr"] = config.lr
         _save_stage(out, module, stages)
 
-    resolved = {"recipe": config.recipe, "method": config.method, "method_kwargs": method.resolved(), "augmentation": asdict(config.augmentation_parameters), "lr": stages["lr"], "weight_decay": config.resolved_weight_decay, "projector_warmup_epochs": warmup_epochs, "pool": pool, "pool_images": int(len(rows)), "init": init_info}
+    resolved = {"recipe": config.recipe, "method": config.method, "method_kwargs": method.resolved(), "positives": config.positives, "cross_image_pairs_per_epoch": cross_image, "augmentation": asdict(config.augmentation_parameters), "lr": stages["lr"], "weight_decay": config.resolved_weight_decay, "projector_warmup_epochs": warmup_epochs, "pool": pool, "pool_images": int(len(rows)), "init": init_info}
     total_steps = config.epochs * len(data)
     if config.optimizer == "lars":
         scale = config.batch_size / 256
@@ -248,6 +264,8 @@ def pretrain(config: PretrainConfig) -> Path:
         "recipe": config.recipe,
         "method": config.method,
         "method_kwargs": method.resolved(),
+        "positives": config.positives,
+        "cross_image_pairs_per_epoch": cross_image,
         **method.resolved(),  # flat too, so a stale backbone can be checked key by key
         "lr": stages["lr"],
         "final_loss": losses[-1] if losses else None,
