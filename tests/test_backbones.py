@@ -143,3 +143,65 @@ class socket_closed:
 
     def __exit__(self, *exc):
         self.sock.close()
+
+
+@pytest.mark.parametrize("name, size, width", [("timm:resnet18", 32, 512), ("timm:convnext_nano", 32, 640), ("timm:vit_tiny_patch16_224", 48, 192)])
+def test_any_timm_backbone_without_classifier_at_the_training_size(name, size, width):
+    from lesionssl.models.backbones import build_backbone, feature_dim
+
+    backbone, info = build_backbone(name, "random", size)
+    assert feature_dim(backbone) == width and backbone(torch.randn(2, 3, size, size)).shape == (2, width)
+    assert info["init"] == "random"
+
+
+def test_timm_weights_file_loads_strictly_and_export_keeps_timm_keys(synthetic_manifest, tmp_path):
+    import timm
+    from safetensors.torch import load_file, save_file
+
+    from lesionssl.config import PretrainConfig, validate
+    from lesionssl.models.backbones import build_backbone
+    from lesionssl.pretrain.run import pretrain
+
+    source = timm.create_model("resnet18", num_classes=10)  # a timm checkpoint, classifier included
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(tmp_path / "timm-resnet18.safetensors"))
+    backbone, info = build_backbone("timm:resnet18", str(tmp_path / "timm-resnet18.safetensors"), 32)
+    torch.testing.assert_close(backbone.state_dict()["layer4.1.bn2.weight"], source.state_dict()["layer4.1.bn2.weight"])
+    with pytest.raises(LesionSSLError, match="does not match"):
+        build_backbone("timm:convnext_nano", str(tmp_path / "timm-resnet18.safetensors"), 32)
+    config = validate(PretrainConfig, {"manifest": str(synthetic_manifest), "out": str(tmp_path / "bt"), "backbone": "timm:resnet18", "image_size": 32, "epochs": 1, "batch_size": 32, "projector": [32]})
+    exported = load_file(str(pretrain(config)))
+    timm.create_model("resnet18", num_classes=0).load_state_dict(exported, strict=True)  # timm loads what we export
+
+
+def test_timm_pretrained_tag_brings_its_own_preprocessing(monkeypatch):
+    """The online path with the download itself replaced (no network here): the tag's pretrained
+    configuration decides mean, std and interpolation."""
+    import timm
+
+    from lesionssl.models import backbones
+
+    created = {}
+    real = timm.create_model
+
+    def offline(name, pretrained=False, **kwargs):
+        created["pretrained"] = pretrained
+        return real(name, pretrained=False, **kwargs)
+
+    monkeypatch.setattr(timm, "create_model", offline)
+    backbone, info = backbones.build_backbone("timm:vit_tiny_patch16_224", "timm:vit_tiny_patch16_224.augreg_in21k", 32)
+    assert created["pretrained"] is True and info["source"] == "timm"
+    pre = backbones.resolve_preprocessing("auto", info)
+    assert pre.mean == pytest.approx((0.5, 0.5, 0.5)) and pre.std == pytest.approx((0.5, 0.5, 0.5)) and pre.interpolation == "bicubic"
+    assert backbones.resolve_preprocessing("imagenet", info).mean == pytest.approx((0.485, 0.456, 0.406))  # an explicit choice wins
+    with pytest.raises(LesionSSLError, match="needs --backbone timm:vit_tiny_patch16_224"):
+        backbones.build_backbone("resnet18", "timm:vit_tiny_patch16_224.augreg_in21k", 32)
+
+
+def test_registry_and_lesionssl_backbones_apply_their_recorded_preprocessing():
+    from lesionssl.models.backbones import resolve_preprocessing
+    from lesionssl.models.registry import REGISTRY
+
+    registered = resolve_preprocessing("auto", {"preprocessing": REGISTRY["tv-resnet50-v2"].preprocessing})
+    assert registered.mean == pytest.approx((0.485, 0.456, 0.406))
+    assert resolve_preprocessing("auto", {"pretraining": {"normalize": "none"}}).std == (1.0, 1.0, 1.0)
+    assert resolve_preprocessing("auto", {"init": "random"}).mean == pytest.approx((0.485, 0.456, 0.406))

@@ -18,9 +18,10 @@ from lesionssl.augment.views import PAIR_PRESETS, PairAugmentation, PairPreset
 
 from lesionssl.errors import LesionSSLError
 
-Backbone = Literal["resnet18", "resnet34", "resnet50", "resnet101"]
+#: A torchvision ResNet or any timm model as ``timm:NAME`` (checked when it is built).
+Backbone = Annotated[str, Field(pattern=r"^(resnet18|resnet34|resnet50|resnet101|timm:[A-Za-z0-9_.\-]+)$", description="resnet18 | resnet34 | resnet50 | resnet101 | timm:NAME")]
 Precision = Literal["32-true", "bf16-mixed", "16-mixed"]
-Normalize = Literal["imagenet", "none"]
+Normalize = Literal["imagenet", "none", "auto"]
 
 
 class Strict(BaseModel):
@@ -147,7 +148,7 @@ class PretrainConfig(Strict):
     augmentation: PairPreset = "small-data"
     augment: AugmentOverrides = Field(default_factory=AugmentOverrides, description="changes to the augmentation preset, e.g. {crop_scale: [0.08, 1.0]}")
     extra_augmentations: list[Literal["rotate90", "cutout", "noise", "sobel"]] = Field(default_factory=list)
-    normalize: Normalize = "imagenet"
+    normalize: Normalize = Field("auto", description="auto: what the initialisation records (timm's pretrained config, a registered entry), ImageNet's otherwise")
     optimizer: Literal["adam", "lars"] = Field("adam", description="adam: fastai Adam + 1cycle; lars: official LARS + warm-up + cosine")
     lr: float | Literal["find"] = Field(1e-3, description="adam: the 1cycle maximum, or 'find' (LR finder, valley)")
     weight_decay: float | None = Field(None, ge=0, description="null: 0.01 for adam (fastai's default, as the seed ran), 1.5e-6 for lars")
@@ -258,7 +259,7 @@ class FinetuneConfig(Strict):
     lr: float | Literal["find"] = "find"
     lr_suggestion: Literal["valley", "minimum", "steep", "slide"] = "valley"
     weight_decay: float = Field(0.0, ge=0)
-    normalize: Normalize = "imagenet"
+    normalize: Normalize = Field("auto", description="auto: what the initialisation records (timm's pretrained config, a registered entry, a lesionssl backbone's own), ImageNet's otherwise")
     tta: int = Field(0, ge=0, description="augmented test views averaged with the plain one (seed: 3)")
     sampling: Literal["shuffle", "class-balanced"] = "shuffle"
     loss_weights: Literal["none", "balanced"] = "none"

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from lesionssl.augment.views import PAIR_PRESETS, EXTRAS, IMAGENET_MEAN, IMAGENET_STD, SIGMA_REFERENCE_SIZE, PairAugmentation, PairPreset, Normalization
+from lesionssl.augment.views import EXTRAS, PAIR_PRESETS, SIGMA_REFERENCE_SIZE, Normalization, PairAugmentation, PairPreset, Preprocessing, as_preprocessing
 
 #: ITU-R 601 luma weights, as torchvision's ``rgb_to_grayscale``.
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
@@ -60,7 +60,7 @@ class ViewSpec:
     cutout_p: float = 0.0
     cutout_scale: tuple[float, float] = (0.02, 0.2)
     cutout_ratio: tuple[float, float] = (0.3, 3.3)
-    normalize: Normalization = "imagenet"
+    normalize: Normalization | Preprocessing = "imagenet"
 
     @property
     def blur_kernel(self) -> int:
@@ -188,11 +188,11 @@ def _check_batch(images: Tensor) -> None:
 class _Normalizing(nn.Module):
     """Holds the normalisation constants (moved with the module to the training device)."""
 
-    def __init__(self, normalize: Normalization) -> None:
+    def __init__(self, normalize: Normalization | Preprocessing) -> None:
         super().__init__()
-        mean, std = (IMAGENET_MEAN, IMAGENET_STD) if normalize == "imagenet" else ((0.0,) * 3, (1.0,) * 3)
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.preprocessing = as_preprocessing(normalize)
+        self.register_buffer("mean", torch.tensor(self.preprocessing.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(self.preprocessing.std).view(1, 3, 1, 1), persistent=False)
 
     def normalized(self, x: Tensor) -> Tensor:
         return ((x - self.mean) / self.std).contiguous()
@@ -200,9 +200,10 @@ class _Normalizing(nn.Module):
 
 class EvalView(_Normalizing):
     """The deterministic evaluation view of a uint8 batch: the stored squares resized
-    (bilinear, antialiased, as torchvision's ``Resize``) to ``size`` and normalised."""
+    (antialiased, as torchvision's ``Resize``, with the backbone's interpolation: bilinear
+    unless its pretrained configuration says otherwise) to ``size`` and normalised."""
 
-    def __init__(self, size: int, normalize: Normalization) -> None:
+    def __init__(self, size: int, normalize: Normalization | Preprocessing) -> None:
         super().__init__(normalize)
         self.size = size
 
@@ -211,7 +212,7 @@ class EvalView(_Normalizing):
         with torch.autocast(images.device.type, enabled=False):
             x = images.float().div_(255)
             if x.shape[-2:] != (self.size, self.size):
-                x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False).clamp_(0, 1)
+                x = F.interpolate(x, size=(self.size, self.size), mode=self.preprocessing.interpolation, antialias=True, align_corners=False).clamp_(0, 1)
             return self.normalized(x)
 
 
@@ -334,7 +335,7 @@ def resolve_preset(preset: PairPreset | PairAugmentation) -> PairAugmentation:
     return PAIR_PRESETS[preset]
 
 
-def two_view_specs(preset: PairPreset | PairAugmentation, image_size: int, normalize: Normalization, extras: tuple[str, ...] = ()) -> tuple[ViewSpec, ViewSpec]:
+def two_view_specs(preset: PairPreset | PairAugmentation, image_size: int, normalize: Normalization | Preprocessing, extras: tuple[str, ...] = ()) -> tuple[ViewSpec, ViewSpec]:
     """The two views of a Barlow Twins preset plus extras, at ``image_size``."""
     aug = resolve_preset(preset)
     unknown = set(extras) - set(EXTRAS)
@@ -362,11 +363,11 @@ def two_view_specs(preset: PairPreset | PairAugmentation, image_size: int, norma
     return first, second
 
 
-def two_views(preset: PairPreset | PairAugmentation, image_size: int, normalize: Normalization, extras: tuple[str, ...] = ()) -> TwoViews:
+def two_views(preset: PairPreset | PairAugmentation, image_size: int, normalize: Normalization | Preprocessing, extras: tuple[str, ...] = ()) -> TwoViews:
     """Batch module producing the two Barlow Twins views of a preset."""
     return TwoViews(*two_view_specs(preset, image_size, normalize, extras))
 
 
-def finetune_view(image_size: int, normalize: Normalization) -> BatchView:
+def finetune_view(image_size: int, normalize: Normalization | Preprocessing) -> BatchView:
     """The seed's fine-tuning augmentation: crop 0.7-1, flip and +-45 deg rotation each with p 0.25."""
     return BatchView(ViewSpec(size=image_size, crop_scale=(0.7, 1.0), flip_p=0.25, rotation_degrees=45.0, rotation_p=0.25, normalize=normalize))

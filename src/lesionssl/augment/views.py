@@ -32,7 +32,32 @@ from typing import Literal
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-Normalization = Literal["imagenet", "none"]
+#: ``auto``: what the initialisation records (a timm pretrained config, a registered weights
+#: entry, a lesionssl backbone's ``normalize``), ImageNet statistics otherwise.
+Normalization = Literal["imagenet", "none", "auto"]
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Input statistics a backbone expects, and the interpolation of its evaluation resize."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bilinear"
+
+
+IMAGENET = Preprocessing(IMAGENET_MEAN, IMAGENET_STD)
+UNNORMALISED = Preprocessing((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+NAMED_PREPROCESSING = {"imagenet": IMAGENET, "none": UNNORMALISED}
+
+
+def as_preprocessing(normalize: Normalization | Preprocessing) -> Preprocessing:
+    """A named normalisation (``auto`` must be resolved by the caller first) as statistics."""
+    if isinstance(normalize, Preprocessing):
+        return normalize
+    if normalize not in NAMED_PREPROCESSING:
+        raise ValueError(f"normalisation {normalize!r} must be resolved against the initialisation first")
+    return NAMED_PREPROCESSING[normalize]
 PairPreset = Literal["official", "seed", "small-data"]
 Extra = Literal["rotate90", "cutout", "noise", "sobel"]
 EXTRAS: tuple[str, ...] = ("rotate90", "cutout", "noise", "sobel")

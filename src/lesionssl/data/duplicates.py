@@ -143,11 +143,11 @@ def image_features(images: np.ndarray, features: str = "thumbnail", architecture
     if features == "thumbnail":
         return thumbnail_features(images)
     from lesionssl.augment.batch import EvalView
-    from lesionssl.models.backbones import build_backbone
+    from lesionssl.models.backbones import build_backbone, resolve_preprocessing
 
-    model, _ = build_backbone(architecture, features)
+    model, info = build_backbone(architecture, features, image_size)
     model.eval()
-    view = EvalView(image_size, "imagenet")
+    view = EvalView(image_size, resolve_preprocessing("auto", info))
     with torch.no_grad():
         out = [model(view(torch.from_numpy(np.array(images[i : i + 256])).permute(0, 3, 1, 2))).float() for i in range(0, len(images), 256)]
     return F.normalize(torch.cat(out), dim=1)

@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from lesionssl.augment.batch import EvalView
-from lesionssl.augment.views import Normalization
+from lesionssl.augment.views import Normalization, Preprocessing
 
 #: Inverse regularisation strengths tried by the linear probe (log grid, as probe studies use).
 PROBE_CS = tuple(float(c) for c in np.logspace(-4, 2, 13))
@@ -34,7 +34,7 @@ PROBE_MAX_ITER = 3000
 
 
 @torch.no_grad()
-def extract_features(backbone: nn.Module, images: np.ndarray, rows: np.ndarray, image_size: int, normalize: Normalization, batch_size: int = 256, device: torch.device | str | None = None) -> np.ndarray:
+def extract_features(backbone: nn.Module, images: np.ndarray, rows: np.ndarray, image_size: int, normalize: Normalization | Preprocessing, batch_size: int = 256, device: torch.device | str | None = None) -> np.ndarray:
     """Pooled features ``(len(rows), D)`` of store rows, through the evaluation view (eval mode)."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     backbone = backbone.to(device).eval()

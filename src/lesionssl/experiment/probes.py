@@ -29,12 +29,13 @@ from lesionssl.evaluate.metrics import compute_metrics, predictions_frame
 from lesionssl.evaluate.probe import knn_probs, linear_probe, extract_features
 from lesionssl.evaluate.test_sets import external_sets, write_external
 from lesionssl.io import atomic_write, write_json, write_text
-from lesionssl.models.backbones import build_backbone
+from lesionssl.augment.views import Preprocessing
+from lesionssl.models.backbones import build_backbone, resolve_preprocessing
 
 PROTOCOLS = ("finetune", "linear", "knn")
 
 
-def _weights_key(backbone: torch.nn.Module, images: np.ndarray, image_size: int, normalize: str) -> str:
+def _weights_key(backbone: torch.nn.Module, images: np.ndarray, image_size: int, normalize: Preprocessing) -> str:
     digest = hashlib.sha256(f"{image_size}:{normalize}:{images.shape}:{getattr(images, 'filename', '')}".encode())
     for name, tensor in sorted(backbone.state_dict().items()):
         digest.update(name.encode())
@@ -42,7 +43,7 @@ def _weights_key(backbone: torch.nn.Module, images: np.ndarray, image_size: int,
     return digest.hexdigest()[:16]
 
 
-def cached_features(cache: Path, backbone: torch.nn.Module, images: np.ndarray, rows: np.ndarray, image_size: int, normalize: str) -> dict[int, np.ndarray]:
+def cached_features(cache: Path, backbone: torch.nn.Module, images: np.ndarray, rows: np.ndarray, image_size: int, normalize: Preprocessing) -> dict[int, np.ndarray]:
     """Features of store ``rows`` (row -> vector), extracted once per (weights, image set, view)."""
     target = cache / f"{_weights_key(backbone, images, image_size, normalize)}.npz"
     if target.is_file():
@@ -72,9 +73,10 @@ def probe_run(config: FinetuneConfig, protocol: str, cache: Path, knn_k: int) ->
     classes = manifest.classes
     table = manifest.table.assign(row=np.arange(len(manifest.table)))
     images = build_store(table["path"].tolist(), stored_size(config.image_size, config.store_margin), "decoding images")
-    backbone, init_info = build_backbone(config.backbone, config.init)
+    backbone, init_info = build_backbone(config.backbone, config.init, config.image_size)
+    preprocessing = resolve_preprocessing(config.normalize, init_info)
     labelled = table[table["label"] != ""]
-    features = cached_features(cache, backbone, images, labelled["row"].to_numpy(), config.image_size, config.normalize)
+    features = cached_features(cache, backbone, images, labelled["row"].to_numpy(), config.image_size, preprocessing)
 
     def part(split: str) -> tuple[np.ndarray, np.ndarray, Any]:
         rows = labelled[labelled["split"] == split]
@@ -99,7 +101,7 @@ def probe_run(config: FinetuneConfig, protocol: str, cache: Path, knn_k: int) ->
     external = {}
     for evaluation in external_sets(manifest, images, config.external, config.image_size, config.store_margin):
         ext_rows = evaluation.table["row"].to_numpy()
-        ext_features = features if evaluation.images is images else cached_features(cache, backbone, evaluation.images, ext_rows, config.image_size, config.normalize)
+        ext_features = features if evaluation.images is images else cached_features(cache, backbone, evaluation.images, ext_rows, config.image_size, preprocessing)
         external[evaluation.name] = write_external(out, evaluation, predict(np.stack([ext_features[r] for r in ext_rows])), classes)
     pool = init_info.get("pretraining", {}).get("pool")
     record = {

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ from lesionssl.evaluate.prior import adjust, class_prior, em_prior
 from lesionssl.evaluate.test_sets import external_sets, write_external
 from lesionssl.finetune.module import ClassifierModule
 from lesionssl.io import atomic_write, write_json, write_text
-from lesionssl.models.backbones import build_backbone, feature_dim
+from lesionssl.models.backbones import build_backbone, feature_dim, resolve_preprocessing
 from lesionssl.optim.lr_finder import run_lr_finder
 from lesionssl.optim.one_cycle import OneCycle, OneCycleCallback, set_hyperparameters
 from lesionssl.progress import console
@@ -130,11 +131,12 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     train_data = train_loader(images, train, classes, config.batch_size, config.runtime.num_workers, config.seed, class_balanced=config.sampling == "class-balanced", pin_memory=uses_cuda(config.runtime))
     val_data = eval_loader(images, val, classes, config.batch_size * 2, config.runtime.num_workers, uses_cuda(config.runtime)) if len(val) else None
 
-    backbone, init_info = build_backbone(config.backbone, config.init)
+    backbone, init_info = build_backbone(config.backbone, config.init, config.image_size)
+    preprocessing = resolve_preprocessing(config.normalize, init_info)
     weights = None
     if config.loss_weights == "balanced":
         weights = torch.as_tensor(np.divide(1.0, len(classes) * train_prior, out=np.zeros_like(train_prior), where=train_prior > 0), dtype=torch.float32)
-    module = ClassifierModule(backbone, feature_dim(backbone), len(classes), config.weight_decay, config.runtime.channels_last, weights, finetune_view(config.image_size, config.normalize), EvalView(config.image_size, config.normalize))
+    module = ClassifierModule(backbone, feature_dim(backbone), len(classes), config.weight_decay, config.runtime.channels_last, weights, finetune_view(config.image_size, preprocessing), EvalView(config.image_size, preprocessing))
     history = out / "history.csv"
 
     def fit(callbacks: list[L.Callback], epochs: int, validate: bool = False, logger=False) -> None:
@@ -191,6 +193,7 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
         "init": config.init,
         "seed": config.seed,
         "lr": float(lr),
+        "preprocessing": asdict(preprocessing),
         "pretraining_pool": pool,
         "transductive": pool == "transductive",
         "train_images": int(len(train)),

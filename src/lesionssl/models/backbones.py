@@ -1,9 +1,15 @@
-"""ResNet backbones and every way to initialise them: random, torchvision ImageNet, or a file.
+"""Backbones and every way to initialise them: random, torchvision ImageNet, timm, or a file.
+
+Backbones are torchvision ResNets (``resnet18`` ... ``resnet101``) or any timm model
+(``timm:NAME``, e.g. ``timm:convnext_nano`` or ``timm:vit_small_patch16_224`` at any image size
+it accepts), created without a classifier (timm's ``num_classes=0``; the feature width is its
+``num_features``). ``--init timm:NAME.TAG`` loads timm's pretrained weights (online) and its
+pretrained configuration's mean, std and interpolation.
 
 Checkpoint loading is strict and never executes pickled code: ``.safetensors`` files are read
 with safetensors, everything else with ``torch.load(weights_only=True)``. Keys may carry the
 ``module.`` (DDP), ``backbone.`` / ``encoder.`` (SSL libraries) prefixes, removed by exact
-prefix; only the classifier (``fc.*``) may be missing or extra.
+prefix; only the classifier may be missing or extra.
 """
 
 from __future__ import annotations
@@ -18,10 +24,12 @@ import torchvision
 from safetensors.torch import load_file as load_safetensors
 from torch import nn
 
+from lesionssl.augment.views import IMAGENET, NAMED_PREPROCESSING, Normalization, Preprocessing, as_preprocessing
 from lesionssl.errors import LesionSSLError
 from lesionssl.models.registry import REGISTRY, fetch
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
+TIMM_PREFIX = "timm:"
 #: ``imagenet`` means torchvision's default (best) weights; V1/V2 can be named explicitly.
 IMAGENET_WEIGHTS = {
     "resnet18": {"imagenet": "IMAGENET1K_V1", "imagenet-v1": "IMAGENET1K_V1"},
@@ -37,13 +45,45 @@ BACKBONE_PREFIXES = ("backbone.", "encoder.")
 def create_resnet(name: str) -> nn.Module:
     """A torchvision ResNet with random weights (its ``fc`` is replaced later)."""
     if name not in BACKBONES:
-        raise LesionSSLError(f"unknown backbone {name!r}; choose from {list(BACKBONES)}")
+        raise LesionSSLError(f"unknown backbone {name!r}; choose from {list(BACKBONES)} or timm:NAME")
     return getattr(torchvision.models, name)(weights=None)
 
 
+def create_timm(name: str, image_size: int | None = None, pretrained: bool = False) -> nn.Module:
+    """A timm model without classifier (pooled features), built for ``image_size`` when the
+    architecture takes one (vision transformers), with timm's pretrained weights on request."""
+    import timm
+
+    model_name = name.removeprefix(TIMM_PREFIX)
+    if not timm.is_model(model_name.split(".")[0]):
+        raise LesionSSLError(f"timm has no model {model_name!r} (list them with timm.list_models())")
+    try:
+        try:
+            return timm.create_model(model_name, pretrained=pretrained, num_classes=0, img_size=image_size) if image_size else timm.create_model(model_name, pretrained=pretrained, num_classes=0)
+        except TypeError:  # architectures without an image size (CNNs)
+            return timm.create_model(model_name, pretrained=pretrained, num_classes=0)
+    except (OSError, RuntimeError) as exc:
+        raise LesionSSLError(f"could not create {name}{' with pretrained weights' if pretrained else ''}: {str(exc).splitlines()[0]}") from None
+
+
+def is_timm(name: str) -> bool:
+    return name.startswith(TIMM_PREFIX)
+
+
 def feature_dim(backbone: nn.Module) -> int:
-    """Width of the pooled features of a ResNet backbone."""
+    """Width of the pooled features (timm's ``num_features``; a ResNet's last block width)."""
+    if hasattr(backbone, "num_features"):
+        return int(backbone.num_features)
     return backbone.fc.in_features if isinstance(backbone.fc, nn.Linear) else backbone.inplanes
+
+
+def _classifier_keys(backbone: nn.Module) -> set[str]:
+    """State-dict keys of a classifier that a checkpoint may have and the backbone lacks."""
+    keys = set(CLASSIFIER_KEYS)
+    head = getattr(backbone, "default_cfg", {}).get("classifier") if hasattr(backbone, "default_cfg") else None
+    for name in [head] if isinstance(head, str) else head or []:
+        keys |= {f"{name}.weight", f"{name}.bias"}
+    return keys
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -94,8 +134,9 @@ def load_backbone_state(backbone: nn.Module, state: dict[str, torch.Tensor], sou
     Raises:
         LesionSSLError: Listing missing and unexpected keys, or mismatched shapes.
     """
-    state = {k: v for k, v in state.items() if k not in CLASSIFIER_KEYS}
-    expected = {k for k in backbone.state_dict() if k not in CLASSIFIER_KEYS}
+    classifier = _classifier_keys(backbone)
+    state = {k: v for k, v in state.items() if k not in classifier}
+    expected = {k for k in backbone.state_dict() if k not in classifier}
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:
         raise LesionSSLError(
@@ -140,11 +181,24 @@ def resolve_checkpoint(init: str, architecture: str) -> tuple[Path, dict[str, An
     """A checkpoint file for ``init`` (a registered name or a path) and its provenance."""
     if init in REGISTRY:
         path, entry, verified = fetch(init)
-        if entry.architecture != architecture:
+        if entry.architecture != architecture.removeprefix(TIMM_PREFIX):
             raise LesionSSLError(f"{init} holds {entry.architecture} weights, but the backbone is {architecture}")
         return path, {"registry": init, "url": entry.url, "method": entry.method, "verified": verified, "preprocessing": entry.preprocessing}
     path = Path(init).expanduser()
     return path, {"pretraining": read_metadata(path)}
+
+
+def resolve_preprocessing(normalize: Normalization, info: dict[str, Any]) -> Preprocessing:
+    """The input statistics to use: a named normalisation, or for ``auto`` what the
+    initialisation records (timm's pretrained configuration, a registry entry, a lesionssl
+    backbone's own), ImageNet's otherwise."""
+    if normalize != "auto":
+        return as_preprocessing(normalize)
+    pretraining = info.get("pretraining") or {}
+    recorded = info.get("preprocessing") or pretraining.get("preprocessing")
+    if recorded:
+        return Preprocessing(tuple(recorded["mean"]), tuple(recorded["std"]), recorded.get("interpolation", "bilinear"))
+    return NAMED_PREPROCESSING.get(pretraining.get("normalize"), IMAGENET)
 
 
 def read_projector_state(init: str, architecture: str) -> dict[str, torch.Tensor]:
@@ -156,20 +210,46 @@ def read_projector_state(init: str, architecture: str) -> dict[str, torch.Tensor
     return {k.removeprefix("projector."): v for k, v in rest.items() if k.startswith("projector.")}
 
 
-def build_backbone(name: str, init: str) -> tuple[nn.Module, dict[str, Any]]:
+def _timm_preprocessing(model: nn.Module) -> dict[str, Any]:
+    import timm
+
+    config = timm.data.resolve_model_data_config(model)
+    interpolation = config.get("interpolation", "bilinear")
+    return {"mean": tuple(config["mean"]), "std": tuple(config["std"]), "interpolation": interpolation if interpolation in ("bilinear", "bicubic") else "bilinear"}
+
+
+def build_backbone(name: str, init: str, image_size: int | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """Create a backbone and initialise it.
 
     Args:
-        name: torchvision ResNet name.
+        name: torchvision ResNet name, or ``timm:NAME``.
         init: ``random``, ``imagenet`` / ``imagenet-v1`` / ``imagenet-v2``, a registered weights
-            name (see :mod:`lesionssl.models.registry`), or a checkpoint path.
+            name (see :mod:`lesionssl.models.registry`), ``timm:NAME.TAG`` (timm's pretrained
+            weights), or a checkpoint path.
+        image_size: The training size, for timm architectures that are built for one (ViTs).
 
     Returns:
-        The backbone with ``fc`` replaced by identity, and provenance metadata (``init``,
-        ``source`` and, for lesionssl checkpoints, the pretraining details such as the pool).
+        The backbone without classifier, and provenance metadata (``init``, ``source``, the
+        ``preprocessing`` the weights expect when known, and for lesionssl checkpoints the
+        pretraining details such as the pool).
     """
-    backbone = create_resnet(name)
     info: dict[str, Any] = {"init": init}
+    if is_timm(init):
+        if not is_timm(name) or init.removeprefix(TIMM_PREFIX).split(".")[0] != name.removeprefix(TIMM_PREFIX).split(".")[0]:
+            raise LesionSSLError(f"--init {init} needs --backbone timm:{init.removeprefix(TIMM_PREFIX).split('.')[0]}, got {name}")
+        backbone = create_timm(init, image_size, pretrained=True)
+        return backbone, {**info, "source": "timm", "preprocessing": _timm_preprocessing(backbone)}
+    if is_timm(name):
+        backbone = create_timm(name, image_size)
+        if init != "random":
+            if init.startswith("imagenet"):
+                raise LesionSSLError(f"--init {init} is torchvision's; for {name} use --init {name}.TAG (timm's weights) or a file")
+            path, provenance = resolve_checkpoint(init, name)
+            state, _ = split_prefixed(read_state_dict(path))
+            load_backbone_state(backbone, state, str(path))
+            info.update(source=str(path.resolve()), **provenance)
+        return backbone, info
+    backbone = create_resnet(name)
     if init == "random":
         pass
     elif init.startswith("imagenet"):

@@ -11,11 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lesionssl.augment.views import IMAGENET_MEAN, IMAGENET_STD
 from lesionssl.data.store import cache_root
 from lesionssl.download import download, verify
 from lesionssl.errors import LesionSSLError
 
-IMAGENET_PREPROCESSING = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225), "interpolation": "bilinear", "resize": 256, "crop": 224}
+IMAGENET_PREPROCESSING = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD, "interpolation": "bilinear", "resize": 256, "crop": 224}
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,8 @@ from lesionssl.engine import log_final, make_loggers, make_trainer, set_frozen, 
 from lesionssl.environment import run_environment
 from lesionssl.errors import LesionSSLError
 from lesionssl.io import atomic_write, write_json, write_text
-from lesionssl.models.backbones import build_backbone, feature_dim, read_projector_state
+from lesionssl.augment.views import Preprocessing
+from lesionssl.models.backbones import build_backbone, feature_dim, read_projector_state, resolve_preprocessing
 from lesionssl.models.heads import ProjectionHead
 from lesionssl.optim.lr_finder import run_lr_finder
 from lesionssl.optim.lars import LARS, lars_param_groups
@@ -90,7 +91,7 @@ def _positive_groups(config: PretrainConfig, table: pd.DataFrame, rows: np.ndarr
     return groups, cross
 
 
-def _monitor(config: PretrainConfig, images: np.ndarray, table: pd.DataFrame, rows: np.ndarray, classes: list[str]) -> PretrainMonitor:
+def _monitor(config: PretrainConfig, images: np.ndarray, table: pd.DataFrame, rows: np.ndarray, classes: list[str], preprocessing: Preprocessing) -> PretrainMonitor:
     """Collapse indicators on a fixed sample of the pool; kNN accuracy when train and val splits exist."""
     probe_rows = np.random.default_rng(config.seed).permutation(rows)[:PROBE_IMAGES]
     batch = config.batch_size
@@ -100,7 +101,7 @@ def _monitor(config: PretrainConfig, images: np.ndarray, table: pd.DataFrame, ro
 
     train, val = table[table["split"] == "train"], table[table["split"] == "val"]
     knn = (load(train), load(val)) if len(train) and len(val) else (None, None)
-    return PretrainMonitor(EvalView(config.image_size, config.normalize), load(table.iloc[np.sort(probe_rows)]), *knn, k=config.knn_k)
+    return PretrainMonitor(EvalView(config.image_size, preprocessing), load(table.iloc[np.sort(probe_rows)]), *knn, k=config.knn_k)
 
 
 def _state_file(out: Path) -> Path:
@@ -184,11 +185,12 @@ def pretrain(config: PretrainConfig) -> Path:
     if len(rows) < 2:
         raise LesionSSLError(f"the pretraining pool has {len(rows)} images; need at least 2")
     images = build_store(table["path"].tolist(), stored_size(config.image_size, config.store_margin), "decoding images")
-    views = two_views(config.augmentation_parameters, config.image_size, config.normalize, tuple(config.extra_augmentations))
     groups, cross_image = _positive_groups(config, table, rows)
     data = pretrain_loader(images, rows, config.batch_size, config.runtime.num_workers, config.seed, pin_memory=uses_cuda(config.runtime), groups=groups)
 
-    backbone, init_info = build_backbone(config.backbone, config.init)
+    backbone, init_info = build_backbone(config.backbone, config.init, config.image_size)
+    preprocessing = resolve_preprocessing(config.normalize, init_info)
+    views = two_views(config.augmentation_parameters, config.image_size, preprocessing, tuple(config.extra_augmentations))
     method = config.build_method()
     projector = method.projector(feature_dim(backbone))
     warmup_epochs = config.resolved_projector_warmup_epochs
@@ -242,10 +244,10 @@ def pretrain(config: PretrainConfig) -> Path:
     write_text(out / "config.yaml", to_yaml(config, {"resolved": resolved}))
     write_json(out / "environment.json", run_environment(config.seed))
     checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0, every_n_epochs=1)
-    monitor = _monitor(config, images, table, rows, classes)
+    monitor = _monitor(config, images, table, rows, classes, preprocessing)
     callbacks = [EpochSeed(config.seed), NonFiniteGuard(last), schedule, monitor, EpochHistory(history, PRETRAIN_STAGE), checkpoint]
     if config.snapshot_every:
-        snapshot = {"format": "lesionssl-backbone/1", "architecture": config.backbone, "image_size": config.image_size, "normalize": config.normalize, "pool": pool, "recipe": config.recipe, "epochs": config.epochs}
+        snapshot = {"format": "lesionssl-backbone/1", "architecture": config.backbone, "image_size": config.image_size, "normalize": config.normalize, "preprocessing": asdict(preprocessing), "pool": pool, "recipe": config.recipe, "epochs": config.epochs}
         callbacks.insert(-1, Snapshots(out / "snapshots", config.snapshot_every, snapshot))
     loggers = make_loggers(config.tracking, out, f"pretrain-{out.name}", {k: v for k, v in resolved.items() if isinstance(v, (int, float, str))}) if rank_zero_only.rank == 0 else []
     fit(callbacks, config.epochs, ckpt=str(last) if config.resume and last.exists() else None, logger=loggers or False)
@@ -257,6 +259,7 @@ def pretrain(config: PretrainConfig) -> Path:
         "architecture": config.backbone,
         "image_size": config.image_size,
         "normalize": config.normalize,
+        "preprocessing": asdict(preprocessing),
         "pool": pool,
         "pool_images": int(len(rows)),
         "init": init_info,
