@@ -34,7 +34,7 @@ from lesionssl.augment.views import IMAGENET_MEAN, IMAGENET_STD
 from lesionssl.config import RuntimeConfig
 from lesionssl.data.loaders import eval_loader, train_loader
 from lesionssl.data.store import build_store, stored_size
-from lesionssl.engine import make_trainer
+from lesionssl.engine.trainer import make_trainer
 from lesionssl.finetune.module import ClassifierModule
 from lesionssl.optim.one_cycle import set_hyperparameters
 

@@ -34,7 +34,7 @@ from lesionssl.augment.batch import two_views
 from lesionssl.config import RuntimeConfig
 from lesionssl.data.loaders import pretrain_loader
 from lesionssl.data.store import build_store, stored_size
-from lesionssl.engine import make_trainer
+from lesionssl.engine.trainer import make_trainer
 from lesionssl.models.heads import ProjectionHead
 from lesionssl.optim.one_cycle import set_hyperparameters
 from lesionssl.pretrain.methods import get_method

@@ -27,7 +27,7 @@ from lesionssl.augment.batch import two_views
 from lesionssl.config import RuntimeConfig
 from lesionssl.data.loaders import pretrain_loader
 from lesionssl.data.store import build_store, stored_size
-from lesionssl.engine import make_trainer
+from lesionssl.engine.trainer import make_trainer
 from lesionssl.experiment.compare import compare
 from lesionssl.experiment.demo import demo_config
 from lesionssl.models.heads import ProjectionHead

@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lesionssl.config import RuntimeConfig
-from lesionssl.engine import make_trainer
+from lesionssl.engine.trainer import make_trainer
 from lesionssl.finetune.module import ClassifierModule
 from lesionssl.optim.lr_finder import LRFinderResult, minimum, run_lr_finder, slide, steep, valley
 from lesionssl.optim.one_cycle import OneCycle, OneCycleCallback

@@ -10,7 +10,7 @@ from sklearn.metrics import balanced_accuracy_score
 from torch import nn
 from torch.nn import functional as F
 
-from lesionssl.engine import PersistentAdamModule, set_frozen
+from lesionssl.engine.modules import PersistentAdamModule, set_frozen
 
 
 class ClassifierModule(PersistentAdamModule):

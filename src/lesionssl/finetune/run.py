@@ -29,12 +29,12 @@ from lightning.pytorch.callbacks import EarlyStopping
 
 from lesionssl import __version__
 from lesionssl.augment.batch import EvalView, finetune_view
-from lesionssl.callbacks import EpochHistory, EpochSeed
+from lesionssl.engine.callbacks import EpochHistory, EpochSeed
 from lesionssl.config import FinetuneConfig, to_yaml
 from lesionssl.data.loaders import eval_loader, train_loader
 from lesionssl.data.split import Manifest, read_manifest
 from lesionssl.data.store import build_store, stored_size
-from lesionssl.engine import log_final, make_loggers, make_trainer, uses_cuda
+from lesionssl.engine.trainer import log_final, make_loggers, make_trainer, uses_cuda
 from lesionssl.environment import run_environment
 from lesionssl.errors import LesionSSLError
 from lesionssl.evaluate.metrics import compute_metrics, predictions_frame
@@ -43,10 +43,9 @@ from lesionssl.evaluate.test_sets import external_sets, write_external
 from lesionssl.finetune.module import ClassifierModule
 from lesionssl.io import atomic_write, write_json, write_text
 from lesionssl.models.backbones import build_backbone, feature_dim, resolve_preprocessing
-from lesionssl.optim.lr_finder import run_lr_finder
-from lesionssl.optim.one_cycle import OneCycle, OneCycleCallback, set_hyperparameters
-from lesionssl.progress import console
-from lesionssl.report.plots import plot_confusion, plot_lr_finder, plot_schedule
+from lesionssl.engine.transfer import choose_lr, head_epochs, one_cycle_schedule
+from lesionssl.optim.one_cycle import OneCycleCallback
+from lesionssl.figures import plot_confusion, plot_lr_finder, plot_schedule
 
 #: fastai ``tta`` blends the mean of the augmented views with the plain view: lerp(aug, plain, 0.25).
 TTA_BETA = 0.25
@@ -143,22 +142,10 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
         trainer = make_trainer(config.runtime, epochs, callbacks, logger=logger, validate=validate and val_data is not None)
         trainer.fit(module, train_data, val_data if validate else None)
 
-    if config.head_epochs:
-        module.freeze(config.freeze)
-        set_hyperparameters(module.persistent_optimizer(), config.head_lr)
-        fit([EpochSeed(config.seed), EpochHistory(history, "head")], config.head_epochs, validate=True)
-    module.unfreeze()
-
-    finder = None
-    lr = config.lr
-    if lr == "find":
-        finder = run_lr_finder(fit, module, len(train_data))
-        if config.lr_suggestion not in finder.suggestions:
-            raise LesionSSLError("the LR finder recorded too few points; use more training images or a fixed --lr")
-        lr = finder.suggestions[config.lr_suggestion]
-        console.print(f"LR finder ({config.lr_suggestion}): {lr:.3g}")
-
-    one_cycle = OneCycleCallback(OneCycle(lr, config.epochs * len(train_data)))
+    head_epochs(lambda callbacks, epochs: fit(callbacks, epochs, validate=True), module, lambda: module.freeze(config.freeze), module.unfreeze, config.head_epochs, config.head_lr, [EpochSeed(config.seed), EpochHistory(history, "head")])
+    choice = choose_lr(fit, module, config.lr, len(train_data), config.lr_suggestion)
+    lr, finder = choice.lr, choice.finder
+    one_cycle = one_cycle_schedule(lr, config.epochs * len(train_data))
     callbacks: list[L.Callback] = [EpochSeed(config.seed), one_cycle, EpochHistory(history, "one_cycle")]
     best = None
     if config.select_on != "none":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lesionssl.engine import PersistentAdamModule
+from lesionssl.engine.modules import PersistentAdamModule
 from lesionssl.pretrain.methods import Method
 
 

@@ -35,29 +35,32 @@ from lightning.pytorch.utilities import rank_zero_only
 from safetensors.torch import save_file
 
 from lesionssl.augment.batch import EvalView, two_views
-from lesionssl.callbacks import EpochHistory, EpochSeed, NonFiniteGuard
+from lesionssl.engine.callbacks import EpochHistory, EpochSeed, NonFiniteGuard
 from lesionssl.config import PretrainConfig, to_yaml
 from lesionssl.data.loaders import eval_loader, pretrain_loader
 from lesionssl.data.sources import read_sources
 from lesionssl.data.split import read_manifest
 from lesionssl.data.store import build_store, stored_size
-from lesionssl.engine import log_final, make_loggers, make_trainer, set_frozen, uses_cuda
+from lesionssl.engine.modules import set_frozen
+from lesionssl.engine.transfer import choose_lr, head_epochs, one_cycle_schedule
+from lesionssl.engine.trainer import log_final, make_loggers, make_trainer, uses_cuda
 from lesionssl.environment import run_environment
 from lesionssl.errors import LesionSSLError
 from lesionssl.io import atomic_write, write_json, write_text
 from lesionssl.augment.views import Preprocessing
 from lesionssl.models.backbones import build_backbone, feature_dim, read_projector_state, resolve_preprocessing
 from lesionssl.models.heads import ProjectionHead
-from lesionssl.optim.lr_finder import run_lr_finder
 from lesionssl.optim.lars import LARS, lars_param_groups
-from lesionssl.optim.one_cycle import OneCycle, OneCycleCallback, WarmupCosine, WarmupCosineCallback, set_hyperparameters
+from lesionssl.optim.one_cycle import WarmupCosine, WarmupCosineCallback
 from lesionssl.pretrain.module import SelfSupervisedModule
 from lesionssl.pretrain.monitor import PretrainMonitor
 from lesionssl.pretrain import PRETRAIN_STAGE
 from lesionssl.progress import console
-from lesionssl.report.plots import plot_pretrain_history
+from lesionssl.figures import plot_pretrain_history
 
 BACKBONE_FILE = "backbone.safetensors"
+#: The constant LR of projector-only epochs (fastai's default, as the seed's ``learn.fit(1)``).
+PROJECTOR_WARMUP_LR = 1e-3
 
 
 PROBE_IMAGES = 512
@@ -213,23 +216,18 @@ def pretrain(config: PretrainConfig) -> Path:
 
     if warmup_epochs and not stages.get("warmup_done"):
         console.print(f"projector warm-up: {warmup_epochs} epoch(s), encoder frozen")
-        set_frozen(module.backbone, True)
-        set_hyperparameters(module.persistent_optimizer(), 1e-3)
-        fit([EpochSeed(config.seed), NonFiniteGuard(out), EpochHistory(history, "warmup")], warmup_epochs)
-        set_frozen(module.backbone, False)
+        head_epochs(fit, module, lambda: set_frozen(module.backbone, True), lambda: set_frozen(module.backbone, False), warmup_epochs, PROJECTOR_WARMUP_LR, [EpochSeed(config.seed), NonFiniteGuard(out), EpochHistory(history, "warmup")])
         stages["warmup_done"] = True
         _save_stage(out, module, stages)
 
     if "lr" not in stages:
         if config.optimizer == "lars":
             stages["lr"] = config.lr_weights * config.batch_size / 256
-        elif config.lr == "find":
-            result = run_lr_finder(fit, module, len(data))
-            stages["lr"] = result.suggestions.get("valley", 1e-3)
-            stages["lr_finder"] = {"lrs": result.lrs, "losses": result.losses, "suggestions": result.suggestions}
-            console.print(f"LR finder (valley): {stages['lr']:.3g}")
         else:
-            stages["lr"] = config.lr
+            choice = choose_lr(fit, module, config.lr, len(data))
+            stages["lr"] = choice.lr
+            if choice.finder is not None:
+                stages["lr_finder"] = {"lrs": choice.finder.lrs, "losses": choice.finder.losses, "suggestions": choice.finder.suggestions}
         _save_stage(out, module, stages)
 
     resolved = {"recipe": config.recipe, "method": config.method, "method_kwargs": method.resolved(), "positives": config.positives, "cross_image_pairs_per_epoch": cross_image, "augmentation": asdict(config.augmentation_parameters), "lr": stages["lr"], "weight_decay": config.resolved_weight_decay, "projector_warmup_epochs": warmup_epochs, "pool": pool, "pool_images": int(len(rows)), "init": init_info}
@@ -240,7 +238,7 @@ def pretrain(config: PretrainConfig) -> Path:
         schedule: L.Callback = WarmupCosineCallback(WarmupCosine(total_steps, config.resolved_warmup_epochs * len(data)))
     else:
         resolved |= {"optimizer": "Adam(0.9, 0.99, eps 1e-5), decoupled weight decay", "schedule": "1cycle (fastai)"}
-        schedule = OneCycleCallback(OneCycle(stages["lr"], total_steps))
+        schedule = one_cycle_schedule(stages["lr"], total_steps)
     write_text(out / "config.yaml", to_yaml(config, {"resolved": resolved}))
     write_json(out / "environment.json", run_environment(config.seed))
     checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0, every_n_epochs=1)

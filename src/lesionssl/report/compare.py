@@ -20,7 +20,7 @@ from lesionssl.evaluate.metrics import metrics_from_predictions
 from lesionssl.io import atomic_write, write_text
 from lesionssl.report.document import Document
 from lesionssl.report.published import PUBLISHED
-from lesionssl.report.plots import plot_confusion, plot_label_efficiency, plot_lr_curves, plot_per_class_f1, plot_pretrain_history
+from lesionssl.figures import plot_confusion, plot_label_efficiency, plot_lr_curves, plot_per_class_f1, plot_pretrain_history
 from lesionssl.report.labels_saved import format_budget, labels_saved
 from lesionssl.report.statistics import compare_pair, pairwise_table, summarize
 

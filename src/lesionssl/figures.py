@@ -1,28 +1,31 @@
-"""Matplotlib figures written next to each run (Agg backend: no display needed)."""
+"""Matplotlib figures of the runs (LR finder, schedule, confusion, pretraining history) and of the
+report. Figures are built with matplotlib's object API and its Agg canvas: no display, and no
+global backend switched when lesionssl is imported."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from lesionssl.pretrain import PRETRAIN_STAGE  # noqa: E402
+from lesionssl.pretrain import PRETRAIN_STAGE
 
 
-def _save(fig, path: Path) -> None:
+def _figure(figsize: tuple[float, float], rows: int = 1, columns: int = 1, squeeze: bool = True):
+    figure = Figure(figsize=figsize)
+    return figure, figure.subplots(rows, columns, squeeze=squeeze)
+
+
+def _save(fig: Figure, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def plot_lr_finder(finder, chosen_lr: float, path: Path) -> None:
     """Smoothed loss against LR (log scale) with the chosen LR marked."""
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, ax = _figure((5, 3.5))
     ax.plot(finder.lrs, finder.losses)
     ax.axvline(chosen_lr, color="tab:red", linestyle="--", label=f"chosen {chosen_lr:.2e}")
     ax.set(xscale="log", xlabel="learning rate", ylabel="smoothed loss", title="LR finder")
@@ -32,7 +35,7 @@ def plot_lr_finder(finder, chosen_lr: float, path: Path) -> None:
 
 def plot_schedule(schedule: pd.DataFrame, path: Path) -> None:
     """The LR and momentum (Adam beta1) actually applied per iteration."""
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, ax = _figure((5, 3.5))
     ax.plot(schedule["lr"], color="tab:blue")
     ax.set(xlabel="iteration", ylabel="learning rate", title="1cycle schedule")
     twin = ax.twinx()
@@ -43,7 +46,7 @@ def plot_schedule(schedule: pd.DataFrame, path: Path) -> None:
 
 def plot_confusion(matrix: np.ndarray, classes: list[str], path: Path, title: str = "confusion (row-normalised)") -> None:
     """Row-normalised confusion matrix with the values written in the cells."""
-    fig, ax = plt.subplots(figsize=(max(4.5, 1 + 0.6 * len(classes)), max(4.0, 0.8 + 0.6 * len(classes))))
+    fig, ax = _figure((max(4.5, 1 + 0.6 * len(classes)), max(4.0, 0.8 + 0.6 * len(classes))))
     ax.imshow(matrix, cmap="Blues", vmin=0, vmax=1)
     ax.set(xticks=range(len(classes)), yticks=range(len(classes)), xlabel="predicted", ylabel="true")
     ax.set_title(title, fontsize=9)
@@ -58,7 +61,7 @@ def plot_pretrain_history(history: pd.DataFrame, path: Path) -> None:
     """Barlow Twins loss, its two terms and the monitors per epoch."""
     bt = history[history["stage"] == PRETRAIN_STAGE]
     columns = [c for c in ("loss", "invariance", "redundancy", "knn_accuracy", "embedding_std", "effective_rank") if c in bt]
-    fig, axes = plt.subplots(1, len(columns), figsize=(3.2 * len(columns), 3), squeeze=False)
+    fig, axes = _figure((3.2 * len(columns), 3), 1, len(columns), squeeze=False)
     for ax, column in zip(axes[0], columns):
         ax.plot(bt["epoch"], bt[column], marker="o")
         ax.set(xlabel="epoch", title=column)
@@ -69,7 +72,7 @@ def plot_per_class_f1(table: pd.DataFrame, path: Path) -> None:
     """Grouped bars: mean per-class F1 per initialisation with std error bars (columns: init, class, mean, std)."""
     inits, classes = list(dict.fromkeys(table["init"])), list(dict.fromkeys(table["class"]))
     width = 0.8 / len(inits)
-    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(classes)), 3.5))
+    fig, ax = _figure((max(5, 1.1 * len(classes)), 3.5))
     for i, init in enumerate(inits):
         rows = table[table["init"] == init].set_index("class").reindex(classes)
         ax.bar(np.arange(len(classes)) + i * width, rows["mean"], width, yerr=rows["std"], capsize=2, label=init)
@@ -82,7 +85,7 @@ def plot_per_class_f1(table: pd.DataFrame, path: Path) -> None:
 
 def plot_lr_curves(curves: dict[str, list[pd.DataFrame]], chosen: dict[str, list[float]], path: Path) -> None:
     """LR-finder curves of every run, one panel per initialisation, chosen LRs as dashed lines."""
-    fig, axes = plt.subplots(1, len(curves), figsize=(4 * len(curves), 3), squeeze=False)
+    fig, axes = _figure((4 * len(curves), 3), 1, len(curves), squeeze=False)
     for ax, (init, frames) in zip(axes[0], curves.items()):
         for frame in frames:
             ax.plot(frame["lr"], frame["smoothed_loss"], alpha=0.6)
@@ -94,15 +97,17 @@ def plot_lr_curves(curves: dict[str, list[pd.DataFrame]], chosen: dict[str, list
 
 def plot_label_efficiency(summary: pd.DataFrame, path: Path, title: str = "") -> None:
     """Accuracy and balanced accuracy vs labels per class, mean with 95% CI bands."""
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig, axes = _figure((9, 3.5), 1, 2)
     if title:
         fig.suptitle(title, fontsize=10)
+    budgets = sorted(summary["budget"].unique())
     for ax, metric in zip(axes, ("accuracy", "balanced_accuracy")):
-        for init, rows in summary[summary["metric"] == metric].groupby("init", sort=False):
+        for init, rows in summary[summary["metric"] == metric].groupby("init", sort=False, observed=True):
             rows = rows.sort_values("budget")
             ax.plot(rows["budget"], rows["mean"], marker="o", label=init)
             ax.fill_between(rows["budget"], rows["ci_low"], rows["ci_high"], alpha=0.2)
-        ax.set_xticks(sorted(summary["budget"].unique()), [str(int(b)) for b in sorted(summary["budget"].unique())])
         ax.set(xscale="log", xlabel="labelled images per class", ylabel=metric.replace("_", " "), title=metric.replace("_", " "))
-        ax.legend(fontsize=8)
+        ax.set_xticks(budgets, [str(int(b)) for b in budgets])
+        if ax.lines:
+            ax.legend(fontsize=8)
     _save(fig, path)

@@ -1,0 +1,78 @@
+"""Lightning trainers and experiment loggers with lesionssl's defaults, shared by all stages."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import Logger, MLFlowLogger, TensorBoardLogger
+
+from lesionssl.config import RuntimeConfig, TrackingConfig
+
+#: Lightning messages that drown the progress lesionssl prints itself (banners, tips, and
+#: warnings about settings that are deliberate here).
+QUIET_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning", "mlflow", "alembic")
+QUIET_WARNINGS = (".*does not have many workers.*", ".*LeafSpec.*", ".*defined a `validation_step` but have no `val_dataloader`.*")
+
+
+def _quiet() -> None:
+    """Applied when a trainer is made, not on import: importing lesionssl changes no global state."""
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for message in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
+
+def make_loggers(tracking: TrackingConfig, out: Path, run_name: str, params: dict) -> list[Logger]:
+    """TensorBoard (``out/tensorboard``) and MLflow loggers for a run's main training phase."""
+    loggers: list[Logger] = []
+    if tracking.tensorboard:
+        loggers.append(TensorBoardLogger(save_dir=str(out), name="tensorboard", version=""))
+    if tracking.mlflow:
+        uri = tracking.mlflow_uri or f"sqlite:///{(out / 'mlflow.db').resolve()}"
+        loggers.append(MLFlowLogger(experiment_name=tracking.experiment, tracking_uri=uri, run_name=run_name))
+    for logger in loggers:
+        logger.log_hyperparams(params)
+    return loggers
+
+
+def log_final(loggers: list[Logger], metrics: dict[str, float]) -> None:
+    """Record final (test) numbers in the trackers and close them."""
+    for logger in loggers:
+        logger.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and v is not None})
+        logger.finalize("success")
+
+
+def uses_cuda(runtime: RuntimeConfig) -> bool:
+    """Whether a trainer built from ``runtime`` will train on CUDA GPUs."""
+    return runtime.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+
+
+def make_trainer(runtime: RuntimeConfig, max_epochs: int, callbacks: list[L.Callback] | None = None, logger=False, default_root_dir: Path | None = None, validate: bool = False) -> L.Trainer:
+    """A Lightning trainer with lesionssl's defaults (progress only on terminals, no sanity run)."""
+    _quiet()
+    return L.Trainer(
+        max_epochs=max_epochs,
+        accelerator=runtime.accelerator,
+        devices=runtime.devices,
+        num_nodes=runtime.num_nodes,
+        strategy=runtime.strategy,
+        precision=runtime.precision,
+        sync_batchnorm=runtime.sync_batchnorm,
+        callbacks=callbacks or [],
+        logger=logger,
+        default_root_dir=default_root_dir,
+        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks or []),
+        enable_progress_bar=sys.stderr.isatty(),
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=1.0 if validate else 0,
+        log_every_n_steps=1,
+        # Training samplers shard batches across processes themselves (EpochBatchSampler), and
+        # evaluation loaders are read whole on every process.
+        use_distributed_sampler=False,
+    )
