@@ -12,16 +12,27 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, get_type_hints
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
-from lesionssl.augment.views import PAIR_PRESETS, PairAugmentation, PairPreset
+from lesionssl.augment.views import PAIR_PRESETS, Extra, Normalization, PairAugmentation, PairPreset
+from lesionssl.models import RESNETS, TIMM_PREFIX
 
 from lesionssl.errors import LesionSSLError
 
 #: A torchvision ResNet or any timm model as ``timm:NAME`` (checked when it is built).
-Backbone = Annotated[str, Field(pattern=r"^(resnet18|resnet34|resnet50|resnet101|timm:[A-Za-z0-9_.\-]+)$", description="resnet18 | resnet34 | resnet50 | resnet101 | timm:NAME")]
+def _known_backbone(name: str) -> str:
+    if name not in RESNETS and not (name.startswith(TIMM_PREFIX) and len(name) > len(TIMM_PREFIX)):
+        raise ValueError(f"unknown backbone {name!r}; choose from {', '.join(RESNETS)} or {TIMM_PREFIX}NAME (any timm model)")
+    return name
+
+
+Backbone = Annotated[str, AfterValidator(_known_backbone), Field(description=f"{' | '.join(RESNETS)} | {TIMM_PREFIX}NAME")]
 Precision = Literal["32-true", "bf16-mixed", "16-mixed"]
-Normalize = Literal["imagenet", "none", "auto"]
+Normalize = Normalization
+#: The decoded store keeps images this much above ``image_size``, so random crops have room (as 256 -> 224).
+STORE_MARGIN = 1.14
+#: Evaluation protocols of ``compare``.
+PROTOCOLS = ("finetune", "linear", "knn")
 
 
 class Strict(BaseModel):
@@ -81,7 +92,7 @@ class RuntimeConfig(Strict):
 
 
 #: The decoded store keeps images this much above ``image_size``, so random crops have room.
-StoreMargin = Annotated[float, Field(ge=1.0, le=4.0, description="stored side / image_size (256 -> 224 is 1.14)")]
+StoreMargin = Annotated[float, Field(ge=1.0, le=4.0, description=f"stored side / image_size (256 -> 224 is {STORE_MARGIN})")]
 
 
 class TrackingConfig(Strict):
@@ -135,11 +146,11 @@ class PretrainConfig(Strict):
     data: list[str] = Field(default_factory=list, description="image sources, used when no manifest is given")
     manifest: Path | None = None
     out: Path = Path("runs/pretrain")
-    recipe: Literal["small-data", "seed", "official"] = Field("small-data", description="small-data (measured best on small dermoscopy pools) | seed (Haggerty & Chandra) | official (Zbontar et al.)")
+    recipe: Literal[tuple(PRETRAIN_RECIPES)] = Field("small-data", description="small-data (measured best on small dermoscopy pools) | seed (Haggerty & Chandra) | official (Zbontar et al.)")
     backbone: Backbone = "resnet18"
     init: str = "random"
     image_size: int = Field(64, ge=16)
-    store_margin: StoreMargin = 1.14
+    store_margin: StoreMargin = STORE_MARGIN
     batch_size: int = Field(128, ge=2)
     epochs: int = Field(50, ge=1, description="50: the length measured on ../shared/data/skin-lesions (EVIDENCE.md)")
     method: str = Field("barlow_twins", description="barlow_twins | vicreg | simclr")
@@ -147,7 +158,7 @@ class PretrainConfig(Strict):
     positives: Literal["self", "lesion"] = Field("self", description="self: two views of one image; lesion: two different images of one lesion (the manifest's group) where the pool has several")
     augmentation: PairPreset = "small-data"
     augment: AugmentOverrides = Field(default_factory=AugmentOverrides, description="changes to the augmentation preset, e.g. {crop_scale: [0.08, 1.0]}")
-    extra_augmentations: list[Literal["rotate90", "cutout", "noise", "sobel"]] = Field(default_factory=list)
+    extra_augmentations: list[Extra] = Field(default_factory=list)
     normalize: Normalize = Field("auto", description="auto: what the initialisation records (timm's pretrained config, a registered entry), ImageNet's otherwise")
     optimizer: Literal["adam", "lars"] = Field("adam", description="adam: fastai Adam + 1cycle; lars: official LARS + warm-up + cosine")
     lr: float | Literal["find"] = Field(1e-3, description="adam: the 1cycle maximum, or 'find' (LR finder, valley)")
@@ -241,16 +252,33 @@ class ExternalSet(Strict):
         return [value] if isinstance(value, str) else value
 
 
+#: Named fine-tuning recipes; explicit keys override them.
+FINETUNE_PRESETS: dict[str, dict[str, Any]] = {
+    # The seed study's code: ResNet-50 + one linear layer, 256 px, Adam(0.9, 0.99, eps 1e-5), wd 0,
+    # fastai freeze (BN trainable) for one epoch at a constant 1e-3, valley LR, 40 epochs 1cycle,
+    # batch 64, TTA x3, no ImageNet normalisation.
+    "seed": {
+        "backbone": "resnet50", "image_size": 256, "batch_size": 64, "epochs": 40, "head_epochs": 1, "head_lr": 1e-3,
+        "freeze": "fastai", "lr": "find", "lr_suggestion": "valley", "weight_decay": 0.0, "normalize": "none", "tta": 3,
+    },
+    # The same protocol with the seed's quirks fixed: ImageNet normalisation, no TTA randomness.
+    "recommended": {
+        "backbone": "resnet50", "image_size": 224, "batch_size": 64, "epochs": 40, "head_epochs": 1, "head_lr": 1e-3,
+        "freeze": "fastai", "lr": "find", "lr_suggestion": "valley", "weight_decay": 0.0, "normalize": "imagenet", "tta": 0,
+    },
+}
+
+
 class FinetuneConfig(Strict):
     """The transfer protocol (``lesionssl finetune``): head epoch, unfreeze, LR finder, 1cycle."""
 
-    preset: Literal["seed", "recommended"] | None = Field(None, description="named recipe; explicit keys override it")
+    preset: Literal[tuple(FINETUNE_PRESETS)] | None = Field(None, description="named recipe; explicit keys override it")
     manifest: Path | None = None
     out: Path = Path("runs/finetune")
     backbone: Backbone = "resnet18"
     init: str = "imagenet"
     image_size: int = Field(64, ge=16)
-    store_margin: StoreMargin = 1.14
+    store_margin: StoreMargin = STORE_MARGIN
     batch_size: int = Field(64, ge=2)
     epochs: int = Field(10, ge=1)
     head_epochs: int = Field(1, ge=0)
@@ -287,71 +315,11 @@ class FinetuneConfig(Strict):
         return self
 
 
-#: Named fine-tuning recipes; explicit keys override them.
-FINETUNE_PRESETS: dict[str, dict[str, Any]] = {
-    # The seed study's code: ResNet-50 + one linear layer, 256 px, Adam(0.9, 0.99, eps 1e-5), wd 0,
-    # fastai freeze (BN trainable) for one epoch at a constant 1e-3, valley LR, 40 epochs 1cycle,
-    # batch 64, TTA x3, no ImageNet normalisation.
-    "seed": {
-        "backbone": "resnet50", "image_size": 256, "batch_size": 64, "epochs": 40, "head_epochs": 1, "head_lr": 1e-3,
-        "freeze": "fastai", "lr": "find", "lr_suggestion": "valley", "weight_decay": 0.0, "normalize": "none", "tta": 3,
-    },
-    # The same protocol with the seed's quirks fixed: ImageNet normalisation, no TTA randomness.
-    "recommended": {
-        "backbone": "resnet50", "image_size": 224, "batch_size": 64, "epochs": 40, "head_epochs": 1, "head_lr": 1e-3,
-        "freeze": "fastai", "lr": "find", "lr_suggestion": "valley", "weight_decay": 0.0, "normalize": "imagenet", "tta": 0,
-    },
-}
-
-
 class InitConfig(Strict):
     """One initialisation compared by ``compare``: ``random``, ``imagenet[-v1|-v2]``, ``pretrain`` or a file."""
 
     name: str = Field(min_length=1)
     init: str = Field(min_length=1)
-
-
-class CompareConfig(Strict):
-    """An experiment: initialisations x seeds with the same split and protocol."""
-
-    preset: Literal["seed-faithful", "recommended"] | None = Field(None, description="named study design; explicit keys override it")
-    data: list[str] = Field(default_factory=list)
-    manifest: Path | None = None
-    split: SplitConfig | None = None
-    out: Path = Path("runs/compare")
-    initialisations: list[InitConfig] = Field(min_length=1)
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
-    budgets: list[int] | None = Field(None, min_length=1, description="label-efficiency sweep: training images per class, nested, drawn anew for every seed, same test set")
-    protocols: list[Literal["finetune", "linear", "knn"]] = Field(default_factory=lambda: ["finetune"], min_length=1, description="finetune (the transfer protocol), linear (probe on frozen features), knn (k-nearest neighbours on frozen features)")
-    knn_k: int = Field(20, ge=1, description="neighbours of the knn protocol")
-    reference: Literal["seed-isic2019"] | None = Field(None, description="published numbers shown next to ours in the report")
-    pretrain: PretrainConfig | None = None
-    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
-
-    @field_validator("data", mode="before")
-    @classmethod
-    def _listify(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
-
-    @model_validator(mode="before")
-    @classmethod
-    def _apply_preset(cls, values: Any) -> Any:
-        if isinstance(values, dict) and values.get("preset") in EXPERIMENT_PRESETS:
-            return apply_experiment_preset(values)
-        return values
-
-    @model_validator(mode="after")
-    def _consistent(self) -> CompareConfig:
-        if self.manifest is None and (not self.data or self.split is None):
-            raise ValueError("give either manifest, or data together with split")
-        names = [i.name for i in self.initialisations]
-        if len(set(names)) != len(names):
-            raise ValueError(f"initialisation names must be unique, got {names}")
-        if any(i.init == "pretrain" for i in self.initialisations) and self.pretrain is None:
-            raise ValueError("an initialisation uses init: pretrain, so a pretrain section is required")
-        if self.budgets is not None and any(b < 1 for b in self.budgets):
-            raise ValueError(f"budgets must be positive numbers of images per class, got {self.budgets}")
-        return self
 
 
 #: Experiment presets (see the README for the side-by-side table and why each difference matters):
@@ -385,6 +353,49 @@ EXPERIMENT_PRESETS: dict[str, dict[str, Any]] = {
         "finetune": {"preset": "recommended"},
     },
 }
+
+
+class CompareConfig(Strict):
+    """An experiment: initialisations x seeds with the same split and protocol."""
+
+    preset: Literal[tuple(EXPERIMENT_PRESETS)] | None = Field(None, description="named study design; explicit keys override it")
+    data: list[str] = Field(default_factory=list)
+    manifest: Path | None = None
+    split: SplitConfig | None = None
+    out: Path = Path("runs/compare")
+    initialisations: list[InitConfig] = Field(min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    budgets: list[int] | None = Field(None, min_length=1, description="label-efficiency sweep: training images per class, nested, drawn anew for every seed, same test set")
+    protocols: list[Literal[PROTOCOLS]] = Field(default_factory=lambda: ["finetune"], min_length=1, description="finetune (the transfer protocol), linear (probe on frozen features), knn (k-nearest neighbours on frozen features)")
+    knn_k: int = Field(20, ge=1, description="neighbours of the knn protocol")
+    reference: Literal["seed-isic2019"] | None = Field(None, description="published numbers shown next to ours in the report")
+    pretrain: PretrainConfig | None = None
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, values: Any) -> Any:
+        if isinstance(values, dict) and values.get("preset") in EXPERIMENT_PRESETS:
+            return apply_experiment_preset(values)
+        return values
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CompareConfig:
+        if self.manifest is None and (not self.data or self.split is None):
+            raise ValueError("give either manifest, or data together with split")
+        names = [i.name for i in self.initialisations]
+        if len(set(names)) != len(names):
+            raise ValueError(f"initialisation names must be unique, got {names}")
+        if any(i.init == "pretrain" for i in self.initialisations) and self.pretrain is None:
+            raise ValueError("an initialisation uses init: pretrain, so a pretrain section is required")
+        if self.budgets is not None and any(b < 1 for b in self.budgets):
+            raise ValueError(f"budgets must be positive numbers of images per class, got {self.budgets}")
+        return self
 
 
 def apply_experiment_preset(values: dict[str, Any]) -> dict[str, Any]:

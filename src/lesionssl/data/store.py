@@ -16,11 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from lesionssl.config import STORE_MARGIN
 from lesionssl.data.images import load_rgb, resize_shorter_center_crop
 from lesionssl.progress import progress_bar
 
-#: Default stored side relative to the training size, so random crops have room (as 256 -> 224).
-STORE_MARGIN = 1.14
 
 
 def stored_size(image_size: int, margin: float = STORE_MARGIN) -> int:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from lesionssl import __version__
-from lesionssl.config import FinetuneConfig, to_yaml
+from lesionssl.config import PROTOCOLS, FinetuneConfig, to_yaml
 from lesionssl.data.loaders import label_indices
 from lesionssl.data.split import read_manifest
 from lesionssl.data.store import build_store, stored_size
@@ -32,7 +32,6 @@ from lesionssl.io import atomic_write, write_json, write_text
 from lesionssl.augment.views import Preprocessing
 from lesionssl.models.backbones import build_backbone, resolve_preprocessing
 
-PROTOCOLS = ("finetune", "linear", "knn")
 
 
 def _weights_key(backbone: torch.nn.Module, images: np.ndarray, image_size: int, normalize: Preprocessing) -> str:

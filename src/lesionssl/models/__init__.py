@@ -1,1 +1,5 @@
-"""Models stage: backbones, their initialisations, and heads."""
+"""Backbones, their initialisations and the weights registry, and projection heads."""
+
+#: torchvision ResNets lesionssl builds itself; any timm model is ``timm:NAME``.
+RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
+TIMM_PREFIX = "timm:"

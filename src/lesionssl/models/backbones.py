@@ -26,10 +26,10 @@ from torch import nn
 
 from lesionssl.augment.views import IMAGENET, NAMED_PREPROCESSING, Normalization, Preprocessing, as_preprocessing
 from lesionssl.errors import LesionSSLError
+from lesionssl.models import RESNETS, TIMM_PREFIX
 from lesionssl.models.registry import REGISTRY, fetch
 
-BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
-TIMM_PREFIX = "timm:"
+BACKBONES = RESNETS
 #: ``imagenet`` means torchvision's default (best) weights; V1/V2 can be named explicitly.
 IMAGENET_WEIGHTS = {
     "resnet18": {"imagenet": "IMAGENET1K_V1", "imagenet-v1": "IMAGENET1K_V1"},
