@@ -25,7 +25,6 @@ import numpy as np
 import pandas as pd
 import torch
 import torchvision
-from common import SHARED_IMAGES, FileDataset, LightningClock, PeakMemory, StepClock, device_name, emit, image_set, workdir
 from torch.utils.data import DataLoader
 from torchvision import transforms as T
 
@@ -37,6 +36,8 @@ from lesionssl.data.store import build_store, stored_size
 from lesionssl.engine.trainer import make_trainer
 from lesionssl.finetune.module import ClassifierModule
 from lesionssl.optim.one_cycle import set_hyperparameters
+
+from common import SHARED_IMAGES, FileDataset, LightningClock, PeakMemory, StepClock, device_name, emit, image_set, workdir
 
 LR = 1e-4
 CLASSES = [str(i) for i in range(8)]

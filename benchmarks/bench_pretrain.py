@@ -27,7 +27,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchvision
-from common import SHARED_IMAGES, FileDataset, LightningClock, PeakMemory, StepClock, device_name, emit, image_set, workdir
 from torch.utils.data import DataLoader
 
 from lesionssl.augment.batch import two_views
@@ -39,6 +38,8 @@ from lesionssl.models.heads import ProjectionHead
 from lesionssl.optim.one_cycle import set_hyperparameters
 from lesionssl.pretrain.methods import get_method
 from lesionssl.pretrain.module import SelfSupervisedModule
+
+from common import SHARED_IMAGES, FileDataset, LightningClock, PeakMemory, StepClock, device_name, emit, image_set, workdir
 
 LR = 1e-4
 

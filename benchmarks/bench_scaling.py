@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchvision
-from common import SHARED_IMAGES, LightningClock, emit, source_images, workdir
 
 from lesionssl.augment.batch import two_views
 from lesionssl.config import RuntimeConfig
@@ -34,6 +33,8 @@ from lesionssl.models.heads import ProjectionHead
 from lesionssl.optim.one_cycle import set_hyperparameters
 from lesionssl.pretrain.methods import get_method
 from lesionssl.pretrain.module import SelfSupervisedModule
+
+from common import SHARED_IMAGES, LightningClock, emit, source_images, workdir
 
 
 def epoch_time(count: int, size: int, batch_size: int) -> dict:

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import SHARED_IMAGES, device_name, emit, image_set, workdir
 from torch.profiler import ProfilerActivity, profile
 
 from lesionssl.augment.batch import two_views
 from lesionssl.data.loaders import pretrain_loader
 from lesionssl.data.store import build_store, stored_size
+
+from common import SHARED_IMAGES, device_name, emit, image_set, workdir
 
 
 def _sync(device: str) -> None:

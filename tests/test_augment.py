@@ -1,15 +1,15 @@
 import numpy as np
 import pytest
 import torch
+import torchvision.transforms as T
 from PIL import Image
 from scipy import stats
-import torchvision.transforms as T
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as TF
 
 from lesionssl.augment import batch as B
 from lesionssl.augment.preview import augment_preview
-from lesionssl.augment.views import PAIR_PRESETS, EXTRAS
+from lesionssl.augment.views import EXTRAS, PAIR_PRESETS
 
 
 def _images(n=4, size=40, seed=0):

@@ -1,8 +1,8 @@
 import hashlib
 import http.server
 import threading
-from types import SimpleNamespace
 from functools import partial
+from types import SimpleNamespace
 
 import pytest
 import timm
@@ -13,10 +13,10 @@ from safetensors.torch import load_file, save_file
 from lesionssl.errors import LesionSSLError
 from lesionssl.models import backbones
 from lesionssl.models.backbones import build_backbone, read_state_dict, split_prefixed
+from lesionssl.models.heads import ProjectionHead
 from lesionssl.pretrain.methods import get_method
 from lesionssl.pretrain.module import SelfSupervisedModule
 from lesionssl.pretrain.run import export_backbone
-from lesionssl.models.heads import ProjectionHead
 
 
 def _reference_state(seed=0):

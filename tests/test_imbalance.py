@@ -17,6 +17,7 @@ from lesionssl.errors import LesionSSLError
 from lesionssl.evaluate.prior import adjust, class_prior, em_prior
 from lesionssl.finetune.module import ClassifierModule
 from lesionssl.finetune.run import finetune
+
 from test_pipeline import TINY_FINETUNE
 
 

@@ -2,11 +2,10 @@
 DDP; the method registry and its validation."""
 
 import math
-
-import numpy as np
 import os
 import socket
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist

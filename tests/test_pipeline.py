@@ -37,7 +37,7 @@ def check_report_against_predictions(out):
     report = (out / "report.md").read_text()
     main = results[results["protocol"] == "finetune"] if "finetune" in set(results["protocol"]) else results
     main = main[main["budget"] == main["budget"].max()] if main["budget"].nunique() > 1 else main  # the seed study's tables
-    for init, runs in main.groupby("init"):
+    for _init, runs in main.groupby("init"):
         assert f"{runs['accuracy'].mean():.3f}" in report
         assert f"{runs['accuracy'].std(ddof=1):.4f}" in report
         assert f"{runs['balanced_accuracy'].mean():.3f}" in report

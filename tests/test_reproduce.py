@@ -9,12 +9,12 @@ from functools import partial
 import pandas as pd
 import pytest
 from PIL import Image
+from test_registry import RangeHandler
 
 from lesionssl.data.sources import read_sources
 from lesionssl.data.split import SplitSpec, make_split
 from lesionssl.experiment.reproduce import GROUND_TRUTH, IMAGES, Source, prepare_isic2019, reproduce_config
 from lesionssl.report.compare import published_table
-from test_registry import RangeHandler
 
 CLASSES = ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK"]
 

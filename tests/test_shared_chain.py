@@ -3,9 +3,10 @@
 import pandas as pd
 import pytest
 
-from conftest import SKIN_LESIONS
 from lesionssl.config import CompareConfig, validate
 from lesionssl.experiment.compare import compare
+
+from conftest import SKIN_LESIONS
 from test_pipeline import TINY_FINETUNE, TINY_PRETRAIN, check_report_against_predictions
 
 

@@ -4,10 +4,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import LABEL_FORMATS, SKIN_LESIONS
 from lesionssl.data.classes import ISIC2019_CLASSES, resolve_class_order
 from lesionssl.data.sources import read_sources
 from lesionssl.errors import LesionSSLError
+
+from conftest import LABEL_FORMATS, SKIN_LESIONS
 
 
 def _image(path: Path) -> None:

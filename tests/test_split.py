@@ -2,10 +2,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import SKIN_LESIONS
 from lesionssl.data.sources import read_sources
 from lesionssl.data.split import SplitSpec, make_split, read_manifest, split_table, write_manifest
 from lesionssl.errors import LesionSSLError
+
+from conftest import SKIN_LESIONS
 
 
 def _table(counts: dict[str, int], groups_of: int = 1, unlabelled: int = 0) -> pd.DataFrame:
@@ -122,8 +123,9 @@ def test_budgets_are_nested_subsets_with_one_test_set():
 
 @pytest.mark.shared_data
 def test_seed_isic2019_split_has_the_seed_counts():
-    from conftest import LABEL_FORMATS
     from lesionssl.data.split import SEED_ISIC2019_TRAIN
+
+    from conftest import LABEL_FORMATS
 
     gt = pd.read_csv(LABEL_FORMATS / "ISIC_2019_Training_GroundTruth.csv")
     table = pd.DataFrame({"image": gt["image"].str.removesuffix("_downsampled"), "path": "/isic/" + gt["image"] + ".jpg",
@@ -205,7 +207,7 @@ def test_budgets_are_nested_per_seed_and_drawn_from_the_labelled_pool():
 
     manifest = make_split(_study_table(), SplitSpec(**{**STUDY.__dict__, "per_class": 2}))
     draws = {seed: nested_budgets(manifest, [2, 4, 6], seed) for seed in (0, 1)}
-    for seed, budgets in draws.items():
+    for budgets in draws.values():
         trains = {b: set(t.loc[t["split"] == "train", "image"]) for b, t in budgets.items()}
         assert trains[2] <= trains[4] <= trains[6]
         for b, t in budgets.items():

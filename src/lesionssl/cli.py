@@ -163,7 +163,7 @@ def augment_preview(
 ) -> None:
     """Draw rows of original + two Barlow Twins views, to check the augmentations by eye."""
     from lesionssl.augment.preview import augment_preview as run
-    from lesionssl.augment.views import PAIR_PRESETS, EXTRAS
+    from lesionssl.augment.views import EXTRAS, PAIR_PRESETS
 
     if preset not in PAIR_PRESETS or set(extra or []) - set(EXTRAS):
         raise LesionSSLError(f"--preset must be one of {sorted(PAIR_PRESETS)} and --extra one of {list(EXTRAS)}")

@@ -15,9 +15,9 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from lesionssl.augment.views import PAIR_PRESETS, Extra, Normalization, PairAugmentation, PairPreset
+from lesionssl.errors import LesionSSLError
 from lesionssl.models import RESNETS, TIMM_PREFIX
 
-from lesionssl.errors import LesionSSLError
 
 #: A torchvision ResNet or any timm model as ``timm:NAME`` (checked when it is built).
 def _known_backbone(name: str) -> str:

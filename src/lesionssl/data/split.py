@@ -29,8 +29,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from lesionssl.data.classes import resolve_class_order
 from lesionssl.config import COSINE_THRESHOLD, HASH_THRESHOLD
+from lesionssl.data.classes import resolve_class_order
 from lesionssl.data.duplicates import clusters, find_near_duplicates
 from lesionssl.errors import LesionSSLError
 

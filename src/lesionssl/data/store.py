@@ -21,7 +21,6 @@ from lesionssl.data.images import load_rgb, resize_shorter_center_crop
 from lesionssl.progress import progress_bar
 
 
-
 def stored_size(image_size: int, margin: float = STORE_MARGIN) -> int:
     """Side of the stored square for a given training size (``store_margin`` in the configs)."""
     return int(round(image_size * margin))

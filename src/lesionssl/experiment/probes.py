@@ -20,18 +20,17 @@ import numpy as np
 import torch
 
 from lesionssl import __version__
+from lesionssl.augment.views import Preprocessing
 from lesionssl.config import PROTOCOLS, FinetuneConfig, to_yaml
 from lesionssl.data.loaders import label_indices
 from lesionssl.data.split import read_manifest
 from lesionssl.data.store import build_store, stored_size
 from lesionssl.errors import LesionSSLError
 from lesionssl.evaluate.metrics import compute_metrics, predictions_frame
-from lesionssl.evaluate.probe import knn_probs, linear_probe, extract_features
+from lesionssl.evaluate.probe import extract_features, knn_probs, linear_probe
 from lesionssl.evaluate.test_sets import external_sets, write_external
 from lesionssl.io import atomic_write, write_json, write_text
-from lesionssl.augment.views import Preprocessing
 from lesionssl.models.backbones import build_backbone, resolve_preprocessing
-
 
 
 def _weights_key(backbone: torch.nn.Module, images: np.ndarray, image_size: int, normalize: Preprocessing) -> str:

@@ -29,23 +29,23 @@ from lightning.pytorch.callbacks import EarlyStopping
 
 from lesionssl import __version__
 from lesionssl.augment.batch import EvalView, finetune_view
-from lesionssl.engine.callbacks import EpochHistory, EpochSeed
 from lesionssl.config import FinetuneConfig, to_yaml
 from lesionssl.data.loaders import eval_loader, train_loader
 from lesionssl.data.split import Manifest, read_manifest
 from lesionssl.data.store import build_store, stored_size
+from lesionssl.engine.callbacks import EpochHistory, EpochSeed
 from lesionssl.engine.trainer import log_final, make_loggers, make_trainer, uses_cuda
+from lesionssl.engine.transfer import choose_lr, head_epochs, one_cycle_schedule
 from lesionssl.environment import run_environment
 from lesionssl.errors import LesionSSLError
 from lesionssl.evaluate.metrics import compute_metrics, predictions_frame
 from lesionssl.evaluate.prior import adjust, class_prior, em_prior
 from lesionssl.evaluate.test_sets import external_sets, write_external
+from lesionssl.figures import plot_confusion, plot_lr_finder, plot_schedule
 from lesionssl.finetune.module import ClassifierModule
 from lesionssl.io import atomic_write, write_json, write_text
 from lesionssl.models.backbones import build_backbone, feature_dim, resolve_preprocessing
-from lesionssl.engine.transfer import choose_lr, head_epochs, one_cycle_schedule
 from lesionssl.optim.one_cycle import OneCycleCallback
-from lesionssl.figures import plot_confusion, plot_lr_finder, plot_schedule
 
 #: fastai ``tta`` blends the mean of the augmented views with the plain view: lerp(aug, plain, 0.25).
 TTA_BETA = 0.25

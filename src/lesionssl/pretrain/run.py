@@ -35,28 +35,28 @@ from lightning.pytorch.utilities import rank_zero_only
 from safetensors.torch import save_file
 
 from lesionssl.augment.batch import EvalView, two_views
-from lesionssl.engine.callbacks import EpochHistory, EpochSeed, NonFiniteGuard
+from lesionssl.augment.views import Preprocessing
 from lesionssl.config import PretrainConfig, to_yaml
 from lesionssl.data.loaders import eval_loader, pretrain_loader
 from lesionssl.data.sources import read_sources
 from lesionssl.data.split import read_manifest
 from lesionssl.data.store import build_store, stored_size
+from lesionssl.engine.callbacks import EpochHistory, EpochSeed, NonFiniteGuard
 from lesionssl.engine.modules import set_frozen
-from lesionssl.engine.transfer import choose_lr, head_epochs, one_cycle_schedule
 from lesionssl.engine.trainer import log_final, make_loggers, make_trainer, uses_cuda
+from lesionssl.engine.transfer import choose_lr, head_epochs, one_cycle_schedule
 from lesionssl.environment import run_environment
 from lesionssl.errors import LesionSSLError
+from lesionssl.figures import plot_pretrain_history
 from lesionssl.io import atomic_write, write_json, write_text
-from lesionssl.augment.views import Preprocessing
 from lesionssl.models.backbones import build_backbone, feature_dim, read_projector_state, resolve_preprocessing
 from lesionssl.models.heads import ProjectionHead
 from lesionssl.optim.lars import LARS, lars_param_groups
 from lesionssl.optim.one_cycle import WarmupCosine, WarmupCosineCallback
+from lesionssl.pretrain import PRETRAIN_STAGE
 from lesionssl.pretrain.module import SelfSupervisedModule
 from lesionssl.pretrain.monitor import PretrainMonitor
-from lesionssl.pretrain import PRETRAIN_STAGE
 from lesionssl.progress import console
-from lesionssl.figures import plot_pretrain_history
 
 BACKBONE_FILE = "backbone.safetensors"
 #: The constant LR of projector-only epochs (fastai's default, as the seed's ``learn.fit(1)``).

@@ -17,11 +17,11 @@ import yaml
 from lesionssl.data.classes import CLASS_NAMES
 from lesionssl.errors import LesionSSLError
 from lesionssl.evaluate.metrics import metrics_from_predictions
+from lesionssl.figures import plot_confusion, plot_label_efficiency, plot_lr_curves, plot_per_class_f1, plot_pretrain_history
 from lesionssl.io import atomic_write, write_text
 from lesionssl.report.document import Document
-from lesionssl.report.published import PUBLISHED
-from lesionssl.figures import plot_confusion, plot_label_efficiency, plot_lr_curves, plot_per_class_f1, plot_pretrain_history
 from lesionssl.report.labels_saved import format_budget, labels_saved
+from lesionssl.report.published import PUBLISHED
 from lesionssl.report.statistics import compare_pair, pairwise_table, summarize
 
 RESULT_COLUMNS = ["init", "seed", "accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "run_dir"]
@@ -371,7 +371,7 @@ def write_report(out: Path, inits: dict[str, str] | None = None) -> Path:
     for name in sorted({c.split(":")[0] for c in results.columns if ":" in c}):
         doc.heading(f"External test set: {name} (domain shift)")
         doc.table(summary_table(main, order, prefix=f"{name}:"))
-        doc.table(metric_table(main.rename(columns=lambda c: c.split(":", 1)[1] if c.startswith(f"{name}:") else c), order, ("balanced_accuracy", "macro_auroc")))
+        doc.table(metric_table(test_set_view(main, name), order, ("balanced_accuracy", "macro_auroc")))
     if len(protocols) > 1 or len(budgets) > 1:
         _study(doc, results, order)
     if len(budgets) > 1:
