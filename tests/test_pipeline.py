@@ -56,7 +56,7 @@ def test_pretrain_writes_backbone_history_and_provenance(synthetic_manifest, tmp
     written = (tmp_path / "bt" / "config.yaml").read_text()
     assert "recipe: small-data" in written and "lambd: 0.0051" in written and "crop_scale:\n    - 0.25" in written  # the recipe's settings, resolved
     seed = validate(PretrainConfig, {"recipe": "seed", "projector": [64, 64]})
-    assert seed.method_kwargs["lambd"] is None and seed.build_method().lambd == 1 / 64 and seed.lr == "find" and seed.resolved_projector_warmup_epochs == 1
+    assert seed.build_method().settings.lambd is None and seed.build_method().lambd == 1 / 64 and seed.lr == "find" and seed.resolved_projector_warmup_epochs == 1
 
 
 def test_recipes_set_their_keys_and_explicit_keys_win():

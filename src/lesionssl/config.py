@@ -182,12 +182,11 @@ class PretrainConfig(Strict):
     def _apply_recipe(cls, values: Any) -> Any:
         if not isinstance(values, dict):
             return values
-        recipe = dict(PRETRAIN_RECIPES.get(values.get("recipe", "small-data"), {}))
-        by_method = recipe.pop("method_defaults", {})
+        recipe = {k: v for k, v in PRETRAIN_RECIPES.get(values.get("recipe", "small-data"), {}).items() if k != "method_defaults"}
         values = {**recipe, **values}
         shorthands = {k: values.pop(k) for k in METHOD_SHORTHANDS if k in values}
-        method = values.get("method", "barlow_twins")
-        values["method_kwargs"] = {**by_method.get(method, {}), **shorthands, **(values.get("method_kwargs") or {})}
+        if shorthands:
+            values["method_kwargs"] = {**shorthands, **(values.get("method_kwargs") or {})}
         return values
 
     @model_validator(mode="after")
@@ -195,7 +194,7 @@ class PretrainConfig(Strict):
         from lesionssl.pretrain.methods import get_method
 
         try:
-            get_method(self.method, self.method_kwargs)
+            get_method(self.method, self.resolved_method_kwargs)
         except LesionSSLError as exc:
             raise ValueError(str(exc)) from None
         if any(width < 1 for width in self.projector):
@@ -203,10 +202,15 @@ class PretrainConfig(Strict):
         return self
 
     def build_method(self):
-        """The configured :class:`~lesionssl.pretrain.methods.base.Method`."""
+        """The configured :class:`~lesionssl.pretrain.methods.base.Method`: its defaults, changed by
+        the recipe's for this method, changed by ``method_kwargs``."""
         from lesionssl.pretrain.methods import get_method
 
-        return get_method(self.method, self.method_kwargs)
+        return get_method(self.method, self.resolved_method_kwargs)
+
+    @property
+    def resolved_method_kwargs(self) -> dict[str, Any]:
+        return {**PRETRAIN_RECIPES[self.recipe]["method_defaults"].get(self.method, {}), **self.method_kwargs}
 
     @property
     def projector(self) -> list[int]:
@@ -316,10 +320,13 @@ class FinetuneConfig(Strict):
 
 
 class InitConfig(Strict):
-    """One initialisation compared by ``compare``: ``random``, ``imagenet[-v1|-v2]``, ``pretrain`` or a file."""
+    """One initialisation compared by ``compare``: ``random``, ``imagenet[-v1|-v2]``, a file, or
+    ``pretrain``: pretrained on the experiment's pool with the ``pretrain`` section, changed by
+    this initialisation's own ``pretrain`` keys (e.g. ``{method: vicreg}``)."""
 
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     init: str = Field(min_length=1)
+    pretrain: dict[str, Any] = Field(default_factory=dict, description="changes to the experiment's pretrain section for this initialisation (init: pretrain only)")
 
 
 #: Experiment presets (see the README for the side-by-side table and why each difference matters):
@@ -393,9 +400,21 @@ class CompareConfig(Strict):
             raise ValueError(f"initialisation names must be unique, got {names}")
         if any(i.init == "pretrain" for i in self.initialisations) and self.pretrain is None:
             raise ValueError("an initialisation uses init: pretrain, so a pretrain section is required")
+        for initialisation in self.initialisations:
+            if initialisation.pretrain and initialisation.init != "pretrain":
+                raise ValueError(f"initialisation {initialisation.name}: pretrain keys need init: pretrain")
+            if initialisation.pretrain:
+                self.pretrain_settings(initialisation)  # validated now, not hours later
         if self.budgets is not None and any(b < 1 for b in self.budgets):
             raise ValueError(f"budgets must be positive numbers of images per class, got {self.budgets}")
         return self
+
+    def pretrain_settings(self, initialisation: InitConfig) -> PretrainConfig:
+        """The pretraining of a ``pretrain`` initialisation: the experiment's section with its own changes."""
+        if not initialisation.pretrain:
+            return self.pretrain
+        base = self.pretrain.model_dump(exclude_unset=True)
+        return validate(PretrainConfig, {**base, **initialisation.pretrain}, f"initialisations.{initialisation.name}.pretrain")
 
 
 def apply_experiment_preset(values: dict[str, Any]) -> dict[str, Any]:

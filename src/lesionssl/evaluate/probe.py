@@ -90,7 +90,7 @@ def knn_probs(train_x: np.ndarray, train_y: np.ndarray, query_x: np.ndarray, n_c
     """Class probabilities of ``query_x`` from its ``k`` nearest training images (cosine)."""
     train = F.normalize(torch.as_tensor(train_x, dtype=torch.float32), dim=1)
     query = F.normalize(torch.as_tensor(query_x, dtype=torch.float32), dim=1)
-    labels = torch.as_tensor(train_y, dtype=torch.long)
+    labels = torch.tensor(train_y, dtype=torch.long)  # a copy: cached features are read-only
     votes = torch.zeros(len(query), n_classes, dtype=torch.float64)
     for start in range(0, len(query), 4096):
         similarity, neighbours = (query[start : start + 4096] @ train.T).topk(min(k, len(train)), dim=1)

@@ -5,7 +5,8 @@ run's resolved fine-tuning configuration; a run whose ``metrics.json`` exists is
 skipped, so an interrupted ``compare`` resumes where it stopped. ``--jobs N`` runs N runs at once
 (one GPU each when there are GPUs); ``--shard k/n`` runs every n-th run starting at the k-th, so
 the array jobs of a cluster can share an experiment; ``lesionssl report`` merges what finished.
-The ``pretrain`` initialisation is produced once, in ``out/pretrain``, from the experiment's own
+A ``pretrain`` initialisation is produced once, in ``out/pretrain`` (or ``out/pretrain-<name>``
+when the initialisation changes the pretraining, e.g. another method), from the experiment's own
 unlabelled pool; concurrent shards wait for it on a file lock.
 """
 
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from lesionssl.config import CompareConfig, FinetuneConfig, PretrainConfig, to_yaml
+from lesionssl.config import CompareConfig, FinetuneConfig, InitConfig, PretrainConfig, to_yaml
 from lesionssl.data.classes import resolve_class_order
 from lesionssl.data.sources import read_sources
 from lesionssl.data.split import SplitSpec, build_split, nested_budgets, pool_summary, read_manifest, split_table, write_manifest
@@ -33,6 +34,7 @@ from lesionssl.finetune.run import finetune
 from lesionssl.io import write_json, write_text
 from lesionssl.pretrain.run import BACKBONE_FILE, pretrain
 from lesionssl.progress import console
+from lesionssl.records import BackboneRecord, RunRecord
 from lesionssl.report.compare import RUN_INDEX, write_report
 
 
@@ -101,26 +103,28 @@ def budget_manifests(config: CompareConfig, manifest: Path) -> dict[tuple[int | 
     return out
 
 
-def prepare_pretrained(config: CompareConfig, manifest: Path) -> Path:
+def prepare_pretrained(config: CompareConfig, manifest: Path, initialisation: InitConfig) -> Path:
     """Pretrain once (resuming an interrupted pretraining) and return the backbone file."""
-    out = Path(config.out) / "pretrain"
+    out = Path(config.out) / ("pretrain" if not initialisation.pretrain else f"pretrain-{initialisation.name}")
     backbone = out / BACKBONE_FILE
-    settings = config.pretrain.model_copy(update={"manifest": manifest, "out": out, "backbone": config.finetune.backbone, "tracking": _experiment_tracking(config)})
-    with file_lock(Path(config.out) / ".pretrain.lock"):
+    settings = config.pretrain_settings(initialisation).model_copy(update={"manifest": manifest, "out": out, "backbone": config.finetune.backbone, "tracking": _experiment_tracking(config)})
+    with file_lock(Path(config.out) / f".{out.name}.lock"):
         if backbone.is_file():
             check_pretrained(backbone, settings, int(read_manifest(manifest).table["pretrain"].sum()))
             return backbone
         settings.resume = (out / "checkpoints").is_dir()
-        console.print(f"pretraining Barlow Twins -> {out}")
+        console.print(f"pretraining ({settings.method}) for {initialisation.name} -> {out}", markup=False)
         return pretrain(settings)
 
 
 def check_pretrained(backbone: Path, settings: PretrainConfig, pool_images: int) -> None:
     """Refuse a finished pretraining (of an earlier configuration, or copied from a GPU machine)
     whose recorded settings differ from the experiment's."""
-    recorded = json.loads(backbone.with_suffix(".json").read_text()) if backbone.with_suffix(".json").is_file() else {}
-    expected = {"architecture": settings.backbone, "image_size": settings.image_size, "epochs": settings.epochs, "recipe": settings.recipe, "method": settings.method, **settings.build_method().resolved(), "pool_images": pool_images}
-    differ = {k: (recorded[k], v) for k, v in expected.items() if k in recorded and recorded[k] != v}
+    if not backbone.with_suffix(".json").is_file():
+        raise LesionSSLError(f"{backbone} has no {backbone.with_suffix('.json').name}: its settings cannot be checked; move it away to pretrain again")
+    recorded = BackboneRecord.read(backbone.with_suffix(".json")).settings()
+    expected = {"architecture": settings.backbone, "image_size": settings.image_size, "epochs": settings.epochs, "recipe": settings.recipe, "method": settings.method, "method_kwargs": settings.build_method().resolved(), "positives": settings.positives, "pool_images": pool_images}
+    differ = {k: (recorded[k], v) for k, v in expected.items() if recorded[k] != v}
     if differ:
         details = "; ".join(f"{k} {a} (recorded) vs {b} (this experiment)" for k, (a, b) in differ.items())
         raise LesionSSLError(f"{backbone} was pretrained with other settings: {details}; move it away to pretrain again")
@@ -135,27 +139,34 @@ def _experiment_tracking(config: CompareConfig):
 
 @dataclass(frozen=True)
 class PlannedRun:
-    """One run of the experiment: an initialisation under a protocol, at a budget and seed."""
+    """One run of the experiment (its record) and the configuration that trains it."""
 
-    name: str
-    protocol: str
+    record: RunRecord
     config: FinetuneConfig
 
+    @property
+    def name(self) -> str:
+        return self.record.name
 
-def run_configs(config: CompareConfig, manifests: dict[tuple[int | None, int], Path], pretrained: Path | None) -> list[PlannedRun]:
+    @property
+    def protocol(self) -> str:
+        return self.record.protocol
+
+
+def run_configs(config: CompareConfig, manifests: dict[tuple[int | None, int], Path], pretrained: dict[str, Path]) -> list[PlannedRun]:
     """Every (protocol, initialisation, budget, seed) run, in that order. Fine-tuning runs
     live in ``runs/<init>/[b<budget>-]seed<k>-<hash>``, the others in ``runs/<init>/<protocol>-...``."""
     runs = []
     for protocol in config.protocols:
         for initialisation in config.initialisations:
-            init = str(pretrained) if initialisation.init == "pretrain" else initialisation.init
+            init = str(pretrained[initialisation.name]) if initialisation.init == "pretrain" else initialisation.init
             for (budget, seed), manifest in manifests.items():
                 run = config.finetune.model_copy(update={"manifest": manifest, "init": init, "seed": seed})
                 run.tracking = _experiment_tracking(config)
                 prefix = ("" if protocol == "finetune" else f"{protocol}-") + (f"b{budget}-" if budget is not None else "")
                 tag = config_hash(run) if protocol == "finetune" else hashlib.sha256(f"{config_hash(run)}:{protocol}:{config.knn_k}".encode()).hexdigest()[:10]
                 run.out = Path(config.out) / "runs" / initialisation.name / f"{prefix}seed{seed}-{tag}"
-                runs.append(PlannedRun(initialisation.name, protocol, run))
+                runs.append(PlannedRun(RunRecord(initialisation.name, protocol, seed, initialisation.init, budget), run))
     return runs
 
 
@@ -204,9 +215,10 @@ def compare(config: CompareConfig, jobs: int = 1, shard: str | None = None) -> P
     write_text(out / "experiment.yaml", to_yaml(config))
     manifest = prepare_manifest(config)
     manifests = budget_manifests(config, manifest)
-    needs_pretraining = any(i.init == "pretrain" for i in config.initialisations)
-    pretrained = prepare_pretrained(config, manifest) if needs_pretraining else None
+    pretrained = {i.name: prepare_pretrained(config, manifest, i) for i in config.initialisations if i.init == "pretrain"}
     every_run = run_configs(config, manifests, pretrained)
+    for run in every_run:
+        run.record.write(run.config.out)
     write_json(out / RUN_INDEX, {"runs": [str(run.config.out.relative_to(out)) for run in every_run]})
     runs = every_run[k - 1 :: n]
     pending = [run for run in runs if not (run.config.out / "metrics.json").is_file()]

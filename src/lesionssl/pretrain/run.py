@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,7 @@ from lesionssl.pretrain import PRETRAIN_STAGE
 from lesionssl.pretrain.module import SelfSupervisedModule
 from lesionssl.pretrain.monitor import PretrainMonitor
 from lesionssl.progress import console
+from lesionssl.records import BackboneRecord
 
 BACKBONE_FILE = "backbone.safetensors"
 #: The constant LR of projector-only epochs (fastai's default, as the seed's ``learn.fit(1)``).
@@ -146,13 +147,13 @@ def _backbone_state(module: SelfSupervisedModule) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in module.backbone.state_dict().items()}
 
 
-def export_backbone(module: SelfSupervisedModule, out: Path, metadata: dict[str, Any]) -> Path:
-    """Write the backbone with torchvision key names as safetensors and ``.pth``, plus metadata."""
+def export_backbone(module: SelfSupervisedModule, out: Path, record: BackboneRecord) -> Path:
+    """Write the backbone with torchvision / timm key names as safetensors and ``.pth``, and its record."""
     state = _backbone_state(module)
     target = out / BACKBONE_FILE
     atomic_write(target, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
     atomic_write(out / "backbone.pth", lambda tmp: torch.save(state, tmp))
-    write_json(target.with_suffix(".json"), metadata)
+    record.write(target.with_suffix(".json"))
     return target
 
 
@@ -160,8 +161,8 @@ class Snapshots(L.Callback):
     """Exports the backbone every ``every`` epochs to ``snapshots/epoch-<N>.safetensors`` (with
     its ``.json``), so feature quality can be measured against pretraining epochs."""
 
-    def __init__(self, folder: Path, every: int, metadata: dict[str, Any]) -> None:
-        self.folder, self.every, self.metadata = folder, every, metadata
+    def __init__(self, folder: Path, every: int, record: BackboneRecord) -> None:
+        self.folder, self.every, self.record = folder, every, record
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         epoch = trainer.current_epoch + 1
@@ -170,7 +171,7 @@ class Snapshots(L.Callback):
         target = self.folder / f"epoch-{epoch:04d}.safetensors"
         state = _backbone_state(pl_module)
         atomic_write(target, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
-        write_json(target.with_suffix(".json"), {**self.metadata, "epoch": epoch})
+        replace(self.record, snapshot_epoch=epoch).write(target.with_suffix(".json"))
 
 
 def pretrain(config: PretrainConfig) -> Path:
@@ -244,36 +245,20 @@ def pretrain(config: PretrainConfig) -> Path:
     checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0, every_n_epochs=1)
     monitor = _monitor(config, images, table, rows, classes, preprocessing)
     callbacks = [EpochSeed(config.seed), NonFiniteGuard(last), schedule, monitor, EpochHistory(history, PRETRAIN_STAGE), checkpoint]
+    record = BackboneRecord(
+        architecture=config.backbone, image_size=config.image_size, normalize=config.normalize, preprocessing=asdict(preprocessing), pool=pool, pool_images=int(len(rows)),
+        init=init_info, epochs=config.epochs, recipe=config.recipe, method=config.method, method_kwargs=method.resolved(), positives=config.positives,
+        cross_image_pairs_per_epoch=cross_image, lr=stages["lr"],
+    )
     if config.snapshot_every:
-        snapshot = {"format": "lesionssl-backbone/1", "architecture": config.backbone, "image_size": config.image_size, "normalize": config.normalize, "preprocessing": asdict(preprocessing), "pool": pool, "recipe": config.recipe, "epochs": config.epochs}
-        callbacks.insert(-1, Snapshots(out / "snapshots", config.snapshot_every, snapshot))
+        callbacks.insert(-1, Snapshots(out / "snapshots", config.snapshot_every, record))
     loggers = make_loggers(config.tracking, out, f"pretrain-{out.name}", {k: v for k, v in resolved.items() if isinstance(v, (int, float, str))}) if rank_zero_only.rank == 0 else []
     fit(callbacks, config.epochs, ckpt=str(last) if config.resume and last.exists() else None, logger=loggers or False)
     log_final(loggers, {})
     plot_pretrain_history(pd.read_csv(history), out / "history.png")
     losses = _history_losses(history)
-    metadata = {
-        "format": "lesionssl-backbone/1",
-        "architecture": config.backbone,
-        "image_size": config.image_size,
-        "normalize": config.normalize,
-        "preprocessing": asdict(preprocessing),
-        "pool": pool,
-        "pool_images": int(len(rows)),
-        "init": init_info,
-        "epochs": config.epochs,
-        "recipe": config.recipe,
-        "method": config.method,
-        "method_kwargs": method.resolved(),
-        "positives": config.positives,
-        "cross_image_pairs_per_epoch": cross_image,
-        **method.resolved(),  # flat too, so a stale backbone can be checked key by key
-        "lr": stages["lr"],
-        "final_loss": losses[-1] if losses else None,
-        "seconds": round(time.time() - started, 1),
-    }
     if rank_zero_only.rank == 0:  # under DDP every process holds the same weights
-        export_backbone(module, out, metadata)
+        export_backbone(module, out, replace(record, final_loss=losses[-1] if losses else None, seconds=round(time.time() - started, 1)))
     return out / BACKBONE_FILE
 
 

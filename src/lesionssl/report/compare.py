@@ -19,6 +19,7 @@ from lesionssl.errors import LesionSSLError
 from lesionssl.evaluate.metrics import metrics_from_predictions
 from lesionssl.figures import plot_confusion, plot_label_efficiency, plot_lr_curves, plot_per_class_f1, plot_pretrain_history
 from lesionssl.io import atomic_write, write_text
+from lesionssl.records import RUN_FILE, BackboneRecord, RunRecord, RunResult
 from lesionssl.report.document import Document
 from lesionssl.report.labels_saved import format_budget, labels_saved
 from lesionssl.report.published import PUBLISHED
@@ -40,36 +41,31 @@ def current_runs(out: Path) -> set[str] | None:
 
 
 def collect_runs(out: Path) -> tuple[pd.DataFrame, list[dict], list[str]]:
-    """Finished runs under ``out/runs``: one results row each, each run's full metrics, and the
-    finished runs left out because an earlier configuration of the experiment produced them."""
+    """Finished runs under ``out/runs`` (each with its ``run.json`` record): one results row each,
+    each run's full metrics, and the finished runs left out because an earlier configuration of
+    the experiment produced them."""
     rows, full, stale = [], [], []
     expected = current_runs(out)
-    for metrics_file in sorted((out / "runs").glob("*/*/metrics.json")):
+    for metrics_file in sorted((out / "runs").rglob("metrics.json")):
         run = metrics_file.parent
+        if not (run / RUN_FILE).is_file():
+            continue  # an external set's metrics, inside a run folder
         if expected is not None and str(run.relative_to(out)) not in expected:
             stale.append(str(run.relative_to(out)))
             continue
-        recorded = json.loads(metrics_file.read_text())
-        metrics = metrics_from_predictions(run / "predictions.csv", recorded["classes"])
+        planned, result = RunRecord.read(run), RunResult.read(run)
+        metrics = metrics_from_predictions(run / "predictions.csv", result.classes)
         row = {
-            "init": run.parent.name, "seed": recorded["seed"], **{k: metrics[k] for k in HEADLINE}, "run_dir": str(run.relative_to(out)),
-            "protocol": recorded.get("protocol", "finetune"),
-            "budget": recorded.get("budget_per_class"), "macro_auroc": metrics["macro_auroc"], "lr": recorded.get("lr"),
-            "pretraining_pool": recorded.get("pretraining_pool"), "handling": _handling(recorded),
+            "init": planned.name, "seed": planned.seed, **{k: metrics[k] for k in HEADLINE}, "run_dir": str(run.relative_to(out)),
+            "protocol": planned.protocol, "budget": result.budget_per_class, "macro_auroc": metrics["macro_auroc"], "lr": result.lr,
+            "pretraining_pool": result.pretraining_pool, "handling": result.handling,
         }
-        for name in recorded.get("external") or {}:
-            external = metrics_from_predictions(run / "external" / name / "predictions.csv", recorded["classes"])
+        for name in result.external:
+            external = metrics_from_predictions(run / "external" / name / "predictions.csv", result.classes)
             row |= {f"{name}:{k}": external[k] for k in (*HEADLINE, "macro_auroc")}
         rows.append(row)
         full.append({**metrics, "init": row["init"], "budget": row["budget"], "protocol": row["protocol"], "run": run})
     return pd.DataFrame(rows), full, stale
-
-
-def _handling(recorded: dict) -> str:
-    """How a run dealt with class imbalance and prior shift, in words."""
-    imbalance = recorded.get("imbalance", {})
-    adjustment = recorded.get("logit_adjustment", {}).get("target", "none (training prior)")
-    return f"sampling {imbalance.get('sampling', 'shuffle')}, loss weights {imbalance.get('loss_weights', 'none')}, logit adjustment {adjustment}"
 
 
 def _fmt(value, digits: int = 4) -> str:
@@ -304,6 +300,17 @@ def _augmentation_gallery(out: Path, experiment: dict, path: Path) -> None:
         augment_preview([str(manifest)], path, settings.augmentation_parameters, 96, 4, 0, tuple(settings.extra_augmentations))
 
 
+def _pretraining_words(out: Path, init: str) -> str:
+    """How an initialisation of the experiment was pretrained, from its backbone record."""
+    for folder in (out / f"pretrain-{init}", out / "pretrain"):
+        if (folder / "backbone.json").is_file():
+            record = BackboneRecord.read(folder / "backbone.json")
+            kwargs = ", ".join(f"{k} {v}" for k, v in record.method_kwargs.items())
+            positives = f"two images of one lesion ({record.cross_image_pairs_per_epoch} cross-image pairs per epoch of {record.pool_images} images)" if record.positives == "lesion" else "two views of one image"
+            return f" Pretrained with {record.method} ({kwargs}), recipe {record.recipe}, {record.epochs} epochs at {record.image_size} px on {record.pool_images} images; positive pairs: {positives}."
+    return ""
+
+
 def _label_efficiency(doc: Document, out: Path, results: pd.DataFrame, order: list[str]) -> None:
     rows = []
     for protocol in [p for p in PROTOCOL_TITLES if p in set(results["protocol"])]:
@@ -329,14 +336,15 @@ def write_report(out: Path, inits: dict[str, str] | None = None) -> Path:
     out = Path(out)
     results, full, stale = collect_runs(out)
     if results.empty:
-        raise LesionSSLError(f"no finished runs under {out / 'runs'}")
+        raise LesionSSLError(f"no finished runs with their run records under {out / 'runs'} (an experiment of an earlier lesionssl: run its `lesionssl compare` again, which records them and skips finished runs)")
+    experiment = yaml.safe_load((out / "experiment.yaml").read_text()) if (out / "experiment.yaml").is_file() else {}
+    inits = inits or {i["name"]: i["init"] for i in experiment.get("initialisations") or []}
     present = list(dict.fromkeys(results["init"]))
     order = [i for i in (inits or {}) if i in present] + sorted(set(present) - set(inits or {}))
     budgets = sorted(b for b in results["budget"].dropna().unique())
     (out / "figures").mkdir(exist_ok=True)
     atomic_write(out / "results.csv", lambda tmp: results[[*RESULT_COLUMNS, "budget", "macro_auroc", "lr", "protocol", *[c for c in results.columns if ":" in c]]].to_csv(tmp, index=False))
 
-    experiment = yaml.safe_load((out / "experiment.yaml").read_text()) if (out / "experiment.yaml").is_file() else {}
     main_budget = budgets[-1] if budgets else None
     protocols = [p for p in PROTOCOL_TITLES if p in set(results["protocol"])]
     main_protocol = protocols[0] if "finetune" not in protocols else "finetune"
@@ -385,7 +393,8 @@ def write_report(out: Path, inits: dict[str, str] | None = None) -> Path:
         pool = pools.get(init)
         if pool in ("inductive", "transductive"):
             meaning = "test images were seen, without labels, during pretraining" if pool == "transductive" else "no test image was seen during pretraining"
-            doc.paragraph(f"**{init}**: {pool} ({meaning}).")
+            words = _pretraining_words(out, init) if (inits or {}).get(init) == "pretrain" else ""
+            doc.paragraph(f"**{init}**: {pool} ({meaning}).{words}")
         else:
             doc.paragraph(f"**{init}**: {pool or 'not pretrained by lesionssl'}.")
     doc.heading("Class imbalance and prior shift")

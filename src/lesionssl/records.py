@@ -1,0 +1,113 @@
+"""Typed records of what crosses stages: a backbone (``backbone.json``), a planned run of an
+experiment (``run.json``) and what a finished run recorded (``metrics.json``).
+
+The runners write them, ``compare`` plans with them and the report reads them; no stage reads
+another's JSON by string keys, and no name is parsed from a folder name.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from lesionssl.errors import LesionSSLError
+from lesionssl.io import write_json
+
+BACKBONE_FORMAT = "lesionssl-backbone/1"
+RUN_FILE = "run.json"
+
+
+def _from_dict(cls, data: dict[str, Any], source: Path):
+    known = {f.name for f in fields(cls)}
+    try:
+        return cls(**{k: v for k, v in data.items() if k in known})
+    except TypeError as exc:
+        raise LesionSSLError(f"{source}: not a {cls.__name__} ({exc})") from None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise LesionSSLError(f"cannot read {path}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class BackboneRecord:
+    """An exported backbone: how it was made and what input it expects (``backbone.json``)."""
+
+    architecture: str
+    image_size: int
+    normalize: str
+    preprocessing: dict[str, Any]
+    pool: str
+    pool_images: int
+    init: dict[str, Any]
+    epochs: int
+    recipe: str
+    method: str
+    method_kwargs: dict[str, Any]
+    positives: str = "self"
+    cross_image_pairs_per_epoch: int = 0
+    lr: float | None = None
+    final_loss: float | None = None
+    seconds: float | None = None
+    snapshot_epoch: int | None = None
+    format: str = BACKBONE_FORMAT
+
+    def write(self, path: Path) -> None:
+        write_json(path, asdict(self))
+
+    @classmethod
+    def read(cls, path: Path) -> BackboneRecord:
+        return _from_dict(cls, _read_json(path), path)
+
+    def settings(self) -> dict[str, Any]:
+        """What must match for this backbone to stand for a pretraining configuration."""
+        return {"architecture": self.architecture, "image_size": self.image_size, "epochs": self.epochs, "recipe": self.recipe, "method": self.method, "method_kwargs": self.method_kwargs, "positives": self.positives, "pool_images": self.pool_images}
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run of an experiment: an initialisation under a protocol, at a label budget and seed
+    (``run.json`` in its folder, written by ``compare`` when it plans the run)."""
+
+    name: str
+    protocol: str
+    seed: int
+    init: str
+    budget: int | None = None
+
+    def write(self, folder: Path) -> None:
+        write_json(Path(folder) / RUN_FILE, asdict(self))
+
+    @classmethod
+    def read(cls, folder: Path) -> RunRecord:
+        return _from_dict(cls, _read_json(Path(folder) / RUN_FILE), Path(folder) / RUN_FILE)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a finished run recorded beside its predictions (``metrics.json``)."""
+
+    seed: int
+    classes: list[str]
+    protocol: str = "finetune"
+    budget_per_class: int | None = None
+    lr: float | None = None
+    pretraining_pool: str | None = None
+    external: dict[str, Any] = field(default_factory=dict)
+    imbalance: dict[str, str] = field(default_factory=dict)
+    logit_adjustment: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, folder: Path) -> RunResult:
+        return _from_dict(cls, _read_json(Path(folder) / "metrics.json"), Path(folder) / "metrics.json")
+
+    @property
+    def handling(self) -> str:
+        """How the run dealt with class imbalance and prior shift, in words."""
+        adjustment = self.logit_adjustment.get("target", "none (training prior)")
+        return f"sampling {self.imbalance.get('sampling', 'shuffle')}, loss weights {self.imbalance.get('loss_weights', 'none')}, logit adjustment {adjustment}"
