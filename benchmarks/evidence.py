@@ -232,7 +232,7 @@ def job(args: argparse.Namespace) -> None:
         backbone = pretrain(config)
         meta = json.loads(backbone.with_suffix(".json").read_text())
         _append(args.results, {**record, "stage": "trained", "backbone_json": meta, "history": (Path(spec["out"]) / "history.csv").read_text()})
-        record["pretrain"] = {k: meta.get(k) for k in ("lr", "lambd", "final_loss", "seconds", "pool_images", "epochs", "recipe")}
+        record["pretrain"] = {k: meta.get(k) for k in ("lr", "method", "method_kwargs", "positives", "cross_image_pairs_per_epoch", "final_loss", "seconds", "pool_images", "epochs", "recipe")}
         record["pretrain"]["pairs_per_s"] = config.epochs * (meta["pool_images"] // config.batch_size) * config.batch_size / meta["seconds"]
         stages = Path(spec["out"]) / "checkpoints" / "stages.json"
         if stages.is_file():
@@ -373,6 +373,11 @@ ABLATIONS = [
     ("batch-64", {"batch_size": 64}),
     ("batch-256", {"batch_size": 256}),
     ("size-48", {"image_size": 48}),
+    # the other methods and positives, under the same budget (projectors sized for a CPU: the
+    # papers' 8192-wide VICReg projector would cost four times the encoder at 32 px)
+    ("lesion-positives", {"positives": "lesion"}),
+    ("vicreg", {"method": "vicreg", "projector": [2048, 2048, 2048]}),
+    ("simclr", {"method": "simclr"}),
 ]
 
 
@@ -383,8 +388,11 @@ def ablate(args: argparse.Namespace) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     table = pd.read_csv(args.manifest, dtype=str, keep_default_na=False)
-    pool = np.flatnonzero(table["pretrain"].astype(int).to_numpy() == 1)
-    keep = np.random.default_rng(0).choice(pool, size=min(args.pool_subset, len(pool)), replace=False)
+    # whole lesions, so that every lesion keeps all its images for `positives: lesion`
+    pool = table[table["pretrain"].astype(int) == 1]
+    groups = pool["group"].drop_duplicates().sample(frac=1.0, random_state=0)
+    sizes = pool.groupby("group").size()[groups].cumsum()
+    keep = pool.index[pool["group"].isin(sizes.index[: int(np.searchsorted(sizes.to_numpy(), args.pool_subset)) + 1])]
     table["pretrain"] = 0
     table.loc[keep, "pretrain"] = 1
     manifest = out / "manifest.csv"
@@ -392,8 +400,13 @@ def ablate(args: argparse.Namespace) -> None:
     (out / "manifest.json").write_text(Path(args.manifest).with_suffix(".json").read_text())
     results = out / "results.jsonl"
     finished = {json.loads(line)["name"] for line in open(results) if '"stage"' not in line} if results.is_file() else set()
-    for name, changes in ABLATIONS:
-        if name in finished or (args.only and name not in args.only):
+    known = dict(ABLATIONS)
+    unknown = [name for name in args.only if name not in known]
+    if unknown:
+        raise SystemExit(f"unknown ablation(s) {unknown}; known: {list(known)}")
+    for name in args.only or list(known):  # in the order asked
+        changes = known[name]
+        if name in finished:
             continue
         settings = {"image_size": args.size, "epochs": args.epochs, "tracking": {"tensorboard": False, "mlflow": False}, **changes}
         spec = {"name": name, "manifest": str(manifest), "probe": "dev", "settings": settings, "out": str(out / "runs" / name.replace("/", "-"))}

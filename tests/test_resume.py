@@ -9,6 +9,7 @@ import time
 import pandas as pd
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from lesionssl.config import PretrainConfig, validate
@@ -31,16 +32,27 @@ def config_file(tmp_path, synthetic_manifest):
     return path
 
 
-def test_killed_and_resumed_run_equals_uninterrupted_run(config_file, tmp_path):
+def _in_main_stage(out):
+    history = out / "history.csv"
+    return (out / "checkpoints" / "last.ckpt").is_file() and history.is_file() and (pd.read_csv(history)["stage"] == "pretrain").sum() >= 1
+
+
+def _in_lr_finder(out):
+    """The warm-up is saved, the LR not yet: the finder is running."""
+    return (out / "checkpoints" / "stages.json").is_file()
+
+
+@pytest.mark.parametrize(("moment", "changes"), [(_in_main_stage, ""), (_in_lr_finder, "lr: find\n")], ids=["main-stage", "lr-finder"])
+def test_killed_and_resumed_run_equals_uninterrupted_run(config_file, tmp_path, moment, changes):
+    """SIGKILL after the first epoch of the main stage, or during the LR finder that follows the
+    projector warm-up (an earlier lesionssl found another LR there on resume)."""
+    config_file.write_text(CONFIG.replace("lr: 0.001\n", changes or "lr: 0.001\n"))
     subprocess.run(_pretrain(config_file, tmp_path / "a"), check=True, capture_output=True, timeout=600)
 
     out = tmp_path / "b"
     process = subprocess.Popen(_pretrain(config_file, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
-    while time.time() < deadline:
-        history = out / "history.csv"
-        if (out / "checkpoints" / "last.ckpt").is_file() and history.is_file() and (pd.read_csv(history)["stage"] == "pretrain").sum() >= 1:
-            break
+    while time.time() < deadline and not moment(out):
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     process.wait()
@@ -48,6 +60,7 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(config_file, tmp_path):
 
     resumed = subprocess.run(_pretrain(config_file, out, "--resume"), capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
+    assert yaml.safe_load((out / "config.yaml").read_text())["resolved"]["lr"] == yaml.safe_load((tmp_path / "a" / "config.yaml").read_text())["resolved"]["lr"]
     a, b = load_file(str(tmp_path / "a" / "backbone.safetensors")), load_file(str(out / "backbone.safetensors"))
     assert a.keys() == b.keys()
     for key in a:

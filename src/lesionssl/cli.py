@@ -17,7 +17,7 @@ from lesionssl.config import COSINE_THRESHOLD, HASH_THRESHOLD, CompareConfig, Fi
 from lesionssl.errors import LesionSSLError
 from lesionssl.progress import console
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich", help="Self-supervised pretraining (Barlow Twins) and limited-label transfer for lesion images. Every command accepts --config FILE (YAML with the same option names); flags override it.")
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich", help="Self-supervised pretraining (Barlow Twins, VICReg, SimCLR) and limited-label transfer for lesion images. Every command accepts --config FILE (YAML with the same option names); flags override it.")
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML file with the same options; flags override it.")]
 DataOpt = Annotated[list[str] | None, typer.Option("--data", help="Image source (repeatable): shared layout, ImageFolder, plain folder, path,label CSV, ISIC ground truth, HAM10000 metadata.")]
@@ -161,7 +161,7 @@ def augment_preview(
     rows: Annotated[int, typer.Option(help="Number of images (rows).")] = 6,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
-    """Draw rows of original + two Barlow Twins views, to check the augmentations by eye."""
+    """Draw rows of original + the two augmented views of a positive pair, to check the augmentations by eye."""
     from lesionssl.augment.preview import augment_preview as run
     from lesionssl.augment.views import EXTRAS, PAIR_PRESETS
 

@@ -41,7 +41,7 @@ from lesionssl.data.loaders import eval_loader, pretrain_loader
 from lesionssl.data.sources import read_sources
 from lesionssl.data.split import read_manifest
 from lesionssl.data.store import build_store, stored_size
-from lesionssl.engine.callbacks import EpochHistory, EpochSeed, NonFiniteGuard
+from lesionssl.engine.callbacks import EpochHistory, EpochSeed, NonFiniteGuard, epoch_seed
 from lesionssl.engine.modules import set_frozen
 from lesionssl.engine.trainer import log_final, make_loggers, make_trainer, uses_cuda
 from lesionssl.engine.transfer import choose_lr, head_epochs, one_cycle_schedule
@@ -106,6 +106,10 @@ def _monitor(config: PretrainConfig, images: np.ndarray, table: pd.DataFrame, ro
     train, val = table[table["split"] == "train"], table[table["split"] == "val"]
     knn = (load(train), load(val)) if len(train) and len(val) else (None, None)
     return PretrainMonitor(EvalView(config.image_size, preprocessing), load(table.iloc[np.sort(probe_rows)]), *knn, k=config.knn_k)
+
+
+#: The LR finder's seed stream: an epoch number no run reaches.
+LR_FINDER_EPOCH = -1
 
 
 def _state_file(out: Path) -> Path:
@@ -225,6 +229,9 @@ def pretrain(config: PretrainConfig) -> Path:
         if config.optimizer == "lars":
             stages["lr"] = config.lr_weights * config.batch_size / 256
         else:
+            # The finder may run in a resumed process (after a kill past the warm-up): seeded on its
+            # own, it sees the same augmentations as in an uninterrupted run and finds the same LR.
+            L.seed_everything(epoch_seed(config.seed, LR_FINDER_EPOCH), verbose=False)
             choice = choose_lr(fit, module, config.lr, len(data))
             stages["lr"] = choice.lr
             if choice.finder is not None:

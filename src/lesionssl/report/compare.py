@@ -224,10 +224,11 @@ def _study(doc: Document, results: pd.DataFrame, order: list[str]) -> None:
                 frame = view if budget is None else view[view["budget"] == budget]
                 if frame.empty:
                     continue
+                present = [i for i in order if i in set(frame["init"])]
                 doc.heading(f"{protocol} · {test_set}" + (f" · {int(budget)} labels per class" if budget is not None else ""), 4)
-                doc.table(score_table(frame, order))
-                if len(order) > 1:
-                    doc.table(paired_table(frame, order))
+                doc.table(score_table(frame, present))
+                if len(present) > 1:
+                    doc.table(paired_table(frame, present))
 
 
 def _labels_saved(doc: Document, out: Path, results: pd.DataFrame, order: list[str]) -> None:
@@ -350,6 +351,7 @@ def write_report(out: Path, inits: dict[str, str] | None = None) -> Path:
     main_protocol = protocols[0] if "finetune" not in protocols else "finetune"
     main = results[(results["protocol"] == main_protocol) & ((results["budget"] == main_budget) if main_budget is not None else True)]
     main_full = [m for m in full if m["protocol"] == main_protocol and (main_budget is None or m["budget"] == main_budget)]
+    main_order = [i for i in order if i in set(main["init"])]  # an unfinished experiment may lack an initialisation here
     doc = Document("lesionssl comparison report")
     doc.paragraph(
         "Test-set results of every finished run, recomputed from the runs' `predictions.csv`. Nothing was selected on the test set: "
@@ -360,17 +362,17 @@ def write_report(out: Path, inits: dict[str, str] | None = None) -> Path:
     if stale:
         doc.paragraph(f"{len(stale)} finished run(s) from an earlier configuration of this experiment are left out: " + ", ".join(f"`{s}`" for s in stale) + ".")
     doc.heading("Model fine-tuning results")
-    doc.table(summary_table(main, order))
+    doc.table(summary_table(main, main_order))
     if experiment.get("reference") == "seed-isic2019":
         doc.heading("Published numbers (Haggerty & Chandra 2023) next to ours", 3)
-        doc.table(published_table(main, order))
+        doc.table(published_table(main, main_order))
     doc.paragraph("Standard deviation is the sample standard deviation (n - 1); the 95% CI is a t-interval of the mean.")
     doc.heading("Combined classification report (mean ± std over runs)")
-    doc.table(classification_report_table(main_full, order))
+    doc.table(classification_report_table(main_full, main_order))
     doc.heading("Every metric with 95% confidence intervals")
-    doc.table(metric_table(main, order, PAIRWISE_METRICS))
+    doc.table(metric_table(main, main_order, PAIRWISE_METRICS))
     doc.heading("Pairwise comparisons")
-    pairs = pairwise_frame(main, order, PAIRWISE_METRICS)
+    pairs = pairwise_frame(main, main_order, PAIRWISE_METRICS)
     if pairs.empty:
         doc.paragraph("Only one initialisation: nothing to compare.")
     else:
@@ -378,15 +380,15 @@ def write_report(out: Path, inits: dict[str, str] | None = None) -> Path:
         doc.table(pairs)
     for name in sorted({c.split(":")[0] for c in results.columns if ":" in c}):
         doc.heading(f"External test set: {name} (domain shift)")
-        doc.table(summary_table(main, order, prefix=f"{name}:"))
-        doc.table(metric_table(test_set_view(main, name), order, ("balanced_accuracy", "macro_auroc")))
+        doc.table(summary_table(main, main_order, prefix=f"{name}:"))
+        doc.table(metric_table(test_set_view(main, name), main_order, ("balanced_accuracy", "macro_auroc")))
     if len(protocols) > 1 or len(budgets) > 1:
         _study(doc, results, order)
     if len(budgets) > 1:
         _label_efficiency(doc, out, results, order)
         if len(order) > 1:
             _labels_saved(doc, out, results, order)
-    _figures(doc, out, main_full, main, order, experiment)
+    _figures(doc, out, main_full, main, main_order, experiment)
     doc.heading("Unlabelled data used for pretraining")
     pools = results.dropna(subset=["pretraining_pool"]).groupby("init")["pretraining_pool"].first().to_dict()
     for init in order:
