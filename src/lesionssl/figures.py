@@ -58,12 +58,12 @@ def plot_confusion(matrix: np.ndarray, classes: list[str], path: Path, title: st
 
 
 def plot_pretrain_history(history: pd.DataFrame, path: Path) -> None:
-    """Barlow Twins loss, its two terms and the monitors per epoch."""
-    bt = history[history["stage"] == PRETRAIN_STAGE]
-    columns = [c for c in ("loss", "invariance", "redundancy", "knn_accuracy", "embedding_std", "effective_rank") if c in bt]
+    """The self-supervised loss, the terms its method logs and the monitors, per epoch."""
+    main = history[history["stage"] == PRETRAIN_STAGE]
+    columns = [c for c in main.select_dtypes("number").columns if c != "epoch" and main[c].notna().any()]
     fig, axes = _figure((3.2 * len(columns), 3), 1, len(columns), squeeze=False)
     for ax, column in zip(axes[0], columns):
-        ax.plot(bt["epoch"], bt[column], marker="o")
+        ax.plot(main["epoch"], main[column], marker="o")
         ax.set(xlabel="epoch", title=column)
     _save(fig, path)
 

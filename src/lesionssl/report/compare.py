@@ -280,14 +280,14 @@ def _figures(doc: Document, out: Path, full: list[dict], results: pd.DataFrame, 
         doc.image(figures / "lr_finder.png", "LR-finder curves of every run; dashed: the LR each run chose (valley)")
         lrs = results.groupby("init")["lr"].agg(["min", "median", "max", "count"]).reindex(order).reset_index()
         doc.table(lrs.assign(**{c: lrs[c].map(lambda v: f"{v:.3g}") for c in ("min", "median", "max")}).rename(columns={"count": "runs"}))
-    history = out / "pretrain" / "history.csv"
-    if history.is_file():
-        plot_pretrain_history(pd.read_csv(history), figures / "pretraining.png")
-        doc.image(figures / "pretraining.png", "Barlow Twins pretraining per epoch: loss, its terms, kNN accuracy and collapse indicators")
+    for history in sorted(out.glob("pretrain*/history.csv")):  # pretrain/, and pretrain-<name>/ of other methods
+        figure = figures / f"{history.parent.name.replace('pretrain', 'pretraining', 1)}.png"
+        plot_pretrain_history(pd.read_csv(history), figure)
+        doc.image(figure, f"Self-supervised pretraining per epoch ({history.parent.name}/): loss, the terms its method logs, kNN accuracy and collapse indicators")
     gallery = figures / "augmentations.png"
     if not gallery.is_file() and experiment:
         _augmentation_gallery(out, experiment, gallery)
-    doc.image(gallery, "Barlow Twins augmentations: each row is an image and two distorted views")
+    doc.image(gallery, "Pretraining augmentations: each row is an image and the two views of its positive pair")
 
 
 def _augmentation_gallery(out: Path, experiment: dict, path: Path) -> None:
