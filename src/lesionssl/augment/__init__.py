@@ -1,1 +1,1 @@
-"""Augment stage: Barlow Twins two-view presets and fine-tuning / evaluation transforms."""
+"""Augment stage: presets of the two views of a positive pair, and fine-tuning / evaluation transforms."""

@@ -316,7 +316,7 @@ class BatchView(_Normalizing):
 
 
 class TwoViews(nn.Module):
-    """The two Barlow Twins views of a uint8 batch."""
+    """The two views of a uint8 batch."""
 
     def __init__(self, first: ViewSpec, second: ViewSpec) -> None:
         super().__init__()
@@ -336,7 +336,7 @@ def resolve_preset(preset: PairPreset | PairAugmentation) -> PairAugmentation:
 
 
 def two_view_specs(preset: PairPreset | PairAugmentation, image_size: int, normalize: Normalization | Preprocessing, extras: tuple[str, ...] = ()) -> tuple[ViewSpec, ViewSpec]:
-    """The two views of a Barlow Twins preset plus extras, at ``image_size``."""
+    """The two views of a preset plus extras, at ``image_size``."""
     aug = resolve_preset(preset)
     unknown = set(extras) - set(EXTRAS)
     if unknown:
@@ -364,7 +364,7 @@ def two_view_specs(preset: PairPreset | PairAugmentation, image_size: int, norma
 
 
 def two_views(preset: PairPreset | PairAugmentation, image_size: int, normalize: Normalization | Preprocessing, extras: tuple[str, ...] = ()) -> TwoViews:
-    """Batch module producing the two Barlow Twins views of a preset."""
+    """Batch module producing the two views of a preset."""
     return TwoViews(*two_view_specs(preset, image_size, normalize, extras))
 
 

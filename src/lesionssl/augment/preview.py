@@ -1,4 +1,4 @@
-"""``lesionssl augment-preview``: rows of original + two Barlow Twins views (the seed's figure)."""
+"""``lesionssl augment-preview``: rows of original + the two views of a positive pair (the seed's figure)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Augmentation presets: what each view does.
 
 The views themselves run batch-wise on the training device (``augment.batch``); this module
-states the parameters. Three Barlow Twins presets:
+states the parameters. Three presets for the two views of a positive pair (any method):
 
 * ``official`` - Zbontar et al. 2021, ``main.py`` of facebookresearch/barlowtwins: random
   resized crop (scale 0.08-1, bicubic), horizontal flip 0.5, colour jitter 0.4/0.4/0.2/0.1
