@@ -37,6 +37,8 @@ def test_class_absent_from_test_set_has_no_auroc():
     m = compute_metrics(np.array([0, 1, 0, 1]), _probs(np.array([0, 1, 1, 1])), CLASSES)
     assert m["per_class"]["DF"]["auroc"] is None and m["per_class"]["DF"]["support"] == 0
     assert m["macro_auroc"] is not None
+    # macro F1 over the classes present (MEL, NV), not counting the absent DF as 0
+    assert m["macro_f1"] == pytest.approx((m["per_class"]["MEL"]["f1"] + m["per_class"]["NV"]["f1"]) / 2)
 
 
 def test_predictions_csv_round_trip(tmp_path):

@@ -162,7 +162,7 @@ class PretrainConfig(Strict):
     normalize: Normalize = Field("auto", description="auto: what the initialisation records (timm's pretrained config, a registered entry), ImageNet's otherwise")
     optimizer: Literal["adam", "lars"] = Field("adam", description="adam: fastai Adam + 1cycle; lars: official LARS + warm-up + cosine")
     lr: float | Literal["find"] = Field(1e-3, description="adam: the 1cycle maximum, or 'find' (LR finder, valley)")
-    weight_decay: float | None = Field(None, ge=0, description="null: 0.01 for adam (fastai's default, as the seed ran), 1.5e-6 for lars")
+    weight_decay: float | None = Field(None, ge=0, description="each recipe sets its own (small-data 1e-5); null: 0.01 for adam (fastai's default, as the seed ran), 1.5e-6 for lars")
     lr_weights: float = Field(0.2, gt=0, description="lars: LR of weights per 256 images")
     lr_biases: float = Field(0.0048, gt=0, description="lars: LR of biases and BN per 256 images")
     lars_eta: float = Field(0.001, gt=0)
