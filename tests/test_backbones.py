@@ -1,6 +1,7 @@
 import hashlib
 import http.server
 import threading
+from dataclasses import asdict
 from functools import partial
 from types import SimpleNamespace
 
@@ -10,6 +11,7 @@ import torch
 import torchvision
 from safetensors.torch import load_file, save_file
 
+from lesionssl.augment.views import IMAGENET
 from lesionssl.errors import LesionSSLError
 from lesionssl.models import backbones
 from lesionssl.models.backbones import build_backbone, read_state_dict, split_prefixed
@@ -17,6 +19,7 @@ from lesionssl.models.heads import ProjectionHead
 from lesionssl.pretrain.methods import get_method
 from lesionssl.pretrain.module import SelfSupervisedModule
 from lesionssl.pretrain.run import export_backbone
+from lesionssl.records import BackboneRecord
 
 
 def _reference_state(seed=0):
@@ -73,7 +76,8 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
 def test_exported_backbone_loads_in_torchvision_and_timm_with_only_fc_missing(tmp_path):
     backbone, _ = build_backbone("resnet18", "random")
     module = SelfSupervisedModule(backbone, ProjectionHead(512, [16]), get_method("barlow_twins", {"projector": [16], "lambd": 0.1}))
-    path = export_backbone(module, tmp_path, {"architecture": "resnet18"})
+    record = BackboneRecord(architecture="resnet18", image_size=32, normalize="auto", preprocessing={"mean": list(IMAGENET.mean), "std": list(IMAGENET.std), "interpolation": IMAGENET.interpolation}, pool="inductive", pool_images=10, init={"init": "random"}, epochs=1, recipe="small-data", method="barlow_twins", method_kwargs={"projector": [16], "lambd": 0.1})
+    path = export_backbone(module, tmp_path, record)
     for state in (load_file(str(path)), torch.load(tmp_path / "backbone.pth", weights_only=True)):
         result = torchvision.models.resnet18().load_state_dict(state, strict=False)
         assert set(result.missing_keys) == {"fc.weight", "fc.bias"} and not result.unexpected_keys
@@ -81,7 +85,7 @@ def test_exported_backbone_loads_in_torchvision_and_timm_with_only_fc_missing(tm
         assert set(result.missing_keys) == {"fc.weight", "fc.bias"} and not result.unexpected_keys
     reloaded, info = build_backbone("resnet18", str(path))
     torch.testing.assert_close(reloaded.layer1[0].conv1.weight, backbone.layer1[0].conv1.weight)
-    assert info["pretraining"] == {"architecture": "resnet18"}
+    assert info["pretraining"] == asdict(record) and BackboneRecord.read(path.with_suffix(".json")) == record
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
