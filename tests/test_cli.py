@@ -7,7 +7,7 @@ import sys
 import pytest
 from PIL import Image
 
-COMMANDS = ["split", "pretrain", "finetune", "compare", "report", "demo", "reproduce", "augment-preview"]
+COMMANDS = ["split", "pretrain", "finetune", "predict", "card", "compare", "report", "demo", "reproduce", "augment-preview"]
 
 
 def lesionssl(*args, cwd=None):
@@ -52,7 +52,7 @@ def test_corrupt_image_stops_pretrain_with_one_line_naming_it(tmp_path):
     for i in range(4):
         Image.new("RGB", (20, 20), (i * 40, 0, 0)).save(folder / f"ok{i}.png")
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
-    result = lesionssl("pretrain", "--data", folder, "--out", tmp_path / "bt", "--image-size", 16, "--epochs", 1, "--lr", "0.001")
+    result = lesionssl("pretrain", "--data", folder, "--out", tmp_path / "bt", "--image-size", 16, "--epochs", 1, "--lr", "0.001", "--batch-size", 4)
     assert_one_line_error(result, "broken.jpg")
 
 

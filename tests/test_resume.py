@@ -17,7 +17,8 @@ from lesionssl.errors import LesionSSLError
 from lesionssl.pretrain import run as pretrain_run
 from lesionssl.pretrain.monitor import effective_rank, knn_accuracy, normalised_std
 
-CONFIG = "image_size: 32\nepochs: 4\nbatch_size: 32\nprojector: [32, 32]\nlr: 0.001\nprojector_warmup_epochs: 1\nseed: 3\n"
+# timm's test_resnet (0.4 M parameters) keeps every process quick.
+CONFIG = "backbone: timm:test_resnet\nimage_size: 16\nepochs: 4\nbatch_size: 16\nprojector: [32, 32]\nlr: 0.001\nprojector_warmup_epochs: 1\nseed: 3\ntracking: {mlflow: false, tensorboard: false}\n"
 
 
 def _pretrain(config_file, out, *extra):
@@ -32,9 +33,17 @@ def config_file(tmp_path, synthetic_manifest):
     return path
 
 
-def _in_main_stage(out):
+def _rows(out, stage):
     history = out / "history.csv"
-    return (out / "checkpoints" / "last.ckpt").is_file() and history.is_file() and (pd.read_csv(history)["stage"] == "pretrain").sum() >= 1
+    try:
+        return int((pd.read_csv(history)["stage"] == stage).sum())
+    except (FileNotFoundError, pd.errors.EmptyDataError, KeyError):
+        return 0
+
+
+def _in_warmup(out):
+    """One of two projector-only epochs is done."""
+    return _rows(out, "warmup") >= 1
 
 
 def _in_lr_finder(out):
@@ -42,10 +51,30 @@ def _in_lr_finder(out):
     return (out / "checkpoints" / "stages.json").is_file()
 
 
-@pytest.mark.parametrize(("moment", "changes"), [(_in_main_stage, {}), (_in_lr_finder, {"lr": "find", "epochs": 2})], ids=["main-stage", "lr-finder"])
-def test_killed_and_resumed_run_equals_uninterrupted_run(config_file, tmp_path, moment, changes):
-    """SIGKILL after the first epoch of the main stage, or during the LR finder that follows the
-    projector warm-up (an earlier lesionssl found another LR there on resume)."""
+def _in_main_stage(out):
+    """The first epoch's checkpoint is written (its history row comes just before it)."""
+    return _rows(out, "pretrain") >= 1 and (out / "checkpoints" / "last.ckpt").is_file()
+
+
+def _after_last_epoch(out):
+    """Every epoch is logged: the last checkpoint, the plot and the export follow."""
+    return _rows(out, "pretrain") >= 4
+
+
+MOMENTS = {
+    "warm-up": (_in_warmup, {"projector_warmup_epochs": 2}),
+    "lr-finder": (_in_lr_finder, {"lr": "find", "epochs": 2}),
+    "main-stage": (_in_main_stage, {}),
+    "last-epoch-and-export": (_after_last_epoch, {}),
+}
+
+
+@pytest.mark.parametrize("moment", list(MOMENTS))
+def test_killed_and_resumed_run_equals_uninterrupted_run(config_file, tmp_path, moment):
+    """SIGKILL at each stage of pretraining (an earlier lesionssl found another LR after a kill
+    in the LR finder, lost every epoch after a kill in the main stage, and started the first
+    resumed epoch with the previous epoch's batch order)."""
+    moment, changes = MOMENTS[moment]
     settings = {**yaml.safe_load(CONFIG), **changes}
     config_file.write_text(yaml.safe_dump(settings))
     subprocess.run(_pretrain(config_file, tmp_path / "a"), check=True, capture_output=True, timeout=600)

@@ -12,10 +12,12 @@ from typing import Annotated, Any
 
 import typer
 import yaml
+from rich.markup import escape
 
 from lesionssl.config import COSINE_THRESHOLD, HASH_THRESHOLD, CompareConfig, FinetuneConfig, PretrainConfig, SplitConfig, read_yaml, validate
 from lesionssl.errors import LesionSSLError
 from lesionssl.progress import console
+from lesionssl.stopping import Stopped, resume_command, stop_on_signals
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich", help="Self-supervised pretraining (Barlow Twins, VICReg, SimCLR) and limited-label transfer for lesion images. Every command accepts --config FILE (YAML with the same option names); flags override it.")
 
@@ -207,6 +209,39 @@ def finetune(
     console.print(f"results in {settings.out}")
 
 
+@app.command(epilog="Example: lesionssl predict --model runs/ft --data new-images/ --out predictions.csv")
+def predict(
+    model: Annotated[Path, typer.Option("--model", help="A finished `finetune` run folder (model.safetensors + model.json), e.g. runs/compare/runs/<init>/seed0-<hash>.")],
+    data: Annotated[list[str], typer.Option("--data", help="Images to predict: any source `split` accepts (labelled sources also get metrics).")],
+    out: Annotated[Path, typer.Option("--out", help="CSV to write: p_<CLASS> per class, prediction, p_malignant, malignant.")] = Path("predictions.csv"),
+    tta: Annotated[int | None, typer.Option(help="Augmented views (default: what the model was evaluated with).")] = None,
+    prior: Annotated[str, typer.Option(help="Deployment class prior: none | uniform | estimate (EM on these images) | FILE (YAML {class: p}).")] = "none",
+    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    precision: Annotated[str | None, typer.Option(help="32-true | bf16-mixed | 16-mixed")] = None,
+) -> None:
+    """Apply a fine-tuned model to new images; unreadable images are skipped and listed (exit code 3)."""
+    from lesionssl.config import RuntimeConfig
+    from lesionssl.deploy.predict import SOME_SKIPPED, predict_images
+
+    runtime = validate(RuntimeConfig, {"precision": precision} if precision else {}, "predict")
+    result = predict_images(model, data, out, tta, prior, batch_size, runtime)
+    console.print(f"{result.predicted} images predicted -> {result.predictions}", markup=False)
+    if result.metrics is not None:
+        m = result.metrics
+        console.print(f"on {m['labelled_images']} labelled images: accuracy {m['accuracy']:.4f}  balanced accuracy {m['balanced_accuracy']:.4f}  macro F1 {m['macro_f1']:.4f}", markup=False)
+    if result.skipped:
+        console.print(f"{result.skipped} unreadable images skipped, listed in {result.predictions.with_name('skipped.csv')}", markup=False)
+        raise typer.Exit(SOME_SKIPPED)
+
+
+@app.command(epilog="Example: lesionssl card runs/ft")
+def card(run: Annotated[Path, typer.Argument(help="A finished `finetune` run folder.")]) -> None:
+    """Write MODEL_CARD.md for a fine-tuned model: data and licences, metrics with CIs, calibration, operating point, limitations."""
+    from lesionssl.deploy.card import write_card
+
+    console.print(f"model card written to {write_card(run)}", markup=False)
+
+
 @app.command(epilog="Example: lesionssl compare --config examples/shared-quick.yaml")
 def compare(
     config: Annotated[Path, typer.Option("--config", help="Experiment YAML (see examples/).")],
@@ -270,12 +305,22 @@ def _lr(value: str | None) -> float | str | None:
 
 
 def main() -> None:
-    """Entry point: user errors become one line on stderr and exit code 2."""
+    """Entry point: user errors become one line on stderr and exit code 2; SIGTERM / Ctrl-C stop
+    with the command that resumes (exit code 128 + the signal)."""
+    stop_on_signals()
     try:
         app()
     except LesionSSLError as exc:
-        console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+        _error(str(exc))
         sys.exit(2)
-    except KeyboardInterrupt:
-        console.print("interrupted; finished work is kept - rerun the same command (pretrain: add --resume) to continue")
-        sys.exit(130)
+    except OSError as exc:  # a read-only folder, a full disk, a missing file named by the OS
+        where = f"{exc.filename}: " if exc.filename else ""
+        _error(f"{where}{exc.strerror or exc} - finished work is kept; fix this and run the same command again")
+        sys.exit(2)
+    except Stopped as stop:
+        console.print(f"stopped by {stop}: finished work and the last checkpoint are kept. Resume with:\n  {resume_command(sys.argv[1:])}", markup=False)
+        sys.exit(128 + stop.signum)
+
+
+def _error(message: str) -> None:
+    console.print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True)

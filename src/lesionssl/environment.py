@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import shlex
 import subprocess
 import sys
 from importlib import metadata
@@ -37,6 +38,7 @@ def versions() -> dict[str, str | None]:
 def run_environment(seed: int) -> dict[str, Any]:
     """Provenance written as ``environment.json`` into every run folder."""
     return {
+        "command": shlex.join(["lesionssl", *sys.argv[1:]]) if Path(sys.argv[0]).name in ("lesionssl", "__main__.py") else shlex.join(sys.argv),
         "git_commit": git_commit(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),

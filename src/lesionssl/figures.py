@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from lesionssl.io import atomic_write
 from lesionssl.pretrain import PRETRAIN_STAGE
 
 
@@ -20,7 +21,7 @@ def _figure(figsize: tuple[float, float], rows: int = 1, columns: int = 1, squee
 
 def _save(fig: Figure, path: Path) -> None:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=110, format=Path(path).suffix.lstrip(".") or "png"))
 
 
 def plot_lr_finder(finder, chosen_lr: float, path: Path) -> None:
@@ -110,4 +111,20 @@ def plot_label_efficiency(summary: pd.DataFrame, path: Path, title: str = "") ->
         ax.set_xticks(budgets, [str(int(b)) for b in budgets])
         if ax.lines:
             ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def plot_reliability(labels: np.ndarray, before: np.ndarray, after: np.ndarray, path: Path, bins: int = 10) -> None:
+    """Reliability diagram: accuracy against top-1 confidence per bin, before and after
+    temperature scaling, with the diagonal of perfect calibration."""
+    fig, ax = _figure((4.5, 4))
+    edges = np.linspace(0, 1, bins + 1)
+    for probs, name in ((before, "before"), (after, "after temperature scaling")):
+        confidence, correct = probs.max(axis=1), probs.argmax(axis=1) == labels
+        which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+        filled = [b for b in range(bins) if (which == b).any()]
+        ax.plot([confidence[which == b].mean() for b in filled], [correct[which == b].mean() for b in filled], marker="o", label=name)
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
+    ax.set(xlabel="confidence (top-1 probability)", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1), title="Reliability on the test split")
+    ax.legend(fontsize=8)
     _save(fig, path)

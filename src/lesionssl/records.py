@@ -16,6 +16,7 @@ from lesionssl.errors import LesionSSLError
 from lesionssl.io import write_json
 
 BACKBONE_FORMAT = "lesionssl-backbone/1"
+MODEL_FORMAT = "lesionssl-model/1"
 RUN_FILE = "run.json"
 
 
@@ -67,6 +68,34 @@ class BackboneRecord:
     def settings(self) -> dict[str, Any]:
         """What must match for this backbone to stand for a pretraining configuration."""
         return {"architecture": self.architecture, "image_size": self.image_size, "epochs": self.epochs, "recipe": self.recipe, "method": self.method, "method_kwargs": self.method_kwargs, "positives": self.positives, "pool_images": self.pool_images}
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """A fine-tuned classifier and everything needed to apply it (``model.json`` beside
+    ``model.safetensors``): input preprocessing, classes, calibration and operating point."""
+
+    architecture: str
+    classes: list[str]
+    image_size: int
+    store_margin: float
+    preprocessing: dict[str, Any]
+    train_prior: list[float]
+    tta: int = 0
+    temperature: float | None = None
+    malignant_classes: list[str] = field(default_factory=list)
+    threshold: float | None = None
+    target_sensitivity: float | None = None
+    init: str = ""
+    seed: int = 0
+    format: str = MODEL_FORMAT
+
+    def write(self, path: Path) -> None:
+        write_json(path, asdict(self))
+
+    @classmethod
+    def read(cls, path: Path) -> ModelRecord:
+        return _from_dict(cls, _read_json(path), path)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from lesionssl.errors import LesionSSLError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm")
+#: The shorter side below which a file is refused: a thumbnail or placeholder, not a lesion photograph.
+MIN_SIDE = 8
 
 
 class ImageLoadError(LesionSSLError):
@@ -45,10 +48,14 @@ def load_rgb(path: str | Path, min_side: int | None = None) -> Image.Image:
             full-size dermoscopy files.
 
     Raises:
-        ImageLoadError: The file is missing, truncated or not an image.
+        ImageLoadError: The file is missing, truncated, not an image, smaller than
+            :data:`MIN_SIDE` or past Pillow's decompression-bomb limit. Formats are recognised
+            by content, not suffix; animated files give their first frame.
     """
     try:
         with Image.open(path) as image:
+            if min(image.size) < MIN_SIDE:
+                raise ImageLoadError(f"image {path} is too small ({image.size[0]}x{image.size[1]} px; the shorter side must be at least {MIN_SIDE})")
             if min_side and image.format == "JPEG" and min(image.size) > min_side:
                 scale = min_side / min(image.size)
                 image.draft("RGB", (math.ceil(image.size[0] * scale), math.ceil(image.size[1] * scale)))
@@ -57,7 +64,9 @@ def load_rgb(path: str | Path, min_side: int | None = None) -> Image.Image:
             return _to_rgb(image)
     except FileNotFoundError:
         raise ImageLoadError(f"image not found: {path}") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise ImageLoadError(f"image {path} is refused as a possible decompression bomb: {exc}") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, struct.error, EOFError) as exc:
         raise ImageLoadError(f"cannot read image {path}: {exc}") from None
 
 

@@ -96,7 +96,10 @@ def batch_loader(images: np.ndarray, rows: np.ndarray, batch_size: int, num_work
     # Shuffled (training) loaders are sharded across DDP processes; in-order ones are read whole.
     sampler = EpochBatchSampler(len(rows), batch_size, seed, shuffle, drop_last, weights, shard=shuffle, partners=partners)
     # batch_size=None: the sampler yields whole batches and the dataset reads each in one go.
-    return DataLoader(StoreBatches(images, rows, labels), batch_size=None, sampler=sampler, num_workers=num_workers, persistent_workers=num_workers > 0, pin_memory=pin_memory)
+    # Its own generator: creating an iterator draws a base seed, which from torch's global
+    # generator would shift the augmentations (a resumed run creates it at another moment).
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(StoreBatches(images, rows, labels), batch_size=None, sampler=sampler, num_workers=num_workers, persistent_workers=num_workers > 0, pin_memory=pin_memory, generator=generator)
 
 
 def pretrain_loader(images: np.ndarray, rows: np.ndarray, batch_size: int, num_workers: int, seed: int, pin_memory: bool = False, groups: np.ndarray | None = None) -> DataLoader:

@@ -16,6 +16,7 @@ import pandas as pd
 from lesionssl.data.classes import HAM10000_DX
 from lesionssl.data.images import IMAGE_SUFFIXES
 from lesionssl.errors import LesionSSLError
+from lesionssl.progress import console
 
 COLUMNS = ["image", "path", "label"]
 GROUP_COLUMNS = ("lesion_id", "patient_id")
@@ -31,11 +32,37 @@ IMAGE_DIR_CANDIDATES = (
 )
 
 
+#: Field separators of label files exported by spreadsheets in different locales.
+SEPARATORS = (",", ";", "\t")
+
+
 def _read_csv(path: Path) -> pd.DataFrame:
+    """A label CSV as strings: UTF-8 with or without a BOM, any line ends, and the separator of
+    its header line (``,``, ``;`` or tab)."""
     try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            header = handle.readline()
+        separator = max(SEPARATORS, key=header.count)
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, sep=separator, encoding="utf-8-sig")
     except (OSError, pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise LesionSSLError(f"cannot read label file {path}: {exc}") from None
+        raise LesionSSLError(f"cannot read label file {path}: {str(exc).strip() or type(exc).__name__}") from None
+    if table.empty:
+        raise LesionSSLError(f"label file {path} has a header but no rows")
+    return table
+
+
+def _drop_duplicate_rows(table: pd.DataFrame, key: str, source: Path) -> pd.DataFrame:
+    """Refuse rows that give one image two labels; merge exact repeats with a note."""
+    repeated = table[table.duplicated(key, keep=False)]
+    if repeated.empty:
+        return table
+    conflicting = repeated.groupby(key)["label"].nunique()
+    if (conflicting > 1).any():
+        image = conflicting.index[conflicting > 1][0]
+        labels = sorted(set(repeated.loc[repeated[key] == image, "label"]))
+        raise LesionSSLError(f"{source}: {image} is listed with different labels ({', '.join(labels)}; {int((conflicting > 1).sum())} such images) - keep one row per image")
+    console.print(f"{source}: {repeated[key].nunique()} images listed twice with the same label: kept once", markup=False)
+    return table.drop_duplicates(key)
 
 
 def _is_image(path: Path) -> bool:
@@ -63,6 +90,7 @@ def _image_folders(csv_path: Path, images: Path | None) -> list[Path]:
 
 
 def _attach_paths(table: pd.DataFrame, folders: list[Path], source: Path, skip_missing: bool) -> pd.DataFrame:
+    table = _drop_duplicate_rows(table, "image", source)
     index = _index_images(folders)
     ids = table["image"].str.removesuffix(ISIC_SUFFIX)
     paths = ids.map(lambda i: index.get(i) or index.get(Path(i).stem))
@@ -108,6 +136,7 @@ def read_path_label_csv(path: Path, skip_missing: bool = False) -> pd.DataFrame:
     """Read a ``path,label`` CSV (other columns kept as metadata, e.g. ``site``); relative paths
     are relative to the CSV's folder."""
     table = _read_csv(path)
+    table = _drop_duplicate_rows(table, "path", path) if "label" in table else table
     files = table["path"].map(lambda p: (path.parent / p).resolve())
     exists = files.map(Path.is_file)
     if not exists.all() and not skip_missing:
@@ -136,6 +165,9 @@ def read_shared_layout(root: Path, skip_missing: bool = False) -> pd.DataFrame:
 def read_folder(root: Path) -> pd.DataFrame:
     """Read an ImageFolder tree (one sub-folder per class) or a plain folder of unlabelled images."""
     classes = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    empty = [d.name for d in classes if not any(_is_image(f) for f in d.rglob("*"))]
+    if empty:
+        console.print(f"{root}: class folders with no images, left out: {', '.join(empty)}", markup=False)
     rows = [
         {"image": str(f.relative_to(root)), "path": str(f.resolve()), "label": cls.name}
         for cls in classes

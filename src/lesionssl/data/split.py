@@ -33,6 +33,7 @@ from lesionssl.config import COSINE_THRESHOLD, HASH_THRESHOLD
 from lesionssl.data.classes import resolve_class_order
 from lesionssl.data.duplicates import clusters, find_near_duplicates
 from lesionssl.errors import LesionSSLError
+from lesionssl.io import write_csv, write_json
 
 SPLITS = ("train", "val", "test", "external", "unlabelled", "excluded")
 
@@ -291,11 +292,9 @@ def duplicates_file(manifest: Path) -> Path:
 def write_manifest(manifest: pd.DataFrame, path: Path, spec: SplitSpec, classes: list[str], sources: list[str], duplicates: pd.DataFrame | None = None) -> None:
     """Write the manifest CSV and its sidecar JSON (split settings, pool mode, classes, and
     what the near-duplicate search found), plus the merged near-duplicate pairs."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    manifest.to_csv(path, index=False)
     extra = {}
     if duplicates is not None:
-        duplicates.to_csv(duplicates_file(path), index=False)
+        write_csv(duplicates_file(path), duplicates)
         extra["near_duplicates"] = {"pairs": len(duplicates), "file": duplicates_file(path).name}
     meta = {
         "classes": classes,
@@ -306,7 +305,8 @@ def write_manifest(manifest: pd.DataFrame, path: Path, spec: SplitSpec, classes:
         "pretrain_images": int(manifest["pretrain"].sum()),
         **extra,
     }
-    path.with_suffix(".json").write_text(json.dumps(meta, indent=2))
+    write_json(path.with_suffix(".json"), meta)
+    write_csv(path, manifest)  # last: the CSV marks a whole manifest
 
 
 @dataclass(frozen=True)

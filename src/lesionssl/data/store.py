@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from lesionssl.config import STORE_MARGIN
-from lesionssl.data.images import load_rgb, resize_shorter_center_crop
-from lesionssl.progress import progress_bar
+from lesionssl.data.images import ImageLoadError, load_rgb, resize_shorter_center_crop
+from lesionssl.io import file_lock
+from lesionssl.progress import console, progress_bar
 
 
 def stored_size(image_size: int, margin: float = STORE_MARGIN) -> int:
@@ -49,27 +50,84 @@ def build_store(paths: Sequence[str], size: int, description: str = "decoding im
     """Return an ``(N, size, size, 3)`` uint8 array of the images, building the store if needed.
 
     Decoding runs in threads (PIL releases the GIL while decoding) and shows progress. The
-    array is written to a temporary file and renamed, so an interrupted build leaves no
-    half-written store behind.
+    array is written to a ``.partial`` file and renamed, so a killed build never leaves a store
+    that looks finished; a lock makes concurrent processes build a store once, and the holder
+    deletes the partial files that killed builds left.
 
     Raises:
         ImageLoadError: An image cannot be decoded (the message names it).
     """
     paths = [str(p) for p in paths]
     target = cache_root() / f"images-{_store_key(paths, size)}-{size}px.npy"
-    if target.is_file():
-        return np.load(target, mmap_mode="r")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    shape = (len(paths), size, size, 3)
+    stored = _load(target, shape)
+    if stored is not None:
+        return stored
+    with file_lock(target.with_suffix(".lock")):
+        stored = _load(target, shape)  # another process may have built it while this one waited
+        if stored is None:
+            _build(paths, size, description, target)
+            stored = np.load(target, mmap_mode="r")
+    return stored
+
+
+def _load(target: Path, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The store at ``target``, or None when it is absent or damaged (then it is deleted)."""
+    if not target.is_file():
+        return None
+    try:
+        stored = np.load(target, mmap_mode="r")
+        if stored.shape == shape and stored.dtype == np.uint8:
+            return stored
+    except (ValueError, OSError, EOFError):
+        pass
+    console.print(f"image store {target} is damaged (truncated or of another shape): building it again", markup=False)
+    target.unlink(missing_ok=True)
+    return None
+
+
+def _build(paths: list[str], size: int, description: str, target: Path) -> None:
+    for stale in target.parent.glob(f"{target.stem}.*.partial"):  # left by a killed build
+        stale.unlink(missing_ok=True)
     partial = target.with_suffix(f".{os.getpid()}.partial")
     array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
     try:
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool, progress_bar(description, len(paths)) as advance:
-            for i, image in enumerate(pool.map(lambda p: decode_for_store(p, size), paths)):
-                array[i] = image
-                advance()
+        decode_into(array, paths, description)
         array.flush()
         del array
         os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)
-    return np.load(target, mmap_mode="r")
+
+
+def decode_into(array: np.ndarray, paths: Sequence[str], description: str, skip_unreadable: bool = False) -> list[tuple[int, str]]:
+    """Decode ``paths`` into the rows of ``array`` (``(N, size, size, 3)``) in threads (PIL
+    releases the GIL while decoding), with progress.
+
+    Returns:
+        ``(row, reason)`` of each unreadable image when ``skip_unreadable`` (its row stays as it
+        was); otherwise the first one raises :class:`ImageLoadError`.
+    """
+    size = array.shape[1]
+
+    def decode(path: str) -> np.ndarray | str:
+        try:
+            return decode_for_store(path, size)
+        except ImageLoadError as exc:
+            if not skip_unreadable:
+                raise
+            return str(exc)
+
+    skipped = []
+    pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1)
+    try:
+        with progress_bar(description, len(paths)) as advance:
+            for i, image in enumerate(pool.map(decode, paths)):
+                if isinstance(image, str):
+                    skipped.append((i, image))
+                else:
+                    array[i] = image
+                advance()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)  # a bad image or a stop does not wait for the queue
+    return skipped

@@ -1,4 +1,5 @@
-"""Lightning callbacks shared by the stages: per-epoch history, per-epoch seeding, NaN guard."""
+"""Lightning callbacks shared by the stages: per-epoch history, per-epoch seeding, the epoch
+checkpoint, NaN guard."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pandas as pd
 import torch
 
 from lesionssl.errors import LesionSSLError
-from lesionssl.io import atomic_write
+from lesionssl.io import write_csv
 
 
 class EpochHistory(L.Callback):
@@ -40,7 +41,7 @@ class EpochHistory(L.Callback):
         if not rows:
             self.path.unlink(missing_ok=True)
             return
-        atomic_write(self.path, lambda tmp: pd.DataFrame(rows).to_csv(tmp, index=False))
+        write_csv(self.path, pd.DataFrame(rows))
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -72,3 +73,24 @@ class NonFiniteGuard(L.Callback):
                 f"the loss became {float(loss)} at epoch {trainer.current_epoch}, batch {batch_idx}; "
                 f"stopped - the last good checkpoint is {self.where} (lower the LR, or check the data)"
             )
+
+
+class EpochCheckpoint(L.Callback):
+    """The full training state after every epoch, to one file (written atomically by the
+    trainer's checkpoint writer). Lightning 2.6's ``ModelCheckpoint(save_last=True,
+    save_top_k=0)`` writes ``last.ckpt`` only when training ends, which would make a kill
+    mid-run lose every epoch."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        trainer.save_checkpoint(self.path)
+
+
+def resumed_epoch(checkpoint: Path) -> int:
+    """The epoch a run resumed from an :class:`EpochCheckpoint` starts with.
+
+    Lightning 2.6 builds the first resumed epoch's batch iterator (and prefetches from it)
+    before it tells the sampler the epoch, so the caller sets the sampler's epoch itself."""
+    return int(torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=True)["epoch"]) + 1

@@ -6,13 +6,15 @@ import logging
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger, MLFlowLogger, TensorBoardLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from lesionssl.config import RuntimeConfig, TrackingConfig
+from lesionssl.io import save_torch
 
 #: Lightning messages that drown the progress lesionssl prints itself (banners, tips, and
 #: warnings about settings that are deliberate here).
@@ -26,6 +28,14 @@ def _quiet() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     for message in QUIET_WARNINGS:
         warnings.filterwarnings("ignore", message=message)
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, but through a temp file and a rename: a kill or a full disk
+    during a write leaves the previous checkpoint whole (Lightning overwrites it in place)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None) -> None:
+        save_torch(Path(path), checkpoint)
+
 
 def make_loggers(tracking: TrackingConfig, out: Path, run_name: str, params: dict) -> list[Logger]:
     """TensorBoard (``out/tensorboard``) and MLflow loggers for a run's main training phase."""
@@ -66,12 +76,13 @@ def make_trainer(runtime: RuntimeConfig, max_epochs: int, callbacks: list[L.Call
         callbacks=callbacks or [],
         logger=logger,
         default_root_dir=default_root_dir,
-        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks or []),
+        enable_checkpointing=False,  # EpochCheckpoint where a stage keeps one
         enable_progress_bar=sys.stderr.isatty(),
         enable_model_summary=False,
         num_sanity_val_steps=0,
         limit_val_batches=1.0 if validate else 0,
         log_every_n_steps=1,
+        plugins=[AtomicCheckpointIO()],
         # Training samplers shard batches across processes themselves (EpochBatchSampler), and
         # evaluation loaders are read whole on every process.
         use_distributed_sampler=False,

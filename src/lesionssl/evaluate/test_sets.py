@@ -22,7 +22,7 @@ from lesionssl.data.split import Manifest
 from lesionssl.data.store import build_store, stored_size
 from lesionssl.errors import LesionSSLError
 from lesionssl.evaluate.metrics import compute_metrics, predictions_frame
-from lesionssl.io import atomic_write, write_json
+from lesionssl.io import write_csv, write_json
 
 #: The name under which a manifest's held-out split (``split --hold-out``) is reported.
 HELD_OUT = "external"
@@ -64,6 +64,6 @@ def write_external(out: Path, evaluation: EvaluationSet, probs: np.ndarray, clas
     metrics = compute_metrics(labels, probs, classes)
     folder = out / "external" / evaluation.name
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write(folder / "predictions.csv", lambda tmp: predictions_frame(evaluation.table["image"].tolist(), labels, probs, classes).to_csv(tmp, index=False))
+    write_csv(folder / "predictions.csv", predictions_frame(evaluation.table["image"].tolist(), labels, probs, classes))
     write_json(folder / "metrics.json", metrics)
     return {k: metrics[k] for k in SUMMARY_KEYS}

@@ -12,12 +12,14 @@ unlabelled pool; concurrent shards wait for it on a file lock.
 
 from __future__ import annotations
 
-import fcntl
+import ctypes
+import ctypes.util
 import hashlib
 import json
 import os
+import signal
+import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -31,7 +33,7 @@ from lesionssl.data.split import SplitSpec, build_split, nested_budgets, pool_su
 from lesionssl.errors import LesionSSLError
 from lesionssl.experiment.probes import probe_run
 from lesionssl.finetune.run import finetune
-from lesionssl.io import write_json, write_text
+from lesionssl.io import file_lock, write_json, write_text
 from lesionssl.pretrain.run import BACKBONE_FILE, pretrain
 from lesionssl.progress import console
 from lesionssl.records import BackboneRecord, RunRecord
@@ -55,18 +57,6 @@ def parse_shard(value: str | None) -> tuple[int, int]:
     if not 1 <= k <= n:
         raise LesionSSLError(f"--shard {value}: need 1 <= k <= n")
     return k, n
-
-
-@contextmanager
-def file_lock(path: Path):
-    """An exclusive lock held while the block runs (released if the process dies)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def prepare_manifest(config: CompareConfig) -> Path:
@@ -94,12 +84,13 @@ def budget_manifests(config: CompareConfig, manifest: Path) -> dict[tuple[int | 
     base = read_manifest(manifest)
     spec = SplitSpec(**config.split.model_dump()) if config.split else SplitSpec(per_class=max(config.budgets))
     out = {}
-    for seed in config.seeds:
-        paths = {budget: Path(config.out) / f"manifest-b{budget}-s{seed}.csv" for budget in sorted(set(config.budgets))}
-        if not all(path.is_file() for path in paths.values()):
-            for budget, table in nested_budgets(base.table, config.budgets, (spec.seed, seed)).items():
-                write_manifest(table, paths[budget], spec, base.classes, list(config.data))
-        out |= {(budget, seed): path for budget, path in paths.items()}
+    with file_lock(Path(config.out) / ".manifest.lock"):  # shards started together draw them once
+        for seed in config.seeds:
+            paths = {budget: Path(config.out) / f"manifest-b{budget}-s{seed}.csv" for budget in sorted(set(config.budgets))}
+            if not all(path.is_file() for path in paths.values()):
+                for budget, table in nested_budgets(base.table, config.budgets, (spec.seed, seed)).items():
+                    write_manifest(table, paths[budget], spec, base.classes, list(config.data))
+            out |= {(budget, seed): path for budget, path in paths.items()}
     return out
 
 
@@ -170,15 +161,24 @@ def run_configs(config: CompareConfig, manifests: dict[tuple[int | None, int], P
     return runs
 
 
-def execute_run(run: PlannedRun, cache: Path, knn_k: int) -> dict:
-    """Train and evaluate one planned run; return its test metrics."""
-    if run.protocol == "finetune":
-        return finetune(run.config)
-    return probe_run(run.config, run.protocol, cache, knn_k)
+def execute_run(run: PlannedRun, cache: Path, knn_k: int) -> dict | None:
+    """Train and evaluate one planned run; return its test metrics, or None when another
+    process (a concurrent shard or ``compare``) is training it or has just finished it."""
+    with file_lock(run.config.out / ".lock", wait=False) as mine:
+        if not mine or (run.config.out / "metrics.json").is_file():
+            return None
+        if run.protocol == "finetune":
+            return finetune(run.config)
+        return probe_run(run.config, run.protocol, cache, knn_k)
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def _init_worker(counter, threads: int, gpus: int) -> None:
     """Each ``--jobs`` worker takes the next slot: its own GPU (round robin) and a share of the CPU."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent stops the workers
+    _die_with_parent()
     with counter.get_lock():
         slot = counter.value
         counter.value += 1
@@ -187,8 +187,19 @@ def _init_worker(counter, threads: int, gpus: int) -> None:
     torch.set_num_threads(threads)
 
 
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this worker when the ``compare`` process dies, even by SIGKILL,
+    so no orphan keeps training (and holding its run's lock) after a kill."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def _execute(pending: list[PlannedRun], jobs: int, cache: Path, knn_k: int) -> None:
-    def done(run: PlannedRun, metrics: dict) -> None:
+    def done(run: PlannedRun, metrics: dict | None) -> None:
+        if metrics is None:
+            console.print(f"    {run.name} {run.protocol} seed {run.config.seed}: trained by another process, skipped", markup=False)
+            return
         console.print(f"    {run.name} {run.protocol} seed {run.config.seed}: accuracy {metrics['accuracy']:.4f}  balanced accuracy {metrics['balanced_accuracy']:.4f}", markup=False)
 
     if jobs <= 1:
@@ -200,11 +211,21 @@ def _execute(pending: list[PlannedRun], jobs: int, cache: Path, knn_k: int) -> N
     threads = max(1, (os.cpu_count() or 1) // jobs)
     context = get_context("spawn")
     counter = context.Value("i", 0)
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker, initargs=(counter, threads, gpus)) as pool:
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker, initargs=(counter, threads, gpus))
+    try:
         futures = {pool.submit(execute_run, run, cache, knn_k): run for run in pending}
         console.print(f"running {len(pending)} runs, {jobs} at a time")
         for future in as_completed(futures):
             done(futures[future], future.result())
+    except BaseException:
+        # Stopped (SIGTERM / Ctrl-C) or a failed run: end the workers now instead of waiting
+        # for their runs; an unfinished run has no metrics.json and is trained again on resume.
+        workers = list((pool._processes or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for worker in workers:
+            worker.terminate()
+        raise
+    pool.shutdown()
 
 
 def compare(config: CompareConfig, jobs: int = 1, shard: str | None = None) -> Path:
@@ -225,4 +246,5 @@ def compare(config: CompareConfig, jobs: int = 1, shard: str | None = None) -> P
     if len(pending) < len(runs):
         console.print(f"{len(runs) - len(pending)} of {len(runs)} runs finished earlier: skipped")
     _execute(pending, jobs, out / "features", config.knn_k)
-    return write_report(out, {i.name: i.init for i in config.initialisations})
+    with file_lock(out / ".report.lock"):  # concurrent shards: the last report sees every finished run
+        return write_report(out, {i.name: i.init for i in config.initialisations})

@@ -29,7 +29,7 @@ from lesionssl.errors import LesionSSLError
 from lesionssl.evaluate.metrics import compute_metrics, predictions_frame
 from lesionssl.evaluate.probe import extract_features, knn_probs, linear_probe
 from lesionssl.evaluate.test_sets import external_sets, write_external
-from lesionssl.io import atomic_write, write_json, write_text
+from lesionssl.io import atomic_write, write_csv, write_json, write_text
 from lesionssl.models.backbones import build_backbone, resolve_preprocessing
 
 
@@ -119,6 +119,6 @@ def probe_run(config: FinetuneConfig, protocol: str, cache: Path, knn_k: int) ->
         "seconds": round(time.time() - started, 1),
     }
     write_text(out / "config.yaml", to_yaml(config, {"resolved": {"protocol": protocol, **details, "init": init_info}}))
-    atomic_write(out / "predictions.csv", lambda tmp: predictions_frame(test["image"].tolist(), test_y, probs, classes).to_csv(tmp, index=False))
+    write_csv(out / "predictions.csv", predictions_frame(test["image"].tolist(), test_y, probs, classes))
     write_json(out / "metrics.json", record)  # last: its presence marks the run as finished
     return record

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,19 +33,23 @@ from lesionssl.config import FinetuneConfig, to_yaml
 from lesionssl.data.loaders import eval_loader, train_loader
 from lesionssl.data.split import Manifest, read_manifest
 from lesionssl.data.store import build_store, stored_size
+from lesionssl.deploy.card import write_card
+from lesionssl.deploy.model import save_model
 from lesionssl.engine.callbacks import EpochHistory, EpochSeed
 from lesionssl.engine.trainer import log_final, make_loggers, make_trainer, uses_cuda
 from lesionssl.engine.transfer import choose_lr, head_epochs, one_cycle_schedule
 from lesionssl.environment import run_environment
 from lesionssl.errors import LesionSSLError
-from lesionssl.evaluate.metrics import compute_metrics, predictions_frame
+from lesionssl.evaluate.calibration import TARGET_SENSITIVITY, apply_temperature, choose_threshold, fit_temperature, malignant_indices, malignant_probability, negative_log_likelihood, operating_point
+from lesionssl.evaluate.metrics import compute_metrics, expected_calibration_error, predictions_frame
 from lesionssl.evaluate.prior import adjust, class_prior, em_prior
 from lesionssl.evaluate.test_sets import external_sets, write_external
-from lesionssl.figures import plot_confusion, plot_lr_finder, plot_schedule
+from lesionssl.figures import plot_confusion, plot_lr_finder, plot_reliability, plot_schedule
 from lesionssl.finetune.module import ClassifierModule
-from lesionssl.io import atomic_write, write_json, write_text
+from lesionssl.io import write_csv, write_json, write_text
 from lesionssl.models.backbones import build_backbone, feature_dim, resolve_preprocessing
 from lesionssl.optim.one_cycle import OneCycleCallback
+from lesionssl.records import ModelRecord
 
 #: fastai ``tta`` blends the mean of the augmented views with the plain view: lerp(aug, plain, 0.25).
 TTA_BETA = 0.25
@@ -165,16 +169,19 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     target_prior, prior_source = _target_prior(config, module, images, manifest, train_prior)
     probs = predict(module, config, images, test, classes)
     labels = test["label"].map(index).to_numpy()
+    unadjusted_probs = probs
     unadjusted = compute_metrics(labels, probs, classes)
     if target_prior is not None:
         probs = adjust(probs, train_prior, target_prior)
     metrics = compute_metrics(labels, probs, classes)
+    deployment = fit_deployment(module, config, images, val, classes, labels, unadjusted_probs)
     external = {}
     for evaluation in external_sets(manifest, images, config.external, config.image_size, config.store_margin):
         external_probs = predict(module, config, evaluation.images, evaluation.table, classes)
+        external_point = deployment.point(external_probs, evaluation.table["label"].map(index).to_numpy())
         if target_prior is not None:
             external_probs = adjust(external_probs, train_prior, target_prior)
-        external[evaluation.name] = write_external(out, evaluation, external_probs, classes)
+        external[evaluation.name] = write_external(out, evaluation, external_probs, classes) | ({"operating_point": external_point} if external_point else {})
     pool = init_info.get("pretraining", {}).get("pool")
     provenance = {
         "init": config.init,
@@ -195,23 +202,81 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
             "test_prior": dict(zip(classes, target_prior.round(6).tolist())) if target_prior is not None else None,
             "unadjusted": {k: unadjusted[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1")},
         },
+        "calibration": deployment.calibration,
+        "operating_point": deployment.operating_point,
         "lesionssl_version": __version__,
         "seconds": round(time.time() - started, 1),
     }
     log_final(loggers, {f"test_{k}": metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "macro_auroc", "ece")})
+    record = ModelRecord(
+        architecture=config.backbone, classes=classes, image_size=config.image_size, store_margin=config.store_margin, preprocessing=asdict(preprocessing),
+        train_prior=train_prior.tolist(), tta=config.tta, temperature=deployment.temperature, malignant_classes=[classes[i] for i in malignant_indices(classes)],
+        threshold=deployment.threshold, target_sensitivity=TARGET_SENSITIVITY, init=config.init, seed=config.seed,
+    )
+    save_model(out, module, record)
+    if deployment.temperature is not None:
+        plot_reliability(labels, unadjusted_probs, apply_temperature(unadjusted_probs, deployment.temperature), out / "reliability.png")
     _write_outputs(out, config, provenance, init_info, metrics, predictions_frame(test["image"].tolist(), labels, probs, classes), finder, one_cycle)
     return {**metrics, **provenance}
 
 
+@dataclass(frozen=True)
+class Deployment:
+    """What ``finetune`` fits on the validation split for using the model: a temperature and
+    the malignant-vs-benign threshold, with what they give on test."""
+
+    temperature: float | None
+    threshold: float | None
+    classes: list[str]
+    calibration: dict[str, Any]
+    operating_point: dict[str, Any]
+
+    def point(self, probs: np.ndarray, labels: np.ndarray) -> dict[str, Any] | None:
+        """Sensitivity and specificity of the threshold on another labelled set."""
+        if self.threshold is None:
+            return None
+        scores = malignant_probability(apply_temperature(probs, self.temperature), self.classes)
+        return operating_point(scores, np.isin(labels, malignant_indices(self.classes)), self.threshold)
+
+
+def fit_deployment(module: ClassifierModule, config: FinetuneConfig, images: np.ndarray, val: pd.DataFrame, classes: list[str], test_labels: np.ndarray, test_probs: np.ndarray) -> Deployment:
+    """Temperature scaling and the operating point, fitted on the validation split (the model's
+    own probabilities, before any logit adjustment), measured on test."""
+    if val.empty:
+        note = "no validation split: no temperature or operating point was fitted (make the split with `lesionssl split --val N`)"
+        return Deployment(None, None, classes, {"note": note}, {"note": note})
+    index = {c: i for i, c in enumerate(classes)}
+    val_probs, val_labels = predict(module, config, images, val, classes), val["label"].map(index).to_numpy()
+    temperature = fit_temperature(val_labels, val_probs)
+    calibrated = apply_temperature(test_probs, temperature)
+    calibration = {
+        "temperature": temperature,
+        "fitted_on": f"val ({len(val)} images)",
+        "test": {"ece_before": expected_calibration_error(test_labels, test_probs), "ece_after": expected_calibration_error(test_labels, calibrated),
+                 "nll_before": negative_log_likelihood(test_labels, test_probs), "nll_after": negative_log_likelihood(test_labels, calibrated)},
+    }
+    malignant = malignant_indices(classes)
+    val_malignant = np.isin(val_labels, malignant)
+    if not malignant or not val_malignant.any() or val_malignant.all():
+        note = "no operating point: the classes or the validation split lack malignant (MEL, BCC, SCC, AK) or benign cases"
+        return Deployment(temperature, None, classes, calibration, {"note": note})
+    val_scores = malignant_probability(apply_temperature(val_probs, temperature), classes)
+    threshold = choose_threshold(val_scores, val_malignant, TARGET_SENSITIVITY)
+    deployment = Deployment(temperature, threshold, classes, calibration, {})
+    point = {"target_sensitivity": TARGET_SENSITIVITY, "threshold": threshold, "malignant_classes": [classes[i] for i in malignant], "val": operating_point(val_scores, val_malignant, threshold), "test": deployment.point(test_probs, test_labels)}
+    return Deployment(temperature, threshold, classes, calibration, point)
+
+
 def _write_outputs(out: Path, config: FinetuneConfig, provenance: dict, init_info: dict, metrics: dict, predictions: pd.DataFrame, finder, one_cycle: OneCycleCallback) -> None:
     write_text(out / "config.yaml", to_yaml(config, {"resolved": {**provenance, "init": init_info}}))
-    atomic_write(out / "predictions.csv", lambda tmp: predictions.to_csv(tmp, index=False))
+    write_csv(out / "predictions.csv", predictions)
     schedule = pd.DataFrame(one_cycle.history)
-    schedule.to_csv(out / "schedule.csv", index=False)
+    write_csv(out / "schedule.csv", schedule)
     plot_schedule(schedule, out / "schedule.png")
     if finder is not None:
-        pd.DataFrame({"lr": finder.lrs, "smoothed_loss": finder.losses}).to_csv(out / "lr_finder.csv", index=False)
+        write_csv(out / "lr_finder.csv", pd.DataFrame({"lr": finder.lrs, "smoothed_loss": finder.losses}))
         plot_lr_finder(finder, provenance["lr"], out / "lr_finder.png")
     plot_confusion(np.asarray(metrics["confusion_matrix_normalized"]), metrics["classes"], out / "confusion.png")
     write_json(out / "environment.json", run_environment(config.seed))
-    write_json(out / "metrics.json", {**metrics, **provenance})  # last: its presence marks the run as finished
+    write_json(out / "metrics.json", {**metrics, **provenance})  # its presence marks the run as finished
+    write_card(out)

@@ -128,6 +128,16 @@ def split_prefixed(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tens
     return unwrapped, {}
 
 
+def _architecture(backbone: nn.Module) -> str:
+    """A backbone's name for messages: timm's model name, or the torchvision ResNet's depth."""
+    if hasattr(backbone, "default_cfg"):
+        return f"timm:{backbone.default_cfg.get('architecture', type(backbone).__name__)}"
+    if not hasattr(backbone, "layer3"):
+        return type(backbone).__name__
+    depths = {("BasicBlock", 2): "resnet18", ("BasicBlock", 6): "resnet34", ("Bottleneck", 6): "resnet50", ("Bottleneck", 23): "resnet101"}
+    return depths.get((type(backbone.layer3[0]).__name__, len(backbone.layer3)), type(backbone).__name__)
+
+
 def load_backbone_state(backbone: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Load ``state`` strictly: only the classifier may be missing or extra.
 
@@ -140,13 +150,13 @@ def load_backbone_state(backbone: nn.Module, state: dict[str, torch.Tensor], sou
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:
         raise LesionSSLError(
-            f"{source} does not match the backbone: missing {len(missing)} keys {missing[:5]}, "
-            f"unexpected {len(unexpected)} keys {unexpected[:5]}"
+            f"{source} does not match the backbone {_architecture(backbone)} (another architecture? set --backbone to the one it was trained with): "
+            f"missing {len(missing)} keys {missing[:5]}, unexpected {len(unexpected)} keys {unexpected[:5]}"
         )
     reference = backbone.state_dict()
     wrong = [k for k, v in state.items() if v.shape != reference[k].shape]
     if wrong:
-        raise LesionSSLError(f"{source}: shape mismatch for {wrong[:5]} (is it another architecture?)")
+        raise LesionSSLError(f"{source} does not match the backbone {_architecture(backbone)}: shape mismatch for {wrong[:5]} (another architecture? set --backbone to the one it was trained with)")
     backbone.load_state_dict(state, strict=False)
 
 

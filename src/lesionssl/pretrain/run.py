@@ -30,7 +30,6 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from safetensors.torch import save_file
 
@@ -41,14 +40,14 @@ from lesionssl.data.loaders import eval_loader, pretrain_loader
 from lesionssl.data.sources import read_sources
 from lesionssl.data.split import read_manifest
 from lesionssl.data.store import build_store, stored_size
-from lesionssl.engine.callbacks import EpochHistory, EpochSeed, NonFiniteGuard, epoch_seed
+from lesionssl.engine.callbacks import EpochCheckpoint, EpochHistory, EpochSeed, NonFiniteGuard, epoch_seed, resumed_epoch
 from lesionssl.engine.modules import set_frozen
 from lesionssl.engine.trainer import log_final, make_loggers, make_trainer, uses_cuda
 from lesionssl.engine.transfer import choose_lr, head_epochs, one_cycle_schedule
 from lesionssl.environment import run_environment
 from lesionssl.errors import LesionSSLError
 from lesionssl.figures import plot_pretrain_history
-from lesionssl.io import atomic_write, write_json, write_text
+from lesionssl.io import atomic_write, save_torch, write_json, write_text
 from lesionssl.models.backbones import build_backbone, feature_dim, read_projector_state, resolve_preprocessing
 from lesionssl.models.heads import ProjectionHead
 from lesionssl.optim.lars import LARS, lars_param_groups
@@ -119,7 +118,7 @@ def _state_file(out: Path) -> Path:
 def _save_stage(out: Path, module: SelfSupervisedModule, stages: dict[str, Any]) -> None:
     """Persist weights + optimiser after a stage that Lightning's last.ckpt does not cover."""
     payload = {"model": module.state_dict(), "optimizer": module.persistent_optimizer().state_dict()}
-    atomic_write(out / "checkpoints" / "stages.pt", lambda tmp: torch.save(payload, tmp))
+    save_torch(out / "checkpoints" / "stages.pt", payload)
     write_json(_state_file(out), stages)
 
 
@@ -155,9 +154,10 @@ def export_backbone(module: SelfSupervisedModule, out: Path, record: BackboneRec
     """Write the backbone with torchvision / timm key names as safetensors and ``.pth``, and its record."""
     state = _backbone_state(module)
     target = out / BACKBONE_FILE
-    atomic_write(target, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
-    atomic_write(out / "backbone.pth", lambda tmp: torch.save(state, tmp))
+    # The safetensors file last: its presence marks a finished run whose record is already there.
     record.write(target.with_suffix(".json"))
+    save_torch(out / "backbone.pth", state)
+    atomic_write(target, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
     return target
 
 
@@ -192,6 +192,8 @@ def pretrain(config: PretrainConfig) -> Path:
     table, rows, pool, classes = _pool(config)
     if len(rows) < 2:
         raise LesionSSLError(f"the pretraining pool has {len(rows)} images; need at least 2")
+    if config.batch_size > len(rows):  # every batch is a full one (the loss needs a batch's statistics)
+        raise LesionSSLError(f"batch_size {config.batch_size} is larger than the pretraining pool ({len(rows)} images); lower --batch-size")
     images = build_store(table["path"].tolist(), stored_size(config.image_size, config.store_margin), "decoding images")
     groups, cross_image = _positive_groups(config, table, rows)
     data = pretrain_loader(images, rows, config.batch_size, config.runtime.num_workers, config.seed, pin_memory=uses_cuda(config.runtime), groups=groups)
@@ -249,9 +251,8 @@ def pretrain(config: PretrainConfig) -> Path:
         schedule = one_cycle_schedule(stages["lr"], total_steps)
     write_text(out / "config.yaml", to_yaml(config, {"resolved": resolved}))
     write_json(out / "environment.json", run_environment(config.seed))
-    checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0, every_n_epochs=1)
     monitor = _monitor(config, images, table, rows, classes, preprocessing)
-    callbacks = [EpochSeed(config.seed), NonFiniteGuard(last), schedule, monitor, EpochHistory(history, PRETRAIN_STAGE), checkpoint]
+    callbacks = [EpochSeed(config.seed), NonFiniteGuard(last), schedule, monitor, EpochHistory(history, PRETRAIN_STAGE), EpochCheckpoint(last)]
     record = BackboneRecord(
         architecture=config.backbone, image_size=config.image_size, normalize=config.normalize, preprocessing=asdict(preprocessing), pool=pool, pool_images=int(len(rows)),
         init=init_info, epochs=config.epochs, recipe=config.recipe, method=config.method, method_kwargs=method.resolved(), positives=config.positives,
@@ -260,7 +261,10 @@ def pretrain(config: PretrainConfig) -> Path:
     if config.snapshot_every:
         callbacks.insert(-1, Snapshots(out / "snapshots", config.snapshot_every, record))
     loggers = make_loggers(config.tracking, out, f"pretrain-{out.name}", {k: v for k, v in resolved.items() if isinstance(v, (int, float, str))}) if rank_zero_only.rank == 0 else []
-    fit(callbacks, config.epochs, ckpt=str(last) if config.resume and last.exists() else None, logger=loggers or False)
+    resuming = config.resume and last.exists()
+    if resuming:
+        data.sampler.set_epoch(resumed_epoch(last))
+    fit(callbacks, config.epochs, ckpt=str(last) if resuming else None, logger=loggers or False)
     log_final(loggers, {})
     plot_pretrain_history(pd.read_csv(history), out / "history.png")
     losses = _history_losses(history)

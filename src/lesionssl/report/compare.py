@@ -18,7 +18,7 @@ from lesionssl.data.classes import CLASS_NAMES
 from lesionssl.errors import LesionSSLError
 from lesionssl.evaluate.metrics import metrics_from_predictions
 from lesionssl.figures import plot_confusion, plot_label_efficiency, plot_lr_curves, plot_per_class_f1, plot_pretrain_history
-from lesionssl.io import atomic_write, write_text
+from lesionssl.io import write_csv, write_text
 from lesionssl.records import RUN_FILE, BackboneRecord, RunRecord, RunResult
 from lesionssl.report.document import Document
 from lesionssl.report.labels_saved import format_budget, labels_saved
@@ -257,7 +257,7 @@ def _labels_saved(doc: Document, out: Path, results: pd.DataFrame, order: list[s
                     })
     saved = pd.DataFrame(rows)
     if not saved.empty:
-        atomic_write(out / "labels_saved.csv", lambda tmp: saved.to_csv(tmp, index=False))
+        write_csv(out / "labels_saved.csv", saved)
         doc.table(saved)
 
 
@@ -344,7 +344,7 @@ def write_report(out: Path, inits: dict[str, str] | None = None) -> Path:
     order = [i for i in (inits or {}) if i in present] + sorted(set(present) - set(inits or {}))
     budgets = sorted(b for b in results["budget"].dropna().unique())
     (out / "figures").mkdir(exist_ok=True)
-    atomic_write(out / "results.csv", lambda tmp: results[[*RESULT_COLUMNS, "budget", "macro_auroc", "lr", "protocol", *[c for c in results.columns if ":" in c]]].to_csv(tmp, index=False))
+    write_csv(out / "results.csv", results[[*RESULT_COLUMNS, "budget", "macro_auroc", "lr", "protocol", *[c for c in results.columns if ":" in c]]])
 
     main_budget = budgets[-1] if budgets else None
     protocols = [p for p in PROTOCOL_TITLES if p in set(results["protocol"])]

@@ -1,0 +1,139 @@
+"""``MODEL_CARD.md``: what a collaborator or a clinician's reviewer needs to know about a model
+(Mitchell et al., 2019, "Model Cards for Model Reporting"), built from a run folder's records."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lesionssl.deploy.model import MODEL_RECORD
+from lesionssl.errors import LesionSSLError
+from lesionssl.evaluate.metrics import compute_metrics
+from lesionssl.io import write_text
+from lesionssl.records import ModelRecord
+
+CARD_FILE = "MODEL_CARD.md"
+BOOTSTRAP = 1000
+LICENCE_FILES = ("ATTRIBUTION.md", "LICENSE", "LICENSE.txt", "LICENCE", "README.md")
+LIMITATIONS = (
+    "Dermoscopic images only: clinical photographs, histology and other modalities are out of scope.",
+    "Skin-tone and Fitzpatrick-type coverage of the training data is unknown; performance on darker skin is unmeasured.",
+    "Not a medical device: research use only, never a diagnosis; every output needs a clinician's judgement.",
+    "The test split comes from the same sources as the training data; performance on other clinics and devices is shown only by the external sets below, if any.",
+)
+
+
+def _headline(labels: np.ndarray, predictions: np.ndarray, k: int) -> tuple[float, float, float]:
+    """Accuracy, balanced accuracy and macro F1 (over the classes present), from one confusion
+    matrix: the definitions of :func:`~lesionssl.evaluate.metrics.compute_metrics`, fast enough to
+    be drawn a thousand times."""
+    counts = np.bincount(labels * k + predictions, minlength=k * k).reshape(k, k).astype(float)
+    support, called, hits = counts.sum(axis=1), counts.sum(axis=0), np.diag(counts)
+    present = support > 0
+    recall = np.divide(hits, support, out=np.zeros(k), where=present)
+    precision = np.divide(hits, called, out=np.zeros(k), where=called > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k), where=precision + recall > 0)
+    return hits.sum() / counts.sum(), recall[present].mean(), f1[present].mean()
+
+
+def bootstrap_interval(labels: np.ndarray, probs: np.ndarray, classes: list[str], seed: int = 0) -> dict[str, tuple[float, float]]:
+    """95% percentile intervals of accuracy, balanced accuracy and macro F1 over test images
+    resampled with replacement (one trained model: the interval is the test set's sampling error)."""
+    rng = np.random.default_rng(seed)
+    predictions = probs.argmax(axis=1)
+    draws = np.array([_headline(labels[pick], predictions[pick], len(classes)) for pick in rng.integers(0, len(labels), (BOOTSTRAP, len(labels)))])
+    low, high = np.percentile(draws, [2.5, 97.5], axis=0)
+    return {name: (float(low[i]), float(high[i])) for i, name in enumerate(("accuracy", "balanced_accuracy", "macro_f1"))}
+
+
+def _with_interval(predictions: Path, classes: list[str]) -> list[str]:
+    frame = pd.read_csv(predictions, keep_default_na=False)
+    labels = frame["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    probs = frame[[f"p_{c}" for c in classes]].to_numpy()
+    point, interval = compute_metrics(labels, probs, classes), bootstrap_interval(labels, probs, classes)
+    return [f"| {name} | {point[name]:.3f} | [{interval[name][0]:.3f}, {interval[name][1]:.3f}] |" for name in interval]
+
+
+def _rate(rate: dict[str, Any]) -> str:
+    return "n/a" if rate["value"] is None else f"{rate['value']:.3f} [{rate['ci_low']:.3f}, {rate['ci_high']:.3f}] (n = {rate['n']})"
+
+
+def _sources(sources: list[str]) -> list[str]:
+    lines = []
+    for source in sources:
+        folder = Path(source) if Path(source).is_dir() else Path(source).parent
+        terms = [folder / name for name in LICENCE_FILES if (folder / name).is_file()]
+        lines.append(f"- `{source}`: licence and provenance " + (f"in `{terms[0]}`" if terms else "not stated there; check the source's terms before sharing this model"))
+    return lines
+
+
+def write_card(run: Path) -> Path:
+    """Write ``MODEL_CARD.md`` into a finished ``finetune`` run folder."""
+    run = Path(run)
+    if not (run / "metrics.json").is_file() or not (run / MODEL_RECORD).is_file():
+        raise LesionSSLError(f"{run} is not a finished fine-tuning run with a model (metrics.json + {MODEL_RECORD})")
+    metrics = json.loads((run / "metrics.json").read_text())
+    record = ModelRecord.read(run / MODEL_RECORD)
+    environment = json.loads((run / "environment.json").read_text()) if (run / "environment.json").is_file() else {}
+    manifest_meta = {}
+    config_file = run / "config.yaml"
+    if config_file.is_file():
+        import yaml
+
+        manifest = yaml.safe_load(config_file.read_text()).get("manifest")
+        meta_file = Path(str(manifest)).with_suffix(".json") if manifest else None
+        manifest_meta = json.loads(meta_file.read_text()) if meta_file and meta_file.is_file() else {}
+    classes = record.classes
+    lines = [
+        f"# Model card: {run.name}",
+        "",
+        "## Model",
+        f"- Architecture: {record.architecture}, initialised from `{record.init}`, fine-tuned with the transfer protocol (head epoch, unfreeze, LR finder, 1cycle), seed {record.seed}.",
+        f"- Input: dermoscopic RGB image, shorter side resized to {record.image_size} px and centre-cropped; mean {list(record.preprocessing['mean'])}, std {list(record.preprocessing['std'])}; test-time augmentation views: {record.tta}.",
+        f"- Output: probabilities of {len(classes)} classes ({', '.join(classes)}); P(malignant) = the sum over {', '.join(record.malignant_classes) or 'none'}.",
+        f"- Temperature: {record.temperature:.4g}" if record.temperature is not None else "- Temperature: none (no validation split)",
+        f"- Malignant threshold: {record.threshold:.4g}, chosen on validation for sensitivity {record.target_sensitivity}" if record.threshold is not None else "- Malignant threshold: none",
+        "- Files: `model.safetensors` (weights), `model.json` (the settings above). Apply with `lesionssl predict --model " + str(run) + " --data IMAGES --out predictions.csv`.",
+        "",
+        "## Data",
+        *_sources(manifest_meta.get("sources", [])),
+        f"- Split: {manifest_meta.get('counts', {})}; pretraining pool: {manifest_meta.get('pool', metrics.get('pretraining_pool'))} (transductive: the pool saw test images, unlabelled; inductive: it did not).",
+        f"- Training images: {metrics.get('train_images')}, at most {metrics.get('budget_per_class')} per class; test images: {metrics.get('test_images')}.",
+        "",
+        "## Test metrics (internal test split)",
+        "| metric | value | 95% bootstrap interval |",
+        "|---|---|---|",
+        *_with_interval(run / "predictions.csv", classes),
+        f"| macro AUROC | {metrics['macro_auroc']:.3f} | |" if metrics.get("macro_auroc") is not None else "",
+        "",
+        "| class | precision | recall | F1 | AUROC | support |",
+        "|---|---|---|---|---|---|",
+        *[f"| {c} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | {'' if v.get('auroc') is None else format(v['auroc'], '.3f')} | {v['support']} |" for c, v in metrics["per_class"].items()],
+    ]
+    for name in metrics.get("external", {}):
+        lines += ["", f"## External test set: {name}", "| metric | value | 95% bootstrap interval |", "|---|---|---|", *_with_interval(run / "external" / name / "predictions.csv", classes)]
+        point = metrics["external"][name].get("operating_point")
+        if point:
+            lines.append(f"\nAt the threshold: sensitivity {_rate(point['sensitivity'])}, specificity {_rate(point['specificity'])}.")
+    calibration = metrics.get("calibration", {})
+    lines += ["", "## Calibration"]
+    if "temperature" in calibration:
+        test = calibration["test"]
+        lines.append(f"Temperature {calibration['temperature']:.4g}, fitted on {calibration['fitted_on']}. Test ECE {test['ece_before']:.4f} before, {test['ece_after']:.4f} after; NLL {test['nll_before']:.4f} before, {test['nll_after']:.4f} after. Diagram: `reliability.png`.")
+    else:
+        lines.append(calibration.get("note", "not fitted"))
+    point = metrics.get("operating_point", {})
+    lines += ["", "## Operating point (malignant vs benign)"]
+    if "threshold" in point:
+        lines += [f"Threshold {point['threshold']:.4g} on P(malignant), chosen on the validation split for sensitivity {point['target_sensitivity']}.", "", "| split | sensitivity [95% CI] | specificity [95% CI] |", "|---|---|---|",
+                  *[f"| {split} | {_rate(point[split]['sensitivity'])} | {_rate(point[split]['specificity'])} |" for split in ("val", "test")]]
+    else:
+        lines.append(point.get("note", "not chosen"))
+    lines += ["", "## Limitations", *[f"- {item}" for item in LIMITATIONS], "", "## How it was made", f"- Command: `{environment.get('command', 'not recorded')}`", f"- lesionssl {metrics.get('lesionssl_version')}, code commit {environment.get('git_commit')}; the resolved configuration is in `config.yaml`.", f"- Rebuild this card: `lesionssl card {run}`.", ""]
+    target = run / CARD_FILE
+    write_text(target, "\n".join(line for line in lines if line is not None) + "\n")
+    return target

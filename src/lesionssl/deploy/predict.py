@@ -1,0 +1,117 @@
+"""``lesionssl predict``: apply a fine-tuned model to new images.
+
+The model's own preprocessing (size, normalisation, test-time augmentation) and its temperature
+are applied; the malignant probability is compared with the operating point chosen on the
+validation split. Unreadable images are skipped and listed, never fatal.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from lesionssl.config import FinetuneConfig, RuntimeConfig
+from lesionssl.data.loaders import label_indices
+from lesionssl.data.sources import read_sources
+from lesionssl.data.store import decode_into, stored_size
+from lesionssl.deploy.model import load_model
+from lesionssl.errors import LesionSSLError
+from lesionssl.evaluate.calibration import apply_temperature, malignant_indices, malignant_probability, operating_point
+from lesionssl.evaluate.metrics import compute_metrics
+from lesionssl.evaluate.prior import adjust, em_prior
+from lesionssl.finetune.run import predict as predict_probabilities
+from lesionssl.io import write_csv, write_json
+from lesionssl.records import ModelRecord
+
+#: Exit code of ``lesionssl predict`` when some images were skipped (the rest are predicted).
+SOME_SKIPPED = 3
+
+
+@dataclass(frozen=True)
+class PredictionResult:
+    """What ``predict`` wrote: the predictions, the skipped images, and metrics when labelled."""
+
+    predictions: Path
+    predicted: int
+    skipped: int
+    metrics: dict[str, Any] | None
+
+
+def _target_prior(prior: str, record: ModelRecord, probs: np.ndarray) -> np.ndarray | None:
+    """The deployment prior: none, uniform, an EM estimate on these images, or a file {class: p}."""
+    classes, train = record.classes, np.asarray(record.train_prior)
+    if prior == "none":
+        return None
+    if prior == "uniform":
+        return np.full(len(classes), 1 / len(classes))
+    if prior == "estimate":
+        return em_prior(probs, train)
+    try:
+        given = yaml.safe_load(Path(prior).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise LesionSSLError(f"--prior must be none, uniform, estimate or a YAML/JSON file of class: probability ({exc})") from None
+    if not isinstance(given, dict) or set(given) - set(classes) or any(not isinstance(v, (int, float)) or v < 0 for v in given.values()):
+        raise LesionSSLError(f"{prior}: give a mapping of the model's classes {classes} to non-negative probabilities")
+    values = np.array([float(given.get(c, 0.0)) for c in classes])
+    return values / values.sum()
+
+
+def predict_images(model_dir: Path, sources: list[str], out: Path, tta: int | None = None, prior: str = "none", batch_size: int = 64, runtime: RuntimeConfig | None = None) -> PredictionResult:
+    """Predict every readable image of ``sources``; write ``out`` (CSV), ``skipped.csv`` beside it
+    when images were skipped, and ``<out>.metrics.json`` when the sources carry labels."""
+    module, record = load_model(model_dir)
+    classes = record.classes
+    table = read_sources(sources)
+    unknown = sorted(set(table["label"]) - set(classes) - {""})
+    if unknown:
+        raise LesionSSLError(f"the model in {model_dir} was trained on the classes {classes}; the data has labels {unknown} that it does not know")
+    size = stored_size(record.image_size, record.store_margin)
+    images = np.zeros((len(table), size, size, 3), dtype=np.uint8)
+    skipped = decode_into(images, table["path"].tolist(), "decoding images", skip_unreadable=True)
+    bad = [row for row, _ in skipped]
+    kept = table.assign(row=np.arange(len(table))).drop(index=bad).reset_index(drop=True)
+    out = Path(out)
+    skipped_file = out.with_name("skipped.csv")
+    if skipped:
+        write_csv(skipped_file, pd.DataFrame({"image": table["image"].iloc[bad].tolist(), "path": table["path"].iloc[bad].tolist(), "reason": [reason for _, reason in skipped]}))
+    else:
+        skipped_file.unlink(missing_ok=True)
+    if kept.empty:
+        raise LesionSSLError(f"none of the {len(table)} images could be read (listed in {skipped_file})")
+    config = FinetuneConfig(backbone=record.architecture, image_size=record.image_size, batch_size=batch_size, tta=record.tta if tta is None else tta, runtime=runtime or RuntimeConfig())
+    probs = predict_probabilities(module, config, images, kept, classes)
+    if record.temperature is not None:
+        probs = apply_temperature(probs, record.temperature)
+    target = _target_prior(prior, record, probs)
+    if target is not None:
+        probs = adjust(probs, np.asarray(record.train_prior), target)
+    frame = pd.DataFrame({"image": kept["image"], "path": kept["path"], "label": kept["label"], "prediction": [classes[i] for i in probs.argmax(axis=1)]})
+    for i, name in enumerate(classes):
+        frame[f"p_{name}"] = probs[:, i]
+    scores = malignant_probability(probs, classes) if malignant_indices(classes) else None
+    if scores is not None:
+        frame["p_malignant"] = scores
+        if record.threshold is not None:
+            frame["malignant"] = scores >= record.threshold
+    write_csv(out, frame)
+    metrics = _metrics(kept, probs, scores, record, out) if (kept["label"] != "").any() else None
+    return PredictionResult(out, len(kept), len(skipped), metrics)
+
+
+def _metrics(kept: pd.DataFrame, probs: np.ndarray, scores: np.ndarray | None, record: ModelRecord, out: Path) -> dict[str, Any]:
+    """Metrics over the labelled images, as ``finetune`` computes them, plus the operating point."""
+    labels = label_indices(kept, record.classes)
+    labelled = labels >= 0
+    metrics = compute_metrics(labels[labelled], probs[labelled], record.classes)
+    if scores is not None and record.threshold is not None:
+        malignant = np.isin(labels[labelled], malignant_indices(record.classes))
+        metrics["operating_point"] = {"threshold": record.threshold, "target_sensitivity": record.target_sensitivity, **operating_point(scores[labelled], malignant, record.threshold)}
+    metrics["labelled_images"] = int(labelled.sum())
+    write_json(out.with_suffix(".metrics.json"), json.loads(json.dumps(metrics, default=float)))
+    return metrics

@@ -1,0 +1,142 @@
+"""The model kept by ``finetune`` (weights, calibration, operating point) and ``predict``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lesionssl.evaluate.calibration import apply_temperature, choose_threshold, fit_temperature, negative_log_likelihood, operating_point
+
+FINETUNE = ("--backbone", "timm:test_resnet", "--image-size", 16, "--batch-size", 16, "--epochs", 2, "--lr", "0.002", "--init", "random")
+
+
+def lesionssl(*args):
+    return subprocess.run([sys.executable, "-m", "lesionssl", *map(str, args)], capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def run(synthetic, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("deploy")
+    split = lesionssl("split", "--data", synthetic / "labelled", "--per-class", 8, "--val", 6, "--out", folder / "split.csv")
+    assert split.returncode == 0, split.stderr
+    result = lesionssl("finetune", "--split", folder / "split.csv", "--out", folder / "ft", *FINETUNE)
+    assert result.returncode == 0, result.stderr
+    return folder
+
+
+def test_finetune_keeps_the_model_its_calibration_and_operating_point(run):
+    ft = run / "ft"
+    record = json.loads((ft / "model.json").read_text())
+    assert (ft / "model.safetensors").is_file() and (ft / "reliability.png").is_file()
+    assert record["classes"] == ["MEL", "NV", "BCC", "BKL"] and record["malignant_classes"] == ["MEL", "BCC"]
+    metrics = json.loads((ft / "metrics.json").read_text())
+    calibration = metrics["calibration"]
+    assert calibration["temperature"] == pytest.approx(record["temperature"]) and calibration["fitted_on"].startswith("val (24")
+    own = pd.read_csv(ft / "predictions.csv")  # the run's uncalibrated test probabilities
+    labels = own["label"].map({c: i for i, c in enumerate(record["classes"])}).to_numpy()
+    probs = own[[f"p_{c}" for c in record["classes"]]].to_numpy()
+    assert calibration["test"]["nll_before"] == pytest.approx(negative_log_likelihood(labels, probs), rel=1e-4)
+    assert calibration["test"]["nll_after"] == pytest.approx(negative_log_likelihood(labels, apply_temperature(probs, record["temperature"])), rel=1e-4)
+    point = metrics["operating_point"]
+    assert point["threshold"] == pytest.approx(record["threshold"])
+    assert point["val"]["sensitivity"]["value"] >= 0.95  # chosen on val to reach the target
+    test = point["test"]["sensitivity"]
+    assert 0 <= test["ci_low"] <= test["value"] <= test["ci_high"] <= 1
+
+
+def test_predict_reproduces_the_runs_test_probabilities_and_skips_bad_images(run, tmp_path):
+    ft = run / "ft"
+    manifest = pd.read_csv(run / "split.csv")
+    test = manifest[manifest["split"] == "test"]
+    listing = tmp_path / "new.csv"
+    pd.DataFrame({"path": [*test["path"], str(tmp_path / "broken.jpg")], "label": [*test["label"], "MEL"]}).to_csv(listing, index=False)
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    result = lesionssl("predict", "--model", ft, "--data", listing, "--out", tmp_path / "p.csv")
+    assert result.returncode == 3, result.stderr
+    assert "1 unreadable images skipped" in result.stderr and "Traceback" not in result.stderr
+    skipped = pd.read_csv(tmp_path / "skipped.csv")
+    assert list(skipped["path"]) == [str(tmp_path / "broken.jpg")] and "cannot read image" in skipped["reason"][0]
+
+    predicted = pd.read_csv(tmp_path / "p.csv")
+    record = json.loads((ft / "model.json").read_text())
+    classes = record["classes"]
+    own = pd.read_csv(ft / "predictions.csv")  # the run's uncalibrated test probabilities
+    expected = apply_temperature(own[[f"p_{c}" for c in classes]].to_numpy(), record["temperature"])
+    np.testing.assert_allclose(predicted[[f"p_{c}" for c in classes]].to_numpy(), expected, atol=1e-5)
+    np.testing.assert_allclose(predicted["p_malignant"], predicted["p_MEL"] + predicted["p_BCC"], atol=1e-6)
+    assert (predicted["malignant"] == (predicted["p_malignant"] >= record["threshold"])).all()
+    metrics = json.loads((tmp_path / "p.metrics.json").read_text())
+    assert metrics["labelled_images"] == len(test)
+    assert metrics["accuracy"] == pytest.approx(json.loads((ft / "metrics.json").read_text())["accuracy"])  # temperature keeps the argmax
+
+
+def test_predict_with_a_uniform_prior_changes_probabilities_not_rows(run, synthetic, tmp_path):
+    result = lesionssl("predict", "--model", run / "ft", "--data", synthetic / "unlabelled", "--out", tmp_path / "u.csv", "--prior", "uniform")
+    assert result.returncode == 0, result.stderr
+    predicted = pd.read_csv(tmp_path / "u.csv")
+    assert len(predicted) == 60 and predicted["label"].isna().all()
+    np.testing.assert_allclose(predicted.filter(like="p_").drop(columns="p_malignant").sum(axis=1), 1.0, atol=1e-6)
+    assert not (tmp_path / "u.metrics.json").exists()
+
+
+@pytest.mark.parametrize("kind", ["missing-model", "damaged-weights", "other-classes", "no-images"])
+def test_predict_bad_input_is_one_line(run, synthetic, tmp_path, kind):
+    model, data = run / "ft", synthetic / "labelled"
+    if kind == "missing-model":
+        model = tmp_path / "nowhere"
+    elif kind == "damaged-weights":
+        model = tmp_path / "ft"
+        model.mkdir()
+        (model / "model.json").write_text((run / "ft" / "model.json").read_text())
+        (model / "model.safetensors").write_bytes((run / "ft" / "model.safetensors").read_bytes()[:500])
+    elif kind == "other-classes":
+        data = tmp_path / "labels.csv"
+        data.write_text(f"path,label\n{next((synthetic / 'labelled').rglob('*.png'))},SCC\n")
+    else:
+        data = tmp_path / "empty"
+        data.mkdir()
+        (data / "a.jpg").write_text("not an image")
+    result = lesionssl("predict", "--model", model, "--data", data, "--out", tmp_path / "p.csv")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error:")
+    assert {"missing-model": "holds no model", "damaged-weights": "cannot read", "other-classes": "SCC", "no-images": "could be read"}[kind] in result.stderr
+
+
+def test_temperature_and_threshold_on_known_numbers():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 4000)
+    features = rng.normal(size=(4000, 3)) + 3.0 * np.eye(3)[labels]
+    # With unit Gaussian noise around 3 * one-hot, the true posterior is softmax(3 * features).
+    calibrated = np.exp(3 * features) / np.exp(3 * features).sum(axis=1, keepdims=True)
+    overconfident = apply_temperature(calibrated, 0.5)  # the same model, twice too sharp
+    assert fit_temperature(labels, overconfident) == pytest.approx(2.0, rel=0.1)
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05])
+    malignant = np.array([1, 1, 0, 1, 0, 1, 0, 0, 0, 0], dtype=bool)
+    assert choose_threshold(scores, malignant, 0.75) == 0.6  # 3 of 4 malignant at >= 0.6
+    point = operating_point(scores, malignant, 0.6)
+    assert point["sensitivity"]["value"] == 0.75 and point["specificity"]["value"] == 5 / 6
+
+
+def test_model_card_has_data_metrics_calibration_and_limitations(run):
+    card_file = run / "ft" / "MODEL_CARD.md"
+    card = card_file.read_text()
+    for text in ("## Data", "licence and provenance", "95% bootstrap interval", "| MEL |", "## Calibration", "Test ECE", "## Operating point", "| test |", "Not a medical device", "Command: `lesionssl finetune --split"):
+        assert text in card, text
+    card_file.unlink()
+    result = lesionssl("card", run / "ft")
+    assert result.returncode == 0 and card_file.read_text() == card
+
+
+def test_bootstrap_draws_use_the_definitions_of_the_metrics():
+    from lesionssl.deploy.card import _headline
+    from lesionssl.evaluate.metrics import compute_metrics
+
+    rng = np.random.default_rng(1)
+    labels, probs = rng.integers(0, 3, 300), rng.random((300, 4))  # class D absent from the labels
+    metrics = compute_metrics(labels, probs, ["A", "B", "C", "D"])
+    assert _headline(labels, probs.argmax(axis=1), 4) == pytest.approx((metrics["accuracy"], metrics["balanced_accuracy"], metrics["macro_f1"]))
