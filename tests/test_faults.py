@@ -86,8 +86,9 @@ def finetune_reference(synthetic_manifest, tmp_path_factory):
 
 
 FINETUNE_MOMENTS = {
-    "head-epoch": lambda out: (out / "history.csv").is_file(),  # the head epoch is logged, the LR finder starts
+    "lr-finder": lambda out: (out / "checkpoints" / "stages.json").is_file(),  # the head epoch is saved, the finder runs
     "one-cycle-epoch": lambda out: _history_rows(out / "history.csv", "one_cycle") >= 2,
+    "evaluation": lambda out: _history_rows(out / "history.csv", "one_cycle") >= 4,  # trained: the test evaluation runs
     "writing-outputs": lambda out: (out / "config.yaml").is_file(),  # the first output written
 }
 
@@ -99,7 +100,9 @@ def test_finetune_killed_and_run_again_equals_uninterrupted(finetune_reference, 
     args = ("finetune", "--config", config, "--split", synthetic_manifest, "--out", out)
     kill_when(start(*args), lambda: FINETUNE_MOMENTS[moment](out))
     assert not (out / "metrics.json").exists(), "the run finished before it could be killed"
-    finish(*args)
+    again = finish(*args)
+    assert "resuming the interrupted run" in again.stderr
+    assert not (out / "checkpoints").exists()  # the training state goes once the model is saved
     pd.testing.assert_frame_equal(pd.read_csv(out / "predictions.csv"), pd.read_csv(reference / "predictions.csv"))
     history, expected = pd.read_csv(out / "history.csv"), pd.read_csv(reference / "history.csv")
     pd.testing.assert_frame_equal(history[["stage", "epoch", "train_loss"]], expected[["stage", "epoch", "train_loss"]])
@@ -192,6 +195,19 @@ def test_sigterm_during_pretraining_prints_the_resume_command_that_finishes_it(s
 
     resumed, reference = load_file(str(out / "backbone.safetensors")), load_file(str(tmp_path / "ref" / "backbone.safetensors"))
     assert all(np.array_equal(resumed[k].numpy(), reference[k].numpy()) for k in reference)
+
+
+def test_ctrl_c_during_finetune_prints_the_command_that_resumes_it(finetune_reference, synthetic_manifest, tmp_path):
+    config, reference = finetune_reference
+    out = tmp_path / "ft"
+    process = start("finetune", "--config", config, "--split", synthetic_manifest, "--out", out)
+    _, err = kill_when(process, lambda: (out / "checkpoints" / "last.ckpt").is_file(), signal.SIGINT)
+    assert process.returncode == 128 + signal.SIGINT and "Traceback" not in err, err
+    command = err.strip().splitlines()[-1].strip()
+    assert command.startswith("lesionssl finetune --config")
+    assert (out / "checkpoints" / "last.ckpt").is_file()  # a resumable checkpoint is left
+    subprocess.run([sys.executable, "-m", "lesionssl", *command.split()[1:]], check=True, capture_output=True, timeout=600)
+    pd.testing.assert_frame_equal(pd.read_csv(out / "predictions.csv"), pd.read_csv(reference / "predictions.csv"))
 
 
 def test_sigterm_stops_compare_with_jobs_and_its_workers(synthetic_manifest, tmp_path):

@@ -7,6 +7,8 @@ found LR recorded) is saved with every run.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, get_type_hints
@@ -468,6 +470,12 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise LesionSSLError(f"{path}: the top level must be a mapping of keys to values")
     return data
+
+
+def config_hash(config: BaseModel) -> str:
+    """Stable short hash of a run's configuration, excluding where it is written and tracked."""
+    data = config.model_dump(mode="json", exclude={"out", "tracking"})
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def to_yaml(config: BaseModel, extra: dict[str, Any] | None = None) -> str:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from lesionssl.config import CompareConfig, FinetuneConfig, InitConfig, PretrainConfig, to_yaml
+from lesionssl.config import CompareConfig, FinetuneConfig, InitConfig, PretrainConfig, config_hash, to_yaml
 from lesionssl.data.classes import resolve_class_order
 from lesionssl.data.sources import read_sources
 from lesionssl.data.split import SplitSpec, build_split, nested_budgets, pool_summary, read_manifest, split_table, write_manifest
@@ -38,12 +38,6 @@ from lesionssl.pretrain.run import BACKBONE_FILE, pretrain
 from lesionssl.progress import console
 from lesionssl.records import BackboneRecord, RunRecord
 from lesionssl.report.compare import RUN_INDEX, write_report
-
-
-def config_hash(config: FinetuneConfig) -> str:
-    """Stable short hash of a run's configuration, excluding where it is written."""
-    data = config.model_dump(mode="json", exclude={"out", "tracking"})
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def parse_shard(value: str | None) -> tuple[int, int]:

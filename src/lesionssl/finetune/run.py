@@ -16,6 +16,7 @@ metrics next to the adjusted ones.
 from __future__ import annotations
 
 import copy
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,13 +30,14 @@ from lightning.pytorch.callbacks import EarlyStopping
 
 from lesionssl import __version__
 from lesionssl.augment.batch import EvalView, finetune_view
-from lesionssl.config import FinetuneConfig, to_yaml
+from lesionssl.config import FinetuneConfig, config_hash, to_yaml
 from lesionssl.data.loaders import eval_loader, train_loader
 from lesionssl.data.split import Manifest, read_manifest
 from lesionssl.data.store import build_store, stored_size
 from lesionssl.deploy.card import write_card
 from lesionssl.deploy.model import save_model
-from lesionssl.engine.callbacks import EpochHistory, EpochSeed
+from lesionssl.engine.callbacks import EpochCheckpoint, EpochHistory, EpochSeed, epoch_seed, resumed_epoch
+from lesionssl.engine.stages import LR_FINDER_EPOCH, Stages
 from lesionssl.engine.trainer import log_final, make_loggers, make_trainer, uses_cuda
 from lesionssl.engine.transfer import choose_lr, head_epochs, one_cycle_schedule
 from lesionssl.environment import run_environment
@@ -48,7 +50,9 @@ from lesionssl.figures import plot_confusion, plot_lr_finder, plot_reliability, 
 from lesionssl.finetune.module import ClassifierModule
 from lesionssl.io import write_csv, write_json, write_text
 from lesionssl.models.backbones import build_backbone, feature_dim, resolve_preprocessing
+from lesionssl.optim.lr_finder import LRFinderResult
 from lesionssl.optim.one_cycle import OneCycleCallback
+from lesionssl.progress import console
 from lesionssl.records import ModelRecord
 
 #: fastai ``tta`` blends the mean of the augmented views with the plain view: lerp(aug, plain, 0.25).
@@ -92,6 +96,12 @@ class BestWeights(L.Callback):
         if value < self.best:
             self.best, self.epoch = value, trainer.current_epoch
             self.state = copy.deepcopy(pl_module.state_dict())
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "epoch": self.epoch, "state": self.state}  # a resumed run keeps its best epoch
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.best, self.epoch, self.state = state_dict["best"], state_dict["epoch"], state_dict["state"]
 
 
 def _target_prior(config: FinetuneConfig, module: ClassifierModule, images: np.ndarray, manifest: Manifest, train_prior: np.ndarray) -> tuple[np.ndarray | None, str]:
@@ -142,13 +152,23 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     module = ClassifierModule(backbone, feature_dim(backbone), len(classes), config.weight_decay, config.runtime.channels_last, weights, finetune_view(config.image_size, preprocessing), EvalView(config.image_size, preprocessing))
     history = out / "history.csv"
 
-    def fit(callbacks: list[L.Callback], epochs: int, validate: bool = False, logger=False) -> None:
+    def fit(callbacks: list[L.Callback], epochs: int, validate: bool = False, logger=False, ckpt: Path | None = None) -> None:
         trainer = make_trainer(config.runtime, epochs, callbacks, logger=logger, validate=validate and val_data is not None)
-        trainer.fit(module, train_data, val_data if validate else None)
+        trainer.fit(module, train_data, val_data if validate else None, ckpt_path=ckpt)
 
-    head_epochs(lambda callbacks, epochs: fit(callbacks, epochs, validate=True), module, lambda: module.freeze(config.freeze), module.unfreeze, config.head_epochs, config.head_lr, [EpochSeed(config.seed), EpochHistory(history, "head")])
-    choice = choose_lr(fit, module, config.lr, len(train_data), config.lr_suggestion)
-    lr, finder = choice.lr, choice.finder
+    # An interrupted run of this configuration in ``out`` continues from its last finished stage or epoch.
+    stages, last = Stages(out / "checkpoints", resume=True, key=config_hash(config)), out / "checkpoints" / "last.ckpt"
+    if stages.values:
+        console.print(f"resuming the interrupted run in {out}", markup=False)
+    stages.restore(module)
+    if not stages.get("head_done"):
+        head_epochs(lambda callbacks, epochs: fit(callbacks, epochs, validate=True), module, lambda: module.freeze(config.freeze), module.unfreeze, config.head_epochs, config.head_lr, [EpochSeed(config.seed), EpochHistory(history, "head")])
+        stages.save(module, head_done=True)
+    if "lr" not in stages:
+        L.seed_everything(epoch_seed(config.seed, LR_FINDER_EPOCH), verbose=False)
+        choice = choose_lr(fit, module, config.lr, len(train_data), config.lr_suggestion)
+        stages.save(module, lr=choice.lr, lr_finder=asdict(choice.finder) if choice.finder else None)
+    lr, finder = stages["lr"], LRFinderResult(**stages["lr_finder"]) if stages.get("lr_finder") else None
     one_cycle = one_cycle_schedule(lr, config.epochs * len(train_data))
     callbacks: list[L.Callback] = [EpochSeed(config.seed), one_cycle, EpochHistory(history, "one_cycle")]
     best = None
@@ -159,7 +179,10 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
         if config.early_stopping_patience:
             callbacks.append(EarlyStopping(config.select_on, mode=mode, patience=config.early_stopping_patience))
     loggers = make_loggers(config.tracking, out, out.name, {"init": config.init, "seed": config.seed, "lr": float(lr), "epochs": config.epochs, "image_size": config.image_size, "backbone": config.backbone})
-    fit(callbacks, config.epochs, validate=True, logger=loggers or False)
+    resuming = last.is_file()
+    if resuming:
+        train_data.sampler.set_epoch(resumed_epoch(last))
+    fit([*callbacks, EpochCheckpoint(last)], config.epochs, validate=True, logger=loggers or False, ckpt=last if resuming else None)
     if best is not None:
         module.load_state_dict(best.state)
 
@@ -280,3 +303,4 @@ def _write_outputs(out: Path, config: FinetuneConfig, provenance: dict, init_inf
     write_json(out / "environment.json", run_environment(config.seed))
     write_json(out / "metrics.json", {**metrics, **provenance})  # its presence marks the run as finished
     write_card(out)
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)  # the model is kept; the training state is not needed

@@ -76,6 +76,12 @@ class OneCycleCallback(L.Callback):
             set_hyperparameters(optimizer, lr, momentum)
         self.history.append({"step": step, "epoch": trainer.current_epoch, "lr": lr, "momentum": momentum})
 
+    def state_dict(self) -> dict:
+        return {"history": self.history}  # in the epoch checkpoint: a resumed run's schedule.csv is whole
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.history = list(state_dict["history"])
+
 
 @dataclass(frozen=True)
 class WarmupCosine:

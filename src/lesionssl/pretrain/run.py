@@ -20,11 +20,9 @@ Outputs in ``out``:
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 import numpy as np
@@ -42,6 +40,7 @@ from lesionssl.data.split import read_manifest
 from lesionssl.data.store import build_store, stored_size
 from lesionssl.engine.callbacks import EpochCheckpoint, EpochHistory, EpochSeed, NonFiniteGuard, epoch_seed, resumed_epoch
 from lesionssl.engine.modules import set_frozen
+from lesionssl.engine.stages import LR_FINDER_EPOCH, Stages
 from lesionssl.engine.trainer import log_final, make_loggers, make_trainer, uses_cuda
 from lesionssl.engine.transfer import choose_lr, head_epochs, one_cycle_schedule
 from lesionssl.environment import run_environment
@@ -105,21 +104,6 @@ def _monitor(config: PretrainConfig, images: np.ndarray, table: pd.DataFrame, ro
     train, val = table[table["split"] == "train"], table[table["split"] == "val"]
     knn = (load(train), load(val)) if len(train) and len(val) else (None, None)
     return PretrainMonitor(EvalView(config.image_size, preprocessing), load(table.iloc[np.sort(probe_rows)]), *knn, k=config.knn_k)
-
-
-#: The LR finder's seed stream: an epoch number no run reaches.
-LR_FINDER_EPOCH = -1
-
-
-def _state_file(out: Path) -> Path:
-    return out / "checkpoints" / "stages.json"
-
-
-def _save_stage(out: Path, module: SelfSupervisedModule, stages: dict[str, Any]) -> None:
-    """Persist weights + optimiser after a stage that Lightning's last.ckpt does not cover."""
-    payload = {"model": module.state_dict(), "optimizer": module.persistent_optimizer().state_dict()}
-    save_torch(out / "checkpoints" / "stages.pt", payload)
-    write_json(_state_file(out), stages)
 
 
 def _optimizer_factory(config: PretrainConfig):
@@ -214,31 +198,22 @@ def pretrain(config: PretrainConfig) -> Path:
         trainer = make_trainer(config.runtime, epochs, callbacks, logger=logger, default_root_dir=out)
         trainer.fit(module, data, ckpt_path=ckpt)
 
-    stages: dict[str, Any] = json.loads(_state_file(out).read_text()) if config.resume and _state_file(out).is_file() else {}
-    if stages:
-        saved = torch.load(out / "checkpoints" / "stages.pt", map_location="cpu", weights_only=True)
-        module.load_state_dict(saved["model"])
-        module.persistent_optimizer().load_state_dict(saved["optimizer"])
+    stages = Stages(out / "checkpoints", config.resume)
+    stages.restore(module)
     started = time.time()
 
     if warmup_epochs and not stages.get("warmup_done"):
         console.print(f"projector warm-up: {warmup_epochs} epoch(s), encoder frozen")
         head_epochs(fit, module, lambda: set_frozen(module.backbone, True), lambda: set_frozen(module.backbone, False), warmup_epochs, PROJECTOR_WARMUP_LR, [EpochSeed(config.seed), NonFiniteGuard(out), EpochHistory(history, "warmup")])
-        stages["warmup_done"] = True
-        _save_stage(out, module, stages)
+        stages.save(module, warmup_done=True)
 
     if "lr" not in stages:
         if config.optimizer == "lars":
-            stages["lr"] = config.lr_weights * config.batch_size / 256
+            stages.save(module, lr=config.lr_weights * config.batch_size / 256)
         else:
-            # The finder may run in a resumed process (after a kill past the warm-up): seeded on its
-            # own, it sees the same augmentations as in an uninterrupted run and finds the same LR.
             L.seed_everything(epoch_seed(config.seed, LR_FINDER_EPOCH), verbose=False)
             choice = choose_lr(fit, module, config.lr, len(data))
-            stages["lr"] = choice.lr
-            if choice.finder is not None:
-                stages["lr_finder"] = {"lrs": choice.finder.lrs, "losses": choice.finder.losses, "suggestions": choice.finder.suggestions}
-        _save_stage(out, module, stages)
+            stages.save(module, lr=choice.lr, lr_finder=asdict(choice.finder) if choice.finder else None)
 
     resolved = {"recipe": config.recipe, "method": config.method, "method_kwargs": method.resolved(), "positives": config.positives, "cross_image_pairs_per_epoch": cross_image, "augmentation": asdict(config.augmentation_parameters), "lr": stages["lr"], "weight_decay": config.resolved_weight_decay, "projector_warmup_epochs": warmup_epochs, "pool": pool, "pool_images": int(len(rows)), "init": init_info}
     total_steps = config.epochs * len(data)
