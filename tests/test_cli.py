@@ -7,7 +7,7 @@ import sys
 import pytest
 from PIL import Image
 
-COMMANDS = ["split", "pretrain", "finetune", "predict", "card", "compare", "report", "demo", "reproduce", "augment-preview"]
+COMMANDS = ["split", "pretrain", "finetune", "predict", "export", "card", "compare", "report", "demo", "reproduce", "augment-preview"]
 
 
 def lesionssl(*args, cwd=None):

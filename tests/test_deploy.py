@@ -140,3 +140,38 @@ def test_bootstrap_draws_use_the_definitions_of_the_metrics():
     labels, probs = rng.integers(0, 3, 300), rng.random((300, 4))  # class D absent from the labels
     metrics = compute_metrics(labels, probs, ["A", "B", "C", "D"])
     assert _headline(labels, probs.argmax(axis=1), 4) == pytest.approx((metrics["accuracy"], metrics["balanced_accuracy"], metrics["macro_f1"]))
+
+
+def test_exports_give_the_probabilities_of_predict(run, tmp_path):
+    """ONNX (onnxruntime) and TorchScript reproduce predict's calibrated probabilities to 1e-4;
+    the safetensors export loads into timm's own model with strict keys."""
+    import onnxruntime
+    import timm
+    import torch
+    from safetensors.torch import load_file
+
+    from lesionssl.data.store import decode_for_store, stored_size
+    from lesionssl.deploy.model import load_model
+
+    ft = run / "ft"
+    test = pd.read_csv(run / "split.csv").query("split == 'test'").head(6)
+    listing = tmp_path / "six.csv"
+    test[["path", "label"]].to_csv(listing, index=False)
+    assert lesionssl("predict", "--model", ft, "--data", listing, "--out", tmp_path / "p.csv").returncode == 0
+    module, record = load_model(ft)
+    expected = pd.read_csv(tmp_path / "p.csv")[[f"p_{c}" for c in record.classes]].to_numpy()
+    stored = np.stack([decode_for_store(path, stored_size(record.image_size, record.store_margin)) for path in test["path"]])
+    images = module.eval_view(torch.from_numpy(stored).permute(0, 3, 1, 2)).numpy()  # the sidecar's preprocessing
+    for format in ("onnx", "torchscript", "safetensors"):
+        result = lesionssl("export", "--model", ft, "--format", format, "--out", tmp_path / format)
+        assert result.returncode == 0, result.stderr
+        assert json.loads((tmp_path / format / "model.json").read_text())["temperature"] == record.temperature
+    session = onnxruntime.InferenceSession(str(tmp_path / "onnx" / "model.onnx"))
+    np.testing.assert_allclose(session.run(None, {"image": images})[0], expected, atol=1e-4)
+    np.testing.assert_allclose(session.run(None, {"image": images[:1]})[0], expected[:1], atol=1e-4)  # dynamic batch
+    scripted = torch.jit.load(str(tmp_path / "torchscript" / "model.torchscript.pt"))
+    np.testing.assert_allclose(scripted(torch.from_numpy(images)).detach().numpy(), expected, atol=1e-4)
+    plain = timm.create_model("test_resnet", num_classes=len(record.classes))
+    plain.load_state_dict(load_file(str(tmp_path / "safetensors" / "model.safetensors")))  # strict: every key matches
+    logits = plain.eval()(torch.from_numpy(images)).detach()
+    np.testing.assert_allclose(torch.softmax(logits / record.temperature, dim=1).numpy(), expected, atol=1e-4)

@@ -234,6 +234,18 @@ def predict(
         raise typer.Exit(SOME_SKIPPED)
 
 
+@app.command(epilog="Example: lesionssl export --model runs/ft --format onnx --out exported")
+def export(
+    model: Annotated[Path, typer.Option("--model", help="A finished `finetune` run folder.")],
+    format: Annotated[str, typer.Option("--format", help="onnx (needs the [export] extra) | torchscript | safetensors (torchvision / timm key names)")] = "onnx",
+    out: Annotated[Path, typer.Option("--out", help="Folder for the exported file and its model.json.")] = Path("exported"),
+) -> None:
+    """Export a fine-tuned model: ONNX or TorchScript (calibrated probabilities), or safetensors for torchvision / timm."""
+    from lesionssl.deploy.export import export_model
+
+    console.print(f"model written to {export_model(model, format, out)} (preprocessing, classes, temperature, threshold in model.json)", markup=False)
+
+
 @app.command(epilog="Example: lesionssl card runs/ft")
 def card(run: Annotated[Path, typer.Argument(help="A finished `finetune` run folder.")]) -> None:
     """Write MODEL_CARD.md for a fine-tuned model: data and licences, metrics with CIs, calibration, operating point, limitations."""
