@@ -334,3 +334,14 @@ def test_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path, syntheti
     assert "rc=2" in result.stdout, result.stdout + result.stderr
     assert "Traceback" not in result.stderr and "no space left" in result.stderr and "previous version is kept" in result.stderr, result.stderr
     assert "epoch 0" in result.stdout, result.stdout + result.stderr
+
+
+def test_label_file_paths_with_spaces_and_non_ascii_characters_are_read(capsys, tmp_path):
+    _images(tmp_path / "Läsionen 2024", ["naevus à bord.png", "mélanome 1.png", "mélanome 2.png", "naevus 2.png"])
+    csv = tmp_path / "labels.csv"
+    csv.write_text("path,label\nLäsionen 2024/naevus à bord.png,NV\nLäsionen 2024/mélanome 1.png,MEL\nLäsionen 2024/mélanome 2.png,MEL\nLäsionen 2024/naevus 2.png,NV\n", encoding="utf-8")
+    code, err, _ = lesionssl(capsys, "split", "--data", csv, "--per-class", 1, "--out", tmp_path / "m.csv")
+    assert code == 0, err
+    import pandas as pd
+
+    assert pd.read_csv(tmp_path / "m.csv")["path"].str.contains("mélanome 1.png").any()
