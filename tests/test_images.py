@@ -34,7 +34,7 @@ def test_16bit_is_rescaled_not_clipped(tmp_path):
 
 
 def test_transparent_pixels_become_black(tmp_path):
-    Image.new("RGBA", (4, 4), (255, 0, 0, 0)).save(tmp_path / "x.png")
+    Image.new("RGBA", (8, 8), (255, 0, 0, 0)).save(tmp_path / "x.png")
     assert np.asarray(load_rgb(tmp_path / "x.png")).max() == 0
 
 
