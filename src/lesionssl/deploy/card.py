@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from lesionssl.deploy.model import MODEL_RECORD
 from lesionssl.errors import LesionSSLError
@@ -82,8 +83,6 @@ def write_card(run: Path) -> Path:
     manifest_meta = {}
     config_file = run / "config.yaml"
     if config_file.is_file():
-        import yaml
-
         manifest = yaml.safe_load(config_file.read_text()).get("manifest")
         meta_file = Path(str(manifest)).with_suffix(".json") if manifest else None
         manifest_meta = json.loads(meta_file.read_text()) if meta_file and meta_file.is_file() else {}

@@ -7,7 +7,6 @@ validation split. Unreadable images are skipped and listed, never fatal.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,8 @@ from lesionssl.data.sources import read_sources
 from lesionssl.data.store import decode_into, stored_size
 from lesionssl.deploy.model import load_model
 from lesionssl.errors import LesionSSLError
-from lesionssl.evaluate.calibration import apply_temperature, malignant_indices, malignant_probability, operating_point
-from lesionssl.evaluate.metrics import compute_metrics
+from lesionssl.evaluate.calibration import apply_temperature, malignant_indices, malignant_point, malignant_probability
+from lesionssl.evaluate.metrics import compute_metrics, predictions_frame
 from lesionssl.evaluate.prior import adjust, em_prior
 from lesionssl.finetune.run import predict as predict_probabilities
 from lesionssl.io import write_csv, write_json
@@ -91,27 +90,24 @@ def predict_images(model_dir: Path, sources: list[str], out: Path, tta: int | No
     target = _target_prior(prior, record, probs)
     if target is not None:
         probs = adjust(probs, np.asarray(record.train_prior), target)
-    frame = pd.DataFrame({"image": kept["image"], "path": kept["path"], "label": kept["label"], "prediction": [classes[i] for i in probs.argmax(axis=1)]})
-    for i, name in enumerate(classes):
-        frame[f"p_{name}"] = probs[:, i]
-    scores = malignant_probability(probs, classes) if malignant_indices(classes) else None
-    if scores is not None:
-        frame["p_malignant"] = scores
+    labels = label_indices(kept, classes)
+    frame = predictions_frame(kept["image"].tolist(), labels, probs, classes)
+    frame.insert(1, "path", kept["path"])
+    if malignant_indices(classes):
+        frame["p_malignant"] = malignant_probability(probs, classes)
         if record.threshold is not None:
-            frame["malignant"] = scores >= record.threshold
+            frame["malignant"] = frame["p_malignant"] >= record.threshold
     write_csv(out, frame)
-    metrics = _metrics(kept, probs, scores, record, out) if (kept["label"] != "").any() else None
+    metrics = _metrics(labels, probs, record, out) if (labels >= 0).any() else None
     return PredictionResult(out, len(kept), len(skipped), metrics)
 
 
-def _metrics(kept: pd.DataFrame, probs: np.ndarray, scores: np.ndarray | None, record: ModelRecord, out: Path) -> dict[str, Any]:
+def _metrics(labels: np.ndarray, probs: np.ndarray, record: ModelRecord, out: Path) -> dict[str, Any]:
     """Metrics over the labelled images, as ``finetune`` computes them, plus the operating point."""
-    labels = label_indices(kept, record.classes)
     labelled = labels >= 0
     metrics = compute_metrics(labels[labelled], probs[labelled], record.classes)
-    if scores is not None and record.threshold is not None:
-        malignant = np.isin(labels[labelled], malignant_indices(record.classes))
-        metrics["operating_point"] = {"threshold": record.threshold, "target_sensitivity": record.target_sensitivity, **operating_point(scores[labelled], malignant, record.threshold)}
+    if record.threshold is not None and malignant_indices(record.classes):
+        metrics["operating_point"] = {"threshold": record.threshold, "target_sensitivity": record.target_sensitivity, **malignant_point(probs[labelled], labels[labelled], record.classes, record.threshold)}
     metrics["labelled_images"] = int(labelled.sum())
-    write_json(out.with_suffix(".metrics.json"), json.loads(json.dumps(metrics, default=float)))
+    write_json(out.with_suffix(".metrics.json"), metrics)
     return metrics

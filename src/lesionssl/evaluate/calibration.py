@@ -69,3 +69,8 @@ def operating_point(scores: np.ndarray, malignant: np.ndarray, threshold: float)
     """Sensitivity and specificity at ``threshold``, each with a 95% Wilson interval."""
     called = scores >= threshold
     return {"sensitivity": _rate(int((called & malignant).sum()), int(malignant.sum())), "specificity": _rate(int((~called & ~malignant).sum()), int((~malignant).sum()))}
+
+
+def malignant_point(probs: np.ndarray, labels: np.ndarray, classes: list[str], threshold: float) -> dict[str, dict]:
+    """:func:`operating_point` of P(malignant) >= ``threshold`` on labelled cases (class indices)."""
+    return operating_point(malignant_probability(probs, classes), np.isin(labels, malignant_indices(classes)), threshold)

@@ -97,8 +97,9 @@ def compute_metrics(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -
 
 
 def predictions_frame(images: list[str], labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> pd.DataFrame:
-    """``image,label,prediction,p_<CLASS>...`` with class names, as written to ``predictions.csv``."""
-    frame = pd.DataFrame({"image": images, "label": [classes[i] for i in labels], "prediction": [classes[i] for i in probs.argmax(axis=1)]})
+    """``image,label,prediction,p_<CLASS>...`` with class names, as written to ``predictions.csv``
+    (label ``""`` where the index is -1: an unlabelled image)."""
+    frame = pd.DataFrame({"image": images, "label": [classes[i] if i >= 0 else "" for i in labels], "prediction": [classes[i] for i in probs.argmax(axis=1)]})
     for i, name in enumerate(classes):
         frame[f"p_{name}"] = probs[:, i]
     return frame

@@ -42,7 +42,7 @@ from lesionssl.engine.trainer import log_final, make_loggers, make_trainer, uses
 from lesionssl.engine.transfer import choose_lr, head_epochs, one_cycle_schedule
 from lesionssl.environment import run_environment
 from lesionssl.errors import LesionSSLError
-from lesionssl.evaluate.calibration import TARGET_SENSITIVITY, apply_temperature, choose_threshold, fit_temperature, malignant_indices, malignant_probability, negative_log_likelihood, operating_point
+from lesionssl.evaluate.calibration import TARGET_SENSITIVITY, apply_temperature, choose_threshold, fit_temperature, malignant_indices, malignant_point, malignant_probability, negative_log_likelihood, operating_point
 from lesionssl.evaluate.metrics import compute_metrics, expected_calibration_error, predictions_frame
 from lesionssl.evaluate.prior import adjust, class_prior, em_prior
 from lesionssl.evaluate.test_sets import external_sets, write_external
@@ -201,7 +201,7 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     external = {}
     for evaluation in external_sets(manifest, images, config.external, config.image_size, config.store_margin):
         external_probs = predict(module, config, evaluation.images, evaluation.table, classes)
-        external_point = deployment.point(external_probs, evaluation.table["label"].map(index).to_numpy())
+        external_point = deployment.point(external_probs, evaluation.table["label"].map(index).to_numpy(), classes)
         if target_prior is not None:
             external_probs = adjust(external_probs, train_prior, target_prior)
         external[evaluation.name] = write_external(out, evaluation, external_probs, classes) | ({"operating_point": external_point} if external_point else {})
@@ -250,16 +250,12 @@ class Deployment:
 
     temperature: float | None
     threshold: float | None
-    classes: list[str]
     calibration: dict[str, Any]
     operating_point: dict[str, Any]
 
-    def point(self, probs: np.ndarray, labels: np.ndarray) -> dict[str, Any] | None:
+    def point(self, probs: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict[str, Any] | None:
         """Sensitivity and specificity of the threshold on another labelled set."""
-        if self.threshold is None:
-            return None
-        scores = malignant_probability(apply_temperature(probs, self.temperature), self.classes)
-        return operating_point(scores, np.isin(labels, malignant_indices(self.classes)), self.threshold)
+        return None if self.threshold is None else malignant_point(apply_temperature(probs, self.temperature), labels, classes, self.threshold)
 
 
 def fit_deployment(module: ClassifierModule, config: FinetuneConfig, images: np.ndarray, val: pd.DataFrame, classes: list[str], test_labels: np.ndarray, test_probs: np.ndarray) -> Deployment:
@@ -267,7 +263,7 @@ def fit_deployment(module: ClassifierModule, config: FinetuneConfig, images: np.
     own probabilities, before any logit adjustment), measured on test."""
     if val.empty:
         note = "no validation split: no temperature or operating point was fitted (make the split with `lesionssl split --val N`)"
-        return Deployment(None, None, classes, {"note": note}, {"note": note})
+        return Deployment(None, None, {"note": note}, {"note": note})
     index = {c: i for i, c in enumerate(classes)}
     val_probs, val_labels = predict(module, config, images, val, classes), val["label"].map(index).to_numpy()
     temperature = fit_temperature(val_labels, val_probs)
@@ -282,12 +278,11 @@ def fit_deployment(module: ClassifierModule, config: FinetuneConfig, images: np.
     val_malignant = np.isin(val_labels, malignant)
     if not malignant or not val_malignant.any() or val_malignant.all():
         note = "no operating point: the classes or the validation split lack malignant (MEL, BCC, SCC, AK) or benign cases"
-        return Deployment(temperature, None, classes, calibration, {"note": note})
+        return Deployment(temperature, None, calibration, {"note": note})
     val_scores = malignant_probability(apply_temperature(val_probs, temperature), classes)
     threshold = choose_threshold(val_scores, val_malignant, TARGET_SENSITIVITY)
-    deployment = Deployment(temperature, threshold, classes, calibration, {})
-    point = {"target_sensitivity": TARGET_SENSITIVITY, "threshold": threshold, "malignant_classes": [classes[i] for i in malignant], "val": operating_point(val_scores, val_malignant, threshold), "test": deployment.point(test_probs, test_labels)}
-    return Deployment(temperature, threshold, classes, calibration, point)
+    point = {"target_sensitivity": TARGET_SENSITIVITY, "threshold": threshold, "malignant_classes": [classes[i] for i in malignant], "val": operating_point(val_scores, val_malignant, threshold), "test": malignant_point(calibrated, test_labels, classes, threshold)}
+    return Deployment(temperature, threshold, calibration, point)
 
 
 def _write_outputs(out: Path, config: FinetuneConfig, provenance: dict, init_info: dict, metrics: dict, predictions: pd.DataFrame, finder, one_cycle: OneCycleCallback) -> None:
