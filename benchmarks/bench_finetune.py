@@ -7,6 +7,9 @@
   ``model_only`` is lesionssl's step on a ready-made batch.
 * ``eval``: predicting ``--eval-images`` images (default 10,000): store + batch-wise resize on the device vs
   PIL decode + resize per pass.
+* ``predict``: ``lesionssl predict`` end to end on the same images, from a saved model folder
+  (decoding every file, temperature, CSV), against the ``eval`` numbers of the same run; and the
+  exported ONNX model in onnxruntime on ready-made batches against PyTorch's model-only rate.
 
 Same images, backbone, batch size, image size, optimiser (Adam, fixed LR) and precision. One JSON
 object per line and measurement:
@@ -137,6 +140,45 @@ def evaluate(paths: list[str], args) -> dict:
     }
 
 
+def predict_end_to_end(paths: list[str], args, scratch: Path, evaluated: dict) -> dict:
+    """``predict_images`` on ``paths`` from a model folder, next to the ``eval`` bench's numbers."""
+    from dataclasses import asdict
+
+    from lesionssl.augment.views import as_preprocessing
+    from lesionssl.config import STORE_MARGIN
+    from lesionssl.deploy.model import save_model
+    from lesionssl.deploy.predict import predict_images
+    from lesionssl.records import ModelRecord
+
+    folder = scratch / "model"
+    record = ModelRecord(architecture=args.backbone, classes=CLASSES, image_size=args.size, store_margin=STORE_MARGIN, preprocessing=asdict(as_preprocessing("imagenet")), train_prior=[1 / len(CLASSES)] * len(CLASSES), temperature=1.3)
+    save_model(folder, _module(args), record)
+    listing = scratch / "predict.csv"
+    pd.DataFrame({"path": paths}).to_csv(listing, index=False)
+    started = time.perf_counter()
+    result = predict_images(folder, [str(listing)], scratch / "predictions.csv", batch_size=2 * args.batch_size, runtime=_runtime(args))
+    seconds = time.perf_counter() - started
+    values = {
+        "predict_images": result.predicted, "predict_s": round(seconds, 2), "predict_img_per_s": result.predicted / seconds,
+        "eval_img_per_s": evaluated["lesionssl_img_per_s"], "eval_plus_store_build_img_per_s": len(paths) / (evaluated["lesionssl_s"] + evaluated["lesionssl_store_build_s"]),
+        "predict_vs_eval_plus_build": (evaluated["lesionssl_s"] + evaluated["lesionssl_store_build_s"]) / seconds, "baseline_img_per_s": evaluated["baseline_img_per_s"],
+        "predict_vs_baseline": evaluated["baseline_s"] / seconds, "torch_model_only_img_per_s": evaluated["lesionssl_model_only_img_per_s"],
+    }
+    try:
+        import onnxruntime
+    except ImportError:
+        return values
+    from lesionssl.deploy.export import export_model
+
+    session = onnxruntime.InferenceSession(str(export_model(folder, "onnx", scratch / "onnx")), providers=onnxruntime.get_available_providers())
+    batch = np.random.default_rng(0).standard_normal((2 * args.batch_size, 3, args.size, args.size), dtype=np.float32)
+    session.run(None, {"image": batch})
+    started = time.perf_counter()
+    for _ in range(5):
+        session.run(None, {"image": batch})
+    return values | {"onnxruntime_model_only_img_per_s": 5 * len(batch) / (time.perf_counter() - started)}
+
+
 def _record(bench: str, name: str, args, values: dict) -> dict:
     record = {"bench": bench, "images": name, "size": args.size, "backbone": args.backbone, "batch_size": args.batch_size, "precision": args.precision, "device": device_name(), "threads": torch.get_num_threads(), **values}
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in record.items()}
@@ -156,7 +198,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--lesionssl-workers", type=int, default=None, help="default: 0 on CPU, 4 on CUDA")
     parser.add_argument("--baseline-workers", type=int, default=None, help="default: 0 on CPU (fastest on 2 cores), 8 on CUDA")
-    parser.add_argument("--skip", choices=["finetune", "eval"], default=None)
+    parser.add_argument("--skip", choices=["finetune", "eval", "predict"], action="append", default=[], help="benches to leave out (repeatable); predict needs eval")
     parser.add_argument("--source", type=Path, default=SHARED_IMAGES)
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args()
@@ -165,13 +207,17 @@ def main() -> None:
     args.baseline_workers = (8 if cuda else 0) if args.baseline_workers is None else args.baseline_workers
     scratch = workdir(args.workdir)
     for name in ["shared", "fullsize"] if args.images == "all" else [args.images]:
-        if args.skip != "finetune":
+        if "finetune" not in args.skip:
             paths = image_set(name, args.source, (args.warmup + args.steps) * args.batch_size, scratch)
             ours, base = finetune_lesionssl(paths, args), finetune_baseline(paths, args)
             values = {**ours, **base, "ratio": ours["lesionssl_img_per_s"] / base["baseline_img_per_s"], "data_path_efficiency": ours["lesionssl_img_per_s"] / ours["lesionssl_model_only_img_per_s"]}
             emit(_record("finetune", name, args, values))
-        if args.skip != "eval":
-            emit(_record("eval", name, args, evaluate(image_set(name, args.source, args.eval_images, scratch), args)))
+        if "eval" not in args.skip:
+            paths = image_set(name, args.source, args.eval_images, scratch)
+            evaluated = evaluate(paths, args)
+            emit(_record("eval", name, args, evaluated))
+            if "predict" not in args.skip:
+                emit(_record("predict", name, args, predict_end_to_end(paths, args, scratch, evaluated)))
 
 
 if __name__ == "__main__":

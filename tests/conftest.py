@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -46,3 +48,25 @@ def synthetic_manifest(synthetic, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("manifest") / "split.csv"
     write_manifest(manifest, path, spec, resolve_class_order(manifest["label"]), sources)
     return path
+
+
+#: A fine-tuning run small enough for the deploy tests (timm's 2-layer test ResNet at 16 px).
+TINY_CLASSIFIER = ("--backbone", "timm:test_resnet", "--image-size", 16, "--batch-size", 16, "--epochs", 2, "--lr", "0.002", "--init", "random")
+
+
+def lesionssl(*args, **kwargs) -> subprocess.CompletedProcess:
+    """The CLI as a user runs it, in a fresh process."""
+    return subprocess.run([sys.executable, "-m", "lesionssl", *map(str, args)], capture_output=True, text=True, timeout=600, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def fine_tuned(synthetic, tmp_path_factory) -> Path:
+    """A folder with ``split.csv`` (8 per class, 6 validation) and ``ft/``, a finished fine-tuning
+    run with its model, calibration and operating point."""
+    folder = tmp_path_factory.mktemp("deploy")
+    split = lesionssl("split", "--data", synthetic / "labelled", "--per-class", 8, "--val", 6, "--out", folder / "split.csv")
+    assert split.returncode == 0, split.stderr
+    result = lesionssl("finetune", "--split", folder / "split.csv", "--out", folder / "ft", *TINY_CLASSIFIER)
+    assert result.returncode == 0, result.stderr
+    (folder / "finetune.log").write_text(result.stderr)
+    return folder

@@ -95,6 +95,25 @@ def test_bad_image_is_named_in_one_line(capsys, tmp_path, kind):
     assert_refused(capsys, ["pretrain", "--data", folder, "--out", tmp_path / "bt", *PRETRAIN], bad.name, message, out=tmp_path / "bt")
 
 
+def test_split_names_every_unreadable_image_at_once(capsys, tmp_path):
+    folder = _pool(tmp_path / "data" / "NV")
+    _truncated_jpeg(folder / "cut.jpg")
+    (folder / "notes.jpg").write_text("not an image")
+    _pool(tmp_path / "data" / "MEL")
+    code, err, _ = lesionssl(capsys, "split", "--data", tmp_path / "data", "--per-class", 2, "--out", tmp_path / "out" / "split.csv")
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and lines[-1].startswith("error: 2 of 14 images cannot be read"), err
+    named = [line for line in lines if line.startswith("unreadable:")]
+    assert len(named) == 2 and any("cut.jpg" in line for line in named) and any("notes.jpg" in line for line in named)
+    assert not (tmp_path / "out").exists()
+
+
+def test_group_by_a_column_most_images_lack_is_refused(capsys, tmp_path):
+    _pool(tmp_path / "data" / "NV")
+    _pool(tmp_path / "data" / "MEL")
+    assert_refused(capsys, ["split", "--data", tmp_path / "data", "--per-class", 2, "--group-by", "lesion_id", "--out", tmp_path / "out" / "split.csv"], "only 0 of 12 images have a lesion_id", "--group-by none", out=tmp_path / "out")
+
+
 def test_odd_but_valid_images_are_decoded(capsys, tmp_path):
     """A PNG named .jpg, a 16-bit PNG, an animated GIF, a CMYK JPEG and file names with spaces
     and non-ASCII characters are images: decoded (by content, rescaled, first frame, to RGB)."""

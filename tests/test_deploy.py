@@ -3,30 +3,20 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from lesionssl.evaluate.calibration import apply_temperature, choose_threshold, fit_temperature, negative_log_likelihood, operating_point
 
-FINETUNE = ("--backbone", "timm:test_resnet", "--image-size", 16, "--batch-size", 16, "--epochs", 2, "--lr", "0.002", "--init", "random")
+from conftest import lesionssl
 
 
-def lesionssl(*args):
-    return subprocess.run([sys.executable, "-m", "lesionssl", *map(str, args)], capture_output=True, text=True, timeout=600)
-
-
-@pytest.fixture(scope="module")
-def run(synthetic, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("deploy")
-    split = lesionssl("split", "--data", synthetic / "labelled", "--per-class", 8, "--val", 6, "--out", folder / "split.csv")
-    assert split.returncode == 0, split.stderr
-    result = lesionssl("finetune", "--split", folder / "split.csv", "--out", folder / "ft", *FINETUNE)
-    assert result.returncode == 0, result.stderr
-    return folder
+@pytest.fixture
+def run(fine_tuned):
+    return fine_tuned
 
 
 def test_finetune_keeps_the_model_its_calibration_and_operating_point(run):
@@ -47,6 +37,13 @@ def test_finetune_keeps_the_model_its_calibration_and_operating_point(run):
     assert point["val"]["sensitivity"]["value"] >= 0.95  # chosen on val to reach the target
     test = point["test"]["sensitivity"]
     assert 0 <= test["ci_low"] <= test["value"] <= test["ci_high"] <= 1
+
+
+def test_finetune_logs_a_line_per_epoch_when_not_on_a_terminal(run):
+    log = (run / "finetune.log").read_text()  # its stderr was a pipe, as under SLURM or nohup
+    lines = [line for line in log.splitlines() if line.startswith("epoch ")]
+    assert any(line.startswith("epoch 1/2 ") for line in lines) and any(line.startswith("epoch 2/2 ") for line in lines)
+    assert all("train_loss" in line and line.endswith(" s)") for line in lines)
 
 
 def test_predict_reproduces_the_runs_test_probabilities_and_skips_bad_images(run, tmp_path):
@@ -84,8 +81,9 @@ def test_predict_with_a_uniform_prior_changes_probabilities_not_rows(run, synthe
     assert not (tmp_path / "u.metrics.json").exists()
 
 
+@pytest.mark.parametrize("command", ["predict", "explain"])
 @pytest.mark.parametrize("kind", ["missing-model", "damaged-weights", "other-classes", "no-images"])
-def test_predict_bad_input_is_one_line(run, synthetic, tmp_path, kind):
+def test_predict_and_explain_bad_input_is_one_line(run, synthetic, tmp_path, kind, command):
     model, data = run / "ft", synthetic / "labelled"
     if kind == "missing-model":
         model = tmp_path / "nowhere"
@@ -101,7 +99,7 @@ def test_predict_bad_input_is_one_line(run, synthetic, tmp_path, kind):
         data = tmp_path / "empty"
         data.mkdir()
         (data / "a.jpg").write_text("not an image")
-    result = lesionssl("predict", "--model", model, "--data", data, "--out", tmp_path / "p.csv")
+    result = lesionssl(command, "--model", model, "--data", data, "--out", tmp_path / ("p.csv" if command == "predict" else "explained"))
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error:")
     assert {"missing-model": "holds no model", "damaged-weights": "cannot read", "other-classes": "SCC", "no-images": "could be read"}[kind] in result.stderr
@@ -125,7 +123,7 @@ def test_temperature_and_threshold_on_known_numbers():
 def test_model_card_has_data_metrics_calibration_and_limitations(run):
     card_file = run / "ft" / "MODEL_CARD.md"
     card = card_file.read_text()
-    for text in ("## Data", "licence and provenance", "95% bootstrap interval", "| MEL |", "## Calibration", "Test ECE", "## Operating point", "| test |", "Not a medical device", "Command: `lesionssl finetune --split"):
+    for text in ("## Data", "licence and provenance", "95% bootstrap interval", "| MEL |", "## Calibration", "Test ECE", "## Operating point", "| test |", "Not a medical device", "Command: `lesionssl finetune --split", "](examples.png)", "lesionssl explain --model"):
         assert text in card, text
     card_file.unlink()
     result = lesionssl("card", run / "ft")
@@ -175,3 +173,81 @@ def test_exports_give_the_probabilities_of_predict(run, tmp_path):
     plain.load_state_dict(load_file(str(tmp_path / "safetensors" / "model.safetensors")))  # strict: every key matches
     logits = plain.eval()(torch.from_numpy(images)).detach()
     np.testing.assert_allclose(torch.softmax(logits / record.temperature, dim=1).numpy(), expected, atol=1e-4)
+
+
+def test_explain_maps_every_readable_image_and_writes_a_gallery(run, tmp_path):
+    ft = run / "ft"
+    manifest = pd.read_csv(run / "split.csv")
+    test = manifest[manifest["split"] == "test"].head(10)
+    listing = tmp_path / "some.csv"
+    (tmp_path / "broken.jpg").write_bytes(b"GIF89a nothing")
+    pd.DataFrame({"path": [*test["path"], str(tmp_path / "broken.jpg")], "label": [*test["label"], "NV"]}).to_csv(listing, index=False)
+    result = lesionssl("explain", "--model", ft, "--data", listing, "--out", tmp_path / "ex")
+    assert result.returncode == 3 and "Traceback" not in result.stderr, result.stderr
+    assert list(pd.read_csv(tmp_path / "ex" / "skipped.csv")["path"]) == [str(tmp_path / "broken.jpg")]
+    explained = pd.read_csv(tmp_path / "ex" / "explanations.csv")
+    assert list(explained["image"]) == list(test["path"]) and (explained["explained_class"] == explained["prediction"]).all()
+    own = pd.read_csv(ft / "predictions.csv").set_index("image").loc[test["image"]]  # the run has no TTA: the same predictions
+    assert list(explained["prediction"]) == list(own["prediction"])
+    for name in explained["map"]:
+        with Image.open(tmp_path / "ex" / name) as picture:
+            assert picture.size == (448, 224)
+    page = (tmp_path / "ex" / "index.html").read_text()
+    assert page.count("<figure>") == len(test) and all(f"src='{m}'" in page for m in explained["map"])
+    chosen = lesionssl("explain", "--model", ft, "--data", listing, "--out", tmp_path / "nv", "--target", "NV")
+    assert chosen.returncode == 3, chosen.stderr
+    assert (pd.read_csv(tmp_path / "nv" / "explanations.csv")["explained_class"] == "NV").all()
+    wrong = lesionssl("explain", "--model", ft, "--data", listing, "--out", tmp_path / "x", "--target", "SCC")
+    assert wrong.returncode == 2 and wrong.stderr.strip().startswith("error:") and "--target" in wrong.stderr
+
+
+def test_grad_cam_follows_the_papers_formula():
+    """Against a hand-written Grad-CAM: channel weights are the spatial mean of the class score's
+    gradient, the map the ReLU of their weighted sum, bilinearly upsampled and scaled to max 1."""
+    import torch
+    import torchvision
+    from torch.nn import functional as F
+
+    from lesionssl.augment.batch import EvalView
+    from lesionssl.deploy.gradcam import grad_cam
+    from lesionssl.finetune.module import ClassifierModule
+
+    torch.manual_seed(0)
+    backbone = torchvision.models.resnet18()
+    backbone.fc = torch.nn.Identity()
+    module = ClassifierModule(backbone, 512, 4, eval_view=EvalView(64, "imagenet")).eval()
+    images = np.random.default_rng(0).integers(0, 256, (3, 72, 72, 3), dtype=np.uint8)
+    targets = np.array([2, 0, 3])
+    heat = grad_cam(module, images, temperature=2.0, targets=targets)
+    x = module.eval_view(torch.from_numpy(images).permute(0, 3, 1, 2))
+    store = {}
+    def keep(_module, _inputs, out):
+        store["a"] = out
+        out.register_hook(lambda grad: store.update(g=grad))
+
+    handle = backbone.layer4.register_forward_hook(keep)
+    logits = module(x)
+    logits[torch.arange(3), torch.as_tensor(targets)].sum().backward()
+    handle.remove()
+    for n in range(3):
+        weights = store["g"][n].mean(dim=(1, 2))
+        cam = torch.relu((weights[:, None, None] * store["a"][n]).sum(dim=0))
+        cam = F.interpolate(cam[None, None], size=(72, 72), mode="bilinear", align_corners=False)[0, 0]
+        np.testing.assert_allclose(heat.maps[n], (cam / cam.max()).detach().numpy(), atol=1e-5)
+    probs = torch.softmax(logits.detach() / 2.0, dim=1).numpy()
+    np.testing.assert_allclose(heat.probabilities, probs, atol=1e-5)
+    assert list(heat.targets) == list(targets)
+
+
+def test_finetune_shows_its_most_confident_right_and_wrong_test_images(run):
+    ft = run / "ft"
+    examples = pd.read_csv(ft / "examples.csv")
+    own = pd.read_csv(ft / "predictions.csv")
+    confidence = own.filter(like="p_").max(axis=1)
+    assert (ft / "examples.png").is_file() and not examples.empty
+    for row in examples.itertuples():
+        predicted_as = own["prediction"] == row._1
+        candidates = own[predicted_as & ((own["label"] == row._1) == (row.kind == "correct"))]
+        assert row.image == candidates.loc[confidence[candidates.index].idxmax(), "image"]
+        assert row.probability == pytest.approx(confidence[candidates.index].max(), abs=1e-6)
+    assert set(examples["kind"]) <= {"correct", "wrong"} and not examples.duplicated(["class", "kind"]).any()

@@ -251,3 +251,17 @@ def test_study_protocols_held_out_site_budgets_and_labels_saved(synthetic, tmp_p
     saved = pd.read_csv(out / "labels_saved.csv")
     assert set(saved["protocol"]) == {"linear", "knn", "finetune"} and set(saved["test set"]) == {"test", "external"}
     assert (out / "figures" / "label_efficiency_knn_external.png").is_file()
+
+    # calibration and operating point of the main protocol and budget, from every run's own record
+    from lesionssl.report.compare import collect_runs, deployment_table
+
+    main = [m for m in collect_runs(out)[1] if m["protocol"] == "finetune" and m["budget"] == 4]
+    table = deployment_table(main, ["random", "bt"]).set_index("init")
+    for init in ("random", "bt"):
+        runs = [json.loads((out / r / "metrics.json").read_text()) for r in results.query("protocol == 'finetune' and budget == 4 and init == @init")["run_dir"]]
+        assert table.loc[init, "runs"] == 2 == len(runs)
+        assert table.loc[init, "ECE after"].startswith(f"{np.mean([r['calibration']['test']['ece_after'] for r in runs]):.3f} [")
+        assert table.loc[init, "external specificity"].startswith(f"{np.mean([r['external']['external']['operating_point']['specificity']['value'] for r in runs]):.3f}")
+        seed0 = results.query("protocol == 'finetune' and budget == 4 and init == @init and seed == 0")["run_dir"].iloc[0]
+        assert f"![{init}, seed 0 (the lowest seed, not a chosen run)" in report and f"({seed0}/examples.png)" in report
+    assert "Using the model: calibration and operating point" in report

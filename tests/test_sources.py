@@ -34,6 +34,9 @@ def test_path_label_csv_relative_to_csv(tmp_path):
     table = read_sources([tmp_path / "labels.csv"])
     assert list(table["label"]) == ["oral_scc", ""]
     assert resolve_class_order(table["label"]) == ["oral_scc"]
+    (tmp_path / "listing.csv").write_text("path\nimgs/y.png\nimgs/x.png\n")  # a plain listing: unlabelled images
+    listing = read_sources([tmp_path / "listing.csv"])
+    assert list(listing["label"]) == ["", ""] and [Path(p).name for p in listing["path"]] == ["y.png", "x.png"]
 
 
 def test_isic_one_hot_with_downsampled_suffix(tmp_path):

@@ -71,6 +71,22 @@ def test_unknown_group_column():
         make_split(_table({"NV": 10}), SplitSpec(per_class=2, group_by="nope"))
 
 
+def test_a_grouping_column_empty_for_most_images_is_refused_and_none_is_on_purpose(capsys):
+    table = _table({"NV": 30, "MEL": 30}, groups_of=3)
+    sparse = table.assign(lesion_id=[g if i < 20 else "" for i, g in enumerate(table["lesion_id"])])  # 20 of 60 have one
+    with pytest.raises(LesionSSLError, match="only 20 of 60 images have a lesion_id.*--group-by none"):
+        make_split(sparse, SplitSpec(per_class=5, group_by="lesion_id"))
+    mostly = table.assign(lesion_id=[g if i < 45 else "" for i, g in enumerate(table["lesion_id"])])
+    manifest = make_split(mostly, SplitSpec(per_class=5, group_by="lesion_id"))
+    assert "15 of 60 images have no lesion_id" in capsys.readouterr().err
+    assert (manifest.groupby("group")["split"].nunique() == 1).all()
+    by_image = make_split(table, SplitSpec(per_class=5, group_by="none"))
+    assert by_image["group"].str.startswith("image:").all() and "on purpose" in capsys.readouterr().err
+    make_split(table, SplitSpec(per_class=5))  # ids present, no grouping asked for: a note that names the flag
+    note = capsys.readouterr().err
+    assert "60 of 60 images have a lesion_id, but no --group-by was given" in note and "Set --group-by lesion_id" in note
+
+
 def test_pool_is_inductive_by_default_and_transductive_on_request():
     table = _table({"NV": 30, "MEL": 30}, unlabelled=7)
     inductive = make_split(table, SplitSpec(per_class=5))

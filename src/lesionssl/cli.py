@@ -48,7 +48,7 @@ def split(
     fraction: Annotated[float | None, typer.Option(help="This share of each class for training.")] = None,
     seed_isic2019: Annotated[bool | None, typer.Option("--seed-isic2019", help="The seed study's ISIC 2019 split: 2,554 train / 19,423 test.")] = None,
     val: Annotated[int | None, typer.Option(help="Validation images per class (taken before the test split).")] = None,
-    group_by: Annotated[str | None, typer.Option(help="Keep groups (lesion_id, patient_id) within one split.")] = None,
+    group_by: Annotated[str | None, typer.Option(help="Keep groups (lesion_id, patient_id) within one split; none: split by image on purpose.")] = None,
     transductive: Annotated[bool | None, typer.Option("--transductive/--inductive", help="Let pretraining see test images (unlabelled), as the seed did.")] = None,
     test_fraction: Annotated[float | None, typer.Option(help="Hold out this share of the labelled groups (stratified by class) as test; training labels, val and the pretraining pool come from the rest.")] = None,
     hold_out: Annotated[list[str] | None, typer.Option("--hold-out", help="COLUMN=V1,V2,...: images whose metadata column takes one of these values form the 'external' split (never in the pool). Repeatable.")] = None,
@@ -221,7 +221,7 @@ def predict(
 ) -> None:
     """Apply a fine-tuned model to new images; unreadable images are skipped and listed (exit code 3)."""
     from lesionssl.config import RuntimeConfig
-    from lesionssl.deploy.predict import SOME_SKIPPED, predict_images
+    from lesionssl.deploy.predict import predict_images
 
     runtime = validate(RuntimeConfig, {"precision": precision} if precision else {}, "predict")
     result = predict_images(model, data, out, tta, prior, batch_size, runtime)
@@ -229,9 +229,44 @@ def predict(
     if result.metrics is not None:
         m = result.metrics
         console.print(f"on {m['labelled_images']} labelled images: accuracy {m['accuracy']:.4f}  balanced accuracy {m['balanced_accuracy']:.4f}  macro F1 {m['macro_f1']:.4f}", markup=False)
-    if result.skipped:
-        console.print(f"{result.skipped} unreadable images skipped, listed in {result.predictions.with_name('skipped.csv')}", markup=False)
+    _exit_if_skipped(result.skipped, result.predictions.with_name("skipped.csv"))
+
+
+def _exit_if_skipped(skipped: int, listing: Path) -> None:
+    """Exit code 3 when some images could not be read (the rest were processed)."""
+    from lesionssl.deploy.predict import SOME_SKIPPED
+
+    if skipped:
+        console.print(f"{skipped} unreadable images skipped, listed in {listing}", markup=False)
         raise typer.Exit(SOME_SKIPPED)
+
+
+@app.command(epilog="Example: lesionssl explain --model runs/ft --data new_images/ --out explained  (then open explained/index.html)")
+def explain(
+    model: Annotated[Path, typer.Option("--model", help="A finished `finetune` run folder (model.safetensors + model.json).")],
+    data: Annotated[list[str], typer.Option("--data", help="Images to explain: any source `split` accepts.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for maps/*.png, explanations.csv and the gallery index.html.")] = Path("explained"),
+    target: Annotated[str, typer.Option(help="Class whose evidence to map: predicted (each image's own prediction) or a class name.")] = "predicted",
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+) -> None:
+    """Grad-CAM maps over each image for its predicted class (or a chosen one), and a gallery page; unreadable images are skipped and listed (exit code 3)."""
+    from lesionssl.deploy.explain import GALLERY, explain_images
+
+    result = explain_images(model, data, out, target, batch_size)
+    console.print(f"{result.explained} images explained -> {result.folder / GALLERY}", markup=False)
+    _exit_if_skipped(result.skipped, result.folder / "skipped.csv")
+
+
+@app.command(epilog="Example: lesionssl serve --model runs/ft  (then open http://127.0.0.1:7860)")
+def serve(
+    model: Annotated[Path, typer.Option("--model", help="A finished `finetune` run folder (model.safetensors + model.json).")],
+    host: Annotated[str, typer.Option(help="Address to bind: 127.0.0.1 keeps the page on this machine; 0.0.0.0 opens it to the network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 7860,
+) -> None:
+    """A local web page (Gradio, the [serve] extra): drop an image, see the class probabilities, P(malignant) against the operating point, and the Grad-CAM map."""
+    from lesionssl.deploy.serve import serve as run
+
+    run(model, host, port)
 
 
 @app.command(epilog="Example: lesionssl export --model runs/ft --format onnx --out exported")

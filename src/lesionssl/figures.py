@@ -128,3 +128,22 @@ def plot_reliability(labels: np.ndarray, before: np.ndarray, after: np.ndarray, 
     ax.set(xlabel="confidence (top-1 probability)", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1), title="Reliability on the test split")
     ax.legend(fontsize=8)
     _save(fig, path)
+
+
+def plot_examples(examples: pd.DataFrame, images: np.ndarray, overlays: np.ndarray, path: Path) -> None:
+    """Per class (a row), the most confident correct and wrong predictions of it: each image and
+    its Grad-CAM overlay (``images`` and ``overlays`` are uint8, one per row of ``examples``)."""
+    classes = list(dict.fromkeys(examples["class"]))
+    fig, axes = _figure((8, 2.1 * len(classes)), len(classes), 4, squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for i, row in enumerate(examples.itertuples(index=False)):
+        r, c = classes.index(row[0]), 0 if row.kind == "correct" else 2
+        axes[r, c].imshow(images[i])
+        axes[r, c + 1].imshow(overlays[i])
+        axes[r, c].set_title(f"{row.kind}: label {row.label}", fontsize=8)
+        axes[r, c + 1].set_title(f"predicted {row[0]}, p {row.probability:.2f}", fontsize=8)
+    for r, name in enumerate(classes):
+        axes[r, 0].text(-0.08, 0.5, name, transform=axes[r, 0].transAxes, ha="right", va="center", fontsize=10, fontweight="bold")
+    fig.suptitle("Most confident correct (left) and wrong (right) test predictions per class, with Grad-CAM", fontsize=9)
+    _save(fig, path)

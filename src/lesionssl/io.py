@@ -4,7 +4,6 @@ leaves a half-written result or checkpoint behind."""
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import os
 import tempfile
@@ -13,6 +12,8 @@ from contextlib import contextmanager
 from io import BytesIO
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock, Timeout
 
 from lesionssl.errors import LesionSSLError
 
@@ -66,20 +67,21 @@ def write_json(path: Path, data: Any) -> None:
 
 @contextmanager
 def file_lock(path: Path, wait: bool = True) -> Iterator[bool]:
-    """An exclusive lock on ``path`` held while the block runs; the kernel releases it when the
-    process dies, so a killed holder never blocks the others. With ``wait=False`` the block gets
-    False at once when another process holds the lock (and the lock is not taken)."""
+    """An exclusive lock on ``path`` held while the block runs (filelock: ``flock`` on POSIX,
+    ``msvcrt`` on Windows); the kernel releases it when the process dies, so a killed holder never
+    blocks the others. With ``wait=False`` the block gets False at once when another process holds
+    the lock (and the lock is not taken)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    lock = FileLock(str(path), thread_local=False)
+    try:
+        lock.acquire(blocking=wait)
+    except Timeout:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()
 
 
 def write_csv(path: Path, frame: Any) -> None:

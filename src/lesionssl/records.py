@@ -130,6 +130,8 @@ class RunResult:
     external: dict[str, Any] = field(default_factory=dict)
     imbalance: dict[str, str] = field(default_factory=dict)
     logit_adjustment: dict[str, Any] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)
+    operating_point: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def read(cls, folder: Path) -> RunResult:

@@ -133,10 +133,10 @@ def read_ham10000(path: Path, images: Path | None = None, skip_missing: bool = F
 
 
 def read_path_label_csv(path: Path, skip_missing: bool = False) -> pd.DataFrame:
-    """Read a ``path,label`` CSV (other columns kept as metadata, e.g. ``site``); relative paths
-    are relative to the CSV's folder."""
+    """Read a ``path,label`` CSV (other columns kept as metadata, e.g. ``site``), or a ``path``
+    listing of unlabelled images; relative paths are relative to the CSV's folder."""
     table = _read_csv(path)
-    table = _drop_duplicate_rows(table, "path", path) if "label" in table else table
+    table = _drop_duplicate_rows(table, "path", path) if "label" in table else table.assign(label="")
     files = table["path"].map(lambda p: (path.parent / p).resolve())
     exists = files.map(Path.is_file)
     if not exists.all() and not skip_missing:
@@ -194,10 +194,10 @@ def detect_and_read(source: Path, images: Path | None = None, skip_missing: bool
         return read_ham10000(source, images, skip_missing)
     if "image" in header and "label" not in header and "path" not in header:
         return read_one_hot_csv(source, images, skip_missing)
-    if {"path", "label"} <= header:
+    if "path" in header:
         return read_path_label_csv(source, skip_missing)
     raise LesionSSLError(
-        f"{source}: unrecognised label file (columns {sorted(header)}); expected path,label; "
+        f"{source}: unrecognised label file (columns {sorted(header)}); expected path,label (or path alone: unlabelled); "
         "image + one-hot class columns (ISIC); or lesion_id,image_id,dx (HAM10000)"
     )
 

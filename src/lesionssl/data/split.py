@@ -32,8 +32,11 @@ import pandas as pd
 from lesionssl.config import COSINE_THRESHOLD, HASH_THRESHOLD
 from lesionssl.data.classes import resolve_class_order
 from lesionssl.data.duplicates import clusters, find_near_duplicates
+from lesionssl.data.sources import GROUP_COLUMNS
+from lesionssl.data.store import check_readable
 from lesionssl.errors import LesionSSLError
 from lesionssl.io import write_csv, write_json
+from lesionssl.progress import console
 
 SPLITS = ("train", "val", "test", "external", "unlabelled", "excluded")
 
@@ -131,10 +134,42 @@ def seed_isic2019_split(table: pd.DataFrame, spec: SplitSpec) -> pd.DataFrame:
     return table[["image", "label", "split", "path", "group", "pretrain"]]
 
 
+#: ``--group-by none``: split by image, on purpose.
+NO_GROUPING = "none"
+#: ``--group-by COLUMN`` needs a value for at least this share of the images.
+MIN_GROUP_COVERAGE = 0.5
+
+
+def check_grouping(table: pd.DataFrame, group_by: str | None) -> None:
+    """Refuse a grouping in name only (a column empty for most images), and say so when the data
+    has lesion or patient ids but no grouping was asked for: both let repeat photographs of one
+    lesion reach train and test."""
+    if group_by == NO_GROUPING:
+        console.print("splitting by image on purpose (--group-by none): images of one lesion or patient may be in different splits", markup=False)
+        return
+    if group_by is None:
+        for column in GROUP_COLUMNS:
+            have = int((table[column].astype(str) != "").sum()) if column in table else 0
+            if have:
+                console.print(f"note: {have} of {len(table)} images have a {column}, but no --group-by was given: repeat photographs of one lesion may land in train and test. Set --group-by {column}, or --group-by none to split by image on purpose.", markup=False)
+                return
+        return
+    if group_by not in table.columns:
+        raise LesionSSLError(f"--group-by {group_by}: no such column; available: {sorted(table.columns)}")
+    have = int((table[group_by].astype(str) != "").sum())
+    if have < MIN_GROUP_COVERAGE * len(table):
+        raise LesionSSLError(
+            f"--group-by {group_by}: only {have} of {len(table)} images have a {group_by}, so the grouping would hold for few of them; "
+            f"give a source with that column (HAM10000 metadata, a label CSV with a {group_by} column), or --group-by none to split by image on purpose"
+        )
+    if have < len(table):
+        console.print(f"--group-by {group_by}: {len(table) - have} of {len(table)} images have no {group_by}; each of them is a group of its own", markup=False)
+
+
 def group_ids(table: pd.DataFrame, group_by: str | None, links: Sequence[tuple[str, str]] = ()) -> pd.Series:
     """Each image's group: its ``group_by`` value (images without one are groups of their own),
     with the groups of every linked pair of image ids (near-duplicates) merged into one."""
-    if group_by:
+    if group_by and group_by != NO_GROUPING:
         if group_by not in table.columns:
             raise LesionSSLError(f"--group-by {group_by}: no such column; available: {sorted(table.columns)}")
         group = table[group_by].where(table[group_by] != "", "image:" + table["image"])
@@ -209,6 +244,7 @@ def make_split(table: pd.DataFrame, spec: SplitSpec, classes: list[str] | None =
     if spec.seed_isic2019:
         return seed_isic2019_split(table, spec)
     table = table.copy()
+    check_grouping(table, spec.group_by)
     table["group"] = group_ids(table, spec.group_by, links)
     external = _held_out(table, spec.hold_out)
     excluded = table["group"].isin(set(table.loc[external, "group"])) & ~external
@@ -249,11 +285,16 @@ def make_split(table: pd.DataFrame, spec: SplitSpec, classes: list[str] | None =
 
 
 def build_split(table: pd.DataFrame, spec: SplitSpec, classes: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """:func:`make_split`, after the near-duplicate search when ``spec.dedup`` is set.
+    """:func:`make_split`, once every image has decoded, after the near-duplicate search when
+    ``spec.dedup`` is set.
 
     Returns:
         The manifest, and the linked pairs (``image_a, image_b, hamming, cosine``) or None.
+
+    Raises:
+        LesionSSLError: Some images cannot be read (all of them are named).
     """
+    check_readable(table["path"].tolist())
     if not spec.dedup:
         return make_split(table, spec, classes), None
     found = find_near_duplicates(table["path"].tolist(), spec.dedup_hash, spec.dedup_cosine)

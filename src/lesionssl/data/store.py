@@ -18,6 +18,7 @@ import numpy as np
 
 from lesionssl.config import STORE_MARGIN
 from lesionssl.data.images import ImageLoadError, load_rgb, resize_shorter_center_crop
+from lesionssl.errors import LesionSSLError
 from lesionssl.io import file_lock
 from lesionssl.progress import console, progress_bar
 
@@ -98,6 +99,25 @@ def _build(paths: list[str], size: int, description: str, target: Path) -> None:
         os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)
+
+
+#: Side at which ``check_readable`` decodes (JPEG DCT scaling makes it a fraction of a full decode).
+CHECK_SIDE = 16
+
+
+def check_readable(paths: Sequence[str]) -> None:
+    """Decode every image once, small and in threads, with progress; name every unreadable file
+    (one line each) before refusing them all at once.
+
+    Raises:
+        LesionSSLError: Some images cannot be read.
+    """
+    scratch = np.zeros((len(paths), CHECK_SIDE, CHECK_SIDE, 3), dtype=np.uint8)
+    bad = decode_into(scratch, paths, "checking images", skip_unreadable=True)
+    for _, reason in bad:
+        console.print(f"unreadable: {reason}", markup=False)
+    if bad:
+        raise LesionSSLError(f"{len(bad)} of {len(paths)} images cannot be read (each named above, e.g. {bad[0][1]}); remove or replace them, or drop their rows from the label file")
 
 
 def decode_into(array: np.ndarray, paths: Sequence[str], description: str, skip_unreadable: bool = False) -> list[tuple[int, str]]:

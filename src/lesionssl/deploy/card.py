@@ -132,6 +132,8 @@ def write_card(run: Path) -> Path:
                   *[f"| {split} | {_rate(point[split]['sensitivity'])} | {_rate(point[split]['specificity'])} |" for split in ("val", "test")]]
     else:
         lines.append(point.get("note", "not chosen"))
+    lines += ["", "## Where it looks", ("![Grad-CAM of the most confident correct and wrong test predictions per class](examples.png)\n\n" if (run / "examples.png").is_file() else "")
+              + f"Grad-CAM maps of any images: `lesionssl explain --model {run} --data IMAGES --out DIR` (a gallery page); they show where the model looks, not why."]
     lines += ["", "## Limitations", *[f"- {item}" for item in LIMITATIONS], "", "## How it was made", f"- Command: `{environment.get('command', 'not recorded')}`", f"- lesionssl {metrics.get('lesionssl_version')}, code commit {environment.get('git_commit')}; the resolved configuration is in `config.yaml`.", f"- Rebuild this card: `lesionssl card {run}`.", ""]
     target = run / CARD_FILE
     write_text(target, "\n".join(line for line in lines if line is not None) + "\n")

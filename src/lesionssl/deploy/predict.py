@@ -42,6 +42,36 @@ class PredictionResult:
     metrics: dict[str, Any] | None
 
 
+@dataclass(frozen=True)
+class SourceImages:
+    """The readable images of some sources, decoded as the model's store keeps them."""
+
+    images: np.ndarray  # (N, S, S, 3) uint8, one row per row of ``table``; skipped rows stay zero
+    table: pd.DataFrame  # the readable rows, with ``row`` (their row in ``images``)
+    skipped: int
+
+
+def read_images(sources: list[str], record: ModelRecord, model_dir: Path, skipped_file: Path) -> SourceImages:
+    """Decode every image of ``sources`` at the model's stored size; list the unreadable ones in
+    ``skipped_file`` (deleted when none is), refuse labels the model does not know."""
+    table = read_sources(sources)
+    unknown = sorted(set(table["label"]) - set(record.classes) - {""})
+    if unknown:
+        raise LesionSSLError(f"the model in {model_dir} was trained on the classes {record.classes}; the data has labels {unknown} that it does not know")
+    size = stored_size(record.image_size, record.store_margin)
+    images = np.zeros((len(table), size, size, 3), dtype=np.uint8)
+    skipped = decode_into(images, table["path"].tolist(), "decoding images", skip_unreadable=True)
+    bad = [row for row, _ in skipped]
+    if skipped:
+        write_csv(skipped_file, pd.DataFrame({"image": table["image"].iloc[bad].tolist(), "path": table["path"].iloc[bad].tolist(), "reason": [reason for _, reason in skipped]}))
+    else:
+        skipped_file.unlink(missing_ok=True)
+    kept = table.assign(row=np.arange(len(table))).drop(index=bad).reset_index(drop=True)
+    if kept.empty:
+        raise LesionSSLError(f"none of the {len(table)} images could be read (listed in {skipped_file})")
+    return SourceImages(images, kept, len(skipped))
+
+
 def _target_prior(prior: str, record: ModelRecord, probs: np.ndarray) -> np.ndarray | None:
     """The deployment prior: none, uniform, an EM estimate on these images, or a file {class: p}."""
     classes, train = record.classes, np.asarray(record.train_prior)
@@ -66,25 +96,11 @@ def predict_images(model_dir: Path, sources: list[str], out: Path, tta: int | No
     when images were skipped, and ``<out>.metrics.json`` when the sources carry labels."""
     module, record = load_model(model_dir)
     classes = record.classes
-    table = read_sources(sources)
-    unknown = sorted(set(table["label"]) - set(classes) - {""})
-    if unknown:
-        raise LesionSSLError(f"the model in {model_dir} was trained on the classes {classes}; the data has labels {unknown} that it does not know")
-    size = stored_size(record.image_size, record.store_margin)
-    images = np.zeros((len(table), size, size, 3), dtype=np.uint8)
-    skipped = decode_into(images, table["path"].tolist(), "decoding images", skip_unreadable=True)
-    bad = [row for row, _ in skipped]
-    kept = table.assign(row=np.arange(len(table))).drop(index=bad).reset_index(drop=True)
     out = Path(out)
-    skipped_file = out.with_name("skipped.csv")
-    if skipped:
-        write_csv(skipped_file, pd.DataFrame({"image": table["image"].iloc[bad].tolist(), "path": table["path"].iloc[bad].tolist(), "reason": [reason for _, reason in skipped]}))
-    else:
-        skipped_file.unlink(missing_ok=True)
-    if kept.empty:
-        raise LesionSSLError(f"none of the {len(table)} images could be read (listed in {skipped_file})")
+    source = read_images(sources, record, model_dir, out.with_name("skipped.csv"))
+    kept = source.table
     config = FinetuneConfig(backbone=record.architecture, image_size=record.image_size, batch_size=batch_size, tta=record.tta if tta is None else tta, runtime=runtime or RuntimeConfig())
-    probs = predict_probabilities(module, config, images, kept, classes)
+    probs = predict_probabilities(module, config, source.images, kept, classes)
     if record.temperature is not None:
         probs = apply_temperature(probs, record.temperature)
     target = _target_prior(prior, record, probs)
@@ -99,7 +115,7 @@ def predict_images(model_dir: Path, sources: list[str], out: Path, tta: int | No
             frame["malignant"] = frame["p_malignant"] >= record.threshold
     write_csv(out, frame)
     metrics = _metrics(labels, probs, record, out) if (labels >= 0).any() else None
-    return PredictionResult(out, len(kept), len(skipped), metrics)
+    return PredictionResult(out, len(kept), source.skipped, metrics)
 
 
 def _metrics(labels: np.ndarray, probs: np.ndarray, record: ModelRecord, out: Path) -> dict[str, Any]:

@@ -1,8 +1,9 @@
-"""Lightning callbacks shared by the stages: per-epoch history, per-epoch seeding, the epoch
-checkpoint, NaN guard."""
+"""Lightning callbacks shared by the stages: per-epoch history and log line, per-epoch seeding,
+the epoch checkpoint, NaN guard."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import lightning as L
@@ -11,6 +12,23 @@ import torch
 
 from lesionssl.errors import LesionSSLError
 from lesionssl.io import write_csv
+from lesionssl.progress import console
+
+
+class EpochLine(L.Callback):
+    """One line per finished epoch with its logged metrics and duration: what logs that are not
+    terminals (SLURM, nohup) get instead of a progress bar."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.started = time.monotonic()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            metrics = "  ".join(f"{k} {float(v):.4g}" for k, v in sorted(trainer.callback_metrics.items()))
+            console.print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  {metrics}  ({time.monotonic() - self.started:.0f} s)", markup=False)
 
 
 class EpochHistory(L.Callback):

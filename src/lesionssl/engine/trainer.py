@@ -14,6 +14,7 @@ from lightning.pytorch.loggers import Logger, MLFlowLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from lesionssl.config import RuntimeConfig, TrackingConfig
+from lesionssl.engine.callbacks import EpochLine
 from lesionssl.io import save_torch
 
 #: Lightning messages that drown the progress lesionssl prints itself (banners, tips, and
@@ -63,7 +64,8 @@ def uses_cuda(runtime: RuntimeConfig) -> bool:
 
 
 def make_trainer(runtime: RuntimeConfig, max_epochs: int, callbacks: list[L.Callback] | None = None, logger=False, default_root_dir: Path | None = None, validate: bool = False) -> L.Trainer:
-    """A Lightning trainer with lesionssl's defaults (progress only on terminals, no sanity run)."""
+    """A Lightning trainer with lesionssl's defaults (a progress bar on terminals, a line per epoch
+    elsewhere; no sanity run)."""
     _quiet()
     return L.Trainer(
         max_epochs=max_epochs,
@@ -73,7 +75,7 @@ def make_trainer(runtime: RuntimeConfig, max_epochs: int, callbacks: list[L.Call
         strategy=runtime.strategy,
         precision=runtime.precision,
         sync_batchnorm=runtime.sync_batchnorm,
-        callbacks=callbacks or [],
+        callbacks=[*(callbacks or []), *([] if sys.stderr.isatty() else [EpochLine()])],
         logger=logger,
         default_root_dir=default_root_dir,
         enable_checkpointing=False,  # EpochCheckpoint where a stage keeps one

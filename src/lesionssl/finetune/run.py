@@ -35,6 +35,7 @@ from lesionssl.data.loaders import eval_loader, train_loader
 from lesionssl.data.split import Manifest, read_manifest
 from lesionssl.data.store import build_store, stored_size
 from lesionssl.deploy.card import write_card
+from lesionssl.deploy.gradcam import grad_cam, overlay, select_examples
 from lesionssl.deploy.model import save_model
 from lesionssl.engine.callbacks import EpochCheckpoint, EpochHistory, EpochSeed, epoch_seed, resumed_epoch
 from lesionssl.engine.stages import LR_FINDER_EPOCH, Stages
@@ -46,7 +47,7 @@ from lesionssl.evaluate.calibration import TARGET_SENSITIVITY, apply_temperature
 from lesionssl.evaluate.metrics import compute_metrics, expected_calibration_error, predictions_frame
 from lesionssl.evaluate.prior import adjust, class_prior, em_prior
 from lesionssl.evaluate.test_sets import external_sets, write_external
-from lesionssl.figures import plot_confusion, plot_lr_finder, plot_reliability, plot_schedule
+from lesionssl.figures import plot_confusion, plot_examples, plot_lr_finder, plot_reliability, plot_schedule
 from lesionssl.finetune.module import ClassifierModule
 from lesionssl.io import write_csv, write_json, write_text
 from lesionssl.models.backbones import build_backbone, feature_dim, resolve_preprocessing
@@ -237,6 +238,7 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
         threshold=deployment.threshold, target_sensitivity=TARGET_SENSITIVITY, init=config.init, seed=config.seed,
     )
     save_model(out, module, record)
+    _write_examples(out, module, images[test["row"].to_numpy()], test, labels, probs, classes, deployment.temperature)
     if deployment.temperature is not None:
         plot_reliability(labels, unadjusted_probs, apply_temperature(unadjusted_probs, deployment.temperature), out / "reliability.png")
     _write_outputs(out, config, provenance, init_info, metrics, predictions_frame(test["image"].tolist(), labels, probs, classes), finder, one_cycle)
@@ -283,6 +285,18 @@ def fit_deployment(module: ClassifierModule, config: FinetuneConfig, images: np.
     threshold = choose_threshold(val_scores, val_malignant, TARGET_SENSITIVITY)
     point = {"target_sensitivity": TARGET_SENSITIVITY, "threshold": threshold, "malignant_classes": [classes[i] for i in malignant], "val": operating_point(val_scores, val_malignant, threshold), "test": malignant_point(calibrated, test_labels, classes, threshold)}
     return Deployment(temperature, threshold, calibration, point)
+
+
+def _write_examples(out: Path, module: ClassifierModule, images: np.ndarray, test: pd.DataFrame, labels: np.ndarray, probs: np.ndarray, classes: list[str], temperature: float | None) -> None:
+    """``examples.png`` / ``examples.csv``: per class, the most confident correct and wrong test
+    predictions with their Grad-CAM maps, for the report (chosen after training, shown only)."""
+    examples = select_examples(labels, probs, classes)
+    if examples.empty:
+        return
+    chosen = examples["position"].to_numpy()
+    heat = grad_cam(module, images[chosen], temperature, probs.argmax(axis=1)[chosen])
+    plot_examples(examples, images[chosen], np.stack([overlay(images[i], m) for i, m in zip(chosen, heat.maps)]), out / "examples.png")
+    write_csv(out / "examples.csv", examples.drop(columns="position").assign(image=test["image"].to_numpy()[chosen]))
 
 
 def _write_outputs(out: Path, config: FinetuneConfig, provenance: dict, init_info: dict, metrics: dict, predictions: pd.DataFrame, finder, one_cycle: OneCycleCallback) -> None:

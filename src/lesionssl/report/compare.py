@@ -16,7 +16,7 @@ import yaml
 
 from lesionssl.data.classes import CLASS_NAMES
 from lesionssl.errors import LesionSSLError
-from lesionssl.evaluate.metrics import metrics_from_predictions
+from lesionssl.evaluate.metrics import ECE_BINS, metrics_from_predictions
 from lesionssl.figures import plot_confusion, plot_label_efficiency, plot_lr_curves, plot_per_class_f1, plot_pretrain_history
 from lesionssl.io import write_csv, write_text
 from lesionssl.records import RUN_FILE, BackboneRecord, RunRecord, RunResult
@@ -64,7 +64,7 @@ def collect_runs(out: Path) -> tuple[pd.DataFrame, list[dict], list[str]]:
             external = metrics_from_predictions(run / "external" / name / "predictions.csv", result.classes)
             row |= {f"{name}:{k}": external[k] for k in (*HEADLINE, "macro_auroc")}
         rows.append(row)
-        full.append({**metrics, "init": row["init"], "budget": row["budget"], "protocol": row["protocol"], "run": run})
+        full.append({**metrics, "init": row["init"], "seed": planned.seed, "budget": row["budget"], "protocol": row["protocol"], "run": run, "result": result})
     return pd.DataFrame(rows), full, stale
 
 
@@ -261,6 +261,66 @@ def _labels_saved(doc: Document, out: Path, results: pd.DataFrame, order: list[s
         doc.table(saved)
 
 
+def _interval(values: list[float], high: float | None = 1.0) -> str:
+    """Mean with the 95% t-interval over runs, cut to the quantity's range [0, high] (just the
+    value for one run)."""
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return _fmt(values[0], 3)
+    s = summarize(np.asarray(values, dtype=float))
+    low, top = max(s["ci_low"], 0.0), s["ci_high"] if high is None else min(s["ci_high"], high)
+    return f"{_fmt(s['mean'], 3)} [{_fmt(low, 3)}, {_fmt(top, 3)}]"
+
+
+def deployment_table(full: list[dict], order: list[str]) -> pd.DataFrame:
+    """Per initialisation: the temperature and the test ECE and NLL before and after it, and the
+    sensitivity and specificity that the threshold chosen on validation reaches on test and on each
+    external set (means with 95% t-intervals over runs)."""
+    rows = []
+    for init in order:
+        results: list[RunResult] = [m["result"] for m in full if m["init"] == init]
+        fitted = [r for r in results if r.calibration.get("temperature") is not None]
+        if not fitted:
+            continue
+        test = [r.calibration["test"] for r in fitted]
+        row = {
+            "init": init, "runs": len(fitted), "temperature (median)": _fmt(float(np.median([r.calibration["temperature"] for r in fitted])), 2),
+            "ECE before": _interval([t["ece_before"] for t in test]), "ECE after": _interval([t["ece_after"] for t in test]),
+            "NLL before": _interval([t["nll_before"] for t in test], None), "NLL after": _interval([t["nll_after"] for t in test], None),
+        }
+        points = {"test": [r.operating_point.get("test") for r in fitted]}
+        for name in sorted({n for r in fitted for n in r.external}):
+            points[name] = [r.external.get(name, {}).get("operating_point") for r in fitted]
+        for where, values in points.items():
+            values = [v for v in values if v]
+            for rate in ("sensitivity", "specificity"):
+                row[f"{where} {rate}"] = _interval([v[rate]["value"] for v in values if v[rate]["value"] is not None])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _deployment(doc: Document, full: list[dict], order: list[str]) -> None:
+    """Calibration, operating point and where the models look."""
+    table = deployment_table(full, order)
+    doc.heading("Using the model: calibration and operating point")
+    if table.empty:
+        doc.paragraph("No run fitted a temperature or an operating point: they need a validation split (`lesionssl split --val N`).")
+    else:
+        target = next((m["result"].operating_point.get("target_sensitivity") for m in full if m["result"].operating_point.get("target_sensitivity")), None)
+        doc.paragraph(
+            "Each run fits a temperature on its validation split and chooses there the malignant-vs-benign threshold "
+            + (f"that reaches sensitivity {target:g} " if target else "")
+            + "(malignant: MEL, BCC, SCC, AK); the test and external columns show what those choices give on images never used to make them. "
+            f"ECE: expected calibration error ({ECE_BINS} bins); NLL: negative log-likelihood. Means over runs with the 95% t-interval (cut to the possible range); every run's own Wilson intervals are in its metrics.json and MODEL_CARD.md."
+        )
+        doc.table(table)
+    for init in order:
+        runs = sorted((m for m in full if m["init"] == init and (m["run"] / "examples.png").is_file()), key=lambda m: m["seed"])
+        if runs:
+            doc.image(runs[0]["run"] / "examples.png", f"{init}, seed {runs[0]['seed']} (the lowest seed, not a chosen run): per class the most confident correct and wrong test predictions with Grad-CAM maps")
+
+
 def _figures(doc: Document, out: Path, full: list[dict], results: pd.DataFrame, order: list[str], experiment: dict) -> None:
     figures = out / "figures"
     doc.heading("Figures")
@@ -388,6 +448,7 @@ def write_report(out: Path, inits: dict[str, str] | None = None) -> Path:
         _label_efficiency(doc, out, results, order)
         if len(order) > 1:
             _labels_saved(doc, out, results, order)
+    _deployment(doc, main_full, main_order)
     _figures(doc, out, main_full, main, main_order, experiment)
     doc.heading("Unlabelled data used for pretraining")
     pools = results.dropna(subset=["pretraining_pool"]).groupby("init")["pretraining_pool"].first().to_dict()
