@@ -7,7 +7,7 @@ import sys
 import pytest
 from PIL import Image
 
-COMMANDS = ["split", "pretrain", "finetune", "predict", "export", "card", "compare", "report", "demo", "reproduce", "augment-preview"]
+COMMANDS = ["split", "pretrain", "finetune", "predict", "explain", "export", "serve", "card", "compare", "report", "demo", "reproduce", "augment-preview"]
 
 
 def lesionssl(*args, cwd=None):
@@ -29,6 +29,14 @@ def assert_one_line_error(result, *fragments):
 def test_every_command_has_help_with_an_example(command):
     result = lesionssl(command, "--help")
     assert result.returncode == 0 and "Example" in result.stdout
+    assert lesionssl(command, "-h").stdout == result.stdout
+
+
+def test_version():
+    from lesionssl import __version__
+
+    result = lesionssl("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"lesionssl {__version__}"
 
 
 def test_split_cli_prints_table_and_writes_manifest(synthetic, tmp_path):

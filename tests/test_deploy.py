@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -73,8 +75,10 @@ def test_predict_reproduces_the_runs_test_probabilities_and_skips_bad_images(run
 
 
 def test_predict_with_a_uniform_prior_changes_probabilities_not_rows(run, synthetic, tmp_path):
+    stores = set(Path(os.environ["LESIONSSL_CACHE"]).glob("images-*.npy"))
     result = lesionssl("predict", "--model", run / "ft", "--data", synthetic / "unlabelled", "--out", tmp_path / "u.csv", "--prior", "uniform")
     assert result.returncode == 0, result.stderr
+    assert len(set(Path(os.environ["LESIONSSL_CACHE"]).glob("images-*.npy")) - stores) == 1  # readable images go to the decode-once store
     predicted = pd.read_csv(tmp_path / "u.csv")
     assert len(predicted) == 60 and predicted["label"].isna().all()
     np.testing.assert_allclose(predicted.filter(like="p_").drop(columns="p_malignant").sum(axis=1), 1.0, atol=1e-6)

@@ -265,3 +265,4 @@ def test_study_protocols_held_out_site_budgets_and_labels_saved(synthetic, tmp_p
         seed0 = results.query("protocol == 'finetune' and budget == 4 and init == @init and seed == 0")["run_dir"].iloc[0]
         assert f"![{init}, seed 0 (the lowest seed, not a chosen run)" in report and f"({seed0}/examples.png)" in report
     assert "Using the model: calibration and operating point" in report
+    assert all((out / "figures" / f"reliability_{init}.png").is_file() and f"(figures/reliability_{init}.png)" in report for init in ("random", "bt"))

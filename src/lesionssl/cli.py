@@ -19,12 +19,25 @@ from lesionssl.errors import LesionSSLError
 from lesionssl.progress import console
 from lesionssl.stopping import Stopped, resume_command, stop_on_signals
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich", help="Self-supervised pretraining (Barlow Twins, VICReg, SimCLR) and limited-label transfer for lesion images. Every command accepts --config FILE (YAML with the same option names); flags override it.")
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich", context_settings={"help_option_names": ["-h", "--help"]}, help="Self-supervised pretraining (Barlow Twins, VICReg, SimCLR) and limited-label transfer for lesion images. Every command accepts --config FILE (YAML with the same option names); flags override it.")
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML file with the same options; flags override it.")]
 DataOpt = Annotated[list[str] | None, typer.Option("--data", help="Image source (repeatable): shared layout, ImageFolder, plain folder, path,label CSV, ISIC ground truth, HAM10000 metadata.")]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (recorded in every output).")]
 OutOpt = Annotated[Path | None, typer.Option("--out", help="Output folder (or manifest file for split).")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from lesionssl import __version__
+
+        typer.echo(f"lesionssl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False) -> None:
+    """Self-supervised pretraining (Barlow Twins, VICReg, SimCLR) and limited-label transfer for lesion images. Every command accepts --config FILE (YAML with the same option names); flags override it."""
 
 
 def _merge(config: Path | None, **flags: Any) -> dict[str, Any]:

@@ -114,7 +114,7 @@ def plot_label_efficiency(summary: pd.DataFrame, path: Path, title: str = "") ->
     _save(fig, path)
 
 
-def plot_reliability(labels: np.ndarray, before: np.ndarray, after: np.ndarray, path: Path, bins: int = 10) -> None:
+def plot_reliability(labels: np.ndarray, before: np.ndarray, after: np.ndarray, path: Path, bins: int = 10, title: str = "Reliability on the test split") -> None:
     """Reliability diagram: accuracy against top-1 confidence per bin, before and after
     temperature scaling, with the diagonal of perfect calibration."""
     fig, ax = _figure((4.5, 4))
@@ -125,7 +125,7 @@ def plot_reliability(labels: np.ndarray, before: np.ndarray, after: np.ndarray, 
         filled = [b for b in range(bins) if (which == b).any()]
         ax.plot([confidence[which == b].mean() for b in filled], [correct[which == b].mean() for b in filled], marker="o", label=name)
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
-    ax.set(xlabel="confidence (top-1 probability)", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1), title="Reliability on the test split")
+    ax.set(xlabel="confidence (top-1 probability)", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1), title=title)
     ax.legend(fontsize=8)
     _save(fig, path)
 

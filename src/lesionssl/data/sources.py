@@ -194,10 +194,10 @@ def detect_and_read(source: Path, images: Path | None = None, skip_missing: bool
         return read_ham10000(source, images, skip_missing)
     if "image" in header and "label" not in header and "path" not in header:
         return read_one_hot_csv(source, images, skip_missing)
-    if "path" in header:
+    if {"path", "label"} <= header or header == {"path"}:  # path alone: a listing of unlabelled images
         return read_path_label_csv(source, skip_missing)
     raise LesionSSLError(
-        f"{source}: unrecognised label file (columns {sorted(header)}); expected path,label (or path alone: unlabelled); "
+        f"{source}: unrecognised label file (columns {sorted(header)}); expected path,label (or a path column alone: unlabelled images); "
         "image + one-hot class columns (ISIC); or lesion_id,image_id,dx (HAM10000)"
     )
 

@@ -122,7 +122,7 @@ def write_card(run: Path) -> Path:
     lines += ["", "## Calibration"]
     if "temperature" in calibration:
         test = calibration["test"]
-        lines.append(f"Temperature {calibration['temperature']:.4g}, fitted on {calibration['fitted_on']}. Test ECE {test['ece_before']:.4f} before, {test['ece_after']:.4f} after; NLL {test['nll_before']:.4f} before, {test['nll_after']:.4f} after. Diagram: `reliability.png`.")
+        lines.append(f"Temperature {calibration['temperature']:.4g}, fitted on {calibration['fitted_on']}. Test ECE {test['ece_before']:.4f} before, {test['ece_after']:.4f} after; NLL {test['nll_before']:.4f} before, {test['nll_after']:.4f} after.\n\n![Reliability on the test split before and after temperature scaling](reliability.png)")
     else:
         lines.append(calibration.get("note", "not fitted"))
     point = metrics.get("operating_point", {})

@@ -16,9 +16,10 @@ import pandas as pd
 import yaml
 
 from lesionssl.config import FinetuneConfig, RuntimeConfig
+from lesionssl.data.images import ImageLoadError
 from lesionssl.data.loaders import label_indices
 from lesionssl.data.sources import read_sources
-from lesionssl.data.store import decode_into, stored_size
+from lesionssl.data.store import build_store, decode_into, stored_size
 from lesionssl.deploy.model import load_model
 from lesionssl.errors import LesionSSLError
 from lesionssl.evaluate.calibration import apply_temperature, malignant_indices, malignant_point, malignant_probability
@@ -46,7 +47,7 @@ class PredictionResult:
 class SourceImages:
     """The readable images of some sources, decoded as the model's store keeps them."""
 
-    images: np.ndarray  # (N, S, S, 3) uint8, one row per row of ``table``; skipped rows stay zero
+    images: np.ndarray  # (N, S, S, 3) uint8, one row per source row (the rows of skipped images stay zero)
     table: pd.DataFrame  # the readable rows, with ``row`` (their row in ``images``)
     skipped: int
 
@@ -58,9 +59,12 @@ def read_images(sources: list[str], record: ModelRecord, model_dir: Path, skippe
     unknown = sorted(set(table["label"]) - set(record.classes) - {""})
     if unknown:
         raise LesionSSLError(f"the model in {model_dir} was trained on the classes {record.classes}; the data has labels {unknown} that it does not know")
-    size = stored_size(record.image_size, record.store_margin)
-    images = np.zeros((len(table), size, size, 3), dtype=np.uint8)
-    skipped = decode_into(images, table["path"].tolist(), "decoding images", skip_unreadable=True)
+    size, paths = stored_size(record.image_size, record.store_margin), table["path"].tolist()
+    try:  # the decode-once store: predicting or explaining these images again decodes nothing
+        images, skipped = build_store(paths, size, "decoding images"), []
+    except ImageLoadError:  # some files are unreadable: decode the others, and list these
+        images = np.zeros((len(table), size, size, 3), dtype=np.uint8)
+        skipped = decode_into(images, paths, "decoding images", skip_unreadable=True)
     bad = [row for row, _ in skipped]
     if skipped:
         write_csv(skipped_file, pd.DataFrame({"image": table["image"].iloc[bad].tolist(), "path": table["path"].iloc[bad].tolist(), "reason": [reason for _, reason in skipped]}))

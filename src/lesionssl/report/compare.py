@@ -16,8 +16,9 @@ import yaml
 
 from lesionssl.data.classes import CLASS_NAMES
 from lesionssl.errors import LesionSSLError
+from lesionssl.evaluate.calibration import apply_temperature
 from lesionssl.evaluate.metrics import ECE_BINS, metrics_from_predictions
-from lesionssl.figures import plot_confusion, plot_label_efficiency, plot_lr_curves, plot_per_class_f1, plot_pretrain_history
+from lesionssl.figures import plot_confusion, plot_label_efficiency, plot_lr_curves, plot_per_class_f1, plot_pretrain_history, plot_reliability
 from lesionssl.io import write_csv, write_text
 from lesionssl.records import RUN_FILE, BackboneRecord, RunRecord, RunResult
 from lesionssl.report.document import Document
@@ -300,7 +301,21 @@ def deployment_table(full: list[dict], order: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _deployment(doc: Document, full: list[dict], order: list[str]) -> None:
+def _pooled_reliability(runs: list[dict], path: Path, title: str) -> None:
+    """One reliability diagram of every run's test predictions together, before and after each
+    run's own temperature."""
+    labels, before, after = [], [], []
+    for m in runs:
+        result: RunResult = m["result"]
+        frame = pd.read_csv(m["run"] / "predictions.csv", keep_default_na=False)
+        probs = frame[[f"p_{c}" for c in result.classes]].to_numpy()
+        labels.append(frame["label"].map({c: i for i, c in enumerate(result.classes)}).to_numpy())
+        before.append(probs)
+        after.append(apply_temperature(probs, result.calibration["temperature"]))
+    plot_reliability(np.concatenate(labels), np.concatenate(before), np.concatenate(after), path, title=title)
+
+
+def _deployment(doc: Document, out: Path, full: list[dict], order: list[str]) -> None:
     """Calibration, operating point and where the models look."""
     table = deployment_table(full, order)
     doc.heading("Using the model: calibration and operating point")
@@ -316,6 +331,12 @@ def _deployment(doc: Document, full: list[dict], order: list[str]) -> None:
         )
         doc.table(table)
     for init in order:
+        # predictions.csv holds the model's own probabilities unless a test prior adjusted them
+        fitted = [m for m in full if m["init"] == init and m["result"].calibration.get("temperature") is not None and not m["result"].logit_adjustment.get("test_prior")]
+        if fitted:
+            path = out / "figures" / f"reliability_{init}.png"
+            _pooled_reliability(fitted, path, f"{init}: test, {len(fitted)} runs pooled")
+            doc.image(path, f"Reliability of {init} on test before and after temperature scaling (every run's predictions pooled, each with its own temperature)")
         runs = sorted((m for m in full if m["init"] == init and (m["run"] / "examples.png").is_file()), key=lambda m: m["seed"])
         if runs:
             doc.image(runs[0]["run"] / "examples.png", f"{init}, seed {runs[0]['seed']} (the lowest seed, not a chosen run): per class the most confident correct and wrong test predictions with Grad-CAM maps")
@@ -448,7 +469,7 @@ def write_report(out: Path, inits: dict[str, str] | None = None) -> Path:
         _label_efficiency(doc, out, results, order)
         if len(order) > 1:
             _labels_saved(doc, out, results, order)
-    _deployment(doc, main_full, main_order)
+    _deployment(doc, out, main_full, main_order)
     _figures(doc, out, main_full, main, main_order, experiment)
     doc.heading("Unlabelled data used for pretraining")
     pools = results.dropna(subset=["pretraining_pool"]).groupby("init")["pretraining_pool"].first().to_dict()
