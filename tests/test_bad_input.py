@@ -271,6 +271,13 @@ CHECKPOINTS = {
 }
 
 
+@pytest.mark.parametrize("command", ["pretrain", "finetune"])
+def test_a_wrong_init_path_fails_before_any_image_is_decoded(capsys, tmp_path, monkeypatch, synthetic_manifest, command):
+    monkeypatch.setenv("LESIONSSL_CACHE", str(tmp_path / "cache"))  # a fresh store cache: nothing decoded yet
+    assert_refused(capsys, [command, "--split", synthetic_manifest, "--init", tmp_path / "nowhere.safetensors", "--out", tmp_path / "run", "--image-size", 16, "--epochs", 1, "--batch-size", 16], "nowhere.safetensors", out=tmp_path / "run")
+    assert not list((tmp_path / "cache").glob("*.npy"))
+
+
 @pytest.mark.parametrize("kind", list(CHECKPOINTS))
 def test_bad_checkpoint_is_refused(capsys, tmp_path, kind, synthetic_manifest):
     name, make, message = CHECKPOINTS[kind]

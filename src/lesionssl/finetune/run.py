@@ -140,12 +140,12 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
         raise LesionSSLError(f"{config.manifest} has no train images")
     if config.select_on != "none" and val.empty:
         raise LesionSSLError(f"select_on: {config.select_on} needs a validation split (lesionssl split --val N)")
+    backbone, init_info = build_backbone(config.backbone, config.init, config.image_size)  # a wrong --init fails before any decoding
     images = build_store(manifest.table["path"].tolist(), stored_size(config.image_size, config.store_margin), "decoding images")
     train_prior = class_prior(train["label"].map(index).to_numpy(), len(classes))
     train_data = train_loader(images, train, classes, config.batch_size, config.runtime.num_workers, config.seed, class_balanced=config.sampling == "class-balanced", pin_memory=uses_cuda(config.runtime))
     val_data = eval_loader(images, val, classes, config.batch_size * 2, config.runtime.num_workers, uses_cuda(config.runtime)) if len(val) else None
 
-    backbone, init_info = build_backbone(config.backbone, config.init, config.image_size)
     preprocessing = resolve_preprocessing(config.normalize, init_info)
     weights = None
     if config.loss_weights == "balanced":

@@ -178,11 +178,11 @@ def pretrain(config: PretrainConfig) -> Path:
         raise LesionSSLError(f"the pretraining pool has {len(rows)} images; need at least 2")
     if config.batch_size > len(rows):  # every batch is a full one (the loss needs a batch's statistics)
         raise LesionSSLError(f"batch_size {config.batch_size} is larger than the pretraining pool ({len(rows)} images); lower --batch-size")
+    backbone, init_info = build_backbone(config.backbone, config.init, config.image_size)  # a wrong --init fails before any decoding
     images = build_store(table["path"].tolist(), stored_size(config.image_size, config.store_margin), "decoding images")
     groups, cross_image = _positive_groups(config, table, rows)
     data = pretrain_loader(images, rows, config.batch_size, config.runtime.num_workers, config.seed, pin_memory=uses_cuda(config.runtime), groups=groups)
 
-    backbone, init_info = build_backbone(config.backbone, config.init, config.image_size)
     preprocessing = resolve_preprocessing(config.normalize, init_info)
     views = two_views(config.augmentation_parameters, config.image_size, preprocessing, tuple(config.extra_augmentations))
     method = config.build_method()
