@@ -294,7 +294,11 @@ def _write_examples(out: Path, module: ClassifierModule, images: np.ndarray, tes
     if examples.empty:
         return
     chosen = examples["position"].to_numpy()
-    heat = grad_cam(module, images[chosen], temperature, probs.argmax(axis=1)[chosen])
+    try:
+        heat = grad_cam(module, images[chosen], temperature, probs.argmax(axis=1)[chosen])
+    except LesionSSLError as exc:  # token models (ViTs) have no spatial map; the run itself is fine
+        console.print(f"no examples.png: {exc}", markup=False)
+        return
     plot_examples(examples, images[chosen], np.stack([overlay(images[i], m) for i, m in zip(chosen, heat.maps)]), out / "examples.png")
     write_csv(out / "examples.csv", examples.drop(columns="position").assign(image=test["image"].to_numpy()[chosen]))
 
