@@ -39,7 +39,7 @@ from lesionssl.config import RuntimeConfig
 from lesionssl.data.loaders import eval_loader, train_loader
 from lesionssl.data.store import build_store, stored_size
 from lesionssl.engine.trainer import make_trainer
-from lesionssl.finetune.module import ClassifierModule
+from lesionssl.finetuning.module import ClassifierModule
 from lesionssl.optim.one_cycle import set_hyperparameters
 
 from common import SHARED_IMAGES, FileDataset, LightningClock, PeakMemory, StepClock, device_name, emit, image_set, workdir

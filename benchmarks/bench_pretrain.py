@@ -36,8 +36,8 @@ from lesionssl.data.store import build_store, stored_size
 from lesionssl.engine.trainer import make_trainer
 from lesionssl.models.heads import ProjectionHead
 from lesionssl.optim.one_cycle import set_hyperparameters
-from lesionssl.pretrain.methods import get_method
-from lesionssl.pretrain.module import SelfSupervisedModule
+from lesionssl.pretraining.methods import get_method
+from lesionssl.pretraining.module import SelfSupervisedModule
 
 from common import SHARED_IMAGES, FileDataset, LightningClock, PeakMemory, StepClock, device_name, emit, image_set, workdir
 

@@ -31,8 +31,8 @@ from lesionssl.experiment.compare import compare
 from lesionssl.experiment.demo import demo_config
 from lesionssl.models.heads import ProjectionHead
 from lesionssl.optim.one_cycle import set_hyperparameters
-from lesionssl.pretrain.methods import get_method
-from lesionssl.pretrain.module import SelfSupervisedModule
+from lesionssl.pretraining.methods import get_method
+from lesionssl.pretraining.module import SelfSupervisedModule
 
 from common import SHARED_IMAGES, LightningClock, emit, source_images, workdir
 

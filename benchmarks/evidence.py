@@ -99,8 +99,8 @@ def calibrate(size: int = 64, batch: int = 128, steps: int = 30) -> float:
 
     from lesionssl.augment.batch import two_views
     from lesionssl.models.backbones import build_backbone, feature_dim
-    from lesionssl.pretrain.methods import get_method
-    from lesionssl.pretrain.module import SelfSupervisedModule
+    from lesionssl.pretraining.methods import get_method
+    from lesionssl.pretraining.module import SelfSupervisedModule
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     backbone, _ = build_backbone("resnet18", "random")
@@ -225,7 +225,7 @@ def job(args: argparse.Namespace) -> None:
         record["result"] = probe(None, manifest, size, seed=spec.get("seed", 0))
     else:
         from lesionssl.config import PretrainConfig, validate
-        from lesionssl.pretrain.run import pretrain
+        from lesionssl.pretraining.run import pretrain
 
         settings = {**spec["settings"], "manifest": str(manifest), "out": spec["out"]}
         config = validate(PretrainConfig, settings, spec["name"])

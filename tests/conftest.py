@@ -66,7 +66,7 @@ def fine_tuned(synthetic, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("deploy")
     split = lesionssl("split", "--data", synthetic / "labelled", "--per-class", 8, "--val", 6, "--out", folder / "split.csv")
     assert split.returncode == 0, split.stderr
-    result = lesionssl("finetune", "--split", folder / "split.csv", "--out", folder / "ft", *TINY_CLASSIFIER)
+    result = lesionssl("finetune", "--manifest", folder / "split.csv", "--out", folder / "ft", *TINY_CLASSIFIER)
     assert result.returncode == 0, result.stderr
     (folder / "finetune.log").write_text(result.stderr)
     return folder

@@ -16,9 +16,9 @@ from lesionssl.errors import LesionSSLError
 from lesionssl.models import backbones
 from lesionssl.models.backbones import build_backbone, read_state_dict, split_prefixed
 from lesionssl.models.heads import ProjectionHead
-from lesionssl.pretrain.methods import get_method
-from lesionssl.pretrain.module import SelfSupervisedModule
-from lesionssl.pretrain.run import export_backbone
+from lesionssl.pretraining.methods import get_method
+from lesionssl.pretraining.module import SelfSupervisedModule
+from lesionssl.pretraining.run import export_backbone
 from lesionssl.records import BackboneRecord
 
 
@@ -164,7 +164,7 @@ def test_timm_weights_file_loads_strictly_and_export_keeps_timm_keys(synthetic_m
 
     from lesionssl.config import PretrainConfig, validate
     from lesionssl.models.backbones import build_backbone
-    from lesionssl.pretrain.run import pretrain
+    from lesionssl.pretraining.run import pretrain
 
     source = timm.create_model("resnet18", num_classes=10)  # a timm checkpoint, classifier included
     save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(tmp_path / "timm-resnet18.safetensors"))

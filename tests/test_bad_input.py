@@ -222,7 +222,7 @@ def test_manifest_edited_to_leak_a_lesion_is_refused(capsys, tmp_path, synthetic
     edited = tmp_path / "edited.csv"
     table.to_csv(edited, index=False)
     shutil.copy(synthetic_manifest.with_suffix(".json"), edited.with_suffix(".json"))
-    assert_refused(capsys, ["finetune", "--split", edited, "--out", tmp_path / "ft", "--init", "random"], "leaks", str(table.loc[train, "group"]), out=tmp_path / "ft")
+    assert_refused(capsys, ["finetune", "--manifest", edited, "--out", tmp_path / "ft", "--init", "random"], "leaks", str(table.loc[train, "group"]), out=tmp_path / "ft")
 
 
 # Configs -----------------------------------------------------------------------------------------
@@ -241,7 +241,7 @@ CONFIGS = {
 def test_bad_config_names_the_key(capsys, tmp_path, kind, synthetic_manifest):
     text, key = CONFIGS[kind]
     (tmp_path / "run.yaml").write_text(text)
-    assert_refused(capsys, ["pretrain", "--config", tmp_path / "run.yaml", "--split", synthetic_manifest, "--out", tmp_path / "bt"], key, out=tmp_path / "bt")
+    assert_refused(capsys, ["pretrain", "--config", tmp_path / "run.yaml", "--manifest", synthetic_manifest, "--out", tmp_path / "bt"], key, out=tmp_path / "bt")
 
 
 def test_batch_larger_than_the_pool_is_refused(capsys, tmp_path):
@@ -274,7 +274,7 @@ CHECKPOINTS = {
 @pytest.mark.parametrize("command", ["pretrain", "finetune"])
 def test_a_wrong_init_path_fails_before_any_image_is_decoded(capsys, tmp_path, monkeypatch, synthetic_manifest, command):
     monkeypatch.setenv("LESIONSSL_CACHE", str(tmp_path / "cache"))  # a fresh store cache: nothing decoded yet
-    assert_refused(capsys, [command, "--split", synthetic_manifest, "--init", tmp_path / "nowhere.safetensors", "--out", tmp_path / "run", "--image-size", 16, "--epochs", 1, "--batch-size", 16], "nowhere.safetensors", out=tmp_path / "run")
+    assert_refused(capsys, [command, "--manifest", synthetic_manifest, "--init", tmp_path / "nowhere.safetensors", "--out", tmp_path / "run", "--image-size", 16, "--epochs", 1, "--batch-size", 16], "nowhere.safetensors", out=tmp_path / "run")
     assert not list((tmp_path / "cache").glob("*.npy"))
 
 
@@ -282,7 +282,7 @@ def test_a_wrong_init_path_fails_before_any_image_is_decoded(capsys, tmp_path, m
 def test_bad_checkpoint_is_refused(capsys, tmp_path, kind, synthetic_manifest):
     name, make, message = CHECKPOINTS[kind]
     make(tmp_path / name)
-    stdout = assert_refused(capsys, ["finetune", "--split", synthetic_manifest, "--init", tmp_path / name, "--out", tmp_path / "ft", "--image-size", 16, "--epochs", 1], name, message, out=tmp_path / "ft")
+    stdout = assert_refused(capsys, ["finetune", "--manifest", synthetic_manifest, "--init", tmp_path / name, "--out", tmp_path / "ft", "--image-size", 16, "--epochs", 1], name, message, out=tmp_path / "ft")
     assert "this pickle ran code" not in stdout
 
 
@@ -292,7 +292,7 @@ def test_checkpoint_with_a_head_for_other_classes_gets_a_new_head(capsys, tmp_pa
     from torchvision.models import resnet18
 
     torch.save(resnet18(num_classes=5).state_dict(), tmp_path / "classifier.pth")
-    code, err, _ = lesionssl(capsys, "finetune", "--split", synthetic_manifest, "--init", tmp_path / "classifier.pth", "--out", tmp_path / "ft", "--image-size", 16, "--epochs", 1, "--lr", "0.001")
+    code, err, _ = lesionssl(capsys, "finetune", "--manifest", synthetic_manifest, "--init", tmp_path / "classifier.pth", "--out", tmp_path / "ft", "--image-size", 16, "--epochs", 1, "--lr", "0.001")
     assert code == 0, err
     import json
 
@@ -347,7 +347,7 @@ def test_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path, syntheti
     config.write_text("backbone: timm:test_resnet\nimage_size: 16\nepochs: 2\nbatch_size: 16\nprojector: [1024, 1024]\nlr: 0.001\ntracking: {mlflow: false, tensorboard: false}\n")
 
     def run(out: Path) -> str:
-        return f"{sys.executable} -m lesionssl pretrain --config {config} --split {synthetic_manifest} --out {out}"
+        return f"{sys.executable} -m lesionssl pretrain --config {config} --manifest {synthetic_manifest} --out {out}"
 
     subprocess.run(run(tmp_path / "ref").split(), check=True, capture_output=True, timeout=600)
     used = sum(p.stat().st_size for p in (tmp_path / "ref").rglob("*") if p.is_file())

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -85,4 +86,91 @@ def test_wrong_label_file_is_one_line(tmp_path):
 
 
 def test_missing_manifest_for_finetune(tmp_path):
-    assert_one_line_error(lesionssl("finetune", "--split", tmp_path / "none.csv", "--out", tmp_path / "ft"), "split manifest not found")
+    assert_one_line_error(lesionssl("finetune", "--manifest", tmp_path / "none.csv", "--out", tmp_path / "ft"), "split manifest not found")
+
+
+def _leaf_keys(model, prefix=""):
+    """Every key of a configuration, nested sections as dotted paths (``runtime.devices``)."""
+    from lesionssl.config import section_model
+
+    for name, field in model.model_fields.items():
+        inner = section_model(field.annotation)
+        if inner is None:
+            yield prefix + name, field
+        else:
+            yield from _leaf_keys(inner, f"{prefix}{name}.")
+
+
+def test_every_flag_is_a_yaml_key_and_every_yaml_key_a_flag():
+    """The contract walked over every command: a declared flag names a key of the command's
+    configuration (dashes for underscores); every key, nested ones dotted, is accepted as a flag
+    and lands at that key; commands without a configuration take their flags as YAML keys."""
+    import yaml
+
+    from lesionssl.cli import COMMAND_CONFIGS, _generic_flags, cli
+    from lesionssl.config import config_keys
+
+    group = cli()
+    assert set(group.commands) >= set(COMMANDS)
+    for name, command in group.commands.items():
+        options = {p.name for p in command.params if p.expose_value}
+        assert {"--config", "--print-config"} <= {o for p in command.params for o in getattr(p, "opts", [])}, name
+        model = COMMAND_CONFIGS.get(name)
+        if model is None:
+            continue
+        assert options <= config_keys(model), (name, options - config_keys(model))
+        for path, field in _leaf_keys(model):
+            default = "x" if field.is_required() else field.get_default(call_default_factory=True)
+            text = yaml.safe_dump(default if not isinstance(default, Path) else str(default), default_flow_style=True).strip().removesuffix("...").strip()
+            parsed = _generic_flags([f"--{path.replace('_', '-')}", text], model, set())
+            for part in path.split("."):
+                parsed = parsed[part]
+            assert parsed == (yaml.safe_load(text)), (name, path)
+
+
+def test_dotted_flags_override_the_yaml_and_print_config_shows_them(tmp_path):
+    (tmp_path / "ft.yaml").write_text("manifest: m.csv\nepochs: 4\nruntime: {num_workers: 2}\n")
+    result = lesionssl("finetune", "--config", tmp_path / "ft.yaml", "--runtime.devices", 2, "--head-lr=0.01", "--tracking.mlflow", "false", "--print-config")
+    assert result.returncode == 0, result.stderr
+    import yaml
+
+    shown = yaml.safe_load(result.stdout)
+    assert shown["runtime"] == {**shown["runtime"], "devices": 2, "num_workers": 2} and shown["head_lr"] == 0.01 and shown["epochs"] == 4
+    assert shown["tracking"]["mlflow"] is False and shown["manifest"] == "m.csv"
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["finetune", "--epoch", "3"], "did you mean --epochs?"),
+        (["pretrain", "--runtime.device", "2"], "did you mean --runtime.devices?"),
+        (["finetune", "--split", "m.csv"], "--split is now --manifest"),
+        (["pretrain", "--precision", "bf16-mixed"], "--precision is now --runtime.precision"),
+    ],
+)
+def test_misspelt_or_renamed_flag_gets_a_suggestion(args, expected):
+    assert_one_line_error(lesionssl(*args), expected)
+
+
+def test_misspelt_yaml_key_gets_a_suggestion_on_every_command(tmp_path):
+    (tmp_path / "s.yaml").write_text("data: x\nper_clas: 3\n")
+    assert_one_line_error(lesionssl("split", "--config", tmp_path / "s.yaml"), "per_clas", "did you mean 'per_class'")
+    (tmp_path / "p.yaml").write_text("model: m\nbatch_sise: 3\n")
+    assert_one_line_error(lesionssl("predict", "--config", tmp_path / "p.yaml"), "batch_sise", "did you mean 'batch_size'")
+
+
+def test_commands_without_a_configuration_take_their_flags_from_yaml(tmp_path):
+    (tmp_path / "a.yaml").write_text("rows: 2\nout: g.png\naugmentation: seed\n")
+    result = lesionssl("augment-preview", "--config", tmp_path / "a.yaml", "--rows", 3, "--print-config")
+    assert result.returncode == 0, result.stderr
+    import yaml
+
+    shown = yaml.safe_load(result.stdout)
+    assert (shown["rows"], shown["out"], shown["augmentation"]) == (3, "g.png", "seed")
+
+
+def test_help_shows_the_configurations_defaults():
+    result = lesionssl("pretrain", "--help")
+    assert "[default: (64)]" in result.stdout.replace("\n", " ") or "default: (64)" in result.stdout
+    assert "--print-config" in result.stdout and "--runtime.devices" in result.stdout

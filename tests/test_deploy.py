@@ -127,7 +127,7 @@ def test_temperature_and_threshold_on_known_numbers():
 def test_model_card_has_data_metrics_calibration_and_limitations(run):
     card_file = run / "ft" / "MODEL_CARD.md"
     card = card_file.read_text()
-    for text in ("## Data", "licence and provenance", "95% bootstrap interval", "| MEL |", "## Calibration", "Test ECE", "## Operating point", "| test |", "Not a medical device", "Command: `lesionssl finetune --split", "](examples.png)", "lesionssl explain --model"):
+    for text in ("## Data", "licence and provenance", "95% bootstrap interval", "| MEL |", "## Calibration", "Test ECE", "## Operating point", "| test |", "Not a medical device", "Command: `lesionssl finetune --manifest", "](examples.png)", "lesionssl explain --model"):
         assert text in card, text
     card_file.unlink()
     result = lesionssl("card", run / "ft")
@@ -214,7 +214,7 @@ def test_grad_cam_follows_the_papers_formula():
 
     from lesionssl.augment.batch import EvalView
     from lesionssl.deploy.gradcam import grad_cam
-    from lesionssl.finetune.module import ClassifierModule
+    from lesionssl.finetuning.module import ClassifierModule
 
     torch.manual_seed(0)
     backbone = torchvision.models.resnet18()

@@ -81,7 +81,7 @@ def finetune_reference(synthetic_manifest, tmp_path_factory):
     folder = tmp_path_factory.mktemp("finetune")
     config = folder / "ft.yaml"
     config.write_text(yaml.safe_dump({**TINY, "init": "random", "epochs": 4, "lr": "find", "seed": 5}))
-    finish("finetune", "--config", config, "--split", synthetic_manifest, "--out", folder / "ref")
+    finish("finetune", "--config", config, "--manifest", synthetic_manifest, "--out", folder / "ref")
     return config, folder / "ref"
 
 
@@ -97,7 +97,7 @@ FINETUNE_MOMENTS = {
 def test_finetune_killed_and_run_again_equals_uninterrupted(finetune_reference, synthetic_manifest, tmp_path, moment):
     config, reference = finetune_reference
     out = tmp_path / "ft"
-    args = ("finetune", "--config", config, "--split", synthetic_manifest, "--out", out)
+    args = ("finetune", "--config", config, "--manifest", synthetic_manifest, "--out", out)
     kill_when(start(*args), lambda: FINETUNE_MOMENTS[moment](out))
     assert not (out / "metrics.json").exists(), "the run finished before it could be killed"
     again = finish(*args)
@@ -181,7 +181,7 @@ def test_two_shards_at_once_share_the_pretraining_and_train_every_run_once(compa
 def test_sigterm_during_pretraining_prints_the_resume_command_that_finishes_it(synthetic_manifest, tmp_path):
     config = tmp_path / "bt.yaml"
     config.write_text(yaml.safe_dump({**TINY, "epochs": 4, "projector": [16], "lr": 0.001}))
-    args = ("pretrain", "--config", config, "--split", synthetic_manifest)
+    args = ("pretrain", "--config", config, "--manifest", synthetic_manifest)
     finish(*args, "--out", tmp_path / "ref")
     out = tmp_path / "bt"
     process = start(*args, "--out", out)
@@ -200,7 +200,7 @@ def test_sigterm_during_pretraining_prints_the_resume_command_that_finishes_it(s
 def test_ctrl_c_during_finetune_prints_the_command_that_resumes_it(finetune_reference, synthetic_manifest, tmp_path):
     config, reference = finetune_reference
     out = tmp_path / "ft"
-    process = start("finetune", "--config", config, "--split", synthetic_manifest, "--out", out)
+    process = start("finetune", "--config", config, "--manifest", synthetic_manifest, "--out", out)
     _, err = kill_when(process, lambda: (out / "checkpoints" / "last.ckpt").is_file(), signal.SIGINT)
     assert process.returncode == 128 + signal.SIGINT and "Traceback" not in err, err
     command = err.strip().splitlines()[-1].strip()

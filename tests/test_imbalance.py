@@ -15,8 +15,8 @@ from lesionssl.data.sources import read_sources
 from lesionssl.data.split import SplitSpec, make_split, write_manifest
 from lesionssl.errors import LesionSSLError
 from lesionssl.evaluate.prior import adjust, class_prior, em_prior
-from lesionssl.finetune.module import ClassifierModule
-from lesionssl.finetune.run import finetune
+from lesionssl.finetuning.module import ClassifierModule
+from lesionssl.finetuning.run import finetune
 
 from test_pipeline import TINY_FINETUNE
 
@@ -79,12 +79,12 @@ def test_freeze_modes(mode):
     assert backbone[0].weight.requires_grad and backbone.training
 
 
-def test_seed_preset_and_overrides():
-    config = validate(FinetuneConfig, {"preset": "seed", "epochs": 3})
+def test_seed_recipe_and_overrides():
+    config = validate(FinetuneConfig, {"recipe": "seed", "epochs": 3})
     assert (config.backbone, config.image_size, config.tta, config.normalize, config.epochs) == ("resnet50", 256, 3, "none", 3)
     assert (config.head_lr, config.weight_decay, config.batch_size, config.freeze) == (1e-3, 0.0, 64, "fastai")
-    with pytest.raises(LesionSSLError, match="preset"):
-        validate(FinetuneConfig, {"preset": "fastest"})
+    with pytest.raises(LesionSSLError, match="recipe"):
+        validate(FinetuneConfig, {"recipe": "fastest"})
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from lesionssl.pretrain.methods.barlow_twins import barlow_twins_loss
+from lesionssl.pretraining.methods.barlow_twins import barlow_twins_loss
 
 
 def paper_loss(z_a, z_b, lambd, eps=1e-5):

@@ -12,9 +12,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from lesionssl.errors import LesionSSLError
-from lesionssl.pretrain.methods import METHODS, get_method
-from lesionssl.pretrain.methods.simclr import nt_xent_loss
-from lesionssl.pretrain.methods.vicreg import vicreg_loss
+from lesionssl.pretraining.methods import METHODS, get_method
+from lesionssl.pretraining.methods.simclr import nt_xent_loss
+from lesionssl.pretraining.methods.vicreg import vicreg_loss
 
 
 def vicreg_paper(z_a, z_b, lam=25.0, mu=25.0, nu=1.0, gamma=1.0, eps=1e-4):
@@ -189,7 +189,7 @@ def test_pretraining_with_lesion_positives_records_cross_image_pairs(synthetic_m
     import pandas as pd
 
     from lesionssl.config import PretrainConfig, validate
-    from lesionssl.pretrain.run import pretrain
+    from lesionssl.pretraining.run import pretrain
 
     table = pd.read_csv(synthetic_manifest, dtype=str, keep_default_na=False)
     pool = table.index[table["pretrain"] == "1"]

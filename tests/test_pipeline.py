@@ -14,8 +14,8 @@ from lesionssl.data import datasets
 from lesionssl.data.split import read_manifest
 from lesionssl.errors import LesionSSLError
 from lesionssl.experiment.compare import compare
-from lesionssl.finetune import run as finetune_run
-from lesionssl.pretrain.run import pretrain
+from lesionssl.finetuning import run as finetune_run
+from lesionssl.pretraining.run import pretrain
 from lesionssl.report.compare import write_report
 
 TINY_PRETRAIN = {"image_size": 32, "epochs": 1, "batch_size": 32, "projector": [64, 64], "lr": 1e-3, "projector_warmup_epochs": 1}

@@ -17,7 +17,7 @@ from lesionssl.models import registry
 from lesionssl.models.backbones import build_backbone, read_projector_state
 from lesionssl.models.heads import ProjectionHead
 from lesionssl.models.registry import REGISTRY, WeightsEntry, fetch, weights_dir
-from lesionssl.pretrain.run import load_projector, pretrain
+from lesionssl.pretraining.run import load_projector, pretrain
 
 
 class RangeHandler(http.server.SimpleHTTPRequestHandler):

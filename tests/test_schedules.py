@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lesionssl.config import RuntimeConfig
 from lesionssl.engine.trainer import make_trainer
-from lesionssl.finetune.module import ClassifierModule
+from lesionssl.finetuning.module import ClassifierModule
 from lesionssl.optim.lr_finder import LRFinderResult, minimum, run_lr_finder, slide, steep, valley
 from lesionssl.optim.one_cycle import OneCycle, OneCycleCallback
 

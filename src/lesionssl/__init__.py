@@ -1,6 +1,25 @@
-"""lesionssl: Barlow Twins pretraining and honest limited-label transfer for lesion images."""
+"""lesionssl: self-supervised pretraining and honest limited-label transfer for lesion images.
+
+The four stages are functions returning typed results (:mod:`lesionssl.api`)::
+
+    from lesionssl import split, pretrain, finetune, compare
+
+Importing lesionssl changes no global state (no matplotlib backend, logging level or warnings
+filter) and imports neither torch nor Lightning until a stage runs.
+"""
+
+from typing import Any
 
 from lesionssl.errors import LesionSSLError
 
 __version__ = "0.1.0"
-__all__ = ["LesionSSLError", "__version__"]
+__all__ = ["LesionSSLError", "__version__", "compare", "finetune", "pretrain", "split"]
+_API = ("split", "pretrain", "finetune", "compare")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        from lesionssl import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'lesionssl' has no attribute {name!r}")

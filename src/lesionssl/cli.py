@@ -1,30 +1,66 @@
-"""The ``lesionssl`` command: split -> pretrain -> finetune -> compare -> report, and ``demo``.
+"""The ``lesionssl`` command: split -> pretrain -> finetune -> compare -> report, ``demo``, and the
+commands that put a model to use.
 
-Every command accepts ``--config FILE`` (a YAML mapping of the same option names, with
-underscores); flags given on the command line override the file.
+One contract for flags and YAML: every command takes ``--config FILE``, a YAML mapping whose keys
+are its option names (underscores for dashes); flags override the file. Every key of a command's
+configuration is also a flag, nested sections through dotted flags (``--runtime.devices 4``,
+``--finetune.epochs 3``), as LightningCLI and Hydra users expect; ``--print-config`` writes the
+resolved YAML and exits; a misspelt key or flag gets "did you mean".
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 import yaml
+from pydantic import BaseModel
 from rich.markup import escape
+from typer.core import TyperOption
 
-from lesionssl.config import COSINE_THRESHOLD, HASH_THRESHOLD, CompareConfig, FinetuneConfig, PretrainConfig, SplitConfig, read_yaml, validate
+from lesionssl.config import (
+    COSINE_THRESHOLD,
+    HASH_THRESHOLD,
+    CompareConfig,
+    FinetuneConfig,
+    PretrainConfig,
+    SplitCommand,
+    config_keys,
+    did_you_mean,
+    merge,
+    read_yaml,
+    section_model,
+    to_yaml,
+    validate,
+)
 from lesionssl.errors import LesionSSLError
 from lesionssl.progress import console
 from lesionssl.stopping import Stopped, resume_command, stop_on_signals
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich", context_settings={"help_option_names": ["-h", "--help"]}, help="Self-supervised pretraining (Barlow Twins, VICReg, SimCLR) and limited-label transfer for lesion images. Every command accepts --config FILE (YAML with the same option names); flags override it.")
+try:  # recent Typer runs on its own copy of click: its contexts are that copy's
+    from typer import _click as click
+    from typer._click.globals import get_current_context
+except ImportError:  # pragma: no cover - Typer before the copy
+    import click
+    from click import get_current_context
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML file with the same options; flags override it.")]
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich", context_settings={"help_option_names": ["-h", "--help"]}, help="Self-supervised pretraining (Barlow Twins, VICReg, SimCLR) and limited-label transfer for lesion images. Every command accepts --config FILE (YAML with the same option names) and --print-config; flags override the file.")
+
 DataOpt = Annotated[list[str] | None, typer.Option("--data", help="Image source (repeatable): shared layout, ImageFolder, plain folder, path,label CSV, ISIC ground truth, HAM10000 metadata.")]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (recorded in every output).")]
-OutOpt = Annotated[Path | None, typer.Option("--out", help="Output folder (or manifest file for split).")]
+OutOpt = Annotated[Path | None, typer.Option("--out", help="Output folder.")]
+ManifestOpt = Annotated[Path | None, typer.Option("--manifest", help="Manifest from `lesionssl split`.")]
+ResumeOpt = Annotated[bool | None, typer.Option("--resume", help="Continue an interrupted run in --out, or keep a finished one.")]
+
+#: The configuration class behind each command whose options are more than its flags.
+COMMAND_CONFIGS: dict[str, type[BaseModel]] = {"split": SplitCommand, "pretrain": PretrainConfig, "finetune": FinetuneConfig, "compare": CompareConfig}
+#: Flags of earlier versions, named in the error that refuses them.
+RENAMED = {"split": "manifest", "preset": "recipe", "precision": "runtime.precision", "method-kwarg": "method-kwargs"}
+#: Keys of ``click.Context.meta`` the contract layer fills before a command runs.
+FILE, EXTRA, PRINT = "lesionssl.file", "lesionssl.extra", "lesionssl.print_config"
 
 
 def _version(value: bool) -> None:
@@ -37,25 +73,30 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False) -> None:
-    """Self-supervised pretraining (Barlow Twins, VICReg, SimCLR) and limited-label transfer for lesion images. Every command accepts --config FILE (YAML with the same option names); flags override it."""
+    """Self-supervised pretraining (Barlow Twins, VICReg, SimCLR) and limited-label transfer for lesion images. Every command accepts --config FILE (YAML with the same option names) and --print-config; flags override the file."""
 
 
-def _merge(config: Path | None, **flags: Any) -> dict[str, Any]:
-    values = read_yaml(config) if config else {}
-    runtime = {k: flags.pop(k) for k in ("precision", "accelerator", "devices") if k in flags}
-    for key, value in flags.items():
-        if value is not None:  # mappings (method_kwargs, hold_out) merge into the file's
-            values[key] = {**values[key], **value} if isinstance(value, dict) and isinstance(values.get(key), dict) else value
-    runtime = {k: v for k, v in runtime.items() if v is not None}
-    if runtime:
-        values["runtime"] = {**values.get("runtime", {}), **runtime}
-    return values
+def _values(**flags: Any) -> dict[str, Any]:
+    """A command's settings: its ``--config`` file, changed by the declared flags given, then by
+    the generic ``--key`` / ``--section.key`` flags."""
+    ctx = get_current_context()
+    values = merge(ctx.meta.get(FILE, {}), {k: v for k, v in flags.items() if v is not None})
+    return merge(values, ctx.meta.get(EXTRA, {}))
 
 
-@app.command(epilog="Example: lesionssl split --data ../shared/data/skin-lesions --per-class-cap 500 --group-by lesion_id --out split.csv")
+def _settings(model: type[BaseModel], values: dict[str, Any], source: str) -> Any:
+    """Validate; with ``--print-config``, write the resolved YAML and exit instead."""
+    settings = validate(model, values, source)
+    if get_current_context().meta.get(PRINT):
+        typer.echo(to_yaml(settings), nl=False)
+        raise typer.Exit()
+    return settings
+
+
+@app.command(epilog="Example: lesionssl split --data ../shared/data/skin-lesions --test-fraction 0.25 --per-class 50 --group-by lesion_id --out split.csv")
 def split(
     data: DataOpt = None,
-    out: Annotated[Path, typer.Option("--out", help="Manifest CSV to write.")] = Path("split.csv"),
+    out: Annotated[Path | None, typer.Option("--out", help="Manifest CSV to write.")] = None,
     per_class_cap: Annotated[int | None, typer.Option(help="At most N training images per class; the rest is test (the seed: 500).")] = None,
     per_class: Annotated[int | None, typer.Option(help="Exactly N training images per class.")] = None,
     fraction: Annotated[float | None, typer.Option(help="This share of each class for training.")] = None,
@@ -67,29 +108,20 @@ def split(
     hold_out: Annotated[list[str] | None, typer.Option("--hold-out", help="COLUMN=V1,V2,...: images whose metadata column takes one of these values form the 'external' split (never in the pool). Repeatable.")] = None,
     dedup: Annotated[bool | None, typer.Option("--dedup", help="Merge near-duplicate clusters (pHash + thumbnail correlation) into one group each.")] = None,
     images: Annotated[Path | None, typer.Option(help="Image folder for ISIC / HAM10000 label files.")] = None,
-    skip_missing: Annotated[bool, typer.Option(help="Drop label rows whose image file is missing.")] = False,
+    skip_missing: Annotated[bool | None, typer.Option("--skip-missing", help="Drop label rows whose image file is missing.")] = None,
     seed: SeedOpt = None,
-    config: ConfigOpt = None,
 ) -> None:
     """Write a limited-label split manifest (image,label,split,...) and print the per-class table."""
-    from lesionssl.data.classes import resolve_class_order
-    from lesionssl.data.sources import read_sources
-    from lesionssl.data.split import SplitSpec, build_split, duplicates_file, pool_summary, split_table, write_manifest
+    from lesionssl.api import split as run
+    from lesionssl.data.split import duplicates_file, pool_summary
 
-    values = _merge(config, per_class_cap=per_class_cap, per_class=per_class, fraction=fraction, seed_isic2019=seed_isic2019, val=val, group_by=group_by, transductive=transductive, test_fraction=test_fraction, hold_out=_hold_out(hold_out), dedup=dedup, seed=seed)
-    sources = data or values.pop("data", None) or []
-    out = Path(values.pop("out", out))
-    settings = validate(SplitConfig, values, "split")
-    table = read_sources([str(s) for s in ([sources] if isinstance(sources, str) else sources)], images, skip_missing)
-    spec = SplitSpec(**settings.model_dump())
-    manifest, duplicates = build_split(table, spec)
-    classes = resolve_class_order(manifest["label"])
-    write_manifest(manifest, out, spec, classes, [str(s) for s in sources], duplicates)
-    console.print(split_table(manifest, classes).to_string(), markup=False)
-    if duplicates is not None:
-        console.print(f"near-duplicates: {len(duplicates)} pairs merged into shared groups (listed in {duplicates_file(out)})", markup=False)
-    console.print(pool_summary(manifest, spec.pool), markup=False)
-    console.print(f"manifest written to {out}", markup=False)
+    values = _values(data=data, out=out, per_class_cap=per_class_cap, per_class=per_class, fraction=fraction, seed_isic2019=seed_isic2019, val=val, group_by=group_by, transductive=transductive, test_fraction=test_fraction, hold_out=_hold_out(hold_out), dedup=dedup, images=images, skip_missing=skip_missing, seed=seed)
+    result = run(_settings(SplitCommand, values, "split"))
+    console.print(result.counts.to_string(), markup=False)
+    if result.duplicates is not None:
+        console.print(f"near-duplicates: {len(result.duplicates)} pairs merged into shared groups (listed in {duplicates_file(result.path)})", markup=False)
+    console.print(pool_summary(result.manifest, result.pool), markup=False)
+    console.print(f"manifest written to {result.path}", markup=False)
 
 
 def _key_values(values: list[str] | None, flag: str) -> dict[str, Any] | None:
@@ -118,39 +150,37 @@ def _hold_out(values: list[str] | None) -> dict[str, list[str]] | None:
     return out
 
 
-@app.command(epilog="Example: lesionssl pretrain --split split.csv --backbone resnet18 --image-size 64 --epochs 20 --out runs/bt")
+@app.command(epilog="Example: lesionssl pretrain --manifest split.csv --backbone resnet18 --image-size 64 --epochs 20 --out runs/bt --runtime.precision bf16-mixed")
 def pretrain(
     data: DataOpt = None,
-    split_manifest: Annotated[Path | None, typer.Option("--split", help="Manifest from `lesionssl split`; its unlabelled pool is used.")] = None,
+    manifest: Annotated[Path | None, typer.Option("--manifest", help="Manifest from `lesionssl split`; its pretraining pool is used.")] = None,
     out: OutOpt = None,
-    backbone: Annotated[str | None, typer.Option(help="resnet18 | resnet34 | resnet50 | resnet101")] = None,
-    init: Annotated[str | None, typer.Option(help="random | imagenet | imagenet-v1 | imagenet-v2 | PATH to a checkpoint (pre-pretraining).")] = None,
-    image_size: Annotated[int | None, typer.Option()] = None,
-    batch_size: Annotated[int | None, typer.Option()] = None,
-    epochs: Annotated[int | None, typer.Option()] = None,
-    method: Annotated[str | None, typer.Option(help="barlow_twins (default) | vicreg | simclr")] = None,
-    method_kwarg: Annotated[list[str] | None, typer.Option("--method-kwarg", help="KEY=VALUE: a hyperparameter of the method (repeatable), e.g. lambd=0.0051 or temperature=0.2.")] = None,
+    backbone: Annotated[str | None, typer.Option(help="resnet18 | resnet34 | resnet50 | resnet101 | timm:NAME")] = None,
+    init: Annotated[str | None, typer.Option(help="random | imagenet | imagenet-v1 | imagenet-v2 | a registered name | PATH to a checkpoint (pre-pretraining).")] = None,
+    image_size: Annotated[int | None, typer.Option(help="Side of the training views in pixels.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Image pairs per step.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Passes over the pool.")] = None,
+    method: Annotated[str | None, typer.Option(help="barlow_twins | vicreg | simclr")] = None,
+    method_kwargs: Annotated[list[str] | None, typer.Option("--method-kwargs", help="KEY=VALUE: a hyperparameter of the method (repeatable), e.g. lambd=0.0051 or temperature=0.2.")] = None,
     projector: Annotated[str | None, typer.Option(help="Projector widths, comma-separated (e.g. 2048,2048).")] = None,
     positives: Annotated[str | None, typer.Option(help="self (two views of one image) | lesion (two images of one lesion where the pool has several).")] = None,
-    recipe: Annotated[str | None, typer.Option(help="small-data (default; measured on small dermoscopy pools) | seed (Haggerty & Chandra) | official (Zbontar et al.): sets the keys below unless given.")] = None,
+    recipe: Annotated[str | None, typer.Option(help="small-data (measured on small dermoscopy pools) | seed (Haggerty & Chandra) | official (Zbontar et al.): a named set of settings; explicit keys override it.")] = None,
     augmentation: Annotated[str | None, typer.Option(help="small-data | seed | official")] = None,
     lr: Annotated[str | None, typer.Option(help="'find' (LR finder, valley) or a number.")] = None,
-    precision: Annotated[str | None, typer.Option(help="32-true | bf16-mixed | 16-mixed")] = None,
-    resume: Annotated[bool | None, typer.Option("--resume", help="Continue an interrupted run in --out.")] = None,
+    resume: ResumeOpt = None,
     seed: SeedOpt = None,
-    config: ConfigOpt = None,
 ) -> None:
     """Self-supervised pretraining of a backbone on unlabelled images; writes backbone.safetensors."""
-    from lesionssl.pretrain.run import pretrain as run
+    from lesionssl.pretraining.run import pretrain as run
 
-    values = _merge(config, data=data, manifest=split_manifest, out=out, backbone=backbone, init=init, image_size=image_size, batch_size=batch_size, epochs=epochs, projector=[int(d) for d in projector.split(",")] if projector else None, method=method, method_kwargs=_key_values(method_kwarg, "--method-kwarg"), positives=positives, recipe=recipe, augmentation=augmentation, lr=_lr(lr), precision=precision, resume=resume, seed=seed)
-    path = run(validate(PretrainConfig, values, "pretrain"))
+    values = _values(data=data, manifest=manifest, out=out, backbone=backbone, init=init, image_size=image_size, batch_size=batch_size, epochs=epochs, projector=[int(d) for d in projector.split(",")] if projector else None, method=method, method_kwargs=_key_values(method_kwargs, "--method-kwargs"), positives=positives, recipe=recipe, augmentation=augmentation, lr=_lr(lr), resume=resume, seed=seed)
+    path = run(_settings(PretrainConfig, values, "pretrain"))
     console.print(f"backbone written to {path}")
 
 
-@app.command(epilog="Example: lesionssl audit --split split.csv --out audit")
+@app.command(epilog="Example: lesionssl audit --manifest split.csv --out audit")
 def audit(
-    split_manifest: Annotated[Path, typer.Option("--split", help="Manifest from `lesionssl split`.")],
+    manifest: Annotated[Path, typer.Option("--manifest", help="Manifest from `lesionssl split`.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for pairs.csv, summary.json and index.html.")] = Path("audit"),
     features: Annotated[str, typer.Option(help="Cosine detector: 'thumbnail' (colour thumbnails) or a backbone: random | imagenet | PATH.")] = "thumbnail",
     backbone: Annotated[str, typer.Option(help="Architecture of a backbone given as --features.")] = "resnet18",
@@ -160,66 +190,63 @@ def audit(
     """Find near-duplicate images across the splits of a manifest (pHash + feature cosine), with thumbnails."""
     from lesionssl.data.audit import audit as run
 
-    result = run(split_manifest, out, features, backbone, hash_threshold, cosine_threshold)
+    result = run(manifest, out, features, backbone, hash_threshold, cosine_threshold)
     cross = int(result.pairs["cross_split"].sum()) if len(result.pairs) else 0
     console.print(f"{len(result.pairs)} near-duplicate pairs, {cross} across splits, {len(result.leaking)} leaking (evaluated image seen in training)", markup=False)
     console.print(f"report written to {result.folder / 'index.html'}", markup=False)
 
 
-@app.command("augment-preview", epilog="Example: lesionssl augment-preview --data ../shared/data/skin-lesions --out grid.png --preset seed")
+@app.command("augment-preview", epilog="Example: lesionssl augment-preview --data ../shared/data/skin-lesions --out grid.png --augmentation seed")
 def augment_preview(
     data: DataOpt = None,
     out: Annotated[Path, typer.Option("--out", help="PNG file to write.")] = Path("augmentations.png"),
-    preset: Annotated[str, typer.Option(help="small-data | seed | official")] = "small-data",
-    extra: Annotated[list[str] | None, typer.Option("--extra", help="Extra distortion (repeatable): rotate90, cutout, noise, sobel.")] = None,
-    image_size: Annotated[int, typer.Option()] = 128,
+    augmentation: Annotated[str, typer.Option(help="small-data | seed | official (as pretrain's augmentation)")] = "small-data",
+    extra_augmentations: Annotated[list[str] | None, typer.Option("--extra-augmentations", help="Extra distortion (repeatable): rotate90, cutout, noise, sobel.")] = None,
+    image_size: Annotated[int, typer.Option(help="Side of the views in pixels.")] = 128,
     rows: Annotated[int, typer.Option(help="Number of images (rows).")] = 6,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """Draw rows of original + the two augmented views of a positive pair, to check the augmentations by eye."""
     from lesionssl.augment.preview import augment_preview as run
     from lesionssl.augment.views import EXTRAS, PAIR_PRESETS
 
-    if preset not in PAIR_PRESETS or set(extra or []) - set(EXTRAS):
-        raise LesionSSLError(f"--preset must be one of {sorted(PAIR_PRESETS)} and --extra one of {list(EXTRAS)}")
-    console.print(f"preview written to {run(data or [], out, preset, image_size, rows, seed, tuple(extra or []))}")
+    if augmentation not in PAIR_PRESETS or set(extra_augmentations or []) - set(EXTRAS):
+        raise LesionSSLError(f"--augmentation must be one of {sorted(PAIR_PRESETS)} and --extra-augmentations one of {list(EXTRAS)}")
+    console.print(f"preview written to {run(data or [], out, augmentation, image_size, rows, seed, tuple(extra_augmentations or []))}")
 
 
-@app.command(epilog="Example: lesionssl finetune --split split.csv --init runs/bt/backbone.safetensors --epochs 10 --out runs/ft")
+@app.command(epilog="Example: lesionssl finetune --manifest split.csv --init runs/bt/backbone.safetensors --epochs 10 --out runs/ft")
 def finetune(
-    split_manifest: Annotated[Path | None, typer.Option("--split", help="Manifest from `lesionssl split`.")] = None,
+    manifest: ManifestOpt = None,
+    data: Annotated[list[str] | None, typer.Option("--data", help="Image sources, split with --split.* settings when no --manifest is given (e.g. --split.per-class 50).")] = None,
     out: OutOpt = None,
-    backbone: Annotated[str | None, typer.Option(help="resnet18 | resnet34 | resnet50 | resnet101")] = None,
-    init: Annotated[str | None, typer.Option(help="random | imagenet | imagenet-v1 | imagenet-v2 | PATH")] = None,
-    image_size: Annotated[int | None, typer.Option()] = None,
-    batch_size: Annotated[int | None, typer.Option()] = None,
+    backbone: Annotated[str | None, typer.Option(help="resnet18 | resnet34 | resnet50 | resnet101 | timm:NAME")] = None,
+    init: Annotated[str | None, typer.Option(help="random | imagenet | imagenet-v1 | imagenet-v2 | a registered name | PATH")] = None,
+    image_size: Annotated[int | None, typer.Option(help="Side of the training images in pixels.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Images per step.")] = None,
     epochs: Annotated[int | None, typer.Option(help="1cycle epochs after the head epoch.")] = None,
     lr: Annotated[str | None, typer.Option(help="'find' (LR finder) or a number.")] = None,
     tta: Annotated[int | None, typer.Option(help="Augmented test views (the seed: 3).")] = None,
-    preset: Annotated[str | None, typer.Option(help="seed | recommended: a named recipe that other flags override.")] = None,
+    recipe: Annotated[str | None, typer.Option(help="seed | recommended: a named set of settings; explicit keys override it.")] = None,
     freeze: Annotated[str | None, typer.Option(help="Head stage: fastai (BN trainable, the seed) | linear-probe.")] = None,
     sampling: Annotated[str | None, typer.Option(help="shuffle | class-balanced")] = None,
     loss_weights: Annotated[str | None, typer.Option(help="none | balanced (class-weighted cross-entropy)")] = None,
     test_prior: Annotated[str | None, typer.Option(help="Logit adjustment to: train (none) | uniform | pool (EM on unlabelled images).")] = None,
     select_on: Annotated[str | None, typer.Option(help="none | val_loss | val_balanced_accuracy (needs a val split; never the test split).")] = None,
-    precision: Annotated[str | None, typer.Option(help="32-true | bf16-mixed | 16-mixed")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Keep a finished run in --out instead of refusing to overwrite it.")] = False,
+    resume: ResumeOpt = None,
     seed: SeedOpt = None,
-    config: ConfigOpt = None,
 ) -> None:
     """The transfer protocol: head epoch, unfreeze, LR finder, 1cycle; then one test evaluation."""
-    from lesionssl.finetune.run import finetune as run
+    from lesionssl.api import finetune as run
 
-    values = _merge(config, manifest=split_manifest, out=out, backbone=backbone, init=init, image_size=image_size, batch_size=batch_size, epochs=epochs, lr=_lr(lr), tta=tta, preset=preset, freeze=freeze, sampling=sampling, loss_weights=loss_weights, test_prior=test_prior, select_on=select_on, precision=precision, seed=seed)
-    settings = validate(FinetuneConfig, values, "finetune")
-    if (Path(settings.out) / "metrics.json").is_file():
-        if not resume:
-            raise LesionSSLError(f"{settings.out} already holds a finished run; choose another --out or pass --resume to keep it")
-        console.print(f"{settings.out} is finished; nothing to do")
-        return
-    metrics = run(settings)
-    console.print(f"accuracy {metrics['accuracy']:.4f}  balanced accuracy {metrics['balanced_accuracy']:.4f}  macro F1 {metrics['macro_f1']:.4f}  (LR {metrics['lr']:.3g})")
-    console.print(f"results in {settings.out}")
+    values = _values(manifest=manifest, data=data, out=out, backbone=backbone, init=init, image_size=image_size, batch_size=batch_size, epochs=epochs, lr=_lr(lr), tta=tta, recipe=recipe, freeze=freeze, sampling=sampling, loss_weights=loss_weights, test_prior=test_prior, select_on=select_on, resume=resume, seed=seed)
+    settings = _settings(FinetuneConfig, values, "finetune")
+    if (Path(settings.out) / "metrics.json").is_file() and not settings.resume:
+        raise LesionSSLError(f"{settings.out} already holds a finished run; choose another --out or pass --resume to keep it")
+    result = run(settings)
+    m = result.metrics
+    console.print(f"accuracy {m.accuracy:.4f}  balanced accuracy {m.balanced_accuracy:.4f}  macro F1 {m.macro_f1:.4f}  (LR {result.lr:.3g})")
+    console.print(f"results in {result.folder}")
 
 
 @app.command(epilog="Example: lesionssl predict --model runs/ft --data new-images/ --out predictions.csv")
@@ -302,21 +329,21 @@ def card(run: Annotated[Path, typer.Argument(help="A finished `finetune` run fol
     console.print(f"model card written to {write_card(run)}", markup=False)
 
 
-@app.command(epilog="Example: lesionssl compare --config examples/shared-quick.yaml")
+@app.command(epilog="Example: lesionssl compare --config examples/shared-quick.yaml --finetune.epochs 3")
 def compare(
-    config: Annotated[Path, typer.Option("--config", help="Experiment YAML (see examples/).")],
+    data: DataOpt = None,
+    manifest: ManifestOpt = None,
     out: OutOpt = None,
-    jobs: Annotated[int, typer.Option(help="Runs at once (one GPU each when there are GPUs).")] = 1,
+    jobs: Annotated[int | None, typer.Option(help="Runs at once (one GPU each when there are GPUs).")] = None,
     shard: Annotated[str | None, typer.Option(help="k/n: run only the k-th of n slices (cluster job arrays).")] = None,
+    seeds: Annotated[list[int] | None, typer.Option("--seeds", help="Seeds of every initialisation (repeatable).")] = None,
 ) -> None:
     """Initialisations x seeds under the same protocol; resumable; writes results.csv and report.md."""
-    from lesionssl.experiment.compare import compare as run
+    from lesionssl.api import compare as run
 
-    if jobs < 1:
-        raise LesionSSLError("--jobs must be >= 1")
-    values = _merge(config, out=str(out) if out else None)
-    report = run(validate(CompareConfig, values, str(config)), jobs=jobs, shard=shard)
-    console.print(f"report written to {report}")
+    values = _values(data=data, manifest=manifest, out=out, jobs=jobs, shard=shard, seeds=seeds)
+    result = run(_settings(CompareConfig, values, "compare"))
+    console.print(f"report written to {result.report}")
 
 
 @app.command(epilog="Examples: lesionssl reproduce isic2019 --root data/isic2019 | lesionssl reproduce isic2019 --root data/isic2019 --quick")
@@ -364,12 +391,138 @@ def _lr(value: str | None) -> float | str | None:
         raise LesionSSLError(f"--lr must be 'find' or a number, got {value!r}") from None
 
 
+def _read_config(ctx: click.Context, param: click.Parameter, path: Path | None) -> None:
+    """``--config FILE``: the values of a configured command are merged under its flags; for the
+    other commands the file's keys become the defaults of the flags of the same names."""
+    if path is None:
+        return
+    values = read_yaml(path)
+    if ctx.command.name in COMMAND_CONFIGS:
+        ctx.meta[FILE] = values
+        return
+    names = {p.name for p in ctx.command.params if p.expose_value}
+    unknown = [k for k in values if k not in names]
+    if unknown:
+        raise LesionSSLError(f"{path}: {unknown[0]}: unknown key{did_you_mean(unknown[0], names)} [keys of {ctx.command.name}: {', '.join(sorted(names))}]")
+    ctx.default_map = {**(ctx.default_map or {}), **values}
+
+
+def _set_print(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    ctx.meta[PRINT] = value
+
+
+def _generic_flags(args: list[str], model: type[BaseModel], declared: set[str]) -> dict[str, Any]:
+    """``--head-lr 0.01 --runtime.devices=4 --tracking.mlflow`` -> nested values (read as YAML),
+    each key checked against the configuration; a near miss gets "did you mean"."""
+    values: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        token = args[i]
+        if not token.startswith("--"):
+            raise LesionSSLError(f"unexpected argument {token!r} (options look like --key VALUE)")
+        name, has_value, text = token[2:].partition("=")
+        if not has_value:  # a flag alone is true
+            has_next = i + 1 < len(args) and not args[i + 1].startswith("--")
+            text = args[i + 1] if has_next else "true"
+            i += has_next
+        i += 1
+        path = name.replace("-", "_").split(".")
+        _check_key(path, model, declared)
+        leaf: dict[str, Any] = {path[-1]: yaml.safe_load(text)}
+        for part in reversed(path[:-1]):
+            leaf = {part: leaf}
+        values = merge(values, leaf)
+    return values
+
+
+def _check_key(path: list[str], model: type[BaseModel], declared: set[str]) -> None:
+    """Every part of a dotted flag names a key of its section; below a mapping field such as
+    ``method_kwargs`` any key passes (the method checks its own)."""
+    section = model
+    for depth, part in enumerate(path):
+        flag = part.replace("_", "-")
+        where = "".join(f"{p.replace('_', '-')}." for p in path[:depth])
+        field = section.model_fields.get(part)
+        inner = section_model(field.annotation) if field is not None else None
+        renamed = depth == 0 and RENAMED.get(flag, "").split(".")[0].replace("-", "_") in section.model_fields
+        if renamed and (field is None or (inner is not None and len(path) == 1)):
+            raise LesionSSLError(f"--{flag} is now --{RENAMED[flag]}")
+        if part not in config_keys(section):
+            known = {f.replace("_", "-") for f in config_keys(section)} | (declared if depth == 0 else set())
+            close = did_you_mean(flag, known)
+            hint = f" (did you mean --{where}{close[close.index(chr(39)) + 1 : -3]}?)" if close else ""
+            raise LesionSSLError(f"no such option --{where}{flag}{hint} [see --help; every key --print-config shows is a flag]")
+        if depth < len(path) - 1 and inner is None:
+            if field is not None and "dict" in str(field.annotation):
+                return
+            raise LesionSSLError(f"--{where}{flag} is not a section; give it as --{where}{flag} VALUE")
+        if inner is not None:
+            section = inner
+
+
+def _contract(command: click.Command, model: type[BaseModel] | None) -> None:
+    """Give a command ``--config`` and ``--print-config``; for a configured command also a flag
+    for every key of its configuration (generic and dotted), and help and defaults from it."""
+    command.params += _shared_options()
+    original = command.callback
+    declared = {p.name for p in command.params if p.expose_value}
+    if model is not None:
+        command.allow_extra_args = command.ignore_unknown_options = True
+        command.epilog = (command.epilog or "") + f"  Every key of its YAML is also a flag, nested ones dotted: --{_example_key(model)}; --print-config lists them."
+        for param in command.params:
+            field = model.model_fields.get(param.name or "")
+            default = field.get_default(call_default_factory=True) if field is not None and not field.is_required() else None
+            if isinstance(param, TyperOption) and param.default is None and default not in (None, [], {}):
+                param.show_default = str(default)
+
+    @functools.wraps(original)
+    def callback(**kwargs: Any) -> Any:
+        ctx = get_current_context()
+        if model is not None:
+            ctx.meta[EXTRA] = _generic_flags(ctx.args, model, {d.replace("_", "-") for d in declared})
+        elif ctx.meta.get(PRINT):
+            typer.echo(yaml.safe_dump({k: str(v) if isinstance(v, Path) else v for k, v in kwargs.items()}, sort_keys=False), nl=False)
+            raise typer.Exit()
+        return original(**kwargs)
+
+    command.callback = callback
+
+
+def _shared_options() -> list[click.Parameter]:
+    """Fresh ``--config`` and ``--print-config`` options, built by Typer so its help shows them."""
+    holder = typer.Typer(add_completion=False)
+
+    @holder.command()
+    def options(
+        config: Annotated[Path | None, typer.Option("--config", help="YAML file with the same option names; flags override it.", dir_okay=False)] = None,
+        print_config: Annotated[bool, typer.Option("--print-config", help="Write the resolved configuration as YAML and exit.")] = False,
+    ) -> None: ...
+
+    params = typer.main.get_command(holder).params
+    for param, callback in zip(params, (_read_config, _set_print)):
+        param.expose_value, param.callback = False, callback
+    params[0].is_eager = True
+    return params
+
+
+def _example_key(model: type[BaseModel]) -> str:
+    return "runtime.devices 2" if "runtime" in model.model_fields else "finetune.epochs 3" if "finetune" in model.model_fields else "dedup-hash 6"
+
+
+def cli() -> click.Command:
+    """The click group of ``lesionssl`` with the flag/YAML contract applied to every command."""
+    group = typer.main.get_command(app)
+    for name, command in group.commands.items():
+        _contract(command, COMMAND_CONFIGS.get(name))
+    return group
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 2; SIGTERM / Ctrl-C stop
     with the command that resumes (exit code 128 + the signal)."""
     stop_on_signals()
     try:
-        app()
+        cli()()
     except LesionSSLError as exc:
         _error(str(exc))
         sys.exit(2)

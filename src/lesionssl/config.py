@@ -7,14 +7,16 @@ found LR recorded) is saved with every run.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar, get_type_hints
+from types import UnionType
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from lesionssl.augment.views import PAIR_PRESETS, Extra, Normalization, PairAugmentation, PairPreset
 from lesionssl.errors import LesionSSLError
@@ -80,6 +82,26 @@ class SplitConfig(Strict):
         return self
 
 
+def _listify(value: Any) -> Any:
+    """One image source may be given alone, and as a path."""
+    value = [value] if isinstance(value, (str, Path)) else value
+    return [str(v) if isinstance(v, Path) else v for v in value] if isinstance(value, list) else value
+
+
+#: An initialisation: a name, or a path (given as a string or a Path).
+Init = Annotated[str, BeforeValidator(lambda v: str(v) if isinstance(v, Path) else v)]
+Sources = Annotated[list[str], BeforeValidator(_listify), Field(description="image sources (repeatable): shared layout, ImageFolder, plain folder, path,label CSV, ISIC ground truth, HAM10000 metadata")]
+
+
+class SplitCommand(SplitConfig):
+    """``lesionssl split``: the split settings, where the images come from and where the manifest goes."""
+
+    data: Sources = Field(min_length=1)
+    out: Path = Field(Path("split.csv"), description="manifest CSV to write")
+    images: Path | None = Field(None, description="image folder for ISIC / HAM10000 label files")
+    skip_missing: bool = Field(False, description="drop label rows whose image file is missing")
+
+
 class RuntimeConfig(Strict):
     """Where and how training runs (Lightning trainer settings)."""
 
@@ -140,17 +162,20 @@ METHOD_SHORTHANDS = ("projector", "lambd")
 class PretrainConfig(Strict):
     """Self-supervised pretraining (``lesionssl pretrain``).
 
-    ``method`` names the method (:data:`lesionssl.pretrain.methods.METHODS`) and ``method_kwargs``
+    ``method`` names the method (:data:`lesionssl.pretraining.methods.METHODS`) and ``method_kwargs``
     its hyperparameters; ``recipe`` names a set of settings (:data:`PRETRAIN_RECIPES`). Keys
     given explicitly override the recipe, which overrides the method's defaults.
     """
 
-    data: list[str] = Field(default_factory=list, description="image sources, used when no manifest is given")
-    manifest: Path | None = None
+    #: Keys besides the fields, folded into ``method_kwargs`` (``projector: [2048, 2048]``).
+    SHORTHANDS: ClassVar[tuple[str, ...]] = METHOD_SHORTHANDS
+
+    data: Sources = Field(default_factory=list)
+    manifest: Path | None = Field(None, description="manifest from `lesionssl split`: its pretraining pool is used (else every image of data)")
     out: Path = Path("runs/pretrain")
     recipe: Literal[tuple(PRETRAIN_RECIPES)] = Field("small-data", description="small-data (measured best on small dermoscopy pools) | seed (Haggerty & Chandra) | official (Zbontar et al.)")
     backbone: Backbone = "resnet18"
-    init: str = "random"
+    init: Init = "random"
     image_size: int = Field(64, ge=16)
     store_margin: StoreMargin = STORE_MARGIN
     batch_size: int = Field(128, ge=2)
@@ -176,7 +201,7 @@ class PretrainConfig(Strict):
     snapshot_every: int | None = Field(None, ge=1, description="also export the backbone every N epochs (snapshots/epoch-<N>.safetensors), to measure features against epochs")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     seed: int = 0
-    resume: bool = False
+    resume: bool = Field(False, description="continue an interrupted run in out, or keep a finished one")
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
 
     @model_validator(mode="before")
@@ -193,7 +218,7 @@ class PretrainConfig(Strict):
 
     @model_validator(mode="after")
     def _valid_method(self) -> PretrainConfig:
-        from lesionssl.pretrain.methods import get_method
+        from lesionssl.pretraining.methods import get_method
 
         try:
             get_method(self.method, self.resolved_method_kwargs)
@@ -204,9 +229,9 @@ class PretrainConfig(Strict):
         return self
 
     def build_method(self):
-        """The configured :class:`~lesionssl.pretrain.methods.base.Method`: its defaults, changed by
+        """The configured :class:`~lesionssl.pretraining.methods.base.Method`: its defaults, changed by
         the recipe's for this method, changed by ``method_kwargs``."""
-        from lesionssl.pretrain.methods import get_method
+        from lesionssl.pretraining.methods import get_method
 
         return get_method(self.method, self.resolved_method_kwargs)
 
@@ -248,14 +273,9 @@ class ExternalSet(Strict):
     """A second labelled dataset every run is also evaluated on (domain shift)."""
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
-    data: list[str] = Field(min_length=1)
+    data: Sources = Field(min_length=1)
     images: str | None = None
     skip_missing: bool = False
-
-    @field_validator("data", mode="before")
-    @classmethod
-    def _listify(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
 
 
 #: Named fine-tuning recipes; explicit keys override them.
@@ -278,11 +298,13 @@ FINETUNE_PRESETS: dict[str, dict[str, Any]] = {
 class FinetuneConfig(Strict):
     """The transfer protocol (``lesionssl finetune``): head epoch, unfreeze, LR finder, 1cycle."""
 
-    preset: Literal[tuple(FINETUNE_PRESETS)] | None = Field(None, description="named recipe; explicit keys override it")
-    manifest: Path | None = None
+    recipe: Literal[tuple(FINETUNE_PRESETS)] | None = Field(None, description="seed | recommended: a named set of settings; explicit keys override it")
+    data: Sources = Field(default_factory=list, description="image sources, split with the split section when no manifest is given")
+    manifest: Path | None = Field(None, description="manifest from `lesionssl split`")
+    split: SplitConfig | None = Field(None, description="how to split data when no manifest is given")
     out: Path = Path("runs/finetune")
     backbone: Backbone = "resnet18"
-    init: str = "imagenet"
+    init: Init = Field("random", description="random | imagenet | imagenet-v1 | imagenet-v2 | a registered name | PATH to a backbone or checkpoint")
     image_size: int = Field(64, ge=16)
     store_margin: StoreMargin = STORE_MARGIN
     batch_size: int = Field(64, ge=2)
@@ -305,19 +327,22 @@ class FinetuneConfig(Strict):
     select_on: Literal["none", "val_loss", "val_balanced_accuracy"] = "none"
     early_stopping_patience: int | None = Field(None, ge=1)
     seed: int = 0
+    resume: bool = Field(False, description="continue an interrupted run in out, or keep a finished one")
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
 
     @model_validator(mode="before")
     @classmethod
-    def _apply_preset(cls, values: Any) -> Any:
-        if isinstance(values, dict) and values.get("preset") in FINETUNE_PRESETS:
-            values = {**FINETUNE_PRESETS[values["preset"]], **values}
+    def _apply_recipe(cls, values: Any) -> Any:
+        if isinstance(values, dict) and values.get("recipe") in FINETUNE_PRESETS:
+            values = {**FINETUNE_PRESETS[values["recipe"]], **values}
         return values
 
     @model_validator(mode="after")
     def _needs_val(self) -> FinetuneConfig:
         if self.early_stopping_patience is not None and self.select_on == "none":
             raise ValueError("early_stopping_patience needs select_on: val_loss or val_balanced_accuracy")
+        if self.manifest is None and self.data and self.split is None:
+            raise ValueError("data needs a split section (e.g. split: {per_class: 50, test_fraction: 0.25}), or give a manifest")
         return self
 
 
@@ -352,14 +377,14 @@ EXPERIMENT_PRESETS: dict[str, dict[str, Any]] = {
         "initialisations": SEED_INITIALISATIONS,
         "seeds": list(range(35)),
         "pretrain": {**_PRETRAIN, "normalize": "none"},
-        "finetune": {"preset": "seed"},
+        "finetune": {"recipe": "seed"},
     },
     "recommended": {
         "split": {"per_class_cap": 500, "group_by": "lesion_id", "transductive": False, "seed": 0},
         "initialisations": SEED_INITIALISATIONS,
         "seeds": list(range(35)),
         "pretrain": {**_PRETRAIN, "normalize": "imagenet"},
-        "finetune": {"preset": "recommended"},
+        "finetune": {"recipe": "recommended"},
     },
 }
 
@@ -368,9 +393,9 @@ class CompareConfig(Strict):
     """An experiment: initialisations x seeds with the same split and protocol."""
 
     preset: Literal[tuple(EXPERIMENT_PRESETS)] | None = Field(None, description="named study design; explicit keys override it")
-    data: list[str] = Field(default_factory=list)
-    manifest: Path | None = None
-    split: SplitConfig | None = None
+    data: Sources = Field(default_factory=list)
+    manifest: Path | None = Field(None, description="manifest from `lesionssl split`")
+    split: SplitConfig | None = Field(None, description="how to split data when no manifest is given")
     out: Path = Path("runs/compare")
     initialisations: list[InitConfig] = Field(min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
@@ -378,13 +403,10 @@ class CompareConfig(Strict):
     protocols: list[Literal[PROTOCOLS]] = Field(default_factory=lambda: ["finetune"], min_length=1, description="finetune (the transfer protocol), linear (probe on frozen features), knn (k-nearest neighbours on frozen features)")
     knn_k: int = Field(20, ge=1, description="neighbours of the knn protocol")
     reference: Literal["seed-isic2019"] | None = Field(None, description="published numbers shown next to ours in the report")
+    jobs: int = Field(1, ge=1, description="runs at once (one GPU each when there are GPUs)")
+    shard: str | None = Field(None, description="k/n: run only the k-th of n slices (cluster job arrays)")
     pretrain: PretrainConfig | None = None
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
-
-    @field_validator("data", mode="before")
-    @classmethod
-    def _listify(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
 
     @model_validator(mode="before")
     @classmethod
@@ -437,11 +459,42 @@ def apply_experiment_preset(values: dict[str, Any]) -> dict[str, Any]:
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
 
-def _describe(error: dict[str, Any]) -> str:
+def did_you_mean(name: str, known: list[str] | set[str]) -> str:
+    """`` (did you mean 'per_class'?)`` for a near miss among ``known``, else ``""``."""
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> set[str]:
+    """The keys allowed where a validation error points (nested sections followed)."""
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part)) if isinstance(part, str) else None
+        inner = section_model(field.annotation) if field else None
+        if inner is None:
+            return set()
+        model = inner
+    return set(model.model_fields)
+
+
+def config_keys(model: type[BaseModel]) -> set[str]:
+    """The keys a configuration accepts: its fields and its shorthands."""
+    return set(model.model_fields) | set(getattr(model, "SHORTHANDS", ()))
+
+
+def section_model(annotation: Any) -> type[BaseModel] | None:
+    """The config class of a nested section (``runtime: RuntimeConfig``, ``split: SplitConfig | None``)."""
+    candidates = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else (annotation,)
+    for candidate in candidates:  # a list of sections (initialisations) is a value, not a section
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _describe(error: dict[str, Any], model: type[BaseModel]) -> str:
     where = ".".join(str(p) for p in error["loc"]) or "(top level)"
     message = error["msg"]
     if error["type"] == "extra_forbidden":
-        message = "unknown key"
+        message = "unknown key" + did_you_mean(str(error["loc"][-1]), _fields_at(model, error["loc"]))
     value = error.get("input")
     shown = "" if isinstance(value, dict) or error["type"] == "missing" else f" (got {value!r})"
     return f"{where}: {message}{shown}"
@@ -452,9 +505,26 @@ def validate(model: type[ConfigT], values: dict[str, Any], source: str = "config
     try:
         return model.model_validate(values)
     except ValidationError as exc:
-        problems = "; ".join(_describe(e) for e in exc.errors())
+        problems = "; ".join(_describe(e, model) for e in exc.errors())
         allowed = ", ".join(sorted(model.model_fields))
         raise LesionSSLError(f"{source}: {problems} [keys of {model.__name__}: {allowed}]") from None
+
+
+def resolve(model: type[ConfigT], config: str | Path | dict[str, Any] | BaseModel | None, options: dict[str, Any], source: str) -> ConfigT:
+    """A validated config from a YAML file, a mapping or a config object, changed by ``options``
+    (None values ignored; nested sections merge key by key)."""
+    if isinstance(config, BaseModel):
+        config = config.model_dump(exclude_unset=True)
+    values = read_yaml(Path(config)) if isinstance(config, (str, Path)) else dict(config or {})
+    return validate(model, merge(values, {k: v for k, v in options.items() if v is not None}), source)
+
+
+def merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``changes`` applied; mappings merge recursively (a section's other keys stay)."""
+    out = dict(base)
+    for key, value in changes.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -473,8 +543,8 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 
 def config_hash(config: BaseModel) -> str:
-    """Stable short hash of a run's configuration, excluding where it is written and tracked."""
-    data = config.model_dump(mode="json", exclude={"out", "tracking"})
+    """Stable short hash of a run's configuration, excluding where it is written and tracked and whether it resumes."""
+    data = config.model_dump(mode="json", exclude={"out", "tracking", "resume"})
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
 
 

@@ -142,3 +142,50 @@ class RunResult:
         """How the run dealt with class imbalance and prior shift, in words."""
         adjustment = self.logit_adjustment.get("target", "none (training prior)")
         return f"sampling {self.imbalance.get('sampling', 'shuffle')}, loss weights {self.imbalance.get('loss_weights', 'none')}, logit adjustment {adjustment}"
+
+
+@dataclass(frozen=True)
+class ClassMetrics:
+    """One class against the rest: sensitivity (recall), specificity, precision, F1, AUROC."""
+
+    precision: float
+    recall: float
+    f1: float
+    support: int
+    specificity: float | None = None
+    auroc: float | None = None
+    average_precision: float | None = None
+
+    @property
+    def sensitivity(self) -> float:
+        return self.recall
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """A run's test metrics (``metrics.json``), typed: what :func:`lesionssl.finetune` returns.
+
+    ``balanced_accuracy``, ``macro_f1`` and ``macro_auroc`` average over the classes the test set
+    holds; ``per_class`` maps each class to its :class:`ClassMetrics`.
+    """
+
+    n: int
+    accuracy: float
+    balanced_accuracy: float
+    macro_f1: float
+    weighted_f1: float
+    ece: float
+    classes: list[str]
+    per_class: dict[str, ClassMetrics]
+    confusion_matrix: list[list[int]]
+    macro_auroc: float | None = None
+    macro_average_precision: float | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Metrics:
+        per_class = {name: ClassMetrics(**{k: v for k, v in values.items() if k in {f.name for f in fields(ClassMetrics)}}) for name, values in data["per_class"].items()}
+        return _from_dict(cls, {**data, "per_class": per_class}, Path("metrics.json"))
+
+    @classmethod
+    def read(cls, folder: Path) -> Metrics:
+        return cls.from_dict(_read_json(Path(folder) / "metrics.json"))

@@ -29,7 +29,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from lesionssl.config import COSINE_THRESHOLD, HASH_THRESHOLD
+from lesionssl.config import COSINE_THRESHOLD, HASH_THRESHOLD, SplitConfig
 from lesionssl.data.classes import resolve_class_order
 from lesionssl.data.duplicates import clusters, find_near_duplicates
 from lesionssl.data.sources import GROUP_COLUMNS
@@ -449,3 +449,25 @@ def nested_budgets(manifest: pd.DataFrame, budgets: Sequence[int], seed: int | S
 def subsample_train(manifest: pd.DataFrame, per_class: int, seed: int = 0) -> pd.DataFrame:
     """The training set of one budget (see :func:`nested_budgets`)."""
     return nested_budgets(manifest, [per_class], seed)[per_class]
+
+
+def prepare_manifest(manifest: Path | None, data: list[str], split: SplitConfig | None, folder: Path) -> Path:
+    """A stage's manifest: the given one, or ``data`` split with ``split`` into ``folder/manifest.csv``
+    (made once: a later run with the same settings reuses it; concurrent runs wait on a lock)."""
+    from lesionssl.data.sources import read_sources
+    from lesionssl.io import file_lock
+
+    if manifest is not None:
+        return Path(manifest)
+    target = folder / "manifest.csv"
+    folder.mkdir(parents=True, exist_ok=True)
+    with file_lock(folder / ".manifest.lock"):
+        if target.is_file() and json.loads(target.with_suffix(".json").read_text()).get("spec") == split.model_dump():
+            return target
+        spec = SplitSpec(**split.model_dump())
+        table, duplicates = build_split(read_sources(data), spec)
+        classes = resolve_class_order(table["label"])
+        write_manifest(table, target, spec, classes, list(data), duplicates)
+        console.print(split_table(table, classes).to_string(), markup=False)
+        console.print(pool_summary(table, spec.pool), markup=False)
+    return target

@@ -17,7 +17,7 @@ from lesionssl.deploy.model import load_model
 from lesionssl.deploy.predict import SourceImages, read_images
 from lesionssl.errors import LesionSSLError
 from lesionssl.evaluate.calibration import malignant_indices, malignant_probability
-from lesionssl.finetune.module import ClassifierModule
+from lesionssl.finetuning.module import ClassifierModule
 from lesionssl.io import atomic_write, write_csv, write_text
 from lesionssl.progress import progress_bar
 from lesionssl.records import ModelRecord

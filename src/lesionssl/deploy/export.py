@@ -26,7 +26,7 @@ from torch import nn
 
 from lesionssl.deploy.model import MODEL_RECORD, load_model
 from lesionssl.errors import LesionSSLError
-from lesionssl.finetune.module import ClassifierModule
+from lesionssl.finetuning.module import ClassifierModule
 from lesionssl.io import atomic_write
 
 FORMATS = ("onnx", "torchscript", "safetensors")

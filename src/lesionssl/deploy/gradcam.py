@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from lesionssl.errors import LesionSSLError
 from lesionssl.evaluate.calibration import apply_temperature
-from lesionssl.finetune.module import ClassifierModule
+from lesionssl.finetuning.module import ClassifierModule
 
 #: Side of each half of an explanation panel (image | overlay): dermoscopy at 64 px is too small to read.
 DISPLAY = 224

@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 from lesionssl.augment.batch import EvalView, finetune_view
 from lesionssl.augment.views import Preprocessing
 from lesionssl.errors import LesionSSLError
-from lesionssl.finetune.module import ClassifierModule
+from lesionssl.finetuning.module import ClassifierModule
 from lesionssl.io import atomic_write
 from lesionssl.models.backbones import build_backbone, feature_dim
 from lesionssl.records import ModelRecord

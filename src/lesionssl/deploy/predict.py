@@ -25,7 +25,7 @@ from lesionssl.errors import LesionSSLError
 from lesionssl.evaluate.calibration import apply_temperature, malignant_indices, malignant_point, malignant_probability
 from lesionssl.evaluate.metrics import compute_metrics, predictions_frame
 from lesionssl.evaluate.prior import adjust, em_prior
-from lesionssl.finetune.run import predict as predict_probabilities
+from lesionssl.finetuning.run import predict as predict_probabilities
 from lesionssl.io import write_csv, write_json
 from lesionssl.records import ModelRecord
 

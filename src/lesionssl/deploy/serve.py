@@ -22,7 +22,7 @@ from lesionssl.deploy.gradcam import grad_cam, panel
 from lesionssl.deploy.model import load_model
 from lesionssl.errors import LesionSSLError
 from lesionssl.evaluate.calibration import malignant_indices, malignant_probability
-from lesionssl.finetune.module import ClassifierModule
+from lesionssl.finetuning.module import ClassifierModule
 from lesionssl.records import ModelRecord
 
 DISCLAIMER = "Research use only: not a medical device and no diagnosis. Every output needs a clinician's judgement."

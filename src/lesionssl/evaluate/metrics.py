@@ -66,6 +66,10 @@ def compute_metrics(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -
         balanced = balanced_accuracy_score(labels, predictions)
     counts = confusion_matrix(labels, predictions, labels=index)
     row_sums = counts.sum(axis=1, keepdims=True)
+    # one-vs-rest specificity: of the images not of a class, the share not predicted as it
+    negatives = len(labels) - counts.sum(axis=1)
+    false_positives = counts.sum(axis=0) - np.diag(counts)
+    specificity = np.divide(negatives - false_positives, negatives, out=np.full(len(classes), np.nan), where=negatives > 0)
     present = [v for v in auroc.values() if v is not None]
     present_ap = [v for v in ap.values() if v is not None]
     return {
@@ -83,6 +87,7 @@ def compute_metrics(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -
             name: {
                 "precision": float(precision[i]),
                 "recall": float(recall[i]),
+                "specificity": None if np.isnan(specificity[i]) else float(specificity[i]),
                 "f1": float(f1[i]),
                 "support": int(support[i]),
                 "auroc": auroc[name],

@@ -15,7 +15,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import hashlib
-import json
 import os
 import signal
 import sys
@@ -27,14 +26,12 @@ from pathlib import Path
 import torch
 
 from lesionssl.config import CompareConfig, FinetuneConfig, InitConfig, PretrainConfig, config_hash, to_yaml
-from lesionssl.data.classes import resolve_class_order
-from lesionssl.data.sources import read_sources
-from lesionssl.data.split import SplitSpec, build_split, nested_budgets, pool_summary, read_manifest, split_table, write_manifest
+from lesionssl.data.split import SplitSpec, nested_budgets, prepare_manifest, read_manifest, write_manifest
 from lesionssl.errors import LesionSSLError
 from lesionssl.experiment.probes import probe_run
-from lesionssl.finetune.run import finetune
+from lesionssl.finetuning.run import finetune
 from lesionssl.io import file_lock, write_json, write_text
-from lesionssl.pretrain.run import BACKBONE_FILE, pretrain
+from lesionssl.pretraining.run import BACKBONE_FILE, pretrain
 from lesionssl.progress import console
 from lesionssl.records import BackboneRecord, RunRecord
 from lesionssl.report.compare import RUN_INDEX, write_report
@@ -51,23 +48,6 @@ def parse_shard(value: str | None) -> tuple[int, int]:
     if not 1 <= k <= n:
         raise LesionSSLError(f"--shard {value}: need 1 <= k <= n")
     return k, n
-
-
-def prepare_manifest(config: CompareConfig) -> Path:
-    """The experiment's manifest: the given one, or a split of ``data`` written to ``out``."""
-    if config.manifest is not None:
-        return Path(config.manifest)
-    target = Path(config.out) / "manifest.csv"
-    spec = SplitSpec(**config.split.model_dump())
-    with file_lock(Path(config.out) / ".manifest.lock"):
-        if target.is_file() and json.loads(target.with_suffix(".json").read_text()).get("spec") == config.split.model_dump():
-            return target
-        manifest, duplicates = build_split(read_sources(config.data), spec)
-        classes = resolve_class_order(manifest["label"])
-        write_manifest(manifest, target, spec, classes, list(config.data), duplicates)
-        console.print(split_table(manifest, classes).to_string(), markup=False)
-        console.print(pool_summary(manifest, spec.pool), markup=False)
-    return target
 
 
 def budget_manifests(config: CompareConfig, manifest: Path) -> dict[tuple[int | None, int], Path]:
@@ -222,13 +202,13 @@ def _execute(pending: list[PlannedRun], jobs: int, cache: Path, knn_k: int) -> N
     pool.shutdown()
 
 
-def compare(config: CompareConfig, jobs: int = 1, shard: str | None = None) -> Path:
+def compare(config: CompareConfig) -> Path:
     """Run (or resume) the experiment and write ``results.csv``, ``report.md`` and ``report.html``."""
-    k, n = parse_shard(shard)
+    k, n = parse_shard(config.shard)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "experiment.yaml", to_yaml(config))
-    manifest = prepare_manifest(config)
+    manifest = prepare_manifest(config.manifest, config.data, config.split, Path(config.out))
     manifests = budget_manifests(config, manifest)
     pretrained = {i.name: prepare_pretrained(config, manifest, i) for i in config.initialisations if i.init == "pretrain"}
     every_run = run_configs(config, manifests, pretrained)
@@ -239,6 +219,6 @@ def compare(config: CompareConfig, jobs: int = 1, shard: str | None = None) -> P
     pending = [run for run in runs if not (run.config.out / "metrics.json").is_file()]
     if len(pending) < len(runs):
         console.print(f"{len(runs) - len(pending)} of {len(runs)} runs finished earlier: skipped")
-    _execute(pending, jobs, out / "features", config.knn_k)
+    _execute(pending, config.jobs, out / "features", config.knn_k)
     with file_lock(out / ".report.lock"):  # concurrent shards: the last report sees every finished run
         return write_report(out, {i.name: i.init for i in config.initialisations})

@@ -94,4 +94,4 @@ def reproduce_config(root: Path, quick: bool, out: Path | None = None) -> Compar
 def reproduce(root: Path, quick: bool = False, jobs: int = 1, source: Source = Source()) -> Path:
     """Download (if needed), then run the experiment; return the report."""
     prepare_isic2019(root, source)
-    return compare(reproduce_config(root, quick), jobs=jobs)
+    return compare(reproduce_config(root, quick).model_copy(update={"jobs": jobs}))

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from lesionssl.engine.modules import PersistentAdamModule
-from lesionssl.pretrain.methods import Method
+from lesionssl.pretraining.methods import Method
 
 
 class SelfSupervisedModule(PersistentAdamModule):

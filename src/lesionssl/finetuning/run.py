@@ -32,7 +32,7 @@ from lesionssl import __version__
 from lesionssl.augment.batch import EvalView, finetune_view
 from lesionssl.config import FinetuneConfig, config_hash, to_yaml
 from lesionssl.data.loaders import eval_loader, train_loader
-from lesionssl.data.split import Manifest, read_manifest
+from lesionssl.data.split import Manifest, prepare_manifest, read_manifest
 from lesionssl.data.store import build_store, stored_size
 from lesionssl.deploy.card import write_card
 from lesionssl.deploy.gradcam import grad_cam, overlay, select_examples
@@ -48,7 +48,7 @@ from lesionssl.evaluate.metrics import compute_metrics, expected_calibration_err
 from lesionssl.evaluate.prior import adjust, class_prior, em_prior
 from lesionssl.evaluate.test_sets import external_sets, write_external
 from lesionssl.figures import plot_confusion, plot_examples, plot_lr_finder, plot_reliability, plot_schedule
-from lesionssl.finetune.module import ClassifierModule
+from lesionssl.finetuning.module import ClassifierModule
 from lesionssl.io import write_csv, write_json, write_text
 from lesionssl.models.backbones import build_backbone, feature_dim, resolve_preprocessing
 from lesionssl.optim.lr_finder import LRFinderResult
@@ -126,13 +126,13 @@ def _target_prior(config: FinetuneConfig, module: ClassifierModule, images: np.n
 
 def finetune(config: FinetuneConfig) -> dict[str, Any]:
     """Run the transfer protocol; write the run folder; return the test metrics."""
-    if config.manifest is None:
-        raise LesionSSLError("finetune needs --split MANIFEST (create one with `lesionssl split`)")
+    if config.manifest is None and not config.data:
+        raise LesionSSLError("finetune needs --manifest MANIFEST (made by `lesionssl split`), or --data with a split section")
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     L.seed_everything(config.seed, workers=True, verbose=False)
-    manifest = read_manifest(config.manifest)
+    manifest = read_manifest(prepare_manifest(config.manifest, config.data, config.split, out))
     classes = manifest.classes
     index = {c: i for i, c in enumerate(classes)}
     train, val = _with_rows(manifest, "train"), _with_rows(manifest, "val")

@@ -17,8 +17,8 @@ import torch
 from pydantic import Field
 from torch.nn import functional as F
 
-from lesionssl.pretrain.methods.base import LossTerms, Method, MethodKwargs
-from lesionssl.pretrain.methods.distributed import gather
+from lesionssl.pretraining.methods.base import LossTerms, Method, MethodKwargs
+from lesionssl.pretraining.methods.distributed import gather
 
 
 def nt_xent_loss(z_a: torch.Tensor, z_b: torch.Tensor, temperature: float = 0.1) -> LossTerms:

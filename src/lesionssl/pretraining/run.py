@@ -51,9 +51,9 @@ from lesionssl.models.backbones import build_backbone, feature_dim, read_project
 from lesionssl.models.heads import ProjectionHead
 from lesionssl.optim.lars import LARS, lars_param_groups
 from lesionssl.optim.one_cycle import WarmupCosine, WarmupCosineCallback
-from lesionssl.pretrain import PRETRAIN_STAGE
-from lesionssl.pretrain.module import SelfSupervisedModule
-from lesionssl.pretrain.monitor import PretrainMonitor
+from lesionssl.pretraining import PRETRAIN_STAGE
+from lesionssl.pretraining.module import SelfSupervisedModule
+from lesionssl.pretraining.monitor import PretrainMonitor
 from lesionssl.progress import console
 from lesionssl.records import BackboneRecord
 
@@ -73,7 +73,7 @@ def _pool(config: PretrainConfig) -> tuple[pd.DataFrame, np.ndarray, str, list[s
         table = manifest.table.assign(row=np.arange(len(manifest.table)))
         return table, np.flatnonzero(table["pretrain"].to_numpy() == 1), manifest.pool, manifest.classes
     if not config.data:
-        raise LesionSSLError("pretrain needs --split MANIFEST or --data PATH")
+        raise LesionSSLError("pretrain needs --manifest MANIFEST or --data PATH")
     table = read_sources(config.data).assign(split="unlabelled")
     return table.assign(row=np.arange(len(table))), np.arange(len(table)), "all-images (no split given)", []
 
@@ -166,8 +166,11 @@ def pretrain(config: PretrainConfig) -> Path:
     """Run self-supervised pretraining; return the exported backbone file."""
     out = Path(config.out)
     last = out / "checkpoints" / "last.ckpt"
-    if (out / BACKBONE_FILE).is_file() and not config.resume:
-        raise LesionSSLError(f"{out} already holds a finished pretraining run; choose another --out or pass --resume")
+    if (out / BACKBONE_FILE).is_file():
+        if not config.resume:
+            raise LesionSSLError(f"{out} already holds a finished pretraining run; choose another --out or pass --resume to keep it")
+        console.print(f"{out} is finished; nothing to do", markup=False)
+        return out / BACKBONE_FILE
     if not config.resume and last.exists():
         raise LesionSSLError(f"{out} holds an interrupted run; pass --resume to continue it or choose another --out")
     out.mkdir(parents=True, exist_ok=True)

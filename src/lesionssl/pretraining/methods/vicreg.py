@@ -18,8 +18,8 @@ import torch
 from pydantic import Field
 from torch.nn import functional as F
 
-from lesionssl.pretrain.methods.base import LossTerms, Method, MethodKwargs
-from lesionssl.pretrain.methods.distributed import gather
+from lesionssl.pretraining.methods.base import LossTerms, Method, MethodKwargs
+from lesionssl.pretraining.methods.distributed import gather
 
 
 def _variance(z: torch.Tensor, target: float, eps: float) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """Self-supervised methods, one file each, behind one registry (``method:`` in a config).
 
-Adding a method is one file here (a :class:`~lesionssl.pretrain.methods.base.Method` subclass:
+Adding a method is one file here (a :class:`~lesionssl.pretraining.methods.base.Method` subclass:
 its projector, loss, hyperparameters and logged terms) plus its entry in :data:`METHODS`, and its
 tests; nothing else in lesionssl names a method.
 """
@@ -12,10 +12,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from lesionssl.errors import LesionSSLError
-from lesionssl.pretrain.methods.barlow_twins import BarlowTwins
-from lesionssl.pretrain.methods.base import LossTerms, Method
-from lesionssl.pretrain.methods.simclr import SimCLR
-from lesionssl.pretrain.methods.vicreg import VICReg
+from lesionssl.pretraining.methods.barlow_twins import BarlowTwins
+from lesionssl.pretraining.methods.base import LossTerms, Method
+from lesionssl.pretraining.methods.simclr import SimCLR
+from lesionssl.pretraining.methods.vicreg import VICReg
 
 METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (BarlowTwins, VICReg, SimCLR)}
 

@@ -18,8 +18,8 @@ from typing import ClassVar
 import torch
 from pydantic import Field
 
-from lesionssl.pretrain.methods.base import LossTerms, Method, MethodKwargs
-from lesionssl.pretrain.methods.distributed import global_count, global_sum
+from lesionssl.pretraining.methods.base import LossTerms, Method, MethodKwargs
+from lesionssl.pretraining.methods.distributed import global_count, global_sum
 
 
 def standardize(z: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:

@@ -1,0 +1,131 @@
+"""The Python API: the four stages as functions that return typed results, for notebooks.
+
+Each takes the options of its command as keyword arguments (the YAML keys, e.g.
+``per_class=50``), optionally on top of ``config`` (a YAML file, a mapping, or a validated
+config object); keywords override the file, as flags do on the command line::
+
+    from lesionssl import split, pretrain, finetune, compare
+
+    s = split(data=["../shared/data/skin-lesions"], out="split.csv", test_fraction=0.25, per_class=50, group_by="lesion_id")
+    bt = pretrain(split=s.path, out="runs/bt", image_size=64, epochs=50)
+    run = finetune(split=s.path, init=bt.path, out="runs/ft")
+    run.metrics.balanced_accuracy, run.metrics.per_class["MEL"].sensitivity, run.model  # a torch.nn.Module
+
+Heavy libraries (torch, Lightning) are imported when a stage runs, not by ``import lesionssl``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lesionssl.config import CompareConfig, FinetuneConfig, PretrainConfig, SplitCommand, resolve
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import torch
+
+    from lesionssl.records import BackboneRecord, Metrics, ModelRecord
+
+Config = str | Path | dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class SplitResult:
+    """A written manifest: its path, the table (one row per image) and the per-class counts."""
+
+    path: Path
+    manifest: pd.DataFrame
+    classes: list[str]
+    counts: pd.DataFrame
+    pool: str
+    pool_images: int
+    duplicates: pd.DataFrame | None = None
+
+
+@dataclass(frozen=True)
+class Pretrained:
+    """A pretrained backbone: the module (weights loaded), its file and record."""
+
+    backbone: torch.nn.Module
+    path: Path
+    record: BackboneRecord
+    config: PretrainConfig
+
+
+@dataclass(frozen=True)
+class FineTuned:
+    """A fine-tuned classifier: the module (eval mode), its typed test metrics and record."""
+
+    model: torch.nn.Module
+    metrics: Metrics
+    record: ModelRecord
+    folder: Path
+    config: FinetuneConfig
+    lr: float
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A finished experiment: one row per run (``results.csv``) and the report."""
+
+    results: pd.DataFrame
+    report: Path
+    folder: Path
+    config: CompareConfig
+
+
+def split(config: Config = None, **options: Any) -> SplitResult:
+    """Write a split manifest (``lesionssl split``); options as its YAML keys (``data``, ``out``,
+    ``per_class``, ``test_fraction``, ``group_by``, ...)."""
+    from lesionssl.data.classes import resolve_class_order
+    from lesionssl.data.sources import read_sources
+    from lesionssl.data.split import SplitSpec, build_split, split_table, write_manifest
+
+    settings = resolve(SplitCommand, config, options, "split")
+    table = read_sources(settings.data, settings.images, settings.skip_missing)
+    spec = SplitSpec(**settings.model_dump(include=set(SplitSpec.__dataclass_fields__)))
+    manifest, duplicates = build_split(table, spec)
+    classes = resolve_class_order(manifest["label"])
+    write_manifest(manifest, settings.out, spec, classes, settings.data, duplicates)
+    return SplitResult(Path(settings.out), manifest, classes, split_table(manifest, classes), spec.pool, int(manifest["pretrain"].sum()), duplicates)
+
+
+def pretrain(config: Config = None, **options: Any) -> Pretrained:
+    """Self-supervised pretraining (``lesionssl pretrain``); options as its YAML keys."""
+    from lesionssl.models.backbones import build_backbone
+    from lesionssl.pretraining.run import pretrain as run
+    from lesionssl.records import BackboneRecord
+
+    settings = resolve(PretrainConfig, config, options, "pretrain")
+    path = run(settings)
+    backbone, _ = build_backbone(settings.backbone, str(path), settings.image_size)
+    return Pretrained(backbone.eval(), path, BackboneRecord.read(path.with_suffix(".json")), settings)
+
+
+def finetune(config: Config = None, **options: Any) -> FineTuned:
+    """The transfer protocol (``lesionssl finetune``); options as its YAML keys. A finished run
+    in ``out`` is loaded, not repeated."""
+    from lesionssl.deploy.model import load_model
+    from lesionssl.finetuning.run import finetune as run
+    from lesionssl.records import Metrics, RunResult
+
+    settings = resolve(FinetuneConfig, config, options, "finetune")
+    folder = Path(settings.out)
+    if not (folder / "metrics.json").is_file():
+        run(settings)
+    module, record = load_model(folder)
+    return FineTuned(module, Metrics.read(folder), record, folder, settings, RunResult.read(folder).lr)
+
+
+def compare(config: Config = None, **options: Any) -> Comparison:
+    """Initialisations x seeds under one protocol (``lesionssl compare``); resumable; options as
+    its YAML keys (``jobs`` and ``shard`` among them)."""
+    import pandas as pd
+
+    from lesionssl.experiment.compare import compare as run
+
+    settings = resolve(CompareConfig, config, options, "compare")
+    report = run(settings)
+    return Comparison(pd.read_csv(report.parent / "results.csv"), report, report.parent, settings)
