@@ -135,13 +135,39 @@ def test_model_card_has_data_metrics_calibration_and_limitations(run):
 
 
 def test_bootstrap_draws_use_the_definitions_of_the_metrics():
-    from lesionssl.deploy.card import _headline
     from lesionssl.evaluate.metrics import compute_metrics
+    from lesionssl.report.statistics import headline_scores, macro_auroc
 
     rng = np.random.default_rng(1)
     labels, probs = rng.integers(0, 3, 300), rng.random((300, 4))  # class D absent from the labels
     metrics = compute_metrics(labels, probs, ["A", "B", "C", "D"])
-    assert _headline(labels, probs.argmax(axis=1), 4) == pytest.approx((metrics["accuracy"], metrics["balanced_accuracy"], metrics["macro_f1"]))
+    assert headline_scores(labels, probs.argmax(axis=1), 4) == pytest.approx((metrics["accuracy"], metrics["balanced_accuracy"], metrics["macro_f1"]))
+    assert macro_auroc(labels, probs) == pytest.approx(metrics["macro_auroc"])
+
+
+def test_study_interval_resamples_seeds_and_images_and_stays_in_range():
+    """The report's intervals: inside [0, 1] even for near-perfect runs (a t-interval over three
+    seeds ran to 1.118 there), around the mean, wider when the runs disagree more, and a point when
+    every run and image agrees."""
+    from lesionssl.report.statistics import study_interval
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 200)
+
+    def run(accuracy: float) -> tuple[np.ndarray, np.ndarray]:
+        right = rng.random(200) < accuracy
+        predicted = np.where(right, labels, (labels + 1) % 3)
+        return labels, np.eye(3)[predicted] * 0.8 + 0.1
+
+    near_perfect = [run(0.99), run(1.0), run(0.97)]
+    low, high = study_interval(near_perfect, "accuracy")
+    mean = np.mean([(p.argmax(1) == y).mean() for y, p in near_perfect])
+    assert 0.0 <= low <= mean <= high <= 1.0
+    low_auc, high_auc = study_interval(near_perfect, "macro_auroc")
+    assert 0.0 <= low_auc <= high_auc <= 1.0
+    spread = [run(0.5), run(0.95), run(0.7)]
+    assert np.subtract(*study_interval(spread, "balanced_accuracy")[::-1]) > np.subtract(*study_interval(near_perfect, "balanced_accuracy")[::-1])
+    assert study_interval([run(1.0), run(1.0)], "macro_f1") == (1.0, 1.0)
 
 
 def test_exports_give_the_probabilities_of_predict(run, tmp_path):

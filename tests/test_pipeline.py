@@ -153,6 +153,46 @@ def test_compare_resumes_and_report_matches_predictions(compared):
     shutil.rmtree(out / "runs" / "random" / "seed0-0000000000")
 
 
+def test_report_is_fit_for_a_paper(compared):
+    """Bootstrap intervals inside [0, 1], per-class sensitivity and specificity with melanoma first,
+    ROC curves, SVG + 300-dpi figures, a methods paragraph from the configuration, and an
+    experiment.yaml whose paths are where the outputs went."""
+    import re
+    from pathlib import Path
+
+    import yaml
+    from PIL import Image
+
+    config, out = compared
+    report = (out / "report.md").read_text()
+    intervals = [(float(a), float(b)) for a, b in re.findall(r"\[(-?\d+\.\d+), (-?\d+\.\d+)\]", report.split("## Pairwise comparisons")[0])]
+    assert intervals and all(0.0 <= a <= b <= 1.0 for a, b in intervals)
+    sensitivity = report.split("## Sensitivity and specificity per class")[1].split("\n## ")[0]
+    rows = [line for line in sensitivity.splitlines() if line.startswith("| ") and "---" not in line]
+    assert rows[1].startswith("| Melanoma") and "sensitivity (bt)" in rows[0] and "specificity (random)" in rows[0]
+    methods = report.split("## Methods")[1].split("\n## ")[0]
+    manifest = pd.read_csv(out / "manifest.csv", keep_default_na=False)
+    assert "2 seeds (0, 1)" in methods and f"{len(manifest)} images" in methods and f"{int(manifest['pretrain'].sum())} images formed the pretraining pool" in methods
+    for init in ("bt", "random"):
+        assert (out / "figures" / f"roc_{init}.png").is_file() and (out / "figures" / f"roc_{init}.svg").read_text().lstrip().startswith("<?xml")
+        assert f"figures/roc_{init}.png" in report
+    width = Image.open(out / "figures" / "roc_bt.png").size[0]
+    assert width >= 4.8 * 300 * 0.9  # 300 dpi
+    experiment = yaml.safe_load((out / "experiment.yaml").read_text())
+    assert Path(experiment["manifest"]) == out / "manifest.csv"
+    assert (Path(experiment["pretrain"]["out"]) / "backbone.safetensors").is_file()
+    assert list(Path(experiment["finetune"]["out"]).glob("*/*/metrics.json"))
+
+
+def test_collapse_is_named_in_the_report():
+    from lesionssl.report.compare import collapse_note
+
+    healthy = pd.DataFrame({"effective_rank": [40.0, 90.0, 120.0]})
+    collapsed = pd.DataFrame({"effective_rank": [179.0, 60.0, 6.0]})
+    assert collapse_note(healthy) == "" and collapse_note(pd.DataFrame({"loss": [1.0]})) == ""
+    assert "179" in collapse_note(collapsed) and "6.0" in collapse_note(collapsed)
+
+
 def test_official_recipe_uses_lars_with_scaled_lrs(synthetic_manifest, tmp_path):
     config = validate(PretrainConfig, {**TINY_PRETRAIN, "recipe": "official", "manifest": str(synthetic_manifest), "out": str(tmp_path / "bt"), "epochs": 2})
     pretrain(config)

@@ -19,9 +19,32 @@ def _figure(figsize: tuple[float, float], rows: int = 1, columns: int = 1, squee
     return figure, figure.subplots(rows, columns, squeeze=squeeze)
 
 
+#: Print resolution of PNG figures; every PNG also gets a vector SVG beside it (for papers).
+DPI = 300
+
+
 def _save(fig: Figure, path: Path) -> None:
     fig.tight_layout()
-    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=110, format=Path(path).suffix.lstrip(".") or "png"))
+    path = Path(path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=DPI, format=path.suffix.lstrip(".") or "png"))
+    if path.suffix == ".png":
+        atomic_write(path.with_suffix(".svg"), lambda tmp: fig.savefig(tmp, format="svg"))
+
+
+def plot_roc(labels: np.ndarray, probs: np.ndarray, classes: list[str], path: Path, title: str) -> None:
+    """One-vs-rest ROC curve of every class present, with its AUROC in the legend."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    fig, ax = _figure((4.8, 4.2))
+    for i, name in enumerate(classes):
+        positives = labels == i
+        if 0 < positives.sum() < len(labels):
+            fpr, tpr, _ = roc_curve(positives, probs[:, i])
+            ax.plot(fpr, tpr, lw=1.2, label=f"{name} ({roc_auc_score(positives, probs[:, i]):.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+    ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=title, xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(fontsize=7, loc="lower right", title="class (AUROC)", title_fontsize=7)
+    _save(fig, path)
 
 
 def plot_lr_finder(finder, chosen_lr: float, path: Path) -> None:

@@ -16,9 +16,9 @@ from lesionssl.errors import LesionSSLError
 from lesionssl.evaluate.metrics import compute_metrics
 from lesionssl.io import write_text
 from lesionssl.records import ModelRecord
+from lesionssl.report.statistics import image_interval
 
 CARD_FILE = "MODEL_CARD.md"
-BOOTSTRAP = 1000
 LICENCE_FILES = ("ATTRIBUTION.md", "LICENSE", "LICENSE.txt", "LICENCE", "README.md")
 LIMITATIONS = (
     "Dermoscopic images only: clinical photographs, histology and other modalities are out of scope.",
@@ -28,26 +28,10 @@ LIMITATIONS = (
 )
 
 
-def _headline(labels: np.ndarray, predictions: np.ndarray, k: int) -> tuple[float, float, float]:
-    """Accuracy, balanced accuracy and macro F1 (over the classes present), from one confusion
-    matrix: the definitions of :func:`~lesionssl.evaluate.metrics.compute_metrics`, fast enough to
-    be drawn a thousand times."""
-    counts = np.bincount(labels * k + predictions, minlength=k * k).reshape(k, k).astype(float)
-    support, called, hits = counts.sum(axis=1), counts.sum(axis=0), np.diag(counts)
-    present = support > 0
-    recall = np.divide(hits, support, out=np.zeros(k), where=present)
-    precision = np.divide(hits, called, out=np.zeros(k), where=called > 0)
-    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k), where=precision + recall > 0)
-    return hits.sum() / counts.sum(), recall[present].mean(), f1[present].mean()
-
-
 def bootstrap_interval(labels: np.ndarray, probs: np.ndarray, classes: list[str], seed: int = 0) -> dict[str, tuple[float, float]]:
     """95% percentile intervals of accuracy, balanced accuracy and macro F1 over test images
     resampled with replacement (one trained model: the interval is the test set's sampling error)."""
-    rng = np.random.default_rng(seed)
-    predictions = probs.argmax(axis=1)
-    draws = np.array([_headline(labels[pick], predictions[pick], len(classes)) for pick in rng.integers(0, len(labels), (BOOTSTRAP, len(labels)))])
-    low, high = np.percentile(draws, [2.5, 97.5], axis=0)
+    low, high = image_interval(labels, probs.argmax(axis=1), len(classes), seed)
     return {name: (float(low[i]), float(high[i])) for i, name in enumerate(("accuracy", "balanced_accuracy", "macro_f1"))}
 
 

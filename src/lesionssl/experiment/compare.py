@@ -50,6 +50,13 @@ def parse_shard(value: str | None) -> tuple[int, int]:
     return k, n
 
 
+def _with_paths(config: CompareConfig, manifest: Path) -> CompareConfig:
+    """The configuration as run: the manifest used, and where pretraining and the runs write."""
+    out = Path(config.out)
+    pretrain = config.pretrain.model_copy(update={"manifest": manifest, "out": out / "pretrain"}) if config.pretrain else None
+    return config.model_copy(update={"manifest": manifest, "pretrain": pretrain, "finetune": config.finetune.model_copy(update={"out": out / "runs"})})
+
+
 def budget_manifests(config: CompareConfig, manifest: Path) -> dict[tuple[int | None, int], Path]:
     """The manifest of every (label budget, seed): per seed, nested subsets of the labelled
     images that may train (a new draw for every seed, so seeds vary the labels too); one test set."""
@@ -207,8 +214,8 @@ def compare(config: CompareConfig) -> Path:
     k, n = parse_shard(config.shard)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    write_text(out / "experiment.yaml", to_yaml(config))
     manifest = prepare_manifest(config.manifest, config.data, config.split, Path(config.out))
+    write_text(out / "experiment.yaml", to_yaml(_with_paths(config, manifest)))
     manifests = budget_manifests(config, manifest)
     pretrained = {i.name: prepare_pretrained(config, manifest, i) for i in config.initialisations if i.init == "pretrain"}
     every_run = run_configs(config, manifests, pretrained)

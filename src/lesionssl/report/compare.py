@@ -8,6 +8,7 @@ with ``lesionssl report`` from whatever runs have finished (e.g. the shards of a
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +19,13 @@ from lesionssl.data.classes import CLASS_NAMES
 from lesionssl.errors import LesionSSLError
 from lesionssl.evaluate.calibration import apply_temperature
 from lesionssl.evaluate.metrics import ECE_BINS, metrics_from_predictions
-from lesionssl.figures import plot_confusion, plot_label_efficiency, plot_lr_curves, plot_per_class_f1, plot_pretrain_history, plot_reliability
+from lesionssl.figures import plot_confusion, plot_label_efficiency, plot_lr_curves, plot_per_class_f1, plot_pretrain_history, plot_reliability, plot_roc
 from lesionssl.io import write_csv, write_text
 from lesionssl.records import RUN_FILE, BackboneRecord, RunRecord, RunResult
 from lesionssl.report.document import Document
 from lesionssl.report.labels_saved import format_budget, labels_saved
 from lesionssl.report.published import PUBLISHED
-from lesionssl.report.statistics import compare_pair, pairwise_table, summarize
+from lesionssl.report.statistics import BOOTSTRAP_METRICS, compare_pair, pairwise_table, study_interval, summarize
 
 RESULT_COLUMNS = ["init", "seed", "accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "run_dir"]
 HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1")
@@ -69,18 +70,42 @@ def collect_runs(out: Path) -> tuple[pd.DataFrame, list[dict], list[str]]:
     return pd.DataFrame(rows), full, stale
 
 
+class Intervals:
+    """95% bootstrap intervals over seeds and test images (:func:`study_interval`) of the runs in
+    a results frame, from their ``predictions.csv`` (read once)."""
+
+    def __init__(self, out: Path) -> None:
+        self.out, self._predictions = Path(out), {}
+
+    def predictions(self, run_dir: str, test_set: str = "test") -> tuple[np.ndarray, np.ndarray]:
+        key = (run_dir, test_set)
+        if key not in self._predictions:
+            folder = self.out / run_dir if test_set == "test" else self.out / run_dir / "external" / test_set
+            frame = pd.read_csv(folder / "predictions.csv", keep_default_na=False)
+            classes = [c.removeprefix("p_") for c in frame.columns if c.startswith("p_")]
+            self._predictions[key] = (frame["label"].map({c: i for i, c in enumerate(classes)}).to_numpy(), frame[[f"p_{c}" for c in classes]].to_numpy())
+        return self._predictions[key]
+
+    def __call__(self, runs: pd.DataFrame, metric: str, test_set: str = "test") -> tuple[float, float]:
+        if metric not in BOOTSTRAP_METRICS or runs.empty:
+            return math.nan, math.nan
+        return study_interval([self.predictions(d, test_set) for d in runs["run_dir"]], metric)
+
+
 def _fmt(value, digits: int = 4) -> str:
     return "n/a" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.{digits}f}"
 
 
-def summary_table(results: pd.DataFrame, order: list[str], prefix: str = "") -> pd.DataFrame:
+def summary_table(results: pd.DataFrame, order: list[str], intervals: Intervals, test_set: str = "test") -> pd.DataFrame:
     """The seed's first table (mean accuracy, sample std, number of models), plus balanced metrics."""
+    prefix = "" if test_set == "test" else f"{test_set}:"
     table = {"": ["Mean accuracy", "Standard deviation", "95% CI", "Mean balanced accuracy", "Std balanced accuracy", "Mean macro F1", "Number of models"]}
     for init in order:
         runs = results[results["init"] == init]
         accuracy = summarize(runs[f"{prefix}accuracy"].to_numpy(float))
+        low, high = intervals(runs, "accuracy", test_set)
         table[init] = [
-            _fmt(accuracy["mean"], 3), _fmt(accuracy["std"]), f"[{_fmt(accuracy['ci_low'], 3)}, {_fmt(accuracy['ci_high'], 3)}]",
+            _fmt(accuracy["mean"], 3), _fmt(accuracy["std"]), f"[{_fmt(low, 3)}, {_fmt(high, 3)}]",
             _fmt(runs[f"{prefix}balanced_accuracy"].mean(), 3), _fmt(runs[f"{prefix}balanced_accuracy"].std(ddof=1)),
             _fmt(runs[f"{prefix}macro_f1"].mean(), 3), str(len(runs)),
         ]
@@ -134,13 +159,30 @@ def classification_report_table(full: list[dict], order: list[str]) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
-def metric_table(results: pd.DataFrame, order: list[str], metrics: tuple[str, ...]) -> pd.DataFrame:
-    """Mean, sample std and 95% CI per initialisation for each metric."""
+def sensitivity_table(full: list[dict], order: list[str]) -> pd.DataFrame:
+    """Per class (melanoma first) and initialisation: sensitivity and specificity, mean ± std over runs."""
+    classes = full[0]["classes"]
+    rows = []
+    for name in sorted(classes, key=lambda c: c != "MEL"):
+        row = {"class": CLASS_NAMES.get(name, name), "support": full[0]["per_class"][name]["support"]}
+        for init in order:
+            runs = [m["per_class"][name] for m in full if m["init"] == init]
+            for key, label in (("recall", "sensitivity"), ("specificity", "specificity")):
+                values = np.array([r.get(key) for r in runs if r.get(key) is not None], dtype=float)
+                row[f"{label} ({init})"] = f"{_fmt(values.mean() if len(values) else None, 3)} ± {_fmt(values.std(ddof=1) if len(values) > 1 else None, 3)}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def metric_table(results: pd.DataFrame, order: list[str], metrics: tuple[str, ...], intervals: Intervals, test_set: str = "test") -> pd.DataFrame:
+    """Mean, sample std and 95% bootstrap CI (seeds and test images) per initialisation for each metric."""
     rows = []
     for metric in metrics:
         for init in order:
-            s = summarize(results.loc[results["init"] == init, metric].dropna().to_numpy(float))
-            rows.append({"metric": metric, "init": init, "n": s["n"], "mean": _fmt(s["mean"]), "std": _fmt(s["std"]), "95% CI": f"[{_fmt(s['ci_low'])}, {_fmt(s['ci_high'])}]"})
+            runs = results[results["init"] == init]
+            s = summarize(runs[metric].dropna().to_numpy(float))
+            low, high = intervals(runs, metric, test_set)
+            rows.append({"metric": metric, "init": init, "n": s["n"], "mean": _fmt(s["mean"]), "std": _fmt(s["std"]), "95% CI": f"[{_fmt(low)}, {_fmt(high)}]"})
     return pd.DataFrame(rows)
 
 
@@ -180,15 +222,16 @@ def test_set_view(results: pd.DataFrame, test_set: str) -> pd.DataFrame:
     return results.drop(columns=[c for c in STUDY_METRICS if c in results]).rename(columns=columns)
 
 
-def score_table(frame: pd.DataFrame, order: list[str]) -> pd.DataFrame:
-    """Per initialisation: runs, then mean [95% t-interval] of each study metric."""
+def score_table(frame: pd.DataFrame, order: list[str], intervals: Intervals, test_set: str = "test") -> pd.DataFrame:
+    """Per initialisation: runs, then mean [95% bootstrap interval over seeds and test images] of each study metric."""
     rows = []
     for init in order:
         runs = frame[frame["init"] == init]
         row = {"initialisation": init, "runs": len(runs)}
         for metric in STUDY_METRICS:
             s = summarize(runs[metric].dropna().to_numpy(float)) if metric in runs else summarize(np.array([]))
-            row[metric.replace("_", " ")] = f"{_fmt(s['mean'], 3)} [{_fmt(s['ci_low'], 3)}, {_fmt(s['ci_high'], 3)}]"
+            low, high = intervals(runs, metric, test_set) if metric in runs else (math.nan, math.nan)
+            row[metric.replace("_", " ")] = f"{_fmt(s['mean'], 3)} [{_fmt(low, 3)}, {_fmt(high, 3)}]"
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -208,12 +251,12 @@ def paired_table(frame: pd.DataFrame, order: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _study(doc: Document, results: pd.DataFrame, order: list[str]) -> None:
+def _study(doc: Document, results: pd.DataFrame, order: list[str], intervals: Intervals) -> None:
     """Every protocol, budget and test set in its own tables."""
     budgets = sorted(b for b in results["budget"].dropna().unique()) or [None]
     doc.heading("Results by protocol, label budget and test set")
     doc.paragraph(
-        "Mean over seeds with the 95% t-interval; differences are paired over the seeds both initialisations share "
+        "Mean over seeds with the 95% bootstrap interval over seeds and test images; differences are paired over the seeds both initialisations share "
         "(a seed fixes the labelled images, so both saw the same labels), with the t-interval of the paired differences and the paired t-test."
     )
     for protocol in [p for p in PROTOCOL_TITLES if p in set(results["protocol"])]:
@@ -227,7 +270,7 @@ def _study(doc: Document, results: pd.DataFrame, order: list[str]) -> None:
                     continue
                 present = [i for i in order if i in set(frame["init"])]
                 doc.heading(f"{protocol} · {test_set}" + (f" · {int(budget)} labels per class" if budget is not None else ""), 4)
-                doc.table(score_table(frame, present))
+                doc.table(score_table(frame, present, intervals, test_set))
                 if len(present) > 1:
                     doc.table(paired_table(frame, present))
 
@@ -342,9 +385,16 @@ def _deployment(doc: Document, out: Path, full: list[dict], order: list[str]) ->
             doc.image(runs[0]["run"] / "examples.png", f"{init}, seed {runs[0]['seed']} (the lowest seed, not a chosen run): per class the most confident correct and wrong test predictions with Grad-CAM maps")
 
 
-def _figures(doc: Document, out: Path, full: list[dict], results: pd.DataFrame, order: list[str], experiment: dict) -> None:
+def _figures(doc: Document, out: Path, full: list[dict], results: pd.DataFrame, order: list[str], experiment: dict, intervals: Intervals) -> None:
     figures = out / "figures"
     doc.heading("Figures")
+    doc.paragraph("Every figure is in `figures/` as a 300-dpi PNG and as an SVG.")
+    for init in order:
+        runs = results[results["init"] == init]
+        pooled = [intervals.predictions(d) for d in runs["run_dir"]]
+        path = figures / f"roc_{init}.png"
+        plot_roc(np.concatenate([labels for labels, _ in pooled]), np.concatenate([probs for _, probs in pooled]), full[0]["classes"], path, f"{init}: one-vs-rest ROC")
+        doc.image(path, f"One-vs-rest ROC curves of {init}, the test predictions of its {len(runs)} runs pooled")
     plot_per_class_f1(per_class_f1(full, order), figures / "per_class_f1.png")
     doc.image(figures / "per_class_f1.png", "Per-class F1, mean over runs with one standard deviation")
     for init in order:
@@ -363,12 +413,69 @@ def _figures(doc: Document, out: Path, full: list[dict], results: pd.DataFrame, 
         doc.table(lrs.assign(**{c: lrs[c].map(lambda v: f"{v:.3g}") for c in ("min", "median", "max")}).rename(columns={"count": "runs"}))
     for history in sorted(out.glob("pretrain*/history.csv")):  # pretrain/, and pretrain-<name>/ of other methods
         figure = figures / f"{history.parent.name.replace('pretrain', 'pretraining', 1)}.png"
-        plot_pretrain_history(pd.read_csv(history), figure)
-        doc.image(figure, f"Self-supervised pretraining per epoch ({history.parent.name}/): loss, the terms its method logs, kNN accuracy and collapse indicators")
+        frame = pd.read_csv(history)
+        plot_pretrain_history(frame, figure)
+        doc.image(figure, f"Self-supervised pretraining per epoch ({history.parent.name}/): loss, the terms its method logs, kNN accuracy (when the pool has labelled train and val images) and collapse indicators")
+        collapse = collapse_note(frame)
+        if collapse:
+            doc.paragraph(f"**Warning ({history.parent.name}/): {collapse}**")
     gallery = figures / "augmentations.png"
     if not gallery.is_file() and experiment:
         _augmentation_gallery(out, experiment, gallery)
     doc.image(gallery, "Pretraining augmentations: each row is an image and the two views of its positive pair")
+
+
+#: The monitor's effective rank falling below this share of its peak names a collapse in the report.
+COLLAPSE_DROP = 0.2
+
+
+def collapse_note(history: pd.DataFrame) -> str:
+    """Words for a dimensional collapse the per-epoch monitor saw: the effective rank of the
+    embeddings falling far below its peak (or the embedding std near 0); empty when none."""
+    if "effective_rank" not in history or history["effective_rank"].dropna().empty:
+        return ""
+    rank = history["effective_rank"].dropna()
+    peak, last = float(rank.max()), float(rank.iloc[-1])
+    if last >= COLLAPSE_DROP * peak:
+        return ""
+    return (
+        f"the embeddings collapsed: their effective rank fell from {peak:.0f} (peak) to {last:.1f} at the last epoch. "
+        "Collapsed features probe and fine-tune like weak ones; try the small-data recipe, a lower LR, the official lambda, or more epochs with more images."
+    )
+
+
+def _methods(doc: Document, out: Path, experiment: dict, results: pd.DataFrame, order: list[str]) -> None:
+    """A methods paragraph written from the resolved configuration and the manifest's counts."""
+    finetune = experiment.get("finetune") or {}
+    pretrain = experiment.get("pretrain") or {}
+    seeds = sorted(set(results["seed"]))
+    manifest = Path(experiment.get("manifest") or out / "manifest.csv")
+    counts = ""
+    if manifest.is_file():
+        table = pd.read_csv(manifest, keep_default_na=False)
+        splits = table["split"].value_counts()
+        counts = (
+            f" The manifest held {len(table)} images: " + ", ".join(f"{int(splits[s])} {s}" for s in ("train", "val", "test", "external") if s in splits)
+            + f"; {int(table['pretrain'].sum())} images formed the pretraining pool."
+        )
+    pools = sorted(set(results["pretraining_pool"].dropna()) & {"inductive", "transductive"})
+    budgets = sorted(int(b) for b in results["budget"].dropna().unique())
+    doc.heading("Methods")
+    doc.paragraph(
+        f"We compared {len(order)} initialisation(s) ({', '.join(order)}) of a {finetune.get('backbone', 'resnet18')} classifier "
+        f"at {finetune.get('image_size', '?')} px under the {', '.join(sorted(set(results['protocol'])))} protocol(s)"
+        + (f", with {', '.join(map(str, budgets))} labelled images per class" if budgets else "")
+        + f", each with {len(seeds)} seeds ({', '.join(map(str, seeds))}). Fine-tuning followed the transfer protocol: "
+        f"{finetune.get('head_epochs', 1)} head epoch(s), then unfreezing, an LR finder and {finetune.get('epochs', '?')} epochs of 1cycle"
+        + (f" (recipe {finetune['recipe']})" if finetune.get("recipe") else "") + "."
+        + (
+            f" Self-supervised pretraining used {pretrain.get('method', 'barlow_twins')} (recipe {pretrain.get('recipe', 'small-data')}) for {pretrain.get('epochs', '?')} epochs at {pretrain.get('image_size', '?')} px with batch {pretrain.get('batch_size', '?')}"
+            + (f"; the pool was {' and '.join(pools)}" if pools else "") + "."
+            if pretrain else ""
+        )
+        + counts
+        + " Every run was evaluated once on the test split; nothing was selected on it. Software: lesionssl (this report's configuration is in experiment.yaml)."
+    )
 
 
 def _augmentation_gallery(out: Path, experiment: dict, path: Path) -> None:
@@ -442,16 +549,21 @@ def write_report(out: Path, inits: dict[str, str] | None = None) -> Path:
     )
     if stale:
         doc.paragraph(f"{len(stale)} finished run(s) from an earlier configuration of this experiment are left out: " + ", ".join(f"`{s}`" for s in stale) + ".")
+    intervals = Intervals(out)
+    _methods(doc, out, experiment, results, order)
     doc.heading("Model fine-tuning results")
-    doc.table(summary_table(main, main_order))
+    doc.table(summary_table(main, main_order, intervals))
     if experiment.get("reference") == "seed-isic2019":
         doc.heading("Published numbers (Haggerty & Chandra 2023) next to ours", 3)
         doc.table(published_table(main, main_order))
-    doc.paragraph("Standard deviation is the sample standard deviation (n - 1); the 95% CI is a t-interval of the mean.")
+    doc.paragraph("Standard deviation is the sample standard deviation (n - 1) over runs; the 95% CI is a percentile bootstrap interval of the mean that resamples both the seeds and the test images (1,000 replicates; 200 for AUROC), so it never leaves [0, 1].")
     doc.heading("Combined classification report (mean ± std over runs)")
     doc.table(classification_report_table(main_full, main_order))
     doc.heading("Every metric with 95% confidence intervals")
-    doc.table(metric_table(main, main_order, PAIRWISE_METRICS))
+    doc.table(metric_table(main, main_order, PAIRWISE_METRICS, intervals))
+    doc.heading("Sensitivity and specificity per class (one class against the rest)")
+    doc.paragraph("Mean ± sample std over runs; melanoma first, as clinicians ask first.")
+    doc.table(sensitivity_table(main_full, main_order))
     doc.heading("Pairwise comparisons")
     pairs = pairwise_frame(main, main_order, PAIRWISE_METRICS)
     if pairs.empty:
@@ -461,16 +573,16 @@ def write_report(out: Path, inits: dict[str, str] | None = None) -> Path:
         doc.table(pairs)
     for name in sorted({c.split(":")[0] for c in results.columns if ":" in c}):
         doc.heading(f"External test set: {name} (domain shift)")
-        doc.table(summary_table(main, main_order, prefix=f"{name}:"))
-        doc.table(metric_table(test_set_view(main, name), main_order, ("balanced_accuracy", "macro_auroc")))
+        doc.table(summary_table(main, main_order, intervals, name))
+        doc.table(metric_table(test_set_view(main, name), main_order, ("balanced_accuracy", "macro_auroc"), intervals, name))
     if len(protocols) > 1 or len(budgets) > 1:
-        _study(doc, results, order)
+        _study(doc, results, order, intervals)
     if len(budgets) > 1:
         _label_efficiency(doc, out, results, order)
         if len(order) > 1:
             _labels_saved(doc, out, results, order)
     _deployment(doc, out, main_full, main_order)
-    _figures(doc, out, main_full, main, main_order, experiment)
+    _figures(doc, out, main_full, main, main_order, experiment, intervals)
     doc.heading("Unlabelled data used for pretraining")
     pools = results.dropna(subset=["pretraining_pool"]).groupby("init")["pretraining_pool"].first().to_dict()
     for init in order:

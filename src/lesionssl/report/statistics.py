@@ -1,6 +1,8 @@
 """Across-run statistics: per-initialisation summaries and pairwise comparisons.
 
-For each metric: mean, sample std (n - 1) and a 95% t-interval of the mean. For each pair of
+For each metric of an initialisation: mean, sample std (n - 1) and a 95% percentile bootstrap
+interval of the mean that resamples both the seeds (runs) and the test images they share
+(:func:`study_interval`), so it states both sources of variation and never leaves [0, 1]. For each pair of
 initialisations: difference of means with Welch's 95% CI, Welch's t-test, the mean paired
 difference over the seeds both share with its 95% t-interval and paired t-test (runs with the
 same seed share the labelled images, data order and head initialisation), and Hedges' g. With fewer than 3 runs per side no conclusion is drawn.
@@ -16,6 +18,67 @@ import pandas as pd
 from scipy import stats
 
 MIN_RUNS = 3
+#: Bootstrap replicates of an interval (a fifth of them for AUROC, which ranks every replicate).
+BOOTSTRAP = 1000
+#: Metrics computed from predictions by :func:`study_interval`.
+BOOTSTRAP_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "macro_auroc")
+
+
+def headline_scores(labels: np.ndarray, predictions: np.ndarray, k: int) -> np.ndarray:
+    """Accuracy, balanced accuracy and macro F1 (over the classes present), from one confusion
+    matrix: the definitions of :func:`~lesionssl.evaluate.metrics.compute_metrics`, fast enough to
+    be drawn thousands of times."""
+    counts = np.bincount(labels * k + predictions, minlength=k * k).reshape(k, k).astype(float)
+    support, called, hits = counts.sum(axis=1), counts.sum(axis=0), np.diag(counts)
+    present = support > 0
+    recall = np.divide(hits, support, out=np.zeros(k), where=present)
+    precision = np.divide(hits, called, out=np.zeros(k), where=called > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k), where=precision + recall > 0)
+    return np.array([hits.sum() / counts.sum(), recall[present].mean(), f1[present].mean()])
+
+
+def macro_auroc(labels: np.ndarray, probs: np.ndarray) -> float:
+    """One-vs-rest AUROC averaged over the classes with positives and negatives (Mann-Whitney U)."""
+    values = []
+    for c in range(probs.shape[1]):
+        positives = labels == c
+        n_pos = int(positives.sum())
+        if 0 < n_pos < len(labels):
+            ranks = stats.rankdata(probs[:, c])
+            values.append((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * (len(labels) - n_pos)))
+    return float(np.mean(values)) if values else math.nan
+
+
+def image_interval(labels: np.ndarray, predictions: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """95% percentile intervals of :func:`headline_scores` over test images resampled with
+    replacement (``scipy.stats.bootstrap``): one model's test-set sampling error."""
+    result = stats.bootstrap((labels, predictions), lambda a, b: headline_scores(a, b, k), paired=True, vectorized=False, n_resamples=BOOTSTRAP, method="percentile", random_state=seed)
+    return result.confidence_interval.low, result.confidence_interval.high
+
+
+def study_interval(runs: list[tuple[np.ndarray, np.ndarray]], metric: str, seed: int = 0) -> tuple[float, float]:
+    """95% percentile bootstrap interval of a metric's mean over runs, resampling the runs (seeds)
+    and, within each replicate, the test images (jointly for runs that share a test set).
+
+    Args:
+        runs: Per run, true class indices ``[n]`` and probabilities ``[n, k]``.
+        metric: One of :data:`BOOTSTRAP_METRICS`.
+    """
+    rng = np.random.default_rng(seed)
+    resamples = BOOTSTRAP // 5 if metric == "macro_auroc" else BOOTSTRAP
+    draws = {n: rng.integers(0, n, (resamples, n)) for n in sorted({len(labels) for labels, _ in runs})}
+    per_run = np.empty((resamples, len(runs)))
+    for r, (labels, probs) in enumerate(runs):
+        k, predictions = probs.shape[1], probs.argmax(axis=1)
+        for b, pick in enumerate(draws[len(labels)]):
+            if metric == "macro_auroc":
+                per_run[b, r] = macro_auroc(labels[pick], probs[pick])
+            else:
+                per_run[b, r] = headline_scores(labels[pick], predictions[pick], k)[BOOTSTRAP_METRICS.index(metric)]
+    chosen = rng.integers(0, len(runs), (resamples, len(runs)))
+    replicates = np.take_along_axis(per_run, chosen, axis=1).mean(axis=1)
+    low, high = np.nanpercentile(replicates, [2.5, 97.5])
+    return float(low), float(high)
 
 
 def summarize(values: np.ndarray) -> dict[str, float]:
