@@ -174,3 +174,21 @@ def test_help_shows_the_configurations_defaults():
     result = lesionssl("pretrain", "--help")
     assert "[default: (64)]" in result.stdout.replace("\n", " ") or "default: (64)" in result.stdout
     assert "--print-config" in result.stdout and "--runtime.devices" in result.stdout
+
+
+def test_trackers_are_optional_extras(tmp_path, monkeypatch):
+    """``auto`` uses a tracker only when its package is installed; ``true`` without the package is
+    a one-line error naming the extra; W&B is an option."""
+    import importlib.util
+
+    from lesionssl.config import TrackingConfig
+    from lesionssl.engine.trainer import make_loggers
+
+    assert_one_line_error(lesionssl("finetune", "--manifest", "m.csv", "--tracking.wandb", "true"), "pip install 'lesionssl[wandb]'")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
+    auto = TrackingConfig()
+    assert not auto.enabled("mlflow") and auto.enabled("tensorboard") == (real("tensorboard") is not None)
+    loggers = make_loggers(auto, tmp_path, "run", {})
+    assert not any("MLFlow" in type(logger).__name__ for logger in loggers)
+    assert not (tmp_path / "mlflow.db").exists()

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -101,7 +103,8 @@ def test_manifest_round_trip_keeps_pool_and_classes(tmp_path):
     spec = SplitSpec(per_class=5, transductive=True)
     manifest = make_split(table, spec)
     write_manifest(manifest, tmp_path / "m.csv", spec, ["MEL", "NV"], ["x"])
-    loaded = read_manifest(tmp_path / "m.csv")
+    loaded = read_manifest(tmp_path / "m.csv", data_root=tmp_path)  # the images of /x, moved here
+    assert set(loaded.table["path"]) == {str(tmp_path / Path(p).name) for p in table["path"]}
     assert loaded.pool == "transductive" and loaded.classes == ["MEL", "NV"]
     assert len(loaded.rows("unlabelled")) == 4 and len(loaded.pretrain_rows()) == 64
     assert list(split_table(manifest, ["MEL", "NV"]).loc["Total"]) == [10, 50]
@@ -239,7 +242,7 @@ def test_a_hand_edited_manifest_with_a_lesion_in_train_and_test_is_refused(tmp_p
     manifest = make_split(_study_table(), STUDY)
     spec_path = tmp_path / "m.csv"
     write_manifest(manifest, spec_path, STUDY, ["MEL", "NV", "DF"], ["x"])
-    assert read_manifest(spec_path).pool == "inductive"
+    assert read_manifest(spec_path, data_root=tmp_path).pool == "inductive"
     sizes = manifest[manifest["split"] == "test"].groupby("group").size()
     test_group = sizes.index[sizes > 1][0]  # a lesion photographed more than once
     edited = manifest.copy()
@@ -247,3 +250,58 @@ def test_a_hand_edited_manifest_with_a_lesion_in_train_and_test_is_refused(tmp_p
     edited.to_csv(spec_path, index=False)
     with pytest.raises(LesionSSLError, match="leaks"):
         read_manifest(spec_path)
+
+
+@pytest.mark.parametrize(
+    ("flavour", "paths", "root", "relative"),
+    [
+        ("windows", [r"C:\Users\ana\ISIC 2019\train\a.jpg", r"C:\Users\ana\ISIC 2019\test\b.JPG"], r"C:\Users\ana\ISIC 2019", ["train/a.jpg", "test/b.JPG"]),
+        ("posix", ["/Volumes/Lesions Drive/isic/naevus ä.jpg", "/Volumes/Lesions Drive/isic/extra/m.png"], "/Volumes/Lesions Drive/isic", ["naevus ä.jpg", "extra/m.png"]),
+        ("posix", ["/scratch/job/x.png"], "/scratch/job", ["x.png"]),
+    ],
+)
+def test_manifest_paths_are_relative_to_a_root_on_every_system(flavour, paths, root, relative):
+    """Windows and macOS paths (drives, spaces, non-ASCII) become a root plus ``/``-separated
+    relative paths, which resolve again under any root, written on one system and read on another."""
+    from pathlib import PurePosixPath, PureWindowsPath
+
+    from lesionssl.data.split import locate, relative_paths
+
+    kind = PureWindowsPath if flavour == "windows" else PurePosixPath
+    found_root, found = relative_paths(paths, kind)
+    assert (found_root, found) == (root, relative)
+    assert [locate(p, found_root, kind) for p in found] == paths
+    # written on Windows, read on Linux below the folder the data moved to (and back)
+    assert locate(found[-1], "/scratch/isic", PurePosixPath) == "/scratch/isic/" + relative[-1]
+    assert locate("train/a.jpg", r"D:\copy", PureWindowsPath) == r"D:\copy\train\a.jpg"
+    assert locate(r"C:\old\absolute.jpg", "/anywhere", PurePosixPath) == r"C:\old\absolute.jpg"  # an older manifest's absolute path stays
+
+
+def test_images_on_two_windows_drives_keep_absolute_paths():
+    from pathlib import PureWindowsPath
+
+    from lesionssl.data.split import relative_paths
+
+    assert relative_paths([r"C:\a\x.jpg", r"D:\b\y.jpg"], PureWindowsPath) == (None, [r"C:\a\x.jpg", r"D:\b\y.jpg"])
+
+
+def test_a_moved_data_folder_is_found_with_data_root(synthetic, tmp_path):
+    """The manifest stores paths below the data's root; after the data moves, reading it names
+    --data-root, and with it every image is found."""
+    import shutil
+
+    from conftest import lesionssl
+
+    data = tmp_path / "data"
+    shutil.copytree(synthetic, data)
+    result = lesionssl("split", "--data", data / "labelled", "--per-class", 5, "--out", tmp_path / "m.csv")
+    assert result.returncode == 0, result.stderr
+    table = pd.read_csv(tmp_path / "m.csv", keep_default_na=False)
+    assert not table["path"].str.startswith("/").any() and "\\" not in "".join(table["path"])
+    data.rename(tmp_path / "scratch")
+    with pytest.raises(LesionSSLError, match="--data-root"):
+        read_manifest(tmp_path / "m.csv")
+    moved = read_manifest(tmp_path / "m.csv", data_root=tmp_path / "scratch" / "labelled")
+    assert all(__import__("os").path.isfile(p) for p in moved.table["path"])
+    refused = lesionssl("finetune", "--manifest", tmp_path / "m.csv", "--out", tmp_path / "ft")
+    assert refused.returncode == 2 and "--data-root" in refused.stderr

@@ -53,6 +53,7 @@ DataOpt = Annotated[list[str] | None, typer.Option("--data", help="Image source 
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (recorded in every output).")]
 OutOpt = Annotated[Path | None, typer.Option("--out", help="Output folder.")]
 ManifestOpt = Annotated[Path | None, typer.Option("--manifest", help="Manifest from `lesionssl split`.")]
+DataRootOpt = Annotated[Path | None, typer.Option("--data-root", help="The folder that now holds the manifest's images, when they moved (e.g. to node scratch); default: the root the manifest recorded.")]
 ResumeOpt = Annotated[bool | None, typer.Option("--resume", help="Continue an interrupted run in --out, or keep a finished one.")]
 
 #: The configuration class behind each command whose options are more than its flags.
@@ -154,6 +155,7 @@ def _hold_out(values: list[str] | None) -> dict[str, list[str]] | None:
 def pretrain(
     data: DataOpt = None,
     manifest: Annotated[Path | None, typer.Option("--manifest", help="Manifest from `lesionssl split`; its pretraining pool is used.")] = None,
+    data_root: DataRootOpt = None,
     out: OutOpt = None,
     backbone: Annotated[str | None, typer.Option(help="resnet18 | resnet34 | resnet50 | resnet101 | timm:NAME")] = None,
     init: Annotated[str | None, typer.Option(help="random | imagenet | imagenet-v1 | imagenet-v2 | a registered name | PATH to a checkpoint (pre-pretraining).")] = None,
@@ -173,7 +175,7 @@ def pretrain(
     """Self-supervised pretraining of a backbone on unlabelled images; writes backbone.safetensors."""
     from lesionssl.pretraining.run import pretrain as run
 
-    values = _values(data=data, manifest=manifest, out=out, backbone=backbone, init=init, image_size=image_size, batch_size=batch_size, epochs=epochs, projector=[int(d) for d in projector.split(",")] if projector else None, method=method, method_kwargs=_key_values(method_kwargs, "--method-kwargs"), positives=positives, recipe=recipe, augmentation=augmentation, lr=_lr(lr), resume=resume, seed=seed)
+    values = _values(data=data, manifest=manifest, data_root=data_root, out=out, backbone=backbone, init=init, image_size=image_size, batch_size=batch_size, epochs=epochs, projector=[int(d) for d in projector.split(",")] if projector else None, method=method, method_kwargs=_key_values(method_kwargs, "--method-kwargs"), positives=positives, recipe=recipe, augmentation=augmentation, lr=_lr(lr), resume=resume, seed=seed)
     path = run(_settings(PretrainConfig, values, "pretrain"))
     console.print(f"backbone written to {path}")
 
@@ -182,6 +184,7 @@ def pretrain(
 def audit(
     manifest: Annotated[Path, typer.Option("--manifest", help="Manifest from `lesionssl split`.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for pairs.csv, summary.json and index.html.")] = Path("audit"),
+    data_root: Annotated[Path | None, typer.Option(help="The folder that now holds the manifest's images, when they moved.")] = None,
     features: Annotated[str, typer.Option(help="Cosine detector: 'thumbnail' (colour thumbnails) or a backbone: random | imagenet | PATH.")] = "thumbnail",
     backbone: Annotated[str, typer.Option(help="Architecture of a backbone given as --features.")] = "resnet18",
     hash_threshold: Annotated[int, typer.Option(help="Largest pHash Hamming distance (of 63 bits) that links a pair.")] = HASH_THRESHOLD,
@@ -190,7 +193,7 @@ def audit(
     """Find near-duplicate images across the splits of a manifest (pHash + feature cosine), with thumbnails."""
     from lesionssl.data.audit import audit as run
 
-    result = run(manifest, out, features, backbone, hash_threshold, cosine_threshold)
+    result = run(manifest, out, features, backbone, hash_threshold, cosine_threshold, data_root)
     cross = int(result.pairs["cross_split"].sum()) if len(result.pairs) else 0
     console.print(f"{len(result.pairs)} near-duplicate pairs, {cross} across splits, {len(result.leaking)} leaking (evaluated image seen in training)", markup=False)
     console.print(f"report written to {result.folder / 'index.html'}", markup=False)
@@ -218,6 +221,7 @@ def augment_preview(
 @app.command(epilog="Example: lesionssl finetune --manifest split.csv --init runs/bt/backbone.safetensors --epochs 10 --out runs/ft")
 def finetune(
     manifest: ManifestOpt = None,
+    data_root: DataRootOpt = None,
     data: Annotated[list[str] | None, typer.Option("--data", help="Image sources, split with --split.* settings when no --manifest is given (e.g. --split.per-class 50).")] = None,
     out: OutOpt = None,
     backbone: Annotated[str | None, typer.Option(help="resnet18 | resnet34 | resnet50 | resnet101 | timm:NAME")] = None,
@@ -239,7 +243,7 @@ def finetune(
     """The transfer protocol: head epoch, unfreeze, LR finder, 1cycle; then one test evaluation."""
     from lesionssl.api import finetune as run
 
-    values = _values(manifest=manifest, data=data, out=out, backbone=backbone, init=init, image_size=image_size, batch_size=batch_size, epochs=epochs, lr=_lr(lr), tta=tta, recipe=recipe, freeze=freeze, sampling=sampling, loss_weights=loss_weights, test_prior=test_prior, select_on=select_on, resume=resume, seed=seed)
+    values = _values(manifest=manifest, data_root=data_root, data=data, out=out, backbone=backbone, init=init, image_size=image_size, batch_size=batch_size, epochs=epochs, lr=_lr(lr), tta=tta, recipe=recipe, freeze=freeze, sampling=sampling, loss_weights=loss_weights, test_prior=test_prior, select_on=select_on, resume=resume, seed=seed)
     settings = _settings(FinetuneConfig, values, "finetune")
     if (Path(settings.out) / "metrics.json").is_file() and not settings.resume:
         raise LesionSSLError(f"{settings.out} already holds a finished run; choose another --out or pass --resume to keep it")
@@ -333,6 +337,7 @@ def card(run: Annotated[Path, typer.Argument(help="A finished `finetune` run fol
 def compare(
     data: DataOpt = None,
     manifest: ManifestOpt = None,
+    data_root: DataRootOpt = None,
     out: OutOpt = None,
     jobs: Annotated[int | None, typer.Option(help="Runs at once (one GPU each when there are GPUs).")] = None,
     shard: Annotated[str | None, typer.Option(help="k/n: run only the k-th of n slices (cluster job arrays).")] = None,
@@ -341,7 +346,7 @@ def compare(
     """Initialisations x seeds under the same protocol; resumable; writes results.csv and report.md."""
     from lesionssl.api import compare as run
 
-    values = _values(data=data, manifest=manifest, out=out, jobs=jobs, shard=shard, seeds=seeds)
+    values = _values(data=data, manifest=manifest, data_root=data_root, out=out, jobs=jobs, shard=shard, seeds=seeds)
     result = run(_settings(CompareConfig, values, "compare"))
     console.print(f"report written to {result.report}")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import importlib.util
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -119,13 +120,36 @@ class RuntimeConfig(Strict):
 StoreMargin = Annotated[float, Field(ge=1.0, le=4.0, description=f"stored side / image_size (256 -> 224 is {STORE_MARGIN})")]
 
 
-class TrackingConfig(Strict):
-    """Experiment tracking besides the CSV files: TensorBoard and MLflow."""
+#: Per tracker: the module it needs and the extra that installs it.
+TRACKERS = {"tensorboard": ("tensorboard", "track"), "mlflow": ("mlflow", "track"), "wandb": ("wandb", "wandb")}
 
-    tensorboard: bool = True
-    mlflow: bool = True
+
+class TrackingConfig(Strict):
+    """Experiment tracking besides the CSV files, each an optional extra: TensorBoard and MLflow
+    (``pip install 'lesionssl[track]'``), Weights & Biases (``lesionssl[wandb]``).
+
+    ``auto`` uses a tracker when its package is installed; ``true`` requires it (a clear error
+    names the extra to install); ``false`` turns it off.
+    """
+
+    tensorboard: bool | Literal["auto"] = "auto"
+    mlflow: bool | Literal["auto"] = "auto"
+    wandb: bool = Field(False, description="Weights & Biases (needs the [wandb] extra and a login, or WANDB_MODE=offline)")
     mlflow_uri: str | None = Field(None, description="default: sqlite:///<out>/mlflow.db (compare: one database per experiment); or a server URI")
+    wandb_project: str | None = Field(None, description="default: the experiment name")
     experiment: str = "lesionssl"
+
+    @model_validator(mode="after")
+    def _installed(self) -> TrackingConfig:
+        for name, (module, extra) in TRACKERS.items():
+            if getattr(self, name) is True and importlib.util.find_spec(module) is None:
+                raise ValueError(f"{name}: true needs the {module} package: pip install 'lesionssl[{extra}]' (or set {name}: false)")
+        return self
+
+    def enabled(self, name: str) -> bool:
+        """Whether a tracker runs: ``auto`` when its package is installed, ``true`` always."""
+        wanted = getattr(self, name)
+        return wanted is True or (wanted == "auto" and importlib.util.find_spec(TRACKERS[name][0]) is not None)
 
 
 def _optional_fields(source: type) -> dict[str, Any]:
@@ -172,6 +196,7 @@ class PretrainConfig(Strict):
 
     data: Sources = Field(default_factory=list)
     manifest: Path | None = Field(None, description="manifest from `lesionssl split`: its pretraining pool is used (else every image of data)")
+    data_root: Path | None = Field(None, description="the folder that now holds the manifest's images, when they moved (e.g. to node scratch); default: the root the manifest recorded")
     out: Path = Path("runs/pretrain")
     recipe: Literal[tuple(PRETRAIN_RECIPES)] = Field("small-data", description="small-data (measured best on small dermoscopy pools) | seed (Haggerty & Chandra) | official (Zbontar et al.)")
     backbone: Backbone = "resnet18"
@@ -301,6 +326,7 @@ class FinetuneConfig(Strict):
     recipe: Literal[tuple(FINETUNE_PRESETS)] | None = Field(None, description="seed | recommended: a named set of settings; explicit keys override it")
     data: Sources = Field(default_factory=list, description="image sources, split with the split section when no manifest is given")
     manifest: Path | None = Field(None, description="manifest from `lesionssl split`")
+    data_root: Path | None = Field(None, description="the folder that now holds the manifest's images, when they moved (e.g. to node scratch); default: the root the manifest recorded")
     split: SplitConfig | None = Field(None, description="how to split data when no manifest is given")
     out: Path = Path("runs/finetune")
     backbone: Backbone = "resnet18"
@@ -395,6 +421,7 @@ class CompareConfig(Strict):
     preset: Literal[tuple(EXPERIMENT_PRESETS)] | None = Field(None, description="named study design; explicit keys override it")
     data: Sources = Field(default_factory=list)
     manifest: Path | None = Field(None, description="manifest from `lesionssl split`")
+    data_root: Path | None = Field(None, description="the folder that now holds the manifest's images, when they moved (e.g. to node scratch); default: the root the manifest recorded")
     split: SplitConfig | None = Field(None, description="how to split data when no manifest is given")
     out: Path = Path("runs/compare")
     initialisations: list[InitConfig] = Field(min_length=1)
@@ -543,8 +570,8 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 
 def config_hash(config: BaseModel) -> str:
-    """Stable short hash of a run's configuration, excluding where it is written and tracked and whether it resumes."""
-    data = config.model_dump(mode="json", exclude={"out", "tracking", "resume"})
+    """Stable short hash of a run's configuration, excluding where it is written and tracked, whether it resumes and where its images now lie."""
+    data = config.model_dump(mode="json", exclude={"out", "tracking", "resume", "data_root"})
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
 
 

@@ -41,9 +41,9 @@ def _seen_in_training(split: str, pretrain: int) -> bool:
     return split in SEEN or pretrain == 1
 
 
-def audit(manifest_path: Path, out: Path, features: str = "thumbnail", architecture: str = "resnet18", hash_threshold: int = HASH_THRESHOLD, cosine_threshold: float = COSINE_THRESHOLD, shown: int = 200) -> AuditResult:
+def audit(manifest_path: Path, out: Path, features: str = "thumbnail", architecture: str = "resnet18", hash_threshold: int = HASH_THRESHOLD, cosine_threshold: float = COSINE_THRESHOLD, data_root: Path | None = None, shown: int = 200) -> AuditResult:
     """Find near-duplicates in a manifest and write ``pairs.csv``, ``summary.json``, ``index.html``."""
-    manifest = read_manifest(manifest_path, check_leaks=False).table
+    manifest = read_manifest(manifest_path, check_leaks=False, data_root=data_root).table
     images = build_store(manifest["path"].tolist(), AUDIT_STORE_SIZE, "decoding images")
     found = near_duplicates(dihedral_hashes(images), image_features(images, features, architecture), hash_threshold, cosine_threshold)
     rows = []

@@ -8,6 +8,7 @@ columns (e.g. ``dataset``, the archive an image comes from) follow, for ``split 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -134,10 +135,14 @@ def read_ham10000(path: Path, images: Path | None = None, skip_missing: bool = F
 
 def read_path_label_csv(path: Path, skip_missing: bool = False) -> pd.DataFrame:
     """Read a ``path,label`` CSV (other columns kept as metadata, e.g. ``site``), or a ``path``
-    listing of unlabelled images; relative paths are relative to the CSV's folder."""
+    listing of unlabelled images; relative paths are relative to the CSV's folder, or for a
+    lesionssl manifest to the data root its sidecar records."""
     table = _read_csv(path)
     table = _drop_duplicate_rows(table, "path", path) if "label" in table else table.assign(label="")
-    files = table["path"].map(lambda p: (path.parent / p).resolve())
+    sidecar = path.with_suffix(".json")
+    root = json.loads(sidecar.read_text()).get("data_root") if sidecar.is_file() else None
+    base = Path(root) if root else path.parent
+    files = table["path"].map(lambda p: (base / p).resolve())
     exists = files.map(Path.is_file)
     if not exists.all() and not skip_missing:
         raise LesionSSLError(f"{path}: {int((~exists).sum())} listed files do not exist, e.g. {files[~exists].iloc[0]}")

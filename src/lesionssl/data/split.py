@@ -21,9 +21,10 @@ Two designs:
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
 from typing import Literal
 
 import numpy as np
@@ -337,7 +338,9 @@ def write_manifest(manifest: pd.DataFrame, path: Path, spec: SplitSpec, classes:
     if duplicates is not None:
         write_csv(duplicates_file(path), duplicates)
         extra["near_duplicates"] = {"pairs": len(duplicates), "file": duplicates_file(path).name}
+    root, relative = relative_paths(manifest["path"].tolist())
     meta = {
+        "data_root": root,
         "classes": classes,
         "pool": spec.pool,
         "spec": asdict(spec),
@@ -347,7 +350,32 @@ def write_manifest(manifest: pd.DataFrame, path: Path, spec: SplitSpec, classes:
         **extra,
     }
     write_json(path.with_suffix(".json"), meta)
-    write_csv(path, manifest)  # last: the CSV marks a whole manifest
+    write_csv(path, manifest.assign(path=relative))  # last: the CSV marks a whole manifest
+
+
+def relative_paths(paths: list[str], flavour: type[PurePath] = Path) -> tuple[str | None, list[str]]:
+    """The deepest folder holding every image, and each image's path below it with ``/`` separators,
+    so a manifest still works when the data moves (``--data-root``) or crosses operating systems.
+    Images on different drives (Windows) keep absolute paths and no root."""
+    if not paths:
+        return None, []
+    absolute = [flavour(p) if flavour(p).is_absolute() else flavour(os.path.abspath(p)) for p in paths]
+    parents = [p.parent for p in absolute]
+    root = parents[0]
+    for parent in parents[1:]:
+        while root != parent and root not in parent.parents:
+            if root.parent == root:  # no shared ancestor (another drive)
+                return None, [str(p) for p in absolute]
+            root = root.parent
+    return str(root), [p.relative_to(root).as_posix() for p in absolute]
+
+
+def locate(path: str, root: str | None, flavour: type[PurePath] = Path) -> str:
+    """An image's path on this machine: a relative manifest path below ``root`` (``/`` separators,
+    whatever system wrote it); an absolute one (an older manifest) as it is."""
+    if root is None or PurePosixPath(path).is_absolute() or PureWindowsPath(path).is_absolute():
+        return path
+    return str(flavour(root).joinpath(*PurePosixPath(path).parts))
 
 
 @dataclass(frozen=True)
@@ -384,9 +412,10 @@ def _check_no_leak(table: pd.DataFrame, path: Path) -> None:
         raise LesionSSLError(f"{path}: external images are marked for pretraining; a held-out set must stay unseen")
 
 
-def read_manifest(path: Path, check_leaks: bool = True) -> Manifest:
+def read_manifest(path: Path, check_leaks: bool = True, data_root: Path | None = None) -> Manifest:
     """Load a manifest written by :func:`write_manifest`, validating its columns and (unless an
-    audit reads it) refusing one whose groups leak across splits."""
+    audit reads it) refusing one whose groups leak across splits. Image paths are resolved below
+    ``data_root`` when given (the data moved), else below the root the manifest recorded."""
     path = Path(path)
     if not path.is_file():
         raise LesionSSLError(f"split manifest not found: {path} (create one with `lesionssl split`)")
@@ -404,6 +433,10 @@ def read_manifest(path: Path, check_leaks: bool = True) -> Manifest:
     table["pretrain"] = table["pretrain"].astype(int)
     if check_leaks:
         _check_no_leak(table, path)
+    root = str(data_root) if data_root is not None else meta.get("data_root")
+    if root is not None and not Path(root).is_dir():
+        raise LesionSSLError(f"{path}: its images were under {root}, which is not a folder here; if the data moved, pass --data-root FOLDER (the folder that now holds them)")
+    table["path"] = [locate(p, root) for p in table["path"]]
     classes = resolve_class_order(table["label"], meta.get("classes"))
     pool = meta.get("pool") or ("transductive" if table.loc[table["split"] == "test", "pretrain"].eq(1).any() else "inductive")
     return Manifest(table=table, classes=classes, pool=pool, path=path)

@@ -39,13 +39,17 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def make_loggers(tracking: TrackingConfig, out: Path, run_name: str, params: dict) -> list[Logger]:
-    """TensorBoard (``out/tensorboard``) and MLflow loggers for a run's main training phase."""
+    """TensorBoard (``out/tensorboard``), MLflow and W&B loggers for a run's main training phase."""
     loggers: list[Logger] = []
-    if tracking.tensorboard:
+    if tracking.enabled("tensorboard"):
         loggers.append(TensorBoardLogger(save_dir=str(out), name="tensorboard", version=""))
-    if tracking.mlflow:
+    if tracking.enabled("mlflow"):
         uri = tracking.mlflow_uri or f"sqlite:///{(out / 'mlflow.db').resolve()}"
         loggers.append(MLFlowLogger(experiment_name=tracking.experiment, tracking_uri=uri, run_name=run_name))
+    if tracking.enabled("wandb"):
+        from lightning.pytorch.loggers import WandbLogger
+
+        loggers.append(WandbLogger(project=tracking.wandb_project or tracking.experiment, name=run_name, save_dir=str(out)))
     for logger in loggers:
         logger.log_hyperparams(params)
     return loggers

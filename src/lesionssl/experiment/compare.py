@@ -62,7 +62,7 @@ def budget_manifests(config: CompareConfig, manifest: Path) -> dict[tuple[int | 
     images that may train (a new draw for every seed, so seeds vary the labels too); one test set."""
     if not config.budgets:
         return {(None, seed): manifest for seed in config.seeds}
-    base = read_manifest(manifest)
+    base = read_manifest(manifest, data_root=config.data_root)
     spec = SplitSpec(**config.split.model_dump()) if config.split else SplitSpec(per_class=max(config.budgets))
     out = {}
     with file_lock(Path(config.out) / ".manifest.lock"):  # shards started together draw them once
@@ -79,10 +79,10 @@ def prepare_pretrained(config: CompareConfig, manifest: Path, initialisation: In
     """Pretrain once (resuming an interrupted pretraining) and return the backbone file."""
     out = Path(config.out) / ("pretrain" if not initialisation.pretrain else f"pretrain-{initialisation.name}")
     backbone = out / BACKBONE_FILE
-    settings = config.pretrain_settings(initialisation).model_copy(update={"manifest": manifest, "out": out, "backbone": config.finetune.backbone, "tracking": _experiment_tracking(config)})
+    settings = config.pretrain_settings(initialisation).model_copy(update={"manifest": manifest, "data_root": config.data_root, "out": out, "backbone": config.finetune.backbone, "tracking": _experiment_tracking(config)})
     with file_lock(Path(config.out) / f".{out.name}.lock"):
         if backbone.is_file():
-            check_pretrained(backbone, settings, int(read_manifest(manifest).table["pretrain"].sum()))
+            check_pretrained(backbone, settings, int(read_manifest(manifest, data_root=config.data_root).table["pretrain"].sum()))
             return backbone
         settings.resume = (out / "checkpoints").is_dir()
         console.print(f"pretraining ({settings.method}) for {initialisation.name} -> {out}", markup=False)
@@ -133,7 +133,7 @@ def run_configs(config: CompareConfig, manifests: dict[tuple[int | None, int], P
         for initialisation in config.initialisations:
             init = str(pretrained[initialisation.name]) if initialisation.init == "pretrain" else initialisation.init
             for (budget, seed), manifest in manifests.items():
-                run = config.finetune.model_copy(update={"manifest": manifest, "init": init, "seed": seed})
+                run = config.finetune.model_copy(update={"manifest": manifest, "data_root": config.data_root if budget is None else None, "init": init, "seed": seed})
                 run.tracking = _experiment_tracking(config)
                 prefix = ("" if protocol == "finetune" else f"{protocol}-") + (f"b{budget}-" if budget is not None else "")
                 tag = config_hash(run) if protocol == "finetune" else hashlib.sha256(f"{config_hash(run)}:{protocol}:{config.knn_k}".encode()).hexdigest()[:10]

@@ -67,7 +67,7 @@ def probe_run(config: FinetuneConfig, protocol: str, cache: Path, knn_k: int) ->
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     L.seed_everything(config.seed, workers=True, verbose=False)  # a random initialisation differs per seed
-    manifest = read_manifest(config.manifest)
+    manifest = read_manifest(config.manifest, data_root=config.data_root)
     classes = manifest.classes
     table = manifest.table.assign(row=np.arange(len(manifest.table)))
     images = build_store(table["path"].tolist(), stored_size(config.image_size, config.store_margin), "decoding images")

@@ -132,7 +132,7 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     L.seed_everything(config.seed, workers=True, verbose=False)
-    manifest = read_manifest(prepare_manifest(config.manifest, config.data, config.split, out))
+    manifest = read_manifest(prepare_manifest(config.manifest, config.data, config.split, out), data_root=config.data_root)
     classes = manifest.classes
     index = {c: i for i, c in enumerate(classes)}
     train, val = _with_rows(manifest, "train"), _with_rows(manifest, "val")

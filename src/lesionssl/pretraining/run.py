@@ -69,7 +69,7 @@ def _pool(config: PretrainConfig) -> tuple[pd.DataFrame, np.ndarray, str, list[s
     """The whole table (for the shared store, with a ``row`` column), the pool's rows, the pool
     mode and the classes."""
     if config.manifest is not None:
-        manifest = read_manifest(config.manifest)
+        manifest = read_manifest(config.manifest, data_root=config.data_root)
         table = manifest.table.assign(row=np.arange(len(manifest.table)))
         return table, np.flatnonzero(table["pretrain"].to_numpy() == 1), manifest.pool, manifest.classes
     if not config.data:
