@@ -56,12 +56,13 @@ def _sources(sources: list[str]) -> list[str]:
     return lines
 
 
-def write_card(run: Path) -> Path:
-    """Write ``MODEL_CARD.md`` into a finished ``finetune`` run folder."""
+def write_card(run: Path, metrics: dict[str, Any] | None = None) -> Path:
+    """Write ``MODEL_CARD.md`` into a finished ``finetune`` run folder (or, given the run's
+    ``metrics``, into one about to be marked finished)."""
     run = Path(run)
-    if not (run / "metrics.json").is_file() or not (run / MODEL_RECORD).is_file():
+    if (metrics is None and not (run / "metrics.json").is_file()) or not (run / MODEL_RECORD).is_file():
         raise LesionSSLError(f"{run} is not a finished fine-tuning run with a model (metrics.json + {MODEL_RECORD})")
-    metrics = json.loads((run / "metrics.json").read_text())
+    metrics = metrics if metrics is not None else json.loads((run / "metrics.json").read_text())
     record = ModelRecord.read(run / MODEL_RECORD)
     environment = json.loads((run / "environment.json").read_text()) if (run / "environment.json").is_file() else {}
     manifest_meta = {}

@@ -29,7 +29,7 @@ def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int 
     from torchmetrics.functional.classification import multiclass_calibration_error
 
     probs = np.asarray(probs, dtype=np.float64)
-    return float(multiclass_calibration_error(torch.tensor(probs), torch.as_tensor(np.asarray(labels), dtype=torch.long), probs.shape[1], n_bins=bins, norm="l1"))
+    return float(multiclass_calibration_error(torch.tensor(probs), torch.tensor(np.asarray(labels), dtype=torch.long), probs.shape[1], n_bins=bins, norm="l1"))
 
 
 def _one_vs_rest(labels: np.ndarray, probs: np.ndarray, classes: list[str], score) -> dict[str, float | None]:

@@ -314,6 +314,6 @@ def _write_outputs(out: Path, config: FinetuneConfig, provenance: dict, init_inf
         plot_lr_finder(finder, provenance["lr"], out / "lr_finder.png")
     plot_confusion(np.asarray(metrics["confusion_matrix_normalized"]), metrics["classes"], out / "confusion.png")
     write_json(out / "environment.json", run_environment(config.seed))
+    write_card(out, {**metrics, **provenance})  # before metrics.json: a finished run always has its card
     write_json(out / "metrics.json", {**metrics, **provenance})  # its presence marks the run as finished
-    write_card(out)
     shutil.rmtree(out / "checkpoints", ignore_errors=True)  # the model is kept; the training state is not needed
