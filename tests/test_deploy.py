@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from lesionssl.data.split import read_manifest
 from lesionssl.evaluate.calibration import apply_temperature, choose_threshold, fit_temperature, negative_log_likelihood, operating_point
 
 from conftest import lesionssl
@@ -50,8 +51,7 @@ def test_finetune_logs_a_line_per_epoch_when_not_on_a_terminal(run):
 
 def test_predict_reproduces_the_runs_test_probabilities_and_skips_bad_images(run, tmp_path):
     ft = run / "ft"
-    manifest = pd.read_csv(run / "split.csv")
-    test = manifest[manifest["split"] == "test"]
+    test = read_manifest(run / "split.csv").rows("test")  # paths resolved below the data root
     listing = tmp_path / "new.csv"
     pd.DataFrame({"path": [*test["path"], str(tmp_path / "broken.jpg")], "label": [*test["label"], "MEL"]}).to_csv(listing, index=False)
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
@@ -182,7 +182,7 @@ def test_exports_give_the_probabilities_of_predict(run, tmp_path):
     from lesionssl.deploy.model import load_model
 
     ft = run / "ft"
-    test = pd.read_csv(run / "split.csv").query("split == 'test'").head(6)
+    test = read_manifest(run / "split.csv").rows("test").head(6)
     listing = tmp_path / "six.csv"
     test[["path", "label"]].to_csv(listing, index=False)
     assert lesionssl("predict", "--model", ft, "--data", listing, "--out", tmp_path / "p.csv").returncode == 0
@@ -207,8 +207,7 @@ def test_exports_give_the_probabilities_of_predict(run, tmp_path):
 
 def test_explain_maps_every_readable_image_and_writes_a_gallery(run, tmp_path):
     ft = run / "ft"
-    manifest = pd.read_csv(run / "split.csv")
-    test = manifest[manifest["split"] == "test"].head(10)
+    test = read_manifest(run / "split.csv").rows("test").head(10)
     listing = tmp_path / "some.csv"
     (tmp_path / "broken.jpg").write_bytes(b"GIF89a nothing")
     pd.DataFrame({"path": [*test["path"], str(tmp_path / "broken.jpg")], "label": [*test["label"], "NV"]}).to_csv(listing, index=False)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
+from scipy import stats
 
 from lesionssl.data.classes import CLASS_NAMES
 from lesionssl.errors import LesionSSLError
@@ -25,7 +26,7 @@ from lesionssl.records import RUN_FILE, BackboneRecord, RunRecord, RunResult
 from lesionssl.report.document import Document
 from lesionssl.report.labels_saved import format_budget, labels_saved
 from lesionssl.report.published import PUBLISHED
-from lesionssl.report.statistics import BOOTSTRAP_METRICS, compare_pair, pairwise_table, study_interval, summarize
+from lesionssl.report.statistics import BOOTSTRAP, BOOTSTRAP_METRICS, compare_pair, image_replicates, pairwise_table, seed_interval, summarize
 
 RESULT_COLUMNS = ["init", "seed", "accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "run_dir"]
 HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1")
@@ -75,7 +76,7 @@ class Intervals:
     a results frame, from their ``predictions.csv`` (read once)."""
 
     def __init__(self, out: Path) -> None:
-        self.out, self._predictions = Path(out), {}
+        self.out, self._predictions, self._replicates = Path(out), {}, {}
 
     def predictions(self, run_dir: str, test_set: str = "test") -> tuple[np.ndarray, np.ndarray]:
         key = (run_dir, test_set)
@@ -89,7 +90,10 @@ class Intervals:
     def __call__(self, runs: pd.DataFrame, metric: str, test_set: str = "test") -> tuple[float, float]:
         if metric not in BOOTSTRAP_METRICS or runs.empty:
             return math.nan, math.nan
-        return study_interval([self.predictions(d, test_set) for d in runs["run_dir"]], metric)
+        for run_dir in runs["run_dir"]:  # a run's image replicates serve every table it appears in
+            if (run_dir, test_set, metric) not in self._replicates:
+                self._replicates[run_dir, test_set, metric] = image_replicates(*self.predictions(run_dir, test_set), metric)
+        return seed_interval(np.column_stack([self._replicates[d, test_set, metric] for d in runs["run_dir"]]))
 
 
 def _fmt(value, digits: int = 4) -> str:
@@ -305,22 +309,22 @@ def _labels_saved(doc: Document, out: Path, results: pd.DataFrame, order: list[s
         doc.table(saved)
 
 
-def _interval(values: list[float], high: float | None = 1.0) -> str:
-    """Mean with the 95% t-interval over runs, cut to the quantity's range [0, high] (just the
-    value for one run)."""
+def _interval(values: list[float]) -> str:
+    """Mean with a 95% percentile bootstrap interval over runs (``scipy.stats.bootstrap``), which
+    stays within the values' range (just the value for one run)."""
     if not values:
         return "-"
-    if len(values) == 1:
-        return _fmt(values[0], 3)
-    s = summarize(np.asarray(values, dtype=float))
-    low, top = max(s["ci_low"], 0.0), s["ci_high"] if high is None else min(s["ci_high"], high)
-    return f"{_fmt(s['mean'], 3)} [{_fmt(low, 3)}, {_fmt(top, 3)}]"
+    values = np.asarray(values, dtype=float)
+    if len(values) == 1 or np.ptp(values) == 0:
+        return _fmt(values[0], 3) if len(values) == 1 else f"{_fmt(values[0], 3)} [{_fmt(values[0], 3)}, {_fmt(values[0], 3)}]"
+    result = stats.bootstrap((values,), np.mean, n_resamples=BOOTSTRAP, method="percentile", random_state=0)
+    return f"{_fmt(values.mean(), 3)} [{_fmt(result.confidence_interval.low, 3)}, {_fmt(result.confidence_interval.high, 3)}]"
 
 
 def deployment_table(full: list[dict], order: list[str]) -> pd.DataFrame:
     """Per initialisation: the temperature and the test ECE and NLL before and after it, and the
     sensitivity and specificity that the threshold chosen on validation reaches on test and on each
-    external set (means with 95% t-intervals over runs)."""
+    external set (means with 95% percentile bootstrap intervals over runs)."""
     rows = []
     for init in order:
         results: list[RunResult] = [m["result"] for m in full if m["init"] == init]
@@ -331,7 +335,7 @@ def deployment_table(full: list[dict], order: list[str]) -> pd.DataFrame:
         row = {
             "init": init, "runs": len(fitted), "temperature (median)": _fmt(float(np.median([r.calibration["temperature"] for r in fitted])), 2),
             "ECE before": _interval([t["ece_before"] for t in test]), "ECE after": _interval([t["ece_after"] for t in test]),
-            "NLL before": _interval([t["nll_before"] for t in test], None), "NLL after": _interval([t["nll_after"] for t in test], None),
+            "NLL before": _interval([t["nll_before"] for t in test]), "NLL after": _interval([t["nll_after"] for t in test]),
         }
         points = {"test": [r.operating_point.get("test") for r in fitted]}
         for name in sorted({n for r in fitted for n in r.external}):
@@ -370,7 +374,7 @@ def _deployment(doc: Document, out: Path, full: list[dict], order: list[str]) ->
             "Each run fits a temperature on its validation split and chooses there the malignant-vs-benign threshold "
             + (f"that reaches sensitivity {target:g} " if target else "")
             + "(malignant: MEL, BCC, SCC, AK); the test and external columns show what those choices give on images never used to make them. "
-            f"ECE: expected calibration error ({ECE_BINS} bins); NLL: negative log-likelihood. Means over runs with the 95% t-interval (cut to the possible range); every run's own Wilson intervals are in its metrics.json and MODEL_CARD.md."
+            f"ECE: expected calibration error ({ECE_BINS} bins); NLL: negative log-likelihood. Means over runs with a 95% percentile bootstrap interval over runs (inside the values' range); every run's own Wilson intervals are in its metrics.json and MODEL_CARD.md."
         )
         doc.table(table)
     for init in order:
@@ -500,7 +504,7 @@ def _pretraining_words(out: Path, init: str) -> str:
     return ""
 
 
-def _label_efficiency(doc: Document, out: Path, results: pd.DataFrame, order: list[str]) -> None:
+def _label_efficiency(doc: Document, out: Path, results: pd.DataFrame, order: list[str], intervals: Intervals) -> None:
     rows = []
     for protocol in [p for p in PROTOCOL_TITLES if p in set(results["protocol"])]:
         runs = results[results["protocol"] == protocol]
@@ -508,7 +512,8 @@ def _label_efficiency(doc: Document, out: Path, results: pd.DataFrame, order: li
             view = test_set_view(runs, test_set)
             for (init, budget), group in view.groupby(["init", "budget"]):
                 for metric in ("accuracy", "balanced_accuracy"):
-                    rows.append({"protocol": protocol, "test set": test_set, "init": init, "budget": budget, "metric": metric, **summarize(group[metric].to_numpy(float))})
+                    low, high = intervals(group, metric, test_set)
+                    rows.append({"protocol": protocol, "test set": test_set, "init": init, "budget": budget, "metric": metric, **summarize(group[metric].to_numpy(float)), "ci_low": low, "ci_high": high})
     summary = pd.DataFrame(rows)
     summary["init"] = pd.Categorical(summary["init"], order)
     summary = summary.sort_values(["protocol", "test set", "init", "metric", "budget"])
@@ -578,7 +583,7 @@ def write_report(out: Path, inits: dict[str, str] | None = None) -> Path:
     if len(protocols) > 1 or len(budgets) > 1:
         _study(doc, results, order, intervals)
     if len(budgets) > 1:
-        _label_efficiency(doc, out, results, order)
+        _label_efficiency(doc, out, results, order, intervals)
         if len(order) > 1:
             _labels_saved(doc, out, results, order)
     _deployment(doc, out, main_full, main_order)

@@ -56,6 +56,25 @@ def image_interval(labels: np.ndarray, predictions: np.ndarray, k: int, seed: in
     return result.confidence_interval.low, result.confidence_interval.high
 
 
+def image_replicates(labels: np.ndarray, probs: np.ndarray, metric: str, seed: int = 0) -> np.ndarray:
+    """A run's metric on bootstrap resamples of its test images. The resamples depend only on
+    ``seed`` and the number of images, so runs that share a test set are resampled jointly."""
+    resamples = BOOTSTRAP // 5 if metric == "macro_auroc" else BOOTSTRAP
+    draws = np.random.default_rng([seed, len(labels)]).integers(0, len(labels), (resamples, len(labels)))
+    if metric == "macro_auroc":
+        return np.array([macro_auroc(labels[pick], probs[pick]) for pick in draws])
+    predictions, column = probs.argmax(axis=1), BOOTSTRAP_METRICS.index(metric)
+    return np.array([headline_scores(labels[pick], predictions[pick], probs.shape[1])[column] for pick in draws])
+
+
+def seed_interval(per_run: np.ndarray, seed: int = 0) -> tuple[float, float]:
+    """95% percentile interval of the mean over runs from per-run image replicates ``[B, runs]``:
+    each replicate also resamples the runs (seeds) with replacement."""
+    chosen = np.random.default_rng(seed).integers(0, per_run.shape[1], per_run.shape)
+    low, high = np.nanpercentile(np.take_along_axis(per_run, chosen, axis=1).mean(axis=1), [2.5, 97.5])
+    return float(low), float(high)
+
+
 def study_interval(runs: list[tuple[np.ndarray, np.ndarray]], metric: str, seed: int = 0) -> tuple[float, float]:
     """95% percentile bootstrap interval of a metric's mean over runs, resampling the runs (seeds)
     and, within each replicate, the test images (jointly for runs that share a test set).
@@ -64,25 +83,11 @@ def study_interval(runs: list[tuple[np.ndarray, np.ndarray]], metric: str, seed:
         runs: Per run, true class indices ``[n]`` and probabilities ``[n, k]``.
         metric: One of :data:`BOOTSTRAP_METRICS`.
     """
-    rng = np.random.default_rng(seed)
-    resamples = BOOTSTRAP // 5 if metric == "macro_auroc" else BOOTSTRAP
-    draws = {n: rng.integers(0, n, (resamples, n)) for n in sorted({len(labels) for labels, _ in runs})}
-    per_run = np.empty((resamples, len(runs)))
-    for r, (labels, probs) in enumerate(runs):
-        k, predictions = probs.shape[1], probs.argmax(axis=1)
-        for b, pick in enumerate(draws[len(labels)]):
-            if metric == "macro_auroc":
-                per_run[b, r] = macro_auroc(labels[pick], probs[pick])
-            else:
-                per_run[b, r] = headline_scores(labels[pick], predictions[pick], k)[BOOTSTRAP_METRICS.index(metric)]
-    chosen = rng.integers(0, len(runs), (resamples, len(runs)))
-    replicates = np.take_along_axis(per_run, chosen, axis=1).mean(axis=1)
-    low, high = np.nanpercentile(replicates, [2.5, 97.5])
-    return float(low), float(high)
+    return seed_interval(np.column_stack([image_replicates(labels, probs, metric, seed) for labels, probs in runs]), seed)
 
 
 def summarize(values: np.ndarray) -> dict[str, float]:
-    """Mean, sample std and 95% t-interval of the mean."""
+    """Mean, sample std and 95% t-interval of the mean (paired differences of seeds use it)."""
     n = len(values)
     mean = float(np.mean(values)) if n else math.nan
     std = float(np.std(values, ddof=1)) if n > 1 else math.nan
