@@ -61,13 +61,13 @@ def jobs_time(jobs_values: list[int], scratch: Path) -> list[dict]:
     shutil.rmtree(out, ignore_errors=True)
     config = demo_config(out)
     started = time.perf_counter()
-    compare(config, jobs=1)
+    compare(config.model_copy(update={"jobs": 1}))
     first = time.perf_counter() - started
     records = []
     for jobs in jobs_values:
         shutil.rmtree(out / "runs")
         started = time.perf_counter()
-        compare(config, jobs=jobs)
+        compare(config.model_copy(update={"jobs": jobs}))
         records.append({"bench": "scaling_jobs", "jobs": jobs, "finetune_runs": 6, "finetune_phase_s": round(time.perf_counter() - started, 1), "first_full_compare_s": round(first, 1), "cpus": torch.get_num_threads()})
     return records
 

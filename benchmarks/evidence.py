@@ -55,7 +55,9 @@ def bundle(args: argparse.Namespace) -> None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    manifest = pd.read_csv(args.manifest, dtype=str, keep_default_na=False)
+    from lesionssl.data.split import read_manifest
+
+    manifest = read_manifest(args.manifest, check_leaks=False).table  # paths resolved below the data root
     images = build_store(manifest["path"].tolist(), STORE_64)
     blobs, offsets = [], [0]
     for array in images:
@@ -86,10 +88,11 @@ def unpack(bundle_dir: Path, work: Path) -> dict[str, Path]:
     manifests = {}
     for name in ("evidence", "reference"):
         table = pd.read_csv(bundle_dir / f"{name}.csv", dtype=str, keep_default_na=False)
-        table["path"] = [str(folder / Path(p).name) for p in table["path"]]
+        table["path"] = [str(folder / Path(p).name) for p in table["path"]]  # absolute: read as written
         manifests[name] = work / f"{name}.csv"
         table.to_csv(manifests[name], index=False)
-        (work / f"{name}.json").write_text((bundle_dir / f"{name}.json").read_text())
+        meta = json.loads((bundle_dir / f"{name}.json").read_text())
+        (work / f"{name}.json").write_text(json.dumps({**meta, "data_root": str(folder)}))
     return manifests
 
 

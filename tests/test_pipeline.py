@@ -236,9 +236,9 @@ def test_budget_sweep_external_set_shards_and_jobs(synthetic, tmp_path):
         "finetune": {**TINY_FINETUNE, "lr": 1e-3, "external": [{"name": "other-clinic", "data": [str(external / "labelled")]}]},
     }
     config = validate(CompareConfig, values)
-    compare(config, shard="1/2")
+    compare(config.model_copy(update={"shard": "1/2"}))
     assert len(list((tmp_path / "sweep" / "runs").glob("*/*/metrics.json"))) == 2
-    compare(config, jobs=2, shard="2/2")
+    compare(config.model_copy(update={"jobs": 2, "shard": "2/2"}))
     out = tmp_path / "sweep"
     results = pd.read_csv(out / "results.csv")
     assert sorted(zip(results["budget"], results["seed"])) == [(4, 0), (4, 1), (8, 0), (8, 1)]

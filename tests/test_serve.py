@@ -11,7 +11,6 @@ import sys
 import time
 import urllib.request
 
-import pandas as pd
 import pytest
 
 pytest.importorskip("gradio")
@@ -51,10 +50,10 @@ def server(fine_tuned, tmp_path):
 
 
 def test_a_dropped_image_shows_probabilities_malignancy_and_its_map(server, fine_tuned, tmp_path):
+    from lesionssl.data.split import read_manifest
     from lesionssl.deploy.serve import Analyser
 
-    manifest = pd.read_csv(fine_tuned / "split.csv")
-    image = manifest.loc[manifest["split"] == "test", "path"].iloc[0]
+    image = read_manifest(fine_tuned / "split.csv").rows("test")["path"].iloc[0]  # resolved below the data root
     expected = Analyser(fine_tuned / "ft")(image)
     p_malignant = re.search(r"P\(malignant\) = [0-9.]+", expected.decision).group(0)
     top = max(expected.probabilities, key=expected.probabilities.get)

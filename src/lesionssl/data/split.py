@@ -434,7 +434,8 @@ def read_manifest(path: Path, check_leaks: bool = True, data_root: Path | None =
     if check_leaks:
         _check_no_leak(table, path)
     root = str(data_root) if data_root is not None else meta.get("data_root")
-    if root is not None and not Path(root).is_dir():
+    relative = not all(PurePosixPath(p).is_absolute() or PureWindowsPath(p).is_absolute() for p in table["path"])
+    if relative and root is not None and not Path(root).is_dir():  # absolute paths (older manifests) need no root
         raise LesionSSLError(f"{path}: its images were under {root}, which is not a folder here; if the data moved, pass --data-root FOLDER (the folder that now holds them)")
     table["path"] = [locate(p, root) for p in table["path"]]
     classes = resolve_class_order(table["label"], meta.get("classes"))
