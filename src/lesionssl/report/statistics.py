@@ -87,7 +87,7 @@ def study_interval(runs: list[tuple[np.ndarray, np.ndarray]], metric: str, seed:
 
 
 def summarize(values: np.ndarray) -> dict[str, float]:
-    """Mean, sample std and 95% t-interval of the mean (paired differences of seeds use it)."""
+    """Mean, sample std and 95% t-interval of the mean (the tables take its mean and std; paired seed differences its interval)."""
     n = len(values)
     mean = float(np.mean(values)) if n else math.nan
     std = float(np.std(values, ddof=1)) if n > 1 else math.nan
