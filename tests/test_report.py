@@ -12,11 +12,11 @@ from lesionssl.report.compare import write_report
 CLASSES = ["MEL", "NV", "BCC"]
 
 
-def _run(out, name, protocol, budget, seed, skill):
+def _run(out, name, protocol, budget, seed, skill, strategy=None):
     """A finished run whose predictions are right with probability ``skill``."""
-    folder = out / "runs" / name / f"{protocol}-b{budget}-seed{seed}"
+    folder = out / "runs" / name / f"{protocol}-{strategy or ''}b{budget}-seed{seed}"
     folder.mkdir(parents=True)
-    RunRecord(name=name, protocol=protocol, seed=seed, init="pretrain" if name == "ssl" else "random", budget=budget).write(folder)
+    RunRecord(name=name, protocol=protocol, seed=seed, init="pretrain" if name == "ssl" else "random", budget=budget, strategy=strategy).write(folder)
     (folder / "metrics.json").write_text(json.dumps({"seed": seed, "classes": CLASSES, "protocol": protocol, "budget_per_class": budget}))
     rng = np.random.default_rng(seed * 100 + budget)
     labels = np.repeat(np.arange(3), 20)
@@ -46,3 +46,32 @@ def test_report_of_an_unfinished_experiment(tmp_path):
     assert "ssl" not in finetune  # no empty rows for an initialisation without runs there
     linear = report[report.index("#### linear · test · 50 labels per class") :]
     assert "| ssl | 3 |" in linear and "ssl - random" in linear
+
+
+def test_selection_report_pairs_strategies_with_random_and_counts_classes_found(tmp_path):
+    """Strategy arms are (initialisation, strategy); each strategy is paired with random selection
+    over seeds on the same features, and the coverage table counts the revealed labels."""
+    out = tmp_path / "selection-study"
+    for seed in range(3):
+        for budget in (6, 12):
+            _run(out, "ssl", "linear", budget, seed, 0.8, "typiclust")
+            _run(out, "ssl", "linear", budget, seed, 0.5, "random")
+            for strategy, labels in (("typiclust", ["MEL", "NV", "BCC"]), ("random", ["NV", "NV", "MEL"])):
+                folder = out / "selection" / "ssl" / strategy / f"seed{seed}"
+                folder.mkdir(parents=True, exist_ok=True)
+                pd.DataFrame({"image": [f"s{seed}-{i}.jpg" for i in range(budget)], "label": (labels * budget)[:budget]}).to_csv(folder / f"b{budget}-labelled.csv", index=False)
+    write_report(out)
+    results = pd.read_csv(out / "results.csv").assign(strategy=lambda f: f["init"].str.split(" · ").str[1])
+    assert set(results["init"]) == {"ssl · typiclust", "ssl · random"}
+    report = (out / "report.md").read_text()
+    section = report[report.index("## Label selection") :]
+    assert "#### linear · test · 12 labels in total" in report and "Labels saved" not in report
+    for budget in (6, 12):
+        runs = results[results["budget"] == budget].pivot(index="seed", columns="strategy", values="balanced_accuracy")
+        difference = (runs["typiclust"] - runs["random"]).mean()
+        assert f"| ssl | typiclust | {budget} | {difference:.3f} |" in section
+        assert difference > 0.1
+    # typiclust found MEL, NV and BCC (3 classes); random found NV and MEL (2); 12 labels: 4 MEL under typiclust
+    coverage = section[section.index("### Classes found by each strategy") :]
+    assert "| ssl | typiclust | 12 | 4.0 | 4.0 | 4.0 | 3.0 |" in coverage
+    assert "| ssl | random | 12 | 4.0 | 8.0 | 0.0 | 2.0 |" in coverage

@@ -1,14 +1,16 @@
-"""The Python API: the four stages as functions that return typed results, for notebooks.
+"""The Python API: the stages as functions that return typed results, for notebooks.
 
 Each takes the options of its command as keyword arguments (the YAML keys, e.g.
 ``per_class=50``), optionally on top of ``config`` (a YAML file, a mapping, or a validated
 config object); keywords override the file, as flags do on the command line::
 
-    from lesionssl import split, pretrain, finetune, compare
+    from lesionssl import split, pretrain, select, finetune, compare
 
     s = split(data=["../shared/data/skin-lesions"], out="split.csv", test_fraction=0.25, per_class=50, group_by="lesion_id")
-    bt = pretrain(split=s.path, out="runs/bt", image_size=64, epochs=50)
-    run = finetune(split=s.path, init=bt.path, out="runs/ft")
+    bt = pretrain(manifest=s.path, out="runs/bt", image_size=64, epochs=50)
+    ask = select(manifest=s.path, init=bt.path, budget=80, out="to_label.csv")  # the expert fills it in
+    nxt = split(labels="to_label.csv", out="next.csv")
+    run = finetune(manifest=nxt.path, init=bt.path, out="runs/ft")
     run.metrics.balanced_accuracy, run.metrics.per_class["MEL"].sensitivity, run.model  # a torch.nn.Module
 
 Heavy libraries (torch, Lightning) are imported when a stage runs, not by ``import lesionssl``.
@@ -20,13 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lesionssl.config import CompareConfig, FinetuneConfig, PretrainConfig, SplitCommand, resolve
+from lesionssl.config import CompareConfig, FinetuneConfig, PretrainConfig, SelectConfig, SplitCommand, resolve
 
 if TYPE_CHECKING:
     import pandas as pd
     import torch
 
     from lesionssl.records import BackboneRecord, Metrics, ModelRecord
+    from lesionssl.selection.select import LabelRequest
 
 Config = str | Path | dict[str, Any] | None
 
@@ -42,6 +45,8 @@ class SplitResult:
     pool: str
     pool_images: int
     duplicates: pd.DataFrame | None = None
+    labels_added: int = 0
+    labels_blank: int = 0
 
 
 @dataclass(frozen=True)
@@ -81,15 +86,29 @@ def split(config: Config = None, **options: Any) -> SplitResult:
     ``per_class``, ``test_fraction``, ``group_by``, ...)."""
     from lesionssl.data.classes import resolve_class_order
     from lesionssl.data.sources import read_sources
-    from lesionssl.data.split import SplitSpec, build_split, split_table, write_manifest
+    from lesionssl.data.split import SplitSpec, build_split, read_manifest, split_table, write_manifest
 
     settings = resolve(SplitCommand, config, options, "split")
+    if settings.labels is not None:
+        from lesionssl.selection.labels import apply_labels
+
+        done = apply_labels(settings.labels, settings.manifest, settings.out, settings.data_root)
+        meta = read_manifest(done.path)
+        return SplitResult(done.path, done.manifest, done.classes, split_table(done.manifest, done.classes), meta.pool, int(done.manifest["pretrain"].sum()), labels_added=done.added, labels_blank=done.blank)
     table = read_sources(settings.data, settings.images, settings.skip_missing)
     spec = SplitSpec(**settings.model_dump(include=set(SplitSpec.__dataclass_fields__)))
     manifest, duplicates = build_split(table, spec)
     classes = resolve_class_order(manifest["label"])
     write_manifest(manifest, settings.out, spec, classes, settings.data, duplicates)
     return SplitResult(Path(settings.out), manifest, classes, split_table(manifest, classes), spec.pool, int(manifest["pretrain"].sum()), duplicates)
+
+
+def select(config: Config = None, **options: Any) -> LabelRequest:
+    """The pool images to label next (``lesionssl select``); options as its YAML keys
+    (``manifest``, ``init``, ``budget``, ``strategy``, ``exclude``, ``out``)."""
+    from lesionssl.selection.select import select as run
+
+    return run(resolve(SelectConfig, config, options, "select"))
 
 
 def pretrain(config: Config = None, **options: Any) -> Pretrained:

@@ -1,4 +1,4 @@
-"""The ``lesionssl`` command: split -> pretrain -> finetune -> compare -> report, ``demo``, and the
+"""The ``lesionssl`` command: split -> pretrain -> select -> finetune -> compare -> report, ``demo``, and the
 commands that put a model to use.
 
 One contract for flags and YAML: every command takes ``--config FILE``, a YAML mapping whose keys
@@ -27,6 +27,7 @@ from lesionssl.config import (
     CompareConfig,
     FinetuneConfig,
     PretrainConfig,
+    SelectConfig,
     SplitCommand,
     config_keys,
     did_you_mean,
@@ -57,7 +58,7 @@ DataRootOpt = Annotated[Path | None, typer.Option("--data-root", help="The folde
 ResumeOpt = Annotated[bool | None, typer.Option("--resume", help="Continue an interrupted run in --out, or keep a finished one.")]
 
 #: The configuration class behind each command whose options are more than its flags.
-COMMAND_CONFIGS: dict[str, type[BaseModel]] = {"split": SplitCommand, "pretrain": PretrainConfig, "finetune": FinetuneConfig, "compare": CompareConfig}
+COMMAND_CONFIGS: dict[str, type[BaseModel]] = {"split": SplitCommand, "pretrain": PretrainConfig, "select": SelectConfig, "finetune": FinetuneConfig, "compare": CompareConfig}
 #: Flags of earlier versions, named in the error that refuses them.
 RENAMED = {"split": "manifest", "preset": "recipe", "precision": "runtime.precision", "method-kwarg": "method-kwargs"}
 #: Keys of ``click.Context.meta`` the contract layer fills before a command runs.
@@ -110,14 +111,19 @@ def split(
     dedup: Annotated[bool | None, typer.Option("--dedup", help="Merge near-duplicate clusters (pHash + thumbnail correlation) into one group each.")] = None,
     images: Annotated[Path | None, typer.Option(help="Image folder for ISIC / HAM10000 label files.")] = None,
     skip_missing: Annotated[bool | None, typer.Option("--skip-missing", help="Drop label rows whose image file is missing.")] = None,
+    labels: Annotated[Path | None, typer.Option("--labels", help="An expert's filled-in CSV from `lesionssl select`: its labels join the training set of the manifest the images were selected from (the next round's manifest).")] = None,
+    manifest: Annotated[Path | None, typer.Option("--manifest", help="With --labels: the manifest to add them to (default: the one the selection records).")] = None,
+    data_root: DataRootOpt = None,
     seed: SeedOpt = None,
 ) -> None:
-    """Write a limited-label split manifest (image,label,split,...) and print the per-class table."""
+    """Write a limited-label split manifest (image,label,split,...) and print the per-class table; with --labels, add an expert's labels to a manifest."""
     from lesionssl.api import split as run
     from lesionssl.data.split import duplicates_file, pool_summary
 
-    values = _values(data=data, out=out, per_class_cap=per_class_cap, per_class=per_class, fraction=fraction, seed_isic2019=seed_isic2019, val=val, group_by=group_by, transductive=transductive, test_fraction=test_fraction, hold_out=_hold_out(hold_out), dedup=dedup, images=images, skip_missing=skip_missing, seed=seed)
+    values = _values(data=data, out=out, per_class_cap=per_class_cap, per_class=per_class, fraction=fraction, seed_isic2019=seed_isic2019, val=val, group_by=group_by, transductive=transductive, test_fraction=test_fraction, hold_out=_hold_out(hold_out), dedup=dedup, images=images, skip_missing=skip_missing, labels=labels, manifest=manifest, data_root=data_root, seed=seed)
     result = run(_settings(SplitCommand, values, "split"))
+    if labels is not None or result.labels_added:
+        console.print(f"{result.labels_added} labels added to the training set" + (f"; {result.labels_blank} rows had no label and stay unlabelled" if result.labels_blank else ""), markup=False)
     console.print(result.counts.to_string(), markup=False)
     if result.duplicates is not None:
         console.print(f"near-duplicates: {len(result.duplicates)} pairs merged into shared groups (listed in {duplicates_file(result.path)})", markup=False)
@@ -178,6 +184,33 @@ def pretrain(
     values = _values(data=data, manifest=manifest, data_root=data_root, out=out, backbone=backbone, init=init, image_size=image_size, batch_size=batch_size, epochs=epochs, projector=[int(d) for d in projector.split(",")] if projector else None, method=method, method_kwargs=_key_values(method_kwargs, "--method-kwargs"), positives=positives, recipe=recipe, augmentation=augmentation, lr=_lr(lr), resume=resume, seed=seed)
     path = run(_settings(PretrainConfig, values, "pretrain"))
     console.print(f"backbone written to {path}")
+
+
+@app.command(epilog="Example: lesionssl select --manifest split.csv --init runs/bt/backbone.safetensors --budget 80 --strategy typiclust --out to_label.csv")
+def select(
+    manifest: ManifestOpt = None,
+    data_root: DataRootOpt = None,
+    budget: Annotated[int | None, typer.Option(help="How many images to pick.")] = None,
+    strategy: Annotated[str | None, typer.Option(help="typiclust | probcover (typical and diverse: best at small budgets) | kcenter (coverage) | random")] = None,
+    init: Annotated[str | None, typer.Option(help="The features' weights: PATH to a backbone from `lesionssl pretrain` (recommended) | random | imagenet | a registered name.")] = None,
+    backbone: Annotated[str | None, typer.Option(help="Architecture of the weights: resnet18 | resnet34 | resnet50 | resnet101 | timm:NAME")] = None,
+    image_size: Annotated[int | None, typer.Option(help="Side of the images the features are taken at (as the probe's).")] = None,
+    exclude: Annotated[list[Path] | None, typer.Option("--exclude", help="CSV (an image column) of images already labelled or sent out: never picked (repeatable).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="CSV to fill in; an HTML page of thumbnails is written beside it.")] = None,
+    seed: SeedOpt = None,
+) -> None:
+    """Pick the pool images an expert should label next (TypiClust, ProbCover, k-center or random on a backbone's features)."""
+    from lesionssl.api import select as run
+
+    values = _values(manifest=manifest, data_root=data_root, budget=budget, strategy=strategy, init=init, backbone=backbone, image_size=image_size, exclude=exclude, out=out, seed=seed)
+    settings = _settings(SelectConfig, values, "select")
+    if settings.init == "random":
+        console.print("note: picking on the features of random weights; a backbone pretrained on this pool (--init runs/bt/backbone.safetensors) is what the strategies are made for", markup=False)
+    result = run(settings)
+    if len(result.table) < result.settings["budget"]:
+        console.print(f"only {len(result.table)} images could be picked: the pool has no other unlabelled lesion", markup=False)
+    console.print(f"{len(result.table)} of {result.candidates} candidate images picked ({result.settings['strategy']}); pool {result.pool_images} images", markup=False)
+    console.print(f"fill in the label column of {result.path}, or open {result.page}; then: lesionssl split --labels {result.path} --out next.csv", markup=False)
 
 
 @app.command(epilog="Example: lesionssl audit --manifest split.csv --out audit")

@@ -78,9 +78,12 @@ class SplitConfig(Strict):
 
     @model_validator(mode="after")
     def _one_mode(self) -> SplitConfig:
+        self.check_mode()
+        return self
+
+    def check_mode(self) -> None:
         if sum(v is not None for v in (self.per_class_cap, self.per_class, self.fraction)) + self.seed_isic2019 != 1:
             raise ValueError("set exactly one of per_class_cap, per_class, fraction, seed_isic2019")
-        return self
 
 
 def _listify(value: Any) -> Any:
@@ -97,10 +100,24 @@ Sources = Annotated[list[str], BeforeValidator(_listify), Field(description="ima
 class SplitCommand(SplitConfig):
     """``lesionssl split``: the split settings, where the images come from and where the manifest goes."""
 
-    data: Sources = Field(min_length=1)
+    data: Sources = Field(default_factory=list)
     out: Path = Field(Path("split.csv"), description="manifest CSV to write")
     images: Path | None = Field(None, description="image folder for ISIC / HAM10000 label files")
     skip_missing: bool = Field(False, description="drop label rows whose image file is missing")
+    labels: Path | None = Field(None, description="an expert's filled-in CSV from `lesionssl select`: its labels join the training set of the manifest the images were selected from")
+    manifest: Path | None = Field(None, description="with labels: the manifest to add them to (default: the one the selection records)")
+    data_root: Path | None = Field(None, description="with labels: the folder that now holds the manifest's images, when they moved")
+
+    def check_mode(self) -> None:
+        if self.labels is not None:
+            if self.data:
+                raise ValueError("labels adds an expert's labels to a manifest: give it without data")
+            return
+        if self.manifest is not None:
+            raise ValueError("manifest is read with labels (an expert's filled-in CSV); to make a manifest, give data")
+        if not self.data:
+            raise ValueError("data is required (or labels, to add an expert's labels to a manifest)")
+        super().check_mode()
 
 
 class RuntimeConfig(Strict):
@@ -118,6 +135,50 @@ class RuntimeConfig(Strict):
 
 #: The decoded store keeps images this much above ``image_size``, so random crops have room.
 StoreMargin = Annotated[float, Field(ge=1.0, le=4.0, description=f"stored side / image_size (256 -> 224 is {STORE_MARGIN})")]
+
+
+#: Label-selection strategies (:mod:`lesionssl.selection.strategies`).
+STRATEGY_NAMES = ("typiclust", "probcover", "kcenter", "random")
+
+
+class SelectConfig(Strict):
+    """``lesionssl select``: which pool images an expert should label next, chosen on a backbone's features."""
+
+    manifest: Path = Field(description="manifest from `lesionssl split`: candidates are its unlabelled pool images")
+    data_root: Path | None = Field(None, description="the folder that now holds the manifest's images, when they moved")
+    budget: int = Field(ge=1, description="how many images to pick")
+    strategy: Literal[STRATEGY_NAMES] = Field("typiclust", description="typiclust | probcover (typical and diverse; best at small budgets) | kcenter (coverage) | random")
+    backbone: Backbone = "resnet18"
+    init: Init = Field("random", description="the features' weights: a backbone file from `lesionssl pretrain` (recommended), random, imagenet, a registered name")
+    image_size: int = Field(64, ge=16)
+    store_margin: StoreMargin = STORE_MARGIN
+    normalize: Normalize = Field("auto", description="auto: what the weights record, ImageNet's otherwise")
+    exclude: list[Path] = Field(default_factory=list, description="CSV files (an `image` column) of images already labelled or sent out: never picked, counted as labelled")
+    seed: int = 0
+    out: Path = Field(Path("to_label.csv"), description="CSV to fill in (an empty label column); an HTML page of thumbnails is written beside it")
+    cache: Path | None = Field(None, description="feature cache folder; default: features/ beside the manifest (shared with compare's probes)")
+
+    @field_validator("backbone", mode="before")
+    @classmethod
+    def _architecture_not_weights(cls, value: Any) -> Any:
+        if isinstance(value, (str, Path)) and (Path(value).suffix in (".safetensors", ".pth", ".pt", ".ckpt") or Path(value).is_file()):
+            raise ValueError(f"backbone names the architecture (resnet18, timm:NAME); weights go in init: --init {value}")
+        return value
+
+
+class SelectionConfig(Strict):
+    """``compare``'s simulated label-selection study: per initialisation, strategy and seed, the
+    images each strategy picks on that initialisation's features, in rounds up to each total budget."""
+
+    strategies: list[Literal[STRATEGY_NAMES]] = Field(default_factory=lambda: list(STRATEGY_NAMES), min_length=1)
+    budgets: list[int] = Field(min_length=1, description="total labels after each round (e.g. 40, 80, 160, 320)")
+
+    @field_validator("budgets")
+    @classmethod
+    def _positive(cls, value: list[int]) -> list[int]:
+        if any(b < 1 for b in value):
+            raise ValueError(f"budgets must be positive numbers of labels, got {value}")
+        return sorted(set(value))
 
 
 #: Per tracker: the module it needs and the extra that installs it.
@@ -427,6 +488,7 @@ class CompareConfig(Strict):
     initialisations: list[InitConfig] = Field(min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     budgets: list[int] | None = Field(None, min_length=1, description="label-efficiency sweep: training images per class, nested, drawn anew for every seed, same test set")
+    selection: SelectionConfig | None = Field(None, description="simulated label-selection study: strategies pick each round's images on each initialisation's features; the manifest's labels play the expert")
     protocols: list[Literal[PROTOCOLS]] = Field(default_factory=lambda: ["finetune"], min_length=1, description="finetune (the transfer protocol), linear (probe on frozen features), knn (k-nearest neighbours on frozen features)")
     knn_k: int = Field(20, ge=1, description="neighbours of the knn protocol")
     reference: Literal["seed-isic2019"] | None = Field(None, description="published numbers shown next to ours in the report")
@@ -458,6 +520,8 @@ class CompareConfig(Strict):
                 self.pretrain_settings(initialisation)  # validated now, not hours later
         if self.budgets is not None and any(b < 1 for b in self.budgets):
             raise ValueError(f"budgets must be positive numbers of images per class, got {self.budgets}")
+        if self.budgets is not None and self.selection is not None:
+            raise ValueError("budgets (labels per class, drawn at random) and selection (total labels, picked by strategies) are two designs: choose one")
         return self
 
     def pretrain_settings(self, initialisation: InitConfig) -> PretrainConfig:

@@ -119,8 +119,8 @@ def plot_lr_curves(curves: dict[str, list[pd.DataFrame]], chosen: dict[str, list
     _save(fig, path)
 
 
-def plot_label_efficiency(summary: pd.DataFrame, path: Path, title: str = "") -> None:
-    """Accuracy and balanced accuracy vs labels per class, mean with 95% CI bands."""
+def plot_label_efficiency(summary: pd.DataFrame, path: Path, title: str = "", unit: str = "per class") -> None:
+    """Accuracy and balanced accuracy vs labels (per class, or in total), mean with 95% CI bands."""
     fig, axes = _figure((9, 3.5), 1, 2)
     if title:
         fig.suptitle(title, fontsize=10)
@@ -130,7 +130,7 @@ def plot_label_efficiency(summary: pd.DataFrame, path: Path, title: str = "") ->
             rows = rows.sort_values("budget")
             ax.plot(rows["budget"], rows["mean"], marker="o", label=init)
             ax.fill_between(rows["budget"], rows["ci_low"], rows["ci_high"], alpha=0.2)
-        ax.set(xscale="log", xlabel="labelled images per class", ylabel=metric.replace("_", " "), title=metric.replace("_", " "))
+        ax.set(xscale="log", xlabel=f"labelled images {unit}", ylabel=metric.replace("_", " "), title=metric.replace("_", " "))
         ax.set_xticks(budgets, [str(int(b)) for b in budgets])
         if ax.lines:
             ax.legend(fontsize=8)

@@ -101,13 +101,20 @@ class ModelRecord:
 @dataclass(frozen=True)
 class RunRecord:
     """One run of an experiment: an initialisation under a protocol, at a label budget and seed
-    (``run.json`` in its folder, written by ``compare`` when it plans the run)."""
+    (``run.json`` in its folder, written by ``compare`` when it plans the run). ``budget`` counts
+    labels per class, or in total when a selection ``strategy`` picked them."""
 
     name: str
     protocol: str
     seed: int
     init: str
     budget: int | None = None
+    strategy: str | None = None  # label selection: the strategy that picked the budget's images
+
+    @property
+    def label(self) -> str:
+        """How reports name the run's arm: the initialisation, and the selection strategy if any."""
+        return self.name if self.strategy is None else f"{self.name} · {self.strategy}"
 
     def write(self, folder: Path) -> None:
         write_json(Path(folder) / RUN_FILE, asdict(self))

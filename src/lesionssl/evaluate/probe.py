@@ -1,5 +1,8 @@
 """Frozen-backbone protocols: features extracted once per backbone, a linear probe and kNN.
 
+* Features: the pooled output of the backbone in eval mode on the evaluation view, cached per
+  (weights, image store, view) in one ``.npz`` that probes and label selection share.
+
 * Linear probe: multinomial logistic regression (scikit-learn, L-BFGS) on standardised
   features. Its inverse regularisation ``C`` is chosen on the validation split only (balanced
   accuracy; the smallest ``C`` among equals), then the probe is fitted on the training split.
@@ -11,7 +14,9 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,6 +30,7 @@ from torch.nn import functional as F
 
 from lesionssl.augment.batch import EvalView
 from lesionssl.augment.views import Normalization, Preprocessing
+from lesionssl.io import atomic_write
 
 #: Inverse regularisation strengths tried by the linear probe (log grid, as probe studies use).
 PROBE_CS = tuple(float(c) for c in np.logspace(-4, 2, 13))
@@ -46,6 +52,36 @@ def extract_features(backbone: nn.Module, images: np.ndarray, rows: np.ndarray, 
         batch = torch.from_numpy(np.ascontiguousarray(images[chunk])).permute(0, 3, 1, 2).to(device)
         out.append(backbone(view(batch)).float().cpu().numpy()[order])
     return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def _weights_key(backbone: nn.Module, images: np.ndarray, image_size: int, normalize: Preprocessing) -> str:
+    digest = hashlib.sha256(f"{image_size}:{normalize}:{images.shape}:{getattr(images, 'filename', '')}".encode())
+    for name, tensor in sorted(backbone.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def cached_features(cache: Path, backbone: nn.Module, images: np.ndarray, rows: np.ndarray, image_size: int, normalize: Preprocessing) -> dict[int, np.ndarray]:
+    """Features of store ``rows`` (row -> vector), each extracted once per (weights, image set,
+    view): rows cached earlier (by a probe, or by ``select``) are read back, only the others are
+    extracted, and the cache keeps them all."""
+    target = Path(cache) / f"{_weights_key(backbone, images, image_size, normalize)}.npz"
+    known: dict[int, np.ndarray] = {}
+    if target.is_file():
+        stored = np.load(target)
+        known = dict(zip(stored["rows"].tolist(), stored["features"]))
+    missing = np.array(sorted(set(np.asarray(rows).tolist()) - set(known)), dtype=np.int64)
+    if len(missing):
+        known |= dict(zip(missing.tolist(), extract_features(backbone, images, missing, image_size, normalize)))
+        every = np.array(sorted(known), dtype=np.int64)
+
+        def save(tmp: Path) -> None:
+            with tmp.open("wb") as handle:
+                np.savez(handle, rows=every, features=np.stack([known[r] for r in every.tolist()]))
+
+        atomic_write(target, save)
+    return known
 
 
 @dataclass(frozen=True)

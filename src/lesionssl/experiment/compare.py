@@ -29,6 +29,7 @@ from lesionssl.config import CompareConfig, FinetuneConfig, InitConfig, Pretrain
 from lesionssl.data.split import SplitSpec, nested_budgets, prepare_manifest, read_manifest, write_manifest
 from lesionssl.errors import LesionSSLError
 from lesionssl.experiment.probes import probe_run
+from lesionssl.experiment.selection import Draw, selection_draws
 from lesionssl.finetuning.run import finetune
 from lesionssl.io import file_lock, write_json, write_text
 from lesionssl.pretraining.run import BACKBONE_FILE, pretrain
@@ -57,21 +58,21 @@ def _with_paths(config: CompareConfig, manifest: Path) -> CompareConfig:
     return config.model_copy(update={"manifest": manifest, "pretrain": pretrain, "finetune": config.finetune.model_copy(update={"out": out / "runs"})})
 
 
-def budget_manifests(config: CompareConfig, manifest: Path) -> dict[tuple[int | None, int], Path]:
+def budget_manifests(config: CompareConfig, manifest: Path) -> list[Draw]:
     """The manifest of every (label budget, seed): per seed, nested subsets of the labelled
     images that may train (a new draw for every seed, so seeds vary the labels too); one test set."""
     if not config.budgets:
-        return {(None, seed): manifest for seed in config.seeds}
+        return [Draw(manifest, seed) for seed in config.seeds]
     base = read_manifest(manifest, data_root=config.data_root)
     spec = SplitSpec(**config.split.model_dump()) if config.split else SplitSpec(per_class=max(config.budgets))
-    out = {}
+    out = []
     with file_lock(Path(config.out) / ".manifest.lock"):  # shards started together draw them once
         for seed in config.seeds:
             paths = {budget: Path(config.out) / f"manifest-b{budget}-s{seed}.csv" for budget in sorted(set(config.budgets))}
             if not all(path.is_file() for path in paths.values()):
                 for budget, table in nested_budgets(base.table, config.budgets, (spec.seed, seed)).items():
                     write_manifest(table, paths[budget], spec, base.classes, list(config.data))
-            out |= {(budget, seed): path for budget, path in paths.items()}
+            out += [Draw(path, seed, budget) for budget, path in paths.items()]
     return out
 
 
@@ -125,20 +126,20 @@ class PlannedRun:
         return self.record.protocol
 
 
-def run_configs(config: CompareConfig, manifests: dict[tuple[int | None, int], Path], pretrained: dict[str, Path]) -> list[PlannedRun]:
-    """Every (protocol, initialisation, budget, seed) run, in that order. Fine-tuning runs
-    live in ``runs/<init>/[b<budget>-]seed<k>-<hash>``, the others in ``runs/<init>/<protocol>-...``."""
+def run_configs(config: CompareConfig, draws: list[Draw], pretrained: dict[str, Path]) -> list[PlannedRun]:
+    """Every (protocol, initialisation, draw) run, in that order. Fine-tuning runs live in
+    ``runs/<init>/[<strategy>-][b<budget>-]seed<k>-<hash>``, the others in ``runs/<init>/<protocol>-...``."""
     runs = []
     for protocol in config.protocols:
         for initialisation in config.initialisations:
             init = str(pretrained[initialisation.name]) if initialisation.init == "pretrain" else initialisation.init
-            for (budget, seed), manifest in manifests.items():
-                run = config.finetune.model_copy(update={"manifest": manifest, "data_root": config.data_root if budget is None else None, "init": init, "seed": seed})
+            for draw in (d for d in draws if d.serves(initialisation.name)):
+                run = config.finetune.model_copy(update={"manifest": draw.manifest, "data_root": config.data_root if draw.budget is None else None, "init": init, "seed": draw.seed})
                 run.tracking = _experiment_tracking(config)
-                prefix = ("" if protocol == "finetune" else f"{protocol}-") + (f"b{budget}-" if budget is not None else "")
+                prefix = ("" if protocol == "finetune" else f"{protocol}-") + (f"{draw.strategy}-" if draw.strategy else "") + (f"b{draw.budget}-" if draw.budget is not None else "")
                 tag = config_hash(run) if protocol == "finetune" else hashlib.sha256(f"{config_hash(run)}:{protocol}:{config.knn_k}".encode()).hexdigest()[:10]
-                run.out = Path(config.out) / "runs" / initialisation.name / f"{prefix}seed{seed}-{tag}"
-                runs.append(PlannedRun(RunRecord(initialisation.name, protocol, seed, initialisation.init, budget), run))
+                run.out = Path(config.out) / "runs" / initialisation.name / f"{prefix}seed{draw.seed}-{tag}"
+                runs.append(PlannedRun(RunRecord(initialisation.name, protocol, draw.seed, initialisation.init, draw.budget, draw.strategy), run))
     return runs
 
 
@@ -216,9 +217,9 @@ def compare(config: CompareConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     manifest = prepare_manifest(config.manifest, config.data, config.split, Path(config.out))
     write_text(out / "experiment.yaml", to_yaml(_with_paths(config, manifest)))
-    manifests = budget_manifests(config, manifest)
     pretrained = {i.name: prepare_pretrained(config, manifest, i) for i in config.initialisations if i.init == "pretrain"}
-    every_run = run_configs(config, manifests, pretrained)
+    draws = selection_draws(config, manifest, pretrained) if config.selection else budget_manifests(config, manifest)
+    every_run = run_configs(config, draws, pretrained)
     for run in every_run:
         run.record.write(run.config.out)
     write_json(out / RUN_INDEX, {"runs": [str(run.config.out.relative_to(out)) for run in every_run]})

@@ -10,53 +10,24 @@ protocols alike.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
-import torch
 
 from lesionssl import __version__
-from lesionssl.augment.views import Preprocessing
 from lesionssl.config import PROTOCOLS, FinetuneConfig, to_yaml
 from lesionssl.data.loaders import label_indices
 from lesionssl.data.split import read_manifest
 from lesionssl.data.store import build_store, stored_size
 from lesionssl.errors import LesionSSLError
 from lesionssl.evaluate.metrics import compute_metrics, predictions_frame
-from lesionssl.evaluate.probe import extract_features, knn_probs, linear_probe
+from lesionssl.evaluate.probe import cached_features, knn_probs, linear_probe
 from lesionssl.evaluate.test_sets import external_sets, write_external
-from lesionssl.io import atomic_write, write_csv, write_json, write_text
+from lesionssl.io import write_csv, write_json, write_text
 from lesionssl.models.backbones import build_backbone, resolve_preprocessing
-
-
-def _weights_key(backbone: torch.nn.Module, images: np.ndarray, image_size: int, normalize: Preprocessing) -> str:
-    digest = hashlib.sha256(f"{image_size}:{normalize}:{images.shape}:{getattr(images, 'filename', '')}".encode())
-    for name, tensor in sorted(backbone.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-def cached_features(cache: Path, backbone: torch.nn.Module, images: np.ndarray, rows: np.ndarray, image_size: int, normalize: Preprocessing) -> dict[int, np.ndarray]:
-    """Features of store ``rows`` (row -> vector), extracted once per (weights, image set, view)."""
-    target = cache / f"{_weights_key(backbone, images, image_size, normalize)}.npz"
-    if target.is_file():
-        stored = np.load(target)
-        known = dict(zip(stored["rows"].tolist(), stored["features"]))
-        if set(rows.tolist()) <= set(known):
-            return known
-    features = extract_features(backbone, images, rows, image_size, normalize)
-
-    def save(tmp: Path) -> None:
-        with tmp.open("wb") as handle:
-            np.savez(handle, rows=rows, features=features)
-
-    atomic_write(target, save)
-    return dict(zip(rows.tolist(), features))
 
 
 def probe_run(config: FinetuneConfig, protocol: str, cache: Path, knn_k: int) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from lesionssl.records import RUN_FILE, BackboneRecord, RunRecord, RunResult
 from lesionssl.report.document import Document
 from lesionssl.report.labels_saved import format_budget, labels_saved
 from lesionssl.report.published import PUBLISHED
+from lesionssl.report.selection import selection_section
 from lesionssl.report.statistics import BOOTSTRAP, BOOTSTRAP_METRICS, compare_pair, image_replicates, pairwise_table, seed_interval, summarize
 
 RESULT_COLUMNS = ["init", "seed", "accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "run_dir"]
@@ -59,8 +60,8 @@ def collect_runs(out: Path) -> tuple[pd.DataFrame, list[dict], list[str]]:
         planned, result = RunRecord.read(run), RunResult.read(run)
         metrics = metrics_from_predictions(run / "predictions.csv", result.classes)
         row = {
-            "init": planned.name, "seed": planned.seed, **{k: metrics[k] for k in HEADLINE}, "run_dir": str(run.relative_to(out)),
-            "protocol": planned.protocol, "budget": result.budget_per_class, "macro_auroc": metrics["macro_auroc"], "lr": result.lr,
+            "init": planned.label, "initialisation": planned.name, "strategy": planned.strategy, "seed": planned.seed, **{k: metrics[k] for k in HEADLINE}, "run_dir": str(run.relative_to(out)),
+            "protocol": planned.protocol, "budget": result.budget_per_class if planned.strategy is None else planned.budget, "macro_auroc": metrics["macro_auroc"], "lr": result.lr,
             "pretraining_pool": result.pretraining_pool, "handling": result.handling,
         }
         for name in result.external:
@@ -94,6 +95,11 @@ class Intervals:
             if (run_dir, test_set, metric) not in self._replicates:
                 self._replicates[run_dir, test_set, metric] = image_replicates(*self.predictions(run_dir, test_set), metric)
         return seed_interval(np.column_stack([self._replicates[d, test_set, metric] for d in runs["run_dir"]]))
+
+
+def _per(results: pd.DataFrame) -> str:
+    """What a budget counts: labels per class (random draws), or in total (picked by a selection strategy)."""
+    return "in total" if results["strategy"].notna().any() else "per class"
 
 
 def _fmt(value, digits: int = 4) -> str:
@@ -273,7 +279,7 @@ def _study(doc: Document, results: pd.DataFrame, order: list[str], intervals: In
                 if frame.empty:
                     continue
                 present = [i for i in order if i in set(frame["init"])]
-                doc.heading(f"{protocol} · {test_set}" + (f" · {int(budget)} labels per class" if budget is not None else ""), 4)
+                doc.heading(f"{protocol} · {test_set}" + (f" · {int(budget)} labels {_per(results)}" if budget is not None else ""), 4)
                 doc.table(score_table(frame, present, intervals, test_set))
                 if len(present) > 1:
                     doc.table(paired_table(frame, present))
@@ -468,7 +474,7 @@ def _methods(doc: Document, out: Path, experiment: dict, results: pd.DataFrame, 
     doc.paragraph(
         f"We compared {len(order)} initialisation(s) ({', '.join(order)}) of a {finetune.get('backbone', 'resnet18')} classifier "
         f"at {finetune.get('image_size', '?')} px under the {', '.join(sorted(set(results['protocol'])))} protocol(s)"
-        + (f", with {', '.join(map(str, budgets))} labelled images per class" if budgets else "")
+        + (f", with {', '.join(map(str, budgets))} labelled images {_per(results)}" if budgets else "")
         + f", each with {len(seeds)} seeds ({', '.join(map(str, seeds))}). Fine-tuning followed the transfer protocol: "
         f"{finetune.get('head_epochs', 1)} head epoch(s), then unfreezing, an LR finder and {finetune.get('epochs', '?')} epochs of 1cycle"
         + (f" (recipe {finetune['recipe']})" if finetune.get("recipe") else "") + "."
@@ -520,8 +526,8 @@ def _label_efficiency(doc: Document, out: Path, results: pd.DataFrame, order: li
     doc.heading("Label efficiency")
     for (protocol, test_set), part in summary.groupby(["protocol", "test set"], sort=False):
         path = out / "figures" / f"label_efficiency_{protocol}_{test_set}.png"
-        plot_label_efficiency(part, path, title=f"{protocol}, {test_set}")
-        doc.image(path, f"{protocol}, {test_set}: accuracy and balanced accuracy vs labelled images per class (mean, 95% CI band)")
+        plot_label_efficiency(part, path, title=f"{protocol}, {test_set}", unit=_per(results))
+        doc.image(path, f"{protocol}, {test_set}: accuracy and balanced accuracy vs labelled images {_per(results)} (mean, 95% CI band)")
     doc.table(summary.assign(mean=summary["mean"].map(_fmt), ci=[f"[{_fmt(a)}, {_fmt(b)}]" for a, b in zip(summary["ci_low"], summary["ci_high"])])[["protocol", "test set", "init", "budget", "metric", "n", "mean", "ci"]])
 
 
@@ -534,6 +540,8 @@ def write_report(out: Path, inits: dict[str, str] | None = None) -> Path:
     experiment = yaml.safe_load((out / "experiment.yaml").read_text()) if (out / "experiment.yaml").is_file() else {}
     inits = inits or {i["name"]: i["init"] for i in experiment.get("initialisations") or []}
     present = list(dict.fromkeys(results["init"]))
+    # a selection study's arms are (initialisation, strategy): each takes its initialisation's kind
+    inits = {**(inits or {}), **{label: (inits or {}).get(name) for label, name in zip(results["init"], results["initialisation"]) if label != name}}
     order = [i for i in (inits or {}) if i in present] + sorted(set(present) - set(inits or {}))
     budgets = sorted(b for b in results["budget"].dropna().unique())
     (out / "figures").mkdir(exist_ok=True)
@@ -549,7 +557,7 @@ def write_report(out: Path, inits: dict[str, str] | None = None) -> Path:
     doc.paragraph(
         "Test-set results of every finished run, recomputed from the runs' `predictions.csv`. Nothing was selected on the test set: "
         "each run trains a fixed protocol (or selects on the validation split) and is evaluated once."
-        + (f" The seed study's tables below are for the largest label budget, {main_budget} images per class." if len(budgets) > 1 else "")
+        + (f" The seed study's tables below are for the largest label budget, {main_budget} images {_per(results)}." if len(budgets) > 1 else "")
         + (f" They show the {main_protocol} protocol; every protocol, budget and test set follows in its own tables." if len(protocols) > 1 or len(budgets) > 1 else "")
     )
     if stale:
@@ -584,17 +592,20 @@ def write_report(out: Path, inits: dict[str, str] | None = None) -> Path:
         _study(doc, results, order, intervals)
     if len(budgets) > 1:
         _label_efficiency(doc, out, results, order, intervals)
-        if len(order) > 1:
+        if len(order) > 1 and results["strategy"].isna().all():  # labels saved counts labels per class
             _labels_saved(doc, out, results, order)
+    if results["strategy"].notna().any():
+        selection_section(doc, out, results, full[0]["result"].classes, intervals)
     _deployment(doc, out, main_full, main_order)
     _figures(doc, out, main_full, main, main_order, experiment, intervals)
     doc.heading("Unlabelled data used for pretraining")
     pools = results.dropna(subset=["pretraining_pool"]).groupby("init")["pretraining_pool"].first().to_dict()
+    names = dict(zip(results["init"], results["initialisation"]))
     for init in order:
         pool = pools.get(init)
         if pool in ("inductive", "transductive"):
             meaning = "test images were seen, without labels, during pretraining" if pool == "transductive" else "no test image was seen during pretraining"
-            words = _pretraining_words(out, init) if (inits or {}).get(init) == "pretrain" else ""
+            words = _pretraining_words(out, names.get(init, init)) if (inits or {}).get(init) == "pretrain" else ""
             doc.paragraph(f"**{init}**: {pool} ({meaning}).{words}")
         else:
             doc.paragraph(f"**{init}**: {pool or 'not pretrained by lesionssl'}.")

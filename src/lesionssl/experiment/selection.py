@@ -1,0 +1,109 @@
+"""``compare``'s simulated label-selection study (``selection:`` in its YAML).
+
+The expert is simulated by the manifest's own labels. From the experiment's manifest a *selection
+pool* is made once (``selection/pool.csv``): its training labels are set aside (``train`` becomes
+``unlabelled``, labels unused) and the pool images that have no label at all become ``excluded``,
+since the simulated expert could not reveal them. Validation, test and external images are as in
+the manifest, so every strategy is judged on one test set and chooses hyperparameters on one
+validation set (whose labels are not counted in the budget).
+
+Per initialisation, strategy and seed, the budgets are labelled in rounds, as in practice: round
+``r`` picks ``budget_r - budget_{r-1}`` images with :func:`lesionssl.selection.select.select` on
+that initialisation's features (random weights of that seed, or the pretrained backbone), every
+earlier pick excluded; the revealed labels make that budget's manifest (``split --labels``).
+Everything is written under ``selection/<initialisation>/<strategy>/seed<k>/`` and reused when
+the experiment resumes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from lesionssl.config import CompareConfig, SelectConfig
+from lesionssl.data.split import SplitSpec, read_manifest, write_manifest
+from lesionssl.io import file_lock, write_csv
+from lesionssl.progress import console
+from lesionssl.selection.labels import apply_labels
+from lesionssl.selection.select import POOL_SPLITS, select
+
+
+@dataclass(frozen=True)
+class Draw:
+    """The labels of a run: its manifest and seed, the budget (per class, or in total when a
+    ``strategy`` picked the images) and, for a selection, the initialisation whose features picked them."""
+
+    manifest: Path
+    seed: int
+    budget: int | None = None
+    strategy: str | None = None
+    features: str | None = None
+
+    def serves(self, initialisation: str) -> bool:
+        """Random draws serve every initialisation; a selection serves the one that made it."""
+        return self.features is None or self.features == initialisation
+
+
+def selection_pool(manifest: Path, folder: Path, data_root: Path | None = None) -> Path:
+    """``folder/pool.csv``: the manifest with its training labels set aside and unlabelled pool
+    images excluded (the simulated expert cannot label them)."""
+    target = folder / "pool.csv"
+    if target.is_file():
+        return target
+    base = read_manifest(manifest, data_root=data_root)
+    table = base.table.copy()
+    in_pool = table["split"].isin(POOL_SPLITS)
+    table.loc[in_pool, "split"] = "unlabelled"
+    table.loc[in_pool & (table["label"] == ""), "split"] = "excluded"
+    meta_file = base.path.with_suffix(".json")
+    spec = SplitSpec(**json.loads(meta_file.read_text())["spec"]) if meta_file.is_file() else SplitSpec(per_class_cap=1)
+    write_manifest(table, target, spec, base.classes, [str(manifest)])
+    return target
+
+
+def reveal(request: Path, pool: pd.DataFrame, earlier: Path | None, target: Path) -> Path:
+    """The simulated expert: the request's images with their manifest labels, after every
+    image labelled in earlier rounds (``earlier``)."""
+    picked = pd.read_csv(request, dtype=str, keep_default_na=False)
+    picked["label"] = pool.loc[picked["image"], "label"].to_numpy()
+    if earlier is not None:
+        picked = pd.concat([pd.read_csv(earlier, dtype=str, keep_default_na=False), picked], ignore_index=True)
+    write_csv(target, picked)
+    return target
+
+
+def selection_draws(config: CompareConfig, manifest: Path, pretrained: dict[str, Path]) -> list[Draw]:
+    """Every (initialisation, strategy, budget, seed) manifest of the study, made once."""
+    out = Path(config.out) / "selection"
+    out.mkdir(parents=True, exist_ok=True)
+    draws = []
+    with file_lock(out / ".lock"):  # shards started together select once
+        pool_manifest = selection_pool(manifest, out, config.data_root)
+        pool = read_manifest(pool_manifest).table.set_index("image")
+        for initialisation in config.initialisations:
+            init = str(pretrained[initialisation.name]) if initialisation.init == "pretrain" else initialisation.init
+            for strategy in config.selection.strategies:
+                for seed in config.seeds:
+                    folder = out / initialisation.name / strategy / f"seed{seed}"
+                    requests: list[Path] = []
+                    labelled = None
+                    for budget in config.selection.budgets:
+                        request, target = folder / f"b{budget}-to_label.csv", folder / f"b{budget}.csv"
+                        if not target.is_file():
+                            console.print(f"selecting {budget} labels: {initialisation.name} features, {strategy}, seed {seed}", markup=False)
+                            if not request.is_file():
+                                settings = SelectConfig(
+                                    manifest=pool_manifest, budget=budget - (0 if labelled is None else len(pd.read_csv(labelled))), strategy=strategy,
+                                    backbone=config.finetune.backbone, init=init, image_size=config.finetune.image_size, store_margin=config.finetune.store_margin,
+                                    normalize=config.finetune.normalize, exclude=requests, seed=seed, out=request, cache=Path(config.out) / "features",
+                                )
+                                select(settings)
+                            filled = reveal(request, pool, labelled, folder / f"b{budget}-labelled.csv")
+                            apply_labels(filled, pool_manifest, target)
+                        labelled = folder / f"b{budget}-labelled.csv"
+                        requests.append(request)
+                        draws.append(Draw(target, seed, budget, strategy, initialisation.name))
+    return draws
