@@ -94,9 +94,13 @@ def test_no_labelled_image_or_second_image_of_a_group_is_picked_and_a_seed_repea
 
 @pytest.fixture(scope="module")
 def pool_manifest(synthetic, tmp_path_factory):
-    """A test_fraction split of the synthetic set: labelled train, val, test and an unlabelled pool."""
+    """A test_fraction split of the synthetic set: labelled train, val, test, a held-out site
+    (external) and an unlabelled pool."""
     folder = tmp_path_factory.mktemp("select")
-    result = lesionssl("split", "--data", synthetic / "labelled", "--data", synthetic / "unlabelled", "--test-fraction", 0.3, "--per-class", 3, "--val", 2, "--out", folder / "split.csv")
+    files = sorted((synthetic / "labelled").rglob("*.png"))
+    sites = pd.DataFrame({"path": [str(f) for f in files], "label": [f.parent.name for f in files], "site": [["A", "B", "C"][i % 3] for i in range(len(files))]})
+    sites.to_csv(folder / "sites.csv", index=False)
+    result = lesionssl("split", "--data", folder / "sites.csv", "--data", synthetic / "unlabelled", "--test-fraction", 0.3, "--per-class", 3, "--val", 2, "--hold-out", "site=C", "--out", folder / "split.csv")
     assert result.returncode == 0, result.stderr
     return folder / "split.csv"
 
@@ -136,6 +140,19 @@ def test_select_writes_a_csv_to_fill_and_a_page_and_split_labels_reads_it_back(p
     second = select(SelectConfig(manifest=tmp_path / "next.csv", budget=10, strategy="typiclust", image_size=32, exclude=[out], out=tmp_path / "second.csv"))
     assert not set(second.table["image"]) & set(request["image"])
     assert not set(second.table["group"]) & set(request["group"])
+
+
+@pytest.mark.parametrize("strategy", list(STRATEGIES))
+def test_no_test_external_validation_or_labelled_image_is_selected(pool_manifest, tmp_path, strategy):
+    table = read_manifest(pool_manifest).table.set_index("image")
+    assert {"test", "external", "val", "train"} <= set(table["split"])
+    labelled = table.index[table["split"] == "unlabelled"][:5]
+    pd.DataFrame({"image": labelled}).to_csv(tmp_path / "done.csv", index=False)
+    request = select(SelectConfig(manifest=pool_manifest, budget=200, strategy=strategy, image_size=32, exclude=[tmp_path / "done.csv"], out=tmp_path / "all.csv"))
+    picked = table.loc[request.table["image"]]
+    assert set(picked["split"]) == {"unlabelled"}  # never test, external, validation or training images
+    assert not set(request.table["image"]) & set(labelled)
+    assert len(request.table) == request.candidates == int((table["split"] == "unlabelled").sum()) - 5  # the budget exceeds the pool: every candidate once
 
 
 def test_select_is_deterministic_for_a_seed(pool_manifest, tmp_path):

@@ -122,6 +122,12 @@ class PlannedRun:
         return self.record.name
 
     @property
+    def title(self) -> str:
+        """The run in a progress line: arm, protocol, budget and seed."""
+        budget = "" if self.record.budget is None else f" {self.record.budget} labels"
+        return f"{self.record.label} {self.protocol}{budget} seed {self.config.seed}"
+
+    @property
     def protocol(self) -> str:
         return self.record.protocol
 
@@ -180,13 +186,13 @@ def _die_with_parent() -> None:
 def _execute(pending: list[PlannedRun], jobs: int, cache: Path, knn_k: int) -> None:
     def done(run: PlannedRun, metrics: dict | None) -> None:
         if metrics is None:
-            console.print(f"    {run.name} {run.protocol} seed {run.config.seed}: trained by another process, skipped", markup=False)
+            console.print(f"    {run.title}: trained by another process, skipped", markup=False)
             return
-        console.print(f"    {run.name} {run.protocol} seed {run.config.seed}: accuracy {metrics['accuracy']:.4f}  balanced accuracy {metrics['balanced_accuracy']:.4f}", markup=False)
+        console.print(f"    {run.title}: accuracy {metrics['accuracy']:.4f}  balanced accuracy {metrics['balanced_accuracy']:.4f}", markup=False)
 
     if jobs <= 1:
         for number, run in enumerate(pending, start=1):
-            console.print(f"[{number}/{len(pending)}] {run.name} {run.protocol} seed {run.config.seed} -> {run.config.out}", markup=False)
+            console.print(f"[{number}/{len(pending)}] {run.title} -> {run.config.out}", markup=False)
             done(run, execute_run(run, cache, knn_k))
         return
     gpus = torch.cuda.device_count()
