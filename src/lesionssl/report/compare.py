@@ -472,12 +472,15 @@ def _methods(doc: Document, out: Path, experiment: dict, results: pd.DataFrame, 
     budgets = sorted(int(b) for b in results["budget"].dropna().unique())
     doc.heading("Methods")
     doc.paragraph(
-        f"We compared {len(order)} initialisation(s) ({', '.join(order)}) of a {finetune.get('backbone', 'resnet18')} classifier "
+        f"We compared {len(order)} {'arms (initialisation · label-selection strategy)' if results['strategy'].notna().any() else 'initialisation(s)'} ({', '.join(order)}) of a {finetune.get('backbone', 'resnet18')} classifier "
         f"at {finetune.get('image_size', '?')} px under the {', '.join(sorted(set(results['protocol'])))} protocol(s)"
         + (f", with {', '.join(map(str, budgets))} labelled images {_per(results)}" if budgets else "")
-        + f", each with {len(seeds)} seeds ({', '.join(map(str, seeds))}). Fine-tuning followed the transfer protocol: "
-        f"{finetune.get('head_epochs', 1)} head epoch(s), then unfreezing, an LR finder and {finetune.get('epochs', '?')} epochs of 1cycle"
-        + (f" (recipe {finetune['recipe']})" if finetune.get("recipe") else "") + "."
+        + f", each with {len(seeds)} seeds ({', '.join(map(str, seeds))})."
+        + (
+            f" Fine-tuning followed the transfer protocol: {finetune.get('head_epochs', 1)} head epoch(s), then unfreezing, an LR finder and {finetune.get('epochs', '?')} epochs of 1cycle"
+            + (f" (recipe {finetune['recipe']})" if finetune.get("recipe") else "") + "."
+            if "finetune" in set(results["protocol"]) else ""
+        )
         + (
             f" Self-supervised pretraining used {pretrain.get('method', 'barlow_twins')} (recipe {pretrain.get('recipe', 'small-data')}) for {pretrain.get('epochs', '?')} epochs at {pretrain.get('image_size', '?')} px with batch {pretrain.get('batch_size', '?')}"
             + (f"; the pool was {' and '.join(pools)}" if pools else "") + "."
