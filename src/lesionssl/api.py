@@ -86,15 +86,14 @@ def split(config: Config = None, **options: Any) -> SplitResult:
     ``per_class``, ``test_fraction``, ``group_by``, ...)."""
     from lesionssl.data.classes import resolve_class_order
     from lesionssl.data.sources import read_sources
-    from lesionssl.data.split import SplitSpec, build_split, read_manifest, split_table, write_manifest
+    from lesionssl.data.split import SplitSpec, build_split, split_table, write_manifest
 
     settings = resolve(SplitCommand, config, options, "split")
     if settings.labels is not None:
         from lesionssl.selection.labels import apply_labels
 
         done = apply_labels(settings.labels, settings.manifest, settings.out, settings.data_root)
-        meta = read_manifest(done.path)
-        return SplitResult(done.path, done.manifest, done.classes, split_table(done.manifest, done.classes), meta.pool, int(done.manifest["pretrain"].sum()), labels_added=done.added, labels_blank=done.blank)
+        return SplitResult(done.path, done.manifest, done.classes, split_table(done.manifest, done.classes), done.pool, int(done.manifest["pretrain"].sum()), labels_added=done.added, labels_blank=done.blank)
     table = read_sources(settings.data, settings.images, settings.skip_missing)
     spec = SplitSpec(**settings.model_dump(include=set(SplitSpec.__dataclass_fields__)))
     manifest, duplicates = build_split(table, spec)

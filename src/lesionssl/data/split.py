@@ -443,6 +443,14 @@ def read_manifest(path: Path, check_leaks: bool = True, data_root: Path | None =
     return Manifest(table=table, classes=classes, pool=pool, path=path)
 
 
+def recorded_spec(manifest: Manifest) -> SplitSpec:
+    """The split settings a manifest's sidecar records (an older manifest without them: a
+    placeholder spec with its pool mode), for manifests derived from it."""
+    meta_file = manifest.path.with_suffix(".json")
+    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    return SplitSpec(**meta["spec"]) if "spec" in meta else SplitSpec(per_class_cap=1, transductive=manifest.pool == "transductive")
+
+
 def nested_budgets(manifest: pd.DataFrame, budgets: Sequence[int], seed: int | Sequence[int] = 0) -> dict[int, pd.DataFrame]:
     """One manifest per label budget (training images per class), each budget's training set a
     superset of every smaller one's (whole groups, visited in a seeded order; each budget first

@@ -17,14 +17,14 @@ the experiment resumes.
 
 from __future__ import annotations
 
-import json
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from lesionssl.config import CompareConfig, SelectConfig
-from lesionssl.data.split import SplitSpec, read_manifest, write_manifest
+from lesionssl.data.split import read_manifest, recorded_spec, write_manifest
 from lesionssl.io import file_lock, write_csv
 from lesionssl.progress import console
 from lesionssl.selection.labels import apply_labels
@@ -58,9 +58,7 @@ def selection_pool(manifest: Path, folder: Path, data_root: Path | None = None) 
     in_pool = table["split"].isin(POOL_SPLITS)
     table.loc[in_pool, "split"] = "unlabelled"
     table.loc[in_pool & (table["label"] == ""), "split"] = "excluded"
-    meta_file = base.path.with_suffix(".json")
-    spec = SplitSpec(**json.loads(meta_file.read_text())["spec"]) if meta_file.is_file() else SplitSpec(per_class_cap=1)
-    write_manifest(table, target, spec, base.classes, [str(manifest)])
+    write_manifest(table, target, recorded_spec(base), base.classes, [str(manifest)])
     return target
 
 
@@ -83,27 +81,23 @@ def selection_draws(config: CompareConfig, manifest: Path, pretrained: dict[str,
     with file_lock(out / ".lock"):  # shards started together select once
         pool_manifest = selection_pool(manifest, out, config.data_root)
         pool = read_manifest(pool_manifest).table.set_index("image")
-        for initialisation in config.initialisations:
+        for initialisation, strategy, seed in itertools.product(config.initialisations, config.selection.strategies, config.seeds):
             init = str(pretrained[initialisation.name]) if initialisation.init == "pretrain" else initialisation.init
-            for strategy in config.selection.strategies:
-                for seed in config.seeds:
-                    folder = out / initialisation.name / strategy / f"seed{seed}"
-                    requests: list[Path] = []
-                    labelled = None
-                    for budget in config.selection.budgets:
-                        request, target = folder / f"b{budget}-to_label.csv", folder / f"b{budget}.csv"
-                        if not target.is_file():
-                            console.print(f"selecting {budget} labels: {initialisation.name} features, {strategy}, seed {seed}", markup=False)
-                            if not request.is_file():
-                                settings = SelectConfig(
-                                    manifest=pool_manifest, budget=budget - (0 if labelled is None else len(pd.read_csv(labelled))), strategy=strategy,
-                                    backbone=config.finetune.backbone, init=init, image_size=config.finetune.image_size, store_margin=config.finetune.store_margin,
-                                    normalize=config.finetune.normalize, exclude=requests, seed=seed, out=request, cache=Path(config.out) / "features",
-                                )
-                                select(settings)
-                            filled = reveal(request, pool, labelled, folder / f"b{budget}-labelled.csv")
-                            apply_labels(filled, pool_manifest, target)
-                        labelled = folder / f"b{budget}-labelled.csv"
-                        requests.append(request)
-                        draws.append(Draw(target, seed, budget, strategy, initialisation.name))
+            folder = out / initialisation.name / strategy / f"seed{seed}"
+            requests: list[Path] = []
+            labelled = None
+            for budget in config.selection.budgets:  # rounds: each keeps the earlier picks
+                request, target = folder / f"b{budget}-to_label.csv", folder / f"b{budget}.csv"
+                if not target.is_file():
+                    console.print(f"selecting {budget} labels: {initialisation.name} features, {strategy}, seed {seed}", markup=False)
+                    if not request.is_file():
+                        select(SelectConfig(
+                            manifest=pool_manifest, budget=budget - (0 if labelled is None else len(pd.read_csv(labelled))), strategy=strategy,
+                            backbone=config.finetune.backbone, init=init, image_size=config.finetune.image_size, store_margin=config.finetune.store_margin,
+                            normalize=config.finetune.normalize, exclude=requests, seed=seed, out=request, cache=Path(config.out) / "features",
+                        ))
+                    apply_labels(reveal(request, pool, labelled, folder / f"b{budget}-labelled.csv"), pool_manifest, target)
+                labelled = folder / f"b{budget}-labelled.csv"
+                requests.append(request)
+                draws.append(Draw(target, seed, budget, strategy, initialisation.name))
     return draws

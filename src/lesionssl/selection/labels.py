@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lesionssl.data.split import Manifest, SplitSpec, read_manifest, write_manifest
+from lesionssl.data.split import Manifest, read_manifest, recorded_spec, write_manifest
 from lesionssl.errors import LesionSSLError
 from lesionssl.selection.select import POOL_SPLITS, sidecar
 
@@ -26,6 +26,7 @@ class Relabelled:
     path: Path
     manifest: pd.DataFrame
     classes: list[str]
+    pool: str
     added: int
     blank: int
 
@@ -74,7 +75,6 @@ def apply_labels(labels: Path, manifest: Path | None, out: Path, data_root: Path
         raise LesionSSLError(f"--labels {labels}: no such file")
     base = read_manifest(base_manifest(labels, manifest), data_root=data_root)
     table, added, blank = with_labels(base, pd.read_csv(labels, dtype=str, keep_default_na=False), Path(labels))
-    meta = json.loads(base.path.with_suffix(".json").read_text()) if base.path.with_suffix(".json").is_file() else {}
-    spec = SplitSpec(**meta["spec"]) if "spec" in meta else SplitSpec(per_class_cap=max(1, added), transductive=base.pool == "transductive")
-    write_manifest(table, Path(out), spec, base.classes, [*meta.get("sources", []), str(labels)])
-    return Relabelled(Path(out), table, base.classes, added, blank)
+    sources = json.loads(base.path.with_suffix(".json").read_text()).get("sources", []) if base.path.with_suffix(".json").is_file() else []
+    write_manifest(table, Path(out), recorded_spec(base), base.classes, [*sources, str(labels)])
+    return Relabelled(Path(out), table, base.classes, base.pool, added, blank)
