@@ -185,6 +185,56 @@ def predict_end_to_end(paths: list[str], args, scratch: Path, evaluated: dict) -
     return values | {"onnxruntime_model_only_img_per_s": 5 * len(batch) / (time.perf_counter() - started)}
 
 
+def finetune_stages(args, scratch: Path) -> dict:
+    """``lesionssl finetune`` end to end on ``--stage-images`` training images (8 classes of the
+    shared set, 5 test images per class), with the time of each stage of Algorithm 1: store,
+    head epoch, LR finder, 1cycle epochs, and the test evaluation with the run's outputs."""
+    from lesionssl.config import FinetuneConfig, validate
+    from lesionssl.data.classes import resolve_class_order
+    from lesionssl.data.sources import read_sources
+    from lesionssl.data.split import SplitSpec, make_split, write_manifest
+    from lesionssl.finetuning import run
+
+    per_class = max(1, args.stage_images // 8)
+    table = read_sources([args.source.parent])
+    labelled = table[table["label"] != ""].sample(frac=1.0, random_state=0)
+    table = labelled.groupby("label").head(per_class + 5)
+    spec = SplitSpec(per_class=per_class, seed=0)
+    manifest = make_split(table.reset_index(drop=True), spec)
+    path = scratch / "stages" / "split.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_manifest(manifest, path, spec, resolve_class_order(manifest["label"]), [str(args.source.parent)])
+    seconds: dict[str, float] = {}
+
+    def timed(name, fn):
+        def wrapper(*a, **k):
+            started = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - started
+        return wrapper
+
+    originals = {name: getattr(run, name) for name in ("build_store", "head_epochs", "choose_lr")}
+    for name, fn in originals.items():
+        setattr(run, name, timed(name, fn))
+    try:
+        config = validate(FinetuneConfig, {"manifest": str(path), "out": str(scratch / "stages" / "ft"), "image_size": args.size, "backbone": args.backbone, "batch_size": args.stage_batch_size, "init": "random", "tracking": {"tensorboard": False, "mlflow": False}})
+        started = time.perf_counter()
+        metrics = run.finetune(config)
+        total = time.perf_counter() - started
+    finally:
+        for name, fn in originals.items():
+            setattr(run, name, fn)
+    # The 1cycle epochs and everything after training (test predictions, figures, card) are the rest.
+    rest = total - sum(seconds.values())
+    return {
+        "train_images": metrics["train_images"], "test_images": metrics["test_images"], "epochs": config.epochs, "total_s": round(total, 2),
+        "store_s": round(seconds["build_store"], 2), "head_s": round(seconds["head_epochs"], 2), "lr_finder_s": round(seconds["choose_lr"], 2),
+        "one_cycle_and_outputs_s": round(rest, 2), "lr_finder_share": seconds["choose_lr"] / total, "lr": metrics["lr"],
+    }
+
+
 def _record(bench: str, name: str, args, values: dict) -> dict:
     record = {"bench": bench, "images": name, "size": args.size, "backbone": args.backbone, "batch_size": args.batch_size, "precision": args.precision, "device": device_name(), "threads": torch.get_num_threads(), **values}
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in record.items()}
@@ -204,7 +254,10 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--lesionssl-workers", type=int, default=None, help="default: 0 on CPU, 4 on CUDA")
     parser.add_argument("--baseline-workers", type=int, default=None, help="default: 0 on CPU (fastest on 2 cores), 8 on CUDA")
-    parser.add_argument("--skip", choices=["finetune", "eval", "predict"], action="append", default=[], help="benches to leave out (repeatable); predict needs eval")
+    parser.add_argument("--skip", choices=["finetune", "eval", "predict", "stages"], action="append", default=[], help="benches to leave out (repeatable); predict needs eval")
+    parser.add_argument("--only", choices=["finetune", "eval", "predict", "stages"], default=None, help="run this bench alone (stages: the whole finetune command, timed per stage)")
+    parser.add_argument("--stage-images", type=int, default=80, help="training images of the stages bench (8 classes)")
+    parser.add_argument("--stage-batch-size", type=int, default=64, help="batch size of the stages bench (finetune's default)")
     parser.add_argument("--source", type=Path, default=SHARED_IMAGES)
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args()
@@ -212,6 +265,11 @@ def main() -> None:
     args.lesionssl_workers = (4 if cuda else 0) if args.lesionssl_workers is None else args.lesionssl_workers
     args.baseline_workers = (8 if cuda else 0) if args.baseline_workers is None else args.baseline_workers
     scratch = workdir(args.workdir)
+    if args.only:
+        args.skip = [b for b in ("finetune", "eval", "predict", "stages") if b != args.only]
+    if "stages" not in args.skip:
+        values = finetune_stages(args, scratch)
+        emit(_record("stages", "shared", args, values | {"batch_size": args.stage_batch_size}))
     for name in ["shared", "fullsize"] if args.images == "all" else [args.images]:
         if "finetune" not in args.skip:
             paths = image_set(name, args.source, (args.warmup + args.steps) * args.batch_size, scratch)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import os
+import signal
 import subprocess
 import sys
+import traceback
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -54,8 +59,57 @@ def synthetic_manifest(synthetic, tmp_path_factory) -> Path:
 TINY_CLASSIFIER = ("--backbone", "timm:test_resnet", "--image-size", 16, "--batch-size", 16, "--epochs", 2, "--lr", "0.002", "--init", "random")
 
 
-def lesionssl(*args, **kwargs) -> subprocess.CompletedProcess:
-    """The CLI as a user runs it, in a fresh process."""
+@dataclass
+class CliResult:
+    """What a command left: its exit code and what it printed (as ``subprocess.CompletedProcess``)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def lesionssl(*args, cwd: Path | None = None, env: dict[str, str] | None = None) -> CliResult:
+    """The CLI as a user runs it (``python -m lesionssl ARGS``), in this process: the same exit
+    code, stdout and stderr as a fresh process, without a new interpreter and its imports.
+
+    stderr is not a terminal (as under ``capture_output``); an uncaught exception becomes exit
+    code 1 with its traceback on stderr, as Python would print it. The working folder, the
+    environment, ``sys.argv`` and the signal handlers the CLI installs are restored afterwards.
+    """
+    from lesionssl.cli import main
+
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    saved_argv, saved_cwd, saved_env = sys.argv, os.getcwd(), dict(os.environ)
+    stdout, stderr = io.StringIO(), io.StringIO()
+    sys.argv = ["lesionssl", *map(str, args)]
+    os.environ.update({"COLUMNS": "200", **(env or {})})  # help text as wide as test_cli has always read it
+    if cwd is not None:
+        os.chdir(cwd)
+    try:
+        with redirect_stdout(stdout), redirect_stderr(stderr):
+            try:
+                main()
+                code = 0
+            except SystemExit as exit_:
+                code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+                if isinstance(exit_.code, str):
+                    print(exit_.code, file=sys.stderr)
+            except Exception:
+                traceback.print_exc()
+                code = 1
+    finally:
+        sys.argv = saved_argv
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    return CliResult(code, stdout.getvalue(), stderr.getvalue())
+
+
+def lesionssl_process(*args, **kwargs) -> subprocess.CompletedProcess:
+    """The CLI in a fresh process: only where the process itself is under test (signals, kills,
+    the console script, an installed wheel, a server)."""
     return subprocess.run([sys.executable, "-m", "lesionssl", *map(str, args)], capture_output=True, text=True, timeout=600, **kwargs)
 
 

@@ -5,7 +5,6 @@ call - never a traceback, and never a partial output left behind. RELIABILITY.md
 from __future__ import annotations
 
 import shutil
-import signal
 import struct
 import sys
 import zlib
@@ -18,32 +17,20 @@ from PIL import Image
 from safetensors.torch import save_file
 from torchvision.models import resnet50
 
-from lesionssl.cli import main
+from conftest import lesionssl
 
 PRETRAIN = ("--image-size", "16", "--epochs", "1", "--batch-size", "4", "--lr", "0.001", "--projector", "8")
 
 
-def lesionssl(capsys, *args) -> tuple[int, str, str]:
-    """Run the CLI in this process as a user would; return (exit code, stderr, stdout)."""
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    old_argv, sys.argv = sys.argv, ["lesionssl", *map(str, args)]
-    capsys.readouterr()
-    try:
-        main()
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code or 0
-    finally:
-        sys.argv = old_argv
-        for signum, handler in handlers.items():
-            signal.signal(signum, handler)
-    captured = capsys.readouterr()
-    return code, captured.err, captured.out
+def run(*args) -> tuple[int, str, str]:
+    """(exit code, stderr, stdout) of the CLI run in this process as a user would."""
+    result = lesionssl(*args)
+    return result.returncode, result.stderr, result.stdout
 
 
-def assert_refused(capsys, args, *fragments, out: Path | None = None) -> str:
+def assert_refused(args, *fragments, out: Path | None = None) -> str:
     """Assert one ``error:`` line holding ``fragments``; return what went to stdout."""
-    code, err, stdout = lesionssl(capsys, *args)
+    code, err, stdout = run(*args)
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2, err
     assert "Traceback" not in err and lines[-1].startswith("error:"), err
@@ -87,20 +74,20 @@ BAD_IMAGES = {
 
 
 @pytest.mark.parametrize("kind", list(BAD_IMAGES))
-def test_bad_image_is_named_in_one_line(capsys, tmp_path, kind):
+def test_bad_image_is_named_in_one_line(tmp_path, kind):
     make, message = BAD_IMAGES[kind]
     folder = _pool(tmp_path / "pool")
     make(folder / "bad.jpg" if kind != "one-pixel" else folder / "bad.png")
     bad = next(folder.glob("bad.*"))
-    assert_refused(capsys, ["pretrain", "--data", folder, "--out", tmp_path / "bt", *PRETRAIN], bad.name, message, out=tmp_path / "bt")
+    assert_refused(["pretrain", "--data", folder, "--out", tmp_path / "bt", *PRETRAIN], bad.name, message, out=tmp_path / "bt")
 
 
-def test_split_names_every_unreadable_image_at_once(capsys, tmp_path):
+def test_split_names_every_unreadable_image_at_once(tmp_path):
     folder = _pool(tmp_path / "data" / "NV")
     _truncated_jpeg(folder / "cut.jpg")
     (folder / "notes.jpg").write_text("not an image")
     _pool(tmp_path / "data" / "MEL")
-    code, err, _ = lesionssl(capsys, "split", "--data", tmp_path / "data", "--per-class", 2, "--out", tmp_path / "out" / "split.csv")
+    code, err, _ = run("split", "--data", tmp_path / "data", "--per-class", 2, "--out", tmp_path / "out" / "split.csv")
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2 and lines[-1].startswith("error: 2 of 14 images cannot be read"), err
     named = [line for line in lines if line.startswith("unreadable:")]
@@ -108,13 +95,13 @@ def test_split_names_every_unreadable_image_at_once(capsys, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_group_by_a_column_most_images_lack_is_refused(capsys, tmp_path):
+def test_group_by_a_column_most_images_lack_is_refused(tmp_path):
     _pool(tmp_path / "data" / "NV")
     _pool(tmp_path / "data" / "MEL")
-    assert_refused(capsys, ["split", "--data", tmp_path / "data", "--per-class", 2, "--group-by", "lesion_id", "--out", tmp_path / "out" / "split.csv"], "only 0 of 12 images have a lesion_id", "--group-by none", out=tmp_path / "out")
+    assert_refused(["split", "--data", tmp_path / "data", "--per-class", 2, "--group-by", "lesion_id", "--out", tmp_path / "out" / "split.csv"], "only 0 of 12 images have a lesion_id", "--group-by none", out=tmp_path / "out")
 
 
-def test_odd_but_valid_images_are_decoded(capsys, tmp_path):
+def test_odd_but_valid_images_are_decoded(tmp_path):
     """A PNG named .jpg, a 16-bit PNG, an animated GIF, a CMYK JPEG and file names with spaces
     and non-ASCII characters are images: decoded (by content, rescaled, first frame, to RGB)."""
     folder = _pool(tmp_path / "pool dermatologie")
@@ -124,7 +111,7 @@ def test_odd_but_valid_images_are_decoded(capsys, tmp_path):
     frames[0].save(folder / "animated.gif", save_all=True, append_images=frames[1:])
     Image.new("CMYK", (30, 30), (0, 255, 255, 0)).save(folder / "cmyk.jpg")
     Image.new("RGB", (30, 30), (10, 10, 200)).save(folder / "läsion ñ 1.png")
-    code, err, _ = lesionssl(capsys, "pretrain", "--data", folder, "--out", tmp_path / "bt", *PRETRAIN)
+    code, err, _ = run("pretrain", "--data", folder, "--out", tmp_path / "bt", *PRETRAIN)
     assert code == 0, err
     assert (tmp_path / "bt" / "backbone.safetensors").is_file()
     from lesionssl.data.store import decode_for_store
@@ -155,9 +142,9 @@ def _rows(separator: str = ",") -> str:
 
 
 @pytest.mark.parametrize(("kind", "encoding", "newline", "separator"), [("bom", "utf-8-sig", "\n", ","), ("crlf", "utf-8", "\r\n", ","), ("semicolons", "utf-8", "\n", ";"), ("tabs", "utf-8", "\n", "\t")])
-def test_label_file_dialects_are_read(capsys, tmp_path, kind, encoding, newline, separator):
+def test_label_file_dialects_are_read(tmp_path, kind, encoding, newline, separator):
     csv = _path_label(tmp_path, _rows(separator), encoding, newline)
-    code, err, _ = lesionssl(capsys, "split", "--data", csv, "--per-class", 2, "--out", tmp_path / "m.csv")
+    code, err, _ = run("split", "--data", csv, "--per-class", 2, "--out", tmp_path / "m.csv")
     assert code == 0, err
     import pandas as pd
 
@@ -175,44 +162,44 @@ LABEL_FILES = {
 
 
 @pytest.mark.parametrize("kind", list(LABEL_FILES))
-def test_bad_label_file_is_one_line(capsys, tmp_path, kind):
+def test_bad_label_file_is_one_line(tmp_path, kind):
     text, message = LABEL_FILES[kind]
     csv = _path_label(tmp_path, text)
-    assert_refused(capsys, ["split", "--data", csv, "--per-class", 1, "--out", tmp_path / "out" / "m.csv"], message, out=tmp_path / "out")
+    assert_refused(["split", "--data", csv, "--per-class", 1, "--out", tmp_path / "out" / "m.csv"], message, out=tmp_path / "out")
 
 
-def test_identical_duplicate_rows_are_merged_with_a_note(capsys, tmp_path):
+def test_identical_duplicate_rows_are_merged_with_a_note(tmp_path):
     csv = _path_label(tmp_path, _rows() + "img/a0.png,AX\n")
-    code, err, _ = lesionssl(capsys, "split", "--data", csv, "--per-class", 2, "--out", tmp_path / "m.csv")
+    code, err, _ = run("split", "--data", csv, "--per-class", 2, "--out", tmp_path / "m.csv")
     assert code == 0, err
     assert "listed twice" in err
     assert len((tmp_path / "m.csv").read_text().splitlines()) == 9
 
 
-def test_unknown_ham10000_class_is_named(capsys, tmp_path):
+def test_unknown_ham10000_class_is_named(tmp_path):
     _images(tmp_path / "images", ["ISIC_1.jpg", "ISIC_2.jpg"])
     (tmp_path / "HAM10000_metadata.csv").write_text("lesion_id,image_id,dx\nL1,ISIC_1,mel\nL2,ISIC_2,tumour\n")
-    assert_refused(capsys, ["split", "--data", tmp_path / "HAM10000_metadata.csv", "--per-class", 1, "--out", tmp_path / "o" / "m.csv"], "tumour", out=tmp_path / "o")
+    assert_refused(["split", "--data", tmp_path / "HAM10000_metadata.csv", "--per-class", 1, "--out", tmp_path / "o" / "m.csv"], "tumour", out=tmp_path / "o")
 
 
 @pytest.mark.parametrize(("kind", "row"), [("two-ones", "ISIC_2,1.0,1.0,0.0"), ("no-one", "ISIC_2,0.0,0.0,0.0")])
-def test_isic_one_hot_row_that_is_not_one_hot(capsys, tmp_path, kind, row):
+def test_isic_one_hot_row_that_is_not_one_hot(tmp_path, kind, row):
     _images(tmp_path / "images", ["ISIC_1.jpg", "ISIC_2.jpg"])
     (tmp_path / "gt.csv").write_text(f"image,MEL,NV,BCC\nISIC_1,1.0,0.0,0.0\n{row}\n")
-    assert_refused(capsys, ["split", "--data", tmp_path / "gt.csv", "--per-class", 1, "--out", tmp_path / "o" / "m.csv"], "not one-hot", "ISIC_2", out=tmp_path / "o")
+    assert_refused(["split", "--data", tmp_path / "gt.csv", "--per-class", 1, "--out", tmp_path / "o" / "m.csv"], "not one-hot", "ISIC_2", out=tmp_path / "o")
 
 
-def test_class_without_images_is_left_out_with_a_note(capsys, tmp_path):
+def test_class_without_images_is_left_out_with_a_note(tmp_path):
     root = tmp_path / "tree"
     _images(root / "MEL", [f"m{i}.png" for i in range(3)])
     _images(root / "NV", [f"n{i}.png" for i in range(3)])
     (root / "SCC").mkdir()
-    code, err, _ = lesionssl(capsys, "split", "--data", root, "--per-class", 1, "--out", tmp_path / "m.csv")
+    code, err, _ = run("split", "--data", root, "--per-class", 1, "--out", tmp_path / "m.csv")
     assert code == 0, err
     assert "SCC" in err and "no images" in err
 
 
-def test_manifest_edited_to_leak_a_lesion_is_refused(capsys, tmp_path, synthetic_manifest):
+def test_manifest_edited_to_leak_a_lesion_is_refused(tmp_path, synthetic_manifest):
     import pandas as pd
 
     table = pd.read_csv(synthetic_manifest)
@@ -222,7 +209,7 @@ def test_manifest_edited_to_leak_a_lesion_is_refused(capsys, tmp_path, synthetic
     edited = tmp_path / "edited.csv"
     table.to_csv(edited, index=False)
     shutil.copy(synthetic_manifest.with_suffix(".json"), edited.with_suffix(".json"))
-    assert_refused(capsys, ["finetune", "--manifest", edited, "--out", tmp_path / "ft", "--init", "random"], "leaks", str(table.loc[train, "group"]), out=tmp_path / "ft")
+    assert_refused(["finetune", "--manifest", edited, "--out", tmp_path / "ft", "--init", "random"], "leaks", str(table.loc[train, "group"]), out=tmp_path / "ft")
 
 
 # Configs -----------------------------------------------------------------------------------------
@@ -238,15 +225,15 @@ CONFIGS = {
 
 
 @pytest.mark.parametrize("kind", list(CONFIGS))
-def test_bad_config_names_the_key(capsys, tmp_path, kind, synthetic_manifest):
+def test_bad_config_names_the_key(tmp_path, kind, synthetic_manifest):
     text, key = CONFIGS[kind]
     (tmp_path / "run.yaml").write_text(text)
-    assert_refused(capsys, ["pretrain", "--config", tmp_path / "run.yaml", "--manifest", synthetic_manifest, "--out", tmp_path / "bt"], key, out=tmp_path / "bt")
+    assert_refused(["pretrain", "--config", tmp_path / "run.yaml", "--manifest", synthetic_manifest, "--out", tmp_path / "bt"], key, out=tmp_path / "bt")
 
 
-def test_batch_larger_than_the_pool_is_refused(capsys, tmp_path):
+def test_batch_larger_than_the_pool_is_refused(tmp_path):
     folder = _pool(tmp_path / "pool", n=6)
-    assert_refused(capsys, ["pretrain", "--data", folder, "--out", tmp_path / "bt", "--image-size", "16", "--batch-size", "64", "--epochs", "1"], "batch_size 64", "6 images", out=tmp_path / "bt")
+    assert_refused(["pretrain", "--data", folder, "--out", tmp_path / "bt", "--image-size", "16", "--batch-size", "64", "--epochs", "1"], "batch_size 64", "6 images", out=tmp_path / "bt")
 
 
 # Checkpoints -------------------------------------------------------------------------------------
@@ -272,27 +259,27 @@ CHECKPOINTS = {
 
 
 @pytest.mark.parametrize("command", ["pretrain", "finetune"])
-def test_a_wrong_init_path_fails_before_any_image_is_decoded(capsys, tmp_path, monkeypatch, synthetic_manifest, command):
+def test_a_wrong_init_path_fails_before_any_image_is_decoded(tmp_path, monkeypatch, synthetic_manifest, command):
     monkeypatch.setenv("LESIONSSL_CACHE", str(tmp_path / "cache"))  # a fresh store cache: nothing decoded yet
-    assert_refused(capsys, [command, "--manifest", synthetic_manifest, "--init", tmp_path / "nowhere.safetensors", "--out", tmp_path / "run", "--image-size", 16, "--epochs", 1, "--batch-size", 16], "nowhere.safetensors", out=tmp_path / "run")
+    assert_refused([command, "--manifest", synthetic_manifest, "--init", tmp_path / "nowhere.safetensors", "--out", tmp_path / "run", "--image-size", 16, "--epochs", 1, "--batch-size", 16], "nowhere.safetensors", out=tmp_path / "run")
     assert not list((tmp_path / "cache").glob("*.npy"))
 
 
 @pytest.mark.parametrize("kind", list(CHECKPOINTS))
-def test_bad_checkpoint_is_refused(capsys, tmp_path, kind, synthetic_manifest):
+def test_bad_checkpoint_is_refused(tmp_path, kind, synthetic_manifest):
     name, make, message = CHECKPOINTS[kind]
     make(tmp_path / name)
-    stdout = assert_refused(capsys, ["finetune", "--manifest", synthetic_manifest, "--init", tmp_path / name, "--out", tmp_path / "ft", "--image-size", 16, "--epochs", 1], name, message, out=tmp_path / "ft")
+    stdout = assert_refused(["finetune", "--manifest", synthetic_manifest, "--init", tmp_path / name, "--out", tmp_path / "ft", "--image-size", 16, "--epochs", 1], name, message, out=tmp_path / "ft")
     assert "this pickle ran code" not in stdout
 
 
-def test_checkpoint_with_a_head_for_other_classes_gets_a_new_head(capsys, tmp_path, synthetic_manifest):
+def test_checkpoint_with_a_head_for_other_classes_gets_a_new_head(tmp_path, synthetic_manifest):
     """A 5-class classifier as the init of a fine-tuning on 4 classes: its backbone is
     loaded, its head is not (a new one is made for the data's classes)."""
     from torchvision.models import resnet18
 
     torch.save(resnet18(num_classes=5).state_dict(), tmp_path / "classifier.pth")
-    code, err, _ = lesionssl(capsys, "finetune", "--manifest", synthetic_manifest, "--init", tmp_path / "classifier.pth", "--out", tmp_path / "ft", "--image-size", 16, "--epochs", 1, "--lr", "0.001")
+    code, err, _ = run("finetune", "--manifest", synthetic_manifest, "--init", tmp_path / "classifier.pth", "--out", tmp_path / "ft", "--image-size", 16, "--epochs", 1, "--lr", "0.001")
     assert code == 0, err
     import json
 
@@ -362,11 +349,11 @@ def test_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path, syntheti
     assert "epoch 0" in result.stdout, result.stdout + result.stderr
 
 
-def test_label_file_paths_with_spaces_and_non_ascii_characters_are_read(capsys, tmp_path):
+def test_label_file_paths_with_spaces_and_non_ascii_characters_are_read(tmp_path):
     _images(tmp_path / "Läsionen 2024", ["naevus à bord.png", "mélanome 1.png", "mélanome 2.png", "naevus 2.png"])
     csv = tmp_path / "labels.csv"
     csv.write_text("path,label\nLäsionen 2024/naevus à bord.png,NV\nLäsionen 2024/mélanome 1.png,MEL\nLäsionen 2024/mélanome 2.png,MEL\nLäsionen 2024/naevus 2.png,NV\n", encoding="utf-8")
-    code, err, _ = lesionssl(capsys, "split", "--data", csv, "--per-class", 1, "--out", tmp_path / "m.csv")
+    code, err, _ = run("split", "--data", csv, "--per-class", 1, "--out", tmp_path / "m.csv")
     assert code == 0, err
     import pandas as pd
 

@@ -1,19 +1,13 @@
 """The command line: one-line errors (no traceback), help with examples, YAML configs."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from conftest import lesionssl
+
 COMMANDS = ["split", "pretrain", "finetune", "predict", "explain", "export", "serve", "card", "compare", "report", "demo", "reproduce", "augment-preview"]
-
-
-def lesionssl(*args, cwd=None):
-    env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "lesionssl", *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
 
 
 def assert_one_line_error(result, *fragments):

@@ -10,9 +10,10 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lesionssl.config import RuntimeConfig
+from lesionssl.data.loaders import EpochBatchSampler
 from lesionssl.engine.trainer import make_trainer
 from lesionssl.finetuning.module import ClassifierModule
-from lesionssl.optim.lr_finder import LRFinderResult, minimum, run_lr_finder, slide, steep, valley
+from lesionssl.optim.lr_finder import LRFinderResult, SweepSampler, minimum, run_lr_finder, slide, steep, valley
 from lesionssl.optim.one_cycle import OneCycle, OneCycleCallback
 
 # Hand-worked: the longest strictly decreasing subsequence of LOSSES is 4,3,2,1,0.5 ... found by
@@ -100,6 +101,21 @@ def _data():
     return DataLoader(TensorDataset(x, y, torch.arange(24)), batch_size=8)
 
 
+class _Batches(torch.utils.data.Dataset):
+    """Whole batches of ``_data``'s tensors, for lesionssl's batch samplers."""
+
+    def __init__(self) -> None:
+        self.x, self.y = next(iter(DataLoader(_data().dataset, batch_size=24)))[:2]
+
+    def __getitem__(self, positions):
+        return self.x[positions], self.y[positions], torch.as_tensor(positions)
+
+
+def _batched_data():
+    """``_data`` through a shuffled ``EpochBatchSampler`` (3 batches per epoch, a new order each epoch)."""
+    return DataLoader(_Batches(), batch_size=None, sampler=EpochBatchSampler(24, 8, seed=0))
+
+
 def test_one_cycle_callback_drives_adam_beta1():
     module, data = _tiny_module(), _data()
     callback = OneCycleCallback(OneCycle(1e-2, 2 * len(data)))
@@ -110,18 +126,24 @@ def test_one_cycle_callback_drives_adam_beta1():
     assert group["betas"][0] == pytest.approx(callback.schedule.momentum(5))
 
 
-def test_lr_finder_sweeps_exponentially_over_epochs_and_restores_state():
+def test_lr_finder_sweeps_exponentially_in_one_pass_and_restores_state():
     module, data = _tiny_module(), _data()
     optimizer = module.persistent_optimizer()
     make_trainer(RuntimeConfig(accelerator="cpu"), 1).fit(module, data)  # give Adam some state
     before = {k: v.clone() for k, v in module.state_dict().items()}
     adam_before = {k: v.clone() for k, v in optimizer.state[next(iter(module.head.parameters()))].items()}
 
-    def fit(callbacks, epochs):
-        make_trainer(RuntimeConfig(accelerator="cpu"), epochs, callbacks).fit(module, data)
+    epochs = []
 
-    result = run_lr_finder(fit, module, len(data), num_it=20, stop_div=False)
-    assert len(result.lrs) == 20  # 20 iterations over 3-batch epochs
+    class Epochs(L.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            epochs.append(trainer.current_epoch)
+
+    def fit(callbacks, max_epochs, loader):
+        make_trainer(RuntimeConfig(accelerator="cpu"), max_epochs, [Epochs(), *callbacks]).fit(module, loader)
+
+    result = run_lr_finder(fit, module, _batched_data(), num_it=20, stop_div=False)
+    assert len(result.lrs) == 20 and epochs == [0]  # 20 iterations over 3-batch epochs, in one Lightning epoch
     np.testing.assert_allclose(result.lrs, [1e-7 * (10 / 1e-7) ** (i / 20) for i in range(20)], rtol=1e-9)
     for key, value in module.state_dict().items():
         torch.testing.assert_close(value, before[key], msg=key)  # weights and BN running stats
@@ -130,17 +152,17 @@ def test_lr_finder_sweeps_exponentially_over_epochs_and_restores_state():
 
 
 def test_lr_finder_smoothing_is_debiased_ema():
-    module, data = _tiny_module(), _data()
+    module = _tiny_module()
     recorded = []
 
     class Spy(L.Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             recorded.append(float(outputs["loss"]))
 
-    def fit(callbacks, epochs):
-        make_trainer(RuntimeConfig(accelerator="cpu"), epochs, [Spy(), *callbacks]).fit(module, data)
+    def fit(callbacks, epochs, loader):
+        make_trainer(RuntimeConfig(accelerator="cpu"), epochs, [Spy(), *callbacks]).fit(module, loader)
 
-    result = run_lr_finder(fit, module, len(data), num_it=6, stop_div=False)
+    result = run_lr_finder(fit, module, _batched_data(), num_it=6, stop_div=False)
     average, expected = 0.0, []
     for i, loss in enumerate(recorded[:6], start=1):
         average = 0.98 * average + 0.02 * loss
@@ -188,3 +210,36 @@ def test_warmup_cosine_official_shape():
     assert schedule.factor(0) == 0 and schedule.factor(5) == pytest.approx(0.5) and schedule.factor(10) == pytest.approx(1.0)
     assert schedule.factor(60) == pytest.approx(0.5 + 0.001 * 0.5)
     assert schedule.factor(110) == pytest.approx(0.001)
+
+
+def test_sweep_reads_the_loaders_epochs_in_order_without_moving_its_epoch():
+    sampler = EpochBatchSampler(10, 4, seed=3, drop_last=True)
+    sampler.set_epoch(7)
+    expected = []
+    for epoch in range(4):
+        sampler.set_epoch(epoch)
+        expected += list(sampler)
+    sampler.set_epoch(7)
+    assert list(SweepSampler(sampler, 7)) == expected[:7] and len(SweepSampler(sampler, 7)) == 7
+    assert sampler.epoch == 7
+
+
+#: The finder's suggestion on a fixed tiny run, recorded with the epoch-by-epoch sweep it replaced
+#: (commit dc21820): timm's test ResNet at 16 px, 8 labels per class, seed 0, and 100 iterations
+#: that span 100 one-batch epochs (batch 64) or 25 four-batch epochs stopped by divergence (batch 16).
+RECORDED_FINDER = {64: (0.001737800828749376, 100, 1.4359824657440186, 0.9961806866552193), 16: (0.001737800828749376, 97, 1.3847875595092773, 6.166778173424587)}
+
+
+@pytest.mark.parametrize("batch_size", sorted(RECORDED_FINDER))
+def test_lr_finder_suggestion_is_unchanged_on_a_fixed_tiny_run(synthetic_manifest, tmp_path, batch_size):
+    import pandas as pd
+
+    from lesionssl.config import FinetuneConfig, validate
+    from lesionssl.finetuning.run import finetune
+
+    lr, points, first, last = RECORDED_FINDER[batch_size]
+    config = validate(FinetuneConfig, {"manifest": str(synthetic_manifest), "out": str(tmp_path / "ft"), "backbone": "timm:test_resnet", "image_size": 16, "batch_size": batch_size, "epochs": 1, "init": "random", "tracking": {"tensorboard": False, "mlflow": False}})
+    assert finetune(config)["lr"] == pytest.approx(lr, rel=1e-9)
+    curve = pd.read_csv(tmp_path / "ft" / "lr_finder.csv")
+    assert len(curve) == points
+    assert curve["smoothed_loss"].iloc[0] == pytest.approx(first, rel=1e-5) and curve["smoothed_loss"].iloc[-1] == pytest.approx(last, rel=1e-5)

@@ -26,7 +26,8 @@ class EpochLine(L.Callback):
         self.started = time.monotonic()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.is_global_zero:
+        # A fit that is not training epochs (the LR finder's sweep) prints its own line.
+        if trainer.is_global_zero and not any(getattr(c, "own_progress", False) for c in trainer.callbacks):
             metrics = "  ".join(f"{k} {float(v):.4g}" for k, v in sorted(trainer.callback_metrics.items()))
             console.print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  {metrics}  ({time.monotonic() - self.started:.0f} s)", markup=False)
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import lightning as L
+from torch.utils.data import DataLoader
 
 from lesionssl.engine.modules import PersistentAdamModule
 from lesionssl.errors import LesionSSLError
@@ -23,7 +24,8 @@ from lesionssl.optim.lr_finder import LRFinderResult, run_lr_finder
 from lesionssl.optim.one_cycle import OneCycle, OneCycleCallback, set_hyperparameters
 from lesionssl.progress import console
 
-Fit = Callable[[list[L.Callback], int], None]
+#: ``fit(callbacks, epochs)`` over the stage's training loader, or ``fit(callbacks, epochs, loader)``.
+Fit = Callable[..., None]
 
 
 def head_epochs(fit: Fit, module: PersistentAdamModule, freeze: Callable[[], None], unfreeze: Callable[[], None], epochs: int, lr: float, callbacks: list[L.Callback]) -> None:
@@ -44,11 +46,12 @@ class LRChoice:
     finder: LRFinderResult | None = None
 
 
-def choose_lr(fit: Fit, module: PersistentAdamModule, lr: float | Literal["find"], steps_per_epoch: int, suggestion: str = "valley") -> LRChoice:
-    """Step 2: ``lr`` as given, or the LR finder's ``suggestion`` (weights and optimiser restored)."""
+def choose_lr(fit: Fit, module: PersistentAdamModule, lr: float | Literal["find"], data: DataLoader, suggestion: str = "valley") -> LRChoice:
+    """Step 2: ``lr`` as given, or the LR finder's ``suggestion`` over batches of the training
+    loader ``data`` (weights and optimiser restored)."""
     if lr != "find":
         return LRChoice(float(lr), "fixed")
-    finder = run_lr_finder(fit, module, steps_per_epoch)
+    finder = run_lr_finder(fit, module, data)
     if suggestion not in finder.suggestions:
         raise LesionSSLError("the LR finder recorded too few points; use more training images or a fixed --lr")
     console.print(f"LR finder ({suggestion}): {finder.suggestions[suggestion]:.3g}")

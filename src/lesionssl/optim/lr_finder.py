@@ -1,7 +1,9 @@
 """LR range test with fastai ``lr_find`` semantics (Smith 2017; fastai ``LRFinder``).
 
-The LR grows exponentially from ``start_lr`` to ``end_lr`` over ``num_it`` iterations (spanning
-several epochs on small data). The loss is smoothed by a debiased exponential moving average
+The LR grows exponentially from ``start_lr`` to ``end_lr`` over ``num_it`` iterations. On small
+data these span several epochs of the training loader; they run as one pass over those epochs'
+batches (in the order the loader gives each epoch), not as one Lightning epoch per pass over the
+data, which would add per-epoch work and progress lines to what is a single sweep. The loss is smoothed by a debiased exponential moving average
 (beta 0.98); the sweep stops once the smoothed loss exceeds 4x its best. Suggestions are
 computed on the curve without its first ``num_it // 10`` and last 5 points, truncated at the
 first NaN. Weights, optimiser state and BatchNorm running statistics are restored afterwards.
@@ -10,14 +12,19 @@ first NaN. Weights, optimiser state and BatchNorm running statistics are restore
 from __future__ import annotations
 
 import copy
+import itertools
 import math
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import lightning as L
 import numpy as np
+from torch.utils.data import DataLoader, Sampler
 
+from lesionssl.errors import LesionSSLError
 from lesionssl.optim.one_cycle import set_hyperparameters
+from lesionssl.progress import console
 
 
 def exp_lr(start: float, end: float, pos: float) -> float:
@@ -112,17 +119,56 @@ class LRFinderResult:
         return lrs, losses
 
 
+class SweepSampler(Sampler[list[int]]):
+    """``num_it`` batches of a training loader's batch sampler as one pass: the batches of its
+    epoch 0, then of its epoch 1, and so on (what a sweep spanning several epochs would see)."""
+
+    def __init__(self, sampler: Sampler, num_it: int) -> None:
+        if len(sampler) == 0:
+            raise LesionSSLError("the LR finder needs at least one training batch")
+        self.sampler, self.num_it = copy.copy(sampler), num_it  # a copy: the loader's own epoch stays as it is
+
+    def __len__(self) -> int:
+        return self.num_it
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = (batch for epoch in itertools.count() for batch in self._epoch(epoch))
+        return itertools.islice(batches, self.num_it)
+
+    def _epoch(self, epoch: int) -> Iterator[list[int]]:
+        self.sampler.set_epoch(epoch)
+        return iter(self.sampler)
+
+
+def sweep_loader(loader: DataLoader, num_it: int) -> DataLoader:
+    """The loader of an LR sweep: ``num_it`` batches of ``loader`` (whose sampler yields whole
+    batches and has ``set_epoch``) in one pass."""
+    return DataLoader(loader.dataset, batch_size=None, sampler=SweepSampler(loader.sampler, num_it), num_workers=loader.num_workers, pin_memory=loader.pin_memory, generator=loader.generator)
+
+
 class LRFinderCallback(L.Callback):
     """Drives an LR sweep inside a Lightning ``fit`` and stops it on divergence or after ``num_it``.
 
-    The training step must return the batch loss (a tensor or ``{"loss": tensor}``).
+    The training step must return the batch loss (a tensor or ``{"loss": tensor}``). The sweep
+    shows as one progress line of its own, not as an epoch (``own_progress``).
     """
+
+    own_progress = True
 
     def __init__(self, start_lr: float = 1e-7, end_lr: float = 10.0, num_it: int = 100, stop_div: bool = True, beta: float = 0.98) -> None:
         self.start_lr, self.end_lr, self.num_it, self.stop_div, self.beta = start_lr, end_lr, num_it, stop_div, beta
         self.lrs: list[float] = []
         self.losses: list[float] = []
         self._iteration, self._average, self._best = 0, 0.0, math.inf
+        self._started = time.monotonic()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._started = time.monotonic()
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            stopped = " (stopped: the loss diverged)" if self._iteration < self.num_it else ""
+            console.print(f"LR finder: {self._iteration} iterations{stopped} ({time.monotonic() - self._started:.0f} s)", markup=False)
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
         lr = exp_lr(self.start_lr, self.end_lr, self._iteration / self.num_it)
@@ -145,21 +191,21 @@ class LRFinderCallback(L.Callback):
         return LRFinderResult.from_curve(self.lrs, self.losses, self.num_it)
 
 
-def run_lr_finder(fit: Callable[[list[L.Callback], int], None], module: L.LightningModule, steps_per_epoch: int, **kwargs) -> LRFinderResult:
-    """Run an LR sweep through ``fit(callbacks, max_epochs)`` and restore the module afterwards.
+def run_lr_finder(fit: Callable[[list[L.Callback], int, DataLoader], None], module: L.LightningModule, data: DataLoader, **kwargs) -> LRFinderResult:
+    """Run an LR sweep through ``fit(callbacks, max_epochs, loader)`` and restore the module afterwards.
 
     Args:
-        fit: Runs a Lightning fit of ``module`` with the given callbacks and epoch count; the
-            module must keep one optimiser object across fits (see ``persistent optimiser``).
+        fit: Runs a Lightning fit of ``module`` with the given callbacks, epoch count and training
+            loader; the module must keep one optimiser object across fits (``persistent_optimizer``).
         module: Its state dict (weights and BN buffers) and optimiser state are restored.
-        steps_per_epoch: Batches per epoch, to span ``num_it`` iterations over several epochs.
+        data: The training loader; the sweep reads ``num_it`` of its batches in one pass.
     """
     finder = LRFinderCallback(**kwargs)
     model_state = copy.deepcopy(module.state_dict())
     optimizer = module.persistent_optimizer()
     optimizer_state = copy.deepcopy(optimizer.state_dict())
     try:
-        fit([finder], finder.num_it // max(1, steps_per_epoch) + 1)
+        fit([finder], 1, sweep_loader(data, finder.num_it))
     finally:
         module.load_state_dict(model_state)
         optimizer.load_state_dict(optimizer_state)

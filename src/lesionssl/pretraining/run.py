@@ -197,9 +197,9 @@ def pretrain(config: PretrainConfig) -> Path:
     module = SelfSupervisedModule(backbone, projector, method, config.resolved_weight_decay, config.runtime.channels_last, _optimizer_factory(config), views)
     history = out / "history.csv"
 
-    def fit(callbacks: list[L.Callback], epochs: int, ckpt: str | None = None, logger=False) -> None:
+    def fit(callbacks: list[L.Callback], epochs: int, loader=None, ckpt: str | None = None, logger=False) -> None:
         trainer = make_trainer(config.runtime, epochs, callbacks, logger=logger, default_root_dir=out)
-        trainer.fit(module, data, ckpt_path=ckpt)
+        trainer.fit(module, data if loader is None else loader, ckpt_path=ckpt)
 
     stages = Stages(out / "checkpoints", config.resume)
     stages.restore(module)
@@ -215,7 +215,7 @@ def pretrain(config: PretrainConfig) -> Path:
             stages.save(module, lr=config.lr_weights * config.batch_size / 256)
         else:
             L.seed_everything(epoch_seed(config.seed, LR_FINDER_EPOCH), verbose=False)
-            choice = choose_lr(fit, module, config.lr, len(data))
+            choice = choose_lr(fit, module, config.lr, data)
             stages.save(module, lr=choice.lr, lr_finder=asdict(choice.finder) if choice.finder else None)
 
     resolved = {"recipe": config.recipe, "method": config.method, "method_kwargs": method.resolved(), "positives": config.positives, "cross_image_pairs_per_epoch": cross_image, "augmentation": asdict(config.augmentation_parameters), "lr": stages["lr"], "weight_decay": config.resolved_weight_decay, "projector_warmup_epochs": warmup_epochs, "pool": pool, "pool_images": int(len(rows)), "init": init_info}
