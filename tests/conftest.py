@@ -23,8 +23,10 @@ LABEL_FORMATS = SHARED_DATA / "label-formats"
 def pytest_collection_modifyitems(config, items):
     skip = pytest.mark.skip(reason=f"needs the shared data at {SHARED_DATA}")
     for item in items:
-        if "shared_data" in item.keywords and not (SKIN_LESIONS / "labels.csv").is_file():
-            item.add_marker(skip)
+        if "shared_data" in item.keywords:
+            item.add_marker(pytest.mark.slow)  # real data is outside the fast lane
+            if not (SKIN_LESIONS / "labels.csv").is_file():
+                item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -55,8 +57,9 @@ def synthetic_manifest(synthetic, tmp_path_factory) -> Path:
     return path
 
 
-#: A fine-tuning run small enough for the deploy tests (timm's 2-layer test ResNet at 16 px).
-TINY_CLASSIFIER = ("--backbone", "timm:test_resnet", "--image-size", 16, "--batch-size", 16, "--epochs", 2, "--lr", "0.002", "--init", "random")
+#: A fine-tuning run small enough for the deploy tests (timm's 2-layer test ResNet at 16 px, a
+#: fixed LR, no trackers).
+TINY_CLASSIFIER = ("--backbone", "timm:test_resnet", "--image-size", 16, "--batch-size", 16, "--epochs", 2, "--lr", "0.002", "--init", "random", "--tracking.mlflow", "false", "--tracking.tensorboard", "false")
 
 
 @dataclass

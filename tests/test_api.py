@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -39,6 +40,7 @@ def test_readme_notebook_example_runs_and_returns_typed_results(tmp_path, monkey
     assert torch.equal(dict(bt.backbone.state_dict())[name], tensor)
 
 
+@pytest.mark.slow  # a fresh interpreter is what is under test
 def test_importing_lesionssl_and_its_api_changes_no_global_state():
     probe = """
 import logging, sys, warnings

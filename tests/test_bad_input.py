@@ -19,7 +19,7 @@ from torchvision.models import resnet50
 
 from conftest import lesionssl
 
-PRETRAIN = ("--image-size", "16", "--epochs", "1", "--batch-size", "4", "--lr", "0.001", "--projector", "8")
+PRETRAIN = ("--backbone", "timm:test_resnet", "--image-size", "16", "--epochs", "1", "--batch-size", "4", "--lr", "0.001", "--projector", "8", "--tracking.mlflow", "false", "--tracking.tensorboard", "false")
 
 
 def run(*args) -> tuple[int, str, str]:
@@ -279,7 +279,7 @@ def test_checkpoint_with_a_head_for_other_classes_gets_a_new_head(tmp_path, synt
     from torchvision.models import resnet18
 
     torch.save(resnet18(num_classes=5).state_dict(), tmp_path / "classifier.pth")
-    code, err, _ = run("finetune", "--manifest", synthetic_manifest, "--init", tmp_path / "classifier.pth", "--out", tmp_path / "ft", "--image-size", 16, "--epochs", 1, "--lr", "0.001")
+    code, err, _ = run("finetune", "--manifest", synthetic_manifest, "--init", tmp_path / "classifier.pth", "--out", tmp_path / "ft", "--image-size", 16, "--epochs", 1, "--lr", "0.001", "--tracking.mlflow", "false", "--tracking.tensorboard", "false")
     assert code == 0, err
     import json
 
@@ -312,6 +312,7 @@ def _unshare_available() -> bool:
 needs_mounts = pytest.mark.skipif(not _unshare_available(), reason="needs `unshare -rm` to mount a small or read-only tmpfs")
 
 
+@pytest.mark.slow  # a real process in its own mount namespace
 @needs_mounts
 def test_read_only_output_folder_is_one_line(tmp_path, synthetic):
     import subprocess
@@ -323,6 +324,7 @@ def test_read_only_output_folder_is_one_line(tmp_path, synthetic):
     assert "Traceback" not in result.stderr and "Read-only file system" in result.stderr and str(tmp_path / "ro") in result.stderr
 
 
+@pytest.mark.slow  # real processes in their own mount namespace
 @needs_mounts
 def test_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path, synthetic_manifest):
     """Pretraining on a tmpfs that holds the first epoch's checkpoint but not a second copy

@@ -3,7 +3,9 @@
 ends, after the command is run again, with what an uninterrupted run gives.
 
 Pretraining kills (warm-up, LR finder, epochs) are in test_resume.py. The runs use timm's
-``test_resnet`` (0.4 M parameters) at 16 px, so every process is quick."""
+``test_resnet`` (0.4 M parameters) at 16 px, so every process is quick. The process under test
+is a real one; the uninterrupted references and the runs that finish the work afterwards (what
+a user does by running the command again) run in this process."""
 
 from __future__ import annotations
 
@@ -20,6 +22,10 @@ import pytest
 import yaml
 from PIL import Image
 
+from conftest import CliResult, lesionssl
+
+pytestmark = pytest.mark.slow  # real processes killed at chosen moments
+
 TINY = {"backbone": "timm:test_resnet", "image_size": 16, "batch_size": 16, "tracking": {"mlflow": False, "tensorboard": False}}
 
 
@@ -27,8 +33,8 @@ def start(*args) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "lesionssl", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def finish(*args) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "lesionssl", *map(str, args)], capture_output=True, text=True, timeout=600)
+def finish(*args) -> CliResult:
+    result = lesionssl(*args)
     assert result.returncode == 0, result.stderr
     return result
 
@@ -61,7 +67,7 @@ def test_store_build_killed_midway_is_rebuilt_whole(tmp_path):
         Image.fromarray(rng.integers(0, 255, (300, 300, 3), dtype=np.uint8)).save(folder / f"{i:03d}.png")
     cache = Path(os.environ["LESIONSSL_CACHE"])
     before = set(cache.glob("*.npy"))
-    args = ("pretrain", "--data", folder, "--image-size", 64, "--epochs", 1, "--batch-size", 64, "--lr", "0.001", "--projector", 8)
+    args = ("pretrain", "--data", folder, "--backbone", "timm:test_resnet", "--image-size", 64, "--epochs", 1, "--batch-size", 64, "--lr", "0.001", "--projector", 8, "--tracking.mlflow", "false", "--tracking.tensorboard", "false")
     kill_when(start(*args, "--out", tmp_path / "a"), lambda: any(cache.glob("*.partial")))
     assert set(cache.glob("*.npy")) == before, "a killed build must not leave a store that looks finished"
     finish(*args, "--out", tmp_path / "a", "--resume")
@@ -118,7 +124,7 @@ def _experiment(folder: Path, manifest: Path, name: str) -> Path:
         "initialisations": [{"name": "random", "init": "random"}, {"name": "ssl", "init": "pretrain"}],
         "seeds": [0, 1, 2],
         "pretrain": {"image_size": 16, "epochs": 2, "batch_size": 16, "projector": [16], "lr": 0.001},
-        "finetune": {**TINY, "epochs": 2, "lr": 0.002},
+        "finetune": {**TINY, "epochs": 2, "lr": 0.002, "figures": False},
     }))
     return config
 
@@ -195,7 +201,7 @@ def test_sigterm_during_pretraining_prints_the_resume_command_that_finishes_it(s
     assert "Traceback" not in err and "stopped by SIGTERM" in err
     command = err.strip().splitlines()[-1].strip()
     assert command.startswith("lesionssl pretrain") and command.endswith("--resume")
-    subprocess.run([sys.executable, "-m", "lesionssl", *command.split()[1:]], check=True, capture_output=True, timeout=600)
+    finish(*command.split()[1:])
     from safetensors.torch import load_file
 
     resumed, reference = load_file(str(out / "backbone.safetensors")), load_file(str(tmp_path / "ref" / "backbone.safetensors"))
@@ -211,7 +217,7 @@ def test_ctrl_c_during_finetune_prints_the_command_that_resumes_it(finetune_refe
     command = err.strip().splitlines()[-1].strip()
     assert command.startswith("lesionssl finetune --config")
     assert (out / "checkpoints" / "last.ckpt").is_file()  # a resumable checkpoint is left
-    subprocess.run([sys.executable, "-m", "lesionssl", *command.split()[1:]], check=True, capture_output=True, timeout=600)
+    finish(*command.split()[1:])
     pd.testing.assert_frame_equal(pd.read_csv(out / "predictions.csv"), pd.read_csv(reference / "predictions.csv"))
 
 

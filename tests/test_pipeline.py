@@ -18,8 +18,10 @@ from lesionssl.finetuning import run as finetune_run
 from lesionssl.pretraining.run import pretrain
 from lesionssl.report.compare import write_report
 
-TINY_PRETRAIN = {"image_size": 32, "epochs": 1, "batch_size": 32, "projector": [64, 64], "lr": 1e-3, "projector_warmup_epochs": 1}
-TINY_FINETUNE = {"image_size": 32, "epochs": 1, "batch_size": 16}
+# timm's 2-layer test ResNet at 16 px and no trackers: the chain, not the backbone, is under test here.
+NO_TRACKING = {"tensorboard": False, "mlflow": False}
+TINY_PRETRAIN = {"backbone": "timm:test_resnet", "image_size": 16, "epochs": 1, "batch_size": 32, "projector": [64, 64], "lr": 1e-3, "projector_warmup_epochs": 1, "tracking": NO_TRACKING}
+TINY_FINETUNE = {"backbone": "timm:test_resnet", "image_size": 16, "epochs": 1, "batch_size": 16, "tracking": NO_TRACKING, "figures": False}
 
 
 def check_report_against_predictions(out):
@@ -48,7 +50,7 @@ def test_pretrain_writes_backbone_history_and_provenance(synthetic_manifest, tmp
     config = validate(PretrainConfig, {**TINY_PRETRAIN, "manifest": str(synthetic_manifest), "out": str(tmp_path / "bt")})
     path = pretrain(config)
     meta = json.loads(path.with_suffix(".json").read_text())
-    assert meta["pool"] == "inductive" and meta["architecture"] == "resnet18"
+    assert meta["pool"] == "inductive" and meta["architecture"] == "timm:test_resnet"
     assert meta["pool_images"] == len(read_manifest(synthetic_manifest).pretrain_rows())
     history = pd.read_csv(tmp_path / "bt" / "history.csv")
     assert list(history["stage"]) == ["warmup", "pretrain"] and np.isfinite(history["loss"]).all()
@@ -57,6 +59,23 @@ def test_pretrain_writes_backbone_history_and_provenance(synthetic_manifest, tmp
     assert "recipe: small-data" in written and "lambd: 0.0051" in written and "crop_scale:\n    - 0.25" in written  # the recipe's settings, resolved
     seed = validate(PretrainConfig, {"recipe": "seed", "projector": [64, 64]})
     assert seed.build_method().settings.lambd is None and seed.build_method().lambd == 1 / 64 and seed.lr == "find" and seed.resolved_projector_warmup_epochs == 1
+
+
+def test_a_run_without_figures_keeps_its_csvs_its_card_and_its_folder(synthetic, tmp_path):
+    """``figures: false`` leaves out the run's PNG/SVG figures, not what they are drawn from; the
+    card links no missing image; the run's hash (its folder in compare) is that of a run with figures."""
+    from conftest import lesionssl
+    from lesionssl.config import config_hash
+
+    assert lesionssl("split", "--data", synthetic / "labelled", "--per-class", 8, "--val", 6, "--out", tmp_path / "split.csv").returncode == 0
+    config = validate(FinetuneConfig, {**TINY_FINETUNE, "manifest": str(tmp_path / "split.csv"), "out": str(tmp_path / "ft"), "init": "random", "figures": False})
+    finetune_run.finetune(config)
+    out = tmp_path / "ft"
+    assert not list(out.glob("*.png")) and not list(out.glob("*.svg"))
+    assert (out / "lr_finder.csv").is_file() and (out / "schedule.csv").is_file() and (out / "metrics.json").is_file()
+    card = (out / "MODEL_CARD.md").read_text()
+    assert ".png" not in card and "Temperature" in card
+    assert config_hash(config) == config_hash(config.model_copy(update={"figures": True}))
 
 
 def test_recipes_set_their_keys_and_explicit_keys_win():
@@ -90,7 +109,7 @@ def test_test_split_is_never_read_before_training_ends(synthetic_manifest, tmp_p
 
     monkeypatch.setattr(datasets.StoreBatches, "__getitem__", spy_batch)
     monkeypatch.setattr(finetune_run, "predict", spy_predict)
-    config = validate(FinetuneConfig, {**TINY_FINETUNE, "manifest": str(synthetic_manifest), "out": str(tmp_path / "ft"), "init": "random", "tta": 1})
+    config = validate(FinetuneConfig, {**TINY_FINETUNE, "manifest": str(synthetic_manifest), "out": str(tmp_path / "ft"), "init": "random", "tta": 1, "figures": True})
     metrics = finetune_run.finetune(config)
     assert seen_during_training and not (seen_during_training & test_rows)
     assert metrics["test_images"] == len(test_rows)
@@ -113,7 +132,7 @@ def compared(synthetic, tmp_path_factory):
         "initialisations": [{"name": "random", "init": "random"}, {"name": "bt", "init": "pretrain"}],
         "seeds": [0, 1],
         "pretrain": TINY_PRETRAIN,
-        "finetune": TINY_FINETUNE,
+        "finetune": {**TINY_FINETUNE, "tracking": {}, "figures": True},  # the trackers and figures are asserted below
     }
     config = validate(CompareConfig, values)
     compare(config)
@@ -205,6 +224,7 @@ def test_official_recipe_uses_lars_with_scaled_lrs(synthetic_manifest, tmp_path)
     assert [g["exclude"] for g in groups] == [False, True]
 
 
+@pytest.mark.slow  # a browser
 def test_report_html_is_self_contained_and_renders_in_chromium(compared, tmp_path):
     _, out = compared
     html = (out / "report.html").read_text()
@@ -269,7 +289,7 @@ def test_study_protocols_held_out_site_budgets_and_labels_saved(synthetic, tmp_p
         "budgets": [2, 4],
         "protocols": ["linear", "knn", "finetune"],
         "pretrain": TINY_PRETRAIN,
-        "finetune": {**TINY_FINETUNE, "lr": 1e-3},
+        "finetune": {**TINY_FINETUNE, "lr": 1e-3, "figures": True},  # the report shows a run's examples
     }
     compare(validate(CompareConfig, values))
     out = tmp_path / "study"

@@ -12,6 +12,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from conftest import lesionssl
 from lesionssl.config import PretrainConfig, validate
 from lesionssl.errors import LesionSSLError
 from lesionssl.pretraining import run as pretrain_run
@@ -22,7 +23,25 @@ CONFIG = "backbone: timm:test_resnet\nimage_size: 16\nepochs: 4\nbatch_size: 16\
 
 
 def _pretrain(config_file, out, *extra):
-    return [sys.executable, "-m", "lesionssl", "pretrain", "--config", str(config_file), "--manifest", str(pytest.manifest), "--out", str(out), *extra]
+    return ["pretrain", "--config", str(config_file), "--manifest", str(pytest.manifest), "--out", str(out), *extra]
+
+
+@pytest.fixture(scope="module")
+def references(tmp_path_factory):
+    """Uninterrupted runs, one per distinct configuration, each trained once for the module."""
+    made: dict[str, object] = {}
+
+    def reference(settings: dict):
+        text = yaml.safe_dump(settings)
+        if text not in made:
+            folder = tmp_path_factory.mktemp("reference")
+            (folder / "bt.yaml").write_text(text)
+            result = lesionssl(*_pretrain(folder / "bt.yaml", folder / "out"))
+            assert result.returncode == 0, result.stderr
+            made[text] = folder / "out"
+        return made[text]
+
+    return reference
 
 
 @pytest.fixture
@@ -69,18 +88,20 @@ MOMENTS = {
 }
 
 
+@pytest.mark.slow  # a real process, killed
 @pytest.mark.parametrize("moment", list(MOMENTS))
-def test_killed_and_resumed_run_equals_uninterrupted_run(config_file, tmp_path, moment):
+def test_killed_and_resumed_run_equals_uninterrupted_run(config_file, references, tmp_path, moment):
     """SIGKILL at each stage of pretraining (an earlier lesionssl found another LR after a kill
     in the LR finder, lost every epoch after a kill in the main stage, and started the first
-    resumed epoch with the previous epoch's batch order)."""
+    resumed epoch with the previous epoch's batch order). The killed run is a real process; the
+    uninterrupted reference and the resumed run need none."""
     moment, changes = MOMENTS[moment]
     settings = {**yaml.safe_load(CONFIG), **changes}
     config_file.write_text(yaml.safe_dump(settings))
-    subprocess.run(_pretrain(config_file, tmp_path / "a"), check=True, capture_output=True, timeout=600)
+    reference = references(settings)
 
     out = tmp_path / "b"
-    process = subprocess.Popen(_pretrain(config_file, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen([sys.executable, "-m", "lesionssl", *_pretrain(config_file, out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
     while time.time() < deadline and not moment(out):
         time.sleep(0.02)
@@ -88,10 +109,10 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(config_file, tmp_path, 
     process.wait()
     assert not (out / "backbone.safetensors").exists(), "the run finished before it could be killed"
 
-    resumed = subprocess.run(_pretrain(config_file, out, "--resume"), capture_output=True, text=True, timeout=600)
+    resumed = lesionssl(*_pretrain(config_file, out, "--resume"))
     assert resumed.returncode == 0, resumed.stderr
-    assert yaml.safe_load((out / "config.yaml").read_text())["resolved"]["lr"] == yaml.safe_load((tmp_path / "a" / "config.yaml").read_text())["resolved"]["lr"]
-    a, b = load_file(str(tmp_path / "a" / "backbone.safetensors")), load_file(str(out / "backbone.safetensors"))
+    assert yaml.safe_load((out / "config.yaml").read_text())["resolved"]["lr"] == yaml.safe_load((reference / "config.yaml").read_text())["resolved"]["lr"]
+    a, b = load_file(str(reference / "backbone.safetensors")), load_file(str(out / "backbone.safetensors"))
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(b[key], a[key], atol=1e-6, rtol=0, msg=key)

@@ -1,4 +1,5 @@
-"""The real chain on real dermoscopy: a small subset of ../shared/data/skin-lesions at 32 px."""
+"""The real chain on real dermoscopy: a small subset of ../shared/data/skin-lesions (the tiny
+backbone and size of test_pipeline: the real images, not the model, are under test here)."""
 
 import pandas as pd
 import pytest

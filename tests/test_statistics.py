@@ -79,3 +79,21 @@ def test_paired_interval_is_the_t_interval_of_the_seed_differences():
     assert out["paired_difference"] == pytest.approx(differences.mean())
     assert (out["paired_ci_low"], out["paired_ci_high"]) == pytest.approx((differences.mean() - half, differences.mean() + half))
     assert out["paired_p"] == pytest.approx(stats.ttest_rel(a["m"], b["m"]).pvalue)
+
+
+def test_batched_bootstrap_scores_equal_one_confusion_matrix_at_a_time():
+    """The replicates are scored in batches; each row equals the metric of that resample alone
+    (absent classes, ties, and a resample with one class included)."""
+    from lesionssl.evaluate.metrics import compute_metrics
+    from lesionssl.report.statistics import headline_scores, macro_auroc
+
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 4, (30, 25))
+    labels[0] = 2  # one class only: no AUROC
+    probs = np.round(rng.dirichlet(np.ones(5), (30, 25)), 1)  # class 4 never a label; ties
+    scores, aurocs = headline_scores(labels, probs.argmax(axis=2), 5), macro_auroc(labels, probs)
+    assert scores.shape == (30, 3) and aurocs.shape == (30,) and np.isnan(aurocs[0])
+    for row in range(1, 30):
+        metrics = compute_metrics(labels[row], probs[row], [str(c) for c in range(5)])
+        assert scores[row] == pytest.approx([metrics["accuracy"], metrics["balanced_accuracy"], metrics["macro_f1"]])
+        assert aurocs[row] == pytest.approx(metrics["macro_auroc"])

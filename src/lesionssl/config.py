@@ -411,6 +411,7 @@ class FinetuneConfig(Strict):
     )
     external: list[ExternalSet] = Field(default_factory=list, description="extra labelled test sets (domain shift)")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    figures: bool = Field(True, description="the run's figures (schedule, LR finder, confusion, reliability, Grad-CAM examples; PNG + SVG); false saves about a second a run in a large grid, and keeps their CSVs")
     select_on: Literal["none", "val_loss", "val_balanced_accuracy"] = "none"
     early_stopping_patience: int | None = Field(None, ge=1)
     seed: int = 0
@@ -634,8 +635,9 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 
 def config_hash(config: BaseModel) -> str:
-    """Stable short hash of a run's configuration, excluding where it is written and tracked, whether it resumes and where its images now lie."""
-    data = config.model_dump(mode="json", exclude={"out", "tracking", "resume", "data_root"})
+    """Stable short hash of a run's configuration, excluding where it is written and tracked, whether it resumes, where its images now lie
+    and whether it draws figures: none of these changes a result, so a run keeps its folder (and its finished work) across them."""
+    data = config.model_dump(mode="json", exclude={"out", "tracking", "resume", "data_root", "figures"})
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
 
 

@@ -107,7 +107,7 @@ def write_card(run: Path, metrics: dict[str, Any] | None = None) -> Path:
     lines += ["", "## Calibration"]
     if "temperature" in calibration:
         test = calibration["test"]
-        lines.append(f"Temperature {calibration['temperature']:.4g}, fitted on {calibration['fitted_on']}. Test ECE {test['ece_before']:.4f} before, {test['ece_after']:.4f} after; NLL {test['nll_before']:.4f} before, {test['nll_after']:.4f} after.\n\n![Reliability on the test split before and after temperature scaling](reliability.png)")
+        lines.append(f"Temperature {calibration['temperature']:.4g}, fitted on {calibration['fitted_on']}. Test ECE {test['ece_before']:.4f} before, {test['ece_after']:.4f} after; NLL {test['nll_before']:.4f} before, {test['nll_after']:.4f} after." + ("\n\n![Reliability on the test split before and after temperature scaling](reliability.png)" if (run / "reliability.png").is_file() else ""))
     else:
         lines.append(calibration.get("note", "not fitted"))
     point = metrics.get("operating_point", {})

@@ -238,8 +238,9 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
         threshold=deployment.threshold, target_sensitivity=TARGET_SENSITIVITY, init=config.init, seed=config.seed,
     )
     save_model(out, module, record)
-    _write_examples(out, module, images[test["row"].to_numpy()], test, labels, probs, classes, deployment.temperature)
-    if deployment.temperature is not None:
+    if config.figures:
+        _write_examples(out, module, images[test["row"].to_numpy()], test, labels, probs, classes, deployment.temperature)
+    if config.figures and deployment.temperature is not None:
         plot_reliability(labels, unadjusted_probs, apply_temperature(unadjusted_probs, deployment.temperature), out / "reliability.png")
     _write_outputs(out, config, provenance, init_info, metrics, predictions_frame(test["image"].tolist(), labels, probs, classes), finder, one_cycle)
     return {**metrics, **provenance}
@@ -308,11 +309,13 @@ def _write_outputs(out: Path, config: FinetuneConfig, provenance: dict, init_inf
     write_csv(out / "predictions.csv", predictions)
     schedule = pd.DataFrame(one_cycle.history)
     write_csv(out / "schedule.csv", schedule)
-    plot_schedule(schedule, out / "schedule.png")
     if finder is not None:
         write_csv(out / "lr_finder.csv", pd.DataFrame({"lr": finder.lrs, "smoothed_loss": finder.losses}))
-        plot_lr_finder(finder, provenance["lr"], out / "lr_finder.png")
-    plot_confusion(np.asarray(metrics["confusion_matrix_normalized"]), metrics["classes"], out / "confusion.png")
+    if config.figures:
+        plot_schedule(schedule, out / "schedule.png")
+        if finder is not None:
+            plot_lr_finder(finder, provenance["lr"], out / "lr_finder.png")
+        plot_confusion(np.asarray(metrics["confusion_matrix_normalized"]), metrics["classes"], out / "confusion.png")
     write_json(out / "environment.json", run_environment(config.seed))
     write_card(out, {**metrics, **provenance})  # before metrics.json: a finished run always has its card
     write_json(out / "metrics.json", {**metrics, **provenance})  # its presence marks the run as finished

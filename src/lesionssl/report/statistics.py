@@ -27,33 +27,48 @@ BOOTSTRAP_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "macro_auroc")
 def headline_scores(labels: np.ndarray, predictions: np.ndarray, k: int) -> np.ndarray:
     """Accuracy, balanced accuracy and macro F1 (over the classes present), from one confusion
     matrix: the definitions of :func:`~lesionssl.evaluate.metrics.compute_metrics`, fast enough to
-    be drawn thousands of times."""
-    counts = np.bincount(labels * k + predictions, minlength=k * k).reshape(k, k).astype(float)
-    support, called, hits = counts.sum(axis=1), counts.sum(axis=0), np.diag(counts)
+    be drawn thousands of times. Batched: ``[..., n]`` labels and predictions give ``[..., 3]``."""
+    labels, predictions = np.asarray(labels), np.asarray(predictions)
+    batch, n = labels.shape[:-1], labels.shape[-1]
+    rows = int(np.prod(batch, dtype=int))
+    # One confusion matrix per row: offset each row's codes into its own k*k block of one bincount.
+    codes = (labels * k + predictions).reshape(rows, n) + (np.arange(rows) * k * k)[:, None]
+    counts = np.bincount(codes.ravel(), minlength=rows * k * k).reshape(rows, k, k).astype(float)
+    support, called, hits = counts.sum(axis=2), counts.sum(axis=1), np.diagonal(counts, axis1=1, axis2=2)
     present = support > 0
-    recall = np.divide(hits, support, out=np.zeros(k), where=present)
-    precision = np.divide(hits, called, out=np.zeros(k), where=called > 0)
-    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k), where=precision + recall > 0)
-    return np.array([hits.sum() / counts.sum(), recall[present].mean(), f1[present].mean()])
+    recall = np.divide(hits, support, out=np.zeros_like(hits), where=present)
+    precision = np.divide(hits, called, out=np.zeros_like(hits), where=called > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(hits), where=precision + recall > 0)
+    classes = present.sum(axis=1)  # recall and F1 are 0 for absent classes, so sums over all are sums over the present
+    scores = np.stack([hits.sum(axis=1) / counts.sum(axis=(1, 2)), recall.sum(axis=1) / classes, f1.sum(axis=1) / classes], axis=-1)
+    return scores.reshape(*batch, 3)
 
 
-def macro_auroc(labels: np.ndarray, probs: np.ndarray) -> float:
-    """One-vs-rest AUROC averaged over the classes with positives and negatives (Mann-Whitney U)."""
-    values = []
-    for c in range(probs.shape[1]):
-        positives = labels == c
-        n_pos = int(positives.sum())
-        if 0 < n_pos < len(labels):
-            ranks = stats.rankdata(probs[:, c])
-            values.append((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * (len(labels) - n_pos)))
-    return float(np.mean(values)) if values else math.nan
+def macro_auroc(labels: np.ndarray, probs: np.ndarray) -> float | np.ndarray:
+    """One-vs-rest AUROC averaged over the classes with positives and negatives (Mann-Whitney U).
+    Batched: ``[..., n]`` labels and ``[..., n, k]`` probabilities give ``[...]`` (NaN where no class qualifies)."""
+    labels, probs = np.asarray(labels), np.asarray(probs)
+    n = labels.shape[-1]
+    ranks = stats.rankdata(probs, axis=-2)  # mid-ranks of each class's scores within each row
+    positives = labels[..., None] == np.arange(probs.shape[-1])
+    n_pos = positives.sum(axis=-2)
+    valid = (n_pos > 0) & (n_pos < n)
+    u = np.where(positives, ranks, 0.0).sum(axis=-2) - n_pos * (n_pos + 1) / 2
+    auroc = np.divide(u, n_pos * (n - n_pos), out=np.zeros(u.shape), where=valid)
+    counted = valid.sum(axis=-1)
+    mean = np.divide(auroc.sum(axis=-1), counted, out=np.full(counted.shape, math.nan), where=counted > 0)
+    return float(mean) if mean.ndim == 0 else mean
 
 
 def image_interval(labels: np.ndarray, predictions: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """95% percentile intervals of :func:`headline_scores` over test images resampled with
     replacement (``scipy.stats.bootstrap``): one model's test-set sampling error."""
-    result = stats.bootstrap((labels, predictions), lambda a, b: headline_scores(a, b, k), paired=True, vectorized=False, n_resamples=BOOTSTRAP, method="percentile", random_state=seed)
+    result = stats.bootstrap((labels, predictions), lambda a, b, axis=-1: headline_scores(np.moveaxis(a, axis, -1), np.moveaxis(b, axis, -1), k).T, paired=True, vectorized=True, n_resamples=BOOTSTRAP, method="percentile", random_state=seed)
     return result.confidence_interval.low, result.confidence_interval.high
+
+
+#: Replicates scored at once (bounds the memory of the batched scores on large test sets).
+REPLICATE_CHUNK = 100
 
 
 def image_replicates(labels: np.ndarray, probs: np.ndarray, metric: str, seed: int = 0) -> np.ndarray:
@@ -61,10 +76,11 @@ def image_replicates(labels: np.ndarray, probs: np.ndarray, metric: str, seed: i
     ``seed`` and the number of images, so runs that share a test set are resampled jointly."""
     resamples = BOOTSTRAP // 5 if metric == "macro_auroc" else BOOTSTRAP
     draws = np.random.default_rng([seed, len(labels)]).integers(0, len(labels), (resamples, len(labels)))
+    chunks = [draws[i : i + REPLICATE_CHUNK] for i in range(0, resamples, REPLICATE_CHUNK)]
     if metric == "macro_auroc":
-        return np.array([macro_auroc(labels[pick], probs[pick]) for pick in draws])
+        return np.concatenate([macro_auroc(labels[pick], probs[pick]) for pick in chunks])
     predictions, column = probs.argmax(axis=1), BOOTSTRAP_METRICS.index(metric)
-    return np.array([headline_scores(labels[pick], predictions[pick], probs.shape[1])[column] for pick in draws])
+    return np.concatenate([headline_scores(labels[pick], predictions[pick], probs.shape[1])[:, column] for pick in chunks])
 
 
 def seed_interval(per_run: np.ndarray, seed: int = 0) -> tuple[float, float]:
