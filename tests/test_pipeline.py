@@ -64,8 +64,9 @@ def test_pretrain_writes_backbone_history_and_provenance(synthetic_manifest, tmp
 def test_a_run_without_figures_keeps_its_csvs_its_card_and_its_folder(synthetic, tmp_path):
     """``figures: false`` leaves out the run's PNG/SVG figures, not what they are drawn from; the
     card links no missing image; the run's hash (its folder in compare) is that of a run with figures."""
-    from conftest import lesionssl
     from lesionssl.config import config_hash
+
+    from conftest import lesionssl
 
     assert lesionssl("split", "--data", synthetic / "labelled", "--per-class", 8, "--val", 6, "--out", tmp_path / "split.csv").returncode == 0
     config = validate(FinetuneConfig, {**TINY_FINETUNE, "manifest": str(tmp_path / "split.csv"), "out": str(tmp_path / "ft"), "init": "random", "figures": False})

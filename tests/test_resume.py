@@ -12,11 +12,12 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from conftest import lesionssl
 from lesionssl.config import PretrainConfig, validate
 from lesionssl.errors import LesionSSLError
 from lesionssl.pretraining import run as pretrain_run
 from lesionssl.pretraining.monitor import effective_rank, knn_accuracy, normalised_std
+
+from conftest import lesionssl
 
 # timm's test_resnet (0.4 M parameters) keeps every process quick.
 CONFIG = "backbone: timm:test_resnet\nimage_size: 16\nepochs: 4\nbatch_size: 16\nprojector: [32, 32]\nlr: 0.001\nprojector_warmup_epochs: 1\nseed: 3\ntracking: {mlflow: false, tensorboard: false}\n"
