@@ -231,8 +231,41 @@ def finetune_stages(args, scratch: Path) -> dict:
     return {
         "train_images": metrics["train_images"], "test_images": metrics["test_images"], "epochs": config.epochs, "total_s": round(total, 2),
         "store_s": round(seconds["build_store"], 2), "head_s": round(seconds["head_epochs"], 2), "lr_finder_s": round(seconds["choose_lr"], 2),
-        "one_cycle_and_outputs_s": round(rest, 2), "lr_finder_share": seconds["choose_lr"] / total, "lr": metrics["lr"],
+        "one_cycle_and_outputs_s": round(rest, 2), "lr_finder_share": seconds["choose_lr"] / total, "lr": f"{metrics['lr']:.6g}",
+        **finder_sweeps(args, path),
     }
+
+
+def finder_sweeps(args, manifest_path: Path) -> dict:
+    """The LR finder's sweep on the stages bench's training images, from the same weights and
+    seed: one pass over the loader's epochs (lesionssl) against one Lightning epoch per pass over
+    the images (the sweep as lesionssl ran it before; what Lightning's own tuner does too)."""
+    import lightning as L
+
+    from lesionssl.data.split import read_manifest
+    from lesionssl.optim.lr_finder import LRFinderCallback, run_lr_finder
+
+    manifest = read_manifest(manifest_path)
+    table = manifest.table.assign(row=np.arange(len(manifest.table)))
+    train = table[table["split"] == "train"].reset_index(drop=True)
+    images = build_store(table["path"].tolist(), stored_size(args.size), "decoding images")
+    data = train_loader(images, train, manifest.classes, args.stage_batch_size, 0, seed=0)
+    runtime = _runtime(args)
+    values = {}
+    for name in ("epochs", "one_pass"):
+        module = _module(args)
+        L.seed_everything(0, verbose=False)
+        started = time.perf_counter()
+        if name == "epochs":
+            finder = LRFinderCallback()
+            make_trainer(runtime, finder.num_it // len(data) + 1, [finder]).fit(module, data)
+            result = finder.result()
+        else:
+            result = run_lr_finder(lambda callbacks, epochs, loader, module=module: make_trainer(runtime, epochs, callbacks).fit(module, loader), module, data)
+        values[f"sweep_{name}_s"] = round(time.perf_counter() - started, 2)
+        values[f"sweep_{name}_valley"] = f"{result.suggestions['valley']:.6g}"
+    values["sweep_speedup"] = values["sweep_epochs_s"] / values["sweep_one_pass_s"]
+    return values
 
 
 def _record(bench: str, name: str, args, values: dict) -> dict:

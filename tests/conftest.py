@@ -73,18 +73,23 @@ class CliResult:
 
 def lesionssl(*args, cwd: Path | None = None, env: dict[str, str] | None = None) -> CliResult:
     """The CLI as a user runs it (``python -m lesionssl ARGS``), in this process: the same exit
-    code, stdout and stderr as a fresh process, without a new interpreter and its imports.
+    code, stdout and stderr as a fresh process (test_cli checks that), without a new interpreter
+    and its imports.
 
     stderr is not a terminal (as under ``capture_output``); an uncaught exception becomes exit
     code 1 with its traceback on stderr, as Python would print it. The working folder, the
     environment, ``sys.argv`` and the signal handlers the CLI installs are restored afterwards.
     """
+    import lesionssl as package
     from lesionssl.cli import main
 
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     saved_argv, saved_cwd, saved_env = sys.argv, os.getcwd(), dict(os.environ)
+    program, saved_package = sys.modules["__main__"], getattr(sys.modules["__main__"], "__package__", None)
     stdout, stderr = io.StringIO(), io.StringIO()
-    sys.argv = ["lesionssl", *map(str, args)]
+    # What `python -m lesionssl` sets, from which Click names the program in usage lines.
+    sys.argv = [str(Path(package.__file__).with_name("__main__.py")), *map(str, args)]
+    program.__package__ = "lesionssl"
     os.environ.update({"COLUMNS": "200", **(env or {})})  # help text as wide as test_cli has always read it
     if cwd is not None:
         os.chdir(cwd)
@@ -101,7 +106,7 @@ def lesionssl(*args, cwd: Path | None = None, env: dict[str, str] | None = None)
                 traceback.print_exc()
                 code = 1
     finally:
-        sys.argv = saved_argv
+        sys.argv, program.__package__ = saved_argv, saved_package
         os.chdir(saved_cwd)
         os.environ.clear()
         os.environ.update(saved_env)

@@ -186,3 +186,14 @@ def test_trackers_are_optional_extras(tmp_path, monkeypatch):
     loggers = make_loggers(auto, tmp_path, "run", {})
     assert not any("MLFlow" in type(logger).__name__ for logger in loggers)
     assert not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.slow  # fresh processes: the reference the in-process runner is checked against
+@pytest.mark.parametrize("args", [("--version",), ("split", "--help"), ("finetune", "--epoch", "3"), ("split", "--data", "{tmp}/none", "--per-class", "2", "--out", "{tmp}/m.csv")])
+def test_the_in_process_runner_gives_what_a_fresh_process_gives(tmp_path, args):
+    """Exit code, stdout and stderr of ``conftest.lesionssl`` equal those of ``python -m lesionssl``."""
+    from conftest import lesionssl_process
+
+    args = [a.format(tmp=tmp_path) for a in args]
+    inside, fresh = lesionssl(*args), lesionssl_process(*args, env={**__import__("os").environ, "COLUMNS": "200"})
+    assert (inside.returncode, inside.stdout, inside.stderr) == (fresh.returncode, fresh.stdout, fresh.stderr)
