@@ -22,16 +22,17 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from lesionssl.augment.views import PAIR_PRESETS, Extra, Normalization, PairAugmentation, PairPreset
 from lesionssl.errors import LesionSSLError
 from lesionssl.models import RESNETS, TIMM_PREFIX
+from lesionssl.models.lite import LITE
 
 
-#: A torchvision ResNet or any timm model as ``timm:NAME`` (checked when it is built).
+#: A torchvision ResNet, an EfficientNet-Lite, or any timm model as ``timm:NAME`` (checked when it is built).
 def _known_backbone(name: str) -> str:
-    if name not in RESNETS and not (name.startswith(TIMM_PREFIX) and len(name) > len(TIMM_PREFIX)):
-        raise ValueError(f"unknown backbone {name!r}; choose from {', '.join(RESNETS)} or {TIMM_PREFIX}NAME (any timm model)")
+    if name not in RESNETS + tuple(LITE) and not (name.startswith(TIMM_PREFIX) and len(name) > len(TIMM_PREFIX)):
+        raise ValueError(f"unknown backbone {name!r}; choose from {', '.join(RESNETS + tuple(LITE))} or {TIMM_PREFIX}NAME (any timm model)")
     return name
 
 
-Backbone = Annotated[str, AfterValidator(_known_backbone), Field(description=f"{' | '.join(RESNETS)} | {TIMM_PREFIX}NAME")]
+Backbone = Annotated[str, AfterValidator(_known_backbone), Field(description=f"{' | '.join(RESNETS + tuple(LITE))} | {TIMM_PREFIX}NAME")]
 Precision = Literal["32-true", "bf16-mixed", "16-mixed"]
 Normalize = Normalization
 #: The decoded store keeps images this much above ``image_size``, so random crops have room (as 256 -> 224).

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import urllib.error
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from torch import nn
 from lesionssl.augment.views import IMAGENET, NAMED_PREPROCESSING, Normalization, Preprocessing, as_preprocessing
 from lesionssl.errors import LesionSSLError
 from lesionssl.models import RESNETS, TIMM_PREFIX
+from lesionssl.models.lite import LITE, LITE_PREPROCESSING, create_lite, lite_imagenet_state
 from lesionssl.models.registry import REGISTRY, fetch
 
 BACKBONES = RESNETS
@@ -249,11 +251,15 @@ def build_backbone(name: str, init: str, image_size: int | None = None) -> tuple
             raise LesionSSLError(f"--init {init} needs --backbone timm:{init.removeprefix(TIMM_PREFIX).split('.')[0]}, got {name}")
         backbone = create_timm(init, image_size, pretrained=True)
         return backbone, {**info, "source": "timm", "preprocessing": _timm_preprocessing(backbone)}
-    if is_timm(name):
-        backbone = create_timm(name, image_size)
+    if is_timm(name) or name in LITE:
+        backbone = create_lite(name) if name in LITE else create_timm(name, image_size)
+        if name in LITE and init == "imagenet":
+            load_backbone_state(backbone, lite_imagenet_state(name), f"ImageNet weights of {name}")
+            return backbone, {**info, "source": LITE[name].distribution, "preprocessing": asdict(LITE_PREPROCESSING)}
         if init != "random":
             if init.startswith("imagenet"):
-                raise LesionSSLError(f"--init {init} is torchvision's; for {name} use --init {name}.TAG (timm's weights) or a file")
+                advice = "--init imagenet (its one set of ImageNet weights)" if name in LITE else f"--init {name}.TAG (timm's weights)"
+                raise LesionSSLError(f"--init {init} is not available for {name}: use {advice} or a file")
             path, provenance = resolve_checkpoint(init, name)
             state, _ = split_prefixed(read_state_dict(path))
             load_backbone_state(backbone, state, str(path))
