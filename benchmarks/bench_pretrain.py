@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision
 from torch.utils.data import DataLoader
 
 from lesionssl.augment.batch import two_views
@@ -45,9 +44,10 @@ LR = 1e-4
 
 
 def _backbone(name: str) -> torch.nn.Module:
-    backbone = getattr(torchvision.models, name)()
-    backbone.fc = torch.nn.Identity()
-    return backbone
+    """Any lesionssl backbone (a torchvision ResNet, ``efficientnet_lite0``, ``timm:NAME``), random weights, no classifier."""
+    from lesionssl.models.backbones import build_backbone
+
+    return build_backbone(name, "random")[0]
 
 
 def _autocast(args, device: str):
