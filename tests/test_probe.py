@@ -136,3 +136,16 @@ def test_audit_lists_a_duplicate_across_train_and_test_and_split_dedup_merges_it
     merged = manifest.set_index("image")
     assert merged.filter(like="img0.png", axis=0)["group"].iloc[0] == merged.filter(like="copy_of_img0", axis=0)["group"].iloc[0]
     assert len(pd.read_csv(tmp_path / "split-True-duplicates.csv")) == 1
+
+
+def test_audit_of_a_split_without_near_duplicates_says_so(synthetic_manifest, tmp_path):
+    """The usual case (no near-duplicates) once ended in ``KeyError: 'leaks'``."""
+    import json
+
+    from conftest import lesionssl
+
+    result = lesionssl("audit", "--manifest", synthetic_manifest, "--out", tmp_path / "audit", "--hash-threshold", 0, "--cosine-threshold", 1.0)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert "no near-duplicates" in result.stderr
+    summary = json.loads((tmp_path / "audit" / "summary.json").read_text())
+    assert summary["pairs"] == 0 and summary["leaking_pairs"] == 0 and (tmp_path / "audit" / "index.html").is_file()

@@ -227,8 +227,11 @@ def audit(
     from lesionssl.data.audit import audit as run
 
     result = run(manifest, out, features, backbone, hash_threshold, cosine_threshold, data_root)
-    cross = int(result.pairs["cross_split"].sum()) if len(result.pairs) else 0
-    console.print(f"{len(result.pairs)} near-duplicate pairs, {cross} across splits, {len(result.leaking)} leaking (evaluated image seen in training)", markup=False)
+    cross = int(result.pairs["cross_split"].sum())
+    if result.pairs.empty:
+        console.print("no near-duplicates: no pair of images is within the pHash and feature thresholds", markup=False)
+    else:
+        console.print(f"{len(result.pairs)} near-duplicate pairs, {cross} across splits, {len(result.leaking)} leaking (evaluated image seen in training)", markup=False)
     console.print(f"report written to {result.folder / 'index.html'}", markup=False)
 
 

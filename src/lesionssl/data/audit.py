@@ -56,6 +56,8 @@ def audit(manifest_path: Path, out: Path, features: str = "thumbnail", architect
             "cross_split": a["split"] != b["split"], "leaks": bool(leaks), "row_a": pair.a, "row_b": pair.b,
         })
     pairs = pd.DataFrame(rows, columns=["image_a", "image_b", "split_a", "split_b", "label_a", "label_b", "group_a", "group_b", "hamming", "cosine", "cross_split", "leaks", "row_a", "row_b"])
+    # Boolean even with no pairs (the usual case): an empty object column would select columns, not rows.
+    pairs = pairs.astype({"cross_split": bool, "leaks": bool})
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     pairs.drop(columns=["row_a", "row_b"]).to_csv(out / "pairs.csv", index=False)
