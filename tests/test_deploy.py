@@ -85,6 +85,20 @@ def test_predict_with_a_uniform_prior_changes_probabilities_not_rows(run, synthe
     assert not (tmp_path / "u.metrics.json").exists()
 
 
+def test_a_prior_file_must_name_every_class(run, synthetic, tmp_path):
+    """A prior that leaves classes out once gave them probability 0 for every image, silently."""
+    classes = json.loads((run / "ft" / "model.json").read_text())["classes"]
+    (tmp_path / "some.yaml").write_text("MEL: 0.3\nNV: 0.7\n")
+    result = lesionssl("predict", "--model", run / "ft", "--data", synthetic / "unlabelled", "--out", tmp_path / "u.csv", "--prior", tmp_path / "some.yaml")
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and lines[-1].startswith("error:") and "gives no probability for" in lines[-1], result.stderr
+    assert all(c in lines[-1] for c in classes if c not in ("MEL", "NV")) and not (tmp_path / "u.csv").exists()
+    (tmp_path / "all.yaml").write_text("".join(f"{c}: {0.0 if c == 'BCC' else 1.0}\n" for c in classes))  # 0 where meant
+    result = lesionssl("predict", "--model", run / "ft", "--data", synthetic / "unlabelled", "--out", tmp_path / "u.csv", "--prior", tmp_path / "all.yaml")
+    assert result.returncode == 0, result.stderr
+    assert (pd.read_csv(tmp_path / "u.csv")["p_BCC"] == 0).all()
+
+
 @pytest.mark.parametrize("command", ["predict", "explain"])
 @pytest.mark.parametrize("kind", ["missing-model", "damaged-weights", "other-classes", "no-images"])
 def test_predict_and_explain_bad_input_is_one_line(run, synthetic, tmp_path, kind, command):

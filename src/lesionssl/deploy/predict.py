@@ -91,7 +91,12 @@ def _target_prior(prior: str, record: ModelRecord, probs: np.ndarray) -> np.ndar
         raise LesionSSLError(f"--prior must be none, uniform, estimate or a YAML/JSON file of class: probability ({exc})") from None
     if not isinstance(given, dict) or set(given) - set(classes) or any(not isinstance(v, (int, float)) or v < 0 for v in given.values()):
         raise LesionSSLError(f"{prior}: give a mapping of the model's classes {classes} to non-negative probabilities")
-    values = np.array([float(given.get(c, 0.0)) for c in classes])
+    missing = [c for c in classes if c not in given]
+    if missing:  # a class left out would silently get probability 0 for every image
+        raise LesionSSLError(f"{prior} gives no probability for {', '.join(missing)}: give every class of the model ({', '.join(classes)}); 0 is allowed when meant")
+    values = np.array([float(given[c]) for c in classes])
+    if values.sum() <= 0:
+        raise LesionSSLError(f"{prior}: the probabilities sum to 0")
     return values / values.sum()
 
 
