@@ -110,3 +110,17 @@ def test_real_ham10000_metadata_against_shared_images():
     table = read_sources([LABEL_FORMATS / "HAM10000_metadata.csv"], images=SKIN_LESIONS / "images", skip_missing=True)
     assert len(table) > 9000 and set(table["label"]) <= set(ISIC2019_CLASSES)
     assert table["lesion_id"].str.startswith("HAM_").all()
+
+
+def test_a_labels_csv_without_a_label_column_is_one_line_naming_the_columns(tmp_path):
+    """The shared layout's labels.csv once ended in ``KeyError: 'label'``."""
+    from conftest import lesionssl
+
+    (tmp_path / "data" / "images").mkdir(parents=True)
+    Image.new("RGB", (20, 20)).save(tmp_path / "data" / "images" / "a.png")
+    (tmp_path / "data" / "labels.csv").write_text("image,diagnosis\na.png,MEL\n")
+    result = lesionssl("split", "--data", tmp_path / "data", "--per-class", 1, "--out", tmp_path / "m.csv")
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "needs the columns image and label" in lines[0] and "image, diagnosis" in lines[0]
+    assert not (tmp_path / "m.csv").exists()

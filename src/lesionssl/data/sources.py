@@ -152,6 +152,8 @@ def read_path_label_csv(path: Path, skip_missing: bool = False) -> pd.DataFrame:
 def read_shared_layout(root: Path, skip_missing: bool = False) -> pd.DataFrame:
     """Read the lesionssl shared layout: ``labels.csv`` (``image,label``), ``images/``, ``metadata_extra.csv``."""
     table = _read_csv(root / "labels.csv")
+    if not {"image", "label"} <= set(table.columns):
+        raise LesionSSLError(f"{root / 'labels.csv'} needs the columns image and label (an empty label: unlabelled); found {', '.join(map(str, table.columns))}")
     out = pd.DataFrame({"image": table["image"], "label": table["label"]})
     extra_file = root / "metadata_extra.csv"
     if extra_file.is_file():
