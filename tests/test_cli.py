@@ -164,6 +164,11 @@ def test_commands_without_a_configuration_take_their_flags_from_yaml(tmp_path):
     assert (shown["rows"], shown["out"], shown["augmentation"]) == (3, "g.png", "seed")
 
 
+def test_help_names_the_extras_rich_markup_would_swallow():
+    assert "the [serve] extra" in lesionssl("serve", "--help").stdout
+    assert "needs the [export] extra" in lesionssl("export", "--help").stdout
+
+
 def test_help_shows_the_configurations_defaults():
     result = lesionssl("pretrain", "--help")
     assert "[default: (64)]" in result.stdout.replace("\n", " ") or "default: (64)" in result.stdout

@@ -146,6 +146,11 @@ def test_model_card_has_data_metrics_calibration_and_limitations(run):
     card_file.unlink()
     result = lesionssl("card", run / "ft")
     assert result.returncode == 0 and card_file.read_text() == card
+    card_file.unlink()
+    result = lesionssl("card", "--model", run / "ft")  # as predict, explain, serve and export take a model
+    assert result.returncode == 0 and card_file.read_text() == card
+    refused = lesionssl("card")
+    assert refused.returncode == 2 and "--model" in refused.stderr.splitlines()[-1]
 
 
 def test_bootstrap_draws_use_the_definitions_of_the_metrics():

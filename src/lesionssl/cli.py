@@ -343,7 +343,7 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to bind: 127.0.0.1 keeps the page on this machine; 0.0.0.0 opens it to the network.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 7860,
 ) -> None:
-    """A local web page (Gradio, the [serve] extra): drop an image, see the class probabilities, P(malignant) against the operating point, and the Grad-CAM map."""
+    """A local web page (Gradio, the \\[serve] extra): drop an image, see the class probabilities, P(malignant) against the operating point, and the Grad-CAM map."""
     from lesionssl.deploy.serve import serve as run
 
     run(model, host, port)
@@ -352,7 +352,7 @@ def serve(
 @app.command(epilog="Example: lesionssl export --model runs/ft --format onnx --out exported")
 def export(
     model: Annotated[Path, typer.Option("--model", help="A finished `finetune` run folder.")],
-    format: Annotated[str, typer.Option("--format", help="onnx (needs the [export] extra) | torchscript | safetensors (torchvision / timm key names)")] = "onnx",
+    format: Annotated[str, typer.Option("--format", help="onnx (needs the \\[export] extra) | torchscript | safetensors (torchvision / timm key names)")] = "onnx",
     out: Annotated[Path, typer.Option("--out", help="Folder for the exported file and its model.json.")] = Path("exported"),
 ) -> None:
     """Export a fine-tuned model: ONNX or TorchScript (calibrated probabilities), or safetensors for torchvision / timm."""
@@ -361,12 +361,17 @@ def export(
     console.print(f"model written to {export_model(model, format, out)} (preprocessing, classes, temperature, threshold in model.json)", markup=False)
 
 
-@app.command(epilog="Example: lesionssl card runs/ft")
-def card(run: Annotated[Path, typer.Argument(help="A finished `finetune` run folder.")]) -> None:
+@app.command(epilog="Example: lesionssl card --model runs/ft")
+def card(
+    run: Annotated[Path | None, typer.Argument(help="A finished `finetune` run folder (or --model, as the other model commands take it).", show_default=False)] = None,
+    model: Annotated[Path | None, typer.Option("--model", help="A finished `finetune` run folder.")] = None,
+) -> None:
     """Write MODEL_CARD.md for a fine-tuned model: data and licences, metrics with CIs, calibration, operating point, limitations."""
     from lesionssl.deploy.card import write_card
 
-    console.print(f"model card written to {write_card(run)}", markup=False)
+    if (run is None) == (model is None):
+        raise LesionSSLError("card needs one run folder: --model RUN (or RUN)")
+    console.print(f"model card written to {write_card(model or run)}", markup=False)
 
 
 @app.command(epilog="Example: lesionssl compare --config examples/shared-quick.yaml --finetune.epochs 3")
