@@ -202,3 +202,18 @@ def test_the_in_process_runner_gives_what_a_fresh_process_gives(tmp_path, args):
     args = [a.format(tmp=tmp_path) for a in args]
     inside, fresh = lesionssl(*args), lesionssl_process(*args, env={**__import__("os").environ, "COLUMNS": "200"})
     assert (inside.returncode, inside.stdout, inside.stderr) == (fresh.returncode, fresh.stdout, fresh.stderr)
+
+
+@pytest.mark.parametrize(("flag", "value", "fragment"), [("--runtime.accelerator", "gpu", "sees 0 CUDA GPUs"), ("--runtime.devices", "COUNT", "use --runtime.devices")])
+def test_an_accelerator_or_device_count_the_machine_lacks_is_one_line(synthetic_manifest, tmp_path, flag, value, fragment):
+    """Once a Lightning traceback (no GPU) or, with more CPU processes than cores, an error about a missing history.csv."""
+    import os
+
+    import torch
+
+    if flag == "--runtime.accelerator" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    value = str((torch.cuda.device_count() if torch.cuda.is_available() else os.cpu_count()) + 1) if value == "COUNT" else value
+    result = lesionssl("finetune", "--manifest", synthetic_manifest, "--backbone", "timm:test_resnet", "--image-size", 16, "--epochs", 1, "--lr", "0.001", flag, value, "--out", tmp_path / "ft")
+    assert_one_line_error(result, fragment)
+    assert "history.csv" not in result.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -15,6 +16,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from lesionssl.config import RuntimeConfig, TrackingConfig
 from lesionssl.engine.callbacks import EpochLine
+from lesionssl.errors import LesionSSLError
 from lesionssl.io import save_torch
 
 #: Lightning messages that drown the progress lesionssl prints itself (banners, tips, and
@@ -67,9 +69,27 @@ def uses_cuda(runtime: RuntimeConfig) -> bool:
     return runtime.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
 
 
+def check_runtime(runtime: RuntimeConfig) -> None:
+    """Refuse, in one line naming what torch sees, an accelerator or a device count this machine
+    lacks (Lightning would stop with a traceback, or start processes that fail later)."""
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    seen = f"torch {torch.__version__} sees {gpus} CUDA GPU{'s' if gpus != 1 else ''}" + ("" if torch.version.cuda else " (a CPU-only build)")
+    if runtime.accelerator in ("gpu", "cuda") and not gpus:
+        raise LesionSSLError(f"--runtime.accelerator {runtime.accelerator}: {seen}; use --runtime.accelerator cpu (or auto)")
+    if runtime.accelerator == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise LesionSSLError("--runtime.accelerator mps: torch sees no Apple GPU (MPS); use --runtime.accelerator cpu (or auto)")
+    if isinstance(runtime.devices, int) and runtime.devices > 1:
+        on_gpus = runtime.accelerator in ("gpu", "cuda") or (runtime.accelerator == "auto" and gpus)
+        available = gpus if on_gpus else os.cpu_count() or 1
+        if runtime.devices > available:
+            what = seen if on_gpus else f"this machine has {available} CPU cores"
+            raise LesionSSLError(f"--runtime.devices {runtime.devices}: {what}; use --runtime.devices {available} or fewer")
+
+
 def make_trainer(runtime: RuntimeConfig, max_epochs: int, callbacks: list[L.Callback] | None = None, logger=False, default_root_dir: Path | None = None, validate: bool = False) -> L.Trainer:
     """A Lightning trainer with lesionssl's defaults (a progress bar on terminals, a line per epoch
     elsewhere; no sanity run)."""
+    check_runtime(runtime)
     _quiet()
     return L.Trainer(
         max_epochs=max_epochs,
