@@ -56,3 +56,17 @@ print("unchanged")
 """
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "unchanged" in result.stdout, result.stderr
+
+
+def test_a_finished_run_is_returned_only_for_its_own_settings(synthetic_manifest, tmp_path):
+    """Once the old run came back for a new request (its .config showing the new settings)."""
+    from lesionssl import finetune
+    from lesionssl.errors import LesionSSLError
+
+    tiny = {"manifest": str(synthetic_manifest), "out": str(tmp_path / "ft"), "backbone": "timm:test_resnet", "image_size": 16, "epochs": 1, "lr": 0.001, "tracking": {"tensorboard": False, "mlflow": False}, "figures": False}
+    first = finetune(**tiny)
+    finished = (tmp_path / "ft" / "metrics.json").stat().st_mtime_ns
+    with pytest.raises(LesionSSLError, match=r"other settings \(epochs, runtime.num_workers\)"):
+        finetune(**{**tiny, "epochs": 2, "runtime": {"num_workers": 1}})
+    again = finetune(**{**tiny, "figures": True, "tracking": {}})  # neither changes a result: the finished run is the answer
+    assert again.metrics.balanced_accuracy == first.metrics.balanced_accuracy and (tmp_path / "ft" / "metrics.json").stat().st_mtime_ns == finished

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lesionssl.config import CompareConfig, FinetuneConfig, PretrainConfig, SelectConfig, SplitCommand, resolve
+from lesionssl.errors import LesionSSLError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -131,10 +132,25 @@ def finetune(config: Config = None, **options: Any) -> FineTuned:
 
     settings = resolve(FinetuneConfig, config, options, "finetune")
     folder = Path(settings.out)
-    if not (folder / "metrics.json").is_file():
+    if (folder / "metrics.json").is_file():
+        _refuse_other_settings(settings, folder)
+    else:
         run(settings)
     module, record = load_model(folder)
     return FineTuned(module, Metrics.read(folder), record, folder, settings, RunResult.read(folder).lr)
+
+
+def _refuse_other_settings(settings: FinetuneConfig, folder: Path) -> None:
+    """A finished run is returned only for the settings it was trained with."""
+    import yaml
+
+    from lesionssl.config import differing_keys
+
+    recorded = yaml.safe_load((folder / "config.yaml").read_text())
+    recorded.pop("resolved", None)
+    keys = differing_keys(settings, recorded)
+    if keys:
+        raise LesionSSLError(f"{folder} holds a finished run with other settings ({', '.join(keys)}); choose another out, or ask for the settings it was trained with")
 
 
 def compare(config: Config = None, **options: Any) -> Comparison:

@@ -635,11 +635,33 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+#: Keys that change no result: where a run is written and tracked, whether it resumes, where its
+#: images now lie, whether it draws figures. A run keeps its folder (and its finished work) across them.
+NOT_RESULTS = {"out", "tracking", "resume", "data_root", "figures"}
+
+
 def config_hash(config: BaseModel) -> str:
-    """Stable short hash of a run's configuration, excluding where it is written and tracked, whether it resumes, where its images now lie
-    and whether it draws figures: none of these changes a result, so a run keeps its folder (and its finished work) across them."""
-    data = config.model_dump(mode="json", exclude={"out", "tracking", "resume", "data_root", "figures"})
+    """Stable short hash of a run's configuration, without the keys in :data:`NOT_RESULTS`."""
+    data = config.model_dump(mode="json", exclude=NOT_RESULTS)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def differing_keys(config: BaseModel, recorded: dict[str, Any]) -> list[str]:
+    """The keys (nested ones dotted) whose values differ between ``config`` and a run's recorded
+    configuration of the same kind, without the keys in :data:`NOT_RESULTS`."""
+
+    def flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            if isinstance(value, dict) and value:
+                out.update(flat(value, f"{prefix}{key}."))
+            else:
+                out[f"{prefix}{key}"] = value
+        return out
+
+    wanted = flat(config.model_dump(mode="json", exclude=NOT_RESULTS))
+    found = flat(type(config).model_validate(recorded).model_dump(mode="json", exclude=NOT_RESULTS))
+    return sorted(key for key in wanted.keys() | found.keys() if wanted.get(key) != found.get(key))
 
 
 def to_yaml(config: BaseModel, extra: dict[str, Any] | None = None) -> str:
