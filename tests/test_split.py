@@ -305,3 +305,15 @@ def test_a_moved_data_folder_is_found_with_data_root(synthetic, tmp_path):
     assert all(__import__("os").path.isfile(p) for p in moved.table["path"])
     refused = lesionssl("finetune", "--manifest", tmp_path / "m.csv", "--out", tmp_path / "ft")
     assert refused.returncode == 2 and "--data-root" in refused.stderr
+
+
+def test_split_warns_about_every_class_with_few_test_images(synthetic, tmp_path):
+    """A cap above the class sizes sends whole classes to train: once silently (the README's first split)."""
+    from conftest import lesionssl
+
+    capped = lesionssl("split", "--data", synthetic / "labelled", "--per-class-cap", 100, "--out", tmp_path / "a.csv")
+    assert capped.returncode == 0, capped.stderr
+    (warning,) = [line for line in capped.stderr.splitlines() if line.startswith("warning:")]
+    assert "4 classes have fewer than 5 test images" in warning and "MEL (0)" in warning and "--test-fraction" in warning
+    held_out = lesionssl("split", "--data", synthetic / "labelled", "--per-class", 5, "--out", tmp_path / "b.csv")
+    assert held_out.returncode == 0 and "warning:" not in held_out.stderr, held_out.stderr

@@ -118,13 +118,18 @@ def split(
 ) -> None:
     """Write a limited-label split manifest (image,label,split,...) and print the per-class table; with --labels, add an expert's labels to a manifest."""
     from lesionssl.api import split as run
-    from lesionssl.data.split import duplicates_file, pool_summary
+    from lesionssl.data.split import MIN_TEST_IMAGES, duplicates_file, pool_summary, thin_test_classes
 
     values = _values(data=data, out=out, per_class_cap=per_class_cap, per_class=per_class, fraction=fraction, seed_isic2019=seed_isic2019, val=val, group_by=group_by, transductive=transductive, test_fraction=test_fraction, hold_out=_hold_out(hold_out), dedup=dedup, images=images, skip_missing=skip_missing, labels=labels, manifest=manifest, data_root=data_root, seed=seed)
     result = run(_settings(SplitCommand, values, "split"))
     if labels is not None or result.labels_added:
         console.print(f"{result.labels_added} labels added to the training set" + (f"; {result.labels_blank} rows had no label and stay unlabelled" if result.labels_blank else ""), markup=False)
     console.print(result.counts.to_string(), markup=False)
+    thin = thin_test_classes(result.counts)
+    if thin:
+        named = ", ".join(f"{c} ({n})" for c, n in thin.items())
+        console.print(f"warning: {len(thin)} classes have fewer than {MIN_TEST_IMAGES} test images: {named}; their test metrics will be unreliable or undefined. "
+                      "Hold out a share of every class first with --test-fraction 0.25 (classes with few images otherwise go wholly to train)", markup=False)
     if result.duplicates is not None:
         console.print(f"near-duplicates: {len(result.duplicates)} pairs merged into shared groups (listed in {duplicates_file(result.path)})", markup=False)
     console.print(pool_summary(result.manifest, result.pool), markup=False)

@@ -319,6 +319,16 @@ def split_table(manifest: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
     return counts
 
 
+#: Fewer test images than this make a class's test metrics unreliable (and none leaves them undefined).
+MIN_TEST_IMAGES = 5
+
+
+def thin_test_classes(counts: pd.DataFrame) -> dict[str, int]:
+    """Classes of a :func:`split_table` with fewer than :data:`MIN_TEST_IMAGES` test images, and their counts."""
+    test = counts.drop(index="Total")["test"]
+    return {str(c): int(n) for c, n in test.items() if n < MIN_TEST_IMAGES}
+
+
 def pool_summary(manifest: pd.DataFrame, pool: PoolMode) -> str:
     """One line: the pretraining pool's size, what it holds, and its mode."""
     in_pool = manifest[manifest["pretrain"] == 1]
