@@ -102,7 +102,7 @@ def test_every_flag_is_a_yaml_key_and_every_yaml_key_a_flag():
     import yaml
 
     from lesionssl.cli import COMMAND_CONFIGS, _generic_flags, cli
-    from lesionssl.config import config_keys
+    from lesionssl.config import config_keys, is_sequence
 
     group = cli()
     assert set(group.commands) >= set(COMMANDS)
@@ -119,7 +119,10 @@ def test_every_flag_is_a_yaml_key_and_every_yaml_key_a_flag():
             parsed = _generic_flags([f"--{path.replace('_', '-')}", text], model, set())
             for part in path.split("."):
                 parsed = parsed[part]
-            assert parsed == (yaml.safe_load(text)), (name, path)
+            expected = yaml.safe_load(text)
+            if expected is not None and is_sequence(field.annotation) and not isinstance(expected, list):
+                expected = [expected]  # a list key takes one value as a one-element list
+            assert parsed == expected, (name, path)
 
 
 def test_dotted_flags_override_the_yaml_and_print_config_shows_them(tmp_path):
@@ -152,6 +155,18 @@ def test_misspelt_yaml_key_gets_a_suggestion_on_every_command(tmp_path):
     assert_one_line_error(lesionssl("split", "--config", tmp_path / "s.yaml"), "per_clas", "did you mean 'per_class'")
     (tmp_path / "p.yaml").write_text("model: m\nbatch_sise: 3\n")
     assert_one_line_error(lesionssl("predict", "--config", tmp_path / "p.yaml"), "batch_sise", "did you mean 'batch_size'")
+
+
+def test_list_and_tuple_keys_take_repeated_flags_and_comma_separated_values():
+    """Once only YAML syntax (``[a, b]``) was accepted, though the help says "repeatable"."""
+    import yaml
+
+    result = lesionssl("pretrain", "--extra-augmentations", "rotate90", "--extra-augmentations", "noise,cutout", "--augment.crop-scale", "0.08,1.0", "--projector", "[64, 32]", "--print-config")
+    assert result.returncode == 0, result.stderr
+    shown = yaml.safe_load(result.stdout)
+    assert shown["extra_augmentations"] == ["rotate90", "noise", "cutout"] and shown["augment"]["crop_scale"] == [0.08, 1.0] and shown["method_kwargs"]["projector"] == [64, 32]
+    assert_one_line_error(lesionssl("pretrain", "--extra-augmentations", "rotate91", "--print-config"), "extra_augmentations")
+    assert_one_line_error(lesionssl("pretrain", "--projector", "64,x", "--print-config"), "--projector takes positive layer widths")
 
 
 def test_commands_without_a_configuration_take_their_flags_from_yaml(tmp_path):

@@ -31,6 +31,8 @@ from lesionssl.config import (
     SplitCommand,
     config_keys,
     did_you_mean,
+    field_at,
+    is_sequence,
     merge,
     read_yaml,
     section_model,
@@ -136,6 +138,16 @@ def split(
     console.print(f"manifest written to {result.path}", markup=False)
 
 
+def _widths(text: str | None) -> list[int] | None:
+    """``--projector 2048,2048`` (or YAML ``[2048, 2048]``) -> ``[2048, 2048]``."""
+    if text is None:
+        return None
+    parts = [p.strip() for p in text.strip().strip("[]").split(",")]
+    if not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise LesionSSLError(f"--projector takes positive layer widths, comma-separated (e.g. 2048,2048), got {text!r}")
+    return [int(p) for p in parts]
+
+
 def _key_values(values: list[str] | None, flag: str) -> dict[str, Any] | None:
     """``["lambd=0.0051", "projector=[64, 64]"]`` -> ``{"lambd": 0.0051, "projector": [64, 64]}`` (values read as YAML)."""
     if not values:
@@ -186,7 +198,7 @@ def pretrain(
     """Self-supervised pretraining of a backbone on unlabelled images; writes backbone.safetensors."""
     from lesionssl.pretraining.run import pretrain as run
 
-    values = _values(data=data, manifest=manifest, data_root=data_root, out=out, backbone=backbone, init=init, image_size=image_size, batch_size=batch_size, epochs=epochs, projector=[int(d) for d in projector.split(",")] if projector else None, method=method, method_kwargs=_key_values(method_kwargs, "--method-kwargs"), positives=positives, recipe=recipe, augmentation=augmentation, lr=_lr(lr), resume=resume, seed=seed)
+    values = _values(data=data, manifest=manifest, data_root=data_root, out=out, backbone=backbone, init=init, image_size=image_size, batch_size=batch_size, epochs=epochs, projector=_widths(projector), method=method, method_kwargs=_key_values(method_kwargs, "--method-kwargs"), positives=positives, recipe=recipe, augmentation=augmentation, lr=_lr(lr), resume=resume, seed=seed)
     path = run(_settings(PretrainConfig, values, "pretrain"))
     console.print(f"backbone written to {path}")
 
@@ -464,7 +476,9 @@ def _set_print(ctx: click.Context, param: click.Parameter, value: bool) -> None:
 
 def _generic_flags(args: list[str], model: type[BaseModel], declared: set[str]) -> dict[str, Any]:
     """``--head-lr 0.01 --runtime.devices=4 --tracking.mlflow`` -> nested values (read as YAML),
-    each key checked against the configuration; a near miss gets "did you mean"."""
+    each key checked against the configuration; a near miss gets "did you mean". A list or tuple
+    key also takes comma-separated values (``--augment.crop-scale 0.08,1.0``) and repeated flags
+    (``--extra-augmentations rotate90 --extra-augmentations noise``), besides YAML (``[a, b]``)."""
     values: dict[str, Any] = {}
     i = 0
     while i < len(args):
@@ -479,7 +493,14 @@ def _generic_flags(args: list[str], model: type[BaseModel], declared: set[str]) 
         i += 1
         path = name.replace("-", "_").split(".")
         _check_key(path, model, declared)
-        leaf: dict[str, Any] = {path[-1]: yaml.safe_load(text)}
+        value = yaml.safe_load(text)
+        if value is not None and is_sequence(field_at(model, path)) and not isinstance(value, list):
+            value = [yaml.safe_load(part) for part in text.split(",")] if isinstance(value, str) else [value]
+            earlier = values
+            for part in path:
+                earlier = earlier.get(part) if isinstance(earlier, dict) else None
+            value = (earlier if isinstance(earlier, list) else []) + value
+        leaf: dict[str, Any] = {path[-1]: value}
         for part in reversed(path[:-1]):
             leaf = {part: leaf}
         values = merge(values, leaf)

@@ -583,6 +583,28 @@ def section_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+def is_sequence(annotation: Any) -> bool:
+    """Whether a field holds a list or tuple (``list[str]``, ``tuple[float, float] | None``, ``Annotated[list[...], ...]``)."""
+    origin = get_origin(annotation)
+    if origin in (list, tuple):
+        return True
+    if origin is Annotated:
+        return is_sequence(get_args(annotation)[0])
+    if origin in (Union, UnionType):
+        return any(is_sequence(a) for a in get_args(annotation) if a is not type(None))
+    return False
+
+
+def field_at(model: type[BaseModel], path: list[str]) -> Any:
+    """The annotation of the (dotted) key ``path`` of ``model``, or None when it is not a field."""
+    section: type[BaseModel] | None = model
+    for part in path[:-1]:
+        field = section.model_fields.get(part) if section else None
+        section = section_model(field.annotation) if field is not None else None
+    field = section.model_fields.get(path[-1]) if section else None
+    return field.annotation if field is not None else None
+
+
 def _describe(error: dict[str, Any], model: type[BaseModel]) -> str:
     where = ".".join(str(p) for p in error["loc"]) or "(top level)"
     message = error["msg"]
