@@ -143,6 +143,7 @@ def test_model_card_has_data_metrics_calibration_and_limitations(run):
     card = card_file.read_text()
     for text in ("## Data", "licence and provenance", "95% bootstrap interval", "| MEL |", "## Calibration", "Test ECE", "## Operating point", "| test |", "Not a medical device", "Command: `lesionssl finetune --manifest", "](examples.png)", "lesionssl explain --model"):
         assert text in card, text
+    assert "unfreeze, a fixed LR of 0.002 (no LR finder), 1cycle" in card  # the run's procedure, not the default's
     card_file.unlink()
     result = lesionssl("card", run / "ft")
     assert result.returncode == 0 and card_file.read_text() == card

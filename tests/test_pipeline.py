@@ -192,6 +192,7 @@ def test_report_is_fit_for_a_paper(compared):
     assert rows[1].startswith("| Melanoma") and "sensitivity (bt)" in rows[0] and "specificity (random)" in rows[0]
     methods = report.split("## Methods")[1].split("\n## ")[0]
     manifest = pd.read_csv(out / "manifest.csv", keep_default_na=False)
+    assert "an LR finder (fastai's lr_find, its valley suggestion)" in methods  # this experiment's runs chose their LR
     assert "2 seeds (0, 1)" in methods and f"{len(manifest)} images" in methods and f"{int(manifest['pretrain'].sum())} images formed the pretraining pool" in methods
     for init in ("bt", "random"):
         assert (out / "figures" / f"roc_{init}.png").is_file() and (out / "figures" / f"roc_{init}.svg").read_text().lstrip().startswith("<?xml")
@@ -326,4 +327,5 @@ def test_study_protocols_held_out_site_budgets_and_labels_saved(synthetic, tmp_p
         seed0 = results.query("protocol == 'finetune' and budget == 4 and init == @init and seed == 0")["run_dir"].iloc[0]
         assert f"![{init}, seed 0 (the lowest seed, not a chosen run)" in report and f"({seed0}/examples.png)" in report
     assert "Using the model: calibration and operating point" in report
+    assert "a fixed LR of 0.001 (no LR finder)" in report.split("## Methods")[1].split("\n## ")[0]
     assert all((out / "figures" / f"reliability_{init}.png").is_file() and f"(figures/reliability_{init}.png)" in report for init in ("random", "bt"))

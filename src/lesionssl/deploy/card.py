@@ -12,6 +12,7 @@ import pandas as pd
 import yaml
 
 from lesionssl.deploy.model import MODEL_RECORD
+from lesionssl.engine.transfer import describe_lr
 from lesionssl.errors import LesionSSLError
 from lesionssl.evaluate.metrics import compute_metrics
 from lesionssl.io import write_text
@@ -65,10 +66,11 @@ def write_card(run: Path, metrics: dict[str, Any] | None = None) -> Path:
     metrics = metrics if metrics is not None else json.loads((run / "metrics.json").read_text())
     record = ModelRecord.read(run / MODEL_RECORD)
     environment = json.loads((run / "environment.json").read_text()) if (run / "environment.json").is_file() else {}
-    manifest_meta = {}
+    manifest_meta, settings = {}, {}
     config_file = run / "config.yaml"
     if config_file.is_file():
-        manifest = yaml.safe_load(config_file.read_text()).get("manifest")
+        settings = yaml.safe_load(config_file.read_text())
+        manifest = settings.get("manifest")
         meta_file = Path(str(manifest)).with_suffix(".json") if manifest else None
         manifest_meta = json.loads(meta_file.read_text()) if meta_file and meta_file.is_file() else {}
     classes = record.classes
@@ -76,7 +78,7 @@ def write_card(run: Path, metrics: dict[str, Any] | None = None) -> Path:
         f"# Model card: {run.name}",
         "",
         "## Model",
-        f"- Architecture: {record.architecture}, initialised from `{record.init}`, fine-tuned with the transfer protocol (head epoch, unfreeze, LR finder, 1cycle), seed {record.seed}.",
+        f"- Architecture: {record.architecture}, initialised from `{record.init}`, fine-tuned with the transfer protocol (head epoch, unfreeze, {describe_lr(settings.get('lr', 'find'), metrics.get('lr'), settings.get('lr_suggestion', 'valley'))}, 1cycle), seed {record.seed}.",
         f"- Input: dermoscopic RGB image, shorter side resized to {record.image_size} px and centre-cropped; mean {list(record.preprocessing['mean'])}, std {list(record.preprocessing['std'])}; test-time augmentation views: {record.tta}.",
         f"- Output: probabilities of {len(classes)} classes ({', '.join(classes)}); P(malignant) = the sum over {', '.join(record.malignant_classes) or 'none'}.",
         f"- Temperature: {record.temperature:.4g}" if record.temperature is not None else "- Temperature: none (no validation split)",

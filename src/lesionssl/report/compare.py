@@ -17,6 +17,7 @@ import yaml
 from scipy import stats
 
 from lesionssl.data.classes import CLASS_NAMES
+from lesionssl.engine.transfer import describe_lr
 from lesionssl.errors import LesionSSLError
 from lesionssl.evaluate.calibration import apply_temperature
 from lesionssl.evaluate.metrics import ECE_BINS, metrics_from_predictions
@@ -477,7 +478,7 @@ def _methods(doc: Document, out: Path, experiment: dict, results: pd.DataFrame, 
         + (f", with {', '.join(map(str, budgets))} labelled images {_per(results)}" if budgets else "")
         + f", each with {len(seeds)} seeds ({', '.join(map(str, seeds))})."
         + (
-            f" Fine-tuning followed the transfer protocol: {finetune.get('head_epochs', 1)} head epoch(s), then unfreezing, an LR finder and {finetune.get('epochs', '?')} epochs of 1cycle"
+            f" Fine-tuning followed the transfer protocol: {finetune.get('head_epochs', 1)} head epoch(s), then unfreezing, {describe_lr(finetune.get('lr', 'find'), suggestion=finetune.get('lr_suggestion', 'valley'))} and {finetune.get('epochs', '?')} epochs of 1cycle"
             + (f" (recipe {finetune['recipe']})" if finetune.get("recipe") else "") + "."
             if "finetune" in set(results["protocol"]) else ""
         )
