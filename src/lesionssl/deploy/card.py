@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from lesionssl.config import describe_lr
 from lesionssl.deploy.model import MODEL_RECORD
-from lesionssl.engine.transfer import describe_lr
 from lesionssl.errors import LesionSSLError
 from lesionssl.evaluate.metrics import compute_metrics
 from lesionssl.io import write_text

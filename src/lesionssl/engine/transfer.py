@@ -58,13 +58,6 @@ def choose_lr(fit: Fit, module: PersistentAdamModule, lr: float | Literal["find"
     return LRChoice(float(finder.suggestions[suggestion]), f"LR finder ({suggestion})", finder)
 
 
-def describe_lr(setting: float | str, chosen: float | None = None, suggestion: str = "valley") -> str:
-    """How a run's LR was chosen, as the methods paragraph and the model card say it."""
-    if setting == "find":
-        return f"an LR finder (fastai's lr_find, its {suggestion} suggestion" + (f": {chosen:.3g})" if chosen is not None else ")")
-    return f"a fixed LR of {float(setting):.3g} (no LR finder)"
-
-
 def one_cycle_schedule(lr: float, total_steps: int) -> OneCycleCallback:
     """Step 3: the fastai 1cycle schedule over the main epochs, as a callback."""
     return OneCycleCallback(OneCycle(lr, total_steps))

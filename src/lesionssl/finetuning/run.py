@@ -153,9 +153,9 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     module = ClassifierModule(backbone, feature_dim(backbone), len(classes), config.weight_decay, config.runtime.channels_last, weights, finetune_view(config.image_size, preprocessing), EvalView(config.image_size, preprocessing))
     history = out / "history.csv"
 
-    def fit(callbacks: list[L.Callback], epochs: int, data=None, validate: bool = False, logger=False, ckpt: Path | None = None) -> None:
+    def fit(callbacks: list[L.Callback], epochs: int, loader=None, validate: bool = False, logger=False, ckpt: Path | None = None) -> None:
         trainer = make_trainer(config.runtime, epochs, callbacks, logger=logger, validate=validate and val_data is not None)
-        trainer.fit(module, train_data if data is None else data, val_data if validate else None, ckpt_path=ckpt)
+        trainer.fit(module, train_data if loader is None else loader, val_data if validate else None, ckpt_path=ckpt)
 
     # An interrupted run of this configuration in ``out`` continues from its last finished stage or epoch.
     stages, last = Stages(out / "checkpoints", resume=True, key=config_hash(config)), out / "checkpoints" / "last.ckpt"

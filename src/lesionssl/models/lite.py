@@ -92,7 +92,6 @@ def lite_imagenet_state(name: str) -> dict[str, torch.Tensor]:
 
     path = lite_weights_file(name)
     state = torch.load(path, map_location="cpu", weights_only=True)
-
     reference = timm.create_model(LITE[name].architecture, pretrained=False, num_classes=1000).state_dict()
     if len(state) != len(reference):
         raise LesionSSLError(f"{path} holds {len(state)} tensors, {LITE[name].architecture} has {len(reference)}; reinstall it: {LITE[name].reinstall()}")

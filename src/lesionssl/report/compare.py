@@ -16,8 +16,8 @@ import pandas as pd
 import yaml
 from scipy import stats
 
+from lesionssl.config import describe_lr
 from lesionssl.data.classes import CLASS_NAMES
-from lesionssl.engine.transfer import describe_lr
 from lesionssl.errors import LesionSSLError
 from lesionssl.evaluate.calibration import apply_temperature
 from lesionssl.evaluate.metrics import ECE_BINS, metrics_from_predictions

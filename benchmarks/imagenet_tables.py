@@ -1,0 +1,70 @@
+"""The tables of EVIDENCE.md's ImageNet section, from a ``compare`` experiment's results.csv:
+balanced accuracy (mean ± sd over seeds) per protocol, test set, budget and initialisation, with
+each initialisation's difference to ``imagenet`` paired over seeds (paired t-test).
+
+    python benchmarks/imagenet_tables.py runs/shared-imagenet-probes/results.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import pandas as pd
+from scipy import stats
+
+TEST_SETS = {"internal test": "balanced_accuracy", "external (ISIC 2017)": "external:balanced_accuracy"}
+#: The continuations compared against steps and LR, in the order of the steps table.
+CONTINUATIONS = {"imagenet": "ImageNet (0 steps)", "imagenet-bt-1-epoch": "+BT 81 steps, LR 1e-4", "imagenet-barlow-twins": "+BT 162 steps, LR 1e-4", "imagenet-bt-lr-1e-5": "+BT 162 steps, LR 1e-5"}
+
+
+def _scores(results: pd.DataFrame, init: str, protocol: str, budget: int, column: str) -> pd.Series:
+    rows = results[(results["init"] == init) & (results["protocol"] == protocol) & (results["budget"] == budget)]
+    return rows.set_index("seed")[column]
+
+
+def _paired(results: pd.DataFrame, init: str, protocol: str, budget: int, column: str) -> str:
+    ours, base = _scores(results, init, protocol, budget, column), _scores(results, "imagenet", protocol, budget, column)
+    seeds = ours.index.intersection(base.index)
+    return f"{(ours[seeds] - base[seeds]).mean():+.3f} ({stats.ttest_rel(ours[seeds], base[seeds]).pvalue:.3f})"
+
+
+def budget_tables(results: pd.DataFrame, inits: list[str]) -> str:
+    lines = []
+    others = [i for i in inits if i != "imagenet"]
+    for protocol in ("linear", "knn"):
+        for test_set, column in TEST_SETS.items():
+            lines += ["", f"**{protocol} · {test_set}** (balanced accuracy, mean ± sd over 5 seeds)", ""]
+            lines.append("| labels per class | " + " | ".join(inits) + " | " + " | ".join(f"{i} - imagenet (paired p)" for i in others) + " |")
+            lines.append("|" + "---|" * (1 + len(inits) + len(others)))
+            for budget in sorted(results["budget"].unique()):
+                cells = [f"{s.mean():.3f} ± {s.std(ddof=1):.3f}" for s in (_scores(results, i, protocol, budget, column) for i in inits)]
+                lines.append(f"| {budget} | " + " | ".join(cells + [_paired(results, i, protocol, budget, column) for i in others]) + " |")
+    return "\n".join(lines)
+
+
+def steps_tables(results: pd.DataFrame, budget: int = 25) -> str:
+    lines = []
+    arms = [a for a in CONTINUATIONS if a in set(results["init"])]
+    for protocol in ("linear", "knn"):
+        lines += ["", f"**{protocol}**: balanced accuracy at {budget} labels per class (mean ± sd over 5 seeds; difference to ImageNet paired over seeds, p)", ""]
+        lines += ["| initialisation | internal test | - ImageNet (p) | external (ISIC 2017) | - ImageNet (p) |", "|---|---|---|---|---|"]
+        for init in arms:
+            cells = []
+            for column in TEST_SETS.values():
+                scores = _scores(results, init, protocol, budget, column)
+                cells += [f"{scores.mean():.3f} ± {scores.std(ddof=1):.3f}", "" if init == "imagenet" else _paired(results, init, protocol, budget, column)]
+            lines.append(f"| {CONTINUATIONS[init]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results")
+    args = parser.parse_args()
+    results = pd.read_csv(args.results)
+    print(budget_tables(results, [i for i in ("random", "imagenet", "imagenet-barlow-twins") if i in set(results["init"])]))
+    print(steps_tables(results))
+
+
+if __name__ == "__main__":
+    main()
