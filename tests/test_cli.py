@@ -169,6 +169,27 @@ def test_list_and_tuple_keys_take_repeated_flags_and_comma_separated_values():
     assert_one_line_error(lesionssl("pretrain", "--projector", "64,x", "--print-config"), "--projector takes positive layer widths")
 
 
+@pytest.mark.parametrize(("flags", "expected"), [
+    (("--recipe", "official"), {"optimizer": "lars", "warmup_epochs": None, "projector_warmup_epochs": 0, "augmentation": "official"}),
+    (("--init", "imagenet"), {"recipe": "continue", "encoder_lr_scale": 0.1, "projector_warmup_epochs": 1}),
+    (("--recipe", "seed"), {"lr": "find", "weight_decay": 0.01}),
+])
+def test_print_config_shows_what_the_recipe_resolved_and_reads_back_the_same(flags, expected, tmp_path):
+    """Once ``--recipe official`` printed lr 0.001 and no projector: the recipe's keys were missing."""
+    import yaml
+
+    from lesionssl.config import PretrainConfig, validate
+
+    result = lesionssl("pretrain", *flags, "--print-config")
+    assert result.returncode == 0, result.stderr
+    shown = yaml.safe_load(result.stdout)
+    assert {k: shown[k] for k in expected} == expected
+    resolved = validate(PretrainConfig, {flags[0].lstrip("-"): flags[1]})
+    assert shown["method_kwargs"] == resolved.build_method().resolved() and shown["method_kwargs"]["projector"]
+    (tmp_path / "shown.yaml").write_text(result.stdout)
+    assert lesionssl("pretrain", "--config", tmp_path / "shown.yaml", "--print-config").stdout == result.stdout
+
+
 def test_commands_without_a_configuration_take_their_flags_from_yaml(tmp_path):
     (tmp_path / "a.yaml").write_text("rows: 2\nout: g.png\naugmentation: seed\n")
     result = lesionssl("augment-preview", "--config", tmp_path / "a.yaml", "--rows", 3, "--print-config")

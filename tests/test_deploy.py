@@ -14,7 +14,7 @@ from PIL import Image
 from lesionssl.data.split import read_manifest
 from lesionssl.evaluate.calibration import apply_temperature, choose_threshold, fit_temperature, negative_log_likelihood, operating_point
 
-from conftest import lesionssl
+from conftest import TINY_CLASSIFIER, lesionssl
 
 
 @pytest.fixture
@@ -300,3 +300,52 @@ def test_finetune_shows_its_most_confident_right_and_wrong_test_images(run):
         assert row.image == candidates.loc[confidence[candidates.index].idxmax(), "image"]
         assert row.probability == pytest.approx(confidence[candidates.index].max(), abs=1e-6)
     assert set(examples["kind"]) <= {"correct", "wrong"} and not examples.duplicated(["class", "kind"]).any()
+
+
+def test_malignant_classes_default_to_isics_only_for_isic_classes_and_otherwise_must_be_named():
+    from lesionssl.errors import LesionSSLError
+    from lesionssl.evaluate.calibration import resolve_malignant
+
+    assert resolve_malignant(["MEL", "NV", "BCC", "DF"], None) == ["MEL", "BCC"]
+    assert resolve_malignant(["benign", "malignant"], None) == []  # another cancer names its own
+    assert resolve_malignant(["normal", "OSCC", "leukoplakia"], ["leukoplakia", "OSCC"]) == ["OSCC", "leukoplakia"]
+    with pytest.raises(LesionSSLError, match=r"\['SCC'\] are not classes of this data \(benign, malignant\)"):
+        resolve_malignant(["benign", "malignant"], ["SCC"])
+
+
+@pytest.fixture(scope="module")
+def oral_like(synthetic, tmp_path_factory):
+    """A two-class ImageFolder with non-ISIC names (the synthetic MEL and NV images renamed) and its split."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("oral")
+    for source, name in (("MEL", "OSCC"), ("NV", "normal")):
+        shutil.copytree(synthetic / "labelled" / source, folder / "images" / name)
+    assert lesionssl("split", "--data", folder / "images", "--per-class", 8, "--val", 6, "--out", folder / "split.csv").returncode == 0
+    return folder
+
+
+@pytest.mark.parametrize("named", [True, False])
+def test_any_cancer_names_its_malignant_classes_and_the_card_claims_no_dermoscopy(oral_like, tmp_path, named):
+    """Once "malignant" was hard-coded to MEL/BCC/SCC/AK: an oral-cancer model had no operating
+    point, and its card said "the sum over none" and "Dermoscopic images only"."""
+    flags = ("--malignant-classes", "OSCC") if named else ()
+    result = lesionssl("finetune", "--manifest", oral_like / "split.csv", "--out", tmp_path / "ft", *TINY_CLASSIFIER, *flags)
+    assert result.returncode == 0, result.stderr
+    notes = [line for line in (result.stdout + result.stderr).splitlines() if "--malignant-classes CLASS sets them" in line]
+    assert len(notes) == (0 if named else 1)
+    record = json.loads((tmp_path / "ft" / "model.json").read_text())
+    card = (tmp_path / "ft" / "MODEL_CARD.md").read_text()
+    assert "Dermoscopic" not in card and "dermoscopic" not in card and "Images like its training data only" in card
+    if named:
+        assert record["malignant_classes"] == ["OSCC"] and record["threshold"] is not None
+        assert "P(malignant) = the sum over OSCC" in card and "## Operating point" in card
+        new = pd.DataFrame({"path": read_manifest(oral_like / "split.csv").rows("test")["path"]})
+        new.to_csv(tmp_path / "new.csv", index=False)
+        assert lesionssl("predict", "--model", tmp_path / "ft", "--data", tmp_path / "new.csv", "--out", tmp_path / "p.csv").returncode == 0
+        predicted = pd.read_csv(tmp_path / "p.csv")
+        np.testing.assert_allclose(predicted["p_malignant"], predicted["p_OSCC"])
+        assert (predicted["malignant"] == (predicted["p_malignant"] >= record["threshold"])).all()
+    else:
+        assert record["malignant_classes"] == [] and record["threshold"] is None
+        assert "no malignant classes were set (finetune --malignant-classes)" in card

@@ -16,6 +16,7 @@ import torch
 from torch.nn import functional as F
 
 from lesionssl.augment.views import IMAGENET
+from lesionssl.config import CompareConfig, FinetuneConfig, validate
 from lesionssl.errors import LesionSSLError
 from lesionssl.models.backbones import build_backbone
 from lesionssl.models.lite import LITE, LITE_PREPROCESSING, lite_imagenet_state, lite_weights_file
@@ -134,18 +135,34 @@ def test_other_imagenet_variants_and_torchvision_names_are_refused(tmp_path):
         build_backbone("efficientnet_lite0", "imagenet-v2")
 
 
+@pytest.mark.parametrize(("given", "backbone", "init"), [
+    ({}, "efficientnet_lite0", "imagenet"),
+    ({"backbone": "efficientnet_lite2"}, "efficientnet_lite2", "imagenet"),
+    ({"backbone": "resnet18"}, "resnet18", "random"),  # torchvision's weights are a download: never by default
+    ({"init": "random"}, "efficientnet_lite0", "random"),
+])
+def test_fine_tuning_starts_from_installed_imagenet_weights_unless_told_otherwise(given, backbone, init):
+    settings = validate(FinetuneConfig, given)
+    assert (settings.backbone, settings.init) == (backbone, init)
+    if "init" not in given:  # compare's default arm is the same start
+        experiment = validate(CompareConfig, {"manifest": "split.csv", "finetune": given})
+        assert [(i.name, i.init) for i in experiment.initialisations] == [(init, init)]
+
+
 def test_the_preprocessing_travels_with_the_weights_to_model_json_and_predict(synthetic, tmp_path):
-    """Fine-tuned from the ImageNet weights, the run records their preprocessing; ``predict``
-    applies it from model.json and reproduces the run's own test probabilities."""
+    """Fine-tuned from the default start (the ImageNet weights, said in one line), the run records
+    their preprocessing; ``predict`` applies it from model.json and reproduces the run's own test
+    probabilities."""
     from lesionssl.data.split import read_manifest
 
     assert lesionssl("split", "--data", synthetic / "labelled", "--per-class", 4, "--out", tmp_path / "split.csv").returncode == 0
-    tiny = [a for a in TINY_CLASSIFIER]
-    tiny[tiny.index("--backbone") + 1], tiny[tiny.index("--init") + 1], tiny[tiny.index("--image-size") + 1] = "efficientnet_lite0", "imagenet", 32
+    tiny = [a for a in TINY_CLASSIFIER if a not in ("--backbone", "timm:test_resnet", "--init", "random")]
+    tiny[tiny.index("--image-size") + 1] = 32
     result = lesionssl("finetune", "--manifest", tmp_path / "split.csv", "--out", tmp_path / "ft", *tiny, "--epochs", 1, "--figures", "false")
     assert result.returncode == 0, result.stderr
+    assert "init: the installed supervised ImageNet weights of efficientnet_lite0" in result.stdout + result.stderr
     record = json.loads((tmp_path / "ft" / "model.json").read_text())
-    assert record["architecture"] == "efficientnet_lite0"
+    assert record["architecture"] == "efficientnet_lite0" and record["init"] == "imagenet"
     assert record["preprocessing"] == {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "interpolation": "bicubic"}
     test = read_manifest(tmp_path / "split.csv").rows("test")
     pd.DataFrame({"path": test["path"]}).to_csv(tmp_path / "new.csv", index=False)

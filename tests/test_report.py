@@ -75,3 +75,26 @@ def test_selection_report_pairs_strategies_with_random_and_counts_classes_found(
     coverage = section[section.index("### Classes found by each strategy") :]
     assert "| ssl | typiclust | 12 | 4.0 | 4.0 | 4.0 | 3.0 |" in coverage
     assert "| ssl | random | 12 | 4.0 | 8.0 | 0.0 | 2.0 |" in coverage
+
+
+def test_a_class_without_test_images_shows_n_a_and_is_named_not_recall_zero():
+    """Once a class with no test images showed recall 0.000, and nothing said the macro averages
+    left it out."""
+    from lesionssl.deploy.card import _class_row
+    from lesionssl.evaluate.metrics import compute_metrics, support_note, without_support
+    from lesionssl.report.compare import classification_report_table, sensitivity_table
+
+    classes = ["MEL", "NV", "DF"]
+    labels = np.array([0, 0, 1, 1, 1])  # no DF in this test set
+    probs = np.array([[0.8, 0.1, 0.1], [0.2, 0.3, 0.5], [0.1, 0.8, 0.1], [0.1, 0.7, 0.2], [0.6, 0.3, 0.1]])
+    metrics = compute_metrics(labels, probs, classes)
+    assert without_support(metrics["per_class"]) == ["DF"]
+    assert support_note(metrics["per_class"]).startswith("DF has no images here: n/a")
+    assert _class_row("DF", metrics["per_class"]["DF"]) == "| DF | n/a | n/a | n/a | n/a | 0 |"
+    assert "0.000" not in _class_row("DF", metrics["per_class"]["DF"]) and "| 0.500 |" in _class_row("MEL", metrics["per_class"]["MEL"])
+    full = [{**metrics, "init": "imagenet"}, {**metrics, "init": "imagenet"}]
+    report = classification_report_table(full, ["imagenet"]).set_index("Lesion type")
+    assert report.loc["Dermatofibroma", "f1 (imagenet)"] == "n/a" and report.loc["Dermatofibroma", "Support"] == 0
+    assert report.loc["Melanoma", "f1 (imagenet)"] != "n/a"
+    sensitivity = sensitivity_table(full, ["imagenet"]).set_index("class")
+    assert sensitivity.loc["Dermatofibroma", "sensitivity (imagenet)"] == "n/a" and sensitivity.loc["Dermatofibroma", "specificity (imagenet)"] != "n/a"

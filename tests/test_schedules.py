@@ -230,8 +230,18 @@ def test_sweep_reads_the_loaders_epochs_in_order_without_moving_its_epoch():
 RECORDED_FINDER = {64: (0.001737800828749376, 100, 1.4359824657440186, 0.9961806866552193), 16: (0.001737800828749376, 97, 1.3847875595092773, 6.166778173424587)}
 
 
+@pytest.fixture
+def two_threads():
+    """The recording's 2 threads (a CI machine's cores), whatever the environment sets: float sums
+    split across threads round differently, and a diverging sweep amplifies that into another LR."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("batch_size", sorted(RECORDED_FINDER))
-def test_lr_finder_suggestion_is_unchanged_on_a_fixed_tiny_run(synthetic_manifest, tmp_path, batch_size):
+def test_lr_finder_suggestion_is_unchanged_on_a_fixed_tiny_run(synthetic_manifest, tmp_path, batch_size, two_threads):
     import pandas as pd
 
     from lesionssl.config import FinetuneConfig, validate

@@ -88,6 +88,14 @@ def _values(**flags: Any) -> dict[str, Any]:
     return merge(values, ctx.meta.get(EXTRA, {}))
 
 
+def _say_default_init(backbone: str, init: str) -> None:
+    """One line when the user named no initialisation: what the default is, and why."""
+    if init == "imagenet":
+        console.print(f"init: the installed supervised ImageNet weights of {backbone} (the default: far above random weights in EVIDENCE.md); --init random for random weights", markup=False)
+    else:
+        console.print(f"init: random weights ({backbone} has no installed ImageNet weights; --backbone efficientnet_lite0 has, or --init imagenet downloads them)", markup=False)
+
+
 def _settings(model: type[BaseModel], values: dict[str, Any], source: str) -> Any:
     """Validate; with ``--print-config``, write the resolved YAML and exit instead."""
     settings = validate(model, values, source)
@@ -180,7 +188,7 @@ def pretrain(
     manifest: Annotated[Path | None, typer.Option("--manifest", help="Manifest from `lesionssl split`; its pretraining pool is used.")] = None,
     data_root: DataRootOpt = None,
     out: OutOpt = None,
-    backbone: Annotated[str | None, typer.Option(help="resnet18 | resnet34 | resnet50 | resnet101 | timm:NAME")] = None,
+    backbone: Annotated[str | None, typer.Option(help="resnet18 (default) | resnet34 | resnet50 | resnet101 | efficientnet_lite0 | efficientnet_lite1 | efficientnet_lite2 | timm:NAME")] = None,
     init: Annotated[str | None, typer.Option(help="random | imagenet | imagenet-v1 | imagenet-v2 | a registered name | PATH to a checkpoint (pre-pretraining).")] = None,
     image_size: Annotated[int | None, typer.Option(help="Side of the training views in pixels.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Image pairs per step.")] = None,
@@ -189,7 +197,7 @@ def pretrain(
     method_kwargs: Annotated[list[str] | None, typer.Option("--method-kwargs", help="KEY=VALUE: a hyperparameter of the method (repeatable), e.g. lambd=0.0051 or temperature=0.2.")] = None,
     projector: Annotated[str | None, typer.Option(help="Projector widths, comma-separated (e.g. 2048,2048).")] = None,
     positives: Annotated[str | None, typer.Option(help="self (two views of one image) | lesion (two images of one lesion where the pool has several).")] = None,
-    recipe: Annotated[str | None, typer.Option(help="small-data (measured on small dermoscopy pools) | seed (Haggerty & Chandra) | official (Zbontar et al.): a named set of settings; explicit keys override it.")] = None,
+    recipe: Annotated[str | None, typer.Option(help="small-data (from random weights; measured on small dermoscopy pools) | continue (trained weights; the default when --init is not random) | seed (Haggerty & Chandra) | official (Zbontar et al.): a named set of settings; explicit keys override it.")] = None,
     augmentation: Annotated[str | None, typer.Option(help="small-data | seed | official")] = None,
     lr: Annotated[str | None, typer.Option(help="'find' (LR finder, valley) or a number.")] = None,
     resume: ResumeOpt = None,
@@ -277,8 +285,8 @@ def finetune(
     data_root: DataRootOpt = None,
     data: Annotated[list[str] | None, typer.Option("--data", help="Image sources, split with --split.* settings when no --manifest is given (e.g. --split.per-class 50).")] = None,
     out: OutOpt = None,
-    backbone: Annotated[str | None, typer.Option(help="resnet18 | resnet34 | resnet50 | resnet101 | timm:NAME")] = None,
-    init: Annotated[str | None, typer.Option(help="random | imagenet | imagenet-v1 | imagenet-v2 | a registered name | PATH")] = None,
+    backbone: Annotated[str | None, typer.Option(help="efficientnet_lite0 (default; its ImageNet weights come installed) | efficientnet_lite1 | efficientnet_lite2 | resnet18 | resnet34 | resnet50 | resnet101 | timm:NAME")] = None,
+    init: Annotated[str | None, typer.Option(help="imagenet (default where the weights come installed: Lite0-2) | random | imagenet-v1 | imagenet-v2 | a registered name | PATH")] = None,
     image_size: Annotated[int | None, typer.Option(help="Side of the training images in pixels.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Images per step.")] = None,
     epochs: Annotated[int | None, typer.Option(help="1cycle epochs after the head epoch.")] = None,
@@ -298,6 +306,8 @@ def finetune(
 
     values = _values(manifest=manifest, data_root=data_root, data=data, out=out, backbone=backbone, init=init, image_size=image_size, batch_size=batch_size, epochs=epochs, lr=_lr(lr), tta=tta, recipe=recipe, freeze=freeze, sampling=sampling, loss_weights=loss_weights, test_prior=test_prior, select_on=select_on, resume=resume, seed=seed)
     settings = _settings(FinetuneConfig, values, "finetune")
+    if "init" not in values:
+        _say_default_init(settings.backbone, settings.init)
     if (Path(settings.out) / "metrics.json").is_file() and not settings.resume:
         raise LesionSSLError(f"{settings.out} already holds a finished run; choose another --out or pass --resume to keep it")
     result = run(settings)
@@ -405,7 +415,10 @@ def compare(
     from lesionssl.api import compare as run
 
     values = _values(data=data, manifest=manifest, data_root=data_root, out=out, jobs=jobs, shard=shard, seeds=seeds)
-    result = run(_settings(CompareConfig, values, "compare"))
+    settings = _settings(CompareConfig, values, "compare")
+    if "initialisations" not in values and "preset" not in values:
+        _say_default_init(settings.finetune.backbone, settings.initialisations[0].init)
+    result = run(settings)
     console.print(f"report written to {result.report}")
 
 

@@ -95,6 +95,14 @@ def _listify(value: Any) -> Any:
 
 #: An initialisation: a name, or a path (given as a string or a Path).
 Init = Annotated[str, BeforeValidator(lambda v: str(v) if isinstance(v, Path) else v)]
+#: What fine-tuning starts from when the user names nothing: the installed supervised ImageNet
+#: weights, far above random weights on the internal test of EVIDENCE.md (+0.09 to +0.16).
+DEFAULT_BACKBONE = "efficientnet_lite0"
+
+
+def default_init(backbone: str) -> str:
+    """``imagenet`` where the backbone's ImageNet weights come installed (no download), else ``random``."""
+    return "imagenet" if backbone in LITE else "random"
 Sources = Annotated[list[str], BeforeValidator(_listify), Field(description="image sources (repeatable): shared layout, ImageFolder, plain folder, path,label CSV, ISIC ground truth, HAM10000 metadata")]
 
 
@@ -238,6 +246,13 @@ PRETRAIN_RECIPES: dict[str, dict[str, Any]] = {
         "optimizer": "adam", "augmentation": "seed", "lr": "find", "weight_decay": 0.01, "projector_warmup_epochs": 1,
         "method_defaults": {"barlow_twins": {"projector": [8192, 8192, 8192], "lambd": None}},
     },
+    # Continuing from trained weights (the seed's pre-pretraining; the default when --init is not
+    # random), measured on ../shared/data/skin-lesions from the ImageNet Lite0 (EVIDENCE.md): a
+    # fresh projector warmed up alone, then 1cycle with the encoder at a tenth of the projector's LR.
+    "continue": {
+        "optimizer": "adam", "augmentation": "small-data", "lr": 1e-3, "encoder_lr_scale": 0.1, "weight_decay": 1e-5, "projector_warmup_epochs": 1, "epochs": 6,
+        "method_defaults": {"barlow_twins": {"projector": [2048, 2048], "lambd": 0.0051}},
+    },
     # Zbontar et al.: LARS, LRs 0.2 / 0.0048 x batch/256, warm-up then cosine; each method's own defaults.
     "official": {"optimizer": "lars", "augmentation": "official", "weight_decay": 1.5e-6, "projector_warmup_epochs": 0, "method_defaults": {}},
 }
@@ -260,7 +275,7 @@ class PretrainConfig(Strict):
     manifest: Path | None = Field(None, description="manifest from `lesionssl split`: its pretraining pool is used (else every image of data)")
     data_root: Path | None = Field(None, description="the folder that now holds the manifest's images, when they moved (e.g. to node scratch); default: the root the manifest recorded")
     out: Path = Path("runs/pretrain")
-    recipe: Literal[tuple(PRETRAIN_RECIPES)] = Field("small-data", description="small-data (measured best on small dermoscopy pools) | seed (Haggerty & Chandra) | official (Zbontar et al.)")
+    recipe: Literal[tuple(PRETRAIN_RECIPES)] = Field("small-data", description="small-data (measured best from random weights on small dermoscopy pools) | continue (trained weights: the default when --init is not random) | seed (Haggerty & Chandra) | official (Zbontar et al.)")
     backbone: Backbone = "resnet18"
     init: Init = "random"
     image_size: int = Field(64, ge=16)
@@ -284,6 +299,9 @@ class PretrainConfig(Strict):
     warmup_epochs: int | None = Field(None, ge=0, description="lars: linear warm-up; null = 10, or a tenth of shorter runs")
     projector_warmup_epochs: int | None = Field(None, ge=0, description="epochs training only the projector, encoder frozen; null = 1 when starting from trained weights, 0 from random")
     projector_init: Literal["fresh", "checkpoint"] = Field("fresh", description="checkpoint: load the projector of a full Barlow Twins checkpoint given as init (no warm-up then)")
+    encoder_lr_scale: float = Field(1.0, gt=0, le=1, description="adam: the encoder's LR as a share of the projector's (a slower encoder keeps more of trained weights)")
+    bn_statistics: Literal["update", "frozen"] = Field("update", description="frozen: the encoder's BatchNorm running statistics stay those of --init")
+    l2sp: float = Field(0.0, ge=0, description="alpha of L2-SP (Li et al. 2018), a pull toward the encoder's starting weights; 0: none")
     knn_k: int = Field(20, ge=1, description="neighbours of the per-epoch kNN monitor (needs train and val splits)")
     snapshot_every: int | None = Field(None, ge=1, description="also export the backbone every N epochs (snapshots/epoch-<N>.safetensors), to measure features against epochs")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
@@ -293,26 +311,34 @@ class PretrainConfig(Strict):
 
     @model_validator(mode="before")
     @classmethod
-    def _apply_recipe(cls, values: Any) -> Any:
+    def _fold_shorthands(cls, values: Any) -> Any:
         if not isinstance(values, dict):
             return values
-        recipe = {k: v for k, v in PRETRAIN_RECIPES.get(values.get("recipe", "small-data"), {}).items() if k != "method_defaults"}
-        values = {**recipe, **values}
+        values = dict(values)
         shorthands = {k: values.pop(k) for k in METHOD_SHORTHANDS if k in values}
         if shorthands:
             values["method_kwargs"] = {**shorthands, **(values.get("method_kwargs") or {})}
         return values
 
     @model_validator(mode="after")
-    def _valid_method(self) -> PretrainConfig:
+    def _apply_recipe_and_check(self) -> PretrainConfig:
         from lesionssl.pretraining.methods import get_method
 
+        # The recipe fills only the keys the user left out, and they stay unset (model_fields_set),
+        # so a compare arm's changes to its pretrain section get their own recipe's values.
+        if "recipe" not in self.model_fields_set:  # trained weights are continued, not trained as from scratch
+            self.__dict__["recipe"] = "continue" if self.init != "random" else "small-data"
+        for key, value in PRETRAIN_RECIPES[self.recipe].items():
+            if key != "method_defaults" and key not in self.model_fields_set:
+                self.__dict__[key] = value
         try:
             get_method(self.method, self.resolved_method_kwargs)
         except LesionSSLError as exc:
             raise ValueError(str(exc)) from None
         if any(width < 1 for width in self.projector):
             raise ValueError("projector widths must be positive")
+        if self.optimizer == "lars" and self.encoder_lr_scale != 1.0:
+            raise ValueError("encoder_lr_scale applies to optimizer adam; LARS sets its own LRs (lr_weights, lr_biases)")
         return self
 
     def build_method(self):
@@ -391,8 +417,8 @@ class FinetuneConfig(Strict):
     data_root: Path | None = Field(None, description="the folder that now holds the manifest's images, when they moved (e.g. to node scratch); default: the root the manifest recorded")
     split: SplitConfig | None = Field(None, description="how to split data when no manifest is given")
     out: Path = Path("runs/finetune")
-    backbone: Backbone = "resnet18"
-    init: Init = Field("random", description="random | imagenet | imagenet-v1 | imagenet-v2 | a registered name | PATH to a backbone or checkpoint")
+    backbone: Backbone = Field(DEFAULT_BACKBONE, description="the architecture; default: EfficientNet-Lite0, whose ImageNet weights come installed")
+    init: Init = Field("random", description="random | imagenet | imagenet-v1 | imagenet-v2 | a registered name | PATH to a backbone or checkpoint; default: imagenet where the backbone's ImageNet weights are installed (Lite0-2), random otherwise")
     image_size: int = Field(64, ge=16)
     store_margin: StoreMargin = STORE_MARGIN
     batch_size: int = Field(64, ge=2)
@@ -407,6 +433,7 @@ class FinetuneConfig(Strict):
     tta: int = Field(0, ge=0, description="augmented test views averaged with the plain one (seed: 3)")
     sampling: Literal["shuffle", "class-balanced"] = "shuffle"
     loss_weights: Literal["none", "balanced"] = "none"
+    malignant_classes: list[str] | None = Field(None, description="the classes summed into P(malignant), for the operating point (e.g. [malignant] or [OSCC]); default: MEL, BCC, SCC, AK when the classes are ISIC 2019's, none otherwise")
     test_prior: Literal["train", "uniform", "pool"] | dict[str, float] = Field(
         "train", description="post-hoc logit adjustment target: train (none), uniform, pool (EM on unlabelled images) or {class: p}"
     )
@@ -424,6 +451,8 @@ class FinetuneConfig(Strict):
     def _apply_recipe(cls, values: Any) -> Any:
         if isinstance(values, dict) and values.get("recipe") in FINETUNE_PRESETS:
             values = {**FINETUNE_PRESETS[values["recipe"]], **values}
+        if isinstance(values, dict) and "init" not in values:
+            values = {**values, "init": default_init(values.get("backbone", DEFAULT_BACKBONE))}
         return values
 
     @model_validator(mode="after")
@@ -487,7 +516,7 @@ class CompareConfig(Strict):
     data_root: Path | None = Field(None, description="the folder that now holds the manifest's images, when they moved (e.g. to node scratch); default: the root the manifest recorded")
     split: SplitConfig | None = Field(None, description="how to split data when no manifest is given")
     out: Path = Path("runs/compare")
-    initialisations: list[InitConfig] = Field(min_length=1)
+    initialisations: list[InitConfig] = Field(min_length=1, description="default: the fine-tuning section's default start (installed ImageNet weights for Lite0-2)")
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     budgets: list[int] | None = Field(None, min_length=1, description="label-efficiency sweep: training images per class, nested, drawn anew for every seed, same test set")
     selection: SelectionConfig | None = Field(None, description="simulated label-selection study: strategies pick each round's images on each initialisation's features; the manifest's labels play the expert")
@@ -503,7 +532,10 @@ class CompareConfig(Strict):
     @classmethod
     def _apply_preset(cls, values: Any) -> Any:
         if isinstance(values, dict) and values.get("preset") in EXPERIMENT_PRESETS:
-            return apply_experiment_preset(values)
+            values = apply_experiment_preset(values)
+        if isinstance(values, dict) and "initialisations" not in values:
+            init = default_init((values.get("finetune") or {}).get("backbone", DEFAULT_BACKBONE))
+            values = {**values, "initialisations": [{"name": init, "init": init}]}
         return values
 
     @model_validator(mode="after")
@@ -660,11 +692,15 @@ def read_yaml(path: Path) -> dict[str, Any]:
 #: Keys that change no result: where a run is written and tracked, whether it resumes, where its
 #: images now lie, whether it draws figures. A run keeps its folder (and its finished work) across them.
 NOT_RESULTS = {"out", "tracking", "resume", "data_root", "figures"}
+#: Keys added after studies had run: hashed only when set, so a finished run keeps its folder
+#: (its hash) and a resumed study does not run it again.
+HASHED_WHEN_SET = {"malignant_classes"}
 
 
 def config_hash(config: BaseModel) -> str:
     """Stable short hash of a run's configuration, without the keys in :data:`NOT_RESULTS`."""
     data = config.model_dump(mode="json", exclude=NOT_RESULTS)
+    data = {k: v for k, v in data.items() if not (k in HASHED_WHEN_SET and v is None)}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -695,8 +731,11 @@ def describe_lr(setting: float | str, chosen: float | None = None, suggestion: s
 
 
 def to_yaml(config: BaseModel, extra: dict[str, Any] | None = None) -> str:
-    """Serialise a config (plus resolved extras such as the found LR) as YAML."""
+    """Serialise a config (plus resolved extras such as the found LR) as YAML, with what its
+    recipe resolved (a pretraining's method hyperparameters included)."""
     data = config.model_dump(mode="json")
+    if isinstance(config, PretrainConfig):
+        data["method_kwargs"] = config.build_method().resolved()
     if extra:
         data.update(extra)
     return yaml.safe_dump(data, sort_keys=False)

@@ -12,17 +12,20 @@ import pandas as pd
 import yaml
 
 from lesionssl.config import describe_lr
+from lesionssl.data.classes import ISIC2019_CLASSES
 from lesionssl.deploy.model import MODEL_RECORD
 from lesionssl.errors import LesionSSLError
-from lesionssl.evaluate.metrics import compute_metrics
+from lesionssl.evaluate.metrics import NOT_APPLICABLE, compute_metrics, support_note, without_support
 from lesionssl.io import write_text
 from lesionssl.records import ModelRecord
 from lesionssl.report.statistics import image_interval
 
 CARD_FILE = "MODEL_CARD.md"
 LICENCE_FILES = ("ATTRIBUTION.md", "LICENSE", "LICENSE.txt", "LICENCE", "README.md")
+#: The first limitation: the modality is only claimed when the classes say it (ISIC 2019's are dermoscopic).
+DERMOSCOPY_SCOPE = "Dermoscopic images only: clinical photographs, histology and other modalities are out of scope."
+OTHER_SCOPE = "Images like its training data only (the sources under Data): other modalities, devices and body sites are out of scope."
 LIMITATIONS = (
-    "Dermoscopic images only: clinical photographs, histology and other modalities are out of scope.",
     "Skin-tone and Fitzpatrick-type coverage of the training data is unknown; performance on darker skin is unmeasured.",
     "Not a medical device: research use only, never a diagnosis; every output needs a clinician's judgement.",
     "The test split comes from the same sources as the training data; performance on other clinics and devices is shown only by the external sets below, if any.",
@@ -46,6 +49,13 @@ def _with_interval(predictions: Path, classes: list[str]) -> list[str]:
 
 def _rate(rate: dict[str, Any]) -> str:
     return "n/a" if rate["value"] is None else f"{rate['value']:.3f} [{rate['ci_low']:.3f}, {rate['ci_high']:.3f}] (n = {rate['n']})"
+
+
+def _class_row(name: str, values: dict[str, Any]) -> str:
+    """A per-class row; a class without test images has no recall or F1 (n/a), not 0."""
+    if not values["support"]:
+        return f"| {name} | {NOT_APPLICABLE} | {NOT_APPLICABLE} | {NOT_APPLICABLE} | {NOT_APPLICABLE} | 0 |"
+    return f"| {name} | {values['precision']:.3f} | {values['recall']:.3f} | {values['f1']:.3f} | {'' if values.get('auroc') is None else format(values['auroc'], '.3f')} | {values['support']} |"
 
 
 def _sources(sources: list[str]) -> list[str]:
@@ -74,13 +84,15 @@ def write_card(run: Path, metrics: dict[str, Any] | None = None) -> Path:
         meta_file = Path(str(manifest)).with_suffix(".json") if manifest else None
         manifest_meta = json.loads(meta_file.read_text()) if meta_file and meta_file.is_file() else {}
     classes = record.classes
+    dermoscopic = set(classes) <= set(ISIC2019_CLASSES)
+    malignant = f"P(malignant) = the sum over {', '.join(record.malignant_classes)}" if record.malignant_classes else "no malignant classes were set (finetune --malignant-classes), so no P(malignant) or operating point"
     lines = [
         f"# Model card: {run.name}",
         "",
         "## Model",
         f"- Architecture: {record.architecture}, initialised from `{record.init}`, fine-tuned with the transfer protocol (head epoch, unfreeze, {describe_lr(settings.get('lr', 'find'), metrics.get('lr'), settings.get('lr_suggestion', 'valley'))}, 1cycle), seed {record.seed}.",
-        f"- Input: dermoscopic RGB image, shorter side resized to {record.image_size} px and centre-cropped; mean {list(record.preprocessing['mean'])}, std {list(record.preprocessing['std'])}; test-time augmentation views: {record.tta}.",
-        f"- Output: probabilities of {len(classes)} classes ({', '.join(classes)}); P(malignant) = the sum over {', '.join(record.malignant_classes) or 'none'}.",
+        f"- Input: {'dermoscopic ' if dermoscopic else ''}RGB image, shorter side resized to {record.image_size} px and centre-cropped; mean {list(record.preprocessing['mean'])}, std {list(record.preprocessing['std'])}; test-time augmentation views: {record.tta}.",
+        f"- Output: probabilities of {len(classes)} classes ({', '.join(classes)}); {malignant}.",
         f"- Temperature: {record.temperature:.4g}" if record.temperature is not None else "- Temperature: none (no validation split)",
         f"- Malignant threshold: {record.threshold:.4g}, chosen on validation for sensitivity {record.target_sensitivity}" if record.threshold is not None else "- Malignant threshold: none",
         "- Files: `model.safetensors` (weights), `model.json` (the settings above). Apply with `lesionssl predict --model " + str(run) + " --data IMAGES --out predictions.csv`.",
@@ -98,7 +110,8 @@ def write_card(run: Path, metrics: dict[str, Any] | None = None) -> Path:
         "",
         "| class | precision | recall | F1 | AUROC | support |",
         "|---|---|---|---|---|---|",
-        *[f"| {c} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | {'' if v.get('auroc') is None else format(v['auroc'], '.3f')} | {v['support']} |" for c, v in metrics["per_class"].items()],
+        *[_class_row(c, v) for c, v in metrics["per_class"].items()],
+        *([f"\n{support_note(metrics['per_class'])}"] if without_support(metrics["per_class"]) else []),
     ]
     for name in metrics.get("external", {}):
         lines += ["", f"## External test set: {name}", "| metric | value | 95% bootstrap interval |", "|---|---|---|", *_with_interval(run / "external" / name / "predictions.csv", classes)]
@@ -121,7 +134,8 @@ def write_card(run: Path, metrics: dict[str, Any] | None = None) -> Path:
         lines.append(point.get("note", "not chosen"))
     lines += ["", "## Where it looks", ("![Grad-CAM of the most confident correct and wrong test predictions per class](examples.png)\n\n" if (run / "examples.png").is_file() else "")
               + f"Grad-CAM maps of any images: `lesionssl explain --model {run} --data IMAGES --out DIR` (a gallery page); they show where the model looks, not why."]
-    lines += ["", "## Limitations", *[f"- {item}" for item in LIMITATIONS], "", "## How it was made", f"- Command: `{environment.get('command', 'not recorded')}`", f"- lesionssl {metrics.get('lesionssl_version')}, code commit {environment.get('git_commit')}; the resolved configuration is in `config.yaml`.", f"- Rebuild this card: `lesionssl card {run}`.", ""]
+    scope = DERMOSCOPY_SCOPE if dermoscopic else OTHER_SCOPE
+    lines += ["", "## Limitations", *[f"- {item}" for item in (scope, *LIMITATIONS)], "", "## How it was made", f"- Command: `{environment.get('command', 'not recorded')}`", f"- lesionssl {metrics.get('lesionssl_version')}, code commit {environment.get('git_commit')}; the resolved configuration is in `config.yaml`.", f"- Rebuild this card: `lesionssl card {run}`.", ""]
     target = run / CARD_FILE
     write_text(target, "\n".join(line for line in lines if line is not None) + "\n")
     return target

@@ -16,7 +16,7 @@ from lesionssl.deploy.gradcam import grad_cam, panel
 from lesionssl.deploy.model import load_model
 from lesionssl.deploy.predict import SourceImages, read_images
 from lesionssl.errors import LesionSSLError
-from lesionssl.evaluate.calibration import malignant_indices, malignant_probability
+from lesionssl.evaluate.calibration import malignant_probability
 from lesionssl.finetuning.module import ClassifierModule
 from lesionssl.io import atomic_write, write_csv, write_text
 from lesionssl.progress import progress_bar
@@ -67,7 +67,7 @@ def _explain_rows(module: ClassifierModule, record: ModelRecord, source: SourceI
             part = table.iloc[start : start + batch_size]
             images = source.images[part["row"].to_numpy()]
             heat = grad_cam(module, images, record.temperature, None if index is None else np.full(len(part), index), batch_size)
-            malignant = malignant_probability(heat.probabilities, classes) if malignant_indices(classes) else None
+            malignant = malignant_probability(heat.probabilities, classes, record.malignant_classes) if record.malignant_classes else None
             for i, (image, label, row) in enumerate(zip(part["image"], part["label"], part["row"])):
                 name = f"{row:05d}_{re.sub(r'[^A-Za-z0-9._-]', '_', Path(str(image)).stem)}.png"
                 picture = panel(images[i], heat.maps[i])

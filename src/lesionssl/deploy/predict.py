@@ -22,7 +22,7 @@ from lesionssl.data.sources import read_sources
 from lesionssl.data.store import build_store, decode_into, stored_size
 from lesionssl.deploy.model import load_model
 from lesionssl.errors import LesionSSLError
-from lesionssl.evaluate.calibration import apply_temperature, malignant_indices, malignant_point, malignant_probability
+from lesionssl.evaluate.calibration import apply_temperature, malignant_point, malignant_probability
 from lesionssl.evaluate.metrics import compute_metrics, predictions_frame
 from lesionssl.evaluate.prior import adjust, em_prior
 from lesionssl.finetuning.run import predict as predict_probabilities
@@ -118,8 +118,8 @@ def predict_images(model_dir: Path, sources: list[str], out: Path, tta: int | No
     labels = label_indices(kept, classes)
     frame = predictions_frame(kept["image"].tolist(), labels, probs, classes)
     frame.insert(1, "path", kept["path"])
-    if malignant_indices(classes):
-        frame["p_malignant"] = malignant_probability(probs, classes)
+    if record.malignant_classes:
+        frame["p_malignant"] = malignant_probability(probs, classes, record.malignant_classes)
         if record.threshold is not None:
             frame["malignant"] = frame["p_malignant"] >= record.threshold
     write_csv(out, frame)
@@ -131,8 +131,8 @@ def _metrics(labels: np.ndarray, probs: np.ndarray, record: ModelRecord, out: Pa
     """Metrics over the labelled images, as ``finetune`` computes them, plus the operating point."""
     labelled = labels >= 0
     metrics = compute_metrics(labels[labelled], probs[labelled], record.classes)
-    if record.threshold is not None and malignant_indices(record.classes):
-        metrics["operating_point"] = {"threshold": record.threshold, "target_sensitivity": record.target_sensitivity, **malignant_point(probs[labelled], labels[labelled], record.classes, record.threshold)}
+    if record.threshold is not None and record.malignant_classes:
+        metrics["operating_point"] = {"threshold": record.threshold, "target_sensitivity": record.target_sensitivity, **malignant_point(probs[labelled], labels[labelled], record.classes, record.malignant_classes, record.threshold)}
     metrics["labelled_images"] = int(labelled.sum())
     write_json(out.with_suffix(".metrics.json"), metrics)
     return metrics

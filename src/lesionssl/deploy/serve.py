@@ -21,7 +21,7 @@ from lesionssl.data.store import decode_for_store, stored_size
 from lesionssl.deploy.gradcam import grad_cam, panel
 from lesionssl.deploy.model import load_model
 from lesionssl.errors import LesionSSLError
-from lesionssl.evaluate.calibration import malignant_indices, malignant_probability
+from lesionssl.evaluate.calibration import malignant_probability
 from lesionssl.finetuning.module import ClassifierModule
 from lesionssl.records import ModelRecord
 
@@ -39,9 +39,9 @@ class Analysis:
 
 def decision_text(probs: np.ndarray, record: ModelRecord) -> str:
     """P(malignant) in words, against the model's operating point."""
-    if not malignant_indices(record.classes):
-        return f"The model's classes ({', '.join(record.classes)}) include no malignant class (MEL, BCC, SCC, AK)."
-    p = float(malignant_probability(probs[None], record.classes)[0])
+    if not record.malignant_classes:
+        return f"The model names no malignant class among its classes ({', '.join(record.classes)}): fine-tune with --malignant-classes to get P(malignant)."
+    p = float(malignant_probability(probs[None], record.classes, record.malignant_classes)[0])
     text = f"**P(malignant) = {p:.3f}** (the sum over {', '.join(record.malignant_classes)})."
     if record.threshold is None:
         return text + " The model has no operating point (it was fine-tuned without a validation split)."

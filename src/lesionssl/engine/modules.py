@@ -18,9 +18,10 @@ from torch import nn
 ADAM_BETAS = (0.9, 0.99)
 ADAM_EPS = 1e-5
 
-def fastai_adam(module: nn.Module, weight_decay: float) -> torch.optim.Optimizer:
-    """fastai's default optimiser: Adam(0.9, 0.99, eps 1e-5) with decoupled weight decay."""
-    return torch.optim.AdamW(module.parameters(), lr=1e-3, betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=weight_decay)
+def fastai_adam(params, weight_decay: float) -> torch.optim.Optimizer:
+    """fastai's default optimiser: Adam(0.9, 0.99, eps 1e-5) with decoupled weight decay, over
+    parameters or parameter groups."""
+    return torch.optim.AdamW(params, lr=1e-3, betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=weight_decay)
 
 
 class PersistentAdamModule(L.LightningModule):
@@ -35,12 +36,25 @@ class PersistentAdamModule(L.LightningModule):
 
     def persistent_optimizer(self) -> torch.optim.Optimizer:
         if self._optimizer is None:
-            factory = self.optimizer_factory or (lambda module: fastai_adam(module, self.weight_decay))
+            factory = self.optimizer_factory or (lambda module: fastai_adam(module.param_groups(), self.weight_decay))
             self._optimizer = factory(self)
         return self._optimizer
 
+    def param_groups(self) -> list[dict]:
+        """The parameter groups of the default optimiser (one group; subclasses may give groups an
+        ``lr_scale``, which :func:`~lesionssl.optim.one_cycle.set_hyperparameters` applies)."""
+        return [{"params": list(self.parameters())}]
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.persistent_optimizer()
+
+
+def freeze_batchnorm_statistics(module: nn.Module) -> None:
+    """Put every BatchNorm of ``module`` in eval mode: it normalises with, and no longer updates,
+    its running statistics (its affine parameters still train)."""
+    for sub in module.modules():
+        if isinstance(sub, nn.modules.batchnorm._BatchNorm):
+            sub.eval()
 
 
 def set_frozen(module: nn.Module, frozen: bool, mode: Literal["fastai", "linear-probe"] = "fastai") -> None:

@@ -4,20 +4,25 @@ Both are fitted on the validation split only, never on a test set.
 
 * Temperature scaling (Guo et al., 2017): one scalar ``T`` that minimises the validation
   negative log-likelihood of ``softmax(log p / T)``. It changes no prediction, only confidence.
-* Operating point: the study's malignant probability is the sum over its four malignant classes
-  (MEL, BCC, SCC, AK). The threshold is the largest one whose validation sensitivity reaches
+* Operating point: the malignant probability is the sum over the malignant classes (the seed
+  study's MEL, BCC, SCC and AK for ISIC classes; ``--malignant-classes`` for any other cancer). The threshold is the largest one whose validation sensitivity reaches
   the target, so the sensitivity met on validation is the target or just above it.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.stats import binomtest
 
-#: The seed study's malignant classes (the other four, NV, BKL, DF and VASC, are benign).
+from lesionssl.data.classes import ISIC2019_CLASSES
+from lesionssl.errors import LesionSSLError
+
+#: The seed study's malignant classes (the other four, NV, BKL, DF and VASC, are benign): the
+#: default only when a model's classes are ISIC 2019's.
 MALIGNANT_CLASSES = ("MEL", "BCC", "SCC", "AK")
 TARGET_SENSITIVITY = 0.95
 _EPS = 1e-12
@@ -41,13 +46,24 @@ def fit_temperature(labels: np.ndarray, probs: np.ndarray) -> float:
     return float(math.exp(result.x))
 
 
-def malignant_indices(classes: list[str]) -> list[int]:
-    return [i for i, c in enumerate(classes) if c in MALIGNANT_CLASSES]
+def resolve_malignant(classes: Sequence[str], given: Sequence[str] | None) -> list[str]:
+    """The malignant classes: ``given`` (each must be a class), else the seed study's four when
+    the classes are ISIC 2019's, else none (no operating point: another cancer must name its own)."""
+    if given is not None:
+        unknown = [c for c in given if c not in classes]
+        if unknown:
+            raise LesionSSLError(f"malignant_classes {unknown} are not classes of this data ({', '.join(classes)})")
+        return [c for c in classes if c in given]
+    return [c for c in classes if c in MALIGNANT_CLASSES] if set(classes) <= set(ISIC2019_CLASSES) else []
 
 
-def malignant_probability(probs: np.ndarray, classes: list[str]) -> np.ndarray:
+def malignant_indices(classes: Sequence[str], malignant: Sequence[str]) -> list[int]:
+    return [i for i, c in enumerate(classes) if c in malignant]
+
+
+def malignant_probability(probs: np.ndarray, classes: Sequence[str], malignant: Sequence[str]) -> np.ndarray:
     """P(malignant) = the sum of the malignant classes' probabilities."""
-    return probs[:, malignant_indices(classes)].sum(axis=1)
+    return probs[:, malignant_indices(classes, malignant)].sum(axis=1)
 
 
 def choose_threshold(scores: np.ndarray, malignant: np.ndarray, target: float = TARGET_SENSITIVITY) -> float:
@@ -71,6 +87,6 @@ def operating_point(scores: np.ndarray, malignant: np.ndarray, threshold: float)
     return {"sensitivity": _rate(int((called & malignant).sum()), int(malignant.sum())), "specificity": _rate(int((~called & ~malignant).sum()), int((~malignant).sum()))}
 
 
-def malignant_point(probs: np.ndarray, labels: np.ndarray, classes: list[str], threshold: float) -> dict[str, dict]:
+def malignant_point(probs: np.ndarray, labels: np.ndarray, classes: Sequence[str], malignant: Sequence[str], threshold: float) -> dict[str, dict]:
     """:func:`operating_point` of P(malignant) >= ``threshold`` on labelled cases (class indices)."""
-    return operating_point(malignant_probability(probs, classes), np.isin(labels, malignant_indices(classes)), threshold)
+    return operating_point(malignant_probability(probs, classes, malignant), np.isin(labels, malignant_indices(classes, malignant)), threshold)

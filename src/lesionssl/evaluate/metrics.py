@@ -96,6 +96,22 @@ def compute_metrics(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -
     }
 
 
+#: Shown for a per-class rate of a class with no test images (its recall and F1 are undefined).
+NOT_APPLICABLE = "n/a"
+
+
+def without_support(per_class: dict[str, dict[str, Any]]) -> list[str]:
+    """The classes with no images in the evaluated set: their recall and F1 are undefined, and the
+    macro averages (balanced accuracy, macro F1, macro AUROC) leave them out."""
+    return [name for name, values in per_class.items() if not values.get("support")]
+
+
+def support_note(per_class: dict[str, dict[str, Any]]) -> str:
+    """One sentence naming the classes the macro averages leave out, or ``""``."""
+    missing = without_support(per_class)
+    return f"{', '.join(missing)} {'has' if len(missing) == 1 else 'have'} no images here: {NOT_APPLICABLE} in the per-class rows, and left out of balanced accuracy, macro F1 and macro AUROC." if missing else ""
+
+
 def predictions_frame(images: list[str], labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> pd.DataFrame:
     """``image,label,prediction,p_<CLASS>...`` with class names, as written to ``predictions.csv``
     (label ``""`` where the index is -1: an unlabelled image)."""

@@ -43,7 +43,7 @@ from lesionssl.engine.trainer import log_final, make_loggers, make_trainer, uses
 from lesionssl.engine.transfer import choose_lr, head_epochs, one_cycle_schedule
 from lesionssl.environment import run_environment
 from lesionssl.errors import LesionSSLError
-from lesionssl.evaluate.calibration import TARGET_SENSITIVITY, apply_temperature, choose_threshold, fit_temperature, malignant_indices, malignant_point, malignant_probability, negative_log_likelihood, operating_point
+from lesionssl.evaluate.calibration import TARGET_SENSITIVITY, apply_temperature, choose_threshold, fit_temperature, malignant_indices, malignant_point, malignant_probability, negative_log_likelihood, operating_point, resolve_malignant
 from lesionssl.evaluate.metrics import compute_metrics, expected_calibration_error, predictions_frame
 from lesionssl.evaluate.prior import adjust, class_prior, em_prior
 from lesionssl.evaluate.test_sets import external_sets, write_external
@@ -134,6 +134,9 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     L.seed_everything(config.seed, workers=True, verbose=False)
     manifest = read_manifest(prepare_manifest(config.manifest, config.data, config.split, out), data_root=config.data_root)
     classes = manifest.classes
+    malignant = resolve_malignant(classes, config.malignant_classes)
+    if config.malignant_classes is None and not malignant:
+        console.print(f"no malignant classes: the classes ({', '.join(classes)}) are not ISIC 2019's; --malignant-classes CLASS sets them, for P(malignant) and an operating point", markup=False)
     index = {c: i for i, c in enumerate(classes)}
     train, val = _with_rows(manifest, "train"), _with_rows(manifest, "val")
     if train.empty:
@@ -198,7 +201,7 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     if target_prior is not None:
         probs = adjust(probs, train_prior, target_prior)
     metrics = compute_metrics(labels, probs, classes)
-    deployment = fit_deployment(module, config, images, val, classes, labels, unadjusted_probs)
+    deployment = fit_deployment(module, config, images, val, classes, labels, unadjusted_probs, malignant)
     external = {}
     for evaluation in external_sets(manifest, images, config.external, config.image_size, config.store_margin):
         external_probs = predict(module, config, evaluation.images, evaluation.table, classes)
@@ -234,7 +237,7 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     log_final(loggers, {f"test_{k}": metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "macro_auroc", "ece")})
     record = ModelRecord(
         architecture=config.backbone, classes=classes, image_size=config.image_size, store_margin=config.store_margin, preprocessing=asdict(preprocessing),
-        train_prior=train_prior.tolist(), tta=config.tta, temperature=deployment.temperature, malignant_classes=[classes[i] for i in malignant_indices(classes)],
+        train_prior=train_prior.tolist(), tta=config.tta, temperature=deployment.temperature, malignant_classes=malignant,
         threshold=deployment.threshold, target_sensitivity=TARGET_SENSITIVITY, init=config.init, seed=config.seed,
     )
     save_model(out, module, record)
@@ -255,13 +258,14 @@ class Deployment:
     threshold: float | None
     calibration: dict[str, Any]
     operating_point: dict[str, Any]
+    malignant: tuple[str, ...] = ()
 
     def point(self, probs: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict[str, Any] | None:
         """Sensitivity and specificity of the threshold on another labelled set."""
-        return None if self.threshold is None else malignant_point(apply_temperature(probs, self.temperature), labels, classes, self.threshold)
+        return None if self.threshold is None else malignant_point(apply_temperature(probs, self.temperature), labels, classes, self.malignant, self.threshold)
 
 
-def fit_deployment(module: ClassifierModule, config: FinetuneConfig, images: np.ndarray, val: pd.DataFrame, classes: list[str], test_labels: np.ndarray, test_probs: np.ndarray) -> Deployment:
+def fit_deployment(module: ClassifierModule, config: FinetuneConfig, images: np.ndarray, val: pd.DataFrame, classes: list[str], test_labels: np.ndarray, test_probs: np.ndarray, malignant: list[str]) -> Deployment:
     """Temperature scaling and the operating point, fitted on the validation split (the model's
     own probabilities, before any logit adjustment), measured on test."""
     if val.empty:
@@ -277,15 +281,15 @@ def fit_deployment(module: ClassifierModule, config: FinetuneConfig, images: np.
         "test": {"ece_before": expected_calibration_error(test_labels, test_probs), "ece_after": expected_calibration_error(test_labels, calibrated),
                  "nll_before": negative_log_likelihood(test_labels, test_probs), "nll_after": negative_log_likelihood(test_labels, calibrated)},
     }
-    malignant = malignant_indices(classes)
-    val_malignant = np.isin(val_labels, malignant)
-    if not malignant or not val_malignant.any() or val_malignant.all():
-        note = "no operating point: the classes or the validation split lack malignant (MEL, BCC, SCC, AK) or benign cases"
-        return Deployment(temperature, None, calibration, {"note": note})
-    val_scores = malignant_probability(apply_temperature(val_probs, temperature), classes)
+    val_malignant = np.isin(val_labels, malignant_indices(classes, malignant))
+    if not malignant:
+        return Deployment(temperature, None, calibration, {"note": "no operating point: no malignant classes were set (--malignant-classes)"})
+    if not val_malignant.any() or val_malignant.all():
+        return Deployment(temperature, None, calibration, {"note": f"no operating point: the validation split lacks malignant ({', '.join(malignant)}) or benign cases"})
+    val_scores = malignant_probability(apply_temperature(val_probs, temperature), classes, malignant)
     threshold = choose_threshold(val_scores, val_malignant, TARGET_SENSITIVITY)
-    point = {"target_sensitivity": TARGET_SENSITIVITY, "threshold": threshold, "malignant_classes": [classes[i] for i in malignant], "val": operating_point(val_scores, val_malignant, threshold), "test": malignant_point(calibrated, test_labels, classes, threshold)}
-    return Deployment(temperature, threshold, calibration, point)
+    point = {"target_sensitivity": TARGET_SENSITIVITY, "threshold": threshold, "malignant_classes": malignant, "val": operating_point(val_scores, val_malignant, threshold), "test": malignant_point(calibrated, test_labels, classes, malignant, threshold)}
+    return Deployment(temperature, threshold, calibration, point, tuple(malignant))
 
 
 def _write_examples(out: Path, module: ClassifierModule, images: np.ndarray, test: pd.DataFrame, labels: np.ndarray, probs: np.ndarray, classes: list[str], temperature: float | None) -> None:

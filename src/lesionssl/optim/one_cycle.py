@@ -50,9 +50,10 @@ class OneCycle:
 
 
 def set_hyperparameters(optimizer: torch.optim.Optimizer, lr: float, momentum: float | None = None) -> None:
-    """Set LR (and momentum / Adam beta1) on every parameter group."""
+    """Set LR (and momentum / Adam beta1) on every parameter group; a group's ``lr_scale`` (a
+    discriminative LR, e.g. a slower encoder under a fresh projector) multiplies its LR."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
         if momentum is None:
             continue
         if "betas" in group:

@@ -194,7 +194,10 @@ def pretrain(config: PretrainConfig) -> Path:
     if config.projector_init == "checkpoint":
         load_projector(projector, read_projector_state(config.init, config.backbone), config.init)
     init_info["projector"] = config.projector_init
-    module = SelfSupervisedModule(backbone, projector, method, config.resolved_weight_decay, config.runtime.channels_last, _optimizer_factory(config), views)
+    module = SelfSupervisedModule(
+        backbone, projector, method, config.resolved_weight_decay, config.runtime.channels_last, _optimizer_factory(config), views,
+        encoder_lr_scale=config.encoder_lr_scale, frozen_bn_statistics=config.bn_statistics == "frozen", l2sp=config.l2sp,
+    )
     history = out / "history.csv"
 
     def fit(callbacks: list[L.Callback], epochs: int, loader=None, ckpt: str | None = None, logger=False) -> None:
@@ -218,7 +221,7 @@ def pretrain(config: PretrainConfig) -> Path:
             choice = choose_lr(fit, module, config.lr, data)
             stages.save(module, lr=choice.lr, lr_finder=asdict(choice.finder) if choice.finder else None)
 
-    resolved = {"recipe": config.recipe, "method": config.method, "method_kwargs": method.resolved(), "positives": config.positives, "cross_image_pairs_per_epoch": cross_image, "augmentation": asdict(config.augmentation_parameters), "lr": stages["lr"], "weight_decay": config.resolved_weight_decay, "projector_warmup_epochs": warmup_epochs, "pool": pool, "pool_images": int(len(rows)), "init": init_info}
+    resolved = {"recipe": config.recipe, "method": config.method, "method_kwargs": method.resolved(), "positives": config.positives, "cross_image_pairs_per_epoch": cross_image, "augmentation": asdict(config.augmentation_parameters), "lr": stages["lr"], "encoder_lr": stages["lr"] * config.encoder_lr_scale, "bn_statistics": config.bn_statistics, "l2sp": config.l2sp, "weight_decay": config.resolved_weight_decay, "projector_warmup_epochs": warmup_epochs, "pool": pool, "pool_images": int(len(rows)), "init": init_info}
     total_steps = config.epochs * len(data)
     if config.optimizer == "lars":
         scale = config.batch_size / 256

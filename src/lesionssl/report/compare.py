@@ -20,7 +20,7 @@ from lesionssl.config import describe_lr
 from lesionssl.data.classes import CLASS_NAMES
 from lesionssl.errors import LesionSSLError
 from lesionssl.evaluate.calibration import apply_temperature
-from lesionssl.evaluate.metrics import ECE_BINS, metrics_from_predictions
+from lesionssl.evaluate.metrics import ECE_BINS, NOT_APPLICABLE, metrics_from_predictions, support_note
 from lesionssl.figures import plot_confusion, plot_label_efficiency, plot_lr_curves, plot_per_class_f1, plot_pretrain_history, plot_reliability, plot_roc
 from lesionssl.io import write_csv, write_text
 from lesionssl.records import RUN_FILE, BackboneRecord, RunRecord, RunResult
@@ -156,7 +156,7 @@ def classification_report_table(full: list[dict], order: list[str]) -> pd.DataFr
         row = {"Lesion type": CLASS_NAMES.get(name, name)}
         for init in order:
             entry = f1[(f1["init"] == init) & (f1["class"] == name)].iloc[0]
-            row[f"f1 ({init})"] = f"{_fmt(entry['mean'], 2)} ± {_fmt(entry['std'], 2)}"
+            row[f"f1 ({init})"] = f"{_fmt(entry['mean'], 2)} ± {_fmt(entry['std'], 2)}" if entry["support"] else NOT_APPLICABLE
         row["Support"] = int(f1[f1["class"] == name]["support"].iloc[0])
         rows.append(row)
     n = next(m["n"] for m in full if m["init"] == order[0])
@@ -179,6 +179,9 @@ def sensitivity_table(full: list[dict], order: list[str]) -> pd.DataFrame:
         for init in order:
             runs = [m["per_class"][name] for m in full if m["init"] == init]
             for key, label in (("recall", "sensitivity"), ("specificity", "specificity")):
+                if key == "recall" and not row["support"]:
+                    row[f"{label} ({init})"] = NOT_APPLICABLE
+                    continue
                 values = np.array([r.get(key) for r in runs if r.get(key) is not None], dtype=float)
                 row[f"{label} ({init})"] = f"{_fmt(values.mean() if len(values) else None, 3)} ± {_fmt(values.std(ddof=1) if len(values) > 1 else None, 3)}"
         rows.append(row)
@@ -377,10 +380,12 @@ def _deployment(doc: Document, out: Path, full: list[dict], order: list[str]) ->
         doc.paragraph("No run fitted a temperature or an operating point: they need a validation split (`lesionssl split --val N`).")
     else:
         target = next((m["result"].operating_point.get("target_sensitivity") for m in full if m["result"].operating_point.get("target_sensitivity")), None)
+        malignant = next((m["result"].operating_point.get("malignant_classes") for m in full if m["result"].operating_point.get("malignant_classes")), None)
         doc.paragraph(
             "Each run fits a temperature on its validation split and chooses there the malignant-vs-benign threshold "
             + (f"that reaches sensitivity {target:g} " if target else "")
-            + "(malignant: MEL, BCC, SCC, AK); the test and external columns show what those choices give on images never used to make them. "
+            + (f"(malignant: {', '.join(malignant)}); " if malignant else "(no run set malignant classes, so no threshold); ")
+            + "the test and external columns show what those choices give on images never used to make them. "
             f"ECE: expected calibration error ({ECE_BINS} bins); NLL: negative log-likelihood. Means over runs with a 95% percentile bootstrap interval over runs (inside the values' range); every run's own Wilson intervals are in its metrics.json and MODEL_CARD.md."
         )
         doc.table(table)
@@ -576,6 +581,8 @@ def write_report(out: Path, inits: dict[str, str] | None = None) -> Path:
     doc.paragraph("Standard deviation is the sample standard deviation (n - 1) over runs; the 95% CI is a percentile bootstrap interval of the mean that resamples both the seeds and the test images (1,000 replicates; 200 for AUROC), so it never leaves [0, 1].")
     doc.heading("Combined classification report (mean ± std over runs)")
     doc.table(classification_report_table(main_full, main_order))
+    if main_full and support_note(main_full[0]["per_class"]):
+        doc.paragraph(support_note(main_full[0]["per_class"]))
     doc.heading("Every metric with 95% confidence intervals")
     doc.table(metric_table(main, main_order, PAIRWISE_METRICS, intervals))
     doc.heading("Sensitivity and specificity per class (one class against the rest)")
