@@ -74,6 +74,27 @@ def test_predict_reproduces_the_runs_test_probabilities_and_skips_bad_images(run
     assert metrics["accuracy"] == pytest.approx(json.loads((ft / "metrics.json").read_text())["accuracy"])  # temperature keeps the argmax
 
 
+def test_predict_leaves_the_models_own_training_and_validation_images_out_of_its_metrics(run, synthetic, tmp_path):
+    """Once ``predict --data`` on labelled images counted the model's own training images in its
+    metrics, silently."""
+    from lesionssl.evaluate.metrics import compute_metrics
+
+    manifest = read_manifest(run / "split.csv").table
+    counts = manifest["split"].value_counts()
+    result = lesionssl("predict", "--model", run / "ft", "--data", synthetic / "labelled", "--out", tmp_path / "p.csv")
+    assert result.returncode == 0, result.stderr
+    said = f"{counts['train']} of the labelled images were in the model's own training split and {counts['val']} in its validation split: the metrics leave them out"
+    assert said in result.stdout + result.stderr
+    predicted = pd.read_csv(tmp_path / "p.csv", keep_default_na=False)
+    assert predicted["model_split"].value_counts().to_dict() == {"": len(predicted) - counts["train"] - counts["val"], "train": counts["train"], "val": counts["val"]}
+    unseen = predicted[predicted["model_split"] == ""]
+    classes = json.loads((run / "ft" / "model.json").read_text())["classes"]
+    expected = compute_metrics(unseen["label"].map(classes.index).to_numpy(), unseen[[f"p_{c}" for c in classes]].to_numpy(), classes)
+    metrics = json.loads((tmp_path / "p.metrics.json").read_text())
+    assert metrics["labelled_images"] == len(unseen) and metrics["balanced_accuracy"] == pytest.approx(expected["balanced_accuracy"])
+    assert metrics["left_out_model_images"] == {"train": counts["train"], "val": counts["val"]}
+
+
 def test_predict_with_a_uniform_prior_changes_probabilities_not_rows(run, synthetic, tmp_path):
     stores = set(Path(os.environ["LESIONSSL_CACHE"]).glob("images-*.npy"))
     result = lesionssl("predict", "--model", run / "ft", "--data", synthetic / "unlabelled", "--out", tmp_path / "u.csv", "--prior", "uniform")

@@ -333,6 +333,8 @@ def predict(
     runtime = validate(RuntimeConfig, {"precision": precision} if precision else {}, "predict")
     result = predict_images(model, data, out, tta, prior, batch_size, runtime)
     console.print(f"{result.predicted} images predicted -> {result.predictions}", markup=False)
+    if result.seen and sum(result.seen.values()):
+        console.print(f"{result.seen['train']} of the labelled images were in the model's own training split and {result.seen['val']} in its validation split: the metrics leave them out (column model_split)", markup=False)
     if result.metrics is not None:
         m = result.metrics
         console.print(f"on {m['labelled_images']} labelled images: accuracy {m['accuracy']:.4f}  balanced accuracy {m['balanced_accuracy']:.4f}  macro F1 {m['macro_f1']:.4f}", markup=False)

@@ -18,6 +18,9 @@ from lesionssl.records import ModelRecord
 
 MODEL_FILE = "model.safetensors"
 MODEL_RECORD = "model.json"
+#: The images the model was trained and validated on (``path``, ``split``), so ``predict`` can
+#: tell which labelled images it was given are the model's own and leave them out of metrics.
+MODEL_IMAGES = "model_images.csv"
 
 
 def save_model(folder: Path, module: ClassifierModule, record: ModelRecord) -> None:

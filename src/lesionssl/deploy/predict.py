@@ -7,6 +7,7 @@ validation split. Unreadable images are skipped and listed, never fatal.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from lesionssl.data.images import ImageLoadError
 from lesionssl.data.loaders import label_indices
 from lesionssl.data.sources import read_sources
 from lesionssl.data.store import build_store, decode_into, stored_size
-from lesionssl.deploy.model import load_model
+from lesionssl.deploy.model import MODEL_IMAGES, load_model
 from lesionssl.errors import LesionSSLError
 from lesionssl.evaluate.calibration import apply_temperature, malignant_point, malignant_probability
 from lesionssl.evaluate.metrics import compute_metrics, predictions_frame
@@ -41,6 +42,7 @@ class PredictionResult:
     predicted: int
     skipped: int
     metrics: dict[str, Any] | None
+    seen: dict[str, int] | None = None  # labelled images that were in the model's own train / val splits
 
 
 @dataclass(frozen=True)
@@ -118,19 +120,44 @@ def predict_images(model_dir: Path, sources: list[str], out: Path, tta: int | No
     labels = label_indices(kept, classes)
     frame = predictions_frame(kept["image"].tolist(), labels, probs, classes)
     frame.insert(1, "path", kept["path"])
+    own = model_split(model_dir, kept["path"])
+    if own is not None:
+        frame["model_split"] = own
     if record.malignant_classes:
         frame["p_malignant"] = malignant_probability(probs, classes, record.malignant_classes)
         if record.threshold is not None:
             frame["malignant"] = frame["p_malignant"] >= record.threshold
     write_csv(out, frame)
-    metrics = _metrics(labels, probs, record, out) if (labels >= 0).any() else None
-    return PredictionResult(out, len(kept), source.skipped, metrics)
+    seen = np.zeros(len(kept), dtype=bool) if own is None else (own != "").to_numpy()
+    metrics = _metrics(labels, probs, record, out, seen, own) if ((labels >= 0) & ~seen).any() else None
+    return PredictionResult(out, len(kept), source.skipped, metrics, _seen_counts(labels, own))
 
 
-def _metrics(labels: np.ndarray, probs: np.ndarray, record: ModelRecord, out: Path) -> dict[str, Any]:
-    """Metrics over the labelled images, as ``finetune`` computes them, plus the operating point."""
-    labelled = labels >= 0
+def model_split(model_dir: Path, paths: pd.Series) -> pd.Series | None:
+    """For each image, the model's own split it was in (``train`` / ``val``) or ``""``; None when
+    the model does not list its images (made before lesionssl recorded them)."""
+    listing = Path(model_dir) / MODEL_IMAGES
+    if not listing.is_file():
+        return None
+    own = pd.read_csv(listing, keep_default_na=False)
+    where = dict(zip(own["path"], own["split"]))
+    return paths.map(lambda p: where.get(os.path.realpath(p), "")).reset_index(drop=True)
+
+
+def _seen_counts(labels: np.ndarray, own: pd.Series | None) -> dict[str, int] | None:
+    """How many labelled images were in the model's own train and val splits (None: unknown)."""
+    if own is None:
+        return None
+    labelled = own[labels >= 0]
+    return {split: int((labelled == split).sum()) for split in ("train", "val")}
+
+
+def _metrics(labels: np.ndarray, probs: np.ndarray, record: ModelRecord, out: Path, seen: np.ndarray, own: pd.Series | None) -> dict[str, Any]:
+    """Metrics over the labelled images the model never trained or validated on, as ``finetune``
+    computes them, plus the operating point; how many of its own images were left out."""
+    labelled = (labels >= 0) & ~seen
     metrics = compute_metrics(labels[labelled], probs[labelled], record.classes)
+    metrics["left_out_model_images"] = _seen_counts(labels, own) or "unknown: the model does not list its training images"
     if record.threshold is not None and record.malignant_classes:
         metrics["operating_point"] = {"threshold": record.threshold, "target_sensitivity": record.target_sensitivity, **malignant_point(probs[labelled], labels[labelled], record.classes, record.malignant_classes, record.threshold)}
     metrics["labelled_images"] = int(labelled.sum())

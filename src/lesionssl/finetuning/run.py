@@ -16,6 +16,7 @@ metrics next to the adjusted ones.
 from __future__ import annotations
 
 import copy
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -36,7 +37,7 @@ from lesionssl.data.split import Manifest, prepare_manifest, read_manifest
 from lesionssl.data.store import build_store, stored_size
 from lesionssl.deploy.card import write_card
 from lesionssl.deploy.gradcam import grad_cam, overlay, select_examples
-from lesionssl.deploy.model import save_model
+from lesionssl.deploy.model import MODEL_IMAGES, save_model
 from lesionssl.engine.callbacks import EpochCheckpoint, EpochHistory, EpochSeed, epoch_seed, resumed_epoch
 from lesionssl.engine.stages import LR_FINDER_EPOCH, Stages
 from lesionssl.engine.trainer import log_final, make_loggers, make_trainer, uses_cuda
@@ -241,6 +242,7 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
         threshold=deployment.threshold, target_sensitivity=TARGET_SENSITIVITY, init=config.init, seed=config.seed,
     )
     save_model(out, module, record)
+    write_csv(out / MODEL_IMAGES, pd.concat([train, val])[["image", "path", "split"]].assign(path=lambda t: t["path"].map(os.path.realpath)))
     if config.figures:
         _write_examples(out, module, images[test["row"].to_numpy()], test, labels, probs, classes, deployment.temperature)
     if config.figures and deployment.temperature is not None:
