@@ -269,7 +269,7 @@ def test_a_wrong_init_path_fails_before_any_image_is_decoded(tmp_path, monkeypat
 def test_bad_checkpoint_is_refused(tmp_path, kind, synthetic_manifest):
     name, make, message = CHECKPOINTS[kind]
     make(tmp_path / name)
-    stdout = assert_refused(["finetune", "--manifest", synthetic_manifest, "--init", tmp_path / name, "--out", tmp_path / "ft", "--image-size", 16, "--epochs", 1], name, message, out=tmp_path / "ft")
+    stdout = assert_refused(["finetune", "--manifest", synthetic_manifest, "--init", tmp_path / name, "--out", tmp_path / "ft", "--backbone", "resnet18", "--image-size", 16, "--epochs", 1], name, message, out=tmp_path / "ft")
     assert "this pickle ran code" not in stdout
 
 
@@ -279,7 +279,7 @@ def test_checkpoint_with_a_head_for_other_classes_gets_a_new_head(tmp_path, synt
     from torchvision.models import resnet18
 
     torch.save(resnet18(num_classes=5).state_dict(), tmp_path / "classifier.pth")
-    code, err, _ = run("finetune", "--manifest", synthetic_manifest, "--init", tmp_path / "classifier.pth", "--out", tmp_path / "ft", "--image-size", 16, "--epochs", 1, "--lr", "0.001", "--tracking.mlflow", "false", "--tracking.tensorboard", "false")
+    code, err, _ = run("finetune", "--manifest", synthetic_manifest, "--init", tmp_path / "classifier.pth", "--out", tmp_path / "ft", "--backbone", "resnet18", "--image-size", 16, "--epochs", 1, "--lr", "0.001", "--tracking.mlflow", "false", "--tracking.tensorboard", "false")
     assert code == 0, err
     import json
 

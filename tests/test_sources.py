@@ -124,3 +124,33 @@ def test_a_labels_csv_without_a_label_column_is_one_line_naming_the_columns(tmp_
     assert result.returncode == 2 and len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     assert "needs the columns image and label" in lines[0] and "image, diagnosis" in lines[0]
     assert not (tmp_path / "m.csv").exists()
+
+
+@pytest.mark.parametrize("with_val", [False, True])
+def test_a_train_test_tree_is_the_users_own_split_not_two_classes(tmp_path, with_val):
+    """Once a Kaggle-style ``train/<class>/``, ``test/<class>/`` tree was read as two classes named
+    train and test, silently."""
+    from lesionssl.data.split import read_manifest
+
+    from conftest import lesionssl
+
+    files = {"train": 6, "test": 3, **({"valid": 2} if with_val else {})}
+    for split, n in files.items():
+        for label in ("benign", "malignant"):
+            for i in range(n):
+                path = tmp_path / "tree" / split / label / f"{label}{i}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.new("RGB", (16, 12), (10 * i, 100 if label == "benign" else 200, len(split) * 20)).save(path)
+    table = read_sources([tmp_path / "tree"])
+    assert sorted(set(table["label"])) == ["benign", "malignant"]
+    assert table["user_split"].value_counts().to_dict() == {"train": 12, "test": 6, **({"val": 4} if with_val else {})}
+    result = lesionssl("split", "--data", tmp_path / "tree", "--fraction", "1.0", "--out", tmp_path / "split.csv")
+    assert result.returncode == 0, result.stderr
+    assert "kept as your split" in result.stdout + result.stderr
+    manifest = read_manifest(tmp_path / "split.csv")
+    assert manifest.classes == ["benign", "malignant"]
+    where = dict(zip(manifest.table["image"], manifest.table["split"]))
+    assert {image.split("/")[0] for image, split in where.items() if split == "test"} == {"test"}
+    assert sum(split == "test" for split in where.values()) == 6 and sum(split == "train" for split in where.values()) == 12
+    assert sum(split == "val" for split in where.values()) == (4 if with_val else 0)
+    assert all(image.startswith("valid/") for image, split in where.items() if split == "val")

@@ -59,7 +59,7 @@ class SplitConfig(Strict):
     per_class_cap: int | None = Field(None, ge=1)
     seed_isic2019: bool = Field(False, description="the seed study's exact ISIC 2019 design: 2,554 train / 19,423 test")
     per_class: int | None = Field(None, ge=1)
-    fraction: float | None = Field(None, gt=0, lt=1)
+    fraction: float | None = Field(None, gt=0, le=1, description="this share of each class for training (1.0: all of it, e.g. the train/ folder of your own train/ test/ tree)")
     val: int = Field(0, ge=0)
     group_by: str | None = None
     seed: int = 0

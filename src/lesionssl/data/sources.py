@@ -169,8 +169,32 @@ def read_shared_layout(root: Path, skip_missing: bool = False) -> pd.DataFrame:
     return out.assign(path=files.map(str))[exists]
 
 
+#: Folder names of a user's own split (Kaggle style ``train/<class>/``, ``test/<class>/``), and
+#: the split each stands for.
+SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "test": "test", "testing": "test"}
+#: The metadata column that carries a user's own split into ``split``.
+USER_SPLIT = "user_split"
+
+
+def _split_folders(root: Path) -> dict[Path, str] | None:
+    """The split folders of a ``train/`` / ``test/`` (/ ``val/``) tree of ImageFolders, or None."""
+    folders = [d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")]
+    named = {d: SPLIT_FOLDERS.get(d.name.lower()) for d in folders}
+    if not folders or None in named.values() or "train" not in named.values():
+        return None
+    if not all(any(c.is_dir() for c in d.iterdir()) for d in folders):  # split folders hold class folders
+        return None
+    return named
+
+
 def read_folder(root: Path) -> pd.DataFrame:
-    """Read an ImageFolder tree (one sub-folder per class) or a plain folder of unlabelled images."""
+    """Read an ImageFolder tree (one sub-folder per class), a ``train/`` / ``test/`` (/ ``val/``)
+    tree of them (the user's own split, kept in ``user_split``), or a plain folder of unlabelled images."""
+    splits = _split_folders(root)
+    if splits:
+        console.print(f"{root}: a {' / '.join(sorted({f'{d.name}/' for d in splits}))} tree: its folders are kept as your split (test/ is the test set)", markup=False)
+        parts = [read_folder(folder).assign(image=lambda t, f=folder: f.name + "/" + t["image"], **{USER_SPLIT: split}) for folder, split in sorted(splits.items())]
+        return pd.concat(parts, ignore_index=True)
     classes = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     empty = [d.name for d in classes if not any(_is_image(f) for f in d.rglob("*"))]
     if empty:

@@ -33,7 +33,7 @@ import pandas as pd
 from lesionssl.config import COSINE_THRESHOLD, HASH_THRESHOLD, SplitConfig
 from lesionssl.data.classes import resolve_class_order
 from lesionssl.data.duplicates import clusters, find_near_duplicates
-from lesionssl.data.sources import GROUP_COLUMNS
+from lesionssl.data.sources import GROUP_COLUMNS, USER_SPLIT
 from lesionssl.data.store import check_readable
 from lesionssl.errors import LesionSSLError
 from lesionssl.io import write_csv, write_json
@@ -79,8 +79,8 @@ class SplitSpec:
         modes = [m for m in (self.per_class_cap, self.per_class, self.fraction) if m is not None] + ([True] if self.seed_isic2019 else [])
         if len(modes) != 1:
             raise LesionSSLError("choose exactly one of --per-class-cap N, --per-class N, --fraction F, --seed-isic2019")
-        if self.fraction is not None and not 0.0 < self.fraction < 1.0:
-            raise LesionSSLError(f"--fraction must be between 0 and 1 (exclusive), got {self.fraction}")
+        if self.fraction is not None and not 0.0 < self.fraction <= 1.0:
+            raise LesionSSLError(f"--fraction must be above 0 and at most 1, got {self.fraction}")
         for name in ("per_class_cap", "per_class"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -256,15 +256,20 @@ def make_split(table: pd.DataFrame, spec: SplitSpec, classes: list[str] | None =
     rng = np.random.default_rng(spec.seed)
 
     test: set[str] = set()
-    if spec.test_fraction is not None:
+    user = table[USER_SPLIT] if USER_SPLIT in table else pd.Series("", index=table.index)
+    user_test, user_val = set(table.loc[labelled & (user == "test"), "group"]), set(table.loc[labelled & (user == "val"), "group"])
+    if user_test:  # the user's own test/ folder is the test set (a group touching it goes with it)
+        test = user_test
+    elif spec.test_fraction is not None:
         test = _test_groups(_majority_labels(table[labelled]), spec.test_fraction, rng)
-    drawable = labelled & ~table["group"].isin(test)
+    user_val -= test
+    drawable = labelled & ~table["group"].isin(test | user_val)
     counts = table.loc[drawable, "label"].value_counts().reindex(classes, fill_value=0)
-    targets = {"train": _train_targets(counts, spec), "val": dict.fromkeys(classes, spec.val)}
+    targets = {"train": _train_targets(counts, spec), "val": dict.fromkeys(classes, 0 if user_val else spec.val)}
     taken = {split: dict.fromkeys(classes, 0) for split in targets}
-    leftover = "unlabelled" if spec.test_fraction is not None else "test"
+    leftover = "unlabelled" if spec.test_fraction is not None or user_test else "test"
     groups = _majority_labels(table[drawable])
-    assignment = dict.fromkeys(test, "test")
+    assignment = dict.fromkeys(test, "test") | dict.fromkeys(user_val, "val")
     for name in groups.index.to_numpy()[rng.permutation(len(groups))]:
         need = groups.loc[name]
         need = need[need > 0]
