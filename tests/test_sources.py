@@ -154,3 +154,29 @@ def test_a_train_test_tree_is_the_users_own_split_not_two_classes(tmp_path, with
     assert sum(split == "test" for split in where.values()) == 6 and sum(split == "train" for split in where.values()) == 12
     assert sum(split == "val" for split in where.values()) == (4 if with_val else 0)
     assert all(image.startswith("valid/") for image, split in where.items() if split == "val")
+
+
+def test_image_and_label_columns_map_any_label_csv(tmp_path):
+    """Any CSV layout, e.g. Kaggle's ``filename,diagnosis``: ids without extension, images elsewhere."""
+    from lesionssl.data.split import read_manifest
+
+    from conftest import lesionssl
+
+    rows = []
+    for i in range(8):
+        label = "OSCC" if i % 2 else "normal"
+        (tmp_path / "imgs").mkdir(exist_ok=True)
+        Image.new("RGB", (16, 12), (30 * i, 90, 10)).save(tmp_path / "imgs" / f"case{i}.jpg")
+        rows.append({"filename": f"case{i}", "diagnosis": label, "patient": f"p{i // 2}"})
+    pd.DataFrame(rows).to_csv(tmp_path / "diagnoses.csv", index=False)
+    table = read_sources([tmp_path / "diagnoses.csv"], tmp_path / "imgs", columns=("filename", "diagnosis"))
+    assert sorted(table["label"]) == ["OSCC"] * 4 + ["normal"] * 4 and "patient" in table
+    assert all(Path(p).parent == (tmp_path / "imgs").resolve() for p in table["path"])
+    result = lesionssl("split", "--data", tmp_path / "diagnoses.csv", "--images", tmp_path / "imgs", "--image-column", "filename", "--label-column", "diagnosis", "--per-class", 2, "--out", tmp_path / "s.csv")
+    assert result.returncode == 0, result.stderr
+    assert read_manifest(tmp_path / "s.csv").classes == ["OSCC", "normal"]
+    wrong = lesionssl("split", "--data", tmp_path / "diagnoses.csv", "--image-column", "file", "--label-column", "diagnosis", "--per-class", 2, "--out", tmp_path / "t.csv")
+    lines = [line for line in wrong.stderr.splitlines() if line.strip()]
+    assert wrong.returncode == 2 and len(lines) == 1 and "has no column 'file'; its columns are filename, diagnosis, patient" in lines[0]
+    unmapped = lesionssl("split", "--data", tmp_path / "diagnoses.csv", "--per-class", 2, "--out", tmp_path / "u.csv")
+    assert unmapped.returncode == 2 and "--image-column and --label-column" in unmapped.stderr

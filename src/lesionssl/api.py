@@ -95,7 +95,7 @@ def split(config: Config = None, **options: Any) -> SplitResult:
 
         done = apply_labels(settings.labels, settings.manifest, settings.out, settings.data_root)
         return SplitResult(done.path, done.manifest, done.classes, split_table(done.manifest, done.classes), done.pool, int(done.manifest["pretrain"].sum()), labels_added=done.added, labels_blank=done.blank)
-    table = read_sources(settings.data, settings.images, settings.skip_missing)
+    table = read_sources(settings.data, settings.images, settings.skip_missing, (settings.image_column, settings.label_column))
     spec = SplitSpec(**settings.model_dump(include=set(SplitSpec.__dataclass_fields__)))
     manifest, duplicates = build_split(table, spec)
     classes = resolve_class_order(manifest["label"])

@@ -113,6 +113,8 @@ class SplitCommand(SplitConfig):
     out: Path = Field(Path("split.csv"), description="manifest CSV to write")
     images: Path | None = Field(None, description="image folder for ISIC / HAM10000 label files")
     skip_missing: bool = Field(False, description="drop label rows whose image file is missing")
+    image_column: str | None = Field(None, description="a label CSV's column of image files or ids (any layout; with label_column)")
+    label_column: str | None = Field(None, description="a label CSV's column of class labels (any layout; with image_column)")
     labels: Path | None = Field(None, description="an expert's filled-in CSV from `lesionssl select`: its labels join the training set of the manifest the images were selected from")
     manifest: Path | None = Field(None, description="with labels: the manifest to add them to (default: the one the selection records)")
     data_root: Path | None = Field(None, description="with labels: the folder that now holds the manifest's images, when they moved")

@@ -149,6 +149,20 @@ def read_path_label_csv(path: Path, skip_missing: bool = False) -> pd.DataFrame:
     return table.assign(path=files.map(str), image=table["path"])[exists]  # extra columns are metadata
 
 
+def read_mapped_csv(path: Path, image_column: str | None, label_column: str | None, images: Path | None = None, skip_missing: bool = False) -> pd.DataFrame:
+    """Read any label CSV through the user's column names (``--image-column``, ``--label-column``):
+    the image column holds file names, ids without an extension, or relative paths, matched under
+    ``images`` or the CSV's folder; the other columns are kept as metadata."""
+    table = _read_csv(path)
+    image_column, label_column = image_column or "image", label_column or "label"
+    missing = [c for c in (image_column, label_column) if c not in table.columns]
+    if missing:
+        raise LesionSSLError(f"{path} has no column {' or '.join(map(repr, missing))}; its columns are {', '.join(map(str, table.columns))}")
+    out = table.drop(columns=[c for c in ("image", "label", "path") if c not in (image_column, label_column) and c in table]).rename(columns={image_column: "image", label_column: "label"})
+    out["image"], out["label"] = out["image"].astype(str), out["label"].fillna("").astype(str)
+    return _attach_paths(out, _image_folders(path, images), path, skip_missing)
+
+
 def read_shared_layout(root: Path, skip_missing: bool = False) -> pd.DataFrame:
     """Read the lesionssl shared layout: ``labels.csv`` (``image,label``), ``images/``, ``metadata_extra.csv``."""
     table = _read_csv(root / "labels.csv")
@@ -211,11 +225,14 @@ def read_folder(root: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def detect_and_read(source: Path, images: Path | None = None, skip_missing: bool = False) -> pd.DataFrame:
-    """Read any supported source, recognising its layout from the file header or folder contents."""
+def detect_and_read(source: Path, images: Path | None = None, skip_missing: bool = False, columns: tuple[str | None, str | None] = (None, None)) -> pd.DataFrame:
+    """Read any supported source, recognising its layout from the file header or folder contents;
+    ``columns`` (image, label) maps a CSV of any other layout."""
     source = Path(source)
     if not source.exists():
         raise LesionSSLError(f"data not found: {source}")
+    if source.is_file() and any(columns):
+        return read_mapped_csv(source, *columns, images, skip_missing)
     if source.is_dir():
         if (source / "labels.csv").is_file() and (source / "images").is_dir():
             return read_shared_layout(source, skip_missing)
@@ -229,19 +246,20 @@ def detect_and_read(source: Path, images: Path | None = None, skip_missing: bool
         return read_path_label_csv(source, skip_missing)
     raise LesionSSLError(
         f"{source}: unrecognised label file (columns {sorted(header)}); expected path,label (or a path column alone: unlabelled images); "
-        "image + one-hot class columns (ISIC); or lesion_id,image_id,dx (HAM10000)"
+        "image + one-hot class columns (ISIC); or lesion_id,image_id,dx (HAM10000); or name yours with --image-column and --label-column"
     )
 
 
-def read_sources(sources: Sequence[Path | str], images: Path | None = None, skip_missing: bool = False) -> pd.DataFrame:
-    """Read and concatenate several sources (e.g. a labelled tree plus a folder of unlabelled images).
+def read_sources(sources: Sequence[Path | str], images: Path | None = None, skip_missing: bool = False, columns: tuple[str | None, str | None] = (None, None)) -> pd.DataFrame:
+    """Read and concatenate several sources (e.g. a labelled tree plus a folder of unlabelled
+    images); ``columns`` (image, label) maps label CSVs of any layout.
 
     Raises:
         LesionSSLError: When an image id appears twice with different files.
     """
     if not sources:
         raise LesionSSLError("no data given: pass --data PATH")
-    tables = [detect_and_read(Path(s), images, skip_missing) for s in sources]
+    tables = [detect_and_read(Path(s), images, skip_missing, columns) for s in sources]
     table = pd.concat(tables, ignore_index=True).fillna("")
     for column in GROUP_COLUMNS:
         if column not in table:

@@ -11,7 +11,9 @@ from lesionssl.experiment.compare import compare
 
 
 def demo_config(out: Path, data: list[str] | None = None, seeds: int = 3) -> CompareConfig:
-    """A small, CPU-friendly experiment: random init vs Barlow Twins init, ResNet-18 at 32 px.
+    """A small, CPU-friendly experiment on EfficientNet-Lite0 at 32 px: random weights, the
+    installed supervised ImageNet weights (the recommended start), and Barlow Twins continued from
+    them on the pool (recipe ``continue``, the seed's pre-pretraining).
 
     On synthetic data (no ``data``) the split takes 24 labelled images per class; on a real
     dataset 40 per class, grouped by lesion when lesion ids are known.
@@ -26,10 +28,10 @@ def demo_config(out: Path, data: list[str] | None = None, seeds: int = 3) -> Com
         "data": data,
         "out": str(out),
         "split": {"per_class": 24 if synthetic else 40, "group_by": group_by, "seed": 0},
-        "initialisations": [{"name": "random", "init": "random"}, {"name": "barlow-twins", "init": "pretrain"}],
+        "initialisations": [{"name": "random", "init": "random"}, {"name": "imagenet", "init": "imagenet"}, {"name": "imagenet-barlow-twins", "init": "pretrain", "pretrain": {"init": "imagenet"}}],
         "seeds": list(range(seeds)),
-        "pretrain": {"backbone": "resnet18", "image_size": 32, "batch_size": 128, "epochs": 8 if synthetic else 3, "projector": [1024, 1024]},
-        "finetune": {"backbone": "resnet18", "image_size": 32, "batch_size": 32, "epochs": 8 if synthetic else 5},
+        "pretrain": {"backbone": "efficientnet_lite0", "image_size": 32, "batch_size": 128, "epochs": 4 if synthetic else 2, "projector": [1024, 1024]},
+        "finetune": {"backbone": "efficientnet_lite0", "image_size": 32, "batch_size": 32, "epochs": 8 if synthetic else 5},
     }
     return validate(CompareConfig, values, "demo")
 
