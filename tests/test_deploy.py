@@ -47,6 +47,9 @@ def test_finetune_logs_a_line_per_epoch_when_not_on_a_terminal(run):
     lines = [line for line in log.splitlines() if line.startswith("epoch ")]
     assert any(line.startswith("epoch 1/2 ") for line in lines) and any(line.startswith("epoch 2/2 ") for line in lines)
     assert all("train_loss" in line and line.endswith(" s)") for line in lines)
+    kept = (run / "ft" / "log.txt").read_text().splitlines()  # the run folder keeps its console output
+    assert kept[0].startswith("--- ") and "finetune" in kept[0]
+    assert [line for line in kept if line.startswith("epoch ")] == lines
 
 
 def test_predict_reproduces_the_runs_test_probabilities_and_skips_bad_images(run, tmp_path):

@@ -253,3 +253,20 @@ def test_lr_finder_suggestion_is_unchanged_on_a_fixed_tiny_run(synthetic_manifes
     curve = pd.read_csv(tmp_path / "ft" / "lr_finder.csv")
     assert len(curve) == points
     assert curve["smoothed_loss"].iloc[0] == pytest.approx(first, rel=1e-5) and curve["smoothed_loss"].iloc[-1] == pytest.approx(last, rel=1e-5)
+
+
+def test_the_terminal_progress_bar_counts_epochs_from_1_and_shows_the_logged_metrics(tmp_path):
+    """Once the bar showed no loss or metric at all and counted epochs from 0."""
+    from lesionssl.engine.callbacks import EpochLine, EpochProgressBar
+    from lesionssl.progress import LOG_FILE, run_log
+
+    module, data = _tiny_module(), _data()
+    bar = EpochProgressBar()
+    with run_log(tmp_path):  # a terminal: the bar on screen, the epoch lines in log.txt only
+        L.Trainer(max_epochs=2, callbacks=[bar, EpochLine(on_screen=False)], logger=False, enable_checkpointing=False, enable_model_summary=False, accelerator="cpu").fit(module, data)
+    assert bar.train_progress_bar.desc.startswith("epoch 2/2")
+    shown = bar.get_metrics(bar.trainer, module)
+    assert "train_loss" in shown and float(shown["train_loss"]) == pytest.approx(float(bar.trainer.callback_metrics["train_loss"]), rel=1e-3)
+    logged = (tmp_path / LOG_FILE).read_text().splitlines()
+    assert logged[0].startswith("--- ") and [line.split()[1] for line in logged[1:]] == ["1/2", "2/2"]
+    assert all("train_loss" in line for line in logged[1:])

@@ -4,15 +4,53 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 #: Under DDP (torchrun, SLURM, Lightning's launcher) only the first process reports progress.
 IS_MAIN_PROCESS = all(os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK", "SLURM_PROCID"))
-console = Console(stderr=True, soft_wrap=True, highlight=False, quiet=not IS_MAIN_PROCESS)
+#: The console output a run folder keeps (``run_log``).
+LOG_FILE = "log.txt"
+_logs: list[TextIO] = []
+
+
+def log_line(text: str) -> None:
+    """Append a line to the logs of the runs now open (``run_log``), not to the screen."""
+    for log in _logs:
+        log.write(text + "\n")
+        log.flush()
+
+
+class _LoggingConsole(Console):
+    """A console whose printed lines also go to the open run logs, as plain text."""
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        super().print(*objects, **kwargs)
+        if _logs and IS_MAIN_PROCESS:
+            log_line(" ".join(str(o) for o in objects))
+
+
+console = _LoggingConsole(stderr=True, soft_wrap=True, highlight=False, quiet=not IS_MAIN_PROCESS)
+
+
+@contextmanager
+def run_log(folder: Path) -> Iterator[None]:
+    """Keep ``folder/log.txt``: every line lesionssl prints while the run is open, and its epoch
+    lines even where a terminal shows a progress bar instead (appended across resumes)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / LOG_FILE, "a", encoding="utf-8") as log:
+        log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} lesionssl {' '.join(sys.argv[1:])}\n")
+        _logs.append(log)
+        try:
+            yield
+        finally:
+            _logs.remove(log)
 
 
 @contextmanager

@@ -9,18 +9,19 @@ from pathlib import Path
 import lightning as L
 import pandas as pd
 import torch
+from lightning.pytorch.callbacks import TQDMProgressBar
 
 from lesionssl.errors import LesionSSLError
 from lesionssl.io import write_csv
-from lesionssl.progress import console
+from lesionssl.progress import console, log_line
 
 
 class EpochLine(L.Callback):
     """One line per finished epoch with its logged metrics and duration: what logs that are not
     terminals (SLURM, nohup) get instead of a progress bar."""
 
-    def __init__(self) -> None:
-        self.started = time.monotonic()
+    def __init__(self, on_screen: bool = True) -> None:
+        self.started, self.on_screen = time.monotonic(), on_screen
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.started = time.monotonic()
@@ -29,7 +30,27 @@ class EpochLine(L.Callback):
         # A fit that is not training epochs (the LR finder's sweep) prints its own line.
         if trainer.is_global_zero and not any(getattr(c, "own_progress", False) for c in trainer.callbacks):
             metrics = "  ".join(f"{k} {float(v):.4g}" for k, v in sorted(trainer.callback_metrics.items()))
-            console.print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  {metrics}  ({time.monotonic() - self.started:.0f} s)", markup=False)
+            line = f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  {metrics}  ({time.monotonic() - self.started:.0f} s)"
+            if self.on_screen:
+                console.print(line, markup=False)
+            else:  # a terminal shows the progress bar; the run's log.txt still gets the line
+                log_line(line)
+
+
+class EpochProgressBar(TQDMProgressBar):
+    """Lightning's terminal progress bar, showing what lesionssl logs (loss and its terms, kNN
+    accuracy, effective rank, validation metrics: the last finished epoch's values) and counting
+    epochs from 1; the LR finder's sweep is named as such."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *args) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        finder = any(getattr(c, "own_progress", False) for c in trainer.callbacks)
+        self.train_progress_bar.set_description("LR finder" if finder else f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)
+        return {**items, **{k: f"{float(v):.4g}" for k, v in sorted(trainer.callback_metrics.items())}}
 
 
 class EpochHistory(L.Callback):

@@ -15,7 +15,7 @@ from lightning.pytorch.loggers import Logger, MLFlowLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from lesionssl.config import RuntimeConfig, TrackingConfig
-from lesionssl.engine.callbacks import EpochLine
+from lesionssl.engine.callbacks import EpochLine, EpochProgressBar
 from lesionssl.errors import LesionSSLError
 from lesionssl.io import save_torch
 
@@ -91,6 +91,7 @@ def make_trainer(runtime: RuntimeConfig, max_epochs: int, callbacks: list[L.Call
     elsewhere; no sanity run)."""
     check_runtime(runtime)
     _quiet()
+    terminal = sys.stderr.isatty()
     return L.Trainer(
         max_epochs=max_epochs,
         accelerator=runtime.accelerator,
@@ -99,11 +100,11 @@ def make_trainer(runtime: RuntimeConfig, max_epochs: int, callbacks: list[L.Call
         strategy=runtime.strategy,
         precision=runtime.precision,
         sync_batchnorm=runtime.sync_batchnorm,
-        callbacks=[*(callbacks or []), *([] if sys.stderr.isatty() else [EpochLine()])],
+        callbacks=[*(callbacks or []), EpochLine(on_screen=not terminal), *([EpochProgressBar()] if terminal else [])],
         logger=logger,
         default_root_dir=default_root_dir,
         enable_checkpointing=False,  # EpochCheckpoint where a stage keeps one
-        enable_progress_bar=sys.stderr.isatty(),
+        enable_progress_bar=terminal,
         enable_model_summary=False,
         num_sanity_val_steps=0,
         limit_val_batches=1.0 if validate else 0,

@@ -19,6 +19,7 @@ import copy
 import os
 import shutil
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,7 @@ from lesionssl.io import write_csv, write_json, write_text
 from lesionssl.models.backbones import build_backbone, feature_dim, resolve_preprocessing
 from lesionssl.optim.lr_finder import LRFinderResult
 from lesionssl.optim.one_cycle import OneCycleCallback
-from lesionssl.progress import console
+from lesionssl.progress import console, run_log
 from lesionssl.records import ModelRecord
 
 #: fastai ``tta`` blends the mean of the augmented views with the plain view: lerp(aug, plain, 0.25).
@@ -127,128 +128,130 @@ def _target_prior(config: FinetuneConfig, module: ClassifierModule, images: np.n
 
 def finetune(config: FinetuneConfig) -> dict[str, Any]:
     """Run the transfer protocol; write the run folder; return the test metrics."""
-    if config.manifest is None and not config.data:
-        raise LesionSSLError("finetune needs --manifest MANIFEST (made by `lesionssl split`), or --data with a split section")
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    started = time.time()
-    L.seed_everything(config.seed, workers=True, verbose=False)
-    manifest = read_manifest(prepare_manifest(config.manifest, config.data, config.split, out), data_root=config.data_root)
-    classes = manifest.classes
-    malignant = resolve_malignant(classes, config.malignant_classes)
-    if config.malignant_classes is None and not malignant:
-        console.print(f"no malignant classes: the classes ({', '.join(classes)}) are not ISIC 2019's; --malignant-classes CLASS sets them, for P(malignant) and an operating point", markup=False)
-    index = {c: i for i, c in enumerate(classes)}
-    train, val = _with_rows(manifest, "train"), _with_rows(manifest, "val")
-    if train.empty:
-        raise LesionSSLError(f"{config.manifest} has no train images")
-    if config.select_on != "none" and val.empty:
-        raise LesionSSLError(f"select_on: {config.select_on} needs a validation split (lesionssl split --val N)")
-    backbone, init_info = build_backbone(config.backbone, config.init, config.image_size)  # a wrong --init fails before any decoding
-    images = build_store(manifest.table["path"].tolist(), stored_size(config.image_size, config.store_margin), "decoding images")
-    train_prior = class_prior(train["label"].map(index).to_numpy(), len(classes))
-    train_data = train_loader(images, train, classes, config.batch_size, config.runtime.num_workers, config.seed, class_balanced=config.sampling == "class-balanced", pin_memory=uses_cuda(config.runtime))
-    val_data = eval_loader(images, val, classes, config.batch_size * 2, config.runtime.num_workers, uses_cuda(config.runtime)) if len(val) else None
+    with ExitStack() as log:  # the run's log.txt, from the moment its folder exists
+        if config.manifest is None and not config.data:
+            raise LesionSSLError("finetune needs --manifest MANIFEST (made by `lesionssl split`), or --data with a split section")
+        out = Path(config.out)
+        out.mkdir(parents=True, exist_ok=True)
+        log.enter_context(run_log(out))
+        started = time.time()
+        L.seed_everything(config.seed, workers=True, verbose=False)
+        manifest = read_manifest(prepare_manifest(config.manifest, config.data, config.split, out), data_root=config.data_root)
+        classes = manifest.classes
+        malignant = resolve_malignant(classes, config.malignant_classes)
+        if config.malignant_classes is None and not malignant:
+            console.print(f"no malignant classes: the classes ({', '.join(classes)}) are not ISIC 2019's; --malignant-classes CLASS sets them, for P(malignant) and an operating point", markup=False)
+        index = {c: i for i, c in enumerate(classes)}
+        train, val = _with_rows(manifest, "train"), _with_rows(manifest, "val")
+        if train.empty:
+            raise LesionSSLError(f"{config.manifest} has no train images")
+        if config.select_on != "none" and val.empty:
+            raise LesionSSLError(f"select_on: {config.select_on} needs a validation split (lesionssl split --val N)")
+        backbone, init_info = build_backbone(config.backbone, config.init, config.image_size)  # a wrong --init fails before any decoding
+        images = build_store(manifest.table["path"].tolist(), stored_size(config.image_size, config.store_margin), "decoding images")
+        train_prior = class_prior(train["label"].map(index).to_numpy(), len(classes))
+        train_data = train_loader(images, train, classes, config.batch_size, config.runtime.num_workers, config.seed, class_balanced=config.sampling == "class-balanced", pin_memory=uses_cuda(config.runtime))
+        val_data = eval_loader(images, val, classes, config.batch_size * 2, config.runtime.num_workers, uses_cuda(config.runtime)) if len(val) else None
 
-    preprocessing = resolve_preprocessing(config.normalize, init_info)
-    weights = None
-    if config.loss_weights == "balanced":
-        weights = torch.as_tensor(np.divide(1.0, len(classes) * train_prior, out=np.zeros_like(train_prior), where=train_prior > 0), dtype=torch.float32)
-    module = ClassifierModule(backbone, feature_dim(backbone), len(classes), config.weight_decay, config.runtime.channels_last, weights, finetune_view(config.image_size, preprocessing), EvalView(config.image_size, preprocessing))
-    history = out / "history.csv"
+        preprocessing = resolve_preprocessing(config.normalize, init_info)
+        weights = None
+        if config.loss_weights == "balanced":
+            weights = torch.as_tensor(np.divide(1.0, len(classes) * train_prior, out=np.zeros_like(train_prior), where=train_prior > 0), dtype=torch.float32)
+        module = ClassifierModule(backbone, feature_dim(backbone), len(classes), config.weight_decay, config.runtime.channels_last, weights, finetune_view(config.image_size, preprocessing), EvalView(config.image_size, preprocessing))
+        history = out / "history.csv"
 
-    def fit(callbacks: list[L.Callback], epochs: int, loader=None, validate: bool = False, logger=False, ckpt: Path | None = None) -> None:
-        trainer = make_trainer(config.runtime, epochs, callbacks, logger=logger, validate=validate and val_data is not None)
-        trainer.fit(module, train_data if loader is None else loader, val_data if validate else None, ckpt_path=ckpt)
+        def fit(callbacks: list[L.Callback], epochs: int, loader=None, validate: bool = False, logger=False, ckpt: Path | None = None) -> None:
+            trainer = make_trainer(config.runtime, epochs, callbacks, logger=logger, validate=validate and val_data is not None)
+            trainer.fit(module, train_data if loader is None else loader, val_data if validate else None, ckpt_path=ckpt)
 
-    # An interrupted run of this configuration in ``out`` continues from its last finished stage or epoch.
-    stages, last = Stages(out / "checkpoints", resume=True, key=config_hash(config)), out / "checkpoints" / "last.ckpt"
-    if stages.values:
-        console.print(f"resuming the interrupted run in {out}", markup=False)
-    stages.restore(module)
-    if not stages.get("head_done"):
-        head_epochs(lambda callbacks, epochs: fit(callbacks, epochs, validate=True), module, lambda: module.freeze(config.freeze), module.unfreeze, config.head_epochs, config.head_lr, [EpochSeed(config.seed), EpochHistory(history, "head")])
-        stages.save(module, head_done=True)
-    if "lr" not in stages:
-        L.seed_everything(epoch_seed(config.seed, LR_FINDER_EPOCH), verbose=False)
-        choice = choose_lr(fit, module, config.lr, train_data, config.lr_suggestion)
-        stages.save(module, lr=choice.lr, lr_finder=asdict(choice.finder) if choice.finder else None)
-    lr, finder = stages["lr"], LRFinderResult(**stages["lr_finder"]) if stages.get("lr_finder") else None
-    one_cycle = one_cycle_schedule(lr, config.epochs * len(train_data))
-    callbacks: list[L.Callback] = [EpochSeed(config.seed), one_cycle, EpochHistory(history, "one_cycle")]
-    best = None
-    if config.select_on != "none":
-        mode = "min" if config.select_on == "val_loss" else "max"
-        best = BestWeights(config.select_on, mode)
-        callbacks.insert(0, best)
-        if config.early_stopping_patience:
-            callbacks.append(EarlyStopping(config.select_on, mode=mode, patience=config.early_stopping_patience))
-    loggers = make_loggers(config.tracking, out, out.name, {"init": config.init, "seed": config.seed, "lr": float(lr), "epochs": config.epochs, "image_size": config.image_size, "backbone": config.backbone})
-    resuming = last.is_file()
-    if resuming:
-        train_data.sampler.set_epoch(resumed_epoch(last))
-    fit([*callbacks, EpochCheckpoint(last)], config.epochs, validate=True, logger=loggers or False, ckpt=last if resuming else None)
-    if best is not None:
-        module.load_state_dict(best.state)
+        # An interrupted run of this configuration in ``out`` continues from its last finished stage or epoch.
+        stages, last = Stages(out / "checkpoints", resume=True, key=config_hash(config)), out / "checkpoints" / "last.ckpt"
+        if stages.values:
+            console.print(f"resuming the interrupted run in {out}", markup=False)
+        stages.restore(module)
+        if not stages.get("head_done"):
+            head_epochs(lambda callbacks, epochs: fit(callbacks, epochs, validate=True), module, lambda: module.freeze(config.freeze), module.unfreeze, config.head_epochs, config.head_lr, [EpochSeed(config.seed), EpochHistory(history, "head")])
+            stages.save(module, head_done=True)
+        if "lr" not in stages:
+            L.seed_everything(epoch_seed(config.seed, LR_FINDER_EPOCH), verbose=False)
+            choice = choose_lr(fit, module, config.lr, train_data, config.lr_suggestion)
+            stages.save(module, lr=choice.lr, lr_finder=asdict(choice.finder) if choice.finder else None)
+        lr, finder = stages["lr"], LRFinderResult(**stages["lr_finder"]) if stages.get("lr_finder") else None
+        one_cycle = one_cycle_schedule(lr, config.epochs * len(train_data))
+        callbacks: list[L.Callback] = [EpochSeed(config.seed), one_cycle, EpochHistory(history, "one_cycle")]
+        best = None
+        if config.select_on != "none":
+            mode = "min" if config.select_on == "val_loss" else "max"
+            best = BestWeights(config.select_on, mode)
+            callbacks.insert(0, best)
+            if config.early_stopping_patience:
+                callbacks.append(EarlyStopping(config.select_on, mode=mode, patience=config.early_stopping_patience))
+        loggers = make_loggers(config.tracking, out, out.name, {"init": config.init, "seed": config.seed, "lr": float(lr), "epochs": config.epochs, "image_size": config.image_size, "backbone": config.backbone})
+        resuming = last.is_file()
+        if resuming:
+            train_data.sampler.set_epoch(resumed_epoch(last))
+        fit([*callbacks, EpochCheckpoint(last)], config.epochs, validate=True, logger=loggers or False, ckpt=last if resuming else None)
+        if best is not None:
+            module.load_state_dict(best.state)
 
-    test = _with_rows(manifest, "test")  # first touched here, after training has finished
-    if test.empty:
-        raise LesionSSLError(f"{config.manifest} has no test images")
-    target_prior, prior_source = _target_prior(config, module, images, manifest, train_prior)
-    probs = predict(module, config, images, test, classes)
-    labels = test["label"].map(index).to_numpy()
-    unadjusted_probs = probs
-    unadjusted = compute_metrics(labels, probs, classes)
-    if target_prior is not None:
-        probs = adjust(probs, train_prior, target_prior)
-    metrics = compute_metrics(labels, probs, classes)
-    deployment = fit_deployment(module, config, images, val, classes, labels, unadjusted_probs, malignant)
-    external = {}
-    for evaluation in external_sets(manifest, images, config.external, config.image_size, config.store_margin):
-        external_probs = predict(module, config, evaluation.images, evaluation.table, classes)
-        external_point = deployment.point(external_probs, evaluation.table["label"].map(index).to_numpy(), classes)
+        test = _with_rows(manifest, "test")  # first touched here, after training has finished
+        if test.empty:
+            raise LesionSSLError(f"{config.manifest} has no test images")
+        target_prior, prior_source = _target_prior(config, module, images, manifest, train_prior)
+        probs = predict(module, config, images, test, classes)
+        labels = test["label"].map(index).to_numpy()
+        unadjusted_probs = probs
+        unadjusted = compute_metrics(labels, probs, classes)
         if target_prior is not None:
-            external_probs = adjust(external_probs, train_prior, target_prior)
-        external[evaluation.name] = write_external(out, evaluation, external_probs, classes) | ({"operating_point": external_point} if external_point else {})
-    pool = init_info.get("pretraining", {}).get("pool")
-    provenance = {
-        "init": config.init,
-        "seed": config.seed,
-        "lr": float(lr),
-        "preprocessing": asdict(preprocessing),
-        "pretraining_pool": pool,
-        "transductive": pool == "transductive",
-        "train_images": int(len(train)),
-        "test_images": int(len(test)),
-        "selected_epoch": best.epoch if best else None,
-        "budget_per_class": int(train["label"].value_counts().max()),
-        "external": external,
-        "imbalance": {"sampling": config.sampling, "loss_weights": config.loss_weights},
-        "logit_adjustment": {
-            "target": prior_source,
-            "train_prior": dict(zip(classes, train_prior.round(6).tolist())),
-            "test_prior": dict(zip(classes, target_prior.round(6).tolist())) if target_prior is not None else None,
-            "unadjusted": {k: unadjusted[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1")},
-        },
-        "calibration": deployment.calibration,
-        "operating_point": deployment.operating_point,
-        "lesionssl_version": __version__,
-        "seconds": round(time.time() - started, 1),
-    }
-    log_final(loggers, {f"test_{k}": metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "macro_auroc", "ece")})
-    record = ModelRecord(
-        architecture=config.backbone, classes=classes, image_size=config.image_size, store_margin=config.store_margin, preprocessing=asdict(preprocessing),
-        train_prior=train_prior.tolist(), tta=config.tta, temperature=deployment.temperature, malignant_classes=malignant,
-        threshold=deployment.threshold, target_sensitivity=TARGET_SENSITIVITY, init=config.init, seed=config.seed,
-    )
-    save_model(out, module, record)
-    write_csv(out / MODEL_IMAGES, pd.concat([train, val])[["image", "path", "split"]].assign(path=lambda t: t["path"].map(os.path.realpath)))
-    if config.figures:
-        _write_examples(out, module, images[test["row"].to_numpy()], test, labels, probs, classes, deployment.temperature)
-    if config.figures and deployment.temperature is not None:
-        plot_reliability(labels, unadjusted_probs, apply_temperature(unadjusted_probs, deployment.temperature), out / "reliability.png")
-    _write_outputs(out, config, provenance, init_info, metrics, predictions_frame(test["image"].tolist(), labels, probs, classes), finder, one_cycle)
-    return {**metrics, **provenance}
+            probs = adjust(probs, train_prior, target_prior)
+        metrics = compute_metrics(labels, probs, classes)
+        deployment = fit_deployment(module, config, images, val, classes, labels, unadjusted_probs, malignant)
+        external = {}
+        for evaluation in external_sets(manifest, images, config.external, config.image_size, config.store_margin):
+            external_probs = predict(module, config, evaluation.images, evaluation.table, classes)
+            external_point = deployment.point(external_probs, evaluation.table["label"].map(index).to_numpy(), classes)
+            if target_prior is not None:
+                external_probs = adjust(external_probs, train_prior, target_prior)
+            external[evaluation.name] = write_external(out, evaluation, external_probs, classes) | ({"operating_point": external_point} if external_point else {})
+        pool = init_info.get("pretraining", {}).get("pool")
+        provenance = {
+            "init": config.init,
+            "seed": config.seed,
+            "lr": float(lr),
+            "preprocessing": asdict(preprocessing),
+            "pretraining_pool": pool,
+            "transductive": pool == "transductive",
+            "train_images": int(len(train)),
+            "test_images": int(len(test)),
+            "selected_epoch": best.epoch if best else None,
+            "budget_per_class": int(train["label"].value_counts().max()),
+            "external": external,
+            "imbalance": {"sampling": config.sampling, "loss_weights": config.loss_weights},
+            "logit_adjustment": {
+                "target": prior_source,
+                "train_prior": dict(zip(classes, train_prior.round(6).tolist())),
+                "test_prior": dict(zip(classes, target_prior.round(6).tolist())) if target_prior is not None else None,
+                "unadjusted": {k: unadjusted[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1")},
+            },
+            "calibration": deployment.calibration,
+            "operating_point": deployment.operating_point,
+            "lesionssl_version": __version__,
+            "seconds": round(time.time() - started, 1),
+        }
+        log_final(loggers, {f"test_{k}": metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "macro_auroc", "ece")})
+        record = ModelRecord(
+            architecture=config.backbone, classes=classes, image_size=config.image_size, store_margin=config.store_margin, preprocessing=asdict(preprocessing),
+            train_prior=train_prior.tolist(), tta=config.tta, temperature=deployment.temperature, malignant_classes=malignant,
+            threshold=deployment.threshold, target_sensitivity=TARGET_SENSITIVITY, init=config.init, seed=config.seed,
+        )
+        save_model(out, module, record)
+        write_csv(out / MODEL_IMAGES, pd.concat([train, val])[["image", "path", "split"]].assign(path=lambda t: t["path"].map(os.path.realpath)))
+        if config.figures:
+            _write_examples(out, module, images[test["row"].to_numpy()], test, labels, probs, classes, deployment.temperature)
+        if config.figures and deployment.temperature is not None:
+            plot_reliability(labels, unadjusted_probs, apply_temperature(unadjusted_probs, deployment.temperature), out / "reliability.png")
+        _write_outputs(out, config, provenance, init_info, metrics, predictions_frame(test["image"].tolist(), labels, probs, classes), finder, one_cycle)
+        return {**metrics, **provenance}
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ Outputs in ``out``:
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -54,7 +55,7 @@ from lesionssl.optim.one_cycle import WarmupCosine, WarmupCosineCallback
 from lesionssl.pretraining import PRETRAIN_STAGE
 from lesionssl.pretraining.module import SelfSupervisedModule
 from lesionssl.pretraining.monitor import PretrainMonitor
-from lesionssl.progress import console
+from lesionssl.progress import console, run_log
 from lesionssl.records import BackboneRecord
 
 BACKBONE_FILE = "backbone.safetensors"
@@ -164,94 +165,96 @@ class Snapshots(L.Callback):
 
 def pretrain(config: PretrainConfig) -> Path:
     """Run self-supervised pretraining; return the exported backbone file."""
-    out = Path(config.out)
-    last = out / "checkpoints" / "last.ckpt"
-    if (out / BACKBONE_FILE).is_file():
-        if not config.resume:
-            raise LesionSSLError(f"{out} already holds a finished pretraining run; choose another --out or pass --resume to keep it")
-        console.print(f"{out} is finished; nothing to do", markup=False)
-        return out / BACKBONE_FILE
-    if not config.resume and last.exists():
-        raise LesionSSLError(f"{out} holds an interrupted run; pass --resume to continue it or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    L.seed_everything(config.seed, workers=True, verbose=False)
+    with ExitStack() as log:  # the run's log.txt, from the moment its folder exists
+        out = Path(config.out)
+        last = out / "checkpoints" / "last.ckpt"
+        if (out / BACKBONE_FILE).is_file():
+            if not config.resume:
+                raise LesionSSLError(f"{out} already holds a finished pretraining run; choose another --out or pass --resume to keep it")
+            console.print(f"{out} is finished; nothing to do", markup=False)
+            return out / BACKBONE_FILE
+        if not config.resume and last.exists():
+            raise LesionSSLError(f"{out} holds an interrupted run; pass --resume to continue it or choose another --out")
+        out.mkdir(parents=True, exist_ok=True)
+        log.enter_context(run_log(out))
+        L.seed_everything(config.seed, workers=True, verbose=False)
 
-    table, rows, pool, classes = _pool(config)
-    if len(rows) < 2:
-        raise LesionSSLError(f"the pretraining pool has {len(rows)} images; need at least 2")
-    if config.batch_size > len(rows):  # every batch is a full one (the loss needs a batch's statistics)
-        raise LesionSSLError(f"batch_size {config.batch_size} is larger than the pretraining pool ({len(rows)} images); lower --batch-size")
-    backbone, init_info = build_backbone(config.backbone, config.init, config.image_size)  # a wrong --init fails before any decoding
-    images = build_store(table["path"].tolist(), stored_size(config.image_size, config.store_margin), "decoding images")
-    groups, cross_image = _positive_groups(config, table, rows)
-    data = pretrain_loader(images, rows, config.batch_size, config.runtime.num_workers, config.seed, pin_memory=uses_cuda(config.runtime), groups=groups)
+        table, rows, pool, classes = _pool(config)
+        if len(rows) < 2:
+            raise LesionSSLError(f"the pretraining pool has {len(rows)} images; need at least 2")
+        if config.batch_size > len(rows):  # every batch is a full one (the loss needs a batch's statistics)
+            raise LesionSSLError(f"batch_size {config.batch_size} is larger than the pretraining pool ({len(rows)} images); lower --batch-size")
+        backbone, init_info = build_backbone(config.backbone, config.init, config.image_size)  # a wrong --init fails before any decoding
+        images = build_store(table["path"].tolist(), stored_size(config.image_size, config.store_margin), "decoding images")
+        groups, cross_image = _positive_groups(config, table, rows)
+        data = pretrain_loader(images, rows, config.batch_size, config.runtime.num_workers, config.seed, pin_memory=uses_cuda(config.runtime), groups=groups)
 
-    preprocessing = resolve_preprocessing(config.normalize, init_info)
-    views = two_views(config.augmentation_parameters, config.image_size, preprocessing, tuple(config.extra_augmentations))
-    method = config.build_method()
-    projector = method.projector(feature_dim(backbone))
-    warmup_epochs = config.resolved_projector_warmup_epochs
-    if config.projector_init == "checkpoint":
-        load_projector(projector, read_projector_state(config.init, config.backbone), config.init)
-    init_info["projector"] = config.projector_init
-    module = SelfSupervisedModule(
-        backbone, projector, method, config.resolved_weight_decay, config.runtime.channels_last, _optimizer_factory(config), views,
-        encoder_lr_scale=config.encoder_lr_scale, frozen_bn_statistics=config.bn_statistics == "frozen", l2sp=config.l2sp,
-    )
-    history = out / "history.csv"
+        preprocessing = resolve_preprocessing(config.normalize, init_info)
+        views = two_views(config.augmentation_parameters, config.image_size, preprocessing, tuple(config.extra_augmentations))
+        method = config.build_method()
+        projector = method.projector(feature_dim(backbone))
+        warmup_epochs = config.resolved_projector_warmup_epochs
+        if config.projector_init == "checkpoint":
+            load_projector(projector, read_projector_state(config.init, config.backbone), config.init)
+        init_info["projector"] = config.projector_init
+        module = SelfSupervisedModule(
+            backbone, projector, method, config.resolved_weight_decay, config.runtime.channels_last, _optimizer_factory(config), views,
+            encoder_lr_scale=config.encoder_lr_scale, frozen_bn_statistics=config.bn_statistics == "frozen", l2sp=config.l2sp,
+        )
+        history = out / "history.csv"
 
-    def fit(callbacks: list[L.Callback], epochs: int, loader=None, ckpt: str | None = None, logger=False) -> None:
-        trainer = make_trainer(config.runtime, epochs, callbacks, logger=logger, default_root_dir=out)
-        trainer.fit(module, data if loader is None else loader, ckpt_path=ckpt)
+        def fit(callbacks: list[L.Callback], epochs: int, loader=None, ckpt: str | None = None, logger=False) -> None:
+            trainer = make_trainer(config.runtime, epochs, callbacks, logger=logger, default_root_dir=out)
+            trainer.fit(module, data if loader is None else loader, ckpt_path=ckpt)
 
-    stages = Stages(out / "checkpoints", config.resume)
-    stages.restore(module)
-    started = time.time()
+        stages = Stages(out / "checkpoints", config.resume)
+        stages.restore(module)
+        started = time.time()
 
-    if warmup_epochs and not stages.get("warmup_done"):
-        console.print(f"projector warm-up: {warmup_epochs} epoch(s), encoder frozen")
-        head_epochs(fit, module, lambda: set_frozen(module.backbone, True), lambda: set_frozen(module.backbone, False), warmup_epochs, PROJECTOR_WARMUP_LR, [EpochSeed(config.seed), NonFiniteGuard(out), EpochHistory(history, "warmup")])
-        stages.save(module, warmup_done=True)
+        if warmup_epochs and not stages.get("warmup_done"):
+            console.print(f"projector warm-up: {warmup_epochs} epoch(s), encoder frozen")
+            head_epochs(fit, module, lambda: set_frozen(module.backbone, True), lambda: set_frozen(module.backbone, False), warmup_epochs, PROJECTOR_WARMUP_LR, [EpochSeed(config.seed), NonFiniteGuard(out), EpochHistory(history, "warmup")])
+            stages.save(module, warmup_done=True)
 
-    if "lr" not in stages:
+        if "lr" not in stages:
+            if config.optimizer == "lars":
+                stages.save(module, lr=config.lr_weights * config.batch_size / 256)
+            else:
+                L.seed_everything(epoch_seed(config.seed, LR_FINDER_EPOCH), verbose=False)
+                choice = choose_lr(fit, module, config.lr, data)
+                stages.save(module, lr=choice.lr, lr_finder=asdict(choice.finder) if choice.finder else None)
+
+        resolved = {"recipe": config.recipe, "method": config.method, "method_kwargs": method.resolved(), "positives": config.positives, "cross_image_pairs_per_epoch": cross_image, "augmentation": asdict(config.augmentation_parameters), "lr": stages["lr"], "encoder_lr": stages["lr"] * config.encoder_lr_scale, "bn_statistics": config.bn_statistics, "l2sp": config.l2sp, "weight_decay": config.resolved_weight_decay, "projector_warmup_epochs": warmup_epochs, "pool": pool, "pool_images": int(len(rows)), "init": init_info}
+        total_steps = config.epochs * len(data)
         if config.optimizer == "lars":
-            stages.save(module, lr=config.lr_weights * config.batch_size / 256)
+            scale = config.batch_size / 256
+            resolved |= {"optimizer": "LARS", "lr_weights_scaled": config.lr_weights * scale, "lr_biases_scaled": config.lr_biases * scale, "warmup_epochs": config.resolved_warmup_epochs}
+            schedule: L.Callback = WarmupCosineCallback(WarmupCosine(total_steps, config.resolved_warmup_epochs * len(data)))
         else:
-            L.seed_everything(epoch_seed(config.seed, LR_FINDER_EPOCH), verbose=False)
-            choice = choose_lr(fit, module, config.lr, data)
-            stages.save(module, lr=choice.lr, lr_finder=asdict(choice.finder) if choice.finder else None)
-
-    resolved = {"recipe": config.recipe, "method": config.method, "method_kwargs": method.resolved(), "positives": config.positives, "cross_image_pairs_per_epoch": cross_image, "augmentation": asdict(config.augmentation_parameters), "lr": stages["lr"], "encoder_lr": stages["lr"] * config.encoder_lr_scale, "bn_statistics": config.bn_statistics, "l2sp": config.l2sp, "weight_decay": config.resolved_weight_decay, "projector_warmup_epochs": warmup_epochs, "pool": pool, "pool_images": int(len(rows)), "init": init_info}
-    total_steps = config.epochs * len(data)
-    if config.optimizer == "lars":
-        scale = config.batch_size / 256
-        resolved |= {"optimizer": "LARS", "lr_weights_scaled": config.lr_weights * scale, "lr_biases_scaled": config.lr_biases * scale, "warmup_epochs": config.resolved_warmup_epochs}
-        schedule: L.Callback = WarmupCosineCallback(WarmupCosine(total_steps, config.resolved_warmup_epochs * len(data)))
-    else:
-        resolved |= {"optimizer": "Adam(0.9, 0.99, eps 1e-5), decoupled weight decay", "schedule": "1cycle (fastai)"}
-        schedule = one_cycle_schedule(stages["lr"], total_steps)
-    write_text(out / "config.yaml", to_yaml(config, {"resolved": resolved}))
-    write_json(out / "environment.json", run_environment(config.seed))
-    monitor = _monitor(config, images, table, rows, classes, preprocessing)
-    callbacks = [EpochSeed(config.seed), NonFiniteGuard(last), schedule, monitor, EpochHistory(history, PRETRAIN_STAGE), EpochCheckpoint(last)]
-    record = BackboneRecord(
-        architecture=config.backbone, image_size=config.image_size, normalize=config.normalize, preprocessing=asdict(preprocessing), pool=pool, pool_images=int(len(rows)),
-        init=init_info, epochs=config.epochs, recipe=config.recipe, method=config.method, method_kwargs=method.resolved(), positives=config.positives,
-        cross_image_pairs_per_epoch=cross_image, lr=stages["lr"],
-    )
-    if config.snapshot_every:
-        callbacks.insert(-1, Snapshots(out / "snapshots", config.snapshot_every, record))
-    loggers = make_loggers(config.tracking, out, f"pretrain-{out.name}", {k: v for k, v in resolved.items() if isinstance(v, (int, float, str))}) if rank_zero_only.rank == 0 else []
-    resuming = config.resume and last.exists()
-    if resuming:
-        data.sampler.set_epoch(resumed_epoch(last))
-    fit(callbacks, config.epochs, ckpt=str(last) if resuming else None, logger=loggers or False)
-    log_final(loggers, {})
-    plot_pretrain_history(pd.read_csv(history), out / "history.png")
-    losses = _history_losses(history)
-    if rank_zero_only.rank == 0:  # under DDP every process holds the same weights
-        export_backbone(module, out, replace(record, final_loss=losses[-1] if losses else None, seconds=round(time.time() - started, 1)))
-    return out / BACKBONE_FILE
+            resolved |= {"optimizer": "Adam(0.9, 0.99, eps 1e-5), decoupled weight decay", "schedule": "1cycle (fastai)"}
+            schedule = one_cycle_schedule(stages["lr"], total_steps)
+        write_text(out / "config.yaml", to_yaml(config, {"resolved": resolved}))
+        write_json(out / "environment.json", run_environment(config.seed))
+        monitor = _monitor(config, images, table, rows, classes, preprocessing)
+        callbacks = [EpochSeed(config.seed), NonFiniteGuard(last), schedule, monitor, EpochHistory(history, PRETRAIN_STAGE), EpochCheckpoint(last)]
+        record = BackboneRecord(
+            architecture=config.backbone, image_size=config.image_size, normalize=config.normalize, preprocessing=asdict(preprocessing), pool=pool, pool_images=int(len(rows)),
+            init=init_info, epochs=config.epochs, recipe=config.recipe, method=config.method, method_kwargs=method.resolved(), positives=config.positives,
+            cross_image_pairs_per_epoch=cross_image, lr=stages["lr"],
+        )
+        if config.snapshot_every:
+            callbacks.insert(-1, Snapshots(out / "snapshots", config.snapshot_every, record))
+        loggers = make_loggers(config.tracking, out, f"pretrain-{out.name}", {k: v for k, v in resolved.items() if isinstance(v, (int, float, str))}) if rank_zero_only.rank == 0 else []
+        resuming = config.resume and last.exists()
+        if resuming:
+            data.sampler.set_epoch(resumed_epoch(last))
+        fit(callbacks, config.epochs, ckpt=str(last) if resuming else None, logger=loggers or False)
+        log_final(loggers, {})
+        plot_pretrain_history(pd.read_csv(history), out / "history.png")
+        losses = _history_losses(history)
+        if rank_zero_only.rank == 0:  # under DDP every process holds the same weights
+            export_backbone(module, out, replace(record, final_loss=losses[-1] if losses else None, seconds=round(time.time() - started, 1)))
+        return out / BACKBONE_FILE
 
 
 def _history_losses(path: Path) -> list[float]:
