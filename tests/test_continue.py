@@ -105,3 +105,23 @@ def test_pretraining_with_frozen_statistics_and_l2sp_keeps_the_running_statistic
     resolved = yaml.safe_load((tmp_path / "bt" / "config.yaml").read_text())["resolved"]
     assert (resolved["encoder_lr"], resolved["bn_statistics"], resolved["l2sp"]) == (pytest.approx(0.5 * resolved["lr"]), "frozen", 0.5)
     assert "l2sp" in (tmp_path / "bt" / "history.csv").read_text().splitlines()[0]
+
+
+def test_continuing_records_the_starting_points_knn_accuracy_first(synthetic, tmp_path):
+    """The probe against steps starts at step 0: history.csv's first row is the kNN accuracy of the
+    weights the run starts from, on the validation split, the same measure as every epoch's."""
+    import pandas as pd
+
+    from conftest import lesionssl
+
+    assert lesionssl("split", "--data", synthetic / "labelled", "--data", synthetic / "unlabelled", "--per-class", 8, "--val", 4, "--out", tmp_path / "split.csv").returncode == 0
+    first = validate(PretrainConfig, {**TINY_PRETRAIN, "manifest": str(tmp_path / "split.csv"), "out": str(tmp_path / "a")})
+    start_file = pretrain(first)
+    end_of_first = pd.read_csv(tmp_path / "a" / "history.csv").query("stage == 'pretrain'")["knn_accuracy"].iloc[-1]
+    second = validate(PretrainConfig, {**TINY_PRETRAIN, "manifest": str(tmp_path / "split.csv"), "out": str(tmp_path / "b"), "init": str(start_file), "backbone": "timm:test_resnet"})
+    assert second.recipe == "continue"
+    pretrain(second)
+    history = pd.read_csv(tmp_path / "b" / "history.csv")
+    assert list(history["stage"])[:2] == ["start", "warmup"]
+    # the first run's last epoch measured the same weights the same way
+    assert history["knn_accuracy"].iloc[0] == pytest.approx(end_of_first)

@@ -63,6 +63,14 @@ class PretrainMonitor(L.Callback):
     def __init__(self, view: nn.Module, probe: DataLoader, knn_train: DataLoader | None = None, knn_val: DataLoader | None = None, k: int = 20) -> None:
         self.view, self.probe, self.knn_train, self.knn_val, self.k = view, probe, knn_train, knn_val, k
 
+    def knn(self, module: L.LightningModule) -> float | None:
+        """The kNN accuracy of ``module.backbone``'s features on the validation split (None without one)."""
+        if self.knn_train is None or self.knn_val is None:
+            return None
+        train, train_labels = _embed(module, self.view, self.knn_train, project=False)
+        val, val_labels = _embed(module, self.view, self.knn_val, project=False)
+        return knn_accuracy(train, train_labels, val, val_labels, self.k)
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         was_training = pl_module.training
         pl_module.eval()
@@ -73,9 +81,8 @@ class PretrainMonitor(L.Callback):
             pl_module.log("effective_rank", rank, sync_dist=True)
             if std < STD_WARNING or rank < max(2.0, RANK_WARNING * embeddings.shape[1]):
                 warnings.warn(f"possible collapse at epoch {trainer.current_epoch}: normalised embedding std {std:.3f}, effective rank {rank:.1f} of {embeddings.shape[1]}", stacklevel=1)
-            if self.knn_train is not None and self.knn_val is not None:
-                train, train_labels = _embed(pl_module, self.view, self.knn_train, project=False)
-                val, val_labels = _embed(pl_module, self.view, self.knn_val, project=False)
-                pl_module.log("knn_accuracy", knn_accuracy(train, train_labels, val, val_labels, self.k), sync_dist=True)
+            knn = self.knn(pl_module)
+            if knn is not None:
+                pl_module.log("knn_accuracy", knn, sync_dist=True)
         finally:
             pl_module.train(was_training)

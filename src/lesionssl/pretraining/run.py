@@ -47,7 +47,7 @@ from lesionssl.engine.transfer import choose_lr, head_epochs, one_cycle_schedule
 from lesionssl.environment import run_environment
 from lesionssl.errors import LesionSSLError
 from lesionssl.figures import plot_pretrain_history
-from lesionssl.io import atomic_write, save_torch, write_json, write_text
+from lesionssl.io import atomic_write, save_torch, write_csv, write_json, write_text
 from lesionssl.models.backbones import build_backbone, feature_dim, read_projector_state, resolve_preprocessing
 from lesionssl.models.heads import ProjectionHead
 from lesionssl.optim.lars import LARS, lars_param_groups
@@ -210,6 +210,16 @@ def pretrain(config: PretrainConfig) -> Path:
         stages = Stages(out / "checkpoints", config.resume)
         stages.restore(module)
         started = time.time()
+        monitor = _monitor(config, images, table, rows, classes, preprocessing)
+        if config.init != "random" and "start_knn" not in stages:
+            # The starting point's kNN accuracy: a continuation must not lose what the weights gave.
+            module.eval()
+            start = monitor.knn(module)
+            module.train()
+            stages.save(module, start_knn=start)
+            if start is not None:
+                write_csv(history, pd.DataFrame([{"stage": "start", "epoch": 0, "knn_accuracy": start}]))
+                console.print(f"kNN accuracy of {config.init} on the validation split, before pretraining: {start:.4f}", markup=False)
 
         if warmup_epochs and not stages.get("warmup_done"):
             console.print(f"projector warm-up: {warmup_epochs} epoch(s), encoder frozen")
@@ -235,7 +245,6 @@ def pretrain(config: PretrainConfig) -> Path:
             schedule = one_cycle_schedule(stages["lr"], total_steps)
         write_text(out / "config.yaml", to_yaml(config, {"resolved": resolved}))
         write_json(out / "environment.json", run_environment(config.seed))
-        monitor = _monitor(config, images, table, rows, classes, preprocessing)
         callbacks = [EpochSeed(config.seed), NonFiniteGuard(last), schedule, monitor, EpochHistory(history, PRETRAIN_STAGE), EpochCheckpoint(last)]
         record = BackboneRecord(
             architecture=config.backbone, image_size=config.image_size, normalize=config.normalize, preprocessing=asdict(preprocessing), pool=pool, pool_images=int(len(rows)),
