@@ -1,0 +1,71 @@
+"""Every `lesionssl` command the documentation shows names a command that exists and flags that
+command accepts (declared options, or keys of its configuration, nested ones dotted)."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+
+from lesionssl.cli import COMMAND_CONFIGS, LesionSSLError, _check_key, cli
+
+REPO = Path(__file__).resolve().parents[1]
+DOCUMENTS = [REPO / "README.md", REPO / "DEVELOPERS.md", REPO / "EVIDENCE.md", REPO / "BENCHMARKS.md", *sorted((REPO / "examples").glob("*.md"))]
+
+
+def documented_commands(path: Path) -> list[list[str]]:
+    """The argument lists after ``lesionssl`` (or ``-m lesionssl``) in the file's shell blocks."""
+    commands, blocks, block, language = [], [], None, ""
+    for line in path.read_text().splitlines():
+        if line.startswith("```"):
+            if block is None:
+                block, language = [], line[3:].strip()
+            else:
+                if language in {"", "bash", "sh", "console"}:
+                    blocks.append("\n".join(block))
+                block = None
+        elif block is not None:
+            block.append(line)
+    for text in blocks:
+        for line in text.replace("\\\n", " ").splitlines():
+            try:
+                words = shlex.split(line, comments=True)
+            except ValueError:  # an unbalanced quote inside prose: not a command
+                continue
+            for start, word in enumerate(words):
+                if word == "lesionssl" and (start == 0 or words[start - 1] in {"&&", "-m", "nohup", ";", "srun", "time"} or "=" in words[start - 1]):
+                    rest = words[start + 1 :]
+                    end = next((i for i, w in enumerate(rest) if w in {"&&", ";", "|", ">", "2>&1", "&"}), len(rest))
+                    commands.append(rest[:end])
+    return commands
+
+
+CASES = [(path.name, args) for path in DOCUMENTS for args in documented_commands(path)]
+
+
+def test_the_documentation_shows_commands():
+    assert len([1 for name, _ in CASES if name == "README.md"]) >= 20
+
+
+@pytest.mark.parametrize(("document", "args"), CASES, ids=[f"{d}:{' '.join(a)[:60]}" for d, a in CASES])
+def test_every_documented_command_and_flag_exists(document, args):
+    group = cli()
+    if not args or args[0].startswith("-"):  # `lesionssl --version`
+        assert set(args) <= {"--version", "--help"}, args
+        return
+    command = group.commands.get(args[0])
+    assert command is not None, f"{document}: no command {args[0]!r}"
+    declared = {opt for p in command.params for opt in getattr(p, "opts", [])}
+    for token in args[1:]:
+        if not token.startswith("--"):
+            continue
+        flag = token.split("=", 1)[0]
+        if flag in declared or flag == "--help":
+            continue
+        model = COMMAND_CONFIGS.get(args[0])
+        assert model is not None, f"{document}: `lesionssl {args[0]}` has no option {flag}"
+        try:
+            _check_key(flag[2:].replace("-", "_").split("."), model, {d[2:] for d in declared})
+        except LesionSSLError as exc:
+            pytest.fail(f"{document}: `lesionssl {' '.join(args)}`: {exc}")
