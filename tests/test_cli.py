@@ -22,9 +22,16 @@ def assert_one_line_error(result, *fragments):
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_has_help_with_an_example(command):
+    import re
+
+    from lesionssl.cli import cli
+
     result = lesionssl(command, "--help")
     assert result.returncode == 0 and "Example" in result.stdout
     assert lesionssl(command, "-h").stdout == result.stdout
+    # its own example: every command its epilog shows is this one (an epilog once showed another's)
+    shown = re.findall(r"lesionssl ([a-z-]+)", cli().commands[command].epilog or "")
+    assert shown and set(shown) == {command}, shown
 
 
 def test_version():

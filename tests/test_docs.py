@@ -41,7 +41,18 @@ def documented_commands(path: Path) -> list[list[str]]:
     return commands
 
 
-CASES = [(path.name, args) for path in DOCUMENTS for args in documented_commands(path)]
+def epilog_commands() -> list[tuple[str, list[str]]]:
+    """The examples of every command's ``--help`` epilog."""
+    cases = []
+    for name, command in cli().commands.items():
+        text = (command.epilog or "").split("Every key of its YAML")[0]
+        for example in text.split("lesionssl ")[1:]:
+            words = shlex.split(example.split("(")[0].split("|")[0].strip())
+            cases.append((f"help of {name}", words))
+    return cases
+
+
+CASES = [(path.name, args) for path in DOCUMENTS for args in documented_commands(path)] + epilog_commands()
 
 
 def test_the_documentation_shows_commands():
