@@ -192,6 +192,32 @@ def test_study_split_invariants():
     assert not make_split(table, SplitSpec(**{**STUDY.__dict__, "seed": 4}))["split"].equals(manifest["split"])
 
 
+def test_hold_out_pool_sends_whole_groups_of_the_site_to_the_pool_without_labels(tmp_path):
+    table = _study_table()
+    spec = SplitSpec(**{**STUDY.__dict__, "hold_out_pool": 0.5})
+    manifest = make_split(table, spec)
+    site = manifest["image"].isin(table.loc[table["site"] == "C", "image"])
+    pool, external = manifest[manifest["split"] == "site-pool"], manifest[manifest["split"] == "external"]
+    assert set(pool["image"]) | set(external["image"]) == set(manifest.loc[site, "image"])  # the site, split in two
+    assert not set(pool["group"]) & set(external["group"])  # no lesion on both sides
+    assert pool["pretrain"].all() and not external["pretrain"].any()  # no external image in the pool
+    assert (pool["label"] == "").all() and (external["label"] != "").all()  # the pool carries no site label
+    assert 0.3 < len(pool) / site.sum() < 0.7
+    assert make_split(table, spec).equals(manifest)  # deterministic for a seed
+    assert not make_split(table, SplitSpec(**{**spec.__dict__, "seed": 4}))["split"].equals(manifest["split"])
+    # the rest of the split is the one without a site pool
+    plain = make_split(table, STUDY)
+    assert manifest.loc[~site, "split"].equals(plain.loc[~site, "split"])
+    write_manifest(manifest, tmp_path / "m.csv", spec, ["MEL", "NV"], ["x"])
+    recorded = pd.read_csv(tmp_path / "m.csv", keep_default_na=False)
+    assert (recorded["split"] == "site-pool").sum() == len(pool)  # the manifest says which images went where
+    import json
+
+    assert json.loads((tmp_path / "m.json").read_text())["site_pool"] == {"images": len(pool), "groups": pool["group"].nunique(), "fraction": 0.5}
+    with pytest.raises(LesionSSLError, match="without --hold-out"):
+        SplitSpec(per_class=5, hold_out_pool=0.5)
+
+
 def test_a_group_touching_the_held_out_site_is_excluded_elsewhere():
     table = _study_table()
     table.loc[table["image"] == "NV0_0", "site"] = "C"  # one image of lesion NV-L0 (site A) appears in the held-out site

@@ -66,6 +66,7 @@ class SplitConfig(Strict):
     transductive: bool = False
     test_fraction: float | None = Field(None, gt=0, lt=1, description="hold out this share of the labelled groups as test; labels and pool come from the rest")
     hold_out: dict[str, list[str]] = Field(default_factory=dict, description="metadata column -> values whose images form the external split (never in the pool)")
+    hold_out_pool: float | None = Field(None, gt=0, lt=1, description="send this lesion-grouped share of the held-out site to the pretraining pool, labels removed (split site-pool); the rest stays external")
     dedup: bool = Field(False, description="merge near-duplicate clusters into one group each")
     dedup_hash: int = Field(HASH_THRESHOLD, ge=0, le=63, description="near-duplicates: largest pHash Hamming distance (of 63 bits)")
     dedup_cosine: float = Field(COSINE_THRESHOLD, ge=-1, le=1, description="near-duplicates: smallest thumbnail correlation")

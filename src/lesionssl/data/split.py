@@ -39,7 +39,9 @@ from lesionssl.errors import LesionSSLError
 from lesionssl.io import write_csv, write_json
 from lesionssl.progress import console
 
-SPLITS = ("train", "val", "test", "external", "unlabelled", "excluded")
+SPLITS = ("train", "val", "test", "external", "unlabelled", "site-pool", "excluded")
+#: The held-out site's images sent to the pretraining pool (``--hold-out-pool``), labels removed.
+SITE_POOL = "site-pool"
 
 #: The seed study's ISIC 2019 design (its notebooks): the 2,074 ``_downsampled`` images are
 #: dropped; per class, these many training images (the first 5,000 files capped at 500 per class)
@@ -71,6 +73,7 @@ class SplitSpec:
     transductive: bool = False
     test_fraction: float | None = None
     hold_out: dict[str, list[str]] = field(default_factory=dict)
+    hold_out_pool: float | None = None
     dedup: bool = False
     dedup_hash: int = HASH_THRESHOLD
     dedup_cosine: float = COSINE_THRESHOLD
@@ -89,6 +92,8 @@ class SplitSpec:
             raise LesionSSLError(f"--val must be >= 0, got {self.val}")
         if self.test_fraction is not None and not 0.0 < self.test_fraction < 1.0:
             raise LesionSSLError(f"--test-fraction must be between 0 and 1 (exclusive), got {self.test_fraction}")
+        if self.hold_out_pool is not None and (not self.hold_out or not 0.0 < self.hold_out_pool < 1.0):
+            raise LesionSSLError(f"--hold-out-pool takes a fraction between 0 and 1 (exclusive) of a --hold-out site, got {self.hold_out_pool}" + ("" if self.hold_out else " without --hold-out"))
         if self.seed_isic2019 and (self.test_fraction is not None or self.hold_out or self.dedup):
             raise LesionSSLError("--seed-isic2019 is the seed's fixed design: it takes no --test-fraction, --hold-out or --dedup")
 
@@ -249,7 +254,13 @@ def make_split(table: pd.DataFrame, spec: SplitSpec, classes: list[str] | None =
     table["group"] = group_ids(table, spec.group_by, links)
     external = _held_out(table, spec.hold_out)
     excluded = table["group"].isin(set(table.loc[external, "group"])) & ~external
-    labelled = (table["label"] != "") & ~external & ~excluded
+    site_pool = pd.Series(False, index=table.index)
+    if spec.hold_out_pool is not None:  # the target site's unlabelled images, inductively: whole groups, stratified by class
+        # its own generator, so the rest of the split is the same with and without a site pool
+        chosen = _test_groups(_majority_labels(table[external]), spec.hold_out_pool, np.random.default_rng([spec.seed, 1]))
+        site_pool = external & table["group"].isin(chosen)
+        external = external & ~site_pool
+    labelled = (table["label"] != "") & ~external & ~excluded & ~site_pool
     if not labelled.any():
         raise LesionSSLError("the data has no labelled images outside the held-out ones; a split needs labels")
     classes = resolve_class_order(table.loc[labelled, "label"], classes)
@@ -285,6 +296,8 @@ def make_split(table: pd.DataFrame, spec: SplitSpec, classes: list[str] | None =
     table.loc[labelled, "split"] = table.loc[labelled, "group"].map(assignment)
     table.loc[external, "split"] = "external"
     table.loc[excluded, "split"] = "excluded"
+    table.loc[site_pool, "split"] = SITE_POOL
+    table.loc[site_pool, "label"] = ""  # the pool never carries the site's labels
     kept_out = ["external", "excluded"] if spec.transductive else ["test", "external", "excluded"]
     table["pretrain"] = (~table["split"].isin(kept_out)).astype(int)
     return table[["image", "label", "split", "path", "group", "pretrain"]]
@@ -338,7 +351,9 @@ def pool_summary(manifest: pd.DataFrame, pool: PoolMode) -> str:
     """One line: the pretraining pool's size, what it holds, and its mode."""
     in_pool = manifest[manifest["pretrain"] == 1]
     unlabelled = int((in_pool["label"] == "").sum())
-    return f"pretraining pool: {len(in_pool)} images ({pool}; {unlabelled} without labels, {len(in_pool) - unlabelled} labelled)"
+    site = int((in_pool["split"] == SITE_POOL).sum())
+    of_site = f", {site} of them from the held-out site (labels removed; the rest of the site is external)" if site else ""
+    return f"pretraining pool: {len(in_pool)} images ({pool}; {unlabelled} without labels, {len(in_pool) - unlabelled} labelled{of_site})"
 
 
 def duplicates_file(manifest: Path) -> Path:
@@ -361,6 +376,7 @@ def write_manifest(manifest: pd.DataFrame, path: Path, spec: SplitSpec, classes:
         "spec": asdict(spec),
         "sources": sources,
         "counts": {s: int((manifest["split"] == s).sum()) for s in SPLITS},
+        **({"site_pool": {"images": int((manifest["split"] == SITE_POOL).sum()), "groups": int(manifest.loc[manifest["split"] == SITE_POOL, "group"].nunique()), "fraction": spec.hold_out_pool}} if spec.hold_out_pool else {}),
         "pretrain_images": int(manifest["pretrain"].sum()),
         **extra,
     }
