@@ -4,13 +4,12 @@ with sizes and epochs shrunk by flags appended to each command (a later flag win
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
+from test_docs import documented_commands
 
 from conftest import REPO, SHARED_DATA, lesionssl
-from test_docs import documented_commands
 
 ORAL = SHARED_DATA / "oral-lesions"
 EXAMPLE = REPO / "examples" / "oral-cancer.md"
