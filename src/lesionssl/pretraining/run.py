@@ -21,6 +21,7 @@ Outputs in ``out``:
 from __future__ import annotations
 
 import time
+import warnings
 from contextlib import ExitStack
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -177,6 +178,9 @@ def pretrain(config: PretrainConfig) -> Path:
             raise LesionSSLError(f"{out} holds an interrupted run; pass --resume to continue it or choose another --out")
         out.mkdir(parents=True, exist_ok=True)
         log.enter_context(run_log(out))
+        if config.bn_statistics == "frozen":  # on purpose: Lightning would warn of the encoder's eval-mode BatchNorms
+            log.enter_context(warnings.catch_warnings())
+            warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
         L.seed_everything(config.seed, workers=True, verbose=False)
 
         table, rows, pool, classes = _pool(config)
