@@ -20,6 +20,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from lesionssl.augment.views import PAIR_PRESETS, Extra, Normalization, PairAugmentation, PairPreset
+from lesionssl.data.colour import DEFAULT_P, ColourConstancy, ColourMethod
 from lesionssl.errors import LesionSSLError
 from lesionssl.models import RESNETS, TIMM_PREFIX
 from lesionssl.models.lite import LITE
@@ -45,6 +46,18 @@ class Strict(BaseModel):
     """Base for config sections: unknown keys are errors, values are validated on assignment."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DecodesImages(Strict):
+    """The keys of every stage that decodes images into its store: colour constancy, applied once
+    when the store is built (and part of its cache key)."""
+
+    colour_constancy: ColourMethod = Field("none", description="none | shades-of-gray (Finlayson & Trezzi 2004): every image brought to a common illuminant before anything else")
+    colour_constancy_p: float = Field(DEFAULT_P, gt=0, description="the Minkowski norm of shades-of-gray (6: Barata et al. 2015; 1 is Gray World)")
+
+    @property
+    def colour(self) -> ColourConstancy:
+        return ColourConstancy(self.colour_constancy, self.colour_constancy_p)
 
 
 #: Near-duplicate detector defaults (``split --dedup``, ``audit``), chosen by inspecting the pairs
@@ -153,7 +166,7 @@ StoreMargin = Annotated[float, Field(ge=1.0, le=4.0, description=f"stored side /
 STRATEGY_NAMES = ("typiclust", "probcover", "kcenter", "random")
 
 
-class SelectConfig(Strict):
+class SelectConfig(DecodesImages):
     """``lesionssl select``: which pool images an expert should label next, chosen on a backbone's features."""
 
     manifest: Path = Field(description="manifest from `lesionssl split`: candidates are its unlabelled pool images")
@@ -263,7 +276,7 @@ PRETRAIN_RECIPES: dict[str, dict[str, Any]] = {
 METHOD_SHORTHANDS = ("projector", "lambd")
 
 
-class PretrainConfig(Strict):
+class PretrainConfig(DecodesImages):
     """Self-supervised pretraining (``lesionssl pretrain``).
 
     ``method`` names the method (:data:`lesionssl.pretraining.methods.METHODS`) and ``method_kwargs``
@@ -411,7 +424,7 @@ FINETUNE_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-class FinetuneConfig(Strict):
+class FinetuneConfig(DecodesImages):
     """The transfer protocol (``lesionssl finetune``): head epoch, unfreeze, LR finder, 1cycle."""
 
     recipe: Literal[tuple(FINETUNE_PRESETS)] | None = Field(None, description="seed | recommended: a named set of settings; explicit keys override it")
@@ -695,15 +708,15 @@ def read_yaml(path: Path) -> dict[str, Any]:
 #: Keys that change no result: where a run is written and tracked, whether it resumes, where its
 #: images now lie, whether it draws figures. A run keeps its folder (and its finished work) across them.
 NOT_RESULTS = {"out", "tracking", "resume", "data_root", "figures"}
-#: Keys added after studies had run: hashed only when set, so a finished run keeps its folder
-#: (its hash) and a resumed study does not run it again.
-HASHED_WHEN_SET = {"malignant_classes"}
+#: Keys added after studies had run, and their value then: hashed only when set otherwise, so a
+#: finished run keeps its folder (its hash) and a resumed study does not run it again.
+HASHED_WHEN_SET = {"malignant_classes": None, "colour_constancy": "none", "colour_constancy_p": DEFAULT_P}
 
 
 def config_hash(config: BaseModel) -> str:
     """Stable short hash of a run's configuration, without the keys in :data:`NOT_RESULTS`."""
     data = config.model_dump(mode="json", exclude=NOT_RESULTS)
-    data = {k: v for k, v in data.items() if not (k in HASHED_WHEN_SET and v is None)}
+    data = {k: v for k, v in data.items() if not (k in HASHED_WHEN_SET and v == HASHED_WHEN_SET[k])}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
 
 

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from lesionssl.data.colour import DEFAULT_P, ColourConstancy
 from lesionssl.errors import LesionSSLError
 from lesionssl.io import write_json
 
@@ -56,6 +57,11 @@ class BackboneRecord:
     final_loss: float | None = None
     seconds: float | None = None
     snapshot_epoch: int | None = None
+    encoder_lr_scale: float = 1.0
+    bn_statistics: str = "update"
+    l2sp: float = 0.0
+    colour_constancy: str = "none"
+    colour_constancy_p: float = DEFAULT_P
     format: str = BACKBONE_FORMAT
 
     def write(self, path: Path) -> None:
@@ -67,7 +73,8 @@ class BackboneRecord:
 
     def settings(self) -> dict[str, Any]:
         """What must match for this backbone to stand for a pretraining configuration."""
-        return {"architecture": self.architecture, "image_size": self.image_size, "epochs": self.epochs, "recipe": self.recipe, "method": self.method, "method_kwargs": self.method_kwargs, "positives": self.positives, "pool_images": self.pool_images}
+        return {"architecture": self.architecture, "image_size": self.image_size, "epochs": self.epochs, "recipe": self.recipe, "method": self.method, "method_kwargs": self.method_kwargs, "positives": self.positives, "pool_images": self.pool_images,
+                "encoder_lr_scale": self.encoder_lr_scale, "bn_statistics": self.bn_statistics, "l2sp": self.l2sp, "colour_constancy": self.colour_constancy}
 
 
 @dataclass(frozen=True)
@@ -88,7 +95,13 @@ class ModelRecord:
     target_sensitivity: float | None = None
     init: str = ""
     seed: int = 0
+    colour_constancy: str = "none"  # applied to every image before the network (predict, serve and explain do)
+    colour_constancy_p: float = DEFAULT_P
     format: str = MODEL_FORMAT
+
+    @property
+    def colour(self) -> ColourConstancy:
+        return ColourConstancy(self.colour_constancy, self.colour_constancy_p)
 
     def write(self, path: Path) -> None:
         write_json(path, asdict(self))

@@ -17,10 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from lesionssl.config import STORE_MARGIN
+from lesionssl.data.colour import ColourConstancy
 from lesionssl.data.images import ImageLoadError, load_rgb, resize_shorter_center_crop
 from lesionssl.errors import LesionSSLError
 from lesionssl.io import file_lock
 from lesionssl.progress import console, progress_bar
+
+#: Stores without colour constancy (their keys are those of stores made before it existed).
+NO_COLOUR_CONSTANCY = ColourConstancy()
 
 
 def stored_size(image_size: int, margin: float = STORE_MARGIN) -> int:
@@ -33,21 +37,22 @@ def cache_root() -> Path:
     return Path(os.environ.get("LESIONSSL_CACHE", Path.home() / ".cache" / "lesionssl"))
 
 
-def _store_key(paths: Sequence[str], size: int) -> str:
-    digest = hashlib.sha256(f"v2:{size}".encode())  # v2: JPEG draft decoding
+def _store_key(paths: Sequence[str], size: int, colour: ColourConstancy = NO_COLOUR_CONSTANCY) -> str:
+    digest = hashlib.sha256(f"v2:{size}{colour.key()}".encode())  # v2: JPEG draft decoding
     for path in paths:
         stat = os.stat(path)
         digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:20]
 
 
-def decode_for_store(path: str, size: int) -> np.ndarray:
-    """One image as the store keeps it: shorter side ``size``, centre square, HWC uint8."""
+def decode_for_store(path: str, size: int, colour: ColourConstancy = NO_COLOUR_CONSTANCY) -> np.ndarray:
+    """One image as the store keeps it: shorter side ``size``, centre square, HWC uint8, colour
+    constancy applied (once, here, so every epoch and every stage reads the corrected image)."""
     # JPEG DCT scaling down to twice the stored side, then an antialiased resize: fast and sharp.
-    return resize_shorter_center_crop(load_rgb(path, min_side=2 * size), size)
+    return colour(resize_shorter_center_crop(load_rgb(path, min_side=2 * size), size))
 
 
-def build_store(paths: Sequence[str], size: int, description: str = "decoding images") -> np.ndarray:
+def build_store(paths: Sequence[str], size: int, description: str = "decoding images", colour: ColourConstancy = NO_COLOUR_CONSTANCY) -> np.ndarray:
     """Return an ``(N, size, size, 3)`` uint8 array of the images, building the store if needed.
 
     Decoding runs in threads (PIL releases the GIL while decoding) and shows progress. The
@@ -59,7 +64,7 @@ def build_store(paths: Sequence[str], size: int, description: str = "decoding im
         ImageLoadError: An image cannot be decoded (the message names it).
     """
     paths = [str(p) for p in paths]
-    target = cache_root() / f"images-{_store_key(paths, size)}-{size}px.npy"
+    target = cache_root() / f"images-{_store_key(paths, size, colour)}-{size}px.npy"
     shape = (len(paths), size, size, 3)
     stored = _load(target, shape)
     if stored is not None:
@@ -67,7 +72,7 @@ def build_store(paths: Sequence[str], size: int, description: str = "decoding im
     with file_lock(target.with_suffix(".lock")):
         stored = _load(target, shape)  # another process may have built it while this one waited
         if stored is None:
-            _build(paths, size, description, target)
+            _build(paths, size, description, target, colour)
             stored = np.load(target, mmap_mode="r")
     return stored
 
@@ -87,13 +92,13 @@ def _load(target: Path, shape: tuple[int, ...]) -> np.ndarray | None:
     return None
 
 
-def _build(paths: list[str], size: int, description: str, target: Path) -> None:
+def _build(paths: list[str], size: int, description: str, target: Path, colour: ColourConstancy) -> None:
     for stale in target.parent.glob(f"{target.stem}.*.partial"):  # left by a killed build
         stale.unlink(missing_ok=True)
     partial = target.with_suffix(f".{os.getpid()}.partial")
     array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
     try:
-        decode_into(array, paths, description)
+        decode_into(array, paths, description, colour=colour)
         array.flush()
         del array
         os.replace(partial, target)
@@ -120,7 +125,7 @@ def check_readable(paths: Sequence[str]) -> None:
         raise LesionSSLError(f"{len(bad)} of {len(paths)} images cannot be read (each named above, e.g. {bad[0][1]}); remove or replace them, or drop their rows from the label file")
 
 
-def decode_into(array: np.ndarray, paths: Sequence[str], description: str, skip_unreadable: bool = False) -> list[tuple[int, str]]:
+def decode_into(array: np.ndarray, paths: Sequence[str], description: str, skip_unreadable: bool = False, colour: ColourConstancy = NO_COLOUR_CONSTANCY) -> list[tuple[int, str]]:
     """Decode ``paths`` into the rows of ``array`` (``(N, size, size, 3)``) in threads (PIL
     releases the GIL while decoding), with progress.
 
@@ -132,7 +137,7 @@ def decode_into(array: np.ndarray, paths: Sequence[str], description: str, skip_
 
     def decode(path: str) -> np.ndarray | str:
         try:
-            return decode_for_store(path, size)
+            return decode_for_store(path, size, colour)
         except ImageLoadError as exc:
             if not skip_unreadable:
                 raise

@@ -9,7 +9,8 @@
   ``timm.create_model(name, num_classes=K)``; no temperature (apply it from ``model.json``).
 
 Each format is written with ``model.json`` beside it (mean, std, size, classes, temperature,
-threshold).
+threshold, and ``colour_constancy``: the exported graphs start after it, so a caller applies it,
+as :func:`lesionssl.data.colour.shades_of_gray`, before resizing and normalising; export says so).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from lesionssl.deploy.model import MODEL_RECORD, load_model
 from lesionssl.errors import LesionSSLError
 from lesionssl.finetuning.module import ClassifierModule
 from lesionssl.io import atomic_write
+from lesionssl.progress import console
 
 FORMATS = ("onnx", "torchscript", "safetensors")
 ONNX_OPSET = 18
@@ -85,4 +87,6 @@ def export_model(run: Path, format: str, out: Path) -> Path:
         state |= {f"{head}.weight": module.head.weight.detach().contiguous(), f"{head}.bias": module.head.bias.detach().contiguous()}
         atomic_write(target, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
     shutil.copyfile(Path(run) / MODEL_RECORD, out / MODEL_RECORD)
+    if record.colour.active:
+        console.print(f"the model was trained on images with {record.colour_constancy} colour constancy (p = {record.colour_constancy_p:g}): apply it to every image before the exported model, as {MODEL_RECORD} records", markup=False)
     return target

@@ -63,10 +63,10 @@ def read_images(sources: list[str], record: ModelRecord, model_dir: Path, skippe
         raise LesionSSLError(f"the model in {model_dir} was trained on the classes {record.classes}; the data has labels {unknown} that it does not know")
     size, paths = stored_size(record.image_size, record.store_margin), table["path"].tolist()
     try:  # the decode-once store: predicting or explaining these images again decodes nothing
-        images, skipped = build_store(paths, size, "decoding images"), []
+        images, skipped = build_store(paths, size, "decoding images", record.colour), []
     except ImageLoadError:  # some files are unreadable: decode the others, and list these
         images = np.zeros((len(table), size, size, 3), dtype=np.uint8)
-        skipped = decode_into(images, paths, "decoding images", skip_unreadable=True)
+        skipped = decode_into(images, paths, "decoding images", skip_unreadable=True, colour=record.colour)
     bad = [row for row, _ in skipped]
     if skipped:
         write_csv(skipped_file, pd.DataFrame({"image": table["image"].iloc[bad].tolist(), "path": table["path"].iloc[bad].tolist(), "reason": [reason for _, reason in skipped]}))

@@ -59,7 +59,7 @@ class Analyser:
 
     def __call__(self, path: str | os.PathLike) -> Analysis:
         """Raises :class:`~lesionssl.data.images.ImageLoadError` for a file that is no readable image."""
-        image = decode_for_store(str(path), self.size)
+        image = decode_for_store(str(path), self.size, self.record.colour)
         heat = grad_cam(self.module, image[None], self.record.temperature)
         probs = heat.probabilities[0]
         return Analysis(dict(zip(self.record.classes, map(float, probs))), decision_text(probs, self.record), panel(image, heat.maps[0]))

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from lesionssl.config import ExternalSet
+from lesionssl.data.colour import ColourConstancy
 from lesionssl.data.loaders import label_indices
 from lesionssl.data.sources import read_sources
 from lesionssl.data.split import Manifest
@@ -38,7 +39,7 @@ class EvaluationSet:
     images: np.ndarray
 
 
-def external_sets(manifest: Manifest, manifest_images: np.ndarray, extra: Sequence[ExternalSet], image_size: int, store_margin: float) -> list[EvaluationSet]:
+def external_sets(manifest: Manifest, manifest_images: np.ndarray, extra: Sequence[ExternalSet], image_size: int, store_margin: float, colour: ColourConstancy) -> list[EvaluationSet]:
     """The manifest's held-out split (if any), then each extra dataset, checked against the classes."""
     classes = manifest.classes
     table = manifest.table.assign(row=np.arange(len(manifest.table)))
@@ -53,7 +54,7 @@ def external_sets(manifest: Manifest, manifest_images: np.ndarray, extra: Sequen
         if unknown or rows.empty:
             raise LesionSSLError(f"external set {ext.name}: {'labels ' + str(unknown) + ' are not among the classes ' + str(classes) if unknown else 'no labelled images'}")
         rows["row"] = np.arange(len(rows))
-        images = build_store(rows["path"].tolist(), stored_size(image_size, store_margin), f"decoding {ext.name}")
+        images = build_store(rows["path"].tolist(), stored_size(image_size, store_margin), f"decoding {ext.name}", colour)
         sets.append(EvaluationSet(ext.name, rows, images))
     return sets
 

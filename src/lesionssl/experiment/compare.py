@@ -96,7 +96,8 @@ def check_pretrained(backbone: Path, settings: PretrainConfig, pool_images: int)
     if not backbone.with_suffix(".json").is_file():
         raise LesionSSLError(f"{backbone} has no {backbone.with_suffix('.json').name}: its settings cannot be checked; move it away to pretrain again")
     recorded = BackboneRecord.read(backbone.with_suffix(".json")).settings()
-    expected = {"architecture": settings.backbone, "image_size": settings.image_size, "epochs": settings.epochs, "recipe": settings.recipe, "method": settings.method, "method_kwargs": settings.build_method().resolved(), "positives": settings.positives, "pool_images": pool_images}
+    expected = {"architecture": settings.backbone, "image_size": settings.image_size, "epochs": settings.epochs, "recipe": settings.recipe, "method": settings.method, "method_kwargs": settings.build_method().resolved(), "positives": settings.positives, "pool_images": pool_images,
+                "encoder_lr_scale": settings.encoder_lr_scale, "bn_statistics": settings.bn_statistics, "l2sp": settings.l2sp, "colour_constancy": settings.colour_constancy}
     differ = {k: (recorded[k], v) for k, v in expected.items() if recorded[k] != v}
     if differ:
         details = "; ".join(f"{k} {a} (recorded) vs {b} (this experiment)" for k, (a, b) in differ.items())

@@ -41,7 +41,7 @@ def probe_run(config: FinetuneConfig, protocol: str, cache: Path, knn_k: int) ->
     manifest = read_manifest(config.manifest, data_root=config.data_root)
     classes = manifest.classes
     table = manifest.table.assign(row=np.arange(len(manifest.table)))
-    images = build_store(table["path"].tolist(), stored_size(config.image_size, config.store_margin), "decoding images")
+    images = build_store(table["path"].tolist(), stored_size(config.image_size, config.store_margin), "decoding images", config.colour)
     backbone, init_info = build_backbone(config.backbone, config.init, config.image_size)
     preprocessing = resolve_preprocessing(config.normalize, init_info)
     labelled = table[table["label"] != ""]
@@ -68,7 +68,7 @@ def probe_run(config: FinetuneConfig, protocol: str, cache: Path, knn_k: int) ->
     probs = predict(test_x)
     metrics = compute_metrics(test_y, probs, classes)
     external = {}
-    for evaluation in external_sets(manifest, images, config.external, config.image_size, config.store_margin):
+    for evaluation in external_sets(manifest, images, config.external, config.image_size, config.store_margin, config.colour):
         ext_rows = evaluation.table["row"].to_numpy()
         ext_features = features if evaluation.images is images else cached_features(cache, backbone, evaluation.images, ext_rows, config.image_size, preprocessing)
         external[evaluation.name] = write_external(out, evaluation, predict(np.stack([ext_features[r] for r in ext_rows])), classes)

@@ -148,7 +148,7 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
         if config.select_on != "none" and val.empty:
             raise LesionSSLError(f"select_on: {config.select_on} needs a validation split (lesionssl split --val N)")
         backbone, init_info = build_backbone(config.backbone, config.init, config.image_size)  # a wrong --init fails before any decoding
-        images = build_store(manifest.table["path"].tolist(), stored_size(config.image_size, config.store_margin), "decoding images")
+        images = build_store(manifest.table["path"].tolist(), stored_size(config.image_size, config.store_margin), "decoding images", config.colour)
         train_prior = class_prior(train["label"].map(index).to_numpy(), len(classes))
         train_data = train_loader(images, train, classes, config.batch_size, config.runtime.num_workers, config.seed, class_balanced=config.sampling == "class-balanced", pin_memory=uses_cuda(config.runtime))
         val_data = eval_loader(images, val, classes, config.batch_size * 2, config.runtime.num_workers, uses_cuda(config.runtime)) if len(val) else None
@@ -207,7 +207,7 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
         metrics = compute_metrics(labels, probs, classes)
         deployment = fit_deployment(module, config, images, val, classes, labels, unadjusted_probs, malignant)
         external = {}
-        for evaluation in external_sets(manifest, images, config.external, config.image_size, config.store_margin):
+        for evaluation in external_sets(manifest, images, config.external, config.image_size, config.store_margin, config.colour):
             external_probs = predict(module, config, evaluation.images, evaluation.table, classes)
             external_point = deployment.point(external_probs, evaluation.table["label"].map(index).to_numpy(), classes)
             if target_prior is not None:
@@ -242,7 +242,7 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
         record = ModelRecord(
             architecture=config.backbone, classes=classes, image_size=config.image_size, store_margin=config.store_margin, preprocessing=asdict(preprocessing),
             train_prior=train_prior.tolist(), tta=config.tta, temperature=deployment.temperature, malignant_classes=malignant,
-            threshold=deployment.threshold, target_sensitivity=TARGET_SENSITIVITY, init=config.init, seed=config.seed,
+            threshold=deployment.threshold, target_sensitivity=TARGET_SENSITIVITY, init=config.init, seed=config.seed, colour_constancy=config.colour_constancy, colour_constancy_p=config.colour_constancy_p,
         )
         save_model(out, module, record)
         write_csv(out / MODEL_IMAGES, pd.concat([train, val])[["image", "path", "split"]].assign(path=lambda t: t["path"].map(os.path.realpath)))

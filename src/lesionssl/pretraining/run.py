@@ -189,7 +189,7 @@ def pretrain(config: PretrainConfig) -> Path:
         if config.batch_size > len(rows):  # every batch is a full one (the loss needs a batch's statistics)
             raise LesionSSLError(f"batch_size {config.batch_size} is larger than the pretraining pool ({len(rows)} images); lower --batch-size")
         backbone, init_info = build_backbone(config.backbone, config.init, config.image_size)  # a wrong --init fails before any decoding
-        images = build_store(table["path"].tolist(), stored_size(config.image_size, config.store_margin), "decoding images")
+        images = build_store(table["path"].tolist(), stored_size(config.image_size, config.store_margin), "decoding images", config.colour)
         groups, cross_image = _positive_groups(config, table, rows)
         data = pretrain_loader(images, rows, config.batch_size, config.runtime.num_workers, config.seed, pin_memory=uses_cuda(config.runtime), groups=groups)
 
@@ -253,7 +253,8 @@ def pretrain(config: PretrainConfig) -> Path:
         record = BackboneRecord(
             architecture=config.backbone, image_size=config.image_size, normalize=config.normalize, preprocessing=asdict(preprocessing), pool=pool, pool_images=int(len(rows)),
             init=init_info, epochs=config.epochs, recipe=config.recipe, method=config.method, method_kwargs=method.resolved(), positives=config.positives,
-            cross_image_pairs_per_epoch=cross_image, lr=stages["lr"],
+            cross_image_pairs_per_epoch=cross_image, lr=stages["lr"], colour_constancy=config.colour_constancy, colour_constancy_p=config.colour_constancy_p,
+            encoder_lr_scale=config.encoder_lr_scale, bn_statistics=config.bn_statistics, l2sp=config.l2sp,
         )
         if config.snapshot_every:
             callbacks.insert(-1, Snapshots(out / "snapshots", config.snapshot_every, record))

@@ -73,7 +73,7 @@ def pool_features(config: SelectConfig, manifest: Manifest, rows: np.ndarray) ->
     """Backbone features of manifest ``rows``, read from or added to the shared cache. A random
     initialisation is seeded with ``config.seed``, as the probe of that seed is."""
     L.seed_everything(config.seed, workers=True, verbose=False)
-    images = build_store(manifest.table["path"].tolist(), stored_size(config.image_size, config.store_margin), "decoding images")
+    images = build_store(manifest.table["path"].tolist(), stored_size(config.image_size, config.store_margin), "decoding images", config.colour)
     backbone, info = build_backbone(config.backbone, config.init, config.image_size)
     cache = config.cache or Path(config.manifest).parent / "features"
     features = cached_features(cache, backbone, images, rows, config.image_size, resolve_preprocessing(config.normalize, info))
