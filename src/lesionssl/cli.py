@@ -325,13 +325,14 @@ def predict(
     prior: Annotated[str, typer.Option(help="Deployment class prior: none | uniform | estimate (EM on these images) | FILE (YAML {class: p}).")] = "none",
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
     precision: Annotated[str | None, typer.Option(help="32-true | bf16-mixed | 16-mixed")] = None,
+    adapt_bn: Annotated[bool, typer.Option("--adapt-bn", help="AdaBN: re-estimate the BatchNorm statistics on these images first (one new site's; warns when their class mix looks unlike training's).")] = False,
 ) -> None:
     """Apply a fine-tuned model to new images; unreadable images are skipped and listed (exit code 3)."""
     from lesionssl.config import RuntimeConfig
     from lesionssl.deploy.predict import predict_images
 
     runtime = validate(RuntimeConfig, {"precision": precision} if precision else {}, "predict")
-    result = predict_images(model, data, out, tta, prior, batch_size, runtime)
+    result = predict_images(model, data, out, tta, prior, batch_size, runtime, adapt_bn)
     console.print(f"{result.predicted} images predicted -> {result.predictions}", markup=False)
     if result.seen and sum(result.seen.values()):
         console.print(f"{result.seen['train']} of the labelled images were in the model's own training split and {result.seen['val']} in its validation split: the metrics leave them out (column model_split)", markup=False)

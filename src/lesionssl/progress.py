@@ -44,11 +44,17 @@ def run_log(folder: Path) -> Iterator[None]:
     """Keep ``folder/log.txt``: every line lesionssl prints while the run is open, and its epoch
     lines even where a terminal shows a progress bar instead (appended across resumes)."""
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / LOG_FILE, "a", encoding="utf-8") as log:
+    target = folder / LOG_FILE
+    with open(target, "a", encoding="utf-8") as log:
         log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} lesionssl {' '.join(sys.argv[1:])}\n")
         _logs.append(log)
         try:
             yield
+        except BaseException:
+            # a run refused before it made anything leaves nothing half-made behind, not even its log
+            if not any(f.is_file() and f != target for f in folder.rglob("*")):
+                target.unlink(missing_ok=True)
+            raise
         finally:
             _logs.remove(log)
 

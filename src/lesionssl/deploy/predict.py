@@ -23,11 +23,13 @@ from lesionssl.data.sources import read_sources
 from lesionssl.data.store import build_store, decode_into, stored_size
 from lesionssl.deploy.model import MODEL_IMAGES, load_model
 from lesionssl.errors import LesionSSLError
+from lesionssl.evaluate.adabn import PRIOR_SHIFT_WARNING, adapt_batchnorm, prior_shift
 from lesionssl.evaluate.calibration import apply_temperature, malignant_point, malignant_probability
 from lesionssl.evaluate.metrics import compute_metrics, predictions_frame
 from lesionssl.evaluate.prior import adjust, em_prior
 from lesionssl.finetuning.run import predict as predict_probabilities
 from lesionssl.io import write_csv, write_json
+from lesionssl.progress import console
 from lesionssl.records import ModelRecord
 
 #: Exit code of ``lesionssl predict`` when some images were skipped (the rest are predicted).
@@ -102,16 +104,26 @@ def _target_prior(prior: str, record: ModelRecord, probs: np.ndarray) -> np.ndar
     return values / values.sum()
 
 
-def predict_images(model_dir: Path, sources: list[str], out: Path, tta: int | None = None, prior: str = "none", batch_size: int = 64, runtime: RuntimeConfig | None = None) -> PredictionResult:
+def predict_images(model_dir: Path, sources: list[str], out: Path, tta: int | None = None, prior: str = "none", batch_size: int = 64, runtime: RuntimeConfig | None = None, adapt_bn: bool = False) -> PredictionResult:
     """Predict every readable image of ``sources``; write ``out`` (CSV), ``skipped.csv`` beside it
-    when images were skipped, and ``<out>.metrics.json`` when the sources carry labels."""
+    when images were skipped, and ``<out>.metrics.json`` when the sources carry labels. With
+    ``adapt_bn``, the BatchNorm statistics are first re-estimated on these images (AdaBN: they
+    should be one site's), with a warning when their class mix looks unlike training's."""
     module, record = load_model(model_dir)
     classes = record.classes
     out = Path(out)
     source = read_images(sources, record, model_dir, out.with_name("skipped.csv"))
     kept = source.table
     config = FinetuneConfig(backbone=record.architecture, image_size=record.image_size, batch_size=batch_size, tta=record.tta if tta is None else tta, runtime=runtime or RuntimeConfig())
+    if adapt_bn:
+        layers = adapt_batchnorm(module, source.images, kept, classes, batch_size)
+        console.print(f"AdaBN: the statistics of {layers} BatchNorm layers re-estimated on these {len(kept)} images", markup=False)
     probs = predict_probabilities(module, config, source.images, kept, classes)
+    if adapt_bn:
+        estimated, distance = prior_shift(probs, np.asarray(record.train_prior))
+        if distance > PRIOR_SHIFT_WARNING:
+            mix = ", ".join(f"{c} {p:.2f} (training {t:.2f})" for c, p, t in zip(classes, estimated, record.train_prior, strict=True))
+            console.print(f"warning: AdaBN assumes the site's class mix is training's, but these images' estimated mix differs (total variation {distance:.2f}): {mix}", markup=False)
     if record.temperature is not None:
         probs = apply_temperature(probs, record.temperature)
     target = _target_prior(prior, record, probs)
