@@ -2,7 +2,7 @@
 manifest's ``external`` images twice, as trained and with ``predict --adapt-bn`` (BatchNorm
 statistics re-estimated on those images), and the balanced accuracies are paired over runs.
 
-    python benchmarks/adabn.py runs/shared-imagenet-probes --init imagenet --budget 25
+    python benchmarks/adabn.py runs/shared-imagenet-probes --init imagenet --budget 25 [--results FILE]
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ def main() -> None:
     parser.add_argument("experiment", type=Path)
     parser.add_argument("--init", default="imagenet")
     parser.add_argument("--budget", type=int, default=25)
+    parser.add_argument("--results", type=Path, help="a copy of the experiment's results.csv (default: its own)")
     args = parser.parse_args()
-    results = pd.read_csv(args.experiment / "results.csv")
+    results = pd.read_csv(args.results or args.experiment / "results.csv")
     runs = results[(results["init"] == args.init) & (results["protocol"] == "finetune") & (results["budget"] == args.budget)]
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
