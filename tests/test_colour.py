@@ -65,3 +65,12 @@ def test_colour_constancy_is_part_of_the_stores_key(synthetic):
 
     with pytest.raises(LesionSSLError, match="colour_constancy"):
         validate(FinetuneConfig, {"colour_constancy": "grey-world"})
+
+
+def test_starting_from_a_backbone_pretrained_with_other_colour_constancy_warns():
+    from lesionssl.data.colour import mismatch
+
+    pretrained = {"pretraining": {"colour_constancy": "shades-of-gray"}}
+    assert mismatch(pretrained, ColourConstancy("shades-of-gray")) is None
+    assert "--colour-constancy shades-of-gray matches it" in mismatch(pretrained, ColourConstancy())
+    assert mismatch({"source": "torchvision"}, ColourConstancy()) is None  # ImageNet weights: none recorded, none used

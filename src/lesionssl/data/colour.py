@@ -42,6 +42,15 @@ class ColourConstancy:
         return shades_of_gray(image, self.p)
 
 
+def mismatch(init_info: dict, colour: ColourConstancy) -> str | None:
+    """A one-line warning when a backbone was pretrained with other colour constancy than a run
+    that starts from it uses (its images would look unlike those it learnt on), else None."""
+    recorded = (init_info.get("pretraining") or {}).get("colour_constancy", "none")
+    if recorded == colour.method:
+        return None
+    return f"warning: the backbone was pretrained with colour constancy {recorded}, this run uses {colour.method}; --colour-constancy {recorded} matches it"
+
+
 def shades_of_gray(image: np.ndarray, p: float = DEFAULT_P) -> np.ndarray:
     """Shades of Gray colour constancy of an HWC uint8 RGB image (values clipped to 0-255)."""
     pixels = image.astype(np.float64) / 255.0

@@ -33,6 +33,7 @@ from lightning.pytorch.callbacks import EarlyStopping
 from lesionssl import __version__
 from lesionssl.augment.batch import EvalView, finetune_view
 from lesionssl.config import FinetuneConfig, config_hash, to_yaml
+from lesionssl.data.colour import mismatch as colour_mismatch
 from lesionssl.data.loaders import eval_loader, train_loader
 from lesionssl.data.split import Manifest, prepare_manifest, read_manifest
 from lesionssl.data.store import build_store, stored_size
@@ -148,6 +149,8 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
         if config.select_on != "none" and val.empty:
             raise LesionSSLError(f"select_on: {config.select_on} needs a validation split (lesionssl split --val N)")
         backbone, init_info = build_backbone(config.backbone, config.init, config.image_size)  # a wrong --init fails before any decoding
+        if warning := colour_mismatch(init_info, config.colour):
+            console.print(warning, markup=False)
         images = build_store(manifest.table["path"].tolist(), stored_size(config.image_size, config.store_margin), "decoding images", config.colour)
         train_prior = class_prior(train["label"].map(index).to_numpy(), len(classes))
         train_data = train_loader(images, train, classes, config.batch_size, config.runtime.num_workers, config.seed, class_balanced=config.sampling == "class-balanced", pin_memory=uses_cuda(config.runtime))

@@ -36,6 +36,7 @@ from safetensors.torch import save_file
 from lesionssl.augment.batch import EvalView, two_views
 from lesionssl.augment.views import Preprocessing
 from lesionssl.config import PretrainConfig, to_yaml
+from lesionssl.data.colour import mismatch as colour_mismatch
 from lesionssl.data.loaders import eval_loader, pretrain_loader
 from lesionssl.data.sources import read_sources
 from lesionssl.data.split import read_manifest
@@ -189,6 +190,8 @@ def pretrain(config: PretrainConfig) -> Path:
         if config.batch_size > len(rows):  # every batch is a full one (the loss needs a batch's statistics)
             raise LesionSSLError(f"batch_size {config.batch_size} is larger than the pretraining pool ({len(rows)} images); lower --batch-size")
         backbone, init_info = build_backbone(config.backbone, config.init, config.image_size)  # a wrong --init fails before any decoding
+        if warning := colour_mismatch(init_info, config.colour):
+            console.print(warning, markup=False)
         images = build_store(table["path"].tolist(), stored_size(config.image_size, config.store_margin), "decoding images", config.colour)
         groups, cross_image = _positive_groups(config, table, rows)
         data = pretrain_loader(images, rows, config.batch_size, config.runtime.num_workers, config.seed, pin_memory=uses_cuda(config.runtime), groups=groups)
