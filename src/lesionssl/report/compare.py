@@ -460,6 +460,23 @@ def collapse_note(history: pd.DataFrame) -> str:
     )
 
 
+def _pretrainings(out: Path, experiment: dict) -> list[str]:
+    """Each pretrained initialisation as its backbone.json records it (the arm's own recipe,
+    epochs and start, not the experiment's pretrain section, which an arm may change)."""
+    described = []
+    for arm in experiment.get("initialisations") or []:
+        if arm.get("init") != "pretrain":
+            continue
+        record_file = out / ("pretrain" if not arm.get("pretrain") else f"pretrain-{arm['name']}") / "backbone.json"
+        if not record_file.is_file():
+            described.append(f"{arm['name']}: not finished")
+            continue
+        record = BackboneRecord.read(record_file)
+        start = record.init.get("init", "random") if isinstance(record.init, dict) else record.init
+        described.append(f"{arm['name']}: {record.method} (recipe {record.recipe}) for {record.epochs} epochs at {record.image_size} px from {start} weights, encoder LR x{record.encoder_lr_scale:g}, BatchNorm statistics {record.bn_statistics}")
+    return described
+
+
 def _methods(doc: Document, out: Path, experiment: dict, results: pd.DataFrame, order: list[str]) -> None:
     """A methods paragraph written from the resolved configuration and the manifest's counts."""
     finetune = experiment.get("finetune") or {}
@@ -488,7 +505,7 @@ def _methods(doc: Document, out: Path, experiment: dict, results: pd.DataFrame, 
             if "finetune" in set(results["protocol"]) else ""
         )
         + (
-            f" Self-supervised pretraining used {pretrain.get('method', 'barlow_twins')} (recipe {pretrain.get('recipe', 'small-data')}) for {pretrain.get('epochs', '?')} epochs at {pretrain.get('image_size', '?')} px with batch {pretrain.get('batch_size', '?')}"
+            " Self-supervised pretraining, as each pretrained backbone records it: " + "; ".join(_pretrainings(out, experiment))
             + (f"; the pool was {' and '.join(pools)}" if pools else "") + "."
             if pretrain else ""
         )
