@@ -14,7 +14,13 @@ from scipy import stats
 
 TEST_SETS = {"internal test": "balanced_accuracy", "external (ISIC 2017)": "external:balanced_accuracy"}
 #: The continuations compared against steps and LR, in the order of the steps table.
-CONTINUATIONS = {"imagenet": "ImageNet (0 steps)", "imagenet-bt-1-epoch": "+BT 81 steps, LR 1e-4", "imagenet-barlow-twins": "+BT 162 steps, LR 1e-4", "imagenet-bt-lr-1e-5": "+BT 162 steps, LR 1e-5"}
+CONTINUATIONS = {
+    "imagenet": "ImageNet (0 steps)", "imagenet-bt-1-epoch": "+BT 81 steps, LR 1e-4", "imagenet-barlow-twins": "+BT 162 steps, LR 1e-4", "imagenet-bt-lr-1e-5": "+BT 162 steps, LR 1e-5",
+    # the recipe search: a 1-epoch projector warm-up, then 6 epochs of 1cycle at LR 1e-3 with the encoder at 1e-4 (x0.1)
+    **{f"c-epoch-{e}": f"+BT frozen BN, L2-SP 100: epoch {e} of 6 ({81 * e} steps)" for e in (2, 4, 6)},
+    **{f"d-epoch-{e}": f"+BT frozen BN: epoch {e} of 6 ({81 * e} steps)" for e in (2, 4, 6)},
+    "imagenet-bt-continue": "+BT recipe continue (frozen BN, L2-SP 100), 486 steps",
+}
 
 
 def _scores(results: pd.DataFrame, init: str, protocol: str, budget: int, column: str) -> pd.Series:
@@ -45,7 +51,7 @@ def budget_tables(results: pd.DataFrame, inits: list[str]) -> str:
 def steps_tables(results: pd.DataFrame, budget: int = 25) -> str:
     lines = []
     arms = [a for a in CONTINUATIONS if a in set(results["init"])]
-    for protocol in ("linear", "knn"):
+    for protocol in [p for p in ("linear", "knn", "finetune") if p in set(results["protocol"])]:
         lines += ["", f"**{protocol}**: balanced accuracy at {budget} labels per class (mean ± sd over 5 seeds; difference to ImageNet paired over seeds, p)", ""]
         lines += ["| initialisation | internal test | - ImageNet (p) | external (ISIC 2017) | - ImageNet (p) |", "|---|---|---|---|---|"]
         for init in arms:
@@ -62,7 +68,8 @@ def main() -> None:
     parser.add_argument("results")
     args = parser.parse_args()
     results = pd.read_csv(args.results)
-    print(budget_tables(results, [i for i in ("random", "imagenet", "imagenet-barlow-twins") if i in set(results["init"])]))
+    if results["budget"].nunique() > 1:
+        print(budget_tables(results, [i for i in ("random", "imagenet", "imagenet-barlow-twins") if i in set(results["init"])]))
     print(steps_tables(results))
 
 

@@ -86,6 +86,7 @@ def test_trained_weights_default_to_the_continue_recipe(given, recipe):
     assert config.recipe == recipe
     if recipe == "continue":
         assert config.encoder_lr_scale < 1 and config.resolved_projector_warmup_epochs >= 1
+        assert config.bn_statistics == "frozen" and config.l2sp > 0
     else:
         assert (config.encoder_lr_scale, config.bn_statistics, config.l2sp) == (1.0, "update", 0.0)
 
