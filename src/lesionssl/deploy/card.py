@@ -90,7 +90,7 @@ def write_card(run: Path, metrics: dict[str, Any] | None = None) -> Path:
         f"# Model card: {run.name}",
         "",
         "## Model",
-        f"- Architecture: {record.architecture}, initialised from `{record.init}`, fine-tuned with the transfer protocol (head epoch, unfreeze, {describe_lr(settings.get('lr', 'find'), metrics.get('lr'), settings.get('lr_suggestion', 'valley'))}, 1cycle), seed {record.seed}.",
+        f"- Architecture: {record.architecture}, initialised from `{record.init}`, fine-tuned with the transfer protocol (head epoch, unfreeze, {describe_lr(metrics.get('lr_setting', settings.get('lr', 'find')), metrics.get('lr'), settings.get('lr_suggestion', 'valley'))}, 1cycle), seed {record.seed}.",
         f"- Input: {'dermoscopic ' if dermoscopic else ''}RGB image, shorter side resized to {record.image_size} px and centre-cropped; mean {list(record.preprocessing['mean'])}, std {list(record.preprocessing['std'])}; test-time augmentation views: {record.tta}.",
         f"- Output: probabilities of {len(classes)} classes ({', '.join(classes)}); {malignant}.",
         f"- Temperature: {record.temperature:.4g}" if record.temperature is not None else "- Temperature: none (no validation split)",

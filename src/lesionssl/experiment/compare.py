@@ -133,6 +133,11 @@ class PlannedRun:
         return self.record.protocol
 
 
+#: Fine-tuning keys a probe never uses, set to the value probe runs were hashed with when their
+#: default changed, so a new fine-tuning default does not run finished probes again.
+NOT_USED_BY_PROBES = {"lr": "find"}
+
+
 def run_configs(config: CompareConfig, draws: list[Draw], pretrained: dict[str, Path]) -> list[PlannedRun]:
     """Every (protocol, initialisation, draw) run, in that order. Fine-tuning runs live in
     ``runs/<init>/[<strategy>-][b<budget>-]seed<k>-<hash>``, the others in ``runs/<init>/<protocol>-...``."""
@@ -144,7 +149,8 @@ def run_configs(config: CompareConfig, draws: list[Draw], pretrained: dict[str, 
                 run = config.finetune.model_copy(update={"manifest": draw.manifest, "data_root": config.data_root if draw.budget is None else None, "init": init, "seed": draw.seed})
                 run.tracking = _experiment_tracking(config)
                 prefix = ("" if protocol == "finetune" else f"{protocol}-") + (f"{draw.strategy}-" if draw.strategy else "") + (f"b{draw.budget}-" if draw.budget is not None else "")
-                tag = config_hash(run) if protocol == "finetune" else hashlib.sha256(f"{config_hash(run)}:{protocol}:{config.knn_k}".encode()).hexdigest()[:10]
+                hashed = run if protocol == "finetune" else run.model_copy(update=NOT_USED_BY_PROBES)
+                tag = config_hash(hashed) if protocol == "finetune" else hashlib.sha256(f"{config_hash(hashed)}:{protocol}:{config.knn_k}".encode()).hexdigest()[:10]
                 run.out = Path(config.out) / "runs" / initialisation.name / f"{prefix}seed{draw.seed}-{tag}"
                 runs.append(PlannedRun(RunRecord(initialisation.name, protocol, draw.seed, initialisation.init, draw.budget, draw.strategy), run))
     return runs

@@ -32,7 +32,7 @@ from lightning.pytorch.callbacks import EarlyStopping
 
 from lesionssl import __version__
 from lesionssl.augment.batch import EvalView, finetune_view
-from lesionssl.config import FinetuneConfig, config_hash, to_yaml
+from lesionssl.config import FinetuneConfig, config_hash, resolve_lr, to_yaml
 from lesionssl.data.colour import mismatch as colour_mismatch
 from lesionssl.data.loaders import eval_loader, train_loader
 from lesionssl.data.split import Manifest, prepare_manifest, read_manifest
@@ -177,7 +177,7 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
             stages.save(module, head_done=True)
         if "lr" not in stages:
             L.seed_everything(epoch_seed(config.seed, LR_FINDER_EPOCH), verbose=False)
-            choice = choose_lr(fit, module, config.lr, train_data, config.lr_suggestion)
+            choice = choose_lr(fit, module, resolve_lr(config.lr, len(train)), train_data, config.lr_suggestion)
             stages.save(module, lr=choice.lr, lr_finder=asdict(choice.finder) if choice.finder else None)
         lr, finder = stages["lr"], LRFinderResult(**stages["lr_finder"]) if stages.get("lr_finder") else None
         one_cycle = one_cycle_schedule(lr, config.epochs * len(train_data))
@@ -221,6 +221,7 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
             "init": config.init,
             "seed": config.seed,
             "lr": float(lr),
+            "lr_setting": resolve_lr(config.lr, len(train)),
             "preprocessing": asdict(preprocessing),
             "pretraining_pool": pool,
             "transductive": pool == "transductive",
