@@ -21,7 +21,7 @@ from lesionssl.report.compare import write_report
 # timm's 2-layer test ResNet at 16 px and no trackers: the chain, not the backbone, is under test here.
 NO_TRACKING = {"tensorboard": False, "mlflow": False}
 TINY_PRETRAIN = {"backbone": "timm:test_resnet", "image_size": 16, "epochs": 1, "batch_size": 32, "projector": [64, 64], "lr": 1e-3, "projector_warmup_epochs": 1, "tracking": NO_TRACKING}
-TINY_FINETUNE = {"backbone": "timm:test_resnet", "image_size": 16, "epochs": 1, "batch_size": 16, "tracking": NO_TRACKING, "figures": False}
+TINY_FINETUNE = {"backbone": "timm:test_resnet", "image_size": 16, "epochs": 1, "batch_size": 16, "lr": "find", "tracking": NO_TRACKING, "figures": False}
 
 
 def check_report_against_predictions(out):
