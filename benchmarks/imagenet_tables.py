@@ -37,9 +37,13 @@ def _paired(results: pd.DataFrame, init: str, protocol: str, budget: int, column
 def budget_tables(results: pd.DataFrame, inits: list[str]) -> str:
     lines = []
     others = [i for i in inits if i != "imagenet"]
-    for protocol in ("linear", "knn"):
+    for protocol in [p for p in ("linear", "knn", "finetune") if p in set(results["protocol"])]:
         for test_set, column in TEST_SETS.items():
             lines += ["", f"**{protocol} · {test_set}** (balanced accuracy, mean ± sd over 5 seeds)", ""]
+            present = [i for i in inits if ((results["init"] == i) & (results["protocol"] == protocol)).any()]
+            if "imagenet" not in present or len(present) < 2:
+                lines = lines[:-3]
+                continue
             lines.append("| labels per class | " + " | ".join(inits) + " | " + " | ".join(f"{i} - imagenet (paired p)" for i in others) + " |")
             lines.append("|" + "---|" * (1 + len(inits) + len(others)))
             for budget in sorted(results["budget"].unique()):
@@ -69,7 +73,7 @@ def main() -> None:
     args = parser.parse_args()
     results = pd.read_csv(args.results)
     if results["budget"].nunique() > 1:
-        print(budget_tables(results, [i for i in ("random", "imagenet", "imagenet-barlow-twins") if i in set(results["init"])]))
+        print(budget_tables(results, [i for i in ("random", "imagenet", "imagenet-barlow-twins", "c-epoch-6", "imagenet-bt-continue") if i in set(results["init"])]))
     print(steps_tables(results))
 
 
