@@ -40,7 +40,8 @@ class SelfSupervisedModule(PersistentAdamModule):
 
     def param_groups(self) -> list[dict]:
         encoder = list(self.backbone.parameters())
-        others = [p for p in self.parameters() if all(p is not q for q in encoder)]
+        ids = {id(p) for p in encoder}
+        others = [p for p in self.parameters() if id(p) not in ids]
         return [{"params": encoder, "lr_scale": self.encoder_lr_scale}, {"params": others}]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
