@@ -33,7 +33,6 @@ from lesionssl.config import RuntimeConfig
 from lesionssl.data.loaders import pretrain_loader
 from lesionssl.data.store import build_store, stored_size
 from lesionssl.engine.trainer import make_trainer
-from lesionssl.models.heads import ProjectionHead
 from lesionssl.optim.one_cycle import set_hyperparameters
 from lesionssl.pretraining.methods import get_method
 from lesionssl.pretraining.module import SelfSupervisedModule
@@ -85,7 +84,7 @@ def _module(args, views) -> SelfSupervisedModule:
     backbone = _backbone(args.backbone)
     features = backbone(torch.zeros(2, 3, 32, 32)).shape[1]
     method = get_method("barlow_twins", {"projector": args.projector, "lambd": args.lambd})
-    module = SelfSupervisedModule(backbone, ProjectionHead(features, args.projector), method, channels_last=args.channels_last, views=views)
+    module = SelfSupervisedModule(backbone, method, channels_last=args.channels_last, views=views, in_dim=features)
     set_hyperparameters(module.persistent_optimizer(), LR)
     return module
 

@@ -29,7 +29,6 @@ from lesionssl.data.store import build_store, stored_size
 from lesionssl.engine.trainer import make_trainer
 from lesionssl.experiment.compare import compare
 from lesionssl.experiment.demo import demo_config
-from lesionssl.models.heads import ProjectionHead
 from lesionssl.optim.one_cycle import set_hyperparameters
 from lesionssl.pretraining.methods import get_method
 from lesionssl.pretraining.module import SelfSupervisedModule
@@ -45,7 +44,7 @@ def epoch_time(count: int, size: int, batch_size: int) -> dict:
     torch.manual_seed(0)
     backbone = torchvision.models.resnet18()
     backbone.fc = torch.nn.Identity()
-    module = SelfSupervisedModule(backbone, ProjectionHead(512, [2048, 2048]), get_method("barlow_twins", {"projector": [2048, 2048], "lambd": 1 / 2048}), views=two_views("official", size, "imagenet"))
+    module = SelfSupervisedModule(backbone, get_method("barlow_twins", {"projector": [2048, 2048], "lambd": 1 / 2048}), views=two_views("official", size, "imagenet"))
     set_hyperparameters(module.persistent_optimizer(), 1e-4)
     data = pretrain_loader(images, np.arange(len(paths)), batch_size, 0, seed=0)
     clock = LightningClock(warmup=0)

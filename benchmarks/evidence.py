@@ -101,14 +101,14 @@ def calibrate(size: int = 64, batch: int = 128, steps: int = 30) -> float:
     import torch
 
     from lesionssl.augment.batch import two_views
-    from lesionssl.models.backbones import build_backbone, feature_dim
+    from lesionssl.models.backbones import build_backbone
     from lesionssl.pretraining.methods import get_method
     from lesionssl.pretraining.module import SelfSupervisedModule
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     backbone, _ = build_backbone("resnet18", "random")
     method = get_method("barlow_twins", {"projector": [2048, 2048], "lambd": 0.0051})
-    module = SelfSupervisedModule(backbone, method.projector(feature_dim(backbone)), method, 1e-5, True, None, two_views("small-data", size, "imagenet")).to(device)
+    module = SelfSupervisedModule(backbone, method, 1e-5, True, None, two_views("small-data", size, "imagenet")).to(device)
     optimizer = module.persistent_optimizer()
     images = torch.randint(0, 255, (batch, 3, round(size * 1.14), round(size * 1.14)), dtype=torch.uint8, device=device)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)

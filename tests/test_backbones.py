@@ -15,7 +15,6 @@ from lesionssl.augment.views import IMAGENET
 from lesionssl.errors import LesionSSLError
 from lesionssl.models import backbones
 from lesionssl.models.backbones import build_backbone, read_state_dict, split_prefixed
-from lesionssl.models.heads import ProjectionHead
 from lesionssl.pretraining.methods import get_method
 from lesionssl.pretraining.module import SelfSupervisedModule
 from lesionssl.pretraining.run import export_backbone
@@ -75,7 +74,7 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
 
 def test_exported_backbone_loads_in_torchvision_and_timm_with_only_fc_missing(tmp_path):
     backbone, _ = build_backbone("resnet18", "random")
-    module = SelfSupervisedModule(backbone, ProjectionHead(512, [16]), get_method("barlow_twins", {"projector": [16], "lambd": 0.1}))
+    module = SelfSupervisedModule(backbone, get_method("barlow_twins", {"projector": [16], "lambd": 0.1}))
     record = BackboneRecord(architecture="resnet18", image_size=32, normalize="auto", preprocessing={"mean": list(IMAGENET.mean), "std": list(IMAGENET.std), "interpolation": IMAGENET.interpolation}, pool="inductive", pool_images=10, init={"init": "random"}, epochs=1, recipe="small-data", method="barlow_twins", method_kwargs={"projector": [16], "lambd": 0.1})
     path = export_backbone(module, tmp_path, record)
     for state in (load_file(str(path)), torch.load(tmp_path / "backbone.pth", weights_only=True)):

@@ -23,7 +23,7 @@ def _encoder() -> nn.Module:
 
 def _module(**kwargs) -> SelfSupervisedModule:
     method = get_method("barlow_twins", {"projector": [8], "lambd": 0.1})
-    return SelfSupervisedModule(_encoder(), method.projector(5), method, views=nn.Identity(), **kwargs)
+    return SelfSupervisedModule(_encoder(), method, views=nn.Identity(), in_dim=5, **kwargs)
 
 
 def test_l2sp_is_the_papers_penalty_and_its_gradient():
@@ -68,7 +68,7 @@ def test_frozen_bn_statistics_survive_training_steps_and_affine_parameters_still
     mean, weight = bn.running_mean.clone(), bn.weight.detach().clone()
     steps(module)
     assert torch.equal(bn.running_mean, mean) and not torch.equal(bn.weight.detach(), weight)
-    assert not bn.training and module.projector.training
+    assert not bn.training and module.method.projector.training
     default = _module()
     steps(default)
     assert not torch.equal(default.backbone[1].running_mean, mean)  # by default the statistics update

@@ -1,15 +1,12 @@
-"""VICReg and SimCLR losses against element-wise readings of their papers, against lightly, under
-DDP; the method registry and its validation."""
+"""VICReg, SimCLR and BYOL against element-wise readings of their papers and against lightly; the
+method registry and its validation (the contract every method keeps: test_method_contract.py)."""
 
+import copy
 import math
-import os
-import socket
 
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from lesionssl.errors import LesionSSLError
 from lesionssl.pretraining.methods import METHODS, get_method
@@ -89,78 +86,104 @@ def test_losses_agree_with_lightly():
     assert get_method("barlow_twins", {"projector": [16]}).loss(z_a, z_b).loss.item() == pytest.approx(barlow(z_a, z_b).item(), rel=1e-4)
 
 
+def byol_paper(p_a, p_b, t_a, t_b):
+    """Grill et al. 2020, Eq. 2 (normalised squared error) summed over both directions (Eq. 4),
+    each averaged over the batch, element by element in float64."""
+    def direction(p, t):
+        total = 0.0
+        for row_p, row_t in zip(p.double().tolist(), t.double().tolist(), strict=True):
+            norm_p, norm_t = math.sqrt(sum(x * x for x in row_p)), math.sqrt(sum(x * x for x in row_t))
+            total += sum((a / norm_p - b / norm_t) ** 2 for a, b in zip(row_p, row_t, strict=True))
+        return total / len(p)
+
+    return direction(p_a, t_b) + direction(p_b, t_a)
+
+
+def test_byol_loss_matches_the_paper_and_lightly():
+    from lesionssl.pretraining.methods.byol import byol_loss
+
+    torch.manual_seed(4)
+    p_a, p_b, t_a, t_b = (torch.randn(7, 5) for _ in range(4))
+    assert byol_loss(p_a, p_b, t_a, t_b).loss.item() == pytest.approx(byol_paper(p_a, p_b, t_a, t_b), rel=1e-5)
+    lightly_loss = pytest.importorskip("lightly.loss")
+    negative_cosine = lightly_loss.NegativeCosineSimilarity()  # lightly's BYOL loss: -cos, mean over the batch
+    expected = (2 + 2 * negative_cosine(p_a, t_b)) + (2 + 2 * negative_cosine(p_b, t_a))
+    assert byol_loss(p_a, p_b, t_a, t_b).loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_byol_target_gets_no_gradient_through_the_loss():
+    from lesionssl.pretraining.methods.byol import byol_loss
+
+    p_a, p_b = (torch.randn(4, 3, requires_grad=True) for _ in range(2))
+    t_a, t_b = (torch.randn(4, 3, requires_grad=True) for _ in range(2))
+    byol_loss(p_a, p_b, t_a, t_b).loss.backward()
+    assert p_a.grad is not None and t_a.grad is None and t_b.grad is None
+
+
+def test_byol_heads_momentum_and_schedule_match_lightly():
+    heads = pytest.importorskip("lightly.models.modules.heads")
+    from lightly.models.utils import update_momentum
+    from lightly.utils.scheduler import cosine_schedule
+
+    from lesionssl.pretraining.methods.base import cosine_momentum
+
+    method = get_method("byol", {"projector": [32, 8], "predictor": [16, 8]})
+    encoder = torch.nn.Linear(6, 12)
+    method.setup(encoder, 12)
+    torch.manual_seed(5)
+    x = torch.randn(10, 12)
+    for ours, theirs in ((method.projector, heads.BYOLProjectionHead(12, 32, 8)), (method.predictor, heads.BYOLPredictionHead(8, 16, 8))):
+        theirs.load_state_dict(dict(zip(theirs.state_dict(), ours.state_dict().values(), strict=True)))  # same layers, same order
+        ours.train(), theirs.train()
+        torch.testing.assert_close(ours(x if ours is method.projector else x[:, :8]), theirs(x if ours is method.projector else x[:, :8]))
+    # lightly's update_momentum on copies of the same modules gives the same targets
+    online, target = copy.deepcopy(method.projector), copy.deepcopy(method.target_projector)
+    with torch.no_grad():
+        for p in method.projector.parameters():
+            p.add_(0.5)
+        for p in online.parameters():
+            p.add_(0.5)
+    method.update_momentum(encoder, progress=0.0)
+    update_momentum(online, target, m=0.99)
+    for mine, reference in zip(method.target_projector.parameters(), target.parameters(), strict=True):
+        torch.testing.assert_close(mine, reference)
+    # the cosine schedule from tau_base to 1: step k of K at progress k / (K - 1), as lightly's
+    for k in range(10):
+        assert cosine_momentum(0.99, k / 9) == pytest.approx(cosine_schedule(k, 10, 0.99, 1.0), abs=1e-12)
+
+
 def test_vicreg_keeps_collapsed_embeddings_penalised():
     z = torch.zeros(8, 4)
     result = vicreg_loss(z, z)
     assert result.terms["variance"].item() == pytest.approx(1 - math.sqrt(1e-4), rel=1e-6) and torch.isfinite(result.loss)
 
 
-def test_losses_stay_float32_under_autocast():
+@pytest.mark.parametrize("name", list(METHODS))
+def test_losses_stay_float32_under_autocast(name):
     torch.manual_seed(3)
-    z_a, z_b = torch.randn(16, 32), torch.randn(16, 32)
-    for name in METHODS:
-        method = get_method(name, {"projector": [32]})
-        exact = method.loss(z_a, z_b).loss
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            mixed = method.loss(z_a.bfloat16(), z_b.bfloat16()).loss
-        assert mixed.dtype == torch.float32 and mixed.item() == pytest.approx(exact.item(), rel=2e-2), name
+    method = get_method(name, {"projector": [32], **({"predictor": [32]} if name == "byol" else {})})
+    encoder = torch.nn.Linear(8, 8)
+    method.setup(encoder, 8)
+    method.eval()  # BatchNorm-free heads here; eval keeps both passes identical
+    views = [torch.randn(16, 8), torch.randn(16, 8)]
+    exact = method.training_loss(encoder, views).loss
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = method.training_loss(encoder, views).loss
+    assert mixed.dtype == torch.float32 and mixed.item() == pytest.approx(exact.item(), rel=3e-2), name
 
 
 def test_registry_validates_hyperparameters_in_one_line():
-    assert set(METHODS) == {"barlow_twins", "vicreg", "simclr"}
+    assert set(METHODS) == {"barlow_twins", "vicreg", "simclr", "byol"}
     assert get_method("simclr").resolved() == {"projector": [2048, 128], "temperature": 0.1}
     assert get_method("vicreg").settings.projector == [8192, 8192, 8192]
-    with pytest.raises(LesionSSLError, match=r"unknown method 'byol'; choose from barlow_twins, vicreg, simclr"):
-        get_method("byol")
+    with pytest.raises(LesionSSLError, match=r"unknown method 'dino'; choose from barlow_twins, vicreg, simclr, byol"):
+        get_method("dino")
+    with pytest.raises(LesionSSLError, match=r"predictor.*must equal the projector's"):
+        get_method("byol", {"projector": [64, 32], "predictor": [64, 16]})
     with pytest.raises(LesionSSLError, match=r"temprature: unknown key \(allowed: projector, temperature\)"):
         get_method("simclr", {"temprature": 0.2})
     with pytest.raises(LesionSSLError, match="temperature"):
         get_method("simclr", {"temperature": -1})
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _model():
-    torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(10, 16), torch.nn.ReLU(), torch.nn.Linear(16, 8))
-
-
-def _worker(rank, world, port, name, x_a, x_b, queue):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    model = torch.nn.parallel.DistributedDataParallel(_model())
-    part = slice(rank * len(x_a) // world, (rank + 1) * len(x_a) // world)
-    loss = get_method(name, {"projector": [8]}).loss(model(x_a[part]), model(x_b[part])).loss
-    loss.backward()
-    if rank == 0:  # numpy arrays pickle by value (tensors would share a descriptor that dies here)
-        queue.put((loss.item(), [p.grad.numpy().copy() for p in model.parameters()]))
-    dist.barrier()
-    dist.destroy_process_group()
-
-
-@pytest.mark.parametrize("name", ["vicreg", "simclr"])
-def test_two_process_ddp_equals_one_process_on_the_combined_batch(name):
-    torch.manual_seed(5)
-    x_a, x_b = torch.randn(16, 10), torch.randn(16, 10)
-    model = _model()
-    reference = get_method(name, {"projector": [8]}).loss(model(x_a), model(x_b)).loss
-    reference.backward()
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    port = _free_port()
-    procs = [ctx.Process(target=_worker, args=(r, 2, port, name, x_a, x_b, queue)) for r in range(2)]
-    for p in procs:
-        p.start()
-    loss, grads = queue.get(timeout=120)
-    for p in procs:
-        p.join(timeout=60)
-    assert loss == pytest.approx(reference.item(), rel=1e-5)
-    for got, want in zip(grads, [p.grad for p in model.parameters()]):
-        torch.testing.assert_close(torch.from_numpy(got), want, atol=1e-5, rtol=1e-4)
 
 
 def test_lesion_positives_pair_two_images_of_a_lesion_seeded_by_epoch():

@@ -152,4 +152,4 @@ def test_pre_pretraining_from_an_official_layout_checkpoint_loads_its_projector(
     assert list(history["stage"]) == ["pretrain"]  # loaded projector: no warm-up epoch
     saved = torch.load(tmp_path / "bt" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     # a tiny LR barely moves the weights: the loaded projector, not a fresh one, was trained
-    torch.testing.assert_close(saved["projector.0.weight"], projector[0].weight, atol=1e-4, rtol=0)
+    torch.testing.assert_close(saved["method.projector.0.weight"], projector[0].weight, atol=1e-4, rtol=0)

@@ -155,3 +155,21 @@ def test_knn_accuracy_on_separable_clusters():
     query = centres[query_labels] + torch.randn(30, 16)
     assert knn_accuracy(train, train_labels, query, query_labels, k=5) == 1.0
     assert knn_accuracy(train, train_labels, query, (query_labels + 1) % 3, k=5) == 0.0
+
+
+def test_checkpoints_from_before_methods_owned_their_heads_still_load():
+    """Older checkpoints name the projector ``projector.*``; it now lives in the method."""
+    from lesionssl.models.backbones import build_backbone
+    from lesionssl.pretraining.methods import get_method
+    from lesionssl.pretraining.module import SelfSupervisedModule
+
+    def module():
+        backbone, _ = build_backbone("timm:test_resnet", "random")
+        return SelfSupervisedModule(backbone, get_method("barlow_twins", {"projector": [16, 8]}))
+
+    torch.manual_seed(3)
+    old = {k.removeprefix("method."): v for k, v in module().state_dict().items()}
+    assert "projector.0.weight" in old
+    fresh = module()
+    fresh.load_state_dict(old)
+    torch.testing.assert_close(fresh.method.projector[0].weight, old["projector.0.weight"])

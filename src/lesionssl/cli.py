@@ -193,7 +193,7 @@ def pretrain(
     image_size: Annotated[int | None, typer.Option(help="Side of the training views in pixels.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Image pairs per step.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Passes over the pool.")] = None,
-    method: Annotated[str | None, typer.Option(help="barlow_twins | vicreg | simclr")] = None,
+    method: Annotated[str | None, typer.Option(help="barlow_twins | vicreg | simclr | byol")] = None,
     method_kwargs: Annotated[list[str] | None, typer.Option("--method-kwargs", help="KEY=VALUE: a hyperparameter of the method (repeatable), e.g. lambd=0.0051 or temperature=0.2.")] = None,
     projector: Annotated[str | None, typer.Option(help="Projector widths, comma-separated (e.g. 2048,2048).")] = None,
     positives: Annotated[str | None, typer.Option(help="self (two views of one image) | lesion (two images of one lesion where the pool has several).")] = None,

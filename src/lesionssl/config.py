@@ -301,7 +301,7 @@ class PretrainConfig(DecodesImages):
     store_margin: StoreMargin = STORE_MARGIN
     batch_size: int = Field(128, ge=2)
     epochs: int = Field(50, ge=1, description="50: the length measured on ../shared/data/skin-lesions (EVIDENCE.md)")
-    method: str = Field("barlow_twins", description="barlow_twins | vicreg | simclr")
+    method: str = Field("barlow_twins", description="barlow_twins | vicreg | simclr | byol")
     method_kwargs: dict[str, Any] = Field(default_factory=dict, description="the method's hyperparameters (projector widths, loss weights); `projector` and `lambd` may also be given at the top level")
     positives: Literal["self", "lesion"] = Field("self", description="self: two views of one image; lesion: two different images of one lesion (the manifest's group) where the pool has several")
     augmentation: PairPreset = "small-data"

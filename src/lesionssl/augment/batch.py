@@ -20,6 +20,7 @@ than 1.14x; larger stored images are first resized (antialiased) to at most 1.5x
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -315,15 +316,19 @@ class BatchView(_Normalizing):
         return self.apply(images, self.sample(images.shape[0], images.shape[2], images.shape[3]))
 
 
-class TwoViews(nn.Module):
-    """The two views of a uint8 batch."""
+class Views(nn.Module):
+    """The views of a uint8 batch, one per spec (a method's ``view_specs``; two by default).
 
-    def __init__(self, first: ViewSpec, second: ViewSpec) -> None:
+    With ``partner`` (a second image of each lesion, for lesion positives) the first view is
+    drawn from ``images`` and every other view from ``partner``.
+    """
+
+    def __init__(self, specs: Sequence[ViewSpec]) -> None:
         super().__init__()
-        self.first, self.second = BatchView(first), BatchView(second)
+        self.views = nn.ModuleList(BatchView(spec) for spec in specs)
 
-    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        return self.first(images), self.second(images)
+    def forward(self, images: Tensor, partner: Tensor | None = None) -> list[Tensor]:
+        return [view(images if i == 0 or partner is None else partner) for i, view in enumerate(self.views)]
 
 
 def resolve_preset(preset: PairPreset | PairAugmentation) -> PairAugmentation:
@@ -363,9 +368,9 @@ def two_view_specs(preset: PairPreset | PairAugmentation, image_size: int, norma
     return first, second
 
 
-def two_views(preset: PairPreset | PairAugmentation, image_size: int, normalize: Normalization | Preprocessing, extras: tuple[str, ...] = ()) -> TwoViews:
+def two_views(preset: PairPreset | PairAugmentation, image_size: int, normalize: Normalization | Preprocessing, extras: tuple[str, ...] = ()) -> Views:
     """Batch module producing the two views of a preset."""
-    return TwoViews(*two_view_specs(preset, image_size, normalize, extras))
+    return Views(two_view_specs(preset, image_size, normalize, extras))
 
 
 def finetune_view(image_size: int, normalize: Normalization | Preprocessing) -> BatchView:

@@ -214,11 +214,13 @@ def resolve_preprocessing(normalize: Normalization, info: dict[str, Any]) -> Pre
 
 
 def read_projector_state(init: str, architecture: str) -> dict[str, torch.Tensor]:
-    """The ``projector.*`` tensors of a full Barlow Twins checkpoint (official or lesionssl), prefix removed."""
+    """The projector tensors of a full Barlow Twins checkpoint (official ``projector.*``, or
+    lesionssl's ``method.projector.*``, formerly ``projector.*``), prefix removed."""
     if init == "random" or init.startswith("imagenet"):
         return {}
     path, _ = resolve_checkpoint(init, architecture)
     _, rest = split_prefixed(read_state_dict(path))
+    rest = {k.removeprefix("method."): v for k, v in rest.items()}
     return {k.removeprefix("projector."): v for k, v in rest.items() if k.startswith("projector.")}
 
 

@@ -18,16 +18,19 @@ class ProjectionHead(nn.Sequential):
     Args:
         in_dim: Backbone feature width (512 for ResNet-18, 2048 for ResNet-50).
         dims: Output widths of the linear layers, e.g. ``(8192, 8192, 8192)``.
+        last_bias: Give the last linear layer a bias (BYOL's MLPs have one; the layers before
+            a BatchNorm never need one).
     """
 
-    def __init__(self, in_dim: int, dims: Sequence[int]) -> None:
+    def __init__(self, in_dim: int, dims: Sequence[int], last_bias: bool = False) -> None:
         if not dims:
             raise ValueError("the projector needs at least one layer")
         layers: list[nn.Module] = []
         widths = [in_dim, *dims]
         for i, (d_in, d_out) in enumerate(zip(widths[:-1], widths[1:])):
-            layers.append(nn.Linear(d_in, d_out, bias=False))
-            if i < len(dims) - 1:
+            last = i == len(dims) - 1
+            layers.append(nn.Linear(d_in, d_out, bias=last and last_bias))
+            if not last:
                 layers += [nn.BatchNorm1d(d_out), nn.ReLU(inplace=True)]
         super().__init__(*layers)
 

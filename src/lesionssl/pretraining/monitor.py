@@ -52,7 +52,7 @@ def _embed(module: L.LightningModule, view: nn.Module, loader: DataLoader, proje
     view = view.to(module.device)
     for images, targets, _ in loader:
         out = module.backbone(view(images.to(module.device)))
-        features.append((module.projector(out) if project else out).float().cpu())
+        features.append((module.method.projector(out) if project else out).float().cpu())
         labels.append(targets)
     return torch.cat(features), torch.cat(labels)
 

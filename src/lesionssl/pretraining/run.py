@@ -33,7 +33,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from safetensors.torch import save_file
 
-from lesionssl.augment.batch import EvalView, two_views
+from lesionssl.augment.batch import EvalView, Views, two_view_specs
 from lesionssl.augment.views import Preprocessing
 from lesionssl.config import PretrainConfig, to_yaml
 from lesionssl.data.colour import mismatch as colour_mismatch
@@ -50,7 +50,7 @@ from lesionssl.environment import run_environment
 from lesionssl.errors import LesionSSLError
 from lesionssl.figures import plot_pretrain_history
 from lesionssl.io import atomic_write, save_torch, write_csv, write_json, write_text
-from lesionssl.models.backbones import build_backbone, feature_dim, read_projector_state, resolve_preprocessing
+from lesionssl.models.backbones import build_backbone, read_projector_state, resolve_preprocessing
 from lesionssl.models.heads import ProjectionHead
 from lesionssl.optim.lars import LARS, lars_param_groups
 from lesionssl.optim.one_cycle import WarmupCosine, WarmupCosineCallback
@@ -197,17 +197,17 @@ def pretrain(config: PretrainConfig) -> Path:
         data = pretrain_loader(images, rows, config.batch_size, config.runtime.num_workers, config.seed, pin_memory=uses_cuda(config.runtime), groups=groups)
 
         preprocessing = resolve_preprocessing(config.normalize, init_info)
-        views = two_views(config.augmentation_parameters, config.image_size, preprocessing, tuple(config.extra_augmentations))
         method = config.build_method()
-        projector = method.projector(feature_dim(backbone))
+        views = Views(method.view_specs(two_view_specs(config.augmentation_parameters, config.image_size, preprocessing, tuple(config.extra_augmentations))))
         warmup_epochs = config.resolved_projector_warmup_epochs
-        if config.projector_init == "checkpoint":
-            load_projector(projector, read_projector_state(config.init, config.backbone), config.init)
-        init_info["projector"] = config.projector_init
         module = SelfSupervisedModule(
-            backbone, projector, method, config.resolved_weight_decay, config.runtime.channels_last, _optimizer_factory(config), views,
+            backbone, method, config.resolved_weight_decay, config.runtime.channels_last, _optimizer_factory(config), views,
             encoder_lr_scale=config.encoder_lr_scale, frozen_bn_statistics=config.bn_statistics == "frozen", l2sp=config.l2sp,
         )
+        if config.projector_init == "checkpoint":
+            load_projector(method.projector, read_projector_state(config.init, config.backbone), config.init)
+            method.update_momentum(backbone, progress=0.0, tau=0.0)  # a target starts as its online module
+        init_info["projector"] = config.projector_init
         history = out / "history.csv"
 
         def fit(callbacks: list[L.Callback], epochs: int, loader=None, ckpt: str | None = None, logger=False) -> None:

@@ -1,8 +1,9 @@
 """Self-supervised methods, one file each, behind one registry (``method:`` in a config).
 
 Adding a method is one file here (a :class:`~lesionssl.pretraining.methods.base.Method` subclass:
-its projector, loss, hyperparameters and logged terms) plus its entry in :data:`METHODS`, and its
-tests; nothing else in lesionssl names a method.
+its heads and state, loss, hyperparameters and logged terms, and the hooks it needs) plus its
+entry in :data:`METHODS`; the registry-parametrised tests then cover it, and it adds its own
+against the paper. Nothing else in lesionssl names a method.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from pydantic import ValidationError
 from lesionssl.errors import LesionSSLError
 from lesionssl.pretraining.methods.barlow_twins import BarlowTwins
 from lesionssl.pretraining.methods.base import LossTerms, Method
+from lesionssl.pretraining.methods.byol import BYOL
 from lesionssl.pretraining.methods.simclr import SimCLR
 from lesionssl.pretraining.methods.vicreg import VICReg
 
-METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (BarlowTwins, VICReg, SimCLR)}
+METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (BarlowTwins, VICReg, SimCLR, BYOL)}
 
 
 def get_method(name: str, kwargs: dict[str, Any] | None = None) -> Method:

@@ -18,7 +18,7 @@ from typing import ClassVar
 import torch
 from pydantic import Field
 
-from lesionssl.pretraining.methods.base import LossTerms, Method, MethodKwargs
+from lesionssl.pretraining.methods.base import JointEmbedding, LossTerms, MethodKwargs
 from lesionssl.pretraining.methods.distributed import global_count, global_sum
 
 
@@ -52,7 +52,7 @@ class BarlowTwinsKwargs(MethodKwargs):
     lambd: float | None = Field(0.0051, gt=0, description="off-diagonal weight; null = 1/d, the seed's heuristic")
 
 
-class BarlowTwins(Method):
+class BarlowTwins(JointEmbedding):
     name = "barlow_twins"
     summary = "cross-correlation of the two views' standardised embeddings towards the identity: invariance on the diagonal, redundancy reduction off it"
     source = "Zbontar et al. 2021 and facebookresearch/barlowtwins (lambda 0.0051, projector 8192-8192-8192)"

@@ -17,7 +17,7 @@ import torch
 from pydantic import Field
 from torch.nn import functional as F
 
-from lesionssl.pretraining.methods.base import LossTerms, Method, MethodKwargs
+from lesionssl.pretraining.methods.base import JointEmbedding, LossTerms, MethodKwargs
 from lesionssl.pretraining.methods.distributed import gather
 
 
@@ -39,7 +39,7 @@ class SimCLRKwargs(MethodKwargs):
     temperature: float = Field(0.1, gt=0)
 
 
-class SimCLR(Method):
+class SimCLR(JointEmbedding):
     name = "simclr"
     summary = "each view picks out its partner among all other images of the (global) batch: contrastive, with negatives"
     source = "Chen et al. 2020 (NT-Xent, temperature 0.1, projector 2048-128)"

@@ -18,7 +18,7 @@ import torch
 from pydantic import Field
 from torch.nn import functional as F
 
-from lesionssl.pretraining.methods.base import LossTerms, Method, MethodKwargs
+from lesionssl.pretraining.methods.base import JointEmbedding, LossTerms, MethodKwargs
 from lesionssl.pretraining.methods.distributed import gather
 
 
@@ -54,7 +54,7 @@ class VICRegKwargs(MethodKwargs):
     eps: float = Field(1e-4, gt=0)
 
 
-class VICReg(Method):
+class VICReg(JointEmbedding):
     name = "vicreg"
     summary = "views' embeddings close (invariance), each dimension's std above 1 (variance), dimensions decorrelated (covariance)"
     source = "Bardes et al. 2022 (25 / 25 / 1, gamma 1, eps 1e-4, projector 8192-8192-8192)"
