@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from lesionssl.config import CompareConfig, FinetuneConfig, PretrainConfig, SelectConfig, SplitCommand, resolve
 from lesionssl.errors import LesionSSLError
+from lesionssl.layout import ExperimentFolder, RunFolder
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -132,7 +133,7 @@ def finetune(config: Config = None, **options: Any) -> FineTuned:
 
     settings = resolve(FinetuneConfig, config, options, "finetune")
     folder = Path(settings.out)
-    if (folder / "metrics.json").is_file():
+    if RunFolder(folder).finished:
         _refuse_other_settings(settings, folder)
     else:
         run(settings)
@@ -146,7 +147,7 @@ def _refuse_other_settings(settings: FinetuneConfig, folder: Path) -> None:
 
     from lesionssl.config import differing_keys
 
-    recorded = yaml.safe_load((folder / "config.yaml").read_text())
+    recorded = yaml.safe_load(RunFolder(folder).config.read_text())
     recorded.pop("resolved", None)
     keys = differing_keys(settings, recorded)
     if keys:
@@ -162,4 +163,4 @@ def compare(config: Config = None, **options: Any) -> Comparison:
 
     settings = resolve(CompareConfig, config, options, "compare")
     report = run(settings)
-    return Comparison(pd.read_csv(report.parent / "results.csv"), report, report.parent, settings)
+    return Comparison(pd.read_csv(ExperimentFolder(report.parent).results), report, report.parent, settings)

@@ -40,6 +40,7 @@ from lesionssl.config import (
     validate,
 )
 from lesionssl.errors import LesionSSLError
+from lesionssl.layout import PREDICTIONS, RunFolder
 from lesionssl.progress import console
 from lesionssl.stopping import Stopped, resume_command, stop_on_signals
 
@@ -308,7 +309,7 @@ def finetune(
     settings = _settings(FinetuneConfig, values, "finetune")
     if "init" not in values:
         _say_default_init(settings.backbone, settings.init)
-    if (Path(settings.out) / "metrics.json").is_file() and not settings.resume:
+    if RunFolder(settings.out).finished and not settings.resume:
         raise LesionSSLError(f"{settings.out} already holds a finished run; choose another --out or pass --resume to keep it")
     result = run(settings)
     m = result.metrics
@@ -320,7 +321,7 @@ def finetune(
 def predict(
     model: Annotated[Path, typer.Option("--model", help="A finished `finetune` run folder (model.safetensors + model.json), e.g. runs/compare/runs/<init>/seed0-<hash>.")],
     data: Annotated[list[str], typer.Option("--data", help="Images to predict: any source `split` accepts (labelled sources also get metrics).")],
-    out: Annotated[Path, typer.Option("--out", help="CSV to write: p_<CLASS> per class, prediction, p_malignant, malignant.")] = Path("predictions.csv"),
+    out: Annotated[Path, typer.Option("--out", help="CSV to write: p_<CLASS> per class, prediction, p_malignant, malignant.")] = Path(PREDICTIONS),
     tta: Annotated[int | None, typer.Option(help="Augmented views (default: what the model was evaluated with).")] = None,
     prior: Annotated[str, typer.Option(help="Deployment class prior: none | uniform | estimate (EM on these images) | FILE (YAML {class: p}).")] = "none",
     batch_size: Annotated[int, typer.Option(min=1)] = 64,

@@ -15,10 +15,10 @@ from typing import Any
 from lesionssl.data.colour import DEFAULT_P, ColourConstancy
 from lesionssl.errors import LesionSSLError
 from lesionssl.io import write_json
+from lesionssl.layout import METRICS, RUN_PLAN, RunFolder
 
 BACKBONE_FORMAT = "lesionssl-backbone/1"
 MODEL_FORMAT = "lesionssl-model/1"
-RUN_FILE = "run.json"
 
 
 def _from_dict(cls, data: dict[str, Any], source: Path):
@@ -130,11 +130,11 @@ class RunRecord:
         return self.name if self.strategy is None else f"{self.name} · {self.strategy}"
 
     def write(self, folder: Path) -> None:
-        write_json(Path(folder) / RUN_FILE, asdict(self))
+        write_json(Path(folder) / RUN_PLAN, asdict(self))
 
     @classmethod
     def read(cls, folder: Path) -> RunRecord:
-        return _from_dict(cls, _read_json(Path(folder) / RUN_FILE), Path(folder) / RUN_FILE)
+        return _from_dict(cls, _read_json(Path(folder) / RUN_PLAN), Path(folder) / RUN_PLAN)
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,7 @@ class RunResult:
 
     @classmethod
     def read(cls, folder: Path) -> RunResult:
-        return _from_dict(cls, _read_json(Path(folder) / "metrics.json"), Path(folder) / "metrics.json")
+        return _from_dict(cls, _read_json(RunFolder(folder).metrics), RunFolder(folder).metrics)
 
     @property
     def handling(self) -> str:
@@ -204,8 +204,8 @@ class Metrics:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Metrics:
         per_class = {name: ClassMetrics(**{k: v for k, v in values.items() if k in {f.name for f in fields(ClassMetrics)}}) for name, values in data["per_class"].items()}
-        return _from_dict(cls, {**data, "per_class": per_class}, Path("metrics.json"))
+        return _from_dict(cls, {**data, "per_class": per_class}, Path(METRICS))
 
     @classmethod
     def read(cls, folder: Path) -> Metrics:
-        return cls.from_dict(_read_json(Path(folder) / "metrics.json"))
+        return cls.from_dict(_read_json(RunFolder(folder).metrics))

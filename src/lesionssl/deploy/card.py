@@ -13,14 +13,13 @@ import yaml
 
 from lesionssl.config import describe_lr
 from lesionssl.data.classes import ISIC2019_CLASSES
-from lesionssl.deploy.model import MODEL_RECORD
 from lesionssl.errors import LesionSSLError
 from lesionssl.evaluate.metrics import NOT_APPLICABLE, compute_metrics, support_note, without_support
 from lesionssl.io import write_text
+from lesionssl.layout import CARD, METRICS, MODEL_RECORD, RunFolder
 from lesionssl.records import ModelRecord
 from lesionssl.report.statistics import image_interval
 
-CARD_FILE = "MODEL_CARD.md"
 LICENCE_FILES = ("ATTRIBUTION.md", "LICENSE", "LICENSE.txt", "LICENCE", "README.md")
 #: The first limitation: the modality is only claimed when the classes say it (ISIC 2019's are dermoscopic).
 DERMOSCOPY_SCOPE = "Dermoscopic images only: clinical photographs, histology and other modalities are out of scope."
@@ -71,13 +70,14 @@ def write_card(run: Path, metrics: dict[str, Any] | None = None) -> Path:
     """Write ``MODEL_CARD.md`` into a finished ``finetune`` run folder (or, given the run's
     ``metrics``, into one about to be marked finished)."""
     run = Path(run)
-    if (metrics is None and not (run / "metrics.json").is_file()) or not (run / MODEL_RECORD).is_file():
-        raise LesionSSLError(f"{run} is not a finished fine-tuning run with a model (metrics.json + {MODEL_RECORD})")
-    metrics = metrics if metrics is not None else json.loads((run / "metrics.json").read_text())
-    record = ModelRecord.read(run / MODEL_RECORD)
-    environment = json.loads((run / "environment.json").read_text()) if (run / "environment.json").is_file() else {}
+    folder = RunFolder(run)
+    if (metrics is None and not folder.finished) or not folder.model_record.is_file():
+        raise LesionSSLError(f"{run} is not a finished fine-tuning run with a model ({METRICS} + {MODEL_RECORD})")
+    metrics = metrics if metrics is not None else json.loads(folder.metrics.read_text())
+    record = ModelRecord.read(folder.model_record)
+    environment = json.loads(folder.environment.read_text()) if folder.environment.is_file() else {}
     manifest_meta, settings = {}, {}
-    config_file = run / "config.yaml"
+    config_file = folder.config
     if config_file.is_file():
         settings = yaml.safe_load(config_file.read_text())
         manifest = settings.get("manifest")
@@ -105,7 +105,7 @@ def write_card(run: Path, metrics: dict[str, Any] | None = None) -> Path:
         "## Test metrics (internal test split)",
         "| metric | value | 95% bootstrap interval |",
         "|---|---|---|",
-        *_with_interval(run / "predictions.csv", classes),
+        *_with_interval(folder.predictions, classes),
         f"| macro AUROC | {metrics['macro_auroc']:.3f} | |" if metrics.get("macro_auroc") is not None else "",
         "",
         "| class | precision | recall | F1 | AUROC | support |",
@@ -114,7 +114,7 @@ def write_card(run: Path, metrics: dict[str, Any] | None = None) -> Path:
         *([f"\n{support_note(metrics['per_class'])}"] if without_support(metrics["per_class"]) else []),
     ]
     for name in metrics.get("external", {}):
-        lines += ["", f"## External test set: {name}", "| metric | value | 95% bootstrap interval |", "|---|---|---|", *_with_interval(run / "external" / name / "predictions.csv", classes)]
+        lines += ["", f"## External test set: {name}", "| metric | value | 95% bootstrap interval |", "|---|---|---|", *_with_interval(folder.external(name).predictions, classes)]
         point = metrics["external"][name].get("operating_point")
         if point:
             lines.append(f"\nAt the threshold: sensitivity {_rate(point['sensitivity'])}, specificity {_rate(point['specificity'])}.")
@@ -136,6 +136,6 @@ def write_card(run: Path, metrics: dict[str, Any] | None = None) -> Path:
               + f"Grad-CAM maps of any images: `lesionssl explain --model {run} --data IMAGES --out DIR` (a gallery page); they show where the model looks, not why."]
     scope = DERMOSCOPY_SCOPE if dermoscopic else OTHER_SCOPE
     lines += ["", "## Limitations", *[f"- {item}" for item in (scope, *LIMITATIONS)], "", "## How it was made", f"- Command: `{environment.get('command', 'not recorded')}`", f"- lesionssl {metrics.get('lesionssl_version')}, code commit {environment.get('git_commit')}; the resolved configuration is in `config.yaml`.", f"- Rebuild this card: `lesionssl card {run}`.", ""]
-    target = run / CARD_FILE
+    target = run / CARD
     write_text(target, "\n".join(line for line in lines if line is not None) + "\n")
     return target

@@ -25,10 +25,11 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from lesionssl.deploy.model import MODEL_RECORD, load_model
+from lesionssl.deploy.model import load_model
 from lesionssl.errors import LesionSSLError
 from lesionssl.finetuning.module import ClassifierModule
 from lesionssl.io import atomic_write
+from lesionssl.layout import MODEL_RECORD, MODEL_WEIGHTS
 from lesionssl.progress import console
 
 FORMATS = ("onnx", "torchscript", "safetensors")
@@ -81,7 +82,7 @@ def export_model(run: Path, format: str, out: Path) -> Path:
             traced = torch.jit.trace(model, example)
         atomic_write(target, lambda tmp: traced.save(str(tmp)))
     else:
-        target = out / "model.safetensors"
+        target = out / MODEL_WEIGHTS
         head = _classifier_name(module)
         state = {k: v.contiguous() for k, v in module.backbone.state_dict().items() if not k.startswith(f"{head}.")}
         state |= {f"{head}.weight": module.head.weight.detach().contiguous(), f"{head}.bias": module.head.bias.detach().contiguous()}

@@ -13,11 +13,10 @@ from lesionssl.augment.views import Preprocessing
 from lesionssl.errors import LesionSSLError
 from lesionssl.finetuning.module import ClassifierModule
 from lesionssl.io import atomic_write
+from lesionssl.layout import MODEL_RECORD, MODEL_WEIGHTS
 from lesionssl.models.backbones import build_backbone, feature_dim
 from lesionssl.records import ModelRecord
 
-MODEL_FILE = "model.safetensors"
-MODEL_RECORD = "model.json"
 #: The images the model was trained and validated on (``path``, ``split``), so ``predict`` can
 #: tell which labelled images it was given are the model's own and leave them out of metrics.
 MODEL_IMAGES = "model_images.csv"
@@ -26,7 +25,7 @@ MODEL_IMAGES = "model_images.csv"
 def save_model(folder: Path, module: ClassifierModule, record: ModelRecord) -> None:
     """Write the weights, then the record (whose presence marks a whole model)."""
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    atomic_write(Path(folder) / MODEL_FILE, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
+    atomic_write(Path(folder) / MODEL_WEIGHTS, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
     record.write(Path(folder) / MODEL_RECORD)
 
 
@@ -37,18 +36,18 @@ def load_model(folder: Path) -> tuple[ClassifierModule, ModelRecord]:
         LesionSSLError: The folder has no model, or its files are damaged or do not match.
     """
     folder = Path(folder)
-    if not (folder / MODEL_RECORD).is_file() or not (folder / MODEL_FILE).is_file():
-        raise LesionSSLError(f"{folder} holds no model ({MODEL_FILE} + {MODEL_RECORD}); give a finished `lesionssl finetune` run folder")
+    if not (folder / MODEL_RECORD).is_file() or not (folder / MODEL_WEIGHTS).is_file():
+        raise LesionSSLError(f"{folder} holds no model ({MODEL_WEIGHTS} + {MODEL_RECORD}); give a finished `lesionssl finetune` run folder")
     record = ModelRecord.read(folder / MODEL_RECORD)
     try:
-        state = load_file(str(folder / MODEL_FILE))
+        state = load_file(str(folder / MODEL_WEIGHTS))
     except (SafetensorError, OSError) as exc:
-        raise LesionSSLError(f"cannot read {folder / MODEL_FILE}: {exc}") from None
+        raise LesionSSLError(f"cannot read {folder / MODEL_WEIGHTS}: {exc}") from None
     backbone, _ = build_backbone(record.architecture, "random", record.image_size)
     preprocessing = Preprocessing(**record.preprocessing)
     module = ClassifierModule(backbone, feature_dim(backbone), len(record.classes), augment=finetune_view(record.image_size, preprocessing), eval_view=EvalView(record.image_size, preprocessing))
     try:
         module.load_state_dict(state)
     except RuntimeError as exc:  # missing or unexpected keys, or other shapes
-        raise LesionSSLError(f"{folder / MODEL_FILE} does not match its {MODEL_RECORD} ({record.architecture}, {len(record.classes)} classes): {str(exc).splitlines()[1 if len(str(exc).splitlines()) > 1 else 0].strip()}") from None
+        raise LesionSSLError(f"{folder / MODEL_WEIGHTS} does not match its {MODEL_RECORD} ({record.architecture}, {len(record.classes)} classes): {str(exc).splitlines()[1 if len(str(exc).splitlines()) > 1 else 0].strip()}") from None
     return module.eval(), record

@@ -24,6 +24,7 @@ from lesionssl.data.store import build_store, stored_size
 from lesionssl.errors import LesionSSLError
 from lesionssl.evaluate.metrics import compute_metrics, predictions_frame
 from lesionssl.io import write_csv, write_json
+from lesionssl.layout import RunFolder
 
 #: The name under which a manifest's held-out split (``split --hold-out``) is reported.
 HELD_OUT = "external"
@@ -63,8 +64,8 @@ def write_external(out: Path, evaluation: EvaluationSet, probs: np.ndarray, clas
     """Write ``external/<name>/predictions.csv`` and ``metrics.json``; return the headline numbers."""
     labels = label_indices(evaluation.table, classes)
     metrics = compute_metrics(labels, probs, classes)
-    folder = out / "external" / evaluation.name
-    folder.mkdir(parents=True, exist_ok=True)
-    write_csv(folder / "predictions.csv", predictions_frame(evaluation.table["image"].tolist(), labels, probs, classes))
-    write_json(folder / "metrics.json", metrics)
+    folder = RunFolder(out).external(evaluation.name)
+    folder.path.mkdir(parents=True, exist_ok=True)
+    write_csv(folder.predictions, predictions_frame(evaluation.table["image"].tolist(), labels, probs, classes))
+    write_json(folder.metrics, metrics)
     return {k: metrics[k] for k in SUMMARY_KEYS}

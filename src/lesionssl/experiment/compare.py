@@ -32,10 +32,11 @@ from lesionssl.experiment.probes import probe_run
 from lesionssl.experiment.selection import Draw, selection_draws
 from lesionssl.finetuning.run import finetune
 from lesionssl.io import file_lock, write_json, write_text
+from lesionssl.layout import ExperimentFolder, RunFolder
 from lesionssl.pretraining.run import BACKBONE_FILE, pretrain
 from lesionssl.progress import console
 from lesionssl.records import BackboneRecord, RunRecord
-from lesionssl.report.compare import RUN_INDEX, write_report
+from lesionssl.report.compare import write_report
 
 
 def parse_shard(value: str | None) -> tuple[int, int]:
@@ -54,8 +55,9 @@ def parse_shard(value: str | None) -> tuple[int, int]:
 def _with_paths(config: CompareConfig, manifest: Path) -> CompareConfig:
     """The configuration as run: the manifest used, and where pretraining and the runs write."""
     out = Path(config.out)
-    pretrain = config.pretrain.model_copy(update={"manifest": manifest, "out": out / "pretrain"}) if config.pretrain else None
-    return config.model_copy(update={"manifest": manifest, "pretrain": pretrain, "finetune": config.finetune.model_copy(update={"out": out / "runs"})})
+    folder = ExperimentFolder(out)
+    pretrain = config.pretrain.model_copy(update={"manifest": manifest, "out": folder.pretraining()}) if config.pretrain else None
+    return config.model_copy(update={"manifest": manifest, "pretrain": pretrain, "finetune": config.finetune.model_copy(update={"out": folder.runs})})
 
 
 def budget_manifests(config: CompareConfig, manifest: Path) -> list[Draw]:
@@ -78,7 +80,7 @@ def budget_manifests(config: CompareConfig, manifest: Path) -> list[Draw]:
 
 def prepare_pretrained(config: CompareConfig, manifest: Path, initialisation: InitConfig) -> Path:
     """Pretrain once (resuming an interrupted pretraining) and return the backbone file."""
-    out = Path(config.out) / ("pretrain" if not initialisation.pretrain else f"pretrain-{initialisation.name}")
+    out = ExperimentFolder(config.out).pretraining(initialisation.name if initialisation.pretrain else None)
     backbone = out / BACKBONE_FILE
     settings = config.pretrain_settings(initialisation).model_copy(update={"manifest": manifest, "data_root": config.data_root, "out": out, "backbone": config.finetune.backbone, "tracking": _experiment_tracking(config)})
     with file_lock(Path(config.out) / f".{out.name}.lock"):
@@ -151,7 +153,7 @@ def run_configs(config: CompareConfig, draws: list[Draw], pretrained: dict[str, 
                 prefix = ("" if protocol == "finetune" else f"{protocol}-") + (f"{draw.strategy}-" if draw.strategy else "") + (f"b{draw.budget}-" if draw.budget is not None else "")
                 hashed = run if protocol == "finetune" else run.model_copy(update=NOT_USED_BY_PROBES)
                 tag = config_hash(hashed) if protocol == "finetune" else hashlib.sha256(f"{config_hash(hashed)}:{protocol}:{config.knn_k}".encode()).hexdigest()[:10]
-                run.out = Path(config.out) / "runs" / initialisation.name / f"{prefix}seed{draw.seed}-{tag}"
+                run.out = ExperimentFolder(config.out).runs / initialisation.name / f"{prefix}seed{draw.seed}-{tag}"
                 runs.append(PlannedRun(RunRecord(initialisation.name, protocol, draw.seed, initialisation.init, draw.budget, draw.strategy), run))
     return runs
 
@@ -160,7 +162,7 @@ def execute_run(run: PlannedRun, cache: Path, knn_k: int) -> dict | None:
     """Train and evaluate one planned run; return its test metrics, or None when another
     process (a concurrent shard or ``compare``) is training it or has just finished it."""
     with file_lock(run.config.out / ".lock", wait=False) as mine:
-        if not mine or (run.config.out / "metrics.json").is_file():
+        if not mine or RunFolder(run.config.out).finished:
             return None
         if run.protocol == "finetune":
             return finetune(run.config)
@@ -235,11 +237,11 @@ def compare(config: CompareConfig) -> Path:
     every_run = run_configs(config, draws, pretrained)
     for run in every_run:
         run.record.write(run.config.out)
-    write_json(out / RUN_INDEX, {"runs": [str(run.config.out.relative_to(out)) for run in every_run]})
+    write_json(ExperimentFolder(out).run_index, {"runs": [str(run.config.out.relative_to(out)) for run in every_run]})
     runs = every_run[k - 1 :: n]
-    pending = [run for run in runs if not (run.config.out / "metrics.json").is_file()]
+    pending = [run for run in runs if not RunFolder(run.config.out).finished]
     if len(pending) < len(runs):
         console.print(f"{len(runs) - len(pending)} of {len(runs)} runs finished earlier: skipped")
-    _execute(pending, config.jobs, out / "features", config.knn_k)
+    _execute(pending, config.jobs, ExperimentFolder(out).features, config.knn_k)
     with file_lock(out / ".report.lock"):  # concurrent shards: the last report sees every finished run
         return write_report(out, {i.name: i.init for i in config.initialisations})

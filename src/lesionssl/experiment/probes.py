@@ -27,6 +27,7 @@ from lesionssl.evaluate.metrics import compute_metrics, predictions_frame
 from lesionssl.evaluate.probe import cached_features, knn_probs, linear_probe
 from lesionssl.evaluate.test_sets import external_sets, write_external
 from lesionssl.io import write_csv, write_json, write_text
+from lesionssl.layout import RunFolder
 from lesionssl.models.backbones import build_backbone, resolve_preprocessing
 
 
@@ -89,7 +90,8 @@ def probe_run(config: FinetuneConfig, protocol: str, cache: Path, knn_k: int) ->
         "lesionssl_version": __version__,
         "seconds": round(time.time() - started, 1),
     }
-    write_text(out / "config.yaml", to_yaml(config, {"resolved": {"protocol": protocol, **details, "init": init_info}}))
-    write_csv(out / "predictions.csv", predictions_frame(test["image"].tolist(), test_y, probs, classes))
-    write_json(out / "metrics.json", record)  # last: its presence marks the run as finished
+    folder = RunFolder(out)
+    write_text(folder.config, to_yaml(config, {"resolved": {"protocol": protocol, **details, "init": init_info}}))
+    write_csv(folder.predictions, predictions_frame(test["image"].tolist(), test_y, probs, classes))
+    write_json(folder.metrics, record)  # last: its presence marks the run as finished
     return record

@@ -26,6 +26,7 @@ import pandas as pd
 from lesionssl.config import CompareConfig, SelectConfig
 from lesionssl.data.split import read_manifest, recorded_spec, write_manifest
 from lesionssl.io import file_lock, write_csv
+from lesionssl.layout import ExperimentFolder
 from lesionssl.progress import console
 from lesionssl.selection.labels import apply_labels
 from lesionssl.selection.select import POOL_SPLITS, select
@@ -94,7 +95,7 @@ def selection_draws(config: CompareConfig, manifest: Path, pretrained: dict[str,
                         select(SelectConfig(
                             manifest=pool_manifest, budget=budget - (0 if labelled is None else len(pd.read_csv(labelled))), strategy=strategy,
                             backbone=config.finetune.backbone, init=init, image_size=config.finetune.image_size, store_margin=config.finetune.store_margin,
-                            normalize=config.finetune.normalize, exclude=requests, seed=seed, out=request, cache=Path(config.out) / "features",
+                            normalize=config.finetune.normalize, exclude=requests, seed=seed, out=request, cache=ExperimentFolder(config.out).features,
                         ))
                     apply_labels(reveal(request, pool, labelled, folder / f"b{budget}-labelled.csv"), pool_manifest, target)
                 labelled = folder / f"b{budget}-labelled.csv"

@@ -53,6 +53,7 @@ from lesionssl.evaluate.test_sets import external_sets, write_external
 from lesionssl.figures import plot_confusion, plot_examples, plot_lr_finder, plot_reliability, plot_schedule
 from lesionssl.finetuning.module import ClassifierModule
 from lesionssl.io import write_csv, write_json, write_text
+from lesionssl.layout import RunFolder
 from lesionssl.models.backbones import build_backbone, feature_dim, resolve_preprocessing
 from lesionssl.optim.lr_finder import LRFinderResult
 from lesionssl.optim.one_cycle import OneCycleCallback
@@ -161,7 +162,7 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
         if config.loss_weights == "balanced":
             weights = torch.as_tensor(np.divide(1.0, len(classes) * train_prior, out=np.zeros_like(train_prior), where=train_prior > 0), dtype=torch.float32)
         module = ClassifierModule(backbone, feature_dim(backbone), len(classes), config.weight_decay, config.runtime.channels_last, weights, finetune_view(config.image_size, preprocessing), EvalView(config.image_size, preprocessing))
-        history = out / "history.csv"
+        history = RunFolder(out).history
 
         def fit(callbacks: list[L.Callback], epochs: int, loader=None, validate: bool = False, logger=False, ckpt: Path | None = None) -> None:
             trainer = make_trainer(config.runtime, epochs, callbacks, logger=logger, validate=validate and val_data is not None)
@@ -318,8 +319,9 @@ def _write_examples(out: Path, module: ClassifierModule, images: np.ndarray, tes
 
 
 def _write_outputs(out: Path, config: FinetuneConfig, provenance: dict, init_info: dict, metrics: dict, predictions: pd.DataFrame, finder, one_cycle: OneCycleCallback) -> None:
-    write_text(out / "config.yaml", to_yaml(config, {"resolved": {**provenance, "init": init_info}}))
-    write_csv(out / "predictions.csv", predictions)
+    folder = RunFolder(out)
+    write_text(folder.config, to_yaml(config, {"resolved": {**provenance, "init": init_info}}))
+    write_csv(folder.predictions, predictions)
     schedule = pd.DataFrame(one_cycle.history)
     write_csv(out / "schedule.csv", schedule)
     if finder is not None:
@@ -329,7 +331,7 @@ def _write_outputs(out: Path, config: FinetuneConfig, provenance: dict, init_inf
         if finder is not None:
             plot_lr_finder(finder, provenance["lr"], out / "lr_finder.png")
         plot_confusion(np.asarray(metrics["confusion_matrix_normalized"]), metrics["classes"], out / "confusion.png")
-    write_json(out / "environment.json", run_environment(config.seed))
+    write_json(folder.environment, run_environment(config.seed))
     write_card(out, {**metrics, **provenance})  # before metrics.json: a finished run always has its card
-    write_json(out / "metrics.json", {**metrics, **provenance})  # its presence marks the run as finished
-    shutil.rmtree(out / "checkpoints", ignore_errors=True)  # the model is kept; the training state is not needed
+    write_json(folder.metrics, {**metrics, **provenance})  # its presence marks the run as finished
+    shutil.rmtree(folder.checkpoints, ignore_errors=True)  # the model is kept; the training state is not needed

@@ -50,6 +50,7 @@ from lesionssl.environment import run_environment
 from lesionssl.errors import LesionSSLError
 from lesionssl.figures import plot_pretrain_history
 from lesionssl.io import atomic_write, save_torch, write_csv, write_json, write_text
+from lesionssl.layout import CONFIG, ENVIRONMENT, HISTORY
 from lesionssl.models.backbones import build_backbone, read_projector_state, resolve_preprocessing
 from lesionssl.models.heads import ProjectionHead
 from lesionssl.optim.lars import LARS, lars_param_groups
@@ -208,7 +209,7 @@ def pretrain(config: PretrainConfig) -> Path:
             load_projector(method.projector, read_projector_state(config.init, config.backbone), config.init)
             method.update_momentum(backbone, progress=0.0, tau=0.0)  # a target starts as its online module
         init_info["projector"] = config.projector_init
-        history = out / "history.csv"
+        history = out / HISTORY
 
         def fit(callbacks: list[L.Callback], epochs: int, loader=None, ckpt: str | None = None, logger=False) -> None:
             trainer = make_trainer(config.runtime, epochs, callbacks, logger=logger, default_root_dir=out)
@@ -250,8 +251,8 @@ def pretrain(config: PretrainConfig) -> Path:
         else:
             resolved |= {"optimizer": "Adam(0.9, 0.99, eps 1e-5), decoupled weight decay", "schedule": "1cycle (fastai)"}
             schedule = one_cycle_schedule(stages["lr"], total_steps)
-        write_text(out / "config.yaml", to_yaml(config, {"resolved": resolved}))
-        write_json(out / "environment.json", run_environment(config.seed))
+        write_text(out / CONFIG, to_yaml(config, {"resolved": resolved}))
+        write_json(out / ENVIRONMENT, run_environment(config.seed))
         callbacks = [EpochSeed(config.seed), NonFiniteGuard(last), schedule, monitor, EpochHistory(history, PRETRAIN_STAGE), EpochCheckpoint(last)]
         record = BackboneRecord(
             architecture=config.backbone, image_size=config.image_size, normalize=config.normalize, preprocessing=asdict(preprocessing), pool=pool, pool_images=int(len(rows)),

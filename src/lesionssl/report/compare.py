@@ -23,7 +23,8 @@ from lesionssl.evaluate.calibration import apply_temperature
 from lesionssl.evaluate.metrics import ECE_BINS, NOT_APPLICABLE, metrics_from_predictions, support_note
 from lesionssl.figures import plot_confusion, plot_label_efficiency, plot_lr_curves, plot_per_class_f1, plot_pretrain_history, plot_reliability, plot_roc
 from lesionssl.io import write_csv, write_text
-from lesionssl.records import RUN_FILE, BackboneRecord, RunRecord, RunResult
+from lesionssl.layout import CARD, METRICS, ExperimentFolder, RunFolder
+from lesionssl.records import BackboneRecord, RunRecord, RunResult
 from lesionssl.report.document import Document
 from lesionssl.report.labels_saved import format_budget, labels_saved
 from lesionssl.report.published import PUBLISHED
@@ -36,12 +37,11 @@ PAIRWISE_METRICS = ("balanced_accuracy", "accuracy", "macro_f1", "macro_auroc")
 
 
 #: Written by ``compare``: the run folders of the experiment's current configuration.
-RUN_INDEX = "runs.json"
 
 
 def current_runs(out: Path) -> set[str] | None:
     """Run folders (relative to ``out``) of the current configuration; None when unknown."""
-    index = out / RUN_INDEX
+    index = ExperimentFolder(out).run_index
     return set(json.loads(index.read_text())["runs"]) if index.is_file() else None
 
 
@@ -51,22 +51,20 @@ def collect_runs(out: Path) -> tuple[pd.DataFrame, list[dict], list[str]]:
     the experiment produced them."""
     rows, full, stale = [], [], []
     expected = current_runs(out)
-    for metrics_file in sorted((out / "runs").rglob("metrics.json")):
-        run = metrics_file.parent
-        if not (run / RUN_FILE).is_file():
-            continue  # an external set's metrics, inside a run folder
+    for folder in ExperimentFolder(out).finished_runs():
+        run = folder.path
         if expected is not None and str(run.relative_to(out)) not in expected:
             stale.append(str(run.relative_to(out)))
             continue
         planned, result = RunRecord.read(run), RunResult.read(run)
-        metrics = metrics_from_predictions(run / "predictions.csv", result.classes)
+        metrics = metrics_from_predictions(folder.predictions, result.classes)
         row = {
             "init": planned.label, "initialisation": planned.name, "strategy": planned.strategy, "seed": planned.seed, **{k: metrics[k] for k in HEADLINE}, "run_dir": str(run.relative_to(out)),
             "protocol": planned.protocol, "budget": result.budget_per_class if planned.strategy is None else planned.budget, "macro_auroc": metrics["macro_auroc"], "lr": result.lr,
             "pretraining_pool": result.pretraining_pool, "handling": result.handling,
         }
         for name in result.external:
-            external = metrics_from_predictions(run / "external" / name / "predictions.csv", result.classes)
+            external = metrics_from_predictions(folder.external(name).predictions, result.classes)
             row |= {f"{name}:{k}": external[k] for k in (*HEADLINE, "macro_auroc")}
         rows.append(row)
         full.append({**metrics, "init": row["init"], "seed": planned.seed, "budget": row["budget"], "protocol": row["protocol"], "run": run, "result": result})
@@ -83,8 +81,8 @@ class Intervals:
     def predictions(self, run_dir: str, test_set: str = "test") -> tuple[np.ndarray, np.ndarray]:
         key = (run_dir, test_set)
         if key not in self._predictions:
-            folder = self.out / run_dir if test_set == "test" else self.out / run_dir / "external" / test_set
-            frame = pd.read_csv(folder / "predictions.csv", keep_default_na=False)
+            folder = RunFolder(self.out / run_dir)
+            frame = pd.read_csv((folder if test_set == "test" else folder.external(test_set)).predictions, keep_default_na=False)
             classes = [c.removeprefix("p_") for c in frame.columns if c.startswith("p_")]
             self._predictions[key] = (frame["label"].map({c: i for i, c in enumerate(classes)}).to_numpy(), frame[[f"p_{c}" for c in classes]].to_numpy())
         return self._predictions[key]
@@ -315,7 +313,7 @@ def _labels_saved(doc: Document, out: Path, results: pd.DataFrame, order: list[s
                     })
     saved = pd.DataFrame(rows)
     if not saved.empty:
-        write_csv(out / "labels_saved.csv", saved)
+        write_csv(ExperimentFolder(out).labels_saved, saved)
         doc.table(saved)
 
 
@@ -364,7 +362,7 @@ def _pooled_reliability(runs: list[dict], path: Path, title: str) -> None:
     labels, before, after = [], [], []
     for m in runs:
         result: RunResult = m["result"]
-        frame = pd.read_csv(m["run"] / "predictions.csv", keep_default_na=False)
+        frame = pd.read_csv(RunFolder(m["run"]).predictions, keep_default_na=False)
         probs = frame[[f"p_{c}" for c in result.classes]].to_numpy()
         labels.append(frame["label"].map({c: i for i, c in enumerate(result.classes)}).to_numpy())
         before.append(probs)
@@ -386,7 +384,7 @@ def _deployment(doc: Document, out: Path, full: list[dict], order: list[str]) ->
             + (f"that reaches sensitivity {target:g} " if target else "")
             + (f"(malignant: {', '.join(malignant)}); " if malignant else "(no run set malignant classes, so no threshold); ")
             + "the test and external columns show what those choices give on images never used to make them. "
-            f"ECE: expected calibration error ({ECE_BINS} bins); NLL: negative log-likelihood. Means over runs with a 95% percentile bootstrap interval over runs (inside the values' range); every run's own Wilson intervals are in its metrics.json and MODEL_CARD.md."
+            f"ECE: expected calibration error ({ECE_BINS} bins); NLL: negative log-likelihood. Means over runs with a 95% percentile bootstrap interval over runs (inside the values' range); every run's own Wilson intervals are in its {METRICS} and {CARD}."
         )
         doc.table(table)
     for init in order:
@@ -562,7 +560,7 @@ def write_report(out: Path, inits: dict[str, str] | None = None) -> Path:
     out = Path(out)
     results, full, stale = collect_runs(out)
     if results.empty:
-        raise LesionSSLError(f"no finished runs with their run records under {out / 'runs'} (an experiment of an earlier lesionssl: run its `lesionssl compare` again, which records them and skips finished runs)")
+        raise LesionSSLError(f"no finished runs with their run records under {ExperimentFolder(out).runs} (an experiment of an earlier lesionssl: run its `lesionssl compare` again, which records them and skips finished runs)")
     experiment = yaml.safe_load((out / "experiment.yaml").read_text()) if (out / "experiment.yaml").is_file() else {}
     inits = inits or {i["name"]: i["init"] for i in experiment.get("initialisations") or []}
     present = list(dict.fromkeys(results["init"]))
@@ -571,7 +569,7 @@ def write_report(out: Path, inits: dict[str, str] | None = None) -> Path:
     order = [i for i in (inits or {}) if i in present] + sorted(set(present) - set(inits or {}))
     budgets = sorted(b for b in results["budget"].dropna().unique())
     (out / "figures").mkdir(exist_ok=True)
-    write_csv(out / "results.csv", results[[*RESULT_COLUMNS, "budget", "macro_auroc", "lr", "protocol", *[c for c in results.columns if ":" in c]]])
+    write_csv(ExperimentFolder(out).results, results[[*RESULT_COLUMNS, "budget", "macro_auroc", "lr", "protocol", *[c for c in results.columns if ":" in c]]])
 
     main_budget = budgets[-1] if budgets else None
     protocols = [p for p in PROTOCOL_TITLES if p in set(results["protocol"])]
@@ -645,6 +643,7 @@ def write_report(out: Path, inits: dict[str, str] | None = None) -> Path:
     runs = results[["protocol", "init", "budget", "seed", "accuracy", "balanced_accuracy", "macro_f1", "lr", "run_dir"]].copy()
     runs["lr"] = runs["lr"].map(lambda v: "-" if pd.isna(v) else f"{v:.3g}")
     doc.table(runs.round(4))
-    write_text(out / "report.md", doc.to_markdown(out))
-    write_text(out / "report.html", doc.to_html())
-    return out / "report.md"
+    folder = ExperimentFolder(out)
+    write_text(folder.report, doc.to_markdown(out))
+    write_text(folder.report_html, doc.to_html())
+    return folder.report

@@ -27,6 +27,7 @@ from lesionssl.data.store import build_store, stored_size
 from lesionssl.errors import LesionSSLError
 from lesionssl.evaluate.probe import cached_features
 from lesionssl.io import write_csv, write_json
+from lesionssl.layout import FEATURES
 from lesionssl.models.backbones import build_backbone, resolve_preprocessing
 from lesionssl.selection.page import write_page
 from lesionssl.selection.strategies import STRATEGIES, Pool, Selection
@@ -75,7 +76,7 @@ def pool_features(config: SelectConfig, manifest: Manifest, rows: np.ndarray) ->
     L.seed_everything(config.seed, workers=True, verbose=False)
     images = build_store(manifest.table["path"].tolist(), stored_size(config.image_size, config.store_margin), "decoding images", config.colour)
     backbone, info = build_backbone(config.backbone, config.init, config.image_size)
-    cache = config.cache or Path(config.manifest).parent / "features"
+    cache = config.cache or Path(config.manifest).parent / FEATURES
     features = cached_features(cache, backbone, images, rows, config.image_size, resolve_preprocessing(config.normalize, info))
     return np.stack([features[r] for r in rows.tolist()])
 

@@ -1,0 +1,143 @@
+"""Where lesionssl puts things: every file and folder name of a run and of an experiment, once.
+
+A fine-tuning or probe run is a :class:`RunFolder`; ``compare`` writes an :class:`ExperimentFolder`
+holding one run folder per planned run. The runners, the report, the model card, the API and the
+CLI ask these objects for paths, so a renamed file is one edit here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+#: A finished run's results; its presence marks the run (or an external set's evaluation) as done.
+METRICS = "metrics.json"
+PREDICTIONS = "predictions.csv"
+#: What ``compare`` planned for a run (``records.RunRecord``).
+RUN_PLAN = "run.json"
+CONFIG = "config.yaml"
+ENVIRONMENT = "environment.json"
+HISTORY = "history.csv"
+CHECKPOINTS = "checkpoints"
+MODEL_WEIGHTS = "model.safetensors"
+MODEL_RECORD = "model.json"
+CARD = "MODEL_CARD.md"
+#: The folder of a run's evaluations on held-out sets, one subfolder per set.
+EXTERNAL = "external"
+
+RUNS = "runs"
+FEATURES = "features"
+RUN_INDEX = "runs.json"
+RESULTS = "results.csv"
+LABELS_SAVED = "labels_saved.csv"
+REPORT = "report.md"
+REPORT_HTML = "report.html"
+PRETRAIN = "pretrain"
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """One run's folder (a fine-tuning or probe run, or an external set's evaluation inside one)."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / METRICS
+
+    @property
+    def predictions(self) -> Path:
+        return self.path / PREDICTIONS
+
+    @property
+    def plan(self) -> Path:
+        return self.path / RUN_PLAN
+
+    @property
+    def config(self) -> Path:
+        return self.path / CONFIG
+
+    @property
+    def environment(self) -> Path:
+        return self.path / ENVIRONMENT
+
+    @property
+    def history(self) -> Path:
+        return self.path / HISTORY
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / CHECKPOINTS
+
+    @property
+    def model(self) -> Path:
+        return self.path / MODEL_WEIGHTS
+
+    @property
+    def model_record(self) -> Path:
+        return self.path / MODEL_RECORD
+
+    @property
+    def card(self) -> Path:
+        return self.path / CARD
+
+    @property
+    def finished(self) -> bool:
+        return self.metrics.is_file()
+
+    def external(self, name: str) -> RunFolder:
+        """The evaluation on the held-out set ``name`` (its own predictions and metrics)."""
+        return RunFolder(self.path / EXTERNAL / name)
+
+
+@dataclass(frozen=True)
+class ExperimentFolder:
+    """``compare``'s output: the runs, the feature cache, the pretrainings, results and report."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def runs(self) -> Path:
+        return self.path / RUNS
+
+    @property
+    def features(self) -> Path:
+        return self.path / FEATURES
+
+    @property
+    def run_index(self) -> Path:
+        """The run folders of the current configuration (earlier configurations' runs are stale)."""
+        return self.path / RUN_INDEX
+
+    @property
+    def results(self) -> Path:
+        return self.path / RESULTS
+
+    @property
+    def labels_saved(self) -> Path:
+        return self.path / LABELS_SAVED
+
+    @property
+    def report(self) -> Path:
+        return self.path / REPORT
+
+    @property
+    def report_html(self) -> Path:
+        return self.path / REPORT_HTML
+
+    def pretraining(self, arm: str | None = None) -> Path:
+        """The experiment's shared pretraining, or that of an arm that changes its settings."""
+        return self.path / (PRETRAIN if arm is None else f"{PRETRAIN}-{arm}")
+
+    def run(self, relative: str | Path) -> RunFolder:
+        return RunFolder(self.path / relative)
+
+    def finished_runs(self) -> list[RunFolder]:
+        """Every finished planned run under ``runs/`` (external evaluations inside runs are not runs)."""
+        return [RunFolder(m.parent) for m in sorted(self.runs.rglob(METRICS)) if (m.parent / RUN_PLAN).is_file()]
