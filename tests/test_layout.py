@@ -42,3 +42,37 @@ def test_no_stage_spells_a_file_name_the_layout_owns():
             if isinstance(node, ast.Constant) and node.value in names and id(node) not in docstrings:
                 offenders.append(f"{source.relative_to(root)}:{node.lineno} {node.value}")
     assert not offenders, offenders
+
+
+def test_records_of_the_current_format_refuse_unknown_and_missing_keys_older_formats_still_read(tmp_path):
+    import pytest
+
+    from lesionssl.errors import LesionSSLError
+    from lesionssl.records import RUN_RESULT_FORMAT, BackboneRecord, Calibration, Metrics, RunResult
+
+    metrics = {"n": 2, "accuracy": 0.5, "balanced_accuracy": 0.5, "macro_f1": 0.4, "weighted_f1": 0.4, "ece": 0.1, "classes": ["a", "b"], "macro_auroc": None, "macro_average_precision": None,
+               "per_class": {c: {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 1, "specificity": 0.5, "auroc": None, "average_precision": None} for c in "ab"},
+               "confusion_matrix": [[1, 0], [1, 0]], "confusion_matrix_normalized": [[1.0, 0.0], [1.0, 0.0]]}
+    result = RunResult(metrics=Metrics.from_dict(metrics), seed=3, protocol="linear", calibration=Calibration(note="no validation split"))
+    result.write(tmp_path)
+    assert RunResult.read(tmp_path) == result  # the round trip, nested records included
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert written["format"] == RUN_RESULT_FORMAT and written["accuracy"] == 0.5  # metrics stay at the top level
+    for broken, message in (({**written, "acuracy": 0.5}, "unknown key\\(s\\) acuracy"), ({k: v for k, v in written.items() if k != "seed"}, "missing key\\(s\\) seed")):
+        (tmp_path / "metrics.json").write_text(json.dumps(broken))
+        with pytest.raises(LesionSSLError, match=message):
+            RunResult.read(tmp_path)
+    # a metrics.json of an earlier lesionssl (no format, fewer keys, old nesting) still reads
+    old = {**metrics, "seed": 1, "protocol": "finetune", "lr": 0.001, "calibration": {"temperature": 1.5, "fitted_on": "val (20 images)", "test": {"ece_before": 0.2}},
+           "operating_point": {"note": "no malignant classes"}, "external": {"X": {"n": 4, "accuracy": 0.25, "balanced_accuracy": 0.25, "macro_f1": 0.2, "weighted_f1": 0.2, "macro_auroc": None}}, "retired_key": 1}
+    (tmp_path / "metrics.json").write_text(json.dumps(old))
+    read = RunResult.read(tmp_path)
+    assert read.calibration.temperature == 1.5 and read.operating_point.note == "no malignant classes" and read.external["X"].accuracy == 0.25 and read.metrics.accuracy == 0.5
+    backbone = tmp_path / "backbone.json"
+    record = BackboneRecord(architecture="resnet18", image_size=16, normalize="auto", preprocessing={}, pool="inductive", pool_images=4, init={}, epochs=1, recipe="small-data", method="byol", method_kwargs={})
+    record.write(backbone)
+    backbone.write_text(json.dumps({**json.loads(backbone.read_text()), "l2_sp": 1.0}))
+    with pytest.raises(LesionSSLError, match="unknown key\\(s\\) l2_sp"):
+        BackboneRecord.read(backbone)
+    backbone.write_text(json.dumps({**json.loads(backbone.read_text()), "format": "lesionssl-backbone/1"}))
+    assert BackboneRecord.read(backbone).method == "byol"  # the older format: its unknown keys are ignored

@@ -1,12 +1,11 @@
 """The comparison report from run folders alone (no training): partial experiments included."""
 
-import json
 
 import numpy as np
 import pandas as pd
 
-from lesionssl.evaluate.metrics import predictions_frame
-from lesionssl.records import RunRecord
+from lesionssl.evaluate.metrics import compute_metrics, predictions_frame
+from lesionssl.records import Metrics, RunRecord, RunResult
 from lesionssl.report.compare import write_report
 
 CLASSES = ["MEL", "NV", "BCC"]
@@ -17,7 +16,6 @@ def _run(out, name, protocol, budget, seed, skill, strategy=None):
     folder = out / "runs" / name / f"{protocol}-{strategy or ''}b{budget}-seed{seed}"
     folder.mkdir(parents=True)
     RunRecord(name=name, protocol=protocol, seed=seed, init="pretrain" if name == "ssl" else "random", budget=budget, strategy=strategy).write(folder)
-    (folder / "metrics.json").write_text(json.dumps({"seed": seed, "classes": CLASSES, "protocol": protocol, "budget_per_class": budget}))
     rng = np.random.default_rng(seed * 100 + budget)
     labels = np.repeat(np.arange(3), 20)
     right = rng.random(len(labels)) < skill
@@ -25,6 +23,7 @@ def _run(out, name, protocol, budget, seed, skill, strategy=None):
     probs = np.full((len(labels), 3), 0.1)
     probs[np.arange(len(labels)), predicted] = 0.8
     predictions_frame([f"img{i}.jpg" for i in range(len(labels))], labels, probs, CLASSES).to_csv(folder / "predictions.csv", index=False)
+    RunResult(metrics=Metrics.from_dict(compute_metrics(labels, probs, CLASSES)), seed=seed, protocol=protocol, budget_per_class=budget).write(folder)
 
 
 def test_report_of_an_unfinished_experiment(tmp_path):
@@ -90,8 +89,9 @@ def test_a_class_without_test_images_shows_n_a_and_is_named_not_recall_zero():
     metrics = compute_metrics(labels, probs, classes)
     assert without_support(metrics["per_class"]) == ["DF"]
     assert support_note(metrics["per_class"]).startswith("DF has no images here: n/a")
-    assert _class_row("DF", metrics["per_class"]["DF"]) == "| DF | n/a | n/a | n/a | n/a | 0 |"
-    assert "0.000" not in _class_row("DF", metrics["per_class"]["DF"]) and "| 0.500 |" in _class_row("MEL", metrics["per_class"]["MEL"])
+    per_class = Metrics.from_dict(metrics).per_class
+    assert _class_row("DF", per_class["DF"]) == "| DF | n/a | n/a | n/a | n/a | 0 |"
+    assert "0.000" not in _class_row("DF", per_class["DF"]) and "| 0.500 |" in _class_row("MEL", per_class["MEL"])
     full = [{**metrics, "init": "imagenet"}, {**metrics, "init": "imagenet"}]
     report = classification_report_table(full, ["imagenet"]).set_index("Lesion type")
     assert report.loc["Dermatofibroma", "f1 (imagenet)"] == "n/a" and report.loc["Dermatofibroma", "Support"] == 0

@@ -129,7 +129,7 @@ def finetune(config: Config = None, **options: Any) -> FineTuned:
     in ``out`` is loaded, not repeated."""
     from lesionssl.deploy.model import load_model
     from lesionssl.finetuning.run import finetune as run
-    from lesionssl.records import Metrics, RunResult
+    from lesionssl.records import RunResult
 
     settings = resolve(FinetuneConfig, config, options, "finetune")
     folder = Path(settings.out)
@@ -138,7 +138,8 @@ def finetune(config: Config = None, **options: Any) -> FineTuned:
     else:
         run(settings)
     module, record = load_model(folder)
-    return FineTuned(module, Metrics.read(folder), record, folder, settings, RunResult.read(folder).lr)
+    result = RunResult.read(folder)
+    return FineTuned(module, result.metrics, record, folder, settings, result.lr)
 
 
 def _refuse_other_settings(settings: FinetuneConfig, folder: Path) -> None:

@@ -17,11 +17,30 @@ from lesionssl.errors import LesionSSLError
 from lesionssl.io import write_json
 from lesionssl.layout import METRICS, RUN_PLAN, RunFolder
 
-BACKBONE_FORMAT = "lesionssl-backbone/1"
-MODEL_FORMAT = "lesionssl-model/1"
+#: The current formats; a record of the current format must have exactly its fields. Older
+#: formats (``/1``, and files without a format) are read leniently, missing keys taking defaults.
+BACKBONE_FORMAT = "lesionssl-backbone/2"
+MODEL_FORMAT = "lesionssl-model/2"
+RUN_PLAN_FORMAT = "lesionssl-run-plan/1"
+RUN_RESULT_FORMAT = "lesionssl-run/2"
 
 
-def _from_dict(cls, data: dict[str, Any], source: Path):
+def _check_keys(cls, data: dict[str, Any], source: Path, extra: set[str] = frozenset(), optional: set[str] = frozenset()) -> None:
+    """A record of the current format has exactly its fields: a renamed or missing key is an
+    error, never a silent default (older formats are read leniently, by their own rules)."""
+    names = {f.name for f in fields(cls)} | extra
+    unknown, missing = sorted(set(data) - names), sorted(names - optional - set(data))
+    if unknown or missing:
+        problems = "; ".join(part for part in (f"unknown key(s) {', '.join(unknown)}" if unknown else "", f"missing key(s) {', '.join(missing)}" if missing else "") if part)
+        raise LesionSSLError(f"{source}: not a valid {data.get('format', cls.__name__)} record ({problems})")
+
+
+def _from_dict(cls, data: dict[str, Any], source: Path, current: str | None = None):
+    """``cls`` from a JSON object: strict for the ``current`` format, lenient for older ones."""
+    if not isinstance(data, dict):
+        raise LesionSSLError(f"{source}: not a {cls.__name__} (a JSON object was expected)")
+    if current is not None and data.get("format") == current:
+        _check_keys(cls, data, source)
     known = {f.name for f in fields(cls)}
     try:
         return cls(**{k: v for k, v in data.items() if k in known})
@@ -69,7 +88,7 @@ class BackboneRecord:
 
     @classmethod
     def read(cls, path: Path) -> BackboneRecord:
-        return _from_dict(cls, _read_json(path), path)
+        return _from_dict(cls, _read_json(path), path, BACKBONE_FORMAT)
 
     def settings(self) -> dict[str, Any]:
         """What must match for this backbone to stand for a pretraining configuration."""
@@ -108,7 +127,7 @@ class ModelRecord:
 
     @classmethod
     def read(cls, path: Path) -> ModelRecord:
-        return _from_dict(cls, _read_json(path), path)
+        return _from_dict(cls, _read_json(path), path, MODEL_FORMAT)
 
 
 @dataclass(frozen=True)
@@ -123,6 +142,7 @@ class RunRecord:
     init: str
     budget: int | None = None
     strategy: str | None = None  # label selection: the strategy that picked the budget's images
+    format: str = RUN_PLAN_FORMAT
 
     @property
     def label(self) -> str:
@@ -134,34 +154,7 @@ class RunRecord:
 
     @classmethod
     def read(cls, folder: Path) -> RunRecord:
-        return _from_dict(cls, _read_json(Path(folder) / RUN_PLAN), Path(folder) / RUN_PLAN)
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """What a finished run recorded beside its predictions (``metrics.json``)."""
-
-    seed: int
-    classes: list[str]
-    protocol: str = "finetune"
-    budget_per_class: int | None = None
-    lr: float | None = None
-    pretraining_pool: str | None = None
-    external: dict[str, Any] = field(default_factory=dict)
-    imbalance: dict[str, str] = field(default_factory=dict)
-    logit_adjustment: dict[str, Any] = field(default_factory=dict)
-    calibration: dict[str, Any] = field(default_factory=dict)
-    operating_point: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def read(cls, folder: Path) -> RunResult:
-        return _from_dict(cls, _read_json(RunFolder(folder).metrics), RunFolder(folder).metrics)
-
-    @property
-    def handling(self) -> str:
-        """How the run dealt with class imbalance and prior shift, in words."""
-        adjustment = self.logit_adjustment.get("target", "none (training prior)")
-        return f"sampling {self.imbalance.get('sampling', 'shuffle')}, loss weights {self.imbalance.get('loss_weights', 'none')}, logit adjustment {adjustment}"
+        return _from_dict(cls, _read_json(RunFolder(folder).plan), RunFolder(folder).plan, RUN_PLAN_FORMAT)
 
 
 @dataclass(frozen=True)
@@ -198,14 +191,133 @@ class Metrics:
     classes: list[str]
     per_class: dict[str, ClassMetrics]
     confusion_matrix: list[list[int]]
+    confusion_matrix_normalized: list[list[float]] | None = None
     macro_auroc: float | None = None
     macro_average_precision: float | None = None
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Metrics:
-        per_class = {name: ClassMetrics(**{k: v for k, v in values.items() if k in {f.name for f in fields(ClassMetrics)}}) for name, values in data["per_class"].items()}
-        return _from_dict(cls, {**data, "per_class": per_class}, Path(METRICS))
+    def from_dict(cls, data: dict[str, Any], source: Path = Path(METRICS)) -> Metrics:
+        """From :func:`~lesionssl.evaluate.metrics.compute_metrics`' dict (or a metrics.json's part)."""
+        per_class = {name: _from_dict(ClassMetrics, values, source) for name, values in data["per_class"].items()}
+        return _from_dict(cls, {**{k: data.get(k) for k in (f.name for f in fields(cls)) if k in data}, "per_class": per_class}, source)
 
     @classmethod
     def read(cls, folder: Path) -> Metrics:
-        return cls.from_dict(_read_json(RunFolder(folder).metrics))
+        return RunResult.read(folder).metrics
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Temperature scaling, fitted on the validation split, and the test ECE and NLL before and
+    after it (``ece_before``, ``ece_after``, ``nll_before``, ``nll_after``); or why none was fitted."""
+
+    temperature: float | None = None
+    fitted_on: str | None = None
+    test: dict[str, float] = field(default_factory=dict)
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """The P(malignant) threshold chosen on validation for a target sensitivity, with the
+    sensitivity and specificity it reaches on validation and test (each ``{value, low, high}``);
+    or why none was chosen."""
+
+    target_sensitivity: float | None = None
+    threshold: float | None = None
+    malignant_classes: list[str] = field(default_factory=list)
+    val: dict[str, Any] | None = None
+    test: dict[str, Any] | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class ExternalResult:
+    """A run's headline numbers on one held-out set (its full metrics and predictions are in
+    ``external/<name>/``), and the validation-chosen threshold's sensitivity and specificity there."""
+
+    n: int
+    accuracy: float
+    balanced_accuracy: float
+    macro_f1: float
+    weighted_f1: float
+    macro_auroc: float | None = None
+    operating_point: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class LogitAdjustment:
+    """The prior the test predictions were adjusted to (Menon et al. 2021), and the unadjusted headline numbers."""
+
+    target: str = "none (training prior)"
+    train_prior: dict[str, float] = field(default_factory=dict)
+    test_prior: dict[str, float] | None = None
+    unadjusted: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a finished run recorded beside its predictions (``metrics.json``): its test metrics
+    (stored flat, at the top level) and its provenance. Built by the fine-tuning and probe
+    runners alike; every reader of ``metrics.json`` goes through :meth:`read`."""
+
+    metrics: Metrics
+    seed: int
+    protocol: str = "finetune"
+    init: str = ""
+    budget_per_class: int | None = None
+    train_images: int | None = None
+    test_images: int | None = None
+    pretraining_pool: str | None = None
+    transductive: bool = False
+    lr: float | None = None
+    lr_setting: float | str | None = None
+    preprocessing: dict[str, Any] | None = None
+    selected_epoch: int | None = None
+    external: dict[str, ExternalResult] = field(default_factory=dict)
+    imbalance: dict[str, str] = field(default_factory=dict)
+    logit_adjustment: LogitAdjustment = field(default_factory=LogitAdjustment)
+    calibration: Calibration = field(default_factory=Calibration)
+    operating_point: OperatingPoint = field(default_factory=OperatingPoint)
+    probe: dict[str, Any] | None = None
+    lesionssl_version: str | None = None
+    seconds: float | None = None
+    format: str = RUN_RESULT_FORMAT
+
+    @property
+    def classes(self) -> list[str]:
+        return self.metrics.classes
+
+    @property
+    def handling(self) -> str:
+        """How the run dealt with class imbalance and prior shift, in words."""
+        return f"sampling {self.imbalance.get('sampling', 'shuffle')}, loss weights {self.imbalance.get('loss_weights', 'none')}, logit adjustment {self.logit_adjustment.target}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of ``metrics.json``: the metrics' keys first, then the provenance."""
+        provenance = asdict(self)
+        return {**provenance.pop("metrics"), **provenance}
+
+    def write(self, folder: Path) -> None:
+        write_json(RunFolder(folder).metrics, self.to_dict())
+
+    @classmethod
+    def read(cls, folder: Path) -> RunResult:
+        source = RunFolder(folder).metrics
+        return cls.from_dict(_read_json(source), source)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: Path = Path(METRICS)) -> RunResult:
+        if not isinstance(data, dict):
+            raise LesionSSLError(f"{source}: not a RunResult (a JSON object was expected)")
+        metric_keys = {f.name for f in fields(Metrics)}
+        if data.get("format") == RUN_RESULT_FORMAT:
+            _check_keys(cls, data, source, extra=metric_keys - {"metrics"}, optional={"metrics"})
+        provenance = {k: v for k, v in data.items() if k not in metric_keys and k in {f.name for f in fields(cls)}}
+        nested = {
+            "external": {name: _from_dict(ExternalResult, values, source) for name, values in (provenance.get("external") or {}).items()},
+            "logit_adjustment": _from_dict(LogitAdjustment, provenance.get("logit_adjustment") or {}, source),
+            "calibration": _from_dict(Calibration, provenance.get("calibration") or {}, source),
+            "operating_point": _from_dict(OperatingPoint, provenance.get("operating_point") or {}, source),
+        }
+        return _from_dict(cls, {**provenance, **nested, "metrics": Metrics.from_dict(data, source)}, source)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from lesionssl.errors import LesionSSLError
 from lesionssl.evaluate.metrics import NOT_APPLICABLE, compute_metrics, support_note, without_support
 from lesionssl.io import write_text
 from lesionssl.layout import CARD, METRICS, MODEL_RECORD, RunFolder
-from lesionssl.records import ModelRecord
+from lesionssl.records import ClassMetrics, ModelRecord, RunResult
 from lesionssl.report.statistics import image_interval
 
 LICENCE_FILES = ("ATTRIBUTION.md", "LICENSE", "LICENSE.txt", "LICENCE", "README.md")
@@ -50,11 +51,11 @@ def _rate(rate: dict[str, Any]) -> str:
     return "n/a" if rate["value"] is None else f"{rate['value']:.3f} [{rate['ci_low']:.3f}, {rate['ci_high']:.3f}] (n = {rate['n']})"
 
 
-def _class_row(name: str, values: dict[str, Any]) -> str:
+def _class_row(name: str, values: ClassMetrics) -> str:
     """A per-class row; a class without test images has no recall or F1 (n/a), not 0."""
-    if not values["support"]:
+    if not values.support:
         return f"| {name} | {NOT_APPLICABLE} | {NOT_APPLICABLE} | {NOT_APPLICABLE} | {NOT_APPLICABLE} | 0 |"
-    return f"| {name} | {values['precision']:.3f} | {values['recall']:.3f} | {values['f1']:.3f} | {'' if values.get('auroc') is None else format(values['auroc'], '.3f')} | {values['support']} |"
+    return f"| {name} | {values.precision:.3f} | {values.recall:.3f} | {values.f1:.3f} | {'' if values.auroc is None else format(values.auroc, '.3f')} | {values.support} |"
 
 
 def _sources(sources: list[str]) -> list[str]:
@@ -66,14 +67,15 @@ def _sources(sources: list[str]) -> list[str]:
     return lines
 
 
-def write_card(run: Path, metrics: dict[str, Any] | None = None) -> Path:
+def write_card(run: Path, result: RunResult | None = None) -> Path:
     """Write ``MODEL_CARD.md`` into a finished ``finetune`` run folder (or, given the run's
-    ``metrics``, into one about to be marked finished)."""
+    ``result``, into one about to be marked finished)."""
     run = Path(run)
     folder = RunFolder(run)
-    if (metrics is None and not folder.finished) or not folder.model_record.is_file():
+    if (result is None and not folder.finished) or not folder.model_record.is_file():
         raise LesionSSLError(f"{run} is not a finished fine-tuning run with a model ({METRICS} + {MODEL_RECORD})")
-    metrics = metrics if metrics is not None else json.loads(folder.metrics.read_text())
+    result = result if result is not None else RunResult.read(run)
+    metrics = result.metrics
     record = ModelRecord.read(folder.model_record)
     environment = json.loads(folder.environment.read_text()) if folder.environment.is_file() else {}
     manifest_meta, settings = {}, {}
@@ -84,13 +86,14 @@ def write_card(run: Path, metrics: dict[str, Any] | None = None) -> Path:
         meta_file = Path(str(manifest)).with_suffix(".json") if manifest else None
         manifest_meta = json.loads(meta_file.read_text()) if meta_file and meta_file.is_file() else {}
     classes = record.classes
+    per_class = {name: asdict(values) for name, values in metrics.per_class.items()}
     dermoscopic = set(classes) <= set(ISIC2019_CLASSES)
     malignant = f"P(malignant) = the sum over {', '.join(record.malignant_classes)}" if record.malignant_classes else "no malignant classes were set (finetune --malignant-classes), so no P(malignant) or operating point"
     lines = [
         f"# Model card: {run.name}",
         "",
         "## Model",
-        f"- Architecture: {record.architecture}, initialised from `{record.init}`, fine-tuned with the transfer protocol (head epoch, unfreeze, {describe_lr(metrics.get('lr_setting', settings.get('lr', 'find')), metrics.get('lr'), settings.get('lr_suggestion', 'valley'))}, 1cycle), seed {record.seed}.",
+        f"- Architecture: {record.architecture}, initialised from `{record.init}`, fine-tuned with the transfer protocol (head epoch, unfreeze, {describe_lr(result.lr_setting if result.lr_setting is not None else settings.get('lr', 'find'), result.lr, settings.get('lr_suggestion', 'valley'))}, 1cycle), seed {record.seed}.",
         f"- Input: {'dermoscopic ' if dermoscopic else ''}RGB image, shorter side resized to {record.image_size} px and centre-cropped; mean {list(record.preprocessing['mean'])}, std {list(record.preprocessing['std'])}; test-time augmentation views: {record.tta}.",
         f"- Output: probabilities of {len(classes)} classes ({', '.join(classes)}); {malignant}.",
         f"- Temperature: {record.temperature:.4g}" if record.temperature is not None else "- Temperature: none (no validation split)",
@@ -99,43 +102,43 @@ def write_card(run: Path, metrics: dict[str, Any] | None = None) -> Path:
         "",
         "## Data",
         *_sources(manifest_meta.get("sources", [])),
-        f"- Split: {manifest_meta.get('counts', {})}; pretraining pool: {manifest_meta.get('pool', metrics.get('pretraining_pool'))} (transductive: the pool saw test images, unlabelled; inductive: it did not).",
-        f"- Training images: {metrics.get('train_images')}, at most {metrics.get('budget_per_class')} per class; test images: {metrics.get('test_images')}.",
+        f"- Split: {manifest_meta.get('counts', {})}; pretraining pool: {manifest_meta.get('pool', result.pretraining_pool)} (transductive: the pool saw test images, unlabelled; inductive: it did not).",
+        f"- Training images: {result.train_images}, at most {result.budget_per_class} per class; test images: {result.test_images}.",
         "",
         "## Test metrics (internal test split)",
         "| metric | value | 95% bootstrap interval |",
         "|---|---|---|",
         *_with_interval(folder.predictions, classes),
-        f"| macro AUROC | {metrics['macro_auroc']:.3f} | |" if metrics.get("macro_auroc") is not None else "",
+        f"| macro AUROC | {metrics.macro_auroc:.3f} | |" if metrics.macro_auroc is not None else "",
         "",
         "| class | precision | recall | F1 | AUROC | support |",
         "|---|---|---|---|---|---|",
-        *[_class_row(c, v) for c, v in metrics["per_class"].items()],
-        *([f"\n{support_note(metrics['per_class'])}"] if without_support(metrics["per_class"]) else []),
+        *[_class_row(c, v) for c, v in metrics.per_class.items()],
+        *([f"\n{support_note(per_class)}"] if without_support(per_class) else []),
     ]
-    for name in metrics.get("external", {}):
+    for name, external in result.external.items():
         lines += ["", f"## External test set: {name}", "| metric | value | 95% bootstrap interval |", "|---|---|---|", *_with_interval(folder.external(name).predictions, classes)]
-        point = metrics["external"][name].get("operating_point")
+        point = external.operating_point
         if point:
             lines.append(f"\nAt the threshold: sensitivity {_rate(point['sensitivity'])}, specificity {_rate(point['specificity'])}.")
-    calibration = metrics.get("calibration", {})
+    calibration = result.calibration
     lines += ["", "## Calibration"]
-    if "temperature" in calibration:
-        test = calibration["test"]
-        lines.append(f"Temperature {calibration['temperature']:.4g}, fitted on {calibration['fitted_on']}. Test ECE {test['ece_before']:.4f} before, {test['ece_after']:.4f} after; NLL {test['nll_before']:.4f} before, {test['nll_after']:.4f} after." + ("\n\n![Reliability on the test split before and after temperature scaling](reliability.png)" if (run / "reliability.png").is_file() else ""))
+    if calibration.temperature is not None:
+        test = calibration.test
+        lines.append(f"Temperature {calibration.temperature:.4g}, fitted on {calibration.fitted_on}. Test ECE {test['ece_before']:.4f} before, {test['ece_after']:.4f} after; NLL {test['nll_before']:.4f} before, {test['nll_after']:.4f} after." + ("\n\n![Reliability on the test split before and after temperature scaling](reliability.png)" if (run / "reliability.png").is_file() else ""))
     else:
-        lines.append(calibration.get("note", "not fitted"))
-    point = metrics.get("operating_point", {})
+        lines.append(calibration.note or "not fitted")
+    point = result.operating_point
     lines += ["", "## Operating point (malignant vs benign)"]
-    if "threshold" in point:
-        lines += [f"Threshold {point['threshold']:.4g} on P(malignant), chosen on the validation split for sensitivity {point['target_sensitivity']}.", "", "| split | sensitivity [95% CI] | specificity [95% CI] |", "|---|---|---|",
-                  *[f"| {split} | {_rate(point[split]['sensitivity'])} | {_rate(point[split]['specificity'])} |" for split in ("val", "test")]]
+    if point.threshold is not None:
+        lines += [f"Threshold {point.threshold:.4g} on P(malignant), chosen on the validation split for sensitivity {point.target_sensitivity}.", "", "| split | sensitivity [95% CI] | specificity [95% CI] |", "|---|---|---|",
+                  *[f"| {split} | {_rate(rates['sensitivity'])} | {_rate(rates['specificity'])} |" for split, rates in (("val", point.val), ("test", point.test))]]
     else:
-        lines.append(point.get("note", "not chosen"))
+        lines.append(point.note or "not chosen")
     lines += ["", "## Where it looks", ("![Grad-CAM of the most confident correct and wrong test predictions per class](examples.png)\n\n" if (run / "examples.png").is_file() else "")
               + f"Grad-CAM maps of any images: `lesionssl explain --model {run} --data IMAGES --out DIR` (a gallery page); they show where the model looks, not why."]
     scope = DERMOSCOPY_SCOPE if dermoscopic else OTHER_SCOPE
-    lines += ["", "## Limitations", *[f"- {item}" for item in (scope, *LIMITATIONS)], "", "## How it was made", f"- Command: `{environment.get('command', 'not recorded')}`", f"- lesionssl {metrics.get('lesionssl_version')}, code commit {environment.get('git_commit')}; the resolved configuration is in `config.yaml`.", f"- Rebuild this card: `lesionssl card {run}`.", ""]
+    lines += ["", "## Limitations", *[f"- {item}" for item in (scope, *LIMITATIONS)], "", "## How it was made", f"- Command: `{environment.get('command', 'not recorded')}`", f"- lesionssl {result.lesionssl_version}, code commit {environment.get('git_commit')}; the resolved configuration is in `config.yaml`.", f"- Rebuild this card: `lesionssl card {run}`.", ""]
     target = run / CARD
     write_text(target, "\n".join(line for line in lines if line is not None) + "\n")
     return target

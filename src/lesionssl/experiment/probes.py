@@ -26,9 +26,10 @@ from lesionssl.errors import LesionSSLError
 from lesionssl.evaluate.metrics import compute_metrics, predictions_frame
 from lesionssl.evaluate.probe import cached_features, knn_probs, linear_probe
 from lesionssl.evaluate.test_sets import external_sets, write_external
-from lesionssl.io import write_csv, write_json, write_text
+from lesionssl.io import write_csv, write_text
 from lesionssl.layout import RunFolder
 from lesionssl.models.backbones import build_backbone, resolve_preprocessing
+from lesionssl.records import ExternalResult, Metrics, RunResult
 
 
 def probe_run(config: FinetuneConfig, protocol: str, cache: Path, knn_k: int) -> dict[str, Any]:
@@ -72,26 +73,25 @@ def probe_run(config: FinetuneConfig, protocol: str, cache: Path, knn_k: int) ->
     for evaluation in external_sets(manifest, images, config.external, config.image_size, config.store_margin, config.colour):
         ext_rows = evaluation.table["row"].to_numpy()
         ext_features = features if evaluation.images is images else cached_features(cache, backbone, evaluation.images, ext_rows, config.image_size, preprocessing)
-        external[evaluation.name] = write_external(out, evaluation, predict(np.stack([ext_features[r] for r in ext_rows])), classes)
+        external[evaluation.name] = ExternalResult(**write_external(out, evaluation, predict(np.stack([ext_features[r] for r in ext_rows])), classes))
     pool = init_info.get("pretraining", {}).get("pool")
-    record = {
-        **metrics,
-        "protocol": protocol,
-        "init": config.init,
-        "seed": config.seed,
-        "lr": None,
-        "pretraining_pool": pool,
-        "transductive": pool == "transductive",
-        "train_images": int(len(train)),
-        "test_images": int(len(test)),
-        "budget_per_class": int(train["label"].value_counts().max()),
-        "external": external,
-        "probe": details,
-        "lesionssl_version": __version__,
-        "seconds": round(time.time() - started, 1),
-    }
+    result = RunResult(
+        metrics=Metrics.from_dict(metrics),
+        protocol=protocol,
+        init=config.init,
+        seed=config.seed,
+        pretraining_pool=pool,
+        transductive=pool == "transductive",
+        train_images=int(len(train)),
+        test_images=int(len(test)),
+        budget_per_class=int(train["label"].value_counts().max()),
+        external=external,
+        probe=details,
+        lesionssl_version=__version__,
+        seconds=round(time.time() - started, 1),
+    )
     folder = RunFolder(out)
     write_text(folder.config, to_yaml(config, {"resolved": {"protocol": protocol, **details, "init": init_info}}))
     write_csv(folder.predictions, predictions_frame(test["image"].tolist(), test_y, probs, classes))
-    write_json(folder.metrics, record)  # last: its presence marks the run as finished
-    return record
+    result.write(out)  # last: its presence marks the run as finished
+    return result.to_dict()

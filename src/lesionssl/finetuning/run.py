@@ -20,7 +20,7 @@ import os
 import shutil
 import time
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +58,7 @@ from lesionssl.models.backbones import build_backbone, feature_dim, resolve_prep
 from lesionssl.optim.lr_finder import LRFinderResult
 from lesionssl.optim.one_cycle import OneCycleCallback
 from lesionssl.progress import console, run_log
-from lesionssl.records import ModelRecord
+from lesionssl.records import Calibration, ExternalResult, LogitAdjustment, Metrics, ModelRecord, OperatingPoint, RunResult
 
 #: fastai ``tta`` blends the mean of the augmented views with the plain view: lerp(aug, plain, 0.25).
 TTA_BETA = 0.25
@@ -216,33 +216,35 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
             external_point = deployment.point(external_probs, evaluation.table["label"].map(index).to_numpy(), classes)
             if target_prior is not None:
                 external_probs = adjust(external_probs, train_prior, target_prior)
-            external[evaluation.name] = write_external(out, evaluation, external_probs, classes) | ({"operating_point": external_point} if external_point else {})
+            external[evaluation.name] = ExternalResult(**write_external(out, evaluation, external_probs, classes), operating_point=external_point)
         pool = init_info.get("pretraining", {}).get("pool")
-        provenance = {
-            "init": config.init,
-            "seed": config.seed,
-            "lr": float(lr),
-            "lr_setting": resolve_lr(config.lr, len(train)),
-            "preprocessing": asdict(preprocessing),
-            "pretraining_pool": pool,
-            "transductive": pool == "transductive",
-            "train_images": int(len(train)),
-            "test_images": int(len(test)),
-            "selected_epoch": best.epoch if best else None,
-            "budget_per_class": int(train["label"].value_counts().max()),
-            "external": external,
-            "imbalance": {"sampling": config.sampling, "loss_weights": config.loss_weights},
-            "logit_adjustment": {
-                "target": prior_source,
-                "train_prior": dict(zip(classes, train_prior.round(6).tolist())),
-                "test_prior": dict(zip(classes, target_prior.round(6).tolist())) if target_prior is not None else None,
-                "unadjusted": {k: unadjusted[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1")},
-            },
-            "calibration": deployment.calibration,
-            "operating_point": deployment.operating_point,
-            "lesionssl_version": __version__,
-            "seconds": round(time.time() - started, 1),
-        }
+        result = RunResult(
+            metrics=Metrics.from_dict(metrics),
+            protocol="finetune",
+            init=config.init,
+            seed=config.seed,
+            lr=float(lr),
+            lr_setting=resolve_lr(config.lr, len(train)),
+            preprocessing=asdict(preprocessing),
+            pretraining_pool=pool,
+            transductive=pool == "transductive",
+            train_images=int(len(train)),
+            test_images=int(len(test)),
+            selected_epoch=best.epoch if best else None,
+            budget_per_class=int(train["label"].value_counts().max()),
+            external=external,
+            imbalance={"sampling": config.sampling, "loss_weights": config.loss_weights},
+            logit_adjustment=LogitAdjustment(
+                target=prior_source,
+                train_prior=dict(zip(classes, train_prior.round(6).tolist())),
+                test_prior=dict(zip(classes, target_prior.round(6).tolist())) if target_prior is not None else None,
+                unadjusted={k: unadjusted[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1")},
+            ),
+            calibration=Calibration(**deployment.calibration),
+            operating_point=OperatingPoint(**deployment.operating_point),
+            lesionssl_version=__version__,
+            seconds=round(time.time() - started, 1),
+        )
         log_final(loggers, {f"test_{k}": metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "macro_auroc", "ece")})
         record = ModelRecord(
             architecture=config.backbone, classes=classes, image_size=config.image_size, store_margin=config.store_margin, preprocessing=asdict(preprocessing),
@@ -255,8 +257,8 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
             _write_examples(out, module, images[test["row"].to_numpy()], test, labels, probs, classes, deployment.temperature)
         if config.figures and deployment.temperature is not None:
             plot_reliability(labels, unadjusted_probs, apply_temperature(unadjusted_probs, deployment.temperature), out / "reliability.png")
-        _write_outputs(out, config, provenance, init_info, metrics, predictions_frame(test["image"].tolist(), labels, probs, classes), finder, one_cycle)
-        return {**metrics, **provenance}
+        _write_outputs(out, config, result, init_info, predictions_frame(test["image"].tolist(), labels, probs, classes), finder, one_cycle)
+        return result.to_dict()
 
 
 @dataclass(frozen=True)
@@ -318,8 +320,9 @@ def _write_examples(out: Path, module: ClassifierModule, images: np.ndarray, tes
     write_csv(out / "examples.csv", examples.drop(columns="position").assign(image=test["image"].to_numpy()[chosen]))
 
 
-def _write_outputs(out: Path, config: FinetuneConfig, provenance: dict, init_info: dict, metrics: dict, predictions: pd.DataFrame, finder, one_cycle: OneCycleCallback) -> None:
+def _write_outputs(out: Path, config: FinetuneConfig, result: RunResult, init_info: dict, predictions: pd.DataFrame, finder, one_cycle: OneCycleCallback) -> None:
     folder = RunFolder(out)
+    provenance = {k: v for k, v in result.to_dict().items() if k not in {f.name for f in fields(Metrics)} | {"format"}}
     write_text(folder.config, to_yaml(config, {"resolved": {**provenance, "init": init_info}}))
     write_csv(folder.predictions, predictions)
     schedule = pd.DataFrame(one_cycle.history)
@@ -329,9 +332,9 @@ def _write_outputs(out: Path, config: FinetuneConfig, provenance: dict, init_inf
     if config.figures:
         plot_schedule(schedule, out / "schedule.png")
         if finder is not None:
-            plot_lr_finder(finder, provenance["lr"], out / "lr_finder.png")
-        plot_confusion(np.asarray(metrics["confusion_matrix_normalized"]), metrics["classes"], out / "confusion.png")
+            plot_lr_finder(finder, result.lr, out / "lr_finder.png")
+        plot_confusion(np.asarray(result.metrics.confusion_matrix_normalized), result.classes, out / "confusion.png")
     write_json(folder.environment, run_environment(config.seed))
-    write_card(out, {**metrics, **provenance})  # before metrics.json: a finished run always has its card
-    write_json(folder.metrics, {**metrics, **provenance})  # its presence marks the run as finished
+    write_card(out, result)  # before metrics.json: a finished run always has its card
+    result.write(out)  # its presence marks the run as finished
     shutil.rmtree(folder.checkpoints, ignore_errors=True)  # the model is kept; the training state is not needed

@@ -336,18 +336,18 @@ def deployment_table(full: list[dict], order: list[str]) -> pd.DataFrame:
     rows = []
     for init in order:
         results: list[RunResult] = [m["result"] for m in full if m["init"] == init]
-        fitted = [r for r in results if r.calibration.get("temperature") is not None]
+        fitted = [r for r in results if r.calibration.temperature is not None]
         if not fitted:
             continue
-        test = [r.calibration["test"] for r in fitted]
+        test = [r.calibration.test for r in fitted]
         row = {
-            "init": init, "runs": len(fitted), "temperature (median)": _fmt(float(np.median([r.calibration["temperature"] for r in fitted])), 2),
+            "init": init, "runs": len(fitted), "temperature (median)": _fmt(float(np.median([r.calibration.temperature for r in fitted])), 2),
             "ECE before": _interval([t["ece_before"] for t in test]), "ECE after": _interval([t["ece_after"] for t in test]),
             "NLL before": _interval([t["nll_before"] for t in test]), "NLL after": _interval([t["nll_after"] for t in test]),
         }
-        points = {"test": [r.operating_point.get("test") for r in fitted]}
+        points = {"test": [r.operating_point.test for r in fitted]}
         for name in sorted({n for r in fitted for n in r.external}):
-            points[name] = [r.external.get(name, {}).get("operating_point") for r in fitted]
+            points[name] = [r.external[name].operating_point if name in r.external else None for r in fitted]
         for where, values in points.items():
             values = [v for v in values if v]
             for rate in ("sensitivity", "specificity"):
@@ -366,7 +366,7 @@ def _pooled_reliability(runs: list[dict], path: Path, title: str) -> None:
         probs = frame[[f"p_{c}" for c in result.classes]].to_numpy()
         labels.append(frame["label"].map({c: i for i, c in enumerate(result.classes)}).to_numpy())
         before.append(probs)
-        after.append(apply_temperature(probs, result.calibration["temperature"]))
+        after.append(apply_temperature(probs, result.calibration.temperature))
     plot_reliability(np.concatenate(labels), np.concatenate(before), np.concatenate(after), path, title=title)
 
 
@@ -377,8 +377,8 @@ def _deployment(doc: Document, out: Path, full: list[dict], order: list[str]) ->
     if table.empty:
         doc.paragraph("No run fitted a temperature or an operating point: they need a validation split (`lesionssl split --val N`).")
     else:
-        target = next((m["result"].operating_point.get("target_sensitivity") for m in full if m["result"].operating_point.get("target_sensitivity")), None)
-        malignant = next((m["result"].operating_point.get("malignant_classes") for m in full if m["result"].operating_point.get("malignant_classes")), None)
+        target = next((m["result"].operating_point.target_sensitivity for m in full if m["result"].operating_point.target_sensitivity), None)
+        malignant = next((m["result"].operating_point.malignant_classes for m in full if m["result"].operating_point.malignant_classes), None)
         doc.paragraph(
             "Each run fits a temperature on its validation split and chooses there the malignant-vs-benign threshold "
             + (f"that reaches sensitivity {target:g} " if target else "")
@@ -389,7 +389,7 @@ def _deployment(doc: Document, out: Path, full: list[dict], order: list[str]) ->
         doc.table(table)
     for init in order:
         # predictions.csv holds the model's own probabilities unless a test prior adjusted them
-        fitted = [m for m in full if m["init"] == init and m["result"].calibration.get("temperature") is not None and not m["result"].logit_adjustment.get("test_prior")]
+        fitted = [m for m in full if m["init"] == init and m["result"].calibration.temperature is not None and not m["result"].logit_adjustment.test_prior]
         if fitted:
             path = out / "figures" / f"reliability_{init}.png"
             _pooled_reliability(fitted, path, f"{init}: test, {len(fitted)} runs pooled")
