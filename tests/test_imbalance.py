@@ -15,8 +15,8 @@ from lesionssl.data.sources import read_sources
 from lesionssl.data.split import SplitSpec, make_split, write_manifest
 from lesionssl.errors import LesionSSLError
 from lesionssl.evaluate.prior import adjust, class_prior, em_prior
+from lesionssl.experiment.finetune import finetune
 from lesionssl.finetuning.module import ClassifierModule
-from lesionssl.finetuning.run import finetune
 
 from test_pipeline import TINY_FINETUNE
 

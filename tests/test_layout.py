@@ -76,3 +76,27 @@ def test_records_of_the_current_format_refuse_unknown_and_missing_keys_older_for
         BackboneRecord.read(backbone)
     backbone.write_text(json.dumps({**json.loads(backbone.read_text()), "format": "lesionssl-backbone/1"}))
     assert BackboneRecord.read(backbone).method == "byol"  # the older format: its unknown keys are ignored
+
+
+def _package_imports() -> dict[str, set[str]]:
+    """Which lesionssl packages (top-level folders or modules) each one imports, lazily or not."""
+    import ast
+    from pathlib import Path
+
+    import lesionssl
+
+    root = Path(lesionssl.__file__).parent
+    edges: dict[str, set[str]] = {}
+    for source in root.rglob("*.py"):
+        parts = source.relative_to(root).parts
+        package = parts[0] if len(parts) > 1 else source.stem
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("lesionssl.") and node.module.split(".")[1] != package:
+                edges.setdefault(package, set()).add(node.module.split(".")[1])
+    return edges
+
+
+def test_fine_tuning_never_imports_deploy_and_figures_import_no_stage():
+    edges = _package_imports()
+    assert "finetuning" in edges["deploy"] and "deploy" not in edges["finetuning"]  # deploy uses the classifier, not the reverse
+    assert edges["figures"] <= {"io", "layout", "errors"}

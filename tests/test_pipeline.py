@@ -13,8 +13,8 @@ from lesionssl.config import CompareConfig, FinetuneConfig, PretrainConfig, vali
 from lesionssl.data import datasets
 from lesionssl.data.split import read_manifest
 from lesionssl.errors import LesionSSLError
+from lesionssl.experiment import finetune as finetune_run
 from lesionssl.experiment.compare import compare
-from lesionssl.finetuning import run as finetune_run
 from lesionssl.pretraining.run import pretrain
 from lesionssl.report.compare import write_report
 
@@ -97,7 +97,9 @@ def test_test_split_is_never_read_before_training_ends(synthetic_manifest, tmp_p
     manifest = read_manifest(synthetic_manifest).table
     test_rows = set(np.flatnonzero(manifest["split"] == "test"))
     seen_during_training, training = set(), {"on": True}
-    original_batch, original_predict = datasets.StoreBatches.__getitem__, finetune_run.predict
+    from lesionssl.finetuning import run as stage
+
+    original_batch, original_predict = datasets.StoreBatches.__getitem__, stage.predict
 
     def spy_batch(self, positions):
         if training["on"]:
@@ -109,7 +111,7 @@ def test_test_split_is_never_read_before_training_ends(synthetic_manifest, tmp_p
         return original_predict(*args, **kwargs)
 
     monkeypatch.setattr(datasets.StoreBatches, "__getitem__", spy_batch)
-    monkeypatch.setattr(finetune_run, "predict", spy_predict)
+    monkeypatch.setattr(stage, "predict", spy_predict)
     config = validate(FinetuneConfig, {**TINY_FINETUNE, "manifest": str(synthetic_manifest), "out": str(tmp_path / "ft"), "init": "random", "tta": 1, "figures": True})
     metrics = finetune_run.finetune(config)
     assert seen_during_training and not (seen_during_training & test_rows)

@@ -245,7 +245,7 @@ def test_lr_finder_suggestion_is_unchanged_on_a_fixed_tiny_run(synthetic_manifes
     import pandas as pd
 
     from lesionssl.config import FinetuneConfig, validate
-    from lesionssl.finetuning.run import finetune
+    from lesionssl.experiment.finetune import finetune
 
     lr, points, first, last = RECORDED_FINDER[batch_size]
     config = validate(FinetuneConfig, {"manifest": str(synthetic_manifest), "out": str(tmp_path / "ft"), "backbone": "timm:test_resnet", "image_size": 16, "batch_size": batch_size, "epochs": 1, "init": "random", "lr": "find", "tracking": {"tensorboard": False, "mlflow": False}})
@@ -277,7 +277,7 @@ def test_lr_auto_is_a_fixed_lr_on_small_training_sets_and_the_finder_above(synth
     import json
 
     from lesionssl.config import SMALL_DATA_LR, SMALL_TRAINING_SET, FinetuneConfig, describe_lr, resolve_lr, validate
-    from lesionssl.finetuning.run import finetune
+    from lesionssl.experiment.finetune import finetune
 
     assert validate(FinetuneConfig, {}).lr == "auto"
     assert resolve_lr("auto", SMALL_TRAINING_SET) == SMALL_DATA_LR and resolve_lr("auto", SMALL_TRAINING_SET + 1) == "find"

@@ -128,7 +128,7 @@ def finetune(config: Config = None, **options: Any) -> FineTuned:
     """The transfer protocol (``lesionssl finetune``); options as its YAML keys. A finished run
     in ``out`` is loaded, not repeated."""
     from lesionssl.deploy.model import load_model
-    from lesionssl.finetuning.run import finetune as run
+    from lesionssl.experiment.finetune import finetune as run
     from lesionssl.records import RunResult
 
     settings = resolve(FinetuneConfig, config, options, "finetune")

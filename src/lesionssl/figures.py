@@ -11,7 +11,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from lesionssl.io import atomic_write
-from lesionssl.pretraining import PRETRAIN_STAGE
+from lesionssl.layout import PRETRAIN_STAGE
 
 
 def _figure(figsize: tuple[float, float], rows: int = 1, columns: int = 1, squeeze: bool = True):

@@ -22,6 +22,11 @@ CHECKPOINTS = "checkpoints"
 MODEL_WEIGHTS = "model.safetensors"
 MODEL_RECORD = "model.json"
 CARD = "MODEL_CARD.md"
+#: The images a model was trained and validated on (``path``, ``split``), so ``predict`` can tell
+#: which labelled images it was given are the model's own and leave them out of metrics.
+MODEL_IMAGES = "model_images.csv"
+#: The ``stage`` column of a pretraining's history.csv for its main epochs (``warmup`` before them).
+PRETRAIN_STAGE = "pretrain"
 #: The folder of a run's evaluations on held-out sets, one subfolder per set.
 EXTERNAL = "external"
 

@@ -10,6 +10,7 @@ divides every logit by the same number, so it leaves the maps unchanged.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import matplotlib
 import numpy as np
@@ -21,7 +22,10 @@ from torch.nn import functional as F
 
 from lesionssl.errors import LesionSSLError
 from lesionssl.evaluate.calibration import apply_temperature
+from lesionssl.figures import plot_examples
 from lesionssl.finetuning.module import ClassifierModule
+from lesionssl.io import write_csv
+from lesionssl.progress import console
 
 #: Side of each half of an explanation panel (image | overlay): dermoscopy at 64 px is too small to read.
 DISPLAY = 224
@@ -104,3 +108,19 @@ def select_examples(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -
                 position = int(np.flatnonzero(candidates)[np.argmax(confidence[candidates])])
                 rows.append({"class": name, "kind": kind, "position": position, "label": classes[labels[position]], "probability": float(confidence[position])})
     return pd.DataFrame(rows, columns=["class", "kind", "position", "label", "probability"])
+
+
+def write_examples(out: Path, module: ClassifierModule, images: np.ndarray, test: pd.DataFrame, labels: np.ndarray, probs: np.ndarray, classes: list[str], temperature: float | None) -> None:
+    """``examples.png`` / ``examples.csv``: per class, the most confident correct and wrong test
+    predictions with their Grad-CAM maps, for the report (chosen after training, shown only)."""
+    examples = select_examples(labels, probs, classes)
+    if examples.empty:
+        return
+    chosen = examples["position"].to_numpy()
+    try:
+        heat = grad_cam(module, images[chosen], temperature, probs.argmax(axis=1)[chosen])
+    except LesionSSLError as exc:  # token models (ViTs) have no spatial map; the run itself is fine
+        console.print(f"no examples.png: {exc}", markup=False)
+        return
+    plot_examples(examples, images[chosen], np.stack([overlay(images[i], m) for i, m in zip(chosen, heat.maps)]), Path(out) / "examples.png")
+    write_csv(Path(out) / "examples.csv", examples.drop(columns="position").assign(image=test["image"].to_numpy()[chosen]))

@@ -6,27 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from lesionssl.augment.batch import EvalView, finetune_view
 from lesionssl.augment.views import Preprocessing
 from lesionssl.errors import LesionSSLError
 from lesionssl.finetuning.module import ClassifierModule
-from lesionssl.io import atomic_write
 from lesionssl.layout import MODEL_RECORD, MODEL_WEIGHTS
 from lesionssl.models.backbones import build_backbone, feature_dim
 from lesionssl.records import ModelRecord
-
-#: The images the model was trained and validated on (``path``, ``split``), so ``predict`` can
-#: tell which labelled images it was given are the model's own and leave them out of metrics.
-MODEL_IMAGES = "model_images.csv"
-
-
-def save_model(folder: Path, module: ClassifierModule, record: ModelRecord) -> None:
-    """Write the weights, then the record (whose presence marks a whole model)."""
-    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    atomic_write(Path(folder) / MODEL_WEIGHTS, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
-    record.write(Path(folder) / MODEL_RECORD)
 
 
 def load_model(folder: Path) -> tuple[ClassifierModule, ModelRecord]:

@@ -21,7 +21,7 @@ from lesionssl.data.images import ImageLoadError
 from lesionssl.data.loaders import label_indices
 from lesionssl.data.sources import read_sources
 from lesionssl.data.store import build_store, decode_into, stored_size
-from lesionssl.deploy.model import MODEL_IMAGES, load_model
+from lesionssl.deploy.model import load_model
 from lesionssl.errors import LesionSSLError
 from lesionssl.evaluate.adabn import PRIOR_SHIFT_WARNING, adapt_batchnorm, prior_shift
 from lesionssl.evaluate.calibration import apply_temperature, malignant_point, malignant_probability
@@ -29,6 +29,7 @@ from lesionssl.evaluate.metrics import compute_metrics, predictions_frame
 from lesionssl.evaluate.prior import adjust, em_prior
 from lesionssl.finetuning.run import predict as predict_probabilities
 from lesionssl.io import write_csv, write_json
+from lesionssl.layout import MODEL_IMAGES
 from lesionssl.progress import console
 from lesionssl.records import ModelRecord
 

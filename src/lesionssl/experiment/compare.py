@@ -28,9 +28,9 @@ import torch
 from lesionssl.config import CompareConfig, FinetuneConfig, InitConfig, PretrainConfig, config_hash, to_yaml
 from lesionssl.data.split import SplitSpec, nested_budgets, prepare_manifest, read_manifest, write_manifest
 from lesionssl.errors import LesionSSLError
+from lesionssl.experiment.finetune import finetune
 from lesionssl.experiment.probes import probe_run
 from lesionssl.experiment.selection import Draw, selection_draws
-from lesionssl.finetuning.run import finetune
 from lesionssl.io import file_lock, write_json, write_text
 from lesionssl.layout import ExperimentFolder, RunFolder
 from lesionssl.pretraining.run import BACKBONE_FILE, pretrain

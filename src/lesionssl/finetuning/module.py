@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
+from safetensors.torch import save_file
 from sklearn.metrics import balanced_accuracy_score
 from torch import nn
 from torch.nn import functional as F
 
 from lesionssl.engine.modules import PersistentAdamModule, set_frozen
+from lesionssl.io import atomic_write
+from lesionssl.layout import MODEL_RECORD, MODEL_WEIGHTS
+from lesionssl.records import ModelRecord
 
 
 class ClassifierModule(PersistentAdamModule):
@@ -87,3 +92,10 @@ class ClassifierModule(PersistentAdamModule):
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, _, _ = batch
         return F.softmax(self(self._view(images, augmented=self.tta)).float(), dim=1)
+
+
+def save_model(folder: Path, module: ClassifierModule, record: ModelRecord) -> None:
+    """Write the weights, then the record (whose presence marks a whole model; ``deploy.model.load_model`` reads both)."""
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    atomic_write(Path(folder) / MODEL_WEIGHTS, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
+    record.write(Path(folder) / MODEL_RECORD)

@@ -19,6 +19,7 @@ import copy
 import os
 import shutil
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -37,9 +38,6 @@ from lesionssl.data.colour import mismatch as colour_mismatch
 from lesionssl.data.loaders import eval_loader, train_loader
 from lesionssl.data.split import Manifest, prepare_manifest, read_manifest
 from lesionssl.data.store import build_store, stored_size
-from lesionssl.deploy.card import write_card
-from lesionssl.deploy.gradcam import grad_cam, overlay, select_examples
-from lesionssl.deploy.model import MODEL_IMAGES, save_model
 from lesionssl.engine.callbacks import EpochCheckpoint, EpochHistory, EpochSeed, epoch_seed, resumed_epoch
 from lesionssl.engine.stages import LR_FINDER_EPOCH, Stages
 from lesionssl.engine.trainer import log_final, make_loggers, make_trainer, uses_cuda
@@ -50,10 +48,10 @@ from lesionssl.evaluate.calibration import TARGET_SENSITIVITY, apply_temperature
 from lesionssl.evaluate.metrics import compute_metrics, expected_calibration_error, predictions_frame
 from lesionssl.evaluate.prior import adjust, class_prior, em_prior
 from lesionssl.evaluate.test_sets import external_sets, write_external
-from lesionssl.figures import plot_confusion, plot_examples, plot_lr_finder, plot_reliability, plot_schedule
-from lesionssl.finetuning.module import ClassifierModule
+from lesionssl.figures import plot_confusion, plot_lr_finder, plot_reliability, plot_schedule
+from lesionssl.finetuning.module import ClassifierModule, save_model
 from lesionssl.io import write_csv, write_json, write_text
-from lesionssl.layout import RunFolder
+from lesionssl.layout import MODEL_IMAGES, RunFolder
 from lesionssl.models.backbones import build_backbone, feature_dim, resolve_preprocessing
 from lesionssl.optim.lr_finder import LRFinderResult
 from lesionssl.optim.one_cycle import OneCycleCallback
@@ -128,8 +126,26 @@ def _target_prior(config: FinetuneConfig, module: ClassifierModule, images: np.n
     return given / given.sum(), "stated"
 
 
-def finetune(config: FinetuneConfig) -> dict[str, Any]:
-    """Run the transfer protocol; write the run folder; return the test metrics."""
+@dataclass(frozen=True)
+class FinishedRun:
+    """What a run hands its caller's ``finish`` step just before it is marked finished: the model
+    and its test predictions (``images``: the test images as stored, uint8)."""
+
+    out: Path
+    config: FinetuneConfig
+    module: ClassifierModule
+    images: np.ndarray
+    test: pd.DataFrame
+    labels: np.ndarray
+    probs: np.ndarray
+    result: RunResult
+
+
+def finetune(config: FinetuneConfig, finish: Callable[[FinishedRun], None] | None = None) -> dict[str, Any]:
+    """Run the transfer protocol; write the run folder; return the test metrics.
+
+    ``finish`` runs before the run is marked finished (``experiment.finetune`` adds the model
+    card and the Grad-CAM examples there, so this stage never imports ``deploy``)."""
     with ExitStack() as log:  # the run's log.txt, from the moment its folder exists
         if config.manifest is None and not config.data:
             raise LesionSSLError("finetune needs --manifest MANIFEST (made by `lesionssl split`), or --data with a split section")
@@ -253,11 +269,10 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
         )
         save_model(out, module, record)
         write_csv(out / MODEL_IMAGES, pd.concat([train, val])[["image", "path", "split"]].assign(path=lambda t: t["path"].map(os.path.realpath)))
-        if config.figures:
-            _write_examples(out, module, images[test["row"].to_numpy()], test, labels, probs, classes, deployment.temperature)
         if config.figures and deployment.temperature is not None:
             plot_reliability(labels, unadjusted_probs, apply_temperature(unadjusted_probs, deployment.temperature), out / "reliability.png")
-        _write_outputs(out, config, result, init_info, predictions_frame(test["image"].tolist(), labels, probs, classes), finder, one_cycle)
+        _write_outputs(out, config, result, init_info, predictions_frame(test["image"].tolist(), labels, probs, classes), finder, one_cycle,
+                       lambda: finish(FinishedRun(out, config, module, images[test["row"].to_numpy()], test, labels, probs, result)) if finish else None)
         return result.to_dict()
 
 
@@ -304,23 +319,7 @@ def fit_deployment(module: ClassifierModule, config: FinetuneConfig, images: np.
     return Deployment(temperature, threshold, calibration, point, tuple(malignant))
 
 
-def _write_examples(out: Path, module: ClassifierModule, images: np.ndarray, test: pd.DataFrame, labels: np.ndarray, probs: np.ndarray, classes: list[str], temperature: float | None) -> None:
-    """``examples.png`` / ``examples.csv``: per class, the most confident correct and wrong test
-    predictions with their Grad-CAM maps, for the report (chosen after training, shown only)."""
-    examples = select_examples(labels, probs, classes)
-    if examples.empty:
-        return
-    chosen = examples["position"].to_numpy()
-    try:
-        heat = grad_cam(module, images[chosen], temperature, probs.argmax(axis=1)[chosen])
-    except LesionSSLError as exc:  # token models (ViTs) have no spatial map; the run itself is fine
-        console.print(f"no examples.png: {exc}", markup=False)
-        return
-    plot_examples(examples, images[chosen], np.stack([overlay(images[i], m) for i, m in zip(chosen, heat.maps)]), out / "examples.png")
-    write_csv(out / "examples.csv", examples.drop(columns="position").assign(image=test["image"].to_numpy()[chosen]))
-
-
-def _write_outputs(out: Path, config: FinetuneConfig, result: RunResult, init_info: dict, predictions: pd.DataFrame, finder, one_cycle: OneCycleCallback) -> None:
+def _write_outputs(out: Path, config: FinetuneConfig, result: RunResult, init_info: dict, predictions: pd.DataFrame, finder, one_cycle: OneCycleCallback, finish: Callable[[], None]) -> None:
     folder = RunFolder(out)
     provenance = {k: v for k, v in result.to_dict().items() if k not in {f.name for f in fields(Metrics)} | {"format"}}
     write_text(folder.config, to_yaml(config, {"resolved": {**provenance, "init": init_info}}))
@@ -335,6 +334,6 @@ def _write_outputs(out: Path, config: FinetuneConfig, result: RunResult, init_in
             plot_lr_finder(finder, result.lr, out / "lr_finder.png")
         plot_confusion(np.asarray(result.metrics.confusion_matrix_normalized), result.classes, out / "confusion.png")
     write_json(folder.environment, run_environment(config.seed))
-    write_card(out, result)  # before metrics.json: a finished run always has its card
+    finish()  # before metrics.json: a finished run has whatever its caller adds (the card, the examples)
     result.write(out)  # its presence marks the run as finished
     shutil.rmtree(folder.checkpoints, ignore_errors=True)  # the model is kept; the training state is not needed

@@ -50,12 +50,11 @@ from lesionssl.environment import run_environment
 from lesionssl.errors import LesionSSLError
 from lesionssl.figures import plot_pretrain_history
 from lesionssl.io import atomic_write, save_torch, write_csv, write_json, write_text
-from lesionssl.layout import CONFIG, ENVIRONMENT, HISTORY
+from lesionssl.layout import CONFIG, ENVIRONMENT, HISTORY, PRETRAIN_STAGE
 from lesionssl.models.backbones import build_backbone, read_projector_state, resolve_preprocessing
 from lesionssl.models.heads import ProjectionHead
 from lesionssl.optim.lars import LARS, lars_param_groups
 from lesionssl.optim.one_cycle import WarmupCosine, WarmupCosineCallback
-from lesionssl.pretraining import PRETRAIN_STAGE
 from lesionssl.pretraining.module import SelfSupervisedModule
 from lesionssl.pretraining.monitor import PretrainMonitor
 from lesionssl.progress import console, run_log
