@@ -189,17 +189,17 @@ def finetune_stages(args, scratch: Path) -> dict:
     """``lesionssl finetune`` end to end on ``--stage-images`` training images (8 classes of the
     shared set, 5 test images per class), with the time of each stage of Algorithm 1: store,
     head epoch, LR finder, 1cycle epochs, and the test evaluation with the run's outputs."""
-    from lesionssl.config import FinetuneConfig, validate
+    from lesionssl.config import FinetuneConfig, SplitConfig, validate
     from lesionssl.data.classes import resolve_class_order
     from lesionssl.data.sources import read_sources
-    from lesionssl.data.split import SplitSpec, make_split, write_manifest
+    from lesionssl.data.split import make_split, write_manifest
     from lesionssl.finetuning import run
 
     per_class = max(1, args.stage_images // 8)
     table = read_sources([args.source.parent])
     labelled = table[table["label"] != ""].sample(frac=1.0, random_state=0)
     table = labelled.groupby("label").head(per_class + 5)
-    spec = SplitSpec(per_class=per_class, seed=0)
+    spec = SplitConfig(per_class=per_class, seed=0)
     manifest = make_split(table.reset_index(drop=True), spec)
     path = scratch / "stages" / "split.csv"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -45,12 +45,13 @@ def synthetic(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def synthetic_manifest(synthetic, tmp_path_factory) -> Path:
     """A per-class-8 split of the synthetic set."""
+    from lesionssl.config import SplitConfig
     from lesionssl.data.classes import resolve_class_order
     from lesionssl.data.sources import read_sources
-    from lesionssl.data.split import SplitSpec, make_split, write_manifest
+    from lesionssl.data.split import make_split, write_manifest
 
     sources = [str(synthetic / "labelled"), str(synthetic / "unlabelled")]
-    spec = SplitSpec(per_class=8, seed=0)
+    spec = SplitConfig(per_class=8, seed=0)
     manifest = make_split(read_sources(sources), spec)
     path = tmp_path_factory.mktemp("manifest") / "split.csv"
     write_manifest(manifest, path, spec, resolve_class_order(manifest["label"]), sources)

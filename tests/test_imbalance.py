@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from lesionssl.config import FinetuneConfig, validate
+from lesionssl.config import FinetuneConfig, SplitConfig, validate
 from lesionssl.data.classes import resolve_class_order
 from lesionssl.data.loaders import train_loader
 from lesionssl.data.sources import read_sources
-from lesionssl.data.split import SplitSpec, make_split, write_manifest
+from lesionssl.data.split import make_split, write_manifest
 from lesionssl.errors import LesionSSLError
 from lesionssl.evaluate.prior import adjust, class_prior, em_prior
 from lesionssl.experiment.finetune import finetune
@@ -90,7 +90,7 @@ def test_seed_recipe_and_overrides():
 @pytest.fixture(scope="module")
 def manifest_with_val(synthetic, tmp_path_factory):
     sources = [str(synthetic / "labelled"), str(synthetic / "unlabelled")]
-    spec = SplitSpec(per_class=6, val=3, seed=0)
+    spec = SplitConfig(per_class=6, val=3, seed=0)
     manifest = make_split(read_sources(sources), spec)
     path = tmp_path_factory.mktemp("val") / "split.csv"
     write_manifest(manifest, path, spec, resolve_class_order(manifest["label"]), sources)

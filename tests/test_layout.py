@@ -100,3 +100,30 @@ def test_fine_tuning_never_imports_deploy_and_figures_import_no_stage():
     edges = _package_imports()
     assert "finetuning" in edges["deploy"] and "deploy" not in edges["finetuning"]  # deploy uses the classifier, not the reverse
     assert edges["figures"] <= {"io", "layout", "errors"}
+
+
+def test_the_manifest_sidecar_is_one_record_with_the_one_split_type(tmp_path):
+    import pandas as pd
+    import pytest
+
+    from lesionssl.config import SplitConfig
+    from lesionssl.data.split import read_manifest, recorded_spec, write_manifest
+    from lesionssl.errors import LesionSSLError
+    from lesionssl.records import MANIFEST_FORMAT, ManifestRecord
+
+    (tmp_path / "a.png").write_bytes(b"")
+    table = pd.DataFrame({"image": ["a"], "label": ["NV"], "split": ["train"], "path": [str(tmp_path / "a.png")], "pretrain": [1], "group": ["g"]})
+    spec = SplitConfig(per_class=1, val=0, group_by="lesion_id", seed=7)
+    write_manifest(table, tmp_path / "m.csv", spec, ["NV"], ["somewhere"])
+    record = ManifestRecord.read(tmp_path / "m.csv")
+    assert record.format == MANIFEST_FORMAT and record.spec == spec and record.sources == ["somewhere"] and record.data_root == str(tmp_path)
+    manifest = read_manifest(tmp_path / "m.csv", check_leaks=False)
+    assert manifest.record == record and recorded_spec(manifest) == spec and manifest.pool == "inductive"
+    sidecar = tmp_path / "m.json"
+    written = json.loads(sidecar.read_text())
+    sidecar.write_text(json.dumps({**written, "pools": "inductive"}))
+    with pytest.raises(LesionSSLError, match="unknown key\\(s\\) pools"):
+        ManifestRecord.read(tmp_path / "m.csv")
+    older = {k: v for k, v in written.items() if k not in {"format", "site_pool", "near_duplicates"}}  # a sidecar of an earlier lesionssl
+    sidecar.write_text(json.dumps(older))
+    assert ManifestRecord.read(tmp_path / "m.csv").spec == spec

@@ -107,9 +107,10 @@ def test_hash_of_a_turned_copy_matches(turns):
 
 
 def test_audit_lists_a_duplicate_across_train_and_test_and_split_dedup_merges_it(tmp_path):
+    from lesionssl.config import SplitConfig
     from lesionssl.data.audit import audit
     from lesionssl.data.sources import read_sources
-    from lesionssl.data.split import SplitSpec, build_split, write_manifest
+    from lesionssl.data.split import build_split, write_manifest
 
     rows = []
     for seed in range(24):
@@ -123,7 +124,7 @@ def test_audit_lists_a_duplicate_across_train_and_test_and_split_dedup_merges_it
     pd.DataFrame(rows).to_csv(tmp_path / "labels.csv", index=False)
     table = read_sources([tmp_path / "labels.csv"])
     for dedup in (False, True):
-        spec = SplitSpec(per_class=3, seed=1, dedup=dedup)
+        spec = SplitConfig(per_class=3, seed=1, dedup=dedup)
         manifest, duplicates = build_split(table, spec)
         if not dedup:  # force the leak the audit must find: original in train, copy in test
             manifest.loc[manifest["image"].str.endswith("img0.png"), "split"] = "train"

@@ -11,8 +11,9 @@ import pytest
 from PIL import Image
 from test_registry import RangeHandler
 
+from lesionssl.config import SplitConfig
 from lesionssl.data.sources import read_sources
-from lesionssl.data.split import SplitSpec, make_split
+from lesionssl.data.split import make_split
 from lesionssl.experiment.reproduce import GROUND_TRUTH, IMAGES, Source, prepare_isic2019, reproduce_config
 from lesionssl.report.compare import published_table
 
@@ -55,7 +56,7 @@ def test_download_extract_and_seed_split(isic_server, tmp_path):
     config = reproduce_config(root, quick=True)
     assert config.preset == "seed-faithful" and config.split.transductive and config.reference == "seed-isic2019"
     table = read_sources(config.data)
-    manifest = make_split(table, SplitSpec(**{**config.split.model_dump(), "per_class_cap": 10}))
+    manifest = make_split(table, SplitConfig(**{**config.split.model_dump(), "per_class_cap": 10}))
     assert manifest[manifest["split"] == "train"]["label"].value_counts().to_dict() == {"NV": 10, "MEL": 10, "DF": 10}
     assert manifest["pretrain"].all()  # transductive, as the seed
 

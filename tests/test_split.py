@@ -4,8 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lesionssl.config import SplitConfig, validate
 from lesionssl.data.sources import read_sources
-from lesionssl.data.split import SplitSpec, make_split, read_manifest, split_table, write_manifest
+from lesionssl.data.split import make_split, read_manifest, split_table, write_manifest
 from lesionssl.errors import LesionSSLError
 
 from conftest import SKIN_LESIONS
@@ -25,13 +26,13 @@ def _counts(manifest, split):
 
 
 def test_per_class_cap_takes_at_most_cap_and_rest_is_test():
-    manifest = make_split(_table({"NV": 50, "MEL": 20, "DF": 5}), SplitSpec(per_class_cap=10))
+    manifest = make_split(_table({"NV": 50, "MEL": 20, "DF": 5}), SplitConfig(per_class_cap=10))
     assert _counts(manifest, "train") == {"NV": 10, "MEL": 10, "DF": 5}
     assert _counts(manifest, "test") == {"NV": 40, "MEL": 10}
 
 
 def test_per_class_count_and_validation():
-    manifest = make_split(_table({"NV": 50, "MEL": 20}), SplitSpec(per_class=6, val=3))
+    manifest = make_split(_table({"NV": 50, "MEL": 20}), SplitConfig(per_class=6, val=3))
     assert _counts(manifest, "train") == {"NV": 6, "MEL": 6}
     assert _counts(manifest, "val") == {"NV": 3, "MEL": 3}
     assert _counts(manifest, "test") == {"NV": 41, "MEL": 11}
@@ -39,68 +40,68 @@ def test_per_class_count_and_validation():
 
 def test_per_class_count_too_large_is_a_clear_error():
     with pytest.raises(LesionSSLError, match="leave test images"):
-        make_split(_table({"NV": 50, "MEL": 5}), SplitSpec(per_class=5))
+        make_split(_table({"NV": 50, "MEL": 5}), SplitConfig(per_class=5))
 
 
 def test_fraction():
-    manifest = make_split(_table({"NV": 100, "MEL": 20}), SplitSpec(fraction=0.25))
+    manifest = make_split(_table({"NV": 100, "MEL": 20}), SplitConfig(fraction=0.25))
     assert _counts(manifest, "train") == {"NV": 25, "MEL": 5}
 
 
 def test_exactly_one_mode():
     with pytest.raises(LesionSSLError, match="exactly one"):
-        SplitSpec(per_class=3, fraction=0.5)
+        validate(SplitConfig, {"per_class": 3, "fraction": 0.5})
 
 
 def test_deterministic_for_a_seed_and_different_across_seeds():
     table = _table({"NV": 60, "MEL": 30})
-    a = make_split(table, SplitSpec(per_class=5, seed=3))
-    b = make_split(table, SplitSpec(per_class=5, seed=3))
-    c = make_split(table, SplitSpec(per_class=5, seed=4))
+    a = make_split(table, SplitConfig(per_class=5, seed=3))
+    b = make_split(table, SplitConfig(per_class=5, seed=3))
+    c = make_split(table, SplitConfig(per_class=5, seed=4))
     assert a.equals(b)
     assert not a["split"].equals(c["split"])
 
 
 def test_groups_never_span_two_splits():
     table = _table({"NV": 90, "MEL": 42}, groups_of=3)
-    manifest = make_split(table, SplitSpec(per_class=10, val=4, group_by="lesion_id", seed=1))
+    manifest = make_split(table, SplitConfig(per_class=10, val=4, group_by="lesion_id", seed=1))
     assert (manifest.groupby("group")["split"].nunique() == 1).all()
     assert _counts(manifest, "train") == {"NV": 9, "MEL": 9}  # whole groups of 3 under the target of 10
 
 
 def test_unknown_group_column():
     with pytest.raises(LesionSSLError, match="no such column"):
-        make_split(_table({"NV": 10}), SplitSpec(per_class=2, group_by="nope"))
+        make_split(_table({"NV": 10}), SplitConfig(per_class=2, group_by="nope"))
 
 
 def test_a_grouping_column_empty_for_most_images_is_refused_and_none_is_on_purpose(capsys):
     table = _table({"NV": 30, "MEL": 30}, groups_of=3)
     sparse = table.assign(lesion_id=[g if i < 20 else "" for i, g in enumerate(table["lesion_id"])])  # 20 of 60 have one
     with pytest.raises(LesionSSLError, match="only 20 of 60 images have a lesion_id.*--group-by none"):
-        make_split(sparse, SplitSpec(per_class=5, group_by="lesion_id"))
+        make_split(sparse, SplitConfig(per_class=5, group_by="lesion_id"))
     mostly = table.assign(lesion_id=[g if i < 45 else "" for i, g in enumerate(table["lesion_id"])])
-    manifest = make_split(mostly, SplitSpec(per_class=5, group_by="lesion_id"))
+    manifest = make_split(mostly, SplitConfig(per_class=5, group_by="lesion_id"))
     assert "15 of 60 images have no lesion_id" in capsys.readouterr().err
     assert (manifest.groupby("group")["split"].nunique() == 1).all()
-    by_image = make_split(table, SplitSpec(per_class=5, group_by="none"))
+    by_image = make_split(table, SplitConfig(per_class=5, group_by="none"))
     assert by_image["group"].str.startswith("image:").all() and "on purpose" in capsys.readouterr().err
-    make_split(table, SplitSpec(per_class=5))  # ids present, no grouping asked for: a note that names the flag
+    make_split(table, SplitConfig(per_class=5))  # ids present, no grouping asked for: a note that names the flag
     note = capsys.readouterr().err
     assert "60 of 60 images have a lesion_id, but no --group-by was given" in note and "Set --group-by lesion_id" in note
 
 
 def test_pool_is_inductive_by_default_and_transductive_on_request():
     table = _table({"NV": 30, "MEL": 30}, unlabelled=7)
-    inductive = make_split(table, SplitSpec(per_class=5))
+    inductive = make_split(table, SplitConfig(per_class=5))
     assert not inductive.loc[inductive["split"] == "test", "pretrain"].any()
     assert inductive.loc[inductive["split"] != "test", "pretrain"].all()
-    transductive = make_split(table, SplitSpec(per_class=5, transductive=True))
+    transductive = make_split(table, SplitConfig(per_class=5, transductive=True))
     assert transductive["pretrain"].all()
 
 
 def test_manifest_round_trip_keeps_pool_and_classes(tmp_path):
     table = _table({"NV": 30, "MEL": 30}, unlabelled=4)
-    spec = SplitSpec(per_class=5, transductive=True)
+    spec = SplitConfig(per_class=5, transductive=True)
     manifest = make_split(table, spec)
     write_manifest(manifest, tmp_path / "m.csv", spec, ["MEL", "NV"], ["x"])
     loaded = read_manifest(tmp_path / "m.csv", data_root=tmp_path)  # the images of /x, moved here
@@ -119,7 +120,7 @@ def test_bad_manifest_is_a_clear_error(tmp_path):
 @pytest.mark.shared_data
 def test_seed_style_cap_split_on_shared_data_grouped_by_lesion():
     table = read_sources([SKIN_LESIONS])
-    manifest = make_split(table, SplitSpec(per_class_cap=100, group_by="lesion_id", seed=0))
+    manifest = make_split(table, SplitConfig(per_class_cap=100, group_by="lesion_id", seed=0))
     train = _counts(manifest, "train")
     assert max(train.values()) <= 100 and min(train.values()) >= 90
     lesions = manifest[manifest["group"].str.startswith("HAM_")]
@@ -130,7 +131,7 @@ def test_seed_style_cap_split_on_shared_data_grouped_by_lesion():
 def test_budgets_are_nested_subsets_with_one_test_set():
     from lesionssl.data.split import subsample_train
 
-    base = make_split(_table({"NV": 80, "MEL": 40}, groups_of=2), SplitSpec(per_class=20, group_by="lesion_id", seed=0))
+    base = make_split(_table({"NV": 80, "MEL": 40}, groups_of=2), SplitConfig(per_class=20, group_by="lesion_id", seed=0))
     small = subsample_train(base, 6, seed=0)
     assert _counts(small, "train") == {"NV": 6, "MEL": 6}
     assert small.loc[small["split"] == "test", "image"].tolist() == base.loc[base["split"] == "test", "image"].tolist()
@@ -149,13 +150,13 @@ def test_seed_isic2019_split_has_the_seed_counts():
     gt = pd.read_csv(LABEL_FORMATS / "ISIC_2019_Training_GroundTruth.csv")
     table = pd.DataFrame({"image": gt["image"].str.removesuffix("_downsampled"), "path": "/isic/" + gt["image"] + ".jpg",
                           "label": gt.drop(columns="image").idxmax(axis=1), "lesion_id": "", "patient_id": ""})
-    manifest = make_split(table, SplitSpec(seed_isic2019=True, transductive=True))
+    manifest = make_split(table, SplitConfig(seed_isic2019=True, transductive=True))
     counts = manifest["split"].value_counts()
     assert counts["train"] == 2554 and counts["test"] == 19423 and counts["excluded"] == 1280 + 2074
     assert _counts(manifest, "train") == SEED_ISIC2019_TRAIN
     assert _counts(manifest, "test")["NV"] == 10601 and _counts(manifest, "test")["SCC"] == 414
     assert manifest["pretrain"].sum() == 21977  # the seed's pre-pretraining pool: train + test
-    inductive = make_split(table, SplitSpec(seed_isic2019=True))
+    inductive = make_split(table, SplitConfig(seed_isic2019=True))
     assert inductive["pretrain"].sum() == 2554
 
 
@@ -172,7 +173,7 @@ def _study_table(seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-STUDY = SplitSpec(test_fraction=0.25, per_class=5, val=2, group_by="lesion_id", hold_out={"site": ["C"]}, seed=3)
+STUDY = SplitConfig(test_fraction=0.25, per_class=5, val=2, group_by="lesion_id", hold_out={"site": ["C"]}, seed=3)
 
 
 def test_study_split_invariants():
@@ -189,12 +190,12 @@ def test_study_split_invariants():
         share = (rows["split"] == "test").mean()
         assert 0.15 < share < 0.45, (label, share)
     assert make_split(table, STUDY).equals(manifest)  # deterministic for a seed
-    assert not make_split(table, SplitSpec(**{**STUDY.__dict__, "seed": 4}))["split"].equals(manifest["split"])
+    assert not make_split(table, SplitConfig(**{**STUDY.model_dump(), "seed": 4}))["split"].equals(manifest["split"])
 
 
 def test_hold_out_pool_sends_whole_groups_of_the_site_to_the_pool_without_labels(tmp_path):
     table = _study_table()
-    spec = SplitSpec(**{**STUDY.__dict__, "hold_out_pool": 0.5})
+    spec = SplitConfig(**{**STUDY.model_dump(), "hold_out_pool": 0.5})
     manifest = make_split(table, spec)
     site = manifest["image"].isin(table.loc[table["site"] == "C", "image"])
     pool, external = manifest[manifest["split"] == "site-pool"], manifest[manifest["split"] == "external"]
@@ -204,7 +205,7 @@ def test_hold_out_pool_sends_whole_groups_of_the_site_to_the_pool_without_labels
     assert (pool["label"] == "").all() and (external["label"] != "").all()  # the pool carries no site label
     assert 0.3 < len(pool) / site.sum() < 0.7
     assert make_split(table, spec).equals(manifest)  # deterministic for a seed
-    assert not make_split(table, SplitSpec(**{**spec.__dict__, "seed": 4}))["split"].equals(manifest["split"])
+    assert not make_split(table, SplitConfig(**{**spec.model_dump(), "seed": 4}))["split"].equals(manifest["split"])
     # the rest of the split is the one without a site pool
     plain = make_split(table, STUDY)
     assert manifest.loc[~site, "split"].equals(plain.loc[~site, "split"])
@@ -214,8 +215,8 @@ def test_hold_out_pool_sends_whole_groups_of_the_site_to_the_pool_without_labels
     import json
 
     assert json.loads((tmp_path / "m.json").read_text())["site_pool"] == {"images": len(pool), "groups": pool["group"].nunique(), "fraction": 0.5}
-    with pytest.raises(LesionSSLError, match="without --hold-out"):
-        SplitSpec(per_class=5, hold_out_pool=0.5)
+    with pytest.raises(LesionSSLError, match="hold_out_pool sends a share of a held-out site to the pool: it needs hold_out"):
+        validate(SplitConfig, {"per_class": 5, "hold_out_pool": 0.5})
 
 
 def test_a_group_touching_the_held_out_site_is_excluded_elsewhere():
@@ -242,15 +243,15 @@ def test_near_duplicate_links_merge_groups_across_lesions():
 
 def test_held_out_values_and_columns_are_checked():
     with pytest.raises(LesionSSLError, match="values present"):
-        make_split(_study_table(), SplitSpec(**{**STUDY.__dict__, "hold_out": {"site": ["Z"]}}))
+        make_split(_study_table(), SplitConfig(**{**STUDY.model_dump(), "hold_out": {"site": ["Z"]}}))
     with pytest.raises(LesionSSLError, match="no such column"):
-        make_split(_study_table(), SplitSpec(**{**STUDY.__dict__, "hold_out": {"hospital": ["A"]}}))
+        make_split(_study_table(), SplitConfig(**{**STUDY.model_dump(), "hold_out": {"hospital": ["A"]}}))
 
 
 def test_budgets_are_nested_per_seed_and_drawn_from_the_labelled_pool():
     from lesionssl.data.split import nested_budgets
 
-    manifest = make_split(_study_table(), SplitSpec(**{**STUDY.__dict__, "per_class": 2}))
+    manifest = make_split(_study_table(), SplitConfig(**{**STUDY.model_dump(), "per_class": 2}))
     draws = {seed: nested_budgets(manifest, [2, 4, 6], seed) for seed in (0, 1)}
     for budgets in draws.values():
         trains = {b: set(t.loc[t["split"] == "train", "image"]) for b, t in budgets.items()}

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lesionssl.config import CompareConfig, FinetuneConfig, PretrainConfig, SelectConfig, SplitCommand, resolve
+from lesionssl.config import CompareConfig, FinetuneConfig, PretrainConfig, SelectConfig, SplitCommand, SplitConfig, resolve
 from lesionssl.errors import LesionSSLError
 from lesionssl.layout import ExperimentFolder, RunFolder
 
@@ -88,7 +88,7 @@ def split(config: Config = None, **options: Any) -> SplitResult:
     ``per_class``, ``test_fraction``, ``group_by``, ...)."""
     from lesionssl.data.classes import resolve_class_order
     from lesionssl.data.sources import read_sources
-    from lesionssl.data.split import SplitSpec, build_split, split_table, write_manifest
+    from lesionssl.data.split import build_split, split_table, write_manifest
 
     settings = resolve(SplitCommand, config, options, "split")
     if settings.labels is not None:
@@ -97,7 +97,7 @@ def split(config: Config = None, **options: Any) -> SplitResult:
         done = apply_labels(settings.labels, settings.manifest, settings.out, settings.data_root)
         return SplitResult(done.path, done.manifest, done.classes, split_table(done.manifest, done.classes), done.pool, int(done.manifest["pretrain"].sum()), labels_added=done.added, labels_blank=done.blank)
     table = read_sources(settings.data, settings.images, settings.skip_missing, (settings.image_column, settings.label_column))
-    spec = SplitSpec(**settings.model_dump(include=set(SplitSpec.__dataclass_fields__)))
+    spec = SplitConfig(**settings.model_dump(include=set(SplitConfig.model_fields)))
     manifest, duplicates = build_split(table, spec)
     classes = resolve_class_order(manifest["label"])
     write_manifest(manifest, settings.out, spec, classes, settings.data, duplicates)

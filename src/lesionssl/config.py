@@ -99,6 +99,15 @@ class SplitConfig(Strict):
     def check_mode(self) -> None:
         if sum(v is not None for v in (self.per_class_cap, self.per_class, self.fraction)) + self.seed_isic2019 != 1:
             raise ValueError("set exactly one of per_class_cap, per_class, fraction, seed_isic2019")
+        if self.seed_isic2019 and (self.test_fraction is not None or self.hold_out or self.dedup):
+            raise ValueError("seed_isic2019 is the seed's fixed design: it takes no test_fraction, hold_out or dedup")
+        if self.hold_out_pool is not None and not self.hold_out:
+            raise ValueError("hold_out_pool sends a share of a held-out site to the pool: it needs hold_out")
+
+    @property
+    def pool(self) -> Literal["inductive", "transductive"]:
+        """Whether the pretraining pool holds the test images (unlabelled): the seed's transductive design."""
+        return "transductive" if self.transductive else "inductive"
 
 
 def _listify(value: Any) -> Any:

@@ -27,8 +27,18 @@ CARD = "MODEL_CARD.md"
 MODEL_IMAGES = "model_images.csv"
 #: The ``stage`` column of a pretraining's history.csv for its main epochs (``warmup`` before them).
 PRETRAIN_STAGE = "pretrain"
+#: Figures and tables a run writes that the card and the report show.
+EXAMPLES_FIGURE = "examples.png"
+EXAMPLES = "examples.csv"
+RELIABILITY_FIGURE = "reliability.png"
+LR_FINDER = "lr_finder.csv"
 #: The folder of a run's evaluations on held-out sets, one subfolder per set.
 EXTERNAL = "external"
+
+#: A pretraining's exported backbone (torchvision / timm key names), its ``.pth`` twin and its record.
+BACKBONE_WEIGHTS = "backbone.safetensors"
+BACKBONE_PTH = "backbone.pth"
+BACKBONE_RECORD = "backbone.json"
 
 RUNS = "runs"
 FEATURES = "features"
@@ -38,6 +48,9 @@ LABELS_SAVED = "labels_saved.csv"
 REPORT = "report.md"
 REPORT_HTML = "report.html"
 PRETRAIN = "pretrain"
+#: The experiment's own split (``compare`` with a ``split`` section), and its config.
+MANIFEST = "manifest.csv"
+EXPERIMENT_CONFIG = "experiment.yaml"
 
 
 @dataclass(frozen=True)
@@ -90,6 +103,22 @@ class RunFolder:
         return self.path / CARD
 
     @property
+    def examples_figure(self) -> Path:
+        return self.path / EXAMPLES_FIGURE
+
+    @property
+    def examples(self) -> Path:
+        return self.path / EXAMPLES
+
+    @property
+    def reliability_figure(self) -> Path:
+        return self.path / RELIABILITY_FIGURE
+
+    @property
+    def lr_finder(self) -> Path:
+        return self.path / LR_FINDER
+
+    @property
     def finished(self) -> bool:
         return self.metrics.is_file()
 
@@ -127,6 +156,14 @@ class ExperimentFolder:
     @property
     def labels_saved(self) -> Path:
         return self.path / LABELS_SAVED
+
+    @property
+    def manifest(self) -> Path:
+        return self.path / MANIFEST
+
+    @property
+    def config(self) -> Path:
+        return self.path / EXPERIMENT_CONFIG
 
     @property
     def report(self) -> Path:

@@ -1,5 +1,6 @@
-"""Typed records of what crosses stages: a backbone (``backbone.json``), a planned run of an
-experiment (``run.json``) and what a finished run recorded (``metrics.json``).
+"""Typed records of what crosses stages: a manifest's sidecar (``<manifest>.json``), a backbone
+(``backbone.json``), a fine-tuned model (``model.json``), a planned run of an experiment
+(``run.json``) and what a finished run recorded (``metrics.json``).
 
 The runners write them, ``compare`` plans with them and the report reads them; no stage reads
 another's JSON by string keys, and no name is parsed from a folder name.
@@ -12,6 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from lesionssl.config import SplitConfig
 from lesionssl.data.colour import DEFAULT_P, ColourConstancy
 from lesionssl.errors import LesionSSLError
 from lesionssl.io import write_json
@@ -22,6 +24,7 @@ from lesionssl.layout import METRICS, RUN_PLAN, RunFolder
 BACKBONE_FORMAT = "lesionssl-backbone/2"
 MODEL_FORMAT = "lesionssl-model/2"
 RUN_PLAN_FORMAT = "lesionssl-run-plan/1"
+MANIFEST_FORMAT = "lesionssl-manifest/1"
 RUN_RESULT_FORMAT = "lesionssl-run/2"
 
 
@@ -53,6 +56,45 @@ def _read_json(path: Path) -> dict[str, Any]:
         return json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise LesionSSLError(f"cannot read {path}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class ManifestRecord:
+    """A split manifest's sidecar (``<manifest>.json`` beside the CSV): the split settings that made
+    it (the one split type, :class:`~lesionssl.config.SplitConfig`), its class order, pool mode,
+    sources, the folder its relative image paths start from, and what the split found."""
+
+    classes: list[str]
+    pool: str
+    spec: SplitConfig | None = None  # None: a manifest written before the settings were recorded
+    sources: list[str] = field(default_factory=list)
+    data_root: str | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    pretrain_images: int | None = None
+    site_pool: dict[str, Any] | None = None  # split --hold-out-pool: images, groups and fraction sent to the pool
+    near_duplicates: dict[str, Any] | None = None  # split --dedup: how many pairs were merged, and their file
+    format: str = MANIFEST_FORMAT
+
+    @staticmethod
+    def beside(manifest: Path) -> Path:
+        return Path(manifest).with_suffix(".json")
+
+    def write(self, manifest: Path) -> None:
+        write_json(self.beside(manifest), {**asdict(self), "spec": self.spec.model_dump() if self.spec else None})
+
+    @classmethod
+    def read(cls, manifest: Path) -> ManifestRecord | None:
+        """The sidecar of ``manifest``; None when it has none (a hand-made manifest)."""
+        path = cls.beside(manifest)
+        if not path.is_file():
+            return None
+        data = _read_json(path)
+        spec = data.get("spec") if isinstance(data, dict) else None
+        try:
+            parsed = SplitConfig(**spec) if spec else None
+        except ValueError as exc:  # pydantic's ValidationError
+            raise LesionSSLError(f"{path}: its split settings are not valid ({str(exc).splitlines()[0]})") from None
+        return _from_dict(cls, {**data, "spec": parsed} if isinstance(data, dict) else data, path, MANIFEST_FORMAT)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ columns (e.g. ``dataset``, the archive an image comes from) follow, for ``split 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -139,8 +138,10 @@ def read_path_label_csv(path: Path, skip_missing: bool = False) -> pd.DataFrame:
     lesionssl manifest to the data root its sidecar records."""
     table = _read_csv(path)
     table = _drop_duplicate_rows(table, "path", path) if "label" in table else table.assign(label="")
-    sidecar = path.with_suffix(".json")
-    root = json.loads(sidecar.read_text()).get("data_root") if sidecar.is_file() else None
+    from lesionssl.records import ManifestRecord  # here: records need the config, which needs this module's vocabulary
+
+    record = ManifestRecord.read(path) if "split" in table else None  # a lesionssl manifest: its sidecar says where the images are
+    root = record.data_root if record else None
     base = Path(root) if root else path.parent
     files = table["path"].map(lambda p: (base / p).resolve())
     exists = files.map(Path.is_file)

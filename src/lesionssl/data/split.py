@@ -20,24 +20,25 @@ Two designs:
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 
-from lesionssl.config import COSINE_THRESHOLD, HASH_THRESHOLD, SplitConfig
+from lesionssl.config import SplitConfig
 from lesionssl.data.classes import resolve_class_order
 from lesionssl.data.duplicates import clusters, find_near_duplicates
 from lesionssl.data.sources import GROUP_COLUMNS, USER_SPLIT
 from lesionssl.data.store import check_readable
 from lesionssl.errors import LesionSSLError
-from lesionssl.io import write_csv, write_json
+from lesionssl.io import write_csv
+from lesionssl.layout import MANIFEST
 from lesionssl.progress import console
+from lesionssl.records import ManifestRecord
 
 SPLITS = ("train", "val", "test", "external", "unlabelled", "site-pool", "excluded")
 #: The held-out site's images sent to the pretraining pool (``--hold-out-pool``), labels removed.
@@ -52,57 +53,7 @@ SEED_ISIC2019_UNUSED = {"NV": 458, "MEL": 309, "BCC": 274, "BKL": 110, "AK": 63,
 PoolMode = Literal["inductive", "transductive"]
 
 
-@dataclass(frozen=True)
-class SplitSpec:
-    """How to carve a labelled set into train / val / test.
-
-    Exactly one of ``per_class_cap`` (at most N per class, the seed used 500),
-    ``per_class`` (exactly N per class) and ``fraction`` (share of each class) is set.
-    ``test_fraction`` holds out that share of the labelled groups as test first;
-    ``hold_out`` maps a metadata column to the values whose images form the ``external`` split;
-    ``dedup`` merges near-duplicate clusters into one group each.
-    """
-
-    per_class_cap: int | None = None
-    seed_isic2019: bool = False
-    per_class: int | None = None
-    fraction: float | None = None
-    val: int = 0
-    group_by: str | None = None
-    seed: int = 0
-    transductive: bool = False
-    test_fraction: float | None = None
-    hold_out: dict[str, list[str]] = field(default_factory=dict)
-    hold_out_pool: float | None = None
-    dedup: bool = False
-    dedup_hash: int = HASH_THRESHOLD
-    dedup_cosine: float = COSINE_THRESHOLD
-
-    def __post_init__(self) -> None:
-        modes = [m for m in (self.per_class_cap, self.per_class, self.fraction) if m is not None] + ([True] if self.seed_isic2019 else [])
-        if len(modes) != 1:
-            raise LesionSSLError("choose exactly one of --per-class-cap N, --per-class N, --fraction F, --seed-isic2019")
-        if self.fraction is not None and not 0.0 < self.fraction <= 1.0:
-            raise LesionSSLError(f"--fraction must be above 0 and at most 1, got {self.fraction}")
-        for name in ("per_class_cap", "per_class"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise LesionSSLError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-        if self.val < 0:
-            raise LesionSSLError(f"--val must be >= 0, got {self.val}")
-        if self.test_fraction is not None and not 0.0 < self.test_fraction < 1.0:
-            raise LesionSSLError(f"--test-fraction must be between 0 and 1 (exclusive), got {self.test_fraction}")
-        if self.hold_out_pool is not None and (not self.hold_out or not 0.0 < self.hold_out_pool < 1.0):
-            raise LesionSSLError(f"--hold-out-pool takes a fraction between 0 and 1 (exclusive) of a --hold-out site, got {self.hold_out_pool}" + ("" if self.hold_out else " without --hold-out"))
-        if self.seed_isic2019 and (self.test_fraction is not None or self.hold_out or self.dedup):
-            raise LesionSSLError("--seed-isic2019 is the seed's fixed design: it takes no --test-fraction, --hold-out or --dedup")
-
-    @property
-    def pool(self) -> PoolMode:
-        return "transductive" if self.transductive else "inductive"
-
-
-def _train_targets(counts: pd.Series, spec: SplitSpec) -> dict[str, int]:
+def _train_targets(counts: pd.Series, spec: SplitConfig) -> dict[str, int]:
     """Training images per class; ``counts`` are the labelled images training may draw from."""
     if spec.per_class_cap is not None:
         return {c: min(spec.per_class_cap, n) for c, n in counts.items()}
@@ -119,7 +70,7 @@ def _train_targets(counts: pd.Series, spec: SplitSpec) -> dict[str, int]:
     return {c: max(1, round(spec.fraction * n)) for c, n in counts.items()}
 
 
-def seed_isic2019_split(table: pd.DataFrame, spec: SplitSpec) -> pd.DataFrame:
+def seed_isic2019_split(table: pd.DataFrame, spec: SplitConfig) -> pd.DataFrame:
     """The seed study's split of the ISIC 2019 training set: 2,554 train / 19,423 test."""
     table = table.copy()
     downsampled = table["path"].map(lambda p: Path(p).stem.endswith("_downsampled"))
@@ -227,7 +178,7 @@ def _test_groups(groups: pd.DataFrame, fraction: float, rng: np.random.Generator
     return chosen
 
 
-def make_split(table: pd.DataFrame, spec: SplitSpec, classes: list[str] | None = None, links: Sequence[tuple[str, str]] = ()) -> pd.DataFrame:
+def make_split(table: pd.DataFrame, spec: SplitConfig, classes: list[str] | None = None, links: Sequence[tuple[str, str]] = ()) -> pd.DataFrame:
     """Assign every image to a split, whole groups at a time.
 
     Groups are ``spec.group_by`` values merged along ``links`` (near-duplicate image id pairs,
@@ -303,7 +254,7 @@ def make_split(table: pd.DataFrame, spec: SplitSpec, classes: list[str] | None =
     return table[["image", "label", "split", "path", "group", "pretrain"]]
 
 
-def build_split(table: pd.DataFrame, spec: SplitSpec, classes: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+def build_split(table: pd.DataFrame, spec: SplitConfig, classes: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """:func:`make_split`, once every image has decoded, after the near-duplicate search when
     ``spec.dedup`` is set.
 
@@ -361,26 +312,18 @@ def duplicates_file(manifest: Path) -> Path:
     return manifest.with_name(manifest.stem + "-duplicates.csv")
 
 
-def write_manifest(manifest: pd.DataFrame, path: Path, spec: SplitSpec, classes: list[str], sources: list[str], duplicates: pd.DataFrame | None = None) -> None:
+def write_manifest(manifest: pd.DataFrame, path: Path, spec: SplitConfig, classes: list[str], sources: list[str], duplicates: pd.DataFrame | None = None) -> None:
     """Write the manifest CSV and its sidecar JSON (split settings, pool mode, classes, and
     what the near-duplicate search found), plus the merged near-duplicate pairs."""
-    extra = {}
     if duplicates is not None:
         write_csv(duplicates_file(path), duplicates)
-        extra["near_duplicates"] = {"pairs": len(duplicates), "file": duplicates_file(path).name}
     root, relative = relative_paths(manifest["path"].tolist())
-    meta = {
-        "data_root": root,
-        "classes": classes,
-        "pool": spec.pool,
-        "spec": asdict(spec),
-        "sources": sources,
-        "counts": {s: int((manifest["split"] == s).sum()) for s in SPLITS},
-        **({"site_pool": {"images": int((manifest["split"] == SITE_POOL).sum()), "groups": int(manifest.loc[manifest["split"] == SITE_POOL, "group"].nunique()), "fraction": spec.hold_out_pool}} if spec.hold_out_pool else {}),
-        "pretrain_images": int(manifest["pretrain"].sum()),
-        **extra,
-    }
-    write_json(path.with_suffix(".json"), meta)
+    ManifestRecord(
+        classes=classes, pool=spec.pool, spec=spec, sources=list(sources), data_root=root,
+        counts={s: int((manifest["split"] == s).sum()) for s in SPLITS}, pretrain_images=int(manifest["pretrain"].sum()),
+        site_pool={"images": int((manifest["split"] == SITE_POOL).sum()), "groups": int(manifest.loc[manifest["split"] == SITE_POOL, "group"].nunique()), "fraction": spec.hold_out_pool} if spec.hold_out_pool else None,
+        near_duplicates={"pairs": len(duplicates), "file": duplicates_file(path).name} if duplicates is not None else None,
+    ).write(path)
     write_csv(path, manifest.assign(path=relative))  # last: the CSV marks a whole manifest
 
 
@@ -417,6 +360,7 @@ class Manifest:
     classes: list[str]
     pool: PoolMode
     path: Path
+    record: ManifestRecord | None = None  # its sidecar (None: a hand-made manifest)
 
     def rows(self, split: str) -> pd.DataFrame:
         return self.table[self.table["split"] == split].reset_index(drop=True)
@@ -457,29 +401,28 @@ def read_manifest(path: Path, check_leaks: bool = True, data_root: Path | None =
     bad = set(table["split"]) - set(SPLITS)
     if bad:
         raise LesionSSLError(f"{path}: unknown split values {sorted(bad)}; allowed {list(SPLITS)}")
-    meta_file = path.with_suffix(".json")
-    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    record = ManifestRecord.read(path)
     if "pretrain" not in table:
         table["pretrain"] = (table["split"] != "test").astype(int).astype(str)
     table["pretrain"] = table["pretrain"].astype(int)
     if check_leaks:
         _check_no_leak(table, path)
-    root = str(data_root) if data_root is not None else meta.get("data_root")
+    root = str(data_root) if data_root is not None else (record.data_root if record else None)
     relative = not all(PurePosixPath(p).is_absolute() or PureWindowsPath(p).is_absolute() for p in table["path"])
     if relative and root is not None and not Path(root).is_dir():  # absolute paths (older manifests) need no root
         raise LesionSSLError(f"{path}: its images were under {root}, which is not a folder here; if the data moved, pass --data-root FOLDER (the folder that now holds them)")
     table["path"] = [locate(p, root) for p in table["path"]]
-    classes = resolve_class_order(table["label"], meta.get("classes"))
-    pool = meta.get("pool") or ("transductive" if table.loc[table["split"] == "test", "pretrain"].eq(1).any() else "inductive")
-    return Manifest(table=table, classes=classes, pool=pool, path=path)
+    classes = resolve_class_order(table["label"], record.classes if record else None)
+    pool = (record.pool if record else None) or ("transductive" if table.loc[table["split"] == "test", "pretrain"].eq(1).any() else "inductive")
+    return Manifest(table=table, classes=classes, pool=pool, path=path, record=record)
 
 
-def recorded_spec(manifest: Manifest) -> SplitSpec:
+def recorded_spec(manifest: Manifest) -> SplitConfig:
     """The split settings a manifest's sidecar records (an older manifest without them: a
     placeholder spec with its pool mode), for manifests derived from it."""
-    meta_file = manifest.path.with_suffix(".json")
-    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
-    return SplitSpec(**meta["spec"]) if "spec" in meta else SplitSpec(per_class_cap=1, transductive=manifest.pool == "transductive")
+    if manifest.record is not None and manifest.record.spec is not None:
+        return manifest.record.spec
+    return SplitConfig(per_class_cap=1, transductive=manifest.pool == "transductive")
 
 
 def nested_budgets(manifest: pd.DataFrame, budgets: Sequence[int], seed: int | Sequence[int] = 0) -> dict[int, pd.DataFrame]:
@@ -532,12 +475,13 @@ def prepare_manifest(manifest: Path | None, data: list[str], split: SplitConfig 
 
     if manifest is not None:
         return Path(manifest)
-    target = folder / "manifest.csv"
+    target = folder / MANIFEST
     folder.mkdir(parents=True, exist_ok=True)
     with file_lock(folder / ".manifest.lock"):
-        if target.is_file() and json.loads(target.with_suffix(".json").read_text()).get("spec") == split.model_dump():
+        recorded = ManifestRecord.read(target) if target.is_file() else None
+        if recorded is not None and recorded.spec == split:
             return target
-        spec = SplitSpec(**split.model_dump())
+        spec = split
         table, duplicates = build_split(read_sources(data), spec)
         classes = resolve_class_order(table["label"])
         write_manifest(table, target, spec, classes, list(data), duplicates)

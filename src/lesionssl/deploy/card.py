@@ -17,8 +17,8 @@ from lesionssl.data.classes import ISIC2019_CLASSES
 from lesionssl.errors import LesionSSLError
 from lesionssl.evaluate.metrics import NOT_APPLICABLE, compute_metrics, support_note, without_support
 from lesionssl.io import write_text
-from lesionssl.layout import CARD, METRICS, MODEL_RECORD, RunFolder
-from lesionssl.records import ClassMetrics, ModelRecord, RunResult
+from lesionssl.layout import CARD, EXAMPLES_FIGURE, METRICS, MODEL_RECORD, RELIABILITY_FIGURE, RunFolder
+from lesionssl.records import ClassMetrics, ManifestRecord, ModelRecord, RunResult
 from lesionssl.report.statistics import image_interval
 
 LICENCE_FILES = ("ATTRIBUTION.md", "LICENSE", "LICENSE.txt", "LICENCE", "README.md")
@@ -78,13 +78,11 @@ def write_card(run: Path, result: RunResult | None = None) -> Path:
     metrics = result.metrics
     record = ModelRecord.read(folder.model_record)
     environment = json.loads(folder.environment.read_text()) if folder.environment.is_file() else {}
-    manifest_meta, settings = {}, {}
+    split, settings = None, {}
     config_file = folder.config
     if config_file.is_file():
         settings = yaml.safe_load(config_file.read_text())
-        manifest = settings.get("manifest")
-        meta_file = Path(str(manifest)).with_suffix(".json") if manifest else None
-        manifest_meta = json.loads(meta_file.read_text()) if meta_file and meta_file.is_file() else {}
+        split = ManifestRecord.read(Path(str(settings["manifest"]))) if settings.get("manifest") else None
     classes = record.classes
     per_class = {name: asdict(values) for name, values in metrics.per_class.items()}
     dermoscopic = set(classes) <= set(ISIC2019_CLASSES)
@@ -101,8 +99,8 @@ def write_card(run: Path, result: RunResult | None = None) -> Path:
         "- Files: `model.safetensors` (weights), `model.json` (the settings above). Apply with `lesionssl predict --model " + str(run) + " --data IMAGES --out predictions.csv`.",
         "",
         "## Data",
-        *_sources(manifest_meta.get("sources", [])),
-        f"- Split: {manifest_meta.get('counts', {})}; pretraining pool: {manifest_meta.get('pool', result.pretraining_pool)} (transductive: the pool saw test images, unlabelled; inductive: it did not).",
+        *_sources(split.sources if split else []),
+        f"- Split: {split.counts if split else {}}; pretraining pool: {split.pool if split else result.pretraining_pool} (transductive: the pool saw test images, unlabelled; inductive: it did not).",
         f"- Training images: {result.train_images}, at most {result.budget_per_class} per class; test images: {result.test_images}.",
         "",
         "## Test metrics (internal test split)",
@@ -125,7 +123,7 @@ def write_card(run: Path, result: RunResult | None = None) -> Path:
     lines += ["", "## Calibration"]
     if calibration.temperature is not None:
         test = calibration.test
-        lines.append(f"Temperature {calibration.temperature:.4g}, fitted on {calibration.fitted_on}. Test ECE {test['ece_before']:.4f} before, {test['ece_after']:.4f} after; NLL {test['nll_before']:.4f} before, {test['nll_after']:.4f} after." + ("\n\n![Reliability on the test split before and after temperature scaling](reliability.png)" if (run / "reliability.png").is_file() else ""))
+        lines.append(f"Temperature {calibration.temperature:.4g}, fitted on {calibration.fitted_on}. Test ECE {test['ece_before']:.4f} before, {test['ece_after']:.4f} after; NLL {test['nll_before']:.4f} before, {test['nll_after']:.4f} after." + (f"\n\n![Reliability on the test split before and after temperature scaling]({RELIABILITY_FIGURE})" if folder.reliability_figure.is_file() else ""))
     else:
         lines.append(calibration.note or "not fitted")
     point = result.operating_point
@@ -135,7 +133,7 @@ def write_card(run: Path, result: RunResult | None = None) -> Path:
                   *[f"| {split} | {_rate(rates['sensitivity'])} | {_rate(rates['specificity'])} |" for split, rates in (("val", point.val), ("test", point.test))]]
     else:
         lines.append(point.note or "not chosen")
-    lines += ["", "## Where it looks", ("![Grad-CAM of the most confident correct and wrong test predictions per class](examples.png)\n\n" if (run / "examples.png").is_file() else "")
+    lines += ["", "## Where it looks", (f"![Grad-CAM of the most confident correct and wrong test predictions per class]({EXAMPLES_FIGURE})\n\n" if folder.examples_figure.is_file() else "")
               + f"Grad-CAM maps of any images: `lesionssl explain --model {run} --data IMAGES --out DIR` (a gallery page); they show where the model looks, not why."]
     scope = DERMOSCOPY_SCOPE if dermoscopic else OTHER_SCOPE
     lines += ["", "## Limitations", *[f"- {item}" for item in (scope, *LIMITATIONS)], "", "## How it was made", f"- Command: `{environment.get('command', 'not recorded')}`", f"- lesionssl {result.lesionssl_version}, code commit {environment.get('git_commit')}; the resolved configuration is in `config.yaml`.", f"- Rebuild this card: `lesionssl card {run}`.", ""]

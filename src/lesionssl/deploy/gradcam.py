@@ -25,6 +25,7 @@ from lesionssl.evaluate.calibration import apply_temperature
 from lesionssl.figures import plot_examples
 from lesionssl.finetuning.module import ClassifierModule
 from lesionssl.io import write_csv
+from lesionssl.layout import RunFolder
 from lesionssl.progress import console
 
 #: Side of each half of an explanation panel (image | overlay): dermoscopy at 64 px is too small to read.
@@ -122,5 +123,5 @@ def write_examples(out: Path, module: ClassifierModule, images: np.ndarray, test
     except LesionSSLError as exc:  # token models (ViTs) have no spatial map; the run itself is fine
         console.print(f"no examples.png: {exc}", markup=False)
         return
-    plot_examples(examples, images[chosen], np.stack([overlay(images[i], m) for i, m in zip(chosen, heat.maps)]), Path(out) / "examples.png")
-    write_csv(Path(out) / "examples.csv", examples.drop(columns="position").assign(image=test["image"].to_numpy()[chosen]))
+    plot_examples(examples, images[chosen], np.stack([overlay(images[i], m) for i, m in zip(chosen, heat.maps)]), RunFolder(out).examples_figure)
+    write_csv(RunFolder(out).examples, examples.drop(columns="position").assign(image=test["image"].to_numpy()[chosen]))

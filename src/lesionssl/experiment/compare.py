@@ -25,15 +25,15 @@ from pathlib import Path
 
 import torch
 
-from lesionssl.config import CompareConfig, FinetuneConfig, InitConfig, PretrainConfig, config_hash, to_yaml
-from lesionssl.data.split import SplitSpec, nested_budgets, prepare_manifest, read_manifest, write_manifest
+from lesionssl.config import CompareConfig, FinetuneConfig, InitConfig, PretrainConfig, SplitConfig, config_hash, to_yaml
+from lesionssl.data.split import nested_budgets, prepare_manifest, read_manifest, write_manifest
 from lesionssl.errors import LesionSSLError
 from lesionssl.experiment.finetune import finetune
 from lesionssl.experiment.probes import probe_run
 from lesionssl.experiment.selection import Draw, selection_draws
 from lesionssl.io import file_lock, write_json, write_text
-from lesionssl.layout import ExperimentFolder, RunFolder
-from lesionssl.pretraining.run import BACKBONE_FILE, pretrain
+from lesionssl.layout import BACKBONE_WEIGHTS, ExperimentFolder, RunFolder
+from lesionssl.pretraining.run import pretrain
 from lesionssl.progress import console
 from lesionssl.records import BackboneRecord, RunRecord
 from lesionssl.report.compare import write_report
@@ -66,7 +66,7 @@ def budget_manifests(config: CompareConfig, manifest: Path) -> list[Draw]:
     if not config.budgets:
         return [Draw(manifest, seed) for seed in config.seeds]
     base = read_manifest(manifest, data_root=config.data_root)
-    spec = SplitSpec(**config.split.model_dump()) if config.split else SplitSpec(per_class=max(config.budgets))
+    spec = config.split or SplitConfig(per_class=max(config.budgets))
     out = []
     with file_lock(Path(config.out) / ".manifest.lock"):  # shards started together draw them once
         for seed in config.seeds:
@@ -81,7 +81,7 @@ def budget_manifests(config: CompareConfig, manifest: Path) -> list[Draw]:
 def prepare_pretrained(config: CompareConfig, manifest: Path, initialisation: InitConfig) -> Path:
     """Pretrain once (resuming an interrupted pretraining) and return the backbone file."""
     out = ExperimentFolder(config.out).pretraining(initialisation.name if initialisation.pretrain else None)
-    backbone = out / BACKBONE_FILE
+    backbone = out / BACKBONE_WEIGHTS
     settings = config.pretrain_settings(initialisation).model_copy(update={"manifest": manifest, "data_root": config.data_root, "out": out, "backbone": config.finetune.backbone, "tracking": _experiment_tracking(config)})
     with file_lock(Path(config.out) / f".{out.name}.lock"):
         if backbone.is_file():
@@ -231,7 +231,7 @@ def compare(config: CompareConfig) -> Path:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     manifest = prepare_manifest(config.manifest, config.data, config.split, Path(config.out))
-    write_text(out / "experiment.yaml", to_yaml(_with_paths(config, manifest)))
+    write_text(ExperimentFolder(out).config, to_yaml(_with_paths(config, manifest)))
     pretrained = {i.name: prepare_pretrained(config, manifest, i) for i in config.initialisations if i.init == "pretrain"}
     draws = selection_draws(config, manifest, pretrained) if config.selection else budget_manifests(config, manifest)
     every_run = run_configs(config, draws, pretrained)

@@ -270,7 +270,7 @@ def finetune(config: FinetuneConfig, finish: Callable[[FinishedRun], None] | Non
         save_model(out, module, record)
         write_csv(out / MODEL_IMAGES, pd.concat([train, val])[["image", "path", "split"]].assign(path=lambda t: t["path"].map(os.path.realpath)))
         if config.figures and deployment.temperature is not None:
-            plot_reliability(labels, unadjusted_probs, apply_temperature(unadjusted_probs, deployment.temperature), out / "reliability.png")
+            plot_reliability(labels, unadjusted_probs, apply_temperature(unadjusted_probs, deployment.temperature), RunFolder(out).reliability_figure)
         _write_outputs(out, config, result, init_info, predictions_frame(test["image"].tolist(), labels, probs, classes), finder, one_cycle,
                        lambda: finish(FinishedRun(out, config, module, images[test["row"].to_numpy()], test, labels, probs, result)) if finish else None)
         return result.to_dict()
@@ -327,7 +327,7 @@ def _write_outputs(out: Path, config: FinetuneConfig, result: RunResult, init_in
     schedule = pd.DataFrame(one_cycle.history)
     write_csv(out / "schedule.csv", schedule)
     if finder is not None:
-        write_csv(out / "lr_finder.csv", pd.DataFrame({"lr": finder.lrs, "smoothed_loss": finder.losses}))
+        write_csv(folder.lr_finder, pd.DataFrame({"lr": finder.lrs, "smoothed_loss": finder.losses}))
     if config.figures:
         plot_schedule(schedule, out / "schedule.png")
         if finder is not None:

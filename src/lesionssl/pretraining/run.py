@@ -50,7 +50,7 @@ from lesionssl.environment import run_environment
 from lesionssl.errors import LesionSSLError
 from lesionssl.figures import plot_pretrain_history
 from lesionssl.io import atomic_write, save_torch, write_csv, write_json, write_text
-from lesionssl.layout import CONFIG, ENVIRONMENT, HISTORY, PRETRAIN_STAGE
+from lesionssl.layout import BACKBONE_PTH, BACKBONE_WEIGHTS, CONFIG, ENVIRONMENT, HISTORY, PRETRAIN_STAGE
 from lesionssl.models.backbones import build_backbone, read_projector_state, resolve_preprocessing
 from lesionssl.models.heads import ProjectionHead
 from lesionssl.optim.lars import LARS, lars_param_groups
@@ -60,7 +60,6 @@ from lesionssl.pretraining.monitor import PretrainMonitor
 from lesionssl.progress import console, run_log
 from lesionssl.records import BackboneRecord
 
-BACKBONE_FILE = "backbone.safetensors"
 #: The constant LR of projector-only epochs (fastai's default, as the seed's ``learn.fit(1)``).
 PROJECTOR_WARMUP_LR = 1e-3
 
@@ -140,10 +139,10 @@ def _backbone_state(module: SelfSupervisedModule) -> dict[str, torch.Tensor]:
 def export_backbone(module: SelfSupervisedModule, out: Path, record: BackboneRecord) -> Path:
     """Write the backbone with torchvision / timm key names as safetensors and ``.pth``, and its record."""
     state = _backbone_state(module)
-    target = out / BACKBONE_FILE
+    target = out / BACKBONE_WEIGHTS
     # The safetensors file last: its presence marks a finished run whose record is already there.
     record.write(target.with_suffix(".json"))
-    save_torch(out / "backbone.pth", state)
+    save_torch(out / BACKBONE_PTH, state)
     atomic_write(target, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
     return target
 
@@ -170,11 +169,11 @@ def pretrain(config: PretrainConfig) -> Path:
     with ExitStack() as log:  # the run's log.txt, from the moment its folder exists
         out = Path(config.out)
         last = out / "checkpoints" / "last.ckpt"
-        if (out / BACKBONE_FILE).is_file():
+        if (out / BACKBONE_WEIGHTS).is_file():
             if not config.resume:
                 raise LesionSSLError(f"{out} already holds a finished pretraining run; choose another --out or pass --resume to keep it")
             console.print(f"{out} is finished; nothing to do", markup=False)
-            return out / BACKBONE_FILE
+            return out / BACKBONE_WEIGHTS
         if not config.resume and last.exists():
             raise LesionSSLError(f"{out} holds an interrupted run; pass --resume to continue it or choose another --out")
         out.mkdir(parents=True, exist_ok=True)
@@ -271,7 +270,7 @@ def pretrain(config: PretrainConfig) -> Path:
         losses = _history_losses(history)
         if rank_zero_only.rank == 0:  # under DDP every process holds the same weights
             export_backbone(module, out, replace(record, final_loss=losses[-1] if losses else None, seconds=round(time.time() - started, 1)))
-        return out / BACKBONE_FILE
+        return out / BACKBONE_WEIGHTS
 
 
 def _history_losses(path: Path) -> list[float]:

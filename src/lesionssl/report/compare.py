@@ -23,7 +23,7 @@ from lesionssl.evaluate.calibration import apply_temperature
 from lesionssl.evaluate.metrics import ECE_BINS, NOT_APPLICABLE, metrics_from_predictions, support_note
 from lesionssl.figures import plot_confusion, plot_label_efficiency, plot_lr_curves, plot_per_class_f1, plot_pretrain_history, plot_reliability, plot_roc
 from lesionssl.io import write_csv, write_text
-from lesionssl.layout import CARD, METRICS, ExperimentFolder, RunFolder
+from lesionssl.layout import BACKBONE_RECORD, CARD, METRICS, ExperimentFolder, RunFolder
 from lesionssl.records import BackboneRecord, RunRecord, RunResult
 from lesionssl.report.document import Document
 from lesionssl.report.labels_saved import format_budget, labels_saved
@@ -394,9 +394,9 @@ def _deployment(doc: Document, out: Path, full: list[dict], order: list[str]) ->
             path = out / "figures" / f"reliability_{init}.png"
             _pooled_reliability(fitted, path, f"{init}: test, {len(fitted)} runs pooled")
             doc.image(path, f"Reliability of {init} on test before and after temperature scaling (every run's predictions pooled, each with its own temperature)")
-        runs = sorted((m for m in full if m["init"] == init and (m["run"] / "examples.png").is_file()), key=lambda m: m["seed"])
+        runs = sorted((m for m in full if m["init"] == init and RunFolder(m["run"]).examples_figure.is_file()), key=lambda m: m["seed"])
         if runs:
-            doc.image(runs[0]["run"] / "examples.png", f"{init}, seed {runs[0]['seed']} (the lowest seed, not a chosen run): per class the most confident correct and wrong test predictions with Grad-CAM maps")
+            doc.image(RunFolder(runs[0]["run"]).examples_figure, f"{init}, seed {runs[0]['seed']} (the lowest seed, not a chosen run): per class the most confident correct and wrong test predictions with Grad-CAM maps")
 
 
 def _figures(doc: Document, out: Path, full: list[dict], results: pd.DataFrame, order: list[str], experiment: dict, intervals: Intervals) -> None:
@@ -417,7 +417,7 @@ def _figures(doc: Document, out: Path, full: list[dict], results: pd.DataFrame, 
         path = figures / f"confusion_{init}.png"
         plot_confusion(mean, runs[0]["classes"], path, title=f"{init}: mean row-normalised confusion")
         doc.image(path, f"Mean confusion matrix of {init} ({len(runs)} runs)")
-    curves = {init: [pd.read_csv(m["run"] / "lr_finder.csv") for m in full if m["init"] == init and (m["run"] / "lr_finder.csv").is_file()] for init in order}
+    curves = {init: [pd.read_csv(RunFolder(m["run"]).lr_finder) for m in full if m["init"] == init and RunFolder(m["run"]).lr_finder.is_file()] for init in order}
     curves = {k: v for k, v in curves.items() if v}
     if curves:
         chosen = {init: results.loc[results["init"] == init, "lr"].dropna().tolist() for init in curves}
@@ -465,7 +465,7 @@ def _pretrainings(out: Path, experiment: dict) -> list[str]:
     for arm in experiment.get("initialisations") or []:
         if arm.get("init") != "pretrain":
             continue
-        record_file = out / ("pretrain" if not arm.get("pretrain") else f"pretrain-{arm['name']}") / "backbone.json"
+        record_file = ExperimentFolder(out).pretraining(arm["name"] if arm.get("pretrain") else None) / BACKBONE_RECORD
         if not record_file.is_file():
             described.append(f"{arm['name']}: not finished")
             continue
@@ -480,7 +480,7 @@ def _methods(doc: Document, out: Path, experiment: dict, results: pd.DataFrame, 
     finetune = experiment.get("finetune") or {}
     pretrain = experiment.get("pretrain") or {}
     seeds = sorted(set(results["seed"]))
-    manifest = Path(experiment.get("manifest") or out / "manifest.csv")
+    manifest = Path(experiment.get("manifest") or ExperimentFolder(out).manifest)
     counts = ""
     if manifest.is_file():
         table = pd.read_csv(manifest, keep_default_na=False)
@@ -517,7 +517,7 @@ def _augmentation_gallery(out: Path, experiment: dict, path: Path) -> None:
     from lesionssl.config import PretrainConfig
 
     pretrain = experiment.get("pretrain") or {}
-    manifest = out / "manifest.csv" if (out / "manifest.csv").is_file() else experiment.get("manifest")
+    manifest = ExperimentFolder(out).manifest if ExperimentFolder(out).manifest.is_file() else experiment.get("manifest")
     if manifest and pretrain:
         settings = PretrainConfig.model_validate(pretrain)
         augment_preview([str(manifest)], path, settings.augmentation_parameters, 96, 4, 0, tuple(settings.extra_augmentations))
@@ -525,9 +525,9 @@ def _augmentation_gallery(out: Path, experiment: dict, path: Path) -> None:
 
 def _pretraining_words(out: Path, init: str) -> str:
     """How an initialisation of the experiment was pretrained, from its backbone record."""
-    for folder in (out / f"pretrain-{init}", out / "pretrain"):
-        if (folder / "backbone.json").is_file():
-            record = BackboneRecord.read(folder / "backbone.json")
+    for folder in (ExperimentFolder(out).pretraining(init), ExperimentFolder(out).pretraining()):
+        if (folder / BACKBONE_RECORD).is_file():
+            record = BackboneRecord.read(folder / BACKBONE_RECORD)
             kwargs = ", ".join(f"{k} {v}" for k, v in record.method_kwargs.items())
             positives = f"two images of one lesion ({record.cross_image_pairs_per_epoch} cross-image pairs per epoch of {record.pool_images} images)" if record.positives == "lesion" else "two views of one image"
             return f" Pretrained with {record.method} ({kwargs}), recipe {record.recipe}, {record.epochs} epochs at {record.image_size} px on {record.pool_images} images; positive pairs: {positives}."
@@ -561,7 +561,7 @@ def write_report(out: Path, inits: dict[str, str] | None = None) -> Path:
     results, full, stale = collect_runs(out)
     if results.empty:
         raise LesionSSLError(f"no finished runs with their run records under {ExperimentFolder(out).runs} (an experiment of an earlier lesionssl: run its `lesionssl compare` again, which records them and skips finished runs)")
-    experiment = yaml.safe_load((out / "experiment.yaml").read_text()) if (out / "experiment.yaml").is_file() else {}
+    experiment = yaml.safe_load(ExperimentFolder(out).config.read_text()) if ExperimentFolder(out).config.is_file() else {}
     inits = inits or {i["name"]: i["init"] for i in experiment.get("initialisations") or []}
     present = list(dict.fromkeys(results["init"]))
     # a selection study's arms are (initialisation, strategy): each takes its initialisation's kind

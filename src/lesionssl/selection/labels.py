@@ -75,6 +75,6 @@ def apply_labels(labels: Path, manifest: Path | None, out: Path, data_root: Path
         raise LesionSSLError(f"--labels {labels}: no such file")
     base = read_manifest(base_manifest(labels, manifest), data_root=data_root)
     table, added, blank = with_labels(base, pd.read_csv(labels, dtype=str, keep_default_na=False), Path(labels))
-    sources = json.loads(base.path.with_suffix(".json").read_text()).get("sources", []) if base.path.with_suffix(".json").is_file() else []
+    sources = base.record.sources if base.record else []
     write_manifest(table, Path(out), recorded_spec(base), base.classes, [*sources, str(labels)])
     return Relabelled(Path(out), table, base.classes, base.pool, added, blank)
