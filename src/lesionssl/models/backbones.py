@@ -184,9 +184,20 @@ def _enum_name(name: str) -> str:
 
 
 def read_metadata(path: Path) -> dict[str, Any]:
-    """Metadata written next to a lesionssl backbone (``<file>.json``), or ``{}`` for foreign files."""
+    """The :class:`~lesionssl.records.BackboneRecord` written next to a lesionssl backbone
+    (``<file>.json``, read and checked by its class), as provenance; ``{}`` for foreign files."""
+    from lesionssl.records import BackboneRecord  # here: the records need the config, which needs this package
+
     sidecar = path.with_suffix(".json")
-    return json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+    if not sidecar.is_file():
+        return {}
+    try:
+        data = json.loads(sidecar.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}  # not ours: a foreign checkpoint's own notes
+    if not (isinstance(data, dict) and str(data.get("format", "")).startswith("lesionssl-backbone")):
+        return {}
+    return asdict(BackboneRecord.read(sidecar))
 
 
 def resolve_checkpoint(init: str, architecture: str) -> tuple[Path, dict[str, Any]]:
