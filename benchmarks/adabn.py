@@ -27,7 +27,9 @@ def main() -> None:
     parser.add_argument("--results", type=Path, help="a copy of the experiment's results.csv (default: its own)")
     args = parser.parse_args()
     results = pd.read_csv(args.results or args.experiment / "results.csv")
-    runs = results[(results["init"] == args.init) & (results["protocol"] == "finetune") & (results["budget"] == args.budget)]
+    runs = results[
+        (results["init"] == args.init) & (results["protocol"] == "finetune") & (results["budget"] == args.budget)
+    ]
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         for run in runs.itertuples():
@@ -37,14 +39,18 @@ def main() -> None:
             external.to_csv(listing, index=False)
             scores = {}
             for adapt in (False, True):
-                result = predict_images(args.experiment / run.run_dir, [str(listing)], Path(scratch) / f"p-{adapt}.csv", adapt_bn=adapt)
+                result = predict_images(
+                    args.experiment / run.run_dir, [str(listing)], Path(scratch) / f"p-{adapt}.csv", adapt_bn=adapt
+                )
                 scores[adapt] = result.metrics["balanced_accuracy"]
             rows.append({"seed": run.seed, "as trained": scores[False], "AdaBN": scores[True]})
             print(json.dumps(rows[-1]))
     table = pd.DataFrame(rows)
     difference = table["AdaBN"] - table["as trained"]
     print(table.to_string(index=False))
-    print(f"AdaBN - as trained: {difference.mean():+.3f} (sd {difference.std(ddof=1):.3f}), paired t-test p = {stats.ttest_rel(table['AdaBN'], table['as trained']).pvalue:.3f}, {len(table)} runs; as trained {table['as trained'].mean():.3f}, AdaBN {table['AdaBN'].mean():.3f}")
+    print(
+        f"AdaBN - as trained: {difference.mean():+.3f} (sd {difference.std(ddof=1):.3f}), paired t-test p = {stats.ttest_rel(table['AdaBN'], table['as trained']).pvalue:.3f}, {len(table)} runs; as trained {table['as trained'].mean():.3f}, AdaBN {table['AdaBN'].mean():.3f}"
+    )
 
 
 if __name__ == "__main__":

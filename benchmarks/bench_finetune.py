@@ -42,7 +42,17 @@ from lesionssl.engine.trainer import make_trainer
 from lesionssl.finetuning.module import ClassifierModule
 from lesionssl.optim.one_cycle import set_hyperparameters
 
-from common import SHARED_IMAGES, FileDataset, LightningClock, PeakMemory, StepClock, device_name, emit, image_set, workdir
+from common import (
+    SHARED_IMAGES,
+    FileDataset,
+    LightningClock,
+    PeakMemory,
+    StepClock,
+    device_name,
+    emit,
+    image_set,
+    workdir,
+)
 
 LR = 1e-4
 CLASSES = [str(i) for i in range(8)]
@@ -57,7 +67,14 @@ def _module(args) -> ClassifierModule:
     backbone = getattr(torchvision.models, args.backbone)()
     features = backbone.fc.in_features
     backbone.fc = torch.nn.Identity()
-    module = ClassifierModule(backbone, features, len(CLASSES), channels_last=args.channels_last, augment=finetune_view(args.size, "imagenet"), eval_view=EvalView(args.size, "imagenet"))
+    module = ClassifierModule(
+        backbone,
+        features,
+        len(CLASSES),
+        channels_last=args.channels_last,
+        augment=finetune_view(args.size, "imagenet"),
+        eval_view=EvalView(args.size, "imagenet"),
+    )
     set_hyperparameters(module.persistent_optimizer(), LR)
     return module
 
@@ -76,23 +93,53 @@ def finetune_lesionssl(paths: list[str], args) -> dict:
     started = time.perf_counter()
     images = build_store(paths, stored_size(args.size), "decoding images")
     build_s = time.perf_counter() - started
-    data = train_loader(images, _table(len(paths)), CLASSES, args.batch_size, args.lesionssl_workers, seed=0, pin_memory=args.device == "cuda")
+    data = train_loader(
+        images,
+        _table(len(paths)),
+        CLASSES,
+        args.batch_size,
+        args.lesionssl_workers,
+        seed=0,
+        pin_memory=args.device == "cuda",
+    )
     with PeakMemory() as memory:
         rate = _fit(_module(args), data, args)
     module = _module(args)
     sample = torch.from_numpy(np.array(images[: args.batch_size])).permute(0, 3, 1, 2).to(args.device)
-    ready = (module.augment.to(args.device)(sample).detach(), torch.arange(args.batch_size, device=args.device) % len(CLASSES), None)
+    ready = (
+        module.augment.to(args.device)(sample).detach(),
+        torch.arange(args.batch_size, device=args.device) % len(CLASSES),
+        None,
+    )
     model_only = _fit(module, DataLoader([ready] * (args.warmup + args.steps), batch_size=None), args)
-    return {"lesionssl_img_per_s": rate, "lesionssl_model_only_img_per_s": model_only, "lesionssl_store_build_s": round(build_s, 2), **memory.result("lesionssl")}
+    return {
+        "lesionssl_img_per_s": rate,
+        "lesionssl_model_only_img_per_s": model_only,
+        "lesionssl_store_build_s": round(build_s, 2),
+        **memory.result("lesionssl"),
+    }
 
 
 def finetune_baseline(paths: list[str], args) -> dict:
     torch.manual_seed(0)
-    transform = T.Compose([
-        T.RandomResizedCrop(args.size, scale=(0.7, 1.0)), T.RandomHorizontalFlip(0.25), T.RandomApply([T.RandomRotation(45)], p=0.25),
-        T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
-    loader = DataLoader(FileDataset(paths, transform, len(CLASSES)), batch_size=args.batch_size, shuffle=True, drop_last=True, num_workers=args.baseline_workers, pin_memory=args.device == "cuda", persistent_workers=args.baseline_workers > 0)
+    transform = T.Compose(
+        [
+            T.RandomResizedCrop(args.size, scale=(0.7, 1.0)),
+            T.RandomHorizontalFlip(0.25),
+            T.RandomApply([T.RandomRotation(45)], p=0.25),
+            T.ToTensor(),
+            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
+    loader = DataLoader(
+        FileDataset(paths, transform, len(CLASSES)),
+        batch_size=args.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=args.baseline_workers,
+        pin_memory=args.device == "cuda",
+        persistent_workers=args.baseline_workers > 0,
+    )
     model = getattr(torchvision.models, args.backbone)(num_classes=len(CLASSES)).to(args.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
     clock = StepClock(args.warmup)
@@ -115,13 +162,31 @@ def evaluate(paths: list[str], args) -> dict:
     build_s = time.perf_counter() - started
     with PeakMemory() as ours_memory:
         started = time.perf_counter()
-        data = eval_loader(images, _table(len(paths)), CLASSES, 2 * args.batch_size, args.lesionssl_workers, pin_memory=args.device == "cuda")
+        data = eval_loader(
+            images,
+            _table(len(paths)),
+            CLASSES,
+            2 * args.batch_size,
+            args.lesionssl_workers,
+            pin_memory=args.device == "cuda",
+        )
         ours = torch.cat(make_trainer(_runtime(args), 1).predict(module, data))
         ours_s = time.perf_counter() - started
-    transform = T.Compose([T.Resize(args.size), T.CenterCrop(args.size), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
-    loader = DataLoader(FileDataset(paths, transform, len(CLASSES)), batch_size=2 * args.batch_size, num_workers=args.baseline_workers, pin_memory=args.device == "cuda")
+    transform = T.Compose(
+        [T.Resize(args.size), T.CenterCrop(args.size), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    )
+    loader = DataLoader(
+        FileDataset(paths, transform, len(CLASSES)),
+        batch_size=2 * args.batch_size,
+        num_workers=args.baseline_workers,
+        pin_memory=args.device == "cuda",
+    )
     module = module.to(args.device)
-    with PeakMemory() as base_memory, torch.inference_mode(), torch.autocast(args.device, dtype=torch.bfloat16, enabled=args.precision == "bf16-mixed"):
+    with (
+        PeakMemory() as base_memory,
+        torch.inference_mode(),
+        torch.autocast(args.device, dtype=torch.bfloat16, enabled=args.precision == "bf16-mixed"),
+    ):
         started = time.perf_counter()
         baseline = torch.cat([torch.softmax(module(x.to(args.device)).float(), 1).cpu() for x, _ in loader])
         baseline_s = time.perf_counter() - started
@@ -135,10 +200,17 @@ def evaluate(paths: list[str], args) -> dict:
         model_only = 5 * 2 * args.batch_size / (time.perf_counter() - started)
     assert ours.shape == baseline.shape
     return {
-        "eval_images": len(paths), "lesionssl_s": round(ours_s, 2), "lesionssl_img_per_s": len(paths) / ours_s, "baseline_s": round(baseline_s, 2),
-        "baseline_img_per_s": len(paths) / baseline_s, "ratio": baseline_s / ours_s, "lesionssl_model_only_img_per_s": model_only,
-        "data_path_efficiency": len(paths) / ours_s / model_only, "lesionssl_store_build_s": round(build_s, 2),
-        **ours_memory.result("lesionssl"), **base_memory.result("baseline"),
+        "eval_images": len(paths),
+        "lesionssl_s": round(ours_s, 2),
+        "lesionssl_img_per_s": len(paths) / ours_s,
+        "baseline_s": round(baseline_s, 2),
+        "baseline_img_per_s": len(paths) / baseline_s,
+        "ratio": baseline_s / ours_s,
+        "lesionssl_model_only_img_per_s": model_only,
+        "data_path_efficiency": len(paths) / ours_s / model_only,
+        "lesionssl_store_build_s": round(build_s, 2),
+        **ours_memory.result("lesionssl"),
+        **base_memory.result("baseline"),
     }
 
 
@@ -153,7 +225,15 @@ def predict_end_to_end(paths: list[str], args, scratch: Path, evaluated: dict) -
     from lesionssl.records import ModelRecord
 
     folder = scratch / "model"
-    record = ModelRecord(architecture=args.backbone, classes=CLASSES, image_size=args.size, store_margin=STORE_MARGIN, preprocessing=asdict(as_preprocessing("imagenet")), train_prior=[1 / len(CLASSES)] * len(CLASSES), temperature=1.3)
+    record = ModelRecord(
+        architecture=args.backbone,
+        classes=CLASSES,
+        image_size=args.size,
+        store_margin=STORE_MARGIN,
+        preprocessing=asdict(as_preprocessing("imagenet")),
+        train_prior=[1 / len(CLASSES)] * len(CLASSES),
+        temperature=1.3,
+    )
     save_model(folder, _module(args), record)
     listing = scratch / "predict.csv"
     pd.DataFrame({"path": paths}).to_csv(listing, index=False)
@@ -161,14 +241,23 @@ def predict_end_to_end(paths: list[str], args, scratch: Path, evaluated: dict) -
     timings = []
     for _ in range(2):  # first call: decode + store build; second: the store is cached
         started = time.perf_counter()
-        result = predict_images(folder, [str(listing)], scratch / "predictions.csv", batch_size=2 * args.batch_size, runtime=_runtime(args))
+        result = predict_images(
+            folder, [str(listing)], scratch / "predictions.csv", batch_size=2 * args.batch_size, runtime=_runtime(args)
+        )
         timings.append(time.perf_counter() - started)
     seconds = timings[0]
     values = {
-        "predict_images": result.predicted, "predict_s": round(seconds, 2), "predict_img_per_s": result.predicted / seconds, "predict_again_img_per_s": result.predicted / timings[1],
-        "eval_img_per_s": evaluated["lesionssl_img_per_s"], "eval_plus_store_build_img_per_s": len(paths) / (evaluated["lesionssl_s"] + evaluated["lesionssl_store_build_s"]),
-        "predict_vs_eval_plus_build": (evaluated["lesionssl_s"] + evaluated["lesionssl_store_build_s"]) / seconds, "baseline_img_per_s": evaluated["baseline_img_per_s"],
-        "predict_vs_baseline": evaluated["baseline_s"] / seconds, "torch_model_only_img_per_s": evaluated["lesionssl_model_only_img_per_s"],
+        "predict_images": result.predicted,
+        "predict_s": round(seconds, 2),
+        "predict_img_per_s": result.predicted / seconds,
+        "predict_again_img_per_s": result.predicted / timings[1],
+        "eval_img_per_s": evaluated["lesionssl_img_per_s"],
+        "eval_plus_store_build_img_per_s": len(paths)
+        / (evaluated["lesionssl_s"] + evaluated["lesionssl_store_build_s"]),
+        "predict_vs_eval_plus_build": (evaluated["lesionssl_s"] + evaluated["lesionssl_store_build_s"]) / seconds,
+        "baseline_img_per_s": evaluated["baseline_img_per_s"],
+        "predict_vs_baseline": evaluated["baseline_s"] / seconds,
+        "torch_model_only_img_per_s": evaluated["lesionssl_model_only_img_per_s"],
     }
     try:
         import onnxruntime
@@ -176,7 +265,9 @@ def predict_end_to_end(paths: list[str], args, scratch: Path, evaluated: dict) -
         return values
     from lesionssl.deploy.export import export_model
 
-    session = onnxruntime.InferenceSession(str(export_model(folder, "onnx", scratch / "onnx")), providers=onnxruntime.get_available_providers())
+    session = onnxruntime.InferenceSession(
+        str(export_model(folder, "onnx", scratch / "onnx")), providers=onnxruntime.get_available_providers()
+    )
     batch = np.random.default_rng(0).standard_normal((2 * args.batch_size, 3, args.size, args.size), dtype=np.float32)
     session.run(None, {"image": batch})
     started = time.perf_counter()
@@ -213,13 +304,25 @@ def finetune_stages(args, scratch: Path) -> dict:
                 return fn(*a, **k)
             finally:
                 seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - started
+
         return wrapper
 
     originals = {name: getattr(run, name) for name in ("build_store", "head_epochs", "choose_lr")}
     for name, fn in originals.items():
         setattr(run, name, timed(name, fn))
     try:
-        config = validate(FinetuneConfig, {"manifest": str(path), "out": str(scratch / "stages" / "ft"), "image_size": args.size, "backbone": args.backbone, "batch_size": args.stage_batch_size, "init": "random", "tracking": {"tensorboard": False, "mlflow": False}})
+        config = validate(
+            FinetuneConfig,
+            {
+                "manifest": str(path),
+                "out": str(scratch / "stages" / "ft"),
+                "image_size": args.size,
+                "backbone": args.backbone,
+                "batch_size": args.stage_batch_size,
+                "init": "random",
+                "tracking": {"tensorboard": False, "mlflow": False},
+            },
+        )
         started = time.perf_counter()
         metrics = run.finetune(config)
         total = time.perf_counter() - started
@@ -229,9 +332,16 @@ def finetune_stages(args, scratch: Path) -> dict:
     # The 1cycle epochs and everything after training (test predictions, figures, card) are the rest.
     rest = total - sum(seconds.values())
     return {
-        "train_images": metrics["train_images"], "test_images": metrics["test_images"], "epochs": config.epochs, "total_s": round(total, 2),
-        "store_s": round(seconds["build_store"], 2), "head_s": round(seconds["head_epochs"], 2), "lr_finder_s": round(seconds["choose_lr"], 2),
-        "one_cycle_and_outputs_s": round(rest, 2), "lr_finder_share": seconds["choose_lr"] / total, "lr": f"{metrics['lr']:.6g}",
+        "train_images": metrics["train_images"],
+        "test_images": metrics["test_images"],
+        "epochs": config.epochs,
+        "total_s": round(total, 2),
+        "store_s": round(seconds["build_store"], 2),
+        "head_s": round(seconds["head_epochs"], 2),
+        "lr_finder_s": round(seconds["choose_lr"], 2),
+        "one_cycle_and_outputs_s": round(rest, 2),
+        "lr_finder_share": seconds["choose_lr"] / total,
+        "lr": f"{metrics['lr']:.6g}",
         **finder_sweeps(args, path),
     }
 
@@ -261,7 +371,13 @@ def finder_sweeps(args, manifest_path: Path) -> dict:
             make_trainer(runtime, finder.num_it // len(data) + 1, [finder]).fit(module, data)
             result = finder.result()
         else:
-            result = run_lr_finder(lambda callbacks, epochs, loader, module=module: make_trainer(runtime, epochs, callbacks).fit(module, loader), module, data)
+            result = run_lr_finder(
+                lambda callbacks, epochs, loader, module=module: make_trainer(runtime, epochs, callbacks).fit(
+                    module, loader
+                ),
+                module,
+                data,
+            )
         values[f"sweep_{name}_s"] = round(time.perf_counter() - started, 2)
         values[f"sweep_{name}_valley"] = f"{result.suggestions['valley']:.6g}"
     values["sweep_speedup"] = values["sweep_epochs_s"] / values["sweep_one_pass_s"]
@@ -269,7 +385,17 @@ def finder_sweeps(args, manifest_path: Path) -> dict:
 
 
 def _record(bench: str, name: str, args, values: dict) -> dict:
-    record = {"bench": bench, "images": name, "size": args.size, "backbone": args.backbone, "batch_size": args.batch_size, "precision": args.precision, "device": device_name(), "threads": torch.get_num_threads(), **values}
+    record = {
+        "bench": bench,
+        "images": name,
+        "size": args.size,
+        "backbone": args.backbone,
+        "batch_size": args.batch_size,
+        "precision": args.precision,
+        "device": device_name(),
+        "threads": torch.get_num_threads(),
+        **values,
+    }
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in record.items()}
 
 
@@ -286,11 +412,26 @@ def main() -> None:
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--lesionssl-workers", type=int, default=None, help="default: 0 on CPU, 4 on CUDA")
-    parser.add_argument("--baseline-workers", type=int, default=None, help="default: 0 on CPU (fastest on 2 cores), 8 on CUDA")
-    parser.add_argument("--skip", choices=["finetune", "eval", "predict", "stages"], action="append", default=[], help="benches to leave out (repeatable); predict needs eval")
-    parser.add_argument("--only", choices=["finetune", "eval", "predict", "stages"], default=None, help="run this bench alone (stages: the whole finetune command, timed per stage)")
+    parser.add_argument(
+        "--baseline-workers", type=int, default=None, help="default: 0 on CPU (fastest on 2 cores), 8 on CUDA"
+    )
+    parser.add_argument(
+        "--skip",
+        choices=["finetune", "eval", "predict", "stages"],
+        action="append",
+        default=[],
+        help="benches to leave out (repeatable); predict needs eval",
+    )
+    parser.add_argument(
+        "--only",
+        choices=["finetune", "eval", "predict", "stages"],
+        default=None,
+        help="run this bench alone (stages: the whole finetune command, timed per stage)",
+    )
     parser.add_argument("--stage-images", type=int, default=80, help="training images of the stages bench (8 classes)")
-    parser.add_argument("--stage-batch-size", type=int, default=64, help="batch size of the stages bench (finetune's default)")
+    parser.add_argument(
+        "--stage-batch-size", type=int, default=64, help="batch size of the stages bench (finetune's default)"
+    )
     parser.add_argument("--source", type=Path, default=SHARED_IMAGES)
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args()
@@ -307,7 +448,12 @@ def main() -> None:
         if "finetune" not in args.skip:
             paths = image_set(name, args.source, (args.warmup + args.steps) * args.batch_size, scratch)
             ours, base = finetune_lesionssl(paths, args), finetune_baseline(paths, args)
-            values = {**ours, **base, "ratio": ours["lesionssl_img_per_s"] / base["baseline_img_per_s"], "data_path_efficiency": ours["lesionssl_img_per_s"] / ours["lesionssl_model_only_img_per_s"]}
+            values = {
+                **ours,
+                **base,
+                "ratio": ours["lesionssl_img_per_s"] / base["baseline_img_per_s"],
+                "data_path_efficiency": ours["lesionssl_img_per_s"] / ours["lesionssl_model_only_img_per_s"],
+            }
             emit(_record("finetune", name, args, values))
         if "eval" not in args.skip:
             paths = image_set(name, args.source, args.eval_images, scratch)

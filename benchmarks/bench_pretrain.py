@@ -37,7 +37,17 @@ from lesionssl.optim.one_cycle import set_hyperparameters
 from lesionssl.pretraining.methods import get_method
 from lesionssl.pretraining.module import SelfSupervisedModule
 
-from common import SHARED_IMAGES, FileDataset, LightningClock, PeakMemory, StepClock, device_name, emit, image_set, workdir
+from common import (
+    SHARED_IMAGES,
+    FileDataset,
+    LightningClock,
+    PeakMemory,
+    StepClock,
+    device_name,
+    emit,
+    image_set,
+    workdir,
+)
 
 LR = 1e-4
 
@@ -60,7 +70,15 @@ def run_baseline(paths: list[str], args, device: str) -> dict:
 
     torch.manual_seed(0)
     transform = BYOLTransform(BYOLView1Transform(input_size=args.size), BYOLView2Transform(input_size=args.size))
-    loader = DataLoader(FileDataset(paths, transform), batch_size=args.batch_size, shuffle=True, drop_last=True, num_workers=args.baseline_workers, pin_memory=device == "cuda", persistent_workers=args.baseline_workers > 0)
+    loader = DataLoader(
+        FileDataset(paths, transform),
+        batch_size=args.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=args.baseline_workers,
+        pin_memory=device == "cuda",
+        persistent_workers=args.baseline_workers > 0,
+    )
     backbone = _backbone(args.backbone).to(device)
     features = backbone(torch.zeros(2, 3, 32, 32, device=device)).shape[1]
     head = BarlowTwinsProjectionHead(features, args.projector[0], args.projector[-1]).to(device)
@@ -100,7 +118,9 @@ def run_lesionssl(paths: list[str], args, device: str) -> dict:
     started = time.perf_counter()
     images = build_store(paths, stored_size(args.size), "decoding images")
     build_s = time.perf_counter() - started
-    data = pretrain_loader(images, np.arange(len(paths)), args.batch_size, args.lesionssl_workers, seed=0, pin_memory=device == "cuda")
+    data = pretrain_loader(
+        images, np.arange(len(paths)), args.batch_size, args.lesionssl_workers, seed=0, pin_memory=device == "cuda"
+    )
     views = two_views("official", args.size, "imagenet")
     with PeakMemory() as memory:
         rate = _fit(_module(args, views), data, args, device)
@@ -120,12 +140,24 @@ def measure(name: str, size: int, args, device: str, scratch: Path) -> dict:
     ours = run_lesionssl(paths, args, device)
     base = run_baseline(paths, args, device)
     epoch_pairs = args.steps * args.batch_size
-    first_epoch_s = epoch_pairs / ours["lesionssl_pairs_per_s"] + ours["lesionssl_store_build_s"] * args.steps / (args.warmup + args.steps)
+    first_epoch_s = epoch_pairs / ours["lesionssl_pairs_per_s"] + ours["lesionssl_store_build_s"] * args.steps / (
+        args.warmup + args.steps
+    )
     record = {
-        "bench": "pretrain", "images": name, "size": size, "backbone": args.backbone, "projector": args.projector,
-        "batch_size": args.batch_size, "steps": args.steps, "precision": args.precision, "device": device_name(),
-        "threads": torch.get_num_threads(), "lesionssl_workers": args.lesionssl_workers, "baseline_workers": args.baseline_workers,
-        **ours, **base,
+        "bench": "pretrain",
+        "images": name,
+        "size": size,
+        "backbone": args.backbone,
+        "projector": args.projector,
+        "batch_size": args.batch_size,
+        "steps": args.steps,
+        "precision": args.precision,
+        "device": device_name(),
+        "threads": torch.get_num_threads(),
+        "lesionssl_workers": args.lesionssl_workers,
+        "baseline_workers": args.baseline_workers,
+        **ours,
+        **base,
         "ratio": ours["lesionssl_pairs_per_s"] / base["baseline_pairs_per_s"],
         "data_path_efficiency": ours["lesionssl_pairs_per_s"] / ours["lesionssl_model_only_pairs_per_s"],
         # The store is built once per image set and reused by every epoch and stage; this ratio
@@ -143,15 +175,21 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--backbone", default="resnet18")
-    parser.add_argument("--projector", default="2048,2048", help="widths after the backbone (lightly's head: hidden, output)")
+    parser.add_argument(
+        "--projector", default="2048,2048", help="widths after the backbone (lightly's head: hidden, output)"
+    )
     parser.add_argument("--lambd", type=float, default=0.0051)
     parser.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed"])
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--lesionssl-workers", type=int, default=None, help="default: 0 on CPU, 4 on CUDA")
-    parser.add_argument("--baseline-workers", type=int, default=None, help="default: 0 on CPU (fastest on 2 cores), 8 on CUDA")
+    parser.add_argument(
+        "--baseline-workers", type=int, default=None, help="default: 0 on CPU (fastest on 2 cores), 8 on CUDA"
+    )
     parser.add_argument("--source", type=Path, default=SHARED_IMAGES, help="folder of JPEGs")
-    parser.add_argument("--workdir", default=None, help="scratch folder (fullsize images, store); default: a new temp dir")
+    parser.add_argument(
+        "--workdir", default=None, help="scratch folder (fullsize images, store); default: a new temp dir"
+    )
     args = parser.parse_args()
     args.projector = [int(d) for d in args.projector.split(",")]
     cuda = args.device == "cuda"

@@ -44,7 +44,11 @@ def epoch_time(count: int, size: int, batch_size: int) -> dict:
     torch.manual_seed(0)
     backbone = torchvision.models.resnet18()
     backbone.fc = torch.nn.Identity()
-    module = SelfSupervisedModule(backbone, get_method("barlow_twins", {"projector": [2048, 2048], "lambd": 1 / 2048}), views=two_views("official", size, "imagenet"))
+    module = SelfSupervisedModule(
+        backbone,
+        get_method("barlow_twins", {"projector": [2048, 2048], "lambd": 1 / 2048}),
+        views=two_views("official", size, "imagenet"),
+    )
     set_hyperparameters(module.persistent_optimizer(), 1e-4)
     data = pretrain_loader(images, np.arange(len(paths)), batch_size, 0, seed=0)
     clock = LightningClock(warmup=0)
@@ -52,7 +56,17 @@ def epoch_time(count: int, size: int, batch_size: int) -> dict:
     make_trainer(RuntimeConfig(accelerator="cpu"), 1, [clock]).fit(module, data)
     epoch_s = time.perf_counter() - started
     pairs = len(data) * batch_size
-    return {"bench": "scaling_epoch", "images": len(paths), "size": size, "batch_size": batch_size, "steps": len(data), "epoch_s": round(epoch_s, 1), "pairs_per_s": round(pairs / epoch_s, 1), "store_build_s": round(build_s, 1), "threads": torch.get_num_threads()}
+    return {
+        "bench": "scaling_epoch",
+        "images": len(paths),
+        "size": size,
+        "batch_size": batch_size,
+        "steps": len(data),
+        "epoch_s": round(epoch_s, 1),
+        "pairs_per_s": round(pairs / epoch_s, 1),
+        "store_build_s": round(build_s, 1),
+        "threads": torch.get_num_threads(),
+    }
 
 
 def jobs_time(jobs_values: list[int], scratch: Path) -> list[dict]:
@@ -67,7 +81,16 @@ def jobs_time(jobs_values: list[int], scratch: Path) -> list[dict]:
         shutil.rmtree(out / "runs")
         started = time.perf_counter()
         compare(config.model_copy(update={"jobs": jobs}))
-        records.append({"bench": "scaling_jobs", "jobs": jobs, "finetune_runs": 6, "finetune_phase_s": round(time.perf_counter() - started, 1), "first_full_compare_s": round(first, 1), "cpus": torch.get_num_threads()})
+        records.append(
+            {
+                "bench": "scaling_jobs",
+                "jobs": jobs,
+                "finetune_runs": 6,
+                "finetune_phase_s": round(time.perf_counter() - started, 1),
+                "first_full_compare_s": round(first, 1),
+                "cpus": torch.get_num_threads(),
+            }
+        )
     return records
 
 

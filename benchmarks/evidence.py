@@ -71,7 +71,9 @@ def bundle(args: argparse.Namespace) -> None:
     for name, source in (("evidence", args.manifest), ("reference", args.reference)):
         table = pd.read_csv(source, dtype=str, keep_default_na=False)
         table.to_csv(out / f"{name}.csv", index=False)
-        Path(source).with_suffix(".json").is_file() and (out / f"{name}.json").write_text(Path(source).with_suffix(".json").read_text())
+        Path(source).with_suffix(".json").is_file() and (out / f"{name}.json").write_text(
+            Path(source).with_suffix(".json").read_text()
+        )
     print(f"bundle: {len(names)} images, {offsets[-1] / 2**20:.1f} MiB")
 
 
@@ -108,7 +110,9 @@ def calibrate(size: int = 64, batch: int = 128, steps: int = 30) -> float:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     backbone, _ = build_backbone("resnet18", "random")
     method = get_method("barlow_twins", {"projector": [2048, 2048], "lambd": 0.0051})
-    module = SelfSupervisedModule(backbone, method, 1e-5, True, None, two_views("small-data", size, "imagenet")).to(device)
+    module = SelfSupervisedModule(backbone, method, 1e-5, True, None, two_views("small-data", size, "imagenet")).to(
+        device
+    )
     optimizer = module.persistent_optimizer()
     images = torch.randint(0, 255, (batch, 3, round(size * 1.14), round(size * 1.14)), dtype=torch.uint8, device=device)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
@@ -127,6 +131,7 @@ def calibrate(size: int = 64, batch: int = 128, steps: int = 30) -> float:
 
 
 # ----------------------------------------------------------------------------- probes
+
 
 def _labels(table) -> np.ndarray:
     classes = ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC"]
@@ -158,7 +163,9 @@ def probe_reference(backbone_file: str | None, manifest: Path, size: int, seed: 
     from sklearn.preprocessing import Normalizer, StandardScaler
 
     def model(pre: str, c: float):
-        return make_pipeline(StandardScaler() if pre == "standardise" else Normalizer(), LogisticRegression(C=c, max_iter=3000))
+        return make_pipeline(
+            StandardScaler() if pre == "standardise" else Normalizer(), LogisticRegression(C=c, max_iter=3000)
+        )
 
     table = pd.read_csv(manifest, dtype=str, keep_default_na=False)
     y = _labels(table)
@@ -216,6 +223,7 @@ def probe_dev(backbone_file: str | None, manifest: Path, size: int, seed: int = 
 
 # ----------------------------------------------------------------------------- jobs
 
+
 def job(args: argparse.Namespace) -> None:
     """One job: pretrain (unless ``random``), then probe the backbone (and its snapshots)."""
     spec = json.loads(Path(args.spec).read_text())
@@ -234,9 +242,33 @@ def job(args: argparse.Namespace) -> None:
         config = validate(PretrainConfig, settings, spec["name"])
         backbone = pretrain(config)
         meta = json.loads(backbone.with_suffix(".json").read_text())
-        _append(args.results, {**record, "stage": "trained", "backbone_json": meta, "history": (Path(spec["out"]) / "history.csv").read_text()})
-        record["pretrain"] = {k: meta.get(k) for k in ("lr", "method", "method_kwargs", "positives", "cross_image_pairs_per_epoch", "final_loss", "seconds", "pool_images", "epochs", "recipe")}
-        record["pretrain"]["pairs_per_s"] = config.epochs * (meta["pool_images"] // config.batch_size) * config.batch_size / meta["seconds"]
+        _append(
+            args.results,
+            {
+                **record,
+                "stage": "trained",
+                "backbone_json": meta,
+                "history": (Path(spec["out"]) / "history.csv").read_text(),
+            },
+        )
+        record["pretrain"] = {
+            k: meta.get(k)
+            for k in (
+                "lr",
+                "method",
+                "method_kwargs",
+                "positives",
+                "cross_image_pairs_per_epoch",
+                "final_loss",
+                "seconds",
+                "pool_images",
+                "epochs",
+                "recipe",
+            )
+        }
+        record["pretrain"]["pairs_per_s"] = (
+            config.epochs * (meta["pool_images"] // config.batch_size) * config.batch_size / meta["seconds"]
+        )
         stages = Path(spec["out"]) / "checkpoints" / "stages.json"
         if stages.is_file():
             record["lr_finder"] = json.loads(stages.read_text()).get("lr_finder")
@@ -273,8 +305,13 @@ def run(args: argparse.Namespace) -> None:
     rate = calibrate() if torch.cuda.is_available() else 100.0  # the CPU is only for trying the script out
     pool = int(pd.read_csv(manifests["evidence"], dtype=str, keep_default_na=False)["pretrain"].astype(int).sum())
     budget = args.deadline - (time.time() - started) - args.long_margin
-    long_epochs = int(min(args.max_long_epochs, max(args.min_long_epochs, args.long_share * rate * budget / pool)) // 10 * 10) or args.min_long_epochs
-    print(f"setup {time.time() - started:.0f}s; model-only {rate:.0f} pairs/s; long run {long_epochs} epochs", flush=True)
+    long_epochs = (
+        int(min(args.max_long_epochs, max(args.min_long_epochs, args.long_share * rate * budget / pool)) // 10 * 10)
+        or args.min_long_epochs
+    )
+    print(
+        f"setup {time.time() - started:.0f}s; model-only {rate:.0f} pairs/s; long run {long_epochs} epochs", flush=True
+    )
     gpu = {"precision": "bf16-mixed", "channels_last": True, "num_workers": 3}
     quiet = {"tracking": {"tensorboard": False, "mlflow": False}, "runtime": gpu}
     ev, ref = str(manifests["evidence"]), str(manifests["reference"])
@@ -282,36 +319,116 @@ def run(args: argparse.Namespace) -> None:
     jobs = [  # (name, manifest, probe, settings); the queue runs in this order
         ("dev-random-weights", ev, "dev", {"init_only": True}),
         ("dev-small-data", ev, "dev", {"epochs": e}),
-        ("dev-previous-default", ev, "dev", {"recipe": "seed", "projector": [2048, 2048, 2048], "epochs": e, "augment": {"blur_sigma": [0.35, 7.0]}}),
+        (
+            "dev-previous-default",
+            ev,
+            "dev",
+            {"recipe": "seed", "projector": [2048, 2048, 2048], "epochs": e, "augment": {"blur_sigma": [0.35, 7.0]}},
+        ),
         ("ref-random-weights", ref, "ref", {"init_only": True, "image_size": 32}),
         ("ref-small-data", ref, "ref", {"image_size": 32, "epochs": args.ref_epochs}),
-        ("ref-previous-default", ref, "ref", {"recipe": "seed", "projector": [2048, 2048, 2048], "image_size": 32, "epochs": 10 * args.ref_epochs // 6, "augment": {"blur_sigma": [0.7, 14.0]}}),
-        ("ref-reference-like", ref, "ref", {"image_size": 32, "epochs": args.ref_epochs, "augment": {"jitter": [0.4, 0.4, 0.0, 0.0], "blur_p": [0.0, 0.0], "rotate90_p": 0.5}, "weight_decay": 1e-6}),
+        (
+            "ref-previous-default",
+            ref,
+            "ref",
+            {
+                "recipe": "seed",
+                "projector": [2048, 2048, 2048],
+                "image_size": 32,
+                "epochs": 10 * args.ref_epochs // 6,
+                "augment": {"blur_sigma": [0.7, 14.0]},
+            },
+        ),
+        (
+            "ref-reference-like",
+            ref,
+            "ref",
+            {
+                "image_size": 32,
+                "epochs": args.ref_epochs,
+                "augment": {"jitter": [0.4, 0.4, 0.0, 0.0], "blur_p": [0.0, 0.0], "rotate90_p": 0.5},
+                "weight_decay": 1e-6,
+            },
+        ),
         ("dev-lr-find", ev, "dev", {"lr": "find", "epochs": e}),
         ("dev-defaults", ev, "dev", {}),
         ("dev-crop-0.08", ev, "dev", {"augment": {"crop_scale": [0.08, 1.0]}, "epochs": e}),
-        ("dev-official-colour", ev, "dev", {"augment": {"jitter": [0.4, 0.4, 0.2, 0.1], "blur_p": [1.0, 0.1], "solarize_p": [0.0, 0.2]}, "epochs": e}),
+        (
+            "dev-official-colour",
+            ev,
+            "dev",
+            {"augment": {"jitter": [0.4, 0.4, 0.2, 0.1], "blur_p": [1.0, 0.1], "solarize_p": [0.0, 0.2]}, "epochs": e},
+        ),
         ("dev-lambda-1/d", ev, "dev", {"lambd": 1 / 2048, "epochs": e}),
         ("dev-lr-3e-3", ev, "dev", {"lr": 3e-3, "epochs": e}),
         ("dev-lr-3e-4", ev, "dev", {"lr": 3e-4, "epochs": e}),
         ("dev-projector-8192x3", ev, "dev", {"projector": [8192, 8192, 8192], "epochs": e}),
         ("dev-batch-256", ev, "dev", {"batch_size": 256, "epochs": e}),
         ("dev-32px", ev, "dev", {"image_size": 32, "epochs": e}),
-        ("ref-official-aug", ref, "ref", {"recipe": "seed", "augmentation": "official", "lambd": 0.0051, "projector": [2048, 2048], "lr": 1e-3, "image_size": 32, "epochs": args.ref_epochs, "augment": {"blur_sigma": [0.7, 14.0]}}),
-        ("ref-official-aug-fp32", ref, "ref", {"recipe": "seed", "augmentation": "official", "lambd": 0.0051, "projector": [2048, 2048], "lr": 1e-3, "image_size": 32, "epochs": args.ref_epochs, "augment": {"blur_sigma": [0.7, 14.0]}, "runtime": {**gpu, "precision": "32-true"}}),
+        (
+            "ref-official-aug",
+            ref,
+            "ref",
+            {
+                "recipe": "seed",
+                "augmentation": "official",
+                "lambd": 0.0051,
+                "projector": [2048, 2048],
+                "lr": 1e-3,
+                "image_size": 32,
+                "epochs": args.ref_epochs,
+                "augment": {"blur_sigma": [0.7, 14.0]},
+            },
+        ),
+        (
+            "ref-official-aug-fp32",
+            ref,
+            "ref",
+            {
+                "recipe": "seed",
+                "augmentation": "official",
+                "lambd": 0.0051,
+                "projector": [2048, 2048],
+                "lr": 1e-3,
+                "image_size": 32,
+                "epochs": args.ref_epochs,
+                "augment": {"blur_sigma": [0.7, 14.0]},
+                "runtime": {**gpu, "precision": "32-true"},
+            },
+        ),
     ]
-    long_job = ("long-small-data", ev, "dev", {"epochs": long_epochs, "snapshot_every": max(1, round(long_epochs / 6 / 10)) * 10 if long_epochs >= 80 else max(1, long_epochs // 4)})
+    long_job = (
+        "long-small-data",
+        ev,
+        "dev",
+        {
+            "epochs": long_epochs,
+            "snapshot_every": max(1, round(long_epochs / 6 / 10)) * 10
+            if long_epochs >= 80
+            else max(1, long_epochs // 4),
+        },
+    )
     results = out / "results.jsonl"
     processes: dict[str, subprocess.Popen] = {}
 
     def launch(entry) -> subprocess.Popen:
         name, manifest, probe, settings = entry
         merged = {**quiet, **settings, "runtime": {**gpu, **settings.get("runtime", {})}}
-        spec = {"name": name, "manifest": manifest, "probe": probe, "settings": merged, "out": str(work / "runs" / name.replace("/", "-"))}
+        spec = {
+            "name": name,
+            "manifest": manifest,
+            "probe": probe,
+            "settings": merged,
+            "out": str(work / "runs" / name.replace("/", "-")),
+        }
         spec_file = work / f"{name.replace('/', '-')}.json"
         spec_file.write_text(json.dumps(spec))
         log = open(out / "logs.txt", "a")
-        process = subprocess.Popen([sys.executable, __file__, "job", "--spec", str(spec_file), "--results", str(results)], stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, __file__, "job", "--spec", str(spec_file), "--results", str(results)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         processes[name] = process
         return process
 
@@ -353,11 +470,19 @@ def run(args: argparse.Namespace) -> None:
     final = work / "runs" / "long-small-data" / "backbone.safetensors"
     if final.is_file():
         _split(final, out)
-    print(f"done in {time.time() - started:.0f}s; {sum(1 for _ in open(results)) if results.is_file() else 0} jobs finished", flush=True)
+    print(
+        f"done in {time.time() - started:.0f}s; {sum(1 for _ in open(results)) if results.is_file() else 0} jobs finished",
+        flush=True,
+    )
     for line in open(results) if results.is_file() else []:
         record = json.loads(line)
         result = record.get("result", {})
-        print(record["name"], {k: round(v, 4) for k, v in result.items() if isinstance(v, float)}, record.get("pretrain", {}).get("pairs_per_s"), flush=True)
+        print(
+            record["name"],
+            {k: round(v, 4) for k, v in result.items() if isinstance(v, float)},
+            record.get("pretrain", {}).get("pairs_per_s"),
+            flush=True,
+        )
 
 
 #: CPU ablations of the small-data recipe: (name, settings changed from it).
@@ -402,7 +527,9 @@ def ablate(args: argparse.Namespace) -> None:
     table.to_csv(manifest, index=False)
     (out / "manifest.json").write_text(Path(args.manifest).with_suffix(".json").read_text())
     results = out / "results.jsonl"
-    finished = {json.loads(line)["name"] for line in open(results) if '"stage"' not in line} if results.is_file() else set()
+    finished = (
+        {json.loads(line)["name"] for line in open(results) if '"stage"' not in line} if results.is_file() else set()
+    )
     known = dict(ABLATIONS)
     unknown = [name for name in args.only if name not in known]
     if unknown:
@@ -411,12 +538,25 @@ def ablate(args: argparse.Namespace) -> None:
         changes = known[name]
         if name in finished:
             continue
-        settings = {"image_size": args.size, "epochs": args.epochs, "tracking": {"tensorboard": False, "mlflow": False}, **changes}
-        spec = {"name": name, "manifest": str(manifest), "probe": "dev", "settings": settings, "out": str(out / "runs" / name.replace("/", "-"))}
+        settings = {
+            "image_size": args.size,
+            "epochs": args.epochs,
+            "tracking": {"tensorboard": False, "mlflow": False},
+            **changes,
+        }
+        spec = {
+            "name": name,
+            "manifest": str(manifest),
+            "probe": "dev",
+            "settings": settings,
+            "out": str(out / "runs" / name.replace("/", "-")),
+        }
         spec_file = out / f"{name.replace('/', '-')}.json"
         spec_file.write_text(json.dumps(spec))
         print(f"{name}: {changes}", flush=True)
-        subprocess.run([sys.executable, __file__, "job", "--spec", str(spec_file), "--results", str(results)], check=False)
+        subprocess.run(
+            [sys.executable, __file__, "job", "--spec", str(spec_file), "--results", str(results)], check=False
+        )
 
 
 def _split(backbone: Path, out: Path, parts: int = 4) -> None:
@@ -445,8 +585,12 @@ def main() -> None:
     r.add_argument("--deadline", type=float, default=520)
     r.add_argument("--workers", type=int, default=2)
     r.add_argument("--ablation-epochs", type=int, default=20)
-    r.add_argument("--long-share", type=float, default=0.4, help="share of the model-only rate the long run is expected to get")
-    r.add_argument("--long-margin", type=float, default=70, help="seconds kept after the long run for its probes and the export")
+    r.add_argument(
+        "--long-share", type=float, default=0.4, help="share of the model-only rate the long run is expected to get"
+    )
+    r.add_argument(
+        "--long-margin", type=float, default=70, help="seconds kept after the long run for its probes and the export"
+    )
     r.add_argument("--min-long-epochs", type=int, default=50)
     r.add_argument("--max-long-epochs", type=int, default=400)
     r.add_argument("--ref-epochs", type=int, default=6)

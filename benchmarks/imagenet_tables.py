@@ -15,7 +15,10 @@ from scipy import stats
 TEST_SETS = {"internal test": "balanced_accuracy", "external (ISIC 2017)": "external:balanced_accuracy"}
 #: The continuations compared against steps and LR, in the order of the steps table.
 CONTINUATIONS = {
-    "imagenet": "ImageNet (0 steps)", "imagenet-bt-1-epoch": "+BT 81 steps, LR 1e-4", "imagenet-barlow-twins": "+BT 162 steps, LR 1e-4", "imagenet-bt-lr-1e-5": "+BT 162 steps, LR 1e-5",
+    "imagenet": "ImageNet (0 steps)",
+    "imagenet-bt-1-epoch": "+BT 81 steps, LR 1e-4",
+    "imagenet-barlow-twins": "+BT 162 steps, LR 1e-4",
+    "imagenet-bt-lr-1e-5": "+BT 162 steps, LR 1e-5",
     # the recipe search: a 1-epoch projector warm-up, then 6 epochs of 1cycle at LR 1e-3 with the encoder at 1e-4 (x0.1)
     **{f"c-epoch-{e}": f"+BT frozen BN, L2-SP 100: epoch {e} of 6 ({81 * e} steps)" for e in (2, 4, 6)},
     **{f"d-epoch-{e}": f"+BT frozen BN: epoch {e} of 6 ({81 * e} steps)" for e in (2, 4, 6)},
@@ -29,7 +32,10 @@ def _scores(results: pd.DataFrame, init: str, protocol: str, budget: int, column
 
 
 def _paired(results: pd.DataFrame, init: str, protocol: str, budget: int, column: str) -> str:
-    ours, base = _scores(results, init, protocol, budget, column), _scores(results, "imagenet", protocol, budget, column)
+    ours, base = (
+        _scores(results, init, protocol, budget, column),
+        _scores(results, "imagenet", protocol, budget, column),
+    )
     seeds = ours.index.intersection(base.index)
     return f"{(ours[seeds] - base[seeds]).mean():+.3f} ({stats.ttest_rel(ours[seeds], base[seeds]).pvalue:.3f})"
 
@@ -44,11 +50,24 @@ def budget_tables(results: pd.DataFrame, inits: list[str]) -> str:
             if "imagenet" not in present or len(present) < 2:
                 lines = lines[:-3]
                 continue
-            lines.append("| labels per class | " + " | ".join(inits) + " | " + " | ".join(f"{i} - imagenet (paired p)" for i in others) + " |")
+            lines.append(
+                "| labels per class | "
+                + " | ".join(inits)
+                + " | "
+                + " | ".join(f"{i} - imagenet (paired p)" for i in others)
+                + " |"
+            )
             lines.append("|" + "---|" * (1 + len(inits) + len(others)))
             for budget in sorted(results["budget"].unique()):
-                cells = [f"{s.mean():.3f} ± {s.std(ddof=1):.3f}" for s in (_scores(results, i, protocol, budget, column) for i in inits)]
-                lines.append(f"| {budget} | " + " | ".join(cells + [_paired(results, i, protocol, budget, column) for i in others]) + " |")
+                cells = [
+                    f"{s.mean():.3f} ± {s.std(ddof=1):.3f}"
+                    for s in (_scores(results, i, protocol, budget, column) for i in inits)
+                ]
+                lines.append(
+                    f"| {budget} | "
+                    + " | ".join(cells + [_paired(results, i, protocol, budget, column) for i in others])
+                    + " |"
+                )
     return "\n".join(lines)
 
 
@@ -56,13 +75,23 @@ def steps_tables(results: pd.DataFrame, budget: int = 25) -> str:
     lines = []
     arms = [a for a in CONTINUATIONS if a in set(results["init"])]
     for protocol in [p for p in ("linear", "knn", "finetune") if p in set(results["protocol"])]:
-        lines += ["", f"**{protocol}**: balanced accuracy at {budget} labels per class (mean ± sd over 5 seeds; difference to ImageNet paired over seeds, p)", ""]
-        lines += ["| initialisation | internal test | - ImageNet (p) | external (ISIC 2017) | - ImageNet (p) |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"**{protocol}**: balanced accuracy at {budget} labels per class (mean ± sd over 5 seeds; difference to ImageNet paired over seeds, p)",
+            "",
+        ]
+        lines += [
+            "| initialisation | internal test | - ImageNet (p) | external (ISIC 2017) | - ImageNet (p) |",
+            "|---|---|---|---|---|",
+        ]
         for init in arms:
             cells = []
             for column in TEST_SETS.values():
                 scores = _scores(results, init, protocol, budget, column)
-                cells += [f"{scores.mean():.3f} ± {scores.std(ddof=1):.3f}", "" if init == "imagenet" else _paired(results, init, protocol, budget, column)]
+                cells += [
+                    f"{scores.mean():.3f} ± {scores.std(ddof=1):.3f}",
+                    "" if init == "imagenet" else _paired(results, init, protocol, budget, column),
+                ]
             lines.append(f"| {CONTINUATIONS[init]} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -73,7 +102,16 @@ def main() -> None:
     args = parser.parse_args()
     results = pd.read_csv(args.results)
     if results["budget"].nunique() > 1:
-        print(budget_tables(results, [i for i in ("random", "imagenet", "imagenet-barlow-twins", "c-epoch-6", "imagenet-bt-continue") if i in set(results["init"])]))
+        print(
+            budget_tables(
+                results,
+                [
+                    i
+                    for i in ("random", "imagenet", "imagenet-barlow-twins", "c-epoch-6", "imagenet-bt-continue")
+                    if i in set(results["init"])
+                ],
+            )
+        )
     print(steps_tables(results))
 
 

@@ -41,7 +41,9 @@ def main() -> None:
     args = parser.parse_args()
     paths = image_set(args.images, args.source, (args.batches + 1) * args.batch_size, workdir(args.workdir))
     images = build_store(paths, stored_size(args.size), "decoding images")
-    data = pretrain_loader(images, np.arange(len(paths)), args.batch_size, args.workers, seed=0, pin_memory=args.device == "cuda")
+    data = pretrain_loader(
+        images, np.arange(len(paths)), args.batch_size, args.workers, seed=0, pin_memory=args.device == "cuda"
+    )
     views = two_views("official", args.size, "imagenet").to(args.device)
 
     batches = iter(data)
@@ -65,12 +67,19 @@ def main() -> None:
     key = "self_device_time_total" if args.device == "cuda" else "self_cpu_time_total"
     top = sorted(prof.key_averages(), key=lambda e: getattr(e, key), reverse=True)[:8]
     pairs = args.batches * args.batch_size
-    emit({
-        "bench": "data_path", "images": args.images, "size": args.size, "device": device_name(), "workers": args.workers,
-        "loader_pairs_per_s": round(pairs / loader_s, 1), "augment_pairs_per_s": round(pairs / augment_s, 1),
-        "augment_ms_per_batch": round(1000 * augment_s / args.batches, 2),
-        "augment_top_ops_ms": {e.key: round(getattr(e, key) / 1000, 2) for e in top},
-    })
+    emit(
+        {
+            "bench": "data_path",
+            "images": args.images,
+            "size": args.size,
+            "device": device_name(),
+            "workers": args.workers,
+            "loader_pairs_per_s": round(pairs / loader_s, 1),
+            "augment_pairs_per_s": round(pairs / augment_s, 1),
+            "augment_ms_per_batch": round(1000 * augment_s / args.batches, 2),
+            "augment_top_ops_ms": {e.key: round(getattr(e, key) / 1000, 2) for e in top},
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -39,7 +39,9 @@ def synthetic(tmp_path_factory) -> Path:
     """120 labelled + 60 unlabelled synthetic lesions, 40x30 px (ImageFolder + plain folder)."""
     from lesionssl.data.synthetic import make_synthetic_dataset
 
-    return make_synthetic_dataset(tmp_path_factory.mktemp("synthetic"), n_labelled=120, n_unlabelled=60, size=(40, 30), seed=1)
+    return make_synthetic_dataset(
+        tmp_path_factory.mktemp("synthetic"), n_labelled=120, n_unlabelled=60, size=(40, 30), seed=1
+    )
 
 
 @pytest.fixture(scope="session")
@@ -60,7 +62,24 @@ def synthetic_manifest(synthetic, tmp_path_factory) -> Path:
 
 #: A fine-tuning run small enough for the deploy tests (timm's 2-layer test ResNet at 16 px, a
 #: fixed LR, no trackers).
-TINY_CLASSIFIER = ("--backbone", "timm:test_resnet", "--image-size", 16, "--batch-size", 16, "--epochs", 2, "--lr", "0.002", "--init", "random", "--tracking.mlflow", "false", "--tracking.tensorboard", "false")
+TINY_CLASSIFIER = (
+    "--backbone",
+    "timm:test_resnet",
+    "--image-size",
+    16,
+    "--batch-size",
+    16,
+    "--epochs",
+    2,
+    "--lr",
+    "0.002",
+    "--init",
+    "random",
+    "--tracking.mlflow",
+    "false",
+    "--tracking.tensorboard",
+    "false",
+)
 
 
 @dataclass
@@ -119,7 +138,9 @@ def lesionssl(*args, cwd: Path | None = None, env: dict[str, str] | None = None)
 def lesionssl_process(*args, **kwargs) -> subprocess.CompletedProcess:
     """The CLI in a fresh process: only where the process itself is under test (signals, kills,
     the console script, an installed wheel, a server)."""
-    return subprocess.run([sys.executable, "-m", "lesionssl", *map(str, args)], capture_output=True, text=True, timeout=600, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "lesionssl", *map(str, args)], capture_output=True, text=True, timeout=600, **kwargs
+    )
 
 
 @pytest.fixture(scope="session")
@@ -127,7 +148,9 @@ def fine_tuned(synthetic, tmp_path_factory) -> Path:
     """A folder with ``split.csv`` (8 per class, 6 validation) and ``ft/``, a finished fine-tuning
     run with its model, calibration and operating point."""
     folder = tmp_path_factory.mktemp("deploy")
-    split = lesionssl("split", "--data", synthetic / "labelled", "--per-class", 8, "--val", 6, "--out", folder / "split.csv")
+    split = lesionssl(
+        "split", "--data", synthetic / "labelled", "--per-class", 8, "--val", 6, "--out", folder / "split.csv"
+    )
     assert split.returncode == 0, split.stderr
     result = lesionssl("finetune", "--manifest", folder / "split.csv", "--out", folder / "ft", *TINY_CLASSIFIER)
     assert result.returncode == 0, result.stderr

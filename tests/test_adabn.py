@@ -46,8 +46,19 @@ def test_prior_shift_is_the_total_variation_to_the_training_prior():
 
 def test_predict_adapt_bn_changes_the_probabilities_and_says_so(fine_tuned, synthetic, tmp_path):
     # a folder of its own: other tests count the image stores that predicting the unlabelled pool makes
-    plain = lesionssl("predict", "--model", fine_tuned / "ft", "--data", synthetic / "labelled" / "NV", "--out", tmp_path / "p.csv")
-    adapted = lesionssl("predict", "--model", fine_tuned / "ft", "--data", synthetic / "labelled" / "NV", "--out", tmp_path / "a.csv", "--adapt-bn")
+    plain = lesionssl(
+        "predict", "--model", fine_tuned / "ft", "--data", synthetic / "labelled" / "NV", "--out", tmp_path / "p.csv"
+    )
+    adapted = lesionssl(
+        "predict",
+        "--model",
+        fine_tuned / "ft",
+        "--data",
+        synthetic / "labelled" / "NV",
+        "--out",
+        tmp_path / "a.csv",
+        "--adapt-bn",
+    )
     assert plain.returncode == 0 and adapted.returncode == 0, adapted.stderr
     assert "AdaBN: the statistics of" in adapted.stdout + adapted.stderr
     columns = [c for c in pd.read_csv(tmp_path / "p.csv").columns if c.startswith("p_")]

@@ -26,7 +26,11 @@ def test_readme_notebook_example_runs_and_returns_typed_results(tmp_path, monkey
     assert isinstance(s, SplitResult) and isinstance(bt, Pretrained) and isinstance(run, FineTuned)
     assert s.path.is_file() and s.counts.loc["MEL", "train"] == 8 and s.pool_images == int(s.manifest["pretrain"].sum())
     assert isinstance(bt.backbone, torch.nn.Module) and bt.path.is_file() and bt.record.epochs == 1
-    assert isinstance(run.model, torch.nn.Module) and isinstance(run.metrics, Metrics) and isinstance(run.metrics.per_class["MEL"], ClassMetrics)
+    assert (
+        isinstance(run.model, torch.nn.Module)
+        and isinstance(run.metrics, Metrics)
+        and isinstance(run.metrics.per_class["MEL"], ClassMetrics)
+    )
     # the typed metrics are the run's own, recomputed from its predictions
     recomputed = metrics_from_predictions(run.folder / "predictions.csv", run.metrics.classes)
     assert np.isclose(run.metrics.balanced_accuracy, recomputed["balanced_accuracy"])
@@ -63,10 +67,24 @@ def test_a_finished_run_is_returned_only_for_its_own_settings(synthetic_manifest
     from lesionssl import finetune
     from lesionssl.errors import LesionSSLError
 
-    tiny = {"manifest": str(synthetic_manifest), "out": str(tmp_path / "ft"), "backbone": "timm:test_resnet", "image_size": 16, "epochs": 1, "lr": 0.001, "tracking": {"tensorboard": False, "mlflow": False}, "figures": False}
+    tiny = {
+        "manifest": str(synthetic_manifest),
+        "out": str(tmp_path / "ft"),
+        "backbone": "timm:test_resnet",
+        "image_size": 16,
+        "epochs": 1,
+        "lr": 0.001,
+        "tracking": {"tensorboard": False, "mlflow": False},
+        "figures": False,
+    }
     first = finetune(**tiny)
     finished = (tmp_path / "ft" / "metrics.json").stat().st_mtime_ns
     with pytest.raises(LesionSSLError, match=r"other settings \(epochs, runtime.num_workers\)"):
         finetune(**{**tiny, "epochs": 2, "runtime": {"num_workers": 1}})
-    again = finetune(**{**tiny, "figures": True, "tracking": {}})  # neither changes a result: the finished run is the answer
-    assert again.metrics.balanced_accuracy == first.metrics.balanced_accuracy and (tmp_path / "ft" / "metrics.json").stat().st_mtime_ns == finished
+    again = finetune(
+        **{**tiny, "figures": True, "tracking": {}}
+    )  # neither changes a result: the finished run is the answer
+    assert (
+        again.metrics.balanced_accuracy == first.metrics.balanced_accuracy
+        and (tmp_path / "ft" / "metrics.json").stat().st_mtime_ns == finished
+    )

@@ -42,7 +42,11 @@ def test_official_preset_matches_the_paper():
     assert (first.blur_p, second.blur_p, first.solarize_p, second.solarize_p) == (1.0, 0.1, 0.0, 0.2)
     assert first.blur_kernel == 23 and first.rotation_p == 0 and first.blur_sigma == pytest.approx((0.1, 2.0))
     seed, _ = B.two_view_specs("seed", 64, "none")
-    assert seed.crop_scale == (0.7, 1.0) and seed.jitter == pytest.approx((0.24, 0.24, 0.12, 0.06)) and seed.rotation_degrees == 45
+    assert (
+        seed.crop_scale == (0.7, 1.0)
+        and seed.jitter == pytest.approx((0.24, 0.24, 0.12, 0.06))
+        and seed.rotation_degrees == 45
+    )
 
 
 def test_blur_sigma_is_stated_at_224_px_and_scales_with_the_view():
@@ -100,18 +104,23 @@ def test_crop_boxes_follow_torchvision_random_resized_crop():
     torch.manual_seed(0)
     ours = B.sample_crop_boxes(3000, 40, 50, (0.08, 1.0), (3 / 4, 4 / 3))
     image = torch.zeros(3, 40, 50)
-    reference = torch.tensor([T.RandomResizedCrop.get_params(image, [0.08, 1.0], [3 / 4, 4 / 3]) for _ in range(3000)], dtype=torch.float32)
+    reference = torch.tensor(
+        [T.RandomResizedCrop.get_params(image, [0.08, 1.0], [3 / 4, 4 / 3]) for _ in range(3000)], dtype=torch.float32
+    )
     assert (ours[:, 2] + ours[:, 0] <= 40).all() and (ours[:, 3] + ours[:, 1] <= 50).all() and (ours >= 0).all()
     for column in range(4):  # top, left, height, width
         assert stats.ks_2samp(ours[:, column].numpy(), reference[:, column].numpy()).pvalue > 0.001
 
 
-@pytest.mark.parametrize("op, reference, factors", [
-    (B.adjust_brightness, TF.adjust_brightness, [0.6, 0.9, 1.0, 1.4]),
-    (B.adjust_contrast, TF.adjust_contrast, [0.6, 0.9, 1.0, 1.4]),
-    (B.adjust_saturation, TF.adjust_saturation, [0.0, 0.8, 1.0, 1.2]),
-    (B.adjust_hue, TF.adjust_hue, [-0.1, -0.02, 0.05, 0.5]),
-])
+@pytest.mark.parametrize(
+    "op, reference, factors",
+    [
+        (B.adjust_brightness, TF.adjust_brightness, [0.6, 0.9, 1.0, 1.4]),
+        (B.adjust_contrast, TF.adjust_contrast, [0.6, 0.9, 1.0, 1.4]),
+        (B.adjust_saturation, TF.adjust_saturation, [0.0, 0.8, 1.0, 1.2]),
+        (B.adjust_hue, TF.adjust_hue, [-0.1, -0.02, 0.05, 0.5]),
+    ],
+)
 def test_colour_adjustments_equal_torchvision_per_image(op, reference, factors):
     images = _images().float() / 255
     ours = op(images, torch.tensor(factors))
@@ -136,7 +145,9 @@ def test_crop_equals_torchvision_resized_crop():
     ours = view.apply(image, params)[0]
     # normalisation undone: compare in [0, 1]
     ours = ours * view.std[0] + view.mean[0]
-    expected = TF.resized_crop(image[0].float() / 255, 3, 5, 26, 26, [24, 24], InterpolationMode.BILINEAR, antialias=False)
+    expected = TF.resized_crop(
+        image[0].float() / 255, 3, 5, 26, 26, [24, 24], InterpolationMode.BILINEAR, antialias=False
+    )
     torch.testing.assert_close(ours, expected, atol=1e-4, rtol=0)
 
 
@@ -146,7 +157,9 @@ def test_flip_and_quarter_turns_are_exact():
     flipped = B.BatchView(spec)(image)[0]
     torch.testing.assert_close(flipped, torch.flip(image[0].float() / 255, dims=[-1]), atol=1e-5, rtol=0)
     turns = [torch.rot90(image[0].float() / 255, k, dims=(-2, -1)) for k in range(4)]
-    spec = B.ViewSpec(size=16, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_p=0.0, rotate90_p=1.0, normalize="none")
+    spec = B.ViewSpec(
+        size=16, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_p=0.0, rotate90_p=1.0, normalize="none"
+    )
     torch.manual_seed(0)
     seen = set()
     for out in B.BatchView(spec)(image.expand(30, -1, -1, -1).contiguous()):
@@ -158,7 +171,15 @@ def test_flip_and_quarter_turns_are_exact():
 
 def test_rotation_fills_corners_with_zero():
     image = torch.full((1, 3, 32, 32), 255, dtype=torch.uint8)
-    spec = B.ViewSpec(size=32, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_p=0.0, rotation_degrees=45.0, rotation_p=1.0, normalize="none")
+    spec = B.ViewSpec(
+        size=32,
+        crop_scale=(1.0, 1.0),
+        crop_ratio=(1.0, 1.0),
+        flip_p=0.0,
+        rotation_degrees=45.0,
+        rotation_p=1.0,
+        normalize="none",
+    )
     view = B.BatchView(spec)
     params = view.sample(1, 32, 32)
     params["angle"] = torch.tensor([45.0])
@@ -169,17 +190,24 @@ def test_rotation_fills_corners_with_zero():
 def _reference_pipeline(spec: B.ViewSpec) -> v2.Compose:
     """The per-image torchvision definition of a view (no normalisation)."""
     b, c, s, h = spec.jitter
-    return v2.Compose([
-        v2.RandomResizedCrop(spec.size, scale=spec.crop_scale, interpolation=InterpolationMode.BICUBIC, antialias=True),
-        v2.RandomHorizontalFlip(spec.flip_p),
-        v2.RandomApply([v2.RandomRotation(spec.rotation_degrees)], p=spec.rotation_p),
-        v2.RandomApply([v2.RandomChoice([v2.Lambda(lambda x, k=k: torch.rot90(x, k, (-2, -1))) for k in (1, 2, 3)])], p=spec.rotate90_p),
-        v2.RandomApply([v2.ColorJitter(b, c, s, h)], p=spec.jitter_p),
-        v2.RandomGrayscale(spec.grayscale_p),
-        v2.RandomApply([v2.GaussianBlur(spec.blur_kernel, sigma=spec.blur_sigma)], p=spec.blur_p),
-        v2.RandomSolarize(threshold=128, p=spec.solarize_p),
-        v2.ToDtype(torch.float32, scale=True),
-    ])
+    return v2.Compose(
+        [
+            v2.RandomResizedCrop(
+                spec.size, scale=spec.crop_scale, interpolation=InterpolationMode.BICUBIC, antialias=True
+            ),
+            v2.RandomHorizontalFlip(spec.flip_p),
+            v2.RandomApply([v2.RandomRotation(spec.rotation_degrees)], p=spec.rotation_p),
+            v2.RandomApply(
+                [v2.RandomChoice([v2.Lambda(lambda x, k=k: torch.rot90(x, k, (-2, -1))) for k in (1, 2, 3)])],
+                p=spec.rotate90_p,
+            ),
+            v2.RandomApply([v2.ColorJitter(b, c, s, h)], p=spec.jitter_p),
+            v2.RandomGrayscale(spec.grayscale_p),
+            v2.RandomApply([v2.GaussianBlur(spec.blur_kernel, sigma=spec.blur_sigma)], p=spec.blur_p),
+            v2.RandomSolarize(threshold=128, p=spec.solarize_p),
+            v2.ToDtype(torch.float32, scale=True),
+        ]
+    )
 
 
 @pytest.mark.parametrize("preset", sorted(PAIR_PRESETS))
@@ -192,7 +220,11 @@ def test_views_match_the_per_image_definition_in_distribution(preset):
         ours = B.BatchView(spec)(image.expand(n, -1, -1, -1).contiguous())
         reference = torch.stack([_reference_pipeline(spec)(image) for _ in range(n)])
         # per-image summaries: mean intensity, channel spread (colour), and centre-vs-border contrast
-        for summary in (lambda x: x.mean(dim=(1, 2, 3)), lambda x: x.std(dim=1).mean(dim=(1, 2)), lambda x: x[:, :, 8:24, 8:24].mean(dim=(1, 2, 3)) - x.mean(dim=(1, 2, 3))):
+        for summary in (
+            lambda x: x.mean(dim=(1, 2, 3)),
+            lambda x: x.std(dim=1).mean(dim=(1, 2)),
+            lambda x: x[:, :, 8:24, 8:24].mean(dim=(1, 2, 3)) - x.mean(dim=(1, 2, 3)),
+        ):
             result = stats.ks_2samp(summary(ours).numpy(), summary(reference).numpy())
             assert result.pvalue > 1e-3, result
 

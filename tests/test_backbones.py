@@ -29,7 +29,11 @@ def _reference_state(seed=0):
 @pytest.mark.parametrize("prefix", ["", "module.", "backbone.", "encoder.", "module.backbone."])
 def test_prefixed_checkpoints_load_to_identical_weights(tmp_path, prefix):
     state = _reference_state()
-    extra = {f"{prefix.replace('backbone.', 'projector.').replace('encoder.', 'projector.')}0.weight": torch.ones(2, 2)} if prefix.endswith(("backbone.", "encoder.")) else {}
+    extra = (
+        {f"{prefix.replace('backbone.', 'projector.').replace('encoder.', 'projector.')}0.weight": torch.ones(2, 2)}
+        if prefix.endswith(("backbone.", "encoder."))
+        else {}
+    )
     torch.save({f"{prefix}{k}": v for k, v in state.items()} | extra, tmp_path / "w.pth")
     model, info = build_backbone("resnet18", str(tmp_path / "w.pth"))
     torch.testing.assert_close(model.conv1.weight, state["conv1.weight"])
@@ -46,7 +50,9 @@ def test_missing_and_unexpected_keys_are_listed(tmp_path):
     del state["layer4.1.bn2.weight"]
     state["extra.thing"] = torch.zeros(1)
     torch.save(state, tmp_path / "w.pth")
-    with pytest.raises(LesionSSLError, match=r"missing 1 keys \['layer4.1.bn2.weight'\].*unexpected 1 keys \['extra.thing'\]"):
+    with pytest.raises(
+        LesionSSLError, match=r"missing 1 keys \['layer4.1.bn2.weight'\].*unexpected 1 keys \['extra.thing'\]"
+    ):
         build_backbone("resnet18", str(tmp_path / "w.pth"))
 
 
@@ -75,7 +81,19 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
 def test_exported_backbone_loads_in_torchvision_and_timm_with_only_fc_missing(tmp_path):
     backbone, _ = build_backbone("resnet18", "random")
     module = SelfSupervisedModule(backbone, get_method("barlow_twins", {"projector": [16], "lambd": 0.1}))
-    record = BackboneRecord(architecture="resnet18", image_size=32, normalize="auto", preprocessing={"mean": list(IMAGENET.mean), "std": list(IMAGENET.std), "interpolation": IMAGENET.interpolation}, pool="inductive", pool_images=10, init={"init": "random"}, epochs=1, recipe="small-data", method="barlow_twins", method_kwargs={"projector": [16], "lambd": 0.1})
+    record = BackboneRecord(
+        architecture="resnet18",
+        image_size=32,
+        normalize="auto",
+        preprocessing={"mean": list(IMAGENET.mean), "std": list(IMAGENET.std), "interpolation": IMAGENET.interpolation},
+        pool="inductive",
+        pool_images=10,
+        init={"init": "random"},
+        epochs=1,
+        recipe="small-data",
+        method="barlow_twins",
+        method_kwargs={"projector": [16], "lambd": 0.1},
+    )
     path = export_backbone(module, tmp_path, record)
     for state in (load_file(str(path)), torch.load(tmp_path / "backbone.pth", weights_only=True)):
         result = torchvision.models.resnet18().load_state_dict(state, strict=False)
@@ -122,7 +140,10 @@ def test_imagenet_weights_offline_give_one_line_advice(tmp_path, monkeypatch):
     with socket_closed() as port:
         url = f"http://127.0.0.1:{port}/resnet18-f37072fd.pth"
         monkeypatch.setattr(backbones.torchvision.models, "get_weight", lambda name: SimpleNamespace(url=url))
-        with pytest.raises(LesionSSLError, match=r"could not fetch ImageNet weights for resnet18 .*--init /path/to/resnet18-f37072fd.pth") as error:
+        with pytest.raises(
+            LesionSSLError,
+            match=r"could not fetch ImageNet weights for resnet18 .*--init /path/to/resnet18-f37072fd.pth",
+        ) as error:
             build_backbone("resnet18", "imagenet")
     assert "\n" not in str(error.value)
 
@@ -148,7 +169,10 @@ class socket_closed:
         self.sock.close()
 
 
-@pytest.mark.parametrize("name, size, width", [("timm:resnet18", 32, 512), ("timm:convnext_nano", 32, 640), ("timm:vit_tiny_patch16_224", 48, 192)])
+@pytest.mark.parametrize(
+    "name, size, width",
+    [("timm:resnet18", 32, 512), ("timm:convnext_nano", 32, 640), ("timm:vit_tiny_patch16_224", 48, 192)],
+)
 def test_any_timm_backbone_without_classifier_at_the_training_size(name, size, width):
     from lesionssl.models.backbones import build_backbone, feature_dim
 
@@ -171,7 +195,18 @@ def test_timm_weights_file_loads_strictly_and_export_keeps_timm_keys(synthetic_m
     torch.testing.assert_close(backbone.state_dict()["layer4.1.bn2.weight"], source.state_dict()["layer4.1.bn2.weight"])
     with pytest.raises(LesionSSLError, match="does not match"):
         build_backbone("timm:convnext_nano", str(tmp_path / "timm-resnet18.safetensors"), 32)
-    config = validate(PretrainConfig, {"manifest": str(synthetic_manifest), "out": str(tmp_path / "bt"), "backbone": "timm:resnet18", "image_size": 32, "epochs": 1, "batch_size": 32, "projector": [32]})
+    config = validate(
+        PretrainConfig,
+        {
+            "manifest": str(synthetic_manifest),
+            "out": str(tmp_path / "bt"),
+            "backbone": "timm:resnet18",
+            "image_size": 32,
+            "epochs": 1,
+            "batch_size": 32,
+            "projector": [32],
+        },
+    )
     exported = load_file(str(pretrain(config)))
     timm.create_model("resnet18", num_classes=0).load_state_dict(exported, strict=True)  # timm loads what we export
 
@@ -194,8 +229,14 @@ def test_timm_pretrained_tag_brings_its_own_preprocessing(monkeypatch):
     backbone, info = backbones.build_backbone("timm:vit_tiny_patch16_224", "timm:vit_tiny_patch16_224.augreg_in21k", 32)
     assert created["pretrained"] is True and info["source"] == "timm"
     pre = backbones.resolve_preprocessing("auto", info)
-    assert pre.mean == pytest.approx((0.5, 0.5, 0.5)) and pre.std == pytest.approx((0.5, 0.5, 0.5)) and pre.interpolation == "bicubic"
-    assert backbones.resolve_preprocessing("imagenet", info).mean == pytest.approx((0.485, 0.456, 0.406))  # an explicit choice wins
+    assert (
+        pre.mean == pytest.approx((0.5, 0.5, 0.5))
+        and pre.std == pytest.approx((0.5, 0.5, 0.5))
+        and pre.interpolation == "bicubic"
+    )
+    assert backbones.resolve_preprocessing("imagenet", info).mean == pytest.approx(
+        (0.485, 0.456, 0.406)
+    )  # an explicit choice wins
     with pytest.raises(LesionSSLError, match="needs --backbone timm:vit_tiny_patch16_224"):
         backbones.build_backbone("resnet18", "timm:vit_tiny_patch16_224.augreg_in21k", 32)
 

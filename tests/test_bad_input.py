@@ -19,7 +19,24 @@ from torchvision.models import resnet50
 
 from conftest import lesionssl
 
-PRETRAIN = ("--backbone", "timm:test_resnet", "--image-size", "16", "--epochs", "1", "--batch-size", "4", "--lr", "0.001", "--projector", "8", "--tracking.mlflow", "false", "--tracking.tensorboard", "false")
+PRETRAIN = (
+    "--backbone",
+    "timm:test_resnet",
+    "--image-size",
+    "16",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "4",
+    "--lr",
+    "0.001",
+    "--projector",
+    "8",
+    "--tracking.mlflow",
+    "false",
+    "--tracking.tensorboard",
+    "false",
+)
 
 
 def run(*args) -> tuple[int, str, str]:
@@ -52,11 +69,14 @@ def _pool(folder: Path, n: int = 6) -> Path:
 
 def _png_header_only(path: Path, width: int, height: int) -> None:
     """A PNG whose header claims ``width`` x ``height`` (a decompression bomb's signature)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+    )
 
 
 def _truncated_jpeg(path: Path) -> None:
@@ -79,7 +99,9 @@ def test_bad_image_is_named_in_one_line(tmp_path, kind):
     folder = _pool(tmp_path / "pool")
     make(folder / "bad.jpg" if kind != "one-pixel" else folder / "bad.png")
     bad = next(folder.glob("bad.*"))
-    assert_refused(["pretrain", "--data", folder, "--out", tmp_path / "bt", *PRETRAIN], bad.name, message, out=tmp_path / "bt")
+    assert_refused(
+        ["pretrain", "--data", folder, "--out", tmp_path / "bt", *PRETRAIN], bad.name, message, out=tmp_path / "bt"
+    )
 
 
 def test_split_names_every_unreadable_image_at_once(tmp_path):
@@ -98,7 +120,22 @@ def test_split_names_every_unreadable_image_at_once(tmp_path):
 def test_group_by_a_column_most_images_lack_is_refused(tmp_path):
     _pool(tmp_path / "data" / "NV")
     _pool(tmp_path / "data" / "MEL")
-    assert_refused(["split", "--data", tmp_path / "data", "--per-class", 2, "--group-by", "lesion_id", "--out", tmp_path / "out" / "split.csv"], "only 0 of 12 images have a lesion_id", "--group-by none", out=tmp_path / "out")
+    assert_refused(
+        [
+            "split",
+            "--data",
+            tmp_path / "data",
+            "--per-class",
+            2,
+            "--group-by",
+            "lesion_id",
+            "--out",
+            tmp_path / "out" / "split.csv",
+        ],
+        "only 0 of 12 images have a lesion_id",
+        "--group-by none",
+        out=tmp_path / "out",
+    )
 
 
 def test_odd_but_valid_images_are_decoded(tmp_path):
@@ -124,6 +161,7 @@ def test_odd_but_valid_images_are_decoded(tmp_path):
 
 # Label files -------------------------------------------------------------------------------------
 
+
 def _images(folder: Path, names: list[str]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for i, name in enumerate(names):
@@ -138,10 +176,23 @@ def _path_label(tmp_path: Path, text: str, encoding: str = "utf-8", newline: str
 
 
 def _rows(separator: str = ",") -> str:
-    return "path" + separator + "label\n" + "".join(f"img/{c}{i}.png{separator}{c.upper()}X\n" for c in "ab" for i in range(4))
+    return (
+        "path"
+        + separator
+        + "label\n"
+        + "".join(f"img/{c}{i}.png{separator}{c.upper()}X\n" for c in "ab" for i in range(4))
+    )
 
 
-@pytest.mark.parametrize(("kind", "encoding", "newline", "separator"), [("bom", "utf-8-sig", "\n", ","), ("crlf", "utf-8", "\r\n", ","), ("semicolons", "utf-8", "\n", ";"), ("tabs", "utf-8", "\n", "\t")])
+@pytest.mark.parametrize(
+    ("kind", "encoding", "newline", "separator"),
+    [
+        ("bom", "utf-8-sig", "\n", ","),
+        ("crlf", "utf-8", "\r\n", ","),
+        ("semicolons", "utf-8", "\n", ";"),
+        ("tabs", "utf-8", "\n", "\t"),
+    ],
+)
 def test_label_file_dialects_are_read(tmp_path, kind, encoding, newline, separator):
     csv = _path_label(tmp_path, _rows(separator), encoding, newline)
     code, err, _ = run("split", "--data", csv, "--per-class", 2, "--out", tmp_path / "m.csv")
@@ -165,7 +216,9 @@ LABEL_FILES = {
 def test_bad_label_file_is_one_line(tmp_path, kind):
     text, message = LABEL_FILES[kind]
     csv = _path_label(tmp_path, text)
-    assert_refused(["split", "--data", csv, "--per-class", 1, "--out", tmp_path / "out" / "m.csv"], message, out=tmp_path / "out")
+    assert_refused(
+        ["split", "--data", csv, "--per-class", 1, "--out", tmp_path / "out" / "m.csv"], message, out=tmp_path / "out"
+    )
 
 
 def test_identical_duplicate_rows_are_merged_with_a_note(tmp_path):
@@ -179,14 +232,23 @@ def test_identical_duplicate_rows_are_merged_with_a_note(tmp_path):
 def test_unknown_ham10000_class_is_named(tmp_path):
     _images(tmp_path / "images", ["ISIC_1.jpg", "ISIC_2.jpg"])
     (tmp_path / "HAM10000_metadata.csv").write_text("lesion_id,image_id,dx\nL1,ISIC_1,mel\nL2,ISIC_2,tumour\n")
-    assert_refused(["split", "--data", tmp_path / "HAM10000_metadata.csv", "--per-class", 1, "--out", tmp_path / "o" / "m.csv"], "tumour", out=tmp_path / "o")
+    assert_refused(
+        ["split", "--data", tmp_path / "HAM10000_metadata.csv", "--per-class", 1, "--out", tmp_path / "o" / "m.csv"],
+        "tumour",
+        out=tmp_path / "o",
+    )
 
 
 @pytest.mark.parametrize(("kind", "row"), [("two-ones", "ISIC_2,1.0,1.0,0.0"), ("no-one", "ISIC_2,0.0,0.0,0.0")])
 def test_isic_one_hot_row_that_is_not_one_hot(tmp_path, kind, row):
     _images(tmp_path / "images", ["ISIC_1.jpg", "ISIC_2.jpg"])
     (tmp_path / "gt.csv").write_text(f"image,MEL,NV,BCC\nISIC_1,1.0,0.0,0.0\n{row}\n")
-    assert_refused(["split", "--data", tmp_path / "gt.csv", "--per-class", 1, "--out", tmp_path / "o" / "m.csv"], "not one-hot", "ISIC_2", out=tmp_path / "o")
+    assert_refused(
+        ["split", "--data", tmp_path / "gt.csv", "--per-class", 1, "--out", tmp_path / "o" / "m.csv"],
+        "not one-hot",
+        "ISIC_2",
+        out=tmp_path / "o",
+    )
 
 
 def test_class_without_images_is_left_out_with_a_note(tmp_path):
@@ -209,7 +271,12 @@ def test_manifest_edited_to_leak_a_lesion_is_refused(tmp_path, synthetic_manifes
     edited = tmp_path / "edited.csv"
     table.to_csv(edited, index=False)
     shutil.copy(synthetic_manifest.with_suffix(".json"), edited.with_suffix(".json"))
-    assert_refused(["finetune", "--manifest", edited, "--out", tmp_path / "ft", "--init", "random"], "leaks", str(table.loc[train, "group"]), out=tmp_path / "ft")
+    assert_refused(
+        ["finetune", "--manifest", edited, "--out", tmp_path / "ft", "--init", "random"],
+        "leaks",
+        str(table.loc[train, "group"]),
+        out=tmp_path / "ft",
+    )
 
 
 # Configs -----------------------------------------------------------------------------------------
@@ -228,15 +295,37 @@ CONFIGS = {
 def test_bad_config_names_the_key(tmp_path, kind, synthetic_manifest):
     text, key = CONFIGS[kind]
     (tmp_path / "run.yaml").write_text(text)
-    assert_refused(["pretrain", "--config", tmp_path / "run.yaml", "--manifest", synthetic_manifest, "--out", tmp_path / "bt"], key, out=tmp_path / "bt")
+    assert_refused(
+        ["pretrain", "--config", tmp_path / "run.yaml", "--manifest", synthetic_manifest, "--out", tmp_path / "bt"],
+        key,
+        out=tmp_path / "bt",
+    )
 
 
 def test_batch_larger_than_the_pool_is_refused(tmp_path):
     folder = _pool(tmp_path / "pool", n=6)
-    assert_refused(["pretrain", "--data", folder, "--out", tmp_path / "bt", "--image-size", "16", "--batch-size", "64", "--epochs", "1"], "batch_size 64", "6 images", out=tmp_path / "bt")
+    assert_refused(
+        [
+            "pretrain",
+            "--data",
+            folder,
+            "--out",
+            tmp_path / "bt",
+            "--image-size",
+            "16",
+            "--batch-size",
+            "64",
+            "--epochs",
+            "1",
+        ],
+        "batch_size 64",
+        "6 images",
+        out=tmp_path / "bt",
+    )
 
 
 # Checkpoints -------------------------------------------------------------------------------------
+
 
 class _RunsCode:
     """Unpickling this would run a shell command: torch.load(weights_only=True) must refuse it."""
@@ -261,7 +350,25 @@ CHECKPOINTS = {
 @pytest.mark.parametrize("command", ["pretrain", "finetune"])
 def test_a_wrong_init_path_fails_before_any_image_is_decoded(tmp_path, monkeypatch, synthetic_manifest, command):
     monkeypatch.setenv("LESIONSSL_CACHE", str(tmp_path / "cache"))  # a fresh store cache: nothing decoded yet
-    assert_refused([command, "--manifest", synthetic_manifest, "--init", tmp_path / "nowhere.safetensors", "--out", tmp_path / "run", "--image-size", 16, "--epochs", 1, "--batch-size", 16], "nowhere.safetensors", out=tmp_path / "run")
+    assert_refused(
+        [
+            command,
+            "--manifest",
+            synthetic_manifest,
+            "--init",
+            tmp_path / "nowhere.safetensors",
+            "--out",
+            tmp_path / "run",
+            "--image-size",
+            16,
+            "--epochs",
+            1,
+            "--batch-size",
+            16,
+        ],
+        "nowhere.safetensors",
+        out=tmp_path / "run",
+    )
     assert not list((tmp_path / "cache").glob("*.npy"))
 
 
@@ -269,7 +376,26 @@ def test_a_wrong_init_path_fails_before_any_image_is_decoded(tmp_path, monkeypat
 def test_bad_checkpoint_is_refused(tmp_path, kind, synthetic_manifest):
     name, make, message = CHECKPOINTS[kind]
     make(tmp_path / name)
-    stdout = assert_refused(["finetune", "--manifest", synthetic_manifest, "--init", tmp_path / name, "--out", tmp_path / "ft", "--backbone", "resnet18", "--image-size", 16, "--epochs", 1], name, message, out=tmp_path / "ft")
+    stdout = assert_refused(
+        [
+            "finetune",
+            "--manifest",
+            synthetic_manifest,
+            "--init",
+            tmp_path / name,
+            "--out",
+            tmp_path / "ft",
+            "--backbone",
+            "resnet18",
+            "--image-size",
+            16,
+            "--epochs",
+            1,
+        ],
+        name,
+        message,
+        out=tmp_path / "ft",
+    )
     assert "this pickle ran code" not in stdout
 
 
@@ -279,7 +405,27 @@ def test_checkpoint_with_a_head_for_other_classes_gets_a_new_head(tmp_path, synt
     from torchvision.models import resnet18
 
     torch.save(resnet18(num_classes=5).state_dict(), tmp_path / "classifier.pth")
-    code, err, _ = run("finetune", "--manifest", synthetic_manifest, "--init", tmp_path / "classifier.pth", "--out", tmp_path / "ft", "--backbone", "resnet18", "--image-size", 16, "--epochs", 1, "--lr", "0.001", "--tracking.mlflow", "false", "--tracking.tensorboard", "false")
+    code, err, _ = run(
+        "finetune",
+        "--manifest",
+        synthetic_manifest,
+        "--init",
+        tmp_path / "classifier.pth",
+        "--out",
+        tmp_path / "ft",
+        "--backbone",
+        "resnet18",
+        "--image-size",
+        16,
+        "--epochs",
+        1,
+        "--lr",
+        "0.001",
+        "--tracking.mlflow",
+        "false",
+        "--tracking.tensorboard",
+        "false",
+    )
     assert code == 0, err
     import json
 
@@ -288,6 +434,7 @@ def test_checkpoint_with_a_head_for_other_classes_gets_a_new_head(tmp_path, synt
 
 
 # Cache and output --------------------------------------------------------------------------------
+
 
 def test_half_written_store_is_ignored_and_rebuilt(tmp_path, monkeypatch):
     from lesionssl.data.store import build_store, cache_root
@@ -306,10 +453,15 @@ def test_half_written_store_is_ignored_and_rebuilt(tmp_path, monkeypatch):
 def _unshare_available() -> bool:
     import subprocess
 
-    return shutil.which("unshare") is not None and subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode == 0
+    return (
+        shutil.which("unshare") is not None
+        and subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode == 0
+    )
 
 
-needs_mounts = pytest.mark.skipif(not _unshare_available(), reason="needs `unshare -rm` to mount a small or read-only tmpfs")
+needs_mounts = pytest.mark.skipif(
+    not _unshare_available(), reason="needs `unshare -rm` to mount a small or read-only tmpfs"
+)
 
 
 @pytest.mark.slow  # a real process in its own mount namespace
@@ -321,7 +473,11 @@ def test_read_only_output_folder_is_one_line(tmp_path, synthetic):
     script = f"mount -t tmpfs -o ro,size=1m tmpfs {tmp_path / 'ro'} && exec {sys.executable} -m lesionssl split --data {synthetic / 'labelled'} --per-class 2 --out {tmp_path / 'ro' / 'm.csv'}"
     result = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=300)
     assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr and "Read-only file system" in result.stderr and str(tmp_path / "ro") in result.stderr
+    assert (
+        "Traceback" not in result.stderr
+        and "Read-only file system" in result.stderr
+        and str(tmp_path / "ro") in result.stderr
+    )
 
 
 @pytest.mark.slow  # real processes in their own mount namespace
@@ -333,7 +489,9 @@ def test_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path, syntheti
     import subprocess
 
     config = tmp_path / "c.yaml"  # a wide projector: the checkpoint dominates what is on disk
-    config.write_text("backbone: timm:test_resnet\nimage_size: 16\nepochs: 2\nbatch_size: 16\nprojector: [1024, 1024]\nlr: 0.001\ntracking: {mlflow: false, tensorboard: false}\n")
+    config.write_text(
+        "backbone: timm:test_resnet\nimage_size: 16\nepochs: 2\nbatch_size: 16\nprojector: [1024, 1024]\nlr: 0.001\ntracking: {mlflow: false, tensorboard: false}\n"
+    )
 
     def run(out: Path) -> str:
         return f"{sys.executable} -m lesionssl pretrain --config {config} --manifest {synthetic_manifest} --out {out}"
@@ -347,14 +505,21 @@ def test_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path, syntheti
     script = f"mount -t tmpfs -o size={used + checkpoint // 2} tmpfs {disk} && {{ {run(disk / 'bt')}; echo rc=$?; {show_epoch}; }}"
     result = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=600)
     assert "rc=2" in result.stdout, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr and "no space left" in result.stderr and "previous version is kept" in result.stderr, result.stderr
+    assert (
+        "Traceback" not in result.stderr
+        and "no space left" in result.stderr
+        and "previous version is kept" in result.stderr
+    ), result.stderr
     assert "epoch 0" in result.stdout, result.stdout + result.stderr
 
 
 def test_label_file_paths_with_spaces_and_non_ascii_characters_are_read(tmp_path):
     _images(tmp_path / "Läsionen 2024", ["naevus à bord.png", "mélanome 1.png", "mélanome 2.png", "naevus 2.png"])
     csv = tmp_path / "labels.csv"
-    csv.write_text("path,label\nLäsionen 2024/naevus à bord.png,NV\nLäsionen 2024/mélanome 1.png,MEL\nLäsionen 2024/mélanome 2.png,MEL\nLäsionen 2024/naevus 2.png,NV\n", encoding="utf-8")
+    csv.write_text(
+        "path,label\nLäsionen 2024/naevus à bord.png,NV\nLäsionen 2024/mélanome 1.png,MEL\nLäsionen 2024/mélanome 2.png,MEL\nLäsionen 2024/naevus 2.png,NV\n",
+        encoding="utf-8",
+    )
     code, err, _ = run("split", "--data", csv, "--per-class", 1, "--out", tmp_path / "m.csv")
     assert code == 0, err
     import pandas as pd

@@ -7,7 +7,21 @@ from PIL import Image
 
 from conftest import lesionssl
 
-COMMANDS = ["split", "pretrain", "finetune", "predict", "explain", "export", "serve", "card", "compare", "report", "demo", "reproduce", "augment-preview"]
+COMMANDS = [
+    "split",
+    "pretrain",
+    "finetune",
+    "predict",
+    "explain",
+    "export",
+    "serve",
+    "card",
+    "compare",
+    "report",
+    "demo",
+    "reproduce",
+    "augment-preview",
+]
 
 
 def assert_one_line_error(result, *fragments):
@@ -42,7 +56,21 @@ def test_version():
 
 
 def test_split_cli_prints_table_and_writes_manifest(synthetic, tmp_path):
-    result = lesionssl("split", "--data", synthetic / "labelled", "--data", synthetic / "unlabelled", "--per-class", 5, "--val", 2, "--out", tmp_path / "m.csv", "--seed", 7)
+    result = lesionssl(
+        "split",
+        "--data",
+        synthetic / "labelled",
+        "--data",
+        synthetic / "unlabelled",
+        "--per-class",
+        5,
+        "--val",
+        2,
+        "--out",
+        tmp_path / "m.csv",
+        "--seed",
+        7,
+    )
     assert result.returncode == 0, result.stderr
     assert "Total" in result.stderr and "inductive" in result.stderr
     header = (tmp_path / "m.csv").read_text().splitlines()[0]
@@ -50,7 +78,9 @@ def test_split_cli_prints_table_and_writes_manifest(synthetic, tmp_path):
 
 
 def test_split_from_yaml_config_with_flag_override(synthetic, tmp_path):
-    (tmp_path / "split.yaml").write_text(f"data: [{synthetic / 'labelled'}]\nper_class: 5\ntransductive: true\nout: {tmp_path / 'a.csv'}\n")
+    (tmp_path / "split.yaml").write_text(
+        f"data: [{synthetic / 'labelled'}]\nper_class: 5\ntransductive: true\nout: {tmp_path / 'a.csv'}\n"
+    )
     result = lesionssl("split", "--config", tmp_path / "split.yaml", "--inductive")
     assert result.returncode == 0, result.stderr
     assert '"pool": "inductive"' in (tmp_path / "a.csv").with_suffix(".json").read_text()
@@ -62,7 +92,21 @@ def test_corrupt_image_stops_pretrain_with_one_line_naming_it(tmp_path):
     for i in range(4):
         Image.new("RGB", (20, 20), (i * 40, 0, 0)).save(folder / f"ok{i}.png")
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
-    result = lesionssl("pretrain", "--data", folder, "--out", tmp_path / "bt", "--image-size", 16, "--epochs", 1, "--lr", "0.001", "--batch-size", 4)
+    result = lesionssl(
+        "pretrain",
+        "--data",
+        folder,
+        "--out",
+        tmp_path / "bt",
+        "--image-size",
+        16,
+        "--epochs",
+        1,
+        "--lr",
+        "0.001",
+        "--batch-size",
+        4,
+    )
     assert_one_line_error(result, "broken.jpg")
 
 
@@ -73,7 +117,9 @@ def test_unknown_config_key_names_the_key(tmp_path):
 
 def test_impossible_value_names_key_and_allowed_values(tmp_path):
     (tmp_path / "x.yaml").write_text("augmentation: fancy\n")
-    assert_one_line_error(lesionssl("pretrain", "--config", tmp_path / "x.yaml"), "augmentation", "'seed' or 'small-data'")
+    assert_one_line_error(
+        lesionssl("pretrain", "--config", tmp_path / "x.yaml"), "augmentation", "'seed' or 'small-data'"
+    )
 
 
 def test_compare_config_without_data_is_rejected(tmp_path):
@@ -83,11 +129,15 @@ def test_compare_config_without_data_is_rejected(tmp_path):
 
 def test_wrong_label_file_is_one_line(tmp_path):
     (tmp_path / "labels.csv").write_text("filename,diagnosis\na.jpg,mel\n")
-    assert_one_line_error(lesionssl("split", "--data", tmp_path / "labels.csv", "--per-class", 1), "unrecognised label file")
+    assert_one_line_error(
+        lesionssl("split", "--data", tmp_path / "labels.csv", "--per-class", 1), "unrecognised label file"
+    )
 
 
 def test_missing_manifest_for_finetune(tmp_path):
-    assert_one_line_error(lesionssl("finetune", "--manifest", tmp_path / "none.csv", "--out", tmp_path / "ft"), "split manifest not found")
+    assert_one_line_error(
+        lesionssl("finetune", "--manifest", tmp_path / "none.csv", "--out", tmp_path / "ft"), "split manifest not found"
+    )
 
 
 def _leaf_keys(model, prefix=""):
@@ -122,7 +172,12 @@ def test_every_flag_is_a_yaml_key_and_every_yaml_key_a_flag():
         assert options <= config_keys(model), (name, options - config_keys(model))
         for path, field in _leaf_keys(model):
             default = "x" if field.is_required() else field.get_default(call_default_factory=True)
-            text = yaml.safe_dump(default if not isinstance(default, Path) else str(default), default_flow_style=True).strip().removesuffix("...").strip()
+            text = (
+                yaml.safe_dump(default if not isinstance(default, Path) else str(default), default_flow_style=True)
+                .strip()
+                .removesuffix("...")
+                .strip()
+            )
             parsed = _generic_flags([f"--{path.replace('_', '-')}", text], model, set())
             for part in path.split("."):
                 parsed = parsed[part]
@@ -134,12 +189,26 @@ def test_every_flag_is_a_yaml_key_and_every_yaml_key_a_flag():
 
 def test_dotted_flags_override_the_yaml_and_print_config_shows_them(tmp_path):
     (tmp_path / "ft.yaml").write_text("manifest: m.csv\nepochs: 4\nruntime: {num_workers: 2}\n")
-    result = lesionssl("finetune", "--config", tmp_path / "ft.yaml", "--runtime.devices", 2, "--head-lr=0.01", "--tracking.mlflow", "false", "--print-config")
+    result = lesionssl(
+        "finetune",
+        "--config",
+        tmp_path / "ft.yaml",
+        "--runtime.devices",
+        2,
+        "--head-lr=0.01",
+        "--tracking.mlflow",
+        "false",
+        "--print-config",
+    )
     assert result.returncode == 0, result.stderr
     import yaml
 
     shown = yaml.safe_load(result.stdout)
-    assert shown["runtime"] == {**shown["runtime"], "devices": 2, "num_workers": 2} and shown["head_lr"] == 0.01 and shown["epochs"] == 4
+    assert (
+        shown["runtime"] == {**shown["runtime"], "devices": 2, "num_workers": 2}
+        and shown["head_lr"] == 0.01
+        and shown["epochs"] == 4
+    )
     assert shown["tracking"]["mlflow"] is False and shown["manifest"] == "m.csv"
     assert not (tmp_path / "runs").exists()
 
@@ -161,26 +230,53 @@ def test_misspelt_yaml_key_gets_a_suggestion_on_every_command(tmp_path):
     (tmp_path / "s.yaml").write_text("data: x\nper_clas: 3\n")
     assert_one_line_error(lesionssl("split", "--config", tmp_path / "s.yaml"), "per_clas", "did you mean 'per_class'")
     (tmp_path / "p.yaml").write_text("model: m\nbatch_sise: 3\n")
-    assert_one_line_error(lesionssl("predict", "--config", tmp_path / "p.yaml"), "batch_sise", "did you mean 'batch_size'")
+    assert_one_line_error(
+        lesionssl("predict", "--config", tmp_path / "p.yaml"), "batch_sise", "did you mean 'batch_size'"
+    )
 
 
 def test_list_and_tuple_keys_take_repeated_flags_and_comma_separated_values():
     """Once only YAML syntax (``[a, b]``) was accepted, though the help says "repeatable"."""
     import yaml
 
-    result = lesionssl("pretrain", "--extra-augmentations", "rotate90", "--extra-augmentations", "noise,cutout", "--augment.crop-scale", "0.08,1.0", "--projector", "[64, 32]", "--print-config")
+    result = lesionssl(
+        "pretrain",
+        "--extra-augmentations",
+        "rotate90",
+        "--extra-augmentations",
+        "noise,cutout",
+        "--augment.crop-scale",
+        "0.08,1.0",
+        "--projector",
+        "[64, 32]",
+        "--print-config",
+    )
     assert result.returncode == 0, result.stderr
     shown = yaml.safe_load(result.stdout)
-    assert shown["extra_augmentations"] == ["rotate90", "noise", "cutout"] and shown["augment"]["crop_scale"] == [0.08, 1.0] and shown["method_kwargs"]["projector"] == [64, 32]
-    assert_one_line_error(lesionssl("pretrain", "--extra-augmentations", "rotate91", "--print-config"), "extra_augmentations")
-    assert_one_line_error(lesionssl("pretrain", "--projector", "64,x", "--print-config"), "--projector takes positive layer widths")
+    assert (
+        shown["extra_augmentations"] == ["rotate90", "noise", "cutout"]
+        and shown["augment"]["crop_scale"] == [0.08, 1.0]
+        and shown["method_kwargs"]["projector"] == [64, 32]
+    )
+    assert_one_line_error(
+        lesionssl("pretrain", "--extra-augmentations", "rotate91", "--print-config"), "extra_augmentations"
+    )
+    assert_one_line_error(
+        lesionssl("pretrain", "--projector", "64,x", "--print-config"), "--projector takes positive layer widths"
+    )
 
 
-@pytest.mark.parametrize(("flags", "expected"), [
-    (("--recipe", "official"), {"optimizer": "lars", "warmup_epochs": None, "projector_warmup_epochs": 0, "augmentation": "official"}),
-    (("--init", "imagenet"), {"recipe": "continue", "encoder_lr_scale": 0.1, "projector_warmup_epochs": 1}),
-    (("--recipe", "seed"), {"lr": "find", "weight_decay": 0.01}),
-])
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (
+            ("--recipe", "official"),
+            {"optimizer": "lars", "warmup_epochs": None, "projector_warmup_epochs": 0, "augmentation": "official"},
+        ),
+        (("--init", "imagenet"), {"recipe": "continue", "encoder_lr_scale": 0.1, "projector_warmup_epochs": 1}),
+        (("--recipe", "seed"), {"lr": "find", "weight_decay": 0.01}),
+    ],
+)
 def test_print_config_shows_what_the_recipe_resolved_and_reads_back_the_same(flags, expected, tmp_path):
     """Once ``--recipe official`` printed lr 0.001 and no projector: the recipe's keys were missing."""
     import yaml
@@ -226,7 +322,9 @@ def test_trackers_are_optional_extras(tmp_path, monkeypatch):
     from lesionssl.config import TrackingConfig
     from lesionssl.engine.trainer import make_loggers
 
-    assert_one_line_error(lesionssl("finetune", "--manifest", "m.csv", "--tracking.wandb", "true"), "pip install 'lesionssl[wandb]'")
+    assert_one_line_error(
+        lesionssl("finetune", "--manifest", "m.csv", "--tracking.wandb", "true"), "pip install 'lesionssl[wandb]'"
+    )
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
     auto = TrackingConfig()
@@ -237,7 +335,15 @@ def test_trackers_are_optional_extras(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow  # fresh processes: the reference the in-process runner is checked against
-@pytest.mark.parametrize("args", [("--version",), ("split", "--help"), ("finetune", "--epoch", "3"), ("split", "--data", "{tmp}/none", "--per-class", "2", "--out", "{tmp}/m.csv")])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--version",),
+        ("split", "--help"),
+        ("finetune", "--epoch", "3"),
+        ("split", "--data", "{tmp}/none", "--per-class", "2", "--out", "{tmp}/m.csv"),
+    ],
+)
 def test_the_in_process_runner_gives_what_a_fresh_process_gives(tmp_path, args):
     """Exit code, stdout and stderr of ``conftest.lesionssl`` equal those of ``python -m lesionssl``."""
     from conftest import lesionssl_process
@@ -247,8 +353,13 @@ def test_the_in_process_runner_gives_what_a_fresh_process_gives(tmp_path, args):
     assert (inside.returncode, inside.stdout, inside.stderr) == (fresh.returncode, fresh.stdout, fresh.stderr)
 
 
-@pytest.mark.parametrize(("flag", "value", "fragment"), [("--runtime.accelerator", "gpu", "sees 0 CUDA GPUs"), ("--runtime.devices", "COUNT", "use --runtime.devices")])
-def test_an_accelerator_or_device_count_the_machine_lacks_is_one_line(synthetic_manifest, tmp_path, flag, value, fragment):
+@pytest.mark.parametrize(
+    ("flag", "value", "fragment"),
+    [("--runtime.accelerator", "gpu", "sees 0 CUDA GPUs"), ("--runtime.devices", "COUNT", "use --runtime.devices")],
+)
+def test_an_accelerator_or_device_count_the_machine_lacks_is_one_line(
+    synthetic_manifest, tmp_path, flag, value, fragment
+):
     """Once a Lightning traceback (no GPU) or, with more CPU processes than cores, an error about a missing history.csv."""
     import os
 
@@ -256,7 +367,27 @@ def test_an_accelerator_or_device_count_the_machine_lacks_is_one_line(synthetic_
 
     if flag == "--runtime.accelerator" and torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    value = str((torch.cuda.device_count() if torch.cuda.is_available() else os.cpu_count()) + 1) if value == "COUNT" else value
-    result = lesionssl("finetune", "--manifest", synthetic_manifest, "--backbone", "timm:test_resnet", "--image-size", 16, "--epochs", 1, "--lr", "0.001", flag, value, "--out", tmp_path / "ft")
+    value = (
+        str((torch.cuda.device_count() if torch.cuda.is_available() else os.cpu_count()) + 1)
+        if value == "COUNT"
+        else value
+    )
+    result = lesionssl(
+        "finetune",
+        "--manifest",
+        synthetic_manifest,
+        "--backbone",
+        "timm:test_resnet",
+        "--image-size",
+        16,
+        "--epochs",
+        1,
+        "--lr",
+        "0.001",
+        flag,
+        value,
+        "--out",
+        tmp_path / "ft",
+    )
     assert_one_line_error(result, fragment)
     assert "history.csv" not in result.stderr

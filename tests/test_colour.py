@@ -32,25 +32,58 @@ def test_shades_of_gray_on_a_hand_computed_image():
 
 
 def test_colour_constancy_travels_with_the_model_into_predict(synthetic, tmp_path):
-    assert lesionssl("split", "--data", synthetic / "labelled", "--per-class", 4, "--val", 2, "--out", tmp_path / "split.csv").returncode == 0
-    result = lesionssl("finetune", "--manifest", tmp_path / "split.csv", "--out", tmp_path / "ft", *TINY_CLASSIFIER, "--epochs", 1, "--figures", "false",
-                       "--colour-constancy", "shades-of-gray", "--colour-constancy-p", 4)
+    assert (
+        lesionssl(
+            "split", "--data", synthetic / "labelled", "--per-class", 4, "--val", 2, "--out", tmp_path / "split.csv"
+        ).returncode
+        == 0
+    )
+    result = lesionssl(
+        "finetune",
+        "--manifest",
+        tmp_path / "split.csv",
+        "--out",
+        tmp_path / "ft",
+        *TINY_CLASSIFIER,
+        "--epochs",
+        1,
+        "--figures",
+        "false",
+        "--colour-constancy",
+        "shades-of-gray",
+        "--colour-constancy-p",
+        4,
+    )
     assert result.returncode == 0, result.stderr
     record = json.loads((tmp_path / "ft" / "model.json").read_text())
     assert (record["colour_constancy"], record["colour_constancy_p"]) == ("shades-of-gray", 4)
     test = read_manifest(tmp_path / "split.csv").rows("test")
     pd.DataFrame({"path": test["path"]}).to_csv(tmp_path / "new.csv", index=False)
-    assert lesionssl("predict", "--model", tmp_path / "ft", "--data", tmp_path / "new.csv", "--out", tmp_path / "p.csv").returncode == 0
+    assert (
+        lesionssl(
+            "predict", "--model", tmp_path / "ft", "--data", tmp_path / "new.csv", "--out", tmp_path / "p.csv"
+        ).returncode
+        == 0
+    )
     columns = [f"p_{c}" for c in record["classes"]]
     own, predicted = pd.read_csv(tmp_path / "ft" / "predictions.csv"), pd.read_csv(tmp_path / "p.csv")
     from lesionssl.evaluate.calibration import apply_temperature
 
-    np.testing.assert_allclose(predicted[columns].to_numpy(), apply_temperature(own[columns].to_numpy(), record["temperature"]), atol=1e-5)
+    np.testing.assert_allclose(
+        predicted[columns].to_numpy(), apply_temperature(own[columns].to_numpy(), record["temperature"]), atol=1e-5
+    )
     # the same model without the correction at predict time gives other probabilities: it was applied
     record["colour_constancy"] = "none"
     (tmp_path / "ft" / "model.json").write_text(json.dumps(record))
-    assert lesionssl("predict", "--model", tmp_path / "ft", "--data", tmp_path / "new.csv", "--out", tmp_path / "q.csv").returncode == 0
-    assert not np.allclose(pd.read_csv(tmp_path / "q.csv")[columns].to_numpy(), predicted[columns].to_numpy(), atol=1e-4)
+    assert (
+        lesionssl(
+            "predict", "--model", tmp_path / "ft", "--data", tmp_path / "new.csv", "--out", tmp_path / "q.csv"
+        ).returncode
+        == 0
+    )
+    assert not np.allclose(
+        pd.read_csv(tmp_path / "q.csv")[columns].to_numpy(), predicted[columns].to_numpy(), atol=1e-4
+    )
 
 
 def test_colour_constancy_is_part_of_the_stores_key(synthetic):

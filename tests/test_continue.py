@@ -35,7 +35,15 @@ def test_l2sp_is_the_papers_penalty_and_its_gradient():
             p.add_(torch.randn_like(p))
     penalty = anchor(encoder)
     # Li et al. 2018, eq. 2, element by element: alpha / 2 * sum (w - w0)^2.
-    expected = 0.3 / 2 * sum(float((a - b) ** 2) for p, s in zip(encoder.parameters(), start, strict=True) for a, b in zip(p.detach().flatten(), s.flatten(), strict=True))
+    expected = (
+        0.3
+        / 2
+        * sum(
+            float((a - b) ** 2)
+            for p, s in zip(encoder.parameters(), start, strict=True)
+            for a, b in zip(p.detach().flatten(), s.flatten(), strict=True)
+        )
+    )
     assert float(penalty) == pytest.approx(expected, rel=1e-6)
     penalty.backward()
     for p, s in zip(encoder.parameters(), start, strict=True):
@@ -74,13 +82,16 @@ def test_frozen_bn_statistics_survive_training_steps_and_affine_parameters_still
     assert not torch.equal(default.backbone[1].running_mean, mean)  # by default the statistics update
 
 
-@pytest.mark.parametrize(("given", "recipe"), [
-    ({}, "small-data"),
-    ({"init": "random"}, "small-data"),
-    ({"init": "imagenet"}, "continue"),
-    ({"init": "runs/pretrain/backbone.safetensors"}, "continue"),
-    ({"init": "imagenet", "recipe": "small-data"}, "small-data"),
-])
+@pytest.mark.parametrize(
+    ("given", "recipe"),
+    [
+        ({}, "small-data"),
+        ({"init": "random"}, "small-data"),
+        ({"init": "imagenet"}, "continue"),
+        ({"init": "runs/pretrain/backbone.safetensors"}, "continue"),
+        ({"init": "imagenet", "recipe": "small-data"}, "small-data"),
+    ],
+)
 def test_trained_weights_default_to_the_continue_recipe(given, recipe):
     config = validate(PretrainConfig, given)
     assert config.recipe == recipe
@@ -92,19 +103,42 @@ def test_trained_weights_default_to_the_continue_recipe(given, recipe):
 
 
 def test_explicit_keys_override_the_continue_recipe():
-    config = validate(PretrainConfig, {"init": "imagenet", "encoder_lr_scale": 1.0, "bn_statistics": "update", "epochs": 3})
-    assert (config.recipe, config.encoder_lr_scale, config.bn_statistics, config.epochs) == ("continue", 1.0, "update", 3)
+    config = validate(
+        PretrainConfig, {"init": "imagenet", "encoder_lr_scale": 1.0, "bn_statistics": "update", "epochs": 3}
+    )
+    assert (config.recipe, config.encoder_lr_scale, config.bn_statistics, config.epochs) == (
+        "continue",
+        1.0,
+        "update",
+        3,
+    )
     with pytest.raises(Exception, match="encoder_lr_scale"):
         validate(PretrainConfig, {"recipe": "official", "encoder_lr_scale": 0.5})
 
 
 def test_pretraining_with_frozen_statistics_and_l2sp_keeps_the_running_statistics(synthetic_manifest, tmp_path):
-    config = validate(PretrainConfig, {**TINY_PRETRAIN, "manifest": str(synthetic_manifest), "out": str(tmp_path / "bt"), "bn_statistics": "frozen", "l2sp": 0.5, "encoder_lr_scale": 0.5})
+    config = validate(
+        PretrainConfig,
+        {
+            **TINY_PRETRAIN,
+            "manifest": str(synthetic_manifest),
+            "out": str(tmp_path / "bt"),
+            "bn_statistics": "frozen",
+            "l2sp": 0.5,
+            "encoder_lr_scale": 0.5,
+        },
+    )
     state = load_file(pretrain(config))
     statistics = {k: v for k, v in state.items() if k.endswith(("running_mean", "running_var"))}
-    assert statistics and all(torch.equal(v, torch.zeros_like(v) if k.endswith("mean") else torch.ones_like(v)) for k, v in statistics.items())
+    assert statistics and all(
+        torch.equal(v, torch.zeros_like(v) if k.endswith("mean") else torch.ones_like(v)) for k, v in statistics.items()
+    )
     resolved = yaml.safe_load((tmp_path / "bt" / "config.yaml").read_text())["resolved"]
-    assert (resolved["encoder_lr"], resolved["bn_statistics"], resolved["l2sp"]) == (pytest.approx(0.5 * resolved["lr"]), "frozen", 0.5)
+    assert (resolved["encoder_lr"], resolved["bn_statistics"], resolved["l2sp"]) == (
+        pytest.approx(0.5 * resolved["lr"]),
+        "frozen",
+        0.5,
+    )
     assert "l2sp" in (tmp_path / "bt" / "history.csv").read_text().splitlines()[0]
 
 
@@ -115,11 +149,37 @@ def test_continuing_records_the_starting_points_knn_accuracy_first(synthetic, tm
 
     from conftest import lesionssl
 
-    assert lesionssl("split", "--data", synthetic / "labelled", "--data", synthetic / "unlabelled", "--per-class", 8, "--val", 4, "--out", tmp_path / "split.csv").returncode == 0
-    first = validate(PretrainConfig, {**TINY_PRETRAIN, "manifest": str(tmp_path / "split.csv"), "out": str(tmp_path / "a")})
+    assert (
+        lesionssl(
+            "split",
+            "--data",
+            synthetic / "labelled",
+            "--data",
+            synthetic / "unlabelled",
+            "--per-class",
+            8,
+            "--val",
+            4,
+            "--out",
+            tmp_path / "split.csv",
+        ).returncode
+        == 0
+    )
+    first = validate(
+        PretrainConfig, {**TINY_PRETRAIN, "manifest": str(tmp_path / "split.csv"), "out": str(tmp_path / "a")}
+    )
     start_file = pretrain(first)
     end_of_first = pd.read_csv(tmp_path / "a" / "history.csv").query("stage == 'pretrain'")["knn_accuracy"].iloc[-1]
-    second = validate(PretrainConfig, {**TINY_PRETRAIN, "manifest": str(tmp_path / "split.csv"), "out": str(tmp_path / "b"), "init": str(start_file), "backbone": "timm:test_resnet"})
+    second = validate(
+        PretrainConfig,
+        {
+            **TINY_PRETRAIN,
+            "manifest": str(tmp_path / "split.csv"),
+            "out": str(tmp_path / "b"),
+            "init": str(start_file),
+            "backbone": "timm:test_resnet",
+        },
+    )
     assert second.recipe == "continue"
     pretrain(second)
     history = pd.read_csv(tmp_path / "b" / "history.csv")

@@ -12,7 +12,13 @@ import pytest
 from PIL import Image
 
 from lesionssl.data.split import read_manifest
-from lesionssl.evaluate.calibration import apply_temperature, choose_threshold, fit_temperature, negative_log_likelihood, operating_point
+from lesionssl.evaluate.calibration import (
+    apply_temperature,
+    choose_threshold,
+    fit_temperature,
+    negative_log_likelihood,
+    operating_point,
+)
 
 from conftest import TINY_CLASSIFIER, lesionssl
 
@@ -29,12 +35,16 @@ def test_finetune_keeps_the_model_its_calibration_and_operating_point(run):
     assert record["classes"] == ["MEL", "NV", "BCC", "BKL"] and record["malignant_classes"] == ["MEL", "BCC"]
     metrics = json.loads((ft / "metrics.json").read_text())
     calibration = metrics["calibration"]
-    assert calibration["temperature"] == pytest.approx(record["temperature"]) and calibration["fitted_on"].startswith("val (24")
+    assert calibration["temperature"] == pytest.approx(record["temperature"]) and calibration["fitted_on"].startswith(
+        "val (24"
+    )
     own = pd.read_csv(ft / "predictions.csv")  # the run's uncalibrated test probabilities
     labels = own["label"].map({c: i for i, c in enumerate(record["classes"])}).to_numpy()
     probs = own[[f"p_{c}" for c in record["classes"]]].to_numpy()
     assert calibration["test"]["nll_before"] == pytest.approx(negative_log_likelihood(labels, probs), rel=1e-4)
-    assert calibration["test"]["nll_after"] == pytest.approx(negative_log_likelihood(labels, apply_temperature(probs, record["temperature"])), rel=1e-4)
+    assert calibration["test"]["nll_after"] == pytest.approx(
+        negative_log_likelihood(labels, apply_temperature(probs, record["temperature"])), rel=1e-4
+    )
     point = metrics["operating_point"]
     assert point["threshold"] == pytest.approx(record["threshold"])
     assert point["val"]["sensitivity"]["value"] >= 0.95  # chosen on val to reach the target
@@ -56,7 +66,9 @@ def test_predict_reproduces_the_runs_test_probabilities_and_skips_bad_images(run
     ft = run / "ft"
     test = read_manifest(run / "split.csv").rows("test")  # paths resolved below the data root
     listing = tmp_path / "new.csv"
-    pd.DataFrame({"path": [*test["path"], str(tmp_path / "broken.jpg")], "label": [*test["label"], "MEL"]}).to_csv(listing, index=False)
+    pd.DataFrame({"path": [*test["path"], str(tmp_path / "broken.jpg")], "label": [*test["label"], "MEL"]}).to_csv(
+        listing, index=False
+    )
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
     result = lesionssl("predict", "--model", ft, "--data", listing, "--out", tmp_path / "p.csv")
     assert result.returncode == 3, result.stderr
@@ -74,7 +86,9 @@ def test_predict_reproduces_the_runs_test_probabilities_and_skips_bad_images(run
     assert (predicted["malignant"] == (predicted["p_malignant"] >= record["threshold"])).all()
     metrics = json.loads((tmp_path / "p.metrics.json").read_text())
     assert metrics["labelled_images"] == len(test)
-    assert metrics["accuracy"] == pytest.approx(json.loads((ft / "metrics.json").read_text())["accuracy"])  # temperature keeps the argmax
+    assert metrics["accuracy"] == pytest.approx(
+        json.loads((ft / "metrics.json").read_text())["accuracy"]
+    )  # temperature keeps the argmax
 
 
 def test_predict_leaves_the_models_own_training_and_validation_images_out_of_its_metrics(run, synthetic, tmp_path):
@@ -89,20 +103,40 @@ def test_predict_leaves_the_models_own_training_and_validation_images_out_of_its
     said = f"{counts['train']} of the labelled images were in the model's own training split and {counts['val']} in its validation split: the metrics leave them out"
     assert said in result.stdout + result.stderr
     predicted = pd.read_csv(tmp_path / "p.csv", keep_default_na=False)
-    assert predicted["model_split"].value_counts().to_dict() == {"": len(predicted) - counts["train"] - counts["val"], "train": counts["train"], "val": counts["val"]}
+    assert predicted["model_split"].value_counts().to_dict() == {
+        "": len(predicted) - counts["train"] - counts["val"],
+        "train": counts["train"],
+        "val": counts["val"],
+    }
     unseen = predicted[predicted["model_split"] == ""]
     classes = json.loads((run / "ft" / "model.json").read_text())["classes"]
-    expected = compute_metrics(unseen["label"].map(classes.index).to_numpy(), unseen[[f"p_{c}" for c in classes]].to_numpy(), classes)
+    expected = compute_metrics(
+        unseen["label"].map(classes.index).to_numpy(), unseen[[f"p_{c}" for c in classes]].to_numpy(), classes
+    )
     metrics = json.loads((tmp_path / "p.metrics.json").read_text())
-    assert metrics["labelled_images"] == len(unseen) and metrics["balanced_accuracy"] == pytest.approx(expected["balanced_accuracy"])
+    assert metrics["labelled_images"] == len(unseen) and metrics["balanced_accuracy"] == pytest.approx(
+        expected["balanced_accuracy"]
+    )
     assert metrics["left_out_model_images"] == {"train": counts["train"], "val": counts["val"]}
 
 
 def test_predict_with_a_uniform_prior_changes_probabilities_not_rows(run, synthetic, tmp_path):
     stores = set(Path(os.environ["LESIONSSL_CACHE"]).glob("images-*.npy"))
-    result = lesionssl("predict", "--model", run / "ft", "--data", synthetic / "unlabelled", "--out", tmp_path / "u.csv", "--prior", "uniform")
+    result = lesionssl(
+        "predict",
+        "--model",
+        run / "ft",
+        "--data",
+        synthetic / "unlabelled",
+        "--out",
+        tmp_path / "u.csv",
+        "--prior",
+        "uniform",
+    )
     assert result.returncode == 0, result.stderr
-    assert len(set(Path(os.environ["LESIONSSL_CACHE"]).glob("images-*.npy")) - stores) == 1  # readable images go to the decode-once store
+    assert (
+        len(set(Path(os.environ["LESIONSSL_CACHE"]).glob("images-*.npy")) - stores) == 1
+    )  # readable images go to the decode-once store
     predicted = pd.read_csv(tmp_path / "u.csv")
     assert len(predicted) == 60 and predicted["label"].isna().all()
     np.testing.assert_allclose(predicted.filter(like="p_").drop(columns="p_malignant").sum(axis=1), 1.0, atol=1e-6)
@@ -113,12 +147,36 @@ def test_a_prior_file_must_name_every_class(run, synthetic, tmp_path):
     """A prior that leaves classes out once gave them probability 0 for every image, silently."""
     classes = json.loads((run / "ft" / "model.json").read_text())["classes"]
     (tmp_path / "some.yaml").write_text("MEL: 0.3\nNV: 0.7\n")
-    result = lesionssl("predict", "--model", run / "ft", "--data", synthetic / "unlabelled", "--out", tmp_path / "u.csv", "--prior", tmp_path / "some.yaml")
+    result = lesionssl(
+        "predict",
+        "--model",
+        run / "ft",
+        "--data",
+        synthetic / "unlabelled",
+        "--out",
+        tmp_path / "u.csv",
+        "--prior",
+        tmp_path / "some.yaml",
+    )
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.returncode == 2 and lines[-1].startswith("error:") and "gives no probability for" in lines[-1], result.stderr
+    assert result.returncode == 2 and lines[-1].startswith("error:") and "gives no probability for" in lines[-1], (
+        result.stderr
+    )
     assert all(c in lines[-1] for c in classes if c not in ("MEL", "NV")) and not (tmp_path / "u.csv").exists()
-    (tmp_path / "all.yaml").write_text("".join(f"{c}: {0.0 if c == 'BCC' else 1.0}\n" for c in classes))  # 0 where meant
-    result = lesionssl("predict", "--model", run / "ft", "--data", synthetic / "unlabelled", "--out", tmp_path / "u.csv", "--prior", tmp_path / "all.yaml")
+    (tmp_path / "all.yaml").write_text(
+        "".join(f"{c}: {0.0 if c == 'BCC' else 1.0}\n" for c in classes)
+    )  # 0 where meant
+    result = lesionssl(
+        "predict",
+        "--model",
+        run / "ft",
+        "--data",
+        synthetic / "unlabelled",
+        "--out",
+        tmp_path / "u.csv",
+        "--prior",
+        tmp_path / "all.yaml",
+    )
     assert result.returncode == 0, result.stderr
     assert (pd.read_csv(tmp_path / "u.csv")["p_BCC"] == 0).all()
 
@@ -141,10 +199,23 @@ def test_predict_and_explain_bad_input_is_one_line(run, synthetic, tmp_path, kin
         data = tmp_path / "empty"
         data.mkdir()
         (data / "a.jpg").write_text("not an image")
-    result = lesionssl(command, "--model", model, "--data", data, "--out", tmp_path / ("p.csv" if command == "predict" else "explained"))
+    result = lesionssl(
+        command,
+        "--model",
+        model,
+        "--data",
+        data,
+        "--out",
+        tmp_path / ("p.csv" if command == "predict" else "explained"),
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error:")
-    assert {"missing-model": "holds no model", "damaged-weights": "cannot read", "other-classes": "SCC", "no-images": "could be read"}[kind] in result.stderr
+    assert {
+        "missing-model": "holds no model",
+        "damaged-weights": "cannot read",
+        "other-classes": "SCC",
+        "no-images": "could be read",
+    }[kind] in result.stderr
 
 
 def test_temperature_and_threshold_on_known_numbers():
@@ -165,7 +236,20 @@ def test_temperature_and_threshold_on_known_numbers():
 def test_model_card_has_data_metrics_calibration_and_limitations(run):
     card_file = run / "ft" / "MODEL_CARD.md"
     card = card_file.read_text()
-    for text in ("## Data", "licence and provenance", "95% bootstrap interval", "| MEL |", "## Calibration", "Test ECE", "## Operating point", "| test |", "Not a medical device", "Command: `lesionssl finetune --manifest", "](examples.png)", "lesionssl explain --model"):
+    for text in (
+        "## Data",
+        "licence and provenance",
+        "95% bootstrap interval",
+        "| MEL |",
+        "## Calibration",
+        "Test ECE",
+        "## Operating point",
+        "| test |",
+        "Not a medical device",
+        "Command: `lesionssl finetune --manifest",
+        "](examples.png)",
+        "lesionssl explain --model",
+    ):
         assert text in card, text
     assert "unfreeze, a fixed LR of 0.002 (no LR finder), 1cycle" in card  # the run's procedure, not the default's
     card_file.unlink()
@@ -185,7 +269,9 @@ def test_bootstrap_draws_use_the_definitions_of_the_metrics():
     rng = np.random.default_rng(1)
     labels, probs = rng.integers(0, 3, 300), rng.random((300, 4))  # class D absent from the labels
     metrics = compute_metrics(labels, probs, ["A", "B", "C", "D"])
-    assert headline_scores(labels, probs.argmax(axis=1), 4) == pytest.approx((metrics["accuracy"], metrics["balanced_accuracy"], metrics["macro_f1"]))
+    assert headline_scores(labels, probs.argmax(axis=1), 4) == pytest.approx(
+        (metrics["accuracy"], metrics["balanced_accuracy"], metrics["macro_f1"])
+    )
     assert macro_auroc(labels, probs) == pytest.approx(metrics["macro_auroc"])
 
 
@@ -210,7 +296,9 @@ def test_study_interval_resamples_seeds_and_images_and_stays_in_range():
     low_auc, high_auc = study_interval(near_perfect, "macro_auroc")
     assert 0.0 <= low_auc <= high_auc <= 1.0
     spread = [run(0.5), run(0.95), run(0.7)]
-    assert np.subtract(*study_interval(spread, "balanced_accuracy")[::-1]) > np.subtract(*study_interval(near_perfect, "balanced_accuracy")[::-1])
+    assert np.subtract(*study_interval(spread, "balanced_accuracy")[::-1]) > np.subtract(
+        *study_interval(near_perfect, "balanced_accuracy")[::-1]
+    )
     assert study_interval([run(1.0), run(1.0)], "macro_f1") == (1.0, 1.0)
 
 
@@ -232,7 +320,9 @@ def test_exports_give_the_probabilities_of_predict(run, tmp_path):
     assert lesionssl("predict", "--model", ft, "--data", listing, "--out", tmp_path / "p.csv").returncode == 0
     module, record = load_model(ft)
     expected = pd.read_csv(tmp_path / "p.csv")[[f"p_{c}" for c in record.classes]].to_numpy()
-    stored = np.stack([decode_for_store(path, stored_size(record.image_size, record.store_margin)) for path in test["path"]])
+    stored = np.stack(
+        [decode_for_store(path, stored_size(record.image_size, record.store_margin)) for path in test["path"]]
+    )
     images = module.eval_view(torch.from_numpy(stored).permute(0, 3, 1, 2)).numpy()  # the sidecar's preprocessing
     for format in ("onnx", "torchscript", "safetensors"):
         result = lesionssl("export", "--model", ft, "--format", format, "--out", tmp_path / format)
@@ -254,13 +344,20 @@ def test_explain_maps_every_readable_image_and_writes_a_gallery(run, tmp_path):
     test = read_manifest(run / "split.csv").rows("test").head(10)
     listing = tmp_path / "some.csv"
     (tmp_path / "broken.jpg").write_bytes(b"GIF89a nothing")
-    pd.DataFrame({"path": [*test["path"], str(tmp_path / "broken.jpg")], "label": [*test["label"], "NV"]}).to_csv(listing, index=False)
+    pd.DataFrame({"path": [*test["path"], str(tmp_path / "broken.jpg")], "label": [*test["label"], "NV"]}).to_csv(
+        listing, index=False
+    )
     result = lesionssl("explain", "--model", ft, "--data", listing, "--out", tmp_path / "ex")
     assert result.returncode == 3 and "Traceback" not in result.stderr, result.stderr
     assert list(pd.read_csv(tmp_path / "ex" / "skipped.csv")["path"]) == [str(tmp_path / "broken.jpg")]
     explained = pd.read_csv(tmp_path / "ex" / "explanations.csv")
-    assert list(explained["image"]) == list(test["path"]) and (explained["explained_class"] == explained["prediction"]).all()
-    own = pd.read_csv(ft / "predictions.csv").set_index("image").loc[test["image"]]  # the run has no TTA: the same predictions
+    assert (
+        list(explained["image"]) == list(test["path"])
+        and (explained["explained_class"] == explained["prediction"]).all()
+    )
+    own = (
+        pd.read_csv(ft / "predictions.csv").set_index("image").loc[test["image"]]
+    )  # the run has no TTA: the same predictions
     assert list(explained["prediction"]) == list(own["prediction"])
     for name in explained["map"]:
         with Image.open(tmp_path / "ex" / name) as picture:
@@ -294,6 +391,7 @@ def test_grad_cam_follows_the_papers_formula():
     heat = grad_cam(module, images, temperature=2.0, targets=targets)
     x = module.eval_view(torch.from_numpy(images).permute(0, 3, 1, 2))
     store = {}
+
     def keep(_module, _inputs, out):
         store["a"] = out
         out.register_hook(lambda grad: store.update(g=grad))
@@ -345,7 +443,12 @@ def oral_like(synthetic, tmp_path_factory):
     folder = tmp_path_factory.mktemp("oral")
     for source, name in (("MEL", "OSCC"), ("NV", "normal")):
         shutil.copytree(synthetic / "labelled" / source, folder / "images" / name)
-    assert lesionssl("split", "--data", folder / "images", "--per-class", 8, "--val", 6, "--out", folder / "split.csv").returncode == 0
+    assert (
+        lesionssl(
+            "split", "--data", folder / "images", "--per-class", 8, "--val", 6, "--out", folder / "split.csv"
+        ).returncode
+        == 0
+    )
     return folder
 
 
@@ -354,9 +457,13 @@ def test_any_cancer_names_its_malignant_classes_and_the_card_claims_no_dermoscop
     """Once "malignant" was hard-coded to MEL/BCC/SCC/AK: an oral-cancer model had no operating
     point, and its card said "the sum over none" and "Dermoscopic images only"."""
     flags = ("--malignant-classes", "OSCC") if named else ()
-    result = lesionssl("finetune", "--manifest", oral_like / "split.csv", "--out", tmp_path / "ft", *TINY_CLASSIFIER, *flags)
+    result = lesionssl(
+        "finetune", "--manifest", oral_like / "split.csv", "--out", tmp_path / "ft", *TINY_CLASSIFIER, *flags
+    )
     assert result.returncode == 0, result.stderr
-    notes = [line for line in (result.stdout + result.stderr).splitlines() if "--malignant-classes CLASS sets them" in line]
+    notes = [
+        line for line in (result.stdout + result.stderr).splitlines() if "--malignant-classes CLASS sets them" in line
+    ]
     assert len(notes) == (0 if named else 1)
     record = json.loads((tmp_path / "ft" / "model.json").read_text())
     card = (tmp_path / "ft" / "MODEL_CARD.md").read_text()
@@ -366,7 +473,12 @@ def test_any_cancer_names_its_malignant_classes_and_the_card_claims_no_dermoscop
         assert "P(malignant) = the sum over OSCC" in card and "## Operating point" in card
         new = pd.DataFrame({"path": read_manifest(oral_like / "split.csv").rows("test")["path"]})
         new.to_csv(tmp_path / "new.csv", index=False)
-        assert lesionssl("predict", "--model", tmp_path / "ft", "--data", tmp_path / "new.csv", "--out", tmp_path / "p.csv").returncode == 0
+        assert (
+            lesionssl(
+                "predict", "--model", tmp_path / "ft", "--data", tmp_path / "new.csv", "--out", tmp_path / "p.csv"
+            ).returncode
+            == 0
+        )
         predicted = pd.read_csv(tmp_path / "p.csv")
         np.testing.assert_allclose(predicted["p_malignant"], predicted["p_OSCC"])
         assert (predicted["malignant"] == (predicted["p_malignant"] >= record["threshold"])).all()

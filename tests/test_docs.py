@@ -11,7 +11,13 @@ import pytest
 from lesionssl.cli import COMMAND_CONFIGS, LesionSSLError, _check_key, cli
 
 REPO = Path(__file__).resolve().parents[1]
-DOCUMENTS = [REPO / "README.md", REPO / "DEVELOPERS.md", REPO / "EVIDENCE.md", REPO / "BENCHMARKS.md", *sorted((REPO / "examples").glob("*.md"))]
+DOCUMENTS = [
+    REPO / "README.md",
+    REPO / "DEVELOPERS.md",
+    REPO / "EVIDENCE.md",
+    REPO / "BENCHMARKS.md",
+    *sorted((REPO / "examples").glob("*.md")),
+]
 
 
 def documented_commands(path: Path) -> list[list[str]]:
@@ -34,7 +40,11 @@ def documented_commands(path: Path) -> list[list[str]]:
             except ValueError:  # an unbalanced quote inside prose: not a command
                 continue
             for start, word in enumerate(words):
-                if word == "lesionssl" and (start == 0 or words[start - 1] in {"&&", "-m", "nohup", ";", "srun", "time"} or "=" in words[start - 1]):
+                if word == "lesionssl" and (
+                    start == 0
+                    or words[start - 1] in {"&&", "-m", "nohup", ";", "srun", "time"}
+                    or "=" in words[start - 1]
+                ):
                     rest = words[start + 1 :]
                     end = next((i for i, w in enumerate(rest) if w in {"&&", ";", "|", ">", "2>&1", "&"}), len(rest))
                     commands.append(rest[:end])

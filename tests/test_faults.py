@@ -26,11 +26,18 @@ from conftest import CliResult, lesionssl
 
 pytestmark = pytest.mark.slow  # real processes killed at chosen moments
 
-TINY = {"backbone": "timm:test_resnet", "image_size": 16, "batch_size": 16, "tracking": {"mlflow": False, "tensorboard": False}}
+TINY = {
+    "backbone": "timm:test_resnet",
+    "image_size": 16,
+    "batch_size": 16,
+    "tracking": {"mlflow": False, "tensorboard": False},
+}
 
 
 def start(*args) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "lesionssl", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "lesionssl", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def finish(*args) -> CliResult:
@@ -59,6 +66,7 @@ def _history_rows(path: Path, stage: str) -> int:
 
 # The store ---------------------------------------------------------------------------------------
 
+
 def test_store_build_killed_midway_is_rebuilt_whole(tmp_path):
     folder = tmp_path / "pool"
     folder.mkdir()
@@ -67,7 +75,27 @@ def test_store_build_killed_midway_is_rebuilt_whole(tmp_path):
         Image.fromarray(rng.integers(0, 255, (300, 300, 3), dtype=np.uint8)).save(folder / f"{i:03d}.png")
     cache = Path(os.environ["LESIONSSL_CACHE"])
     before = set(cache.glob("*.npy"))
-    args = ("pretrain", "--data", folder, "--backbone", "timm:test_resnet", "--image-size", 64, "--epochs", 1, "--batch-size", 64, "--lr", "0.001", "--projector", 8, "--tracking.mlflow", "false", "--tracking.tensorboard", "false")
+    args = (
+        "pretrain",
+        "--data",
+        folder,
+        "--backbone",
+        "timm:test_resnet",
+        "--image-size",
+        64,
+        "--epochs",
+        1,
+        "--batch-size",
+        64,
+        "--lr",
+        "0.001",
+        "--projector",
+        8,
+        "--tracking.mlflow",
+        "false",
+        "--tracking.tensorboard",
+        "false",
+    )
     kill_when(start(*args, "--out", tmp_path / "a"), lambda: any(cache.glob("*.partial")))
     assert set(cache.glob("*.npy")) == before, "a killed build must not leave a store that looks finished"
     finish(*args, "--out", tmp_path / "a", "--resume")
@@ -82,6 +110,7 @@ def test_store_build_killed_midway_is_rebuilt_whole(tmp_path):
 
 # finetune ----------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def finetune_reference(synthetic_manifest, tmp_path_factory):
     folder = tmp_path_factory.mktemp("finetune")
@@ -92,7 +121,9 @@ def finetune_reference(synthetic_manifest, tmp_path_factory):
 
 
 FINETUNE_MOMENTS = {
-    "lr-finder": lambda out: (out / "checkpoints" / "stages.json").is_file(),  # the head epoch is saved, the finder runs
+    "lr-finder": lambda out: (
+        out / "checkpoints" / "stages.json"
+    ).is_file(),  # the head epoch is saved, the finder runs
     "one-cycle-epoch": lambda out: _history_rows(out / "history.csv", "one_cycle") >= 2,
     "evaluation": lambda out: _history_rows(out / "history.csv", "one_cycle") >= 4,  # trained: the test evaluation runs
     "writing-outputs": lambda out: (out / "config.yaml").is_file(),  # the first output written
@@ -116,16 +147,21 @@ def test_finetune_killed_and_run_again_equals_uninterrupted(finetune_reference, 
 
 # compare -----------------------------------------------------------------------------------------
 
+
 def _experiment(folder: Path, manifest: Path, name: str) -> Path:
     config = folder / f"{name}.yaml"
-    config.write_text(yaml.safe_dump({
-        "manifest": str(manifest),
-        "out": str(folder / name),
-        "initialisations": [{"name": "random", "init": "random"}, {"name": "ssl", "init": "pretrain"}],
-        "seeds": [0, 1, 2],
-        "pretrain": {"image_size": 16, "epochs": 2, "batch_size": 16, "projector": [16], "lr": 0.001},
-        "finetune": {**TINY, "epochs": 2, "lr": 0.002, "figures": False},
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "manifest": str(manifest),
+                "out": str(folder / name),
+                "initialisations": [{"name": "random", "init": "random"}, {"name": "ssl", "init": "pretrain"}],
+                "seeds": [0, 1, 2],
+                "pretrain": {"image_size": 16, "epochs": 2, "batch_size": 16, "projector": [16], "lr": 0.001},
+                "finetune": {**TINY, "epochs": 2, "lr": 0.002, "figures": False},
+            }
+        )
+    )
     return config
 
 
@@ -136,7 +172,9 @@ def _results(out: Path) -> pd.DataFrame:
 
 def _trained(*outputs: str) -> list[str]:
     """The runs each process reports it trained (``<init> <protocol> seed <k>: accuracy ...``)."""
-    return sorted(line.split(":")[0].strip() for output in outputs for line in output.splitlines() if "balanced accuracy" in line)
+    return sorted(
+        line.split(":")[0].strip() for output in outputs for line in output.splitlines() if "balanced accuracy" in line
+    )
 
 
 @pytest.fixture(scope="module")
@@ -161,12 +199,17 @@ def test_compare_killed_and_run_again_equals_uninterrupted(compare_reference, sy
     pd.testing.assert_frame_equal(_results(out), compare_reference)
 
 
-def test_two_shards_at_once_share_the_pretraining_and_train_every_run_once(compare_reference, synthetic_manifest, tmp_path):
+def test_two_shards_at_once_share_the_pretraining_and_train_every_run_once(
+    compare_reference, synthetic_manifest, tmp_path
+):
     """Two shards started together, one of them killed mid-way and started again, then two
     unsharded processes at once on what is left: every run is trained once, the pretraining once."""
     config = _experiment(tmp_path, synthetic_manifest, "cmp")
     out = tmp_path / "cmp"
-    first, second = start("compare", "--config", config, "--shard", "1/2"), start("compare", "--config", config, "--shard", "2/2")
+    first, second = (
+        start("compare", "--config", config, "--shard", "1/2"),
+        start("compare", "--config", config, "--shard", "2/2"),
+    )
     killed = kill_when(second, lambda: _finished_runs(out) >= 2)
     # the runs finished when the kill came: none may be trained again (the killed shard may have
     # finished one without printing its line: a kill between its metrics.json and the print)
@@ -189,6 +232,7 @@ def test_two_shards_at_once_share_the_pretraining_and_train_every_run_once(compa
 
 # Stopping on purpose -----------------------------------------------------------------------------
 
+
 def test_sigterm_during_pretraining_prints_the_resume_command_that_finishes_it(synthetic_manifest, tmp_path):
     config = tmp_path / "bt.yaml"
     config.write_text(yaml.safe_dump({**TINY, "epochs": 4, "projector": [16], "lr": 0.001}))
@@ -204,7 +248,10 @@ def test_sigterm_during_pretraining_prints_the_resume_command_that_finishes_it(s
     finish(*command.split()[1:])
     from safetensors.torch import load_file
 
-    resumed, reference = load_file(str(out / "backbone.safetensors")), load_file(str(tmp_path / "ref" / "backbone.safetensors"))
+    resumed, reference = (
+        load_file(str(out / "backbone.safetensors")),
+        load_file(str(tmp_path / "ref" / "backbone.safetensors")),
+    )
     assert all(np.array_equal(resumed[k].numpy(), reference[k].numpy()) for k in reference)
 
 

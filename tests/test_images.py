@@ -69,7 +69,9 @@ def test_resize_shorter_side_and_center_crop():
 
 def test_large_jpeg_is_decoded_at_reduced_scale_without_visible_loss(tmp_path):
     y, x = np.mgrid[0:600, 0:800]
-    smooth = np.stack([x / 800 * 255, y / 600 * 255, 128 + 100 * np.sin(x / 40.0) * np.cos(y / 50.0)], axis=-1).astype(np.uint8)
+    smooth = np.stack([x / 800 * 255, y / 600 * 255, 128 + 100 * np.sin(x / 40.0) * np.cos(y / 50.0)], axis=-1).astype(
+        np.uint8
+    )
     Image.fromarray(smooth).save(tmp_path / "big.jpg", quality=95)
     reduced = load_rgb(tmp_path / "big.jpg", min_side=100)
     assert min(reduced.size) >= 100 and reduced.size[0] <= 400  # DCT scaling (1/2 .. 1/8) took place

@@ -34,7 +34,7 @@ def test_em_recovers_a_shifted_prior():
     true_prior = np.array([0.85, 0.15])
     labels = rng.choice(2, 20000, p=true_prior)
     x = rng.normal(labels * 2.0, 1.0)
-    like = np.stack([np.exp(-(x - 0) ** 2 / 2), np.exp(-(x - 2) ** 2 / 2)], axis=1)
+    like = np.stack([np.exp(-((x - 0) ** 2) / 2), np.exp(-((x - 2) ** 2) / 2)], axis=1)
     posteriors = like / like.sum(axis=1, keepdims=True)
     estimate = em_prior(posteriors, np.array([0.5, 0.5]))
     np.testing.assert_allclose(estimate, true_prior, atol=0.02)
@@ -81,7 +81,13 @@ def test_freeze_modes(mode):
 
 def test_seed_recipe_and_overrides():
     config = validate(FinetuneConfig, {"recipe": "seed", "epochs": 3})
-    assert (config.backbone, config.image_size, config.tta, config.normalize, config.epochs) == ("resnet50", 256, 3, "none", 3)
+    assert (config.backbone, config.image_size, config.tta, config.normalize, config.epochs) == (
+        "resnet50",
+        256,
+        3,
+        "none",
+        3,
+    )
     assert (config.head_lr, config.weight_decay, config.batch_size, config.freeze) == (1e-3, 0.0, 64, "fastai")
     with pytest.raises(LesionSSLError, match="recipe"):
         validate(FinetuneConfig, {"recipe": "fastest"})
@@ -98,9 +104,22 @@ def manifest_with_val(synthetic, tmp_path_factory):
 
 
 def test_validation_selection_adjustment_and_weights_are_recorded(manifest_with_val, tmp_path):
-    config = validate(FinetuneConfig, {**TINY_FINETUNE, "epochs": 3, "manifest": str(manifest_with_val), "out": str(tmp_path / "ft"), "init": "random",
-                                       "lr": 1e-3, "select_on": "val_loss", "early_stopping_patience": 2, "sampling": "class-balanced",
-                                       "loss_weights": "balanced", "test_prior": "pool"})
+    config = validate(
+        FinetuneConfig,
+        {
+            **TINY_FINETUNE,
+            "epochs": 3,
+            "manifest": str(manifest_with_val),
+            "out": str(tmp_path / "ft"),
+            "init": "random",
+            "lr": 1e-3,
+            "select_on": "val_loss",
+            "early_stopping_patience": 2,
+            "sampling": "class-balanced",
+            "loss_weights": "balanced",
+            "test_prior": "pool",
+        },
+    )
     metrics = finetune(config)
     assert metrics["selected_epoch"] in (0, 1, 2)
     history = pd.read_csv(tmp_path / "ft" / "history.csv")
@@ -113,7 +132,16 @@ def test_validation_selection_adjustment_and_weights_are_recorded(manifest_with_
 
 
 def test_select_on_without_val_split_is_refused(synthetic_manifest, tmp_path):
-    config = validate(FinetuneConfig, {**TINY_FINETUNE, "manifest": str(synthetic_manifest), "out": str(tmp_path / "ft"), "init": "random", "select_on": "val_loss"})
+    config = validate(
+        FinetuneConfig,
+        {
+            **TINY_FINETUNE,
+            "manifest": str(synthetic_manifest),
+            "out": str(tmp_path / "ft"),
+            "init": "random",
+            "select_on": "val_loss",
+        },
+    )
     with pytest.raises(LesionSSLError, match="validation split"):
         finetune(config)
 

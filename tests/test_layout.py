@@ -37,7 +37,13 @@ def test_no_stage_spells_a_file_name_the_layout_owns():
         if source.name == "layout.py":
             continue
         tree = ast.parse(source.read_text())
-        docstrings = {id(node.body[0].value) for node in ast.walk(tree) if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef)) and node.body and isinstance(node.body[0], ast.Expr)}
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+        }
         for node in ast.walk(tree):
             if isinstance(node, ast.Constant) and node.value in names and id(node) not in docstrings:
                 offenders.append(f"{source.relative_to(root)}:{node.lineno} {node.value}")
@@ -50,26 +56,90 @@ def test_records_of_the_current_format_refuse_unknown_and_missing_keys_older_for
     from lesionssl.errors import LesionSSLError
     from lesionssl.records import RUN_RESULT_FORMAT, BackboneRecord, Calibration, Metrics, RunResult
 
-    metrics = {"n": 2, "accuracy": 0.5, "balanced_accuracy": 0.5, "macro_f1": 0.4, "weighted_f1": 0.4, "ece": 0.1, "classes": ["a", "b"], "macro_auroc": None, "macro_average_precision": None,
-               "per_class": {c: {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 1, "specificity": 0.5, "auroc": None, "average_precision": None} for c in "ab"},
-               "confusion_matrix": [[1, 0], [1, 0]], "confusion_matrix_normalized": [[1.0, 0.0], [1.0, 0.0]]}
-    result = RunResult(metrics=Metrics.from_dict(metrics), seed=3, protocol="linear", calibration=Calibration(note="no validation split"))
+    metrics = {
+        "n": 2,
+        "accuracy": 0.5,
+        "balanced_accuracy": 0.5,
+        "macro_f1": 0.4,
+        "weighted_f1": 0.4,
+        "ece": 0.1,
+        "classes": ["a", "b"],
+        "macro_auroc": None,
+        "macro_average_precision": None,
+        "per_class": {
+            c: {
+                "precision": 0.5,
+                "recall": 0.5,
+                "f1": 0.5,
+                "support": 1,
+                "specificity": 0.5,
+                "auroc": None,
+                "average_precision": None,
+            }
+            for c in "ab"
+        },
+        "confusion_matrix": [[1, 0], [1, 0]],
+        "confusion_matrix_normalized": [[1.0, 0.0], [1.0, 0.0]],
+    }
+    result = RunResult(
+        metrics=Metrics.from_dict(metrics),
+        seed=3,
+        protocol="linear",
+        calibration=Calibration(note="no validation split"),
+    )
     result.write(tmp_path)
     assert RunResult.read(tmp_path) == result  # the round trip, nested records included
     written = json.loads((tmp_path / "metrics.json").read_text())
     assert written["format"] == RUN_RESULT_FORMAT and written["accuracy"] == 0.5  # metrics stay at the top level
-    for broken, message in (({**written, "acuracy": 0.5}, "unknown key\\(s\\) acuracy"), ({k: v for k, v in written.items() if k != "seed"}, "missing key\\(s\\) seed")):
+    for broken, message in (
+        ({**written, "acuracy": 0.5}, "unknown key\\(s\\) acuracy"),
+        ({k: v for k, v in written.items() if k != "seed"}, "missing key\\(s\\) seed"),
+    ):
         (tmp_path / "metrics.json").write_text(json.dumps(broken))
         with pytest.raises(LesionSSLError, match=message):
             RunResult.read(tmp_path)
     # a metrics.json of an earlier lesionssl (no format, fewer keys, old nesting) still reads
-    old = {**metrics, "seed": 1, "protocol": "finetune", "lr": 0.001, "calibration": {"temperature": 1.5, "fitted_on": "val (20 images)", "test": {"ece_before": 0.2}},
-           "operating_point": {"note": "no malignant classes"}, "external": {"X": {"n": 4, "accuracy": 0.25, "balanced_accuracy": 0.25, "macro_f1": 0.2, "weighted_f1": 0.2, "macro_auroc": None}}, "retired_key": 1}
+    old = {
+        **metrics,
+        "seed": 1,
+        "protocol": "finetune",
+        "lr": 0.001,
+        "calibration": {"temperature": 1.5, "fitted_on": "val (20 images)", "test": {"ece_before": 0.2}},
+        "operating_point": {"note": "no malignant classes"},
+        "external": {
+            "X": {
+                "n": 4,
+                "accuracy": 0.25,
+                "balanced_accuracy": 0.25,
+                "macro_f1": 0.2,
+                "weighted_f1": 0.2,
+                "macro_auroc": None,
+            }
+        },
+        "retired_key": 1,
+    }
     (tmp_path / "metrics.json").write_text(json.dumps(old))
     read = RunResult.read(tmp_path)
-    assert read.calibration.temperature == 1.5 and read.operating_point.note == "no malignant classes" and read.external["X"].accuracy == 0.25 and read.metrics.accuracy == 0.5
+    assert (
+        read.calibration.temperature == 1.5
+        and read.operating_point.note == "no malignant classes"
+        and read.external["X"].accuracy == 0.25
+        and read.metrics.accuracy == 0.5
+    )
     backbone = tmp_path / "backbone.json"
-    record = BackboneRecord(architecture="resnet18", image_size=16, normalize="auto", preprocessing={}, pool="inductive", pool_images=4, init={}, epochs=1, recipe="small-data", method="byol", method_kwargs={})
+    record = BackboneRecord(
+        architecture="resnet18",
+        image_size=16,
+        normalize="auto",
+        preprocessing={},
+        pool="inductive",
+        pool_images=4,
+        init={},
+        epochs=1,
+        recipe="small-data",
+        method="byol",
+        method_kwargs={},
+    )
     record.write(backbone)
     backbone.write_text(json.dumps({**json.loads(backbone.read_text()), "l2_sp": 1.0}))
     with pytest.raises(LesionSSLError, match="unknown key\\(s\\) l2_sp"):
@@ -91,14 +161,21 @@ def _package_imports() -> dict[str, set[str]]:
         parts = source.relative_to(root).parts
         package = parts[0] if len(parts) > 1 else source.stem
         for node in ast.walk(ast.parse(source.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("lesionssl.") and node.module.split(".")[1] != package:
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module
+                and node.module.startswith("lesionssl.")
+                and node.module.split(".")[1] != package
+            ):
                 edges.setdefault(package, set()).add(node.module.split(".")[1])
     return edges
 
 
 def test_fine_tuning_never_imports_deploy_and_figures_import_no_stage():
     edges = _package_imports()
-    assert "finetuning" in edges["deploy"] and "deploy" not in edges["finetuning"]  # deploy uses the classifier, not the reverse
+    assert (
+        "finetuning" in edges["deploy"] and "deploy" not in edges["finetuning"]
+    )  # deploy uses the classifier, not the reverse
     assert edges["figures"] <= {"io", "layout", "errors"}
 
 
@@ -112,11 +189,25 @@ def test_the_manifest_sidecar_is_one_record_with_the_one_split_type(tmp_path):
     from lesionssl.records import MANIFEST_FORMAT, ManifestRecord
 
     (tmp_path / "a.png").write_bytes(b"")
-    table = pd.DataFrame({"image": ["a"], "label": ["NV"], "split": ["train"], "path": [str(tmp_path / "a.png")], "pretrain": [1], "group": ["g"]})
+    table = pd.DataFrame(
+        {
+            "image": ["a"],
+            "label": ["NV"],
+            "split": ["train"],
+            "path": [str(tmp_path / "a.png")],
+            "pretrain": [1],
+            "group": ["g"],
+        }
+    )
     spec = SplitConfig(per_class=1, val=0, group_by="lesion_id", seed=7)
     write_manifest(table, tmp_path / "m.csv", spec, ["NV"], ["somewhere"])
     record = ManifestRecord.read(tmp_path / "m.csv")
-    assert record.format == MANIFEST_FORMAT and record.spec == spec and record.sources == ["somewhere"] and record.data_root == str(tmp_path)
+    assert (
+        record.format == MANIFEST_FORMAT
+        and record.spec == spec
+        and record.sources == ["somewhere"]
+        and record.data_root == str(tmp_path)
+    )
     manifest = read_manifest(tmp_path / "m.csv", check_leaks=False)
     assert manifest.record == record and recorded_spec(manifest) == spec and manifest.pool == "inductive"
     sidecar = tmp_path / "m.json"
@@ -124,6 +215,8 @@ def test_the_manifest_sidecar_is_one_record_with_the_one_split_type(tmp_path):
     sidecar.write_text(json.dumps({**written, "pools": "inductive"}))
     with pytest.raises(LesionSSLError, match="unknown key\\(s\\) pools"):
         ManifestRecord.read(tmp_path / "m.csv")
-    older = {k: v for k, v in written.items() if k not in {"format", "site_pool", "near_duplicates"}}  # a sidecar of an earlier lesionssl
+    older = {
+        k: v for k, v in written.items() if k not in {"format", "site_pool", "near_duplicates"}
+    }  # a sidecar of an earlier lesionssl
     sidecar.write_text(json.dumps(older))
     assert ManifestRecord.read(tmp_path / "m.csv").spec == spec

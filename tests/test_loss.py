@@ -1,6 +1,5 @@
 """Barlow Twins loss against a straightforward reading of the paper (under DDP: test_method_contract.py)."""
 
-
 import pytest
 import torch
 
@@ -26,7 +25,9 @@ def test_matches_paper_formula():
     z_a, z_b = torch.randn(12, 6), torch.randn(12, 6) * 3 + 1
     terms = barlow_twins_loss(z_a, z_b, lambd=0.0051)
     assert terms.loss.item() == pytest.approx(paper_loss(z_a, z_b, 0.0051).item(), abs=1e-5)
-    assert (terms.terms["invariance"] + 0.0051 * terms.terms["redundancy"]).item() == pytest.approx(terms.loss.item(), rel=1e-6)
+    assert (terms.terms["invariance"] + 0.0051 * terms.terms["redundancy"]).item() == pytest.approx(
+        terms.loss.item(), rel=1e-6
+    )
 
 
 def test_autocast_does_not_lower_the_precision_of_the_loss():

@@ -58,7 +58,9 @@ def test_gradients_reach_every_learnable_parameter_and_no_target(name):
     module = SelfSupervisedModule(_encoder(), method, in_dim=6)
     method.training_loss(module.backbone, _views()).loss.backward()
     learnable = [p for group in module.param_groups() for p in group["params"]]
-    assert {id(p) for p in learnable} == {id(p) for p in module.parameters() if p.requires_grad}  # the optimiser sees them all
+    assert {id(p) for p in learnable} == {
+        id(p) for p in module.parameters() if p.requires_grad
+    }  # the optimiser sees them all
     for p in learnable:
         assert p.grad is not None and p.grad.abs().sum() > 0
     targets = [p for _, target in method.momentum_pairs(module.backbone) for p in target.parameters()]
@@ -91,8 +93,19 @@ def test_targets_follow_their_online_modules_by_the_methods_momentum(name):
 @pytest.mark.parametrize("name", list(METHODS))
 def test_resolved_settings_round_trip_through_the_backbone_record(name, tmp_path):
     method = small(name)
-    record = BackboneRecord(architecture="resnet18", image_size=16, normalize="auto", preprocessing={"mean": [0.5] * 3, "std": [0.5] * 3, "interpolation": "bilinear"}, pool="inductive",
-                            pool_images=10, init={"init": "random"}, epochs=1, recipe="small-data", method=name, method_kwargs=method.resolved())
+    record = BackboneRecord(
+        architecture="resnet18",
+        image_size=16,
+        normalize="auto",
+        preprocessing={"mean": [0.5] * 3, "std": [0.5] * 3, "interpolation": "bilinear"},
+        pool="inductive",
+        pool_images=10,
+        init={"init": "random"},
+        epochs=1,
+        recipe="small-data",
+        method=name,
+        method_kwargs=method.resolved(),
+    )
     record.write(tmp_path / "backbone.json")
     read = BackboneRecord.read(tmp_path / "backbone.json")
     assert read == record and get_method(read.method, read.method_kwargs).resolved() == method.resolved()
@@ -158,21 +171,45 @@ def test_two_process_ddp_equals_one_process_on_the_combined_batch(name):
 
 
 # timm's test_resnet keeps each process quick; 3 epochs so the kill lands in the main stage.
-RESUME = {"backbone": "timm:test_resnet", "image_size": 16, "epochs": 3, "batch_size": 16, "lr": 0.001, "projector_warmup_epochs": 1, "seed": 5, "tracking": {"mlflow": False, "tensorboard": False}}
+RESUME = {
+    "backbone": "timm:test_resnet",
+    "image_size": 16,
+    "epochs": 3,
+    "batch_size": 16,
+    "lr": 0.001,
+    "projector_warmup_epochs": 1,
+    "seed": 5,
+    "tracking": {"mlflow": False, "tensorboard": False},
+}
 
 
 @pytest.mark.slow  # real processes, one killed
-@pytest.mark.parametrize("name", [n for n in METHODS if n != "barlow_twins"])  # Barlow Twins: test_resume.py, at every stage
+@pytest.mark.parametrize(
+    "name", [n for n in METHODS if n != "barlow_twins"]
+)  # Barlow Twins: test_resume.py, at every stage
 def test_killed_and_resumed_run_equals_uninterrupted_run(name, synthetic_manifest, tmp_path):
-    (tmp_path / "run.yaml").write_text(yaml.safe_dump({**RESUME, "method": name, "method_kwargs": SMALL_KWARGS.get(name, {"projector": [32, 32]})}))
+    (tmp_path / "run.yaml").write_text(
+        yaml.safe_dump({**RESUME, "method": name, "method_kwargs": SMALL_KWARGS.get(name, {"projector": [32, 32]})})
+    )
 
     def command(out, *extra):
-        return ["pretrain", "--config", str(tmp_path / "run.yaml"), "--manifest", str(synthetic_manifest), "--out", str(out), *extra]
+        return [
+            "pretrain",
+            "--config",
+            str(tmp_path / "run.yaml"),
+            "--manifest",
+            str(synthetic_manifest),
+            "--out",
+            str(out),
+            *extra,
+        ]
 
     reference = lesionssl(*command(tmp_path / "reference"))
     assert reference.returncode == 0, reference.stderr
     out = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, "-m", "lesionssl", *command(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lesionssl", *command(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 600
     while time.time() < deadline and not (out / "checkpoints" / "last.ckpt").is_file():
         time.sleep(0.02)

@@ -63,8 +63,12 @@ def test_vicreg_matches_the_paper():
     result = vicreg_loss(z_a, z_b)
     assert result.loss.item() == pytest.approx(vicreg_paper(z_a, z_b), rel=1e-5)
     terms = result.terms
-    assert result.loss.item() == pytest.approx((25 * terms["invariance"] + 25 * terms["variance"] + terms["covariance"]).item(), rel=1e-6)
-    assert vicreg_loss(z_a, z_b, 1.0, 2.0, 3.0, 0.5, 1e-3).loss.item() == pytest.approx(vicreg_paper(z_a, z_b, 1.0, 2.0, 3.0, 0.5, 1e-3), rel=1e-5)
+    assert result.loss.item() == pytest.approx(
+        (25 * terms["invariance"] + 25 * terms["variance"] + terms["covariance"]).item(), rel=1e-6
+    )
+    assert vicreg_loss(z_a, z_b, 1.0, 2.0, 3.0, 0.5, 1e-3).loss.item() == pytest.approx(
+        vicreg_paper(z_a, z_b, 1.0, 2.0, 3.0, 0.5, 1e-3), rel=1e-5
+    )
 
 
 def test_nt_xent_matches_the_paper():
@@ -83,12 +87,15 @@ def test_losses_agree_with_lightly():
     ntxent = lightly_loss.NTXentLoss(temperature=0.1)
     assert nt_xent_loss(z_a, z_b, 0.1).loss.item() == pytest.approx(ntxent(z_a, z_b).item(), rel=1e-5)
     barlow = lightly_loss.BarlowTwinsLoss(lambda_param=0.0051)
-    assert get_method("barlow_twins", {"projector": [16]}).loss(z_a, z_b).loss.item() == pytest.approx(barlow(z_a, z_b).item(), rel=1e-4)
+    assert get_method("barlow_twins", {"projector": [16]}).loss(z_a, z_b).loss.item() == pytest.approx(
+        barlow(z_a, z_b).item(), rel=1e-4
+    )
 
 
 def byol_paper(p_a, p_b, t_a, t_b):
     """Grill et al. 2020, Eq. 2 (normalised squared error) summed over both directions (Eq. 4),
     each averaged over the batch, element by element in float64."""
+
     def direction(p, t):
         total = 0.0
         for row_p, row_t in zip(p.double().tolist(), t.double().tolist(), strict=True):
@@ -132,10 +139,17 @@ def test_byol_heads_momentum_and_schedule_match_lightly():
     method.setup(encoder, 12)
     torch.manual_seed(5)
     x = torch.randn(10, 12)
-    for ours, theirs in ((method.projector, heads.BYOLProjectionHead(12, 32, 8)), (method.predictor, heads.BYOLPredictionHead(8, 16, 8))):
-        theirs.load_state_dict(dict(zip(theirs.state_dict(), ours.state_dict().values(), strict=True)))  # same layers, same order
+    for ours, theirs in (
+        (method.projector, heads.BYOLProjectionHead(12, 32, 8)),
+        (method.predictor, heads.BYOLPredictionHead(8, 16, 8)),
+    ):
+        theirs.load_state_dict(
+            dict(zip(theirs.state_dict(), ours.state_dict().values(), strict=True))
+        )  # same layers, same order
         ours.train(), theirs.train()
-        torch.testing.assert_close(ours(x if ours is method.projector else x[:, :8]), theirs(x if ours is method.projector else x[:, :8]))
+        torch.testing.assert_close(
+            ours(x if ours is method.projector else x[:, :8]), theirs(x if ours is method.projector else x[:, :8])
+        )
     # lightly's update_momentum on copies of the same modules gives the same targets
     online, target = copy.deepcopy(method.projector), copy.deepcopy(method.target_projector)
     with torch.no_grad():
@@ -155,7 +169,9 @@ def test_byol_heads_momentum_and_schedule_match_lightly():
 def test_vicreg_keeps_collapsed_embeddings_penalised():
     z = torch.zeros(8, 4)
     result = vicreg_loss(z, z)
-    assert result.terms["variance"].item() == pytest.approx(1 - math.sqrt(1e-4), rel=1e-6) and torch.isfinite(result.loss)
+    assert result.terms["variance"].item() == pytest.approx(1 - math.sqrt(1e-4), rel=1e-6) and torch.isfinite(
+        result.loss
+    )
 
 
 @pytest.mark.parametrize("name", list(METHODS))
@@ -219,9 +235,25 @@ def test_pretraining_with_lesion_positives_records_cross_image_pairs(synthetic_m
     table.loc[pool[:40], "group"] = [f"lesion{i // 2}" for i in range(40)]  # 20 lesions photographed twice
     table.to_csv(tmp_path / "grouped.csv", index=False)
     (tmp_path / "grouped.json").write_text(synthetic_manifest.with_suffix(".json").read_text())
-    settings = {"manifest": str(tmp_path / "grouped.csv"), "out": str(tmp_path / "bt"), "image_size": 32, "epochs": 1, "batch_size": 32, "projector": [64, 64], "positives": "lesion"}
+    settings = {
+        "manifest": str(tmp_path / "grouped.csv"),
+        "out": str(tmp_path / "bt"),
+        "image_size": 32,
+        "epochs": 1,
+        "batch_size": 32,
+        "projector": [64, 64],
+        "positives": "lesion",
+    }
     for method in ("barlow_twins", "vicreg", "simclr"):
-        config = validate(PretrainConfig, {**settings, "method": method, "out": str(tmp_path / method), **({"lambd": 0.01} if method == "barlow_twins" else {})})
+        config = validate(
+            PretrainConfig,
+            {
+                **settings,
+                "method": method,
+                "out": str(tmp_path / method),
+                **({"lambd": 0.01} if method == "barlow_twins" else {}),
+            },
+        )
         meta = json.loads(pretrain(config).with_suffix(".json").read_text())
         assert meta["positives"] == "lesion" and meta["cross_image_pairs_per_epoch"] == 40 and meta["method"] == method
         history = pd.read_csv(tmp_path / method / "history.csv")

@@ -1,7 +1,12 @@
 import numpy as np
 import pytest
 
-from lesionssl.evaluate.metrics import compute_metrics, expected_calibration_error, metrics_from_predictions, predictions_frame
+from lesionssl.evaluate.metrics import (
+    compute_metrics,
+    expected_calibration_error,
+    metrics_from_predictions,
+    predictions_frame,
+)
 
 CLASSES = ["MEL", "NV", "DF"]
 
@@ -21,7 +26,17 @@ def test_hand_computed_metrics():
     assert m["balanced_accuracy"] == pytest.approx((0.5 + 0.75 + 0.5) / 3)
     # MEL: P 1/2 R 1/2 F1 1/2; NV: P 3/5 R 3/4 F1 2/3; DF: P 1 R 1/2 F1 2/3
     # specificity: of the images not of a class, the share not predicted as it (MEL 5/6, NV 2/4, DF 6/6)
-    assert m["per_class"]["NV"] == pytest.approx({"precision": 0.6, "recall": 0.75, "specificity": 0.5, "f1": 2 / 3, "support": 4, "auroc": m["per_class"]["NV"]["auroc"], "average_precision": m["per_class"]["NV"]["average_precision"]})
+    assert m["per_class"]["NV"] == pytest.approx(
+        {
+            "precision": 0.6,
+            "recall": 0.75,
+            "specificity": 0.5,
+            "f1": 2 / 3,
+            "support": 4,
+            "auroc": m["per_class"]["NV"]["auroc"],
+            "average_precision": m["per_class"]["NV"]["average_precision"],
+        }
+    )
     assert (m["per_class"]["MEL"]["specificity"], m["per_class"]["DF"]["specificity"]) == pytest.approx((5 / 6, 1.0))
     assert m["macro_f1"] == pytest.approx((0.5 + 2 / 3 + 2 / 3) / 3)
     assert m["weighted_f1"] == pytest.approx((2 * 0.5 + 4 * 2 / 3 + 2 * 2 / 3) / 8)
@@ -36,8 +51,14 @@ def test_ece_is_guo_et_al_s_binned_gap():
     probs, labels = rng.dirichlet(np.ones(4) * 0.5, 500), rng.integers(0, 4, 500)
     confidence, correct = probs.max(axis=1), probs.argmax(axis=1) == labels
     which = np.clip(np.ceil(confidence * 15).astype(int) - 1, 0, 14)
-    expected = sum((which == b).mean() * abs(correct[which == b].mean() - confidence[which == b].mean()) for b in range(15) if (which == b).any())
-    assert expected_calibration_error(labels, probs) == pytest.approx(expected, abs=1e-6)  # torchmetrics bins in float32
+    expected = sum(
+        (which == b).mean() * abs(correct[which == b].mean() - confidence[which == b].mean())
+        for b in range(15)
+        if (which == b).any()
+    )
+    assert expected_calibration_error(labels, probs) == pytest.approx(
+        expected, abs=1e-6
+    )  # torchmetrics bins in float32
 
 
 def test_ece_of_perfectly_calibrated_and_overconfident():

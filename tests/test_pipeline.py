@@ -20,25 +20,54 @@ from lesionssl.report.compare import write_report
 
 # timm's 2-layer test ResNet at 16 px and no trackers: the chain, not the backbone, is under test here.
 NO_TRACKING = {"tensorboard": False, "mlflow": False}
-TINY_PRETRAIN = {"backbone": "timm:test_resnet", "image_size": 16, "epochs": 1, "batch_size": 32, "projector": [64, 64], "lr": 1e-3, "projector_warmup_epochs": 1, "tracking": NO_TRACKING}
-TINY_FINETUNE = {"backbone": "timm:test_resnet", "image_size": 16, "epochs": 1, "batch_size": 16, "lr": "find", "tracking": NO_TRACKING, "figures": False}
+TINY_PRETRAIN = {
+    "backbone": "timm:test_resnet",
+    "image_size": 16,
+    "epochs": 1,
+    "batch_size": 32,
+    "projector": [64, 64],
+    "lr": 1e-3,
+    "projector_warmup_epochs": 1,
+    "tracking": NO_TRACKING,
+}
+TINY_FINETUNE = {
+    "backbone": "timm:test_resnet",
+    "image_size": 16,
+    "epochs": 1,
+    "batch_size": 16,
+    "lr": "find",
+    "tracking": NO_TRACKING,
+    "figures": False,
+}
 
 
 def check_report_against_predictions(out):
     """Every number of results.csv / report.md recomputed independently from predictions.csv."""
     results = pd.read_csv(out / "results.csv")
-    assert list(results.columns)[:7] == ["init", "seed", "accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "run_dir"]
+    assert list(results.columns)[:7] == [
+        "init",
+        "seed",
+        "accuracy",
+        "balanced_accuracy",
+        "macro_f1",
+        "weighted_f1",
+        "run_dir",
+    ]
     for row in results.itertuples():
         predictions = pd.read_csv(out / row.run_dir / "predictions.csv", keep_default_na=False)
         probability_columns = [c for c in predictions.columns if c.startswith("p_")]
         argmax = predictions[probability_columns].to_numpy().argmax(axis=1)
         assert (predictions["prediction"] == [probability_columns[i][2:] for i in argmax]).all()
         assert row.accuracy == pytest.approx((predictions["label"] == predictions["prediction"]).mean())
-        assert row.balanced_accuracy == pytest.approx(balanced_accuracy_score(predictions["label"], predictions["prediction"]))
+        assert row.balanced_accuracy == pytest.approx(
+            balanced_accuracy_score(predictions["label"], predictions["prediction"])
+        )
         assert row.macro_f1 == pytest.approx(f1_score(predictions["label"], predictions["prediction"], average="macro"))
     report = (out / "report.md").read_text()
     main = results[results["protocol"] == "finetune"] if "finetune" in set(results["protocol"]) else results
-    main = main[main["budget"] == main["budget"].max()] if main["budget"].nunique() > 1 else main  # the seed study's tables
+    main = (
+        main[main["budget"] == main["budget"].max()] if main["budget"].nunique() > 1 else main
+    )  # the seed study's tables
     for _init, runs in main.groupby("init"):
         assert f"{runs['accuracy'].mean():.3f}" in report
         assert f"{runs['accuracy'].std(ddof=1):.4f}" in report
@@ -47,7 +76,9 @@ def check_report_against_predictions(out):
 
 
 def test_pretrain_writes_backbone_history_and_provenance(synthetic_manifest, tmp_path):
-    config = validate(PretrainConfig, {**TINY_PRETRAIN, "manifest": str(synthetic_manifest), "out": str(tmp_path / "bt")})
+    config = validate(
+        PretrainConfig, {**TINY_PRETRAIN, "manifest": str(synthetic_manifest), "out": str(tmp_path / "bt")}
+    )
     path = pretrain(config)
     meta = json.loads(path.with_suffix(".json").read_text())
     assert meta["pool"] == "inductive" and meta["architecture"] == "timm:test_resnet"
@@ -56,9 +87,16 @@ def test_pretrain_writes_backbone_history_and_provenance(synthetic_manifest, tmp
     assert list(history["stage"]) == ["warmup", "pretrain"] and np.isfinite(history["loss"]).all()
     assert (history["invariance"] > 0).all()
     written = (tmp_path / "bt" / "config.yaml").read_text()
-    assert "recipe: small-data" in written and "lambd: 0.0051" in written and "crop_scale:\n    - 0.25" in written  # the recipe's settings, resolved
+    assert (
+        "recipe: small-data" in written and "lambd: 0.0051" in written and "crop_scale:\n    - 0.25" in written
+    )  # the recipe's settings, resolved
     seed = validate(PretrainConfig, {"recipe": "seed", "projector": [64, 64]})
-    assert seed.build_method().settings.lambd is None and seed.build_method().lambd == 1 / 64 and seed.lr == "find" and seed.resolved_projector_warmup_epochs == 1
+    assert (
+        seed.build_method().settings.lambd is None
+        and seed.build_method().lambd == 1 / 64
+        and seed.lr == "find"
+        and seed.resolved_projector_warmup_epochs == 1
+    )
 
 
 def test_a_run_without_figures_keeps_its_csvs_its_card_and_its_folder(synthetic, tmp_path):
@@ -68,8 +106,22 @@ def test_a_run_without_figures_keeps_its_csvs_its_card_and_its_folder(synthetic,
 
     from conftest import lesionssl
 
-    assert lesionssl("split", "--data", synthetic / "labelled", "--per-class", 8, "--val", 6, "--out", tmp_path / "split.csv").returncode == 0
-    config = validate(FinetuneConfig, {**TINY_FINETUNE, "manifest": str(tmp_path / "split.csv"), "out": str(tmp_path / "ft"), "init": "random", "figures": False})
+    assert (
+        lesionssl(
+            "split", "--data", synthetic / "labelled", "--per-class", 8, "--val", 6, "--out", tmp_path / "split.csv"
+        ).returncode
+        == 0
+    )
+    config = validate(
+        FinetuneConfig,
+        {
+            **TINY_FINETUNE,
+            "manifest": str(tmp_path / "split.csv"),
+            "out": str(tmp_path / "ft"),
+            "init": "random",
+            "figures": False,
+        },
+    )
     finetune_run.finetune(config)
     out = tmp_path / "ft"
     assert not list(out.glob("*.png")) and not list(out.glob("*.svg"))
@@ -81,13 +133,26 @@ def test_a_run_without_figures_keeps_its_csvs_its_card_and_its_folder(synthetic,
 
 def test_recipes_set_their_keys_and_explicit_keys_win():
     default = validate(PretrainConfig, {})
-    assert (default.recipe, default.optimizer, default.lr, default.build_method().lambd, default.augmentation) == ("small-data", "adam", 1e-3, 0.0051, "small-data")
+    assert (default.recipe, default.optimizer, default.lr, default.build_method().lambd, default.augmentation) == (
+        "small-data",
+        "adam",
+        1e-3,
+        0.0051,
+        "small-data",
+    )
     assert default.resolved_projector_warmup_epochs == 0  # a fresh projector on random weights needs no warm-up
     assert validate(PretrainConfig, {"init": "some/backbone.safetensors"}).resolved_projector_warmup_epochs == 1
     official = validate(PretrainConfig, {"recipe": "official", "lambd": 0.01})
-    assert official.optimizer == "lars" and official.build_method().lambd == 0.01 and official.projector == [8192, 8192, 8192]
+    assert (
+        official.optimizer == "lars"
+        and official.build_method().lambd == 0.01
+        and official.projector == [8192, 8192, 8192]
+    )
     changed = validate(PretrainConfig, {"augment": {"crop_scale": [0.08, 1.0], "solarize_p": [0.0, 0.2]}})
-    assert changed.augmentation_parameters.crop_scale == (0.08, 1.0) and changed.augmentation_parameters.solarize_p == (0.0, 0.2)
+    assert changed.augmentation_parameters.crop_scale == (0.08, 1.0) and changed.augmentation_parameters.solarize_p == (
+        0.0,
+        0.2,
+    )
     assert changed.augmentation_parameters.rotate90_p == 0.75  # the rest of the preset is kept
     with pytest.raises(LesionSSLError, match="crop_scal"):
         validate(PretrainConfig, {"augment": {"crop_scal": [0.1, 1.0]}})
@@ -112,11 +177,29 @@ def test_test_split_is_never_read_before_training_ends(synthetic_manifest, tmp_p
 
     monkeypatch.setattr(datasets.StoreBatches, "__getitem__", spy_batch)
     monkeypatch.setattr(stage, "predict", spy_predict)
-    config = validate(FinetuneConfig, {**TINY_FINETUNE, "manifest": str(synthetic_manifest), "out": str(tmp_path / "ft"), "init": "random", "tta": 1, "figures": True})
+    config = validate(
+        FinetuneConfig,
+        {
+            **TINY_FINETUNE,
+            "manifest": str(synthetic_manifest),
+            "out": str(tmp_path / "ft"),
+            "init": "random",
+            "tta": 1,
+            "figures": True,
+        },
+    )
     metrics = finetune_run.finetune(config)
     assert seen_during_training and not (seen_during_training & test_rows)
     assert metrics["test_images"] == len(test_rows)
-    for name in ("metrics.json", "predictions.csv", "config.yaml", "lr_finder.png", "schedule.csv", "confusion.png", "history.csv"):
+    for name in (
+        "metrics.json",
+        "predictions.csv",
+        "config.yaml",
+        "lr_finder.png",
+        "schedule.csv",
+        "confusion.png",
+        "history.csv",
+    ):
         assert (tmp_path / "ft" / name).is_file(), name
     saved = json.loads((tmp_path / "ft" / "metrics.json").read_text())
     assert set(saved["per_class"]["MEL"]) >= {"precision", "recall", "f1", "support"}
@@ -187,7 +270,10 @@ def test_report_is_fit_for_a_paper(compared):
 
     config, out = compared
     report = (out / "report.md").read_text()
-    intervals = [(float(a), float(b)) for a, b in re.findall(r"\[(-?\d+\.\d+), (-?\d+\.\d+)\]", report.split("## Pairwise comparisons")[0])]
+    intervals = [
+        (float(a), float(b))
+        for a, b in re.findall(r"\[(-?\d+\.\d+), (-?\d+\.\d+)\]", report.split("## Pairwise comparisons")[0])
+    ]
     assert intervals and all(0.0 <= a <= b <= 1.0 for a, b in intervals)
     sensitivity = report.split("## Sensitivity and specificity per class")[1].split("\n## ")[0]
     rows = [line for line in sensitivity.splitlines() if line.startswith("| ") and "---" not in line]
@@ -195,9 +281,15 @@ def test_report_is_fit_for_a_paper(compared):
     methods = report.split("## Methods")[1].split("\n## ")[0]
     manifest = pd.read_csv(out / "manifest.csv", keep_default_na=False)
     assert "an LR finder (fastai's lr_find, its valley suggestion)" in methods  # this experiment's runs chose their LR
-    assert "2 seeds (0, 1)" in methods and f"{len(manifest)} images" in methods and f"{int(manifest['pretrain'].sum())} images formed the pretraining pool" in methods
+    assert (
+        "2 seeds (0, 1)" in methods
+        and f"{len(manifest)} images" in methods
+        and f"{int(manifest['pretrain'].sum())} images formed the pretraining pool" in methods
+    )
     for init in ("bt", "random"):
-        assert (out / "figures" / f"roc_{init}.png").is_file() and (out / "figures" / f"roc_{init}.svg").read_text().lstrip().startswith("<?xml")
+        assert (out / "figures" / f"roc_{init}.png").is_file() and (
+            out / "figures" / f"roc_{init}.svg"
+        ).read_text().lstrip().startswith("<?xml")
         assert f"figures/roc_{init}.png" in report
     width = Image.open(out / "figures" / "roc_bt.png").size[0]
     assert width >= 4.8 * 300 * 0.9  # 300 dpi
@@ -217,11 +309,22 @@ def test_collapse_is_named_in_the_report():
 
 
 def test_official_recipe_uses_lars_with_scaled_lrs(synthetic_manifest, tmp_path):
-    config = validate(PretrainConfig, {**TINY_PRETRAIN, "recipe": "official", "manifest": str(synthetic_manifest), "out": str(tmp_path / "bt"), "epochs": 2})
+    config = validate(
+        PretrainConfig,
+        {
+            **TINY_PRETRAIN,
+            "recipe": "official",
+            "manifest": str(synthetic_manifest),
+            "out": str(tmp_path / "bt"),
+            "epochs": 2,
+        },
+    )
     pretrain(config)
     resolved = __import__("yaml").safe_load((tmp_path / "bt" / "config.yaml").read_text())["resolved"]
     assert resolved["optimizer"] == "LARS" and resolved["weight_decay"] == 1.5e-6
-    assert resolved["lr_weights_scaled"] == pytest.approx(0.2 * 32 / 256) and resolved["lr_biases_scaled"] == pytest.approx(0.0048 * 32 / 256)
+    assert resolved["lr_weights_scaled"] == pytest.approx(0.2 * 32 / 256) and resolved[
+        "lr_biases_scaled"
+    ] == pytest.approx(0.0048 * 32 / 256)
     assert resolved["projector_warmup_epochs"] == 0 and resolved["warmup_epochs"] == 1
     state = __import__("torch").load(tmp_path / "bt" / "checkpoints" / "last.ckpt", weights_only=True)
     groups = state["optimizer_states"][0]["param_groups"]
@@ -238,9 +341,21 @@ def test_report_html_is_self_contained_and_renders_in_chromium(compared, tmp_pat
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("chromium is not installed (.ci/run installs it)")
-    command = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000",
-               "--dump-dom", (out / "report.html").as_uri()]
+    command = [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=10000",
+        "--dump-dom",
+        (out / "report.html").as_uri(),
+    ]
     dom = subprocess.run(command, capture_output=True, text=True, timeout=120).stdout
     assert f'data-images-loaded="{images}"' in dom and f'data-images-total="{images}"' in dom
     assert "Model fine-tuning results" in dom
@@ -257,7 +372,11 @@ def test_budget_sweep_external_set_shards_and_jobs(synthetic, tmp_path):
         "out": str(tmp_path / "sweep"),
         "initialisations": [{"name": "random", "init": "random"}],
         "seeds": [0, 1],
-        "finetune": {**TINY_FINETUNE, "lr": 1e-3, "external": [{"name": "other-clinic", "data": [str(external / "labelled")]}]},
+        "finetune": {
+            **TINY_FINETUNE,
+            "lr": 1e-3,
+            "external": [{"name": "other-clinic", "data": [str(external / "labelled")]}],
+        },
     }
     config = validate(CompareConfig, values)
     compare(config.model_copy(update={"shard": "1/2"}))
@@ -266,7 +385,11 @@ def test_budget_sweep_external_set_shards_and_jobs(synthetic, tmp_path):
     out = tmp_path / "sweep"
     results = pd.read_csv(out / "results.csv")
     assert sorted(zip(results["budget"], results["seed"])) == [(4, 0), (4, 1), (8, 0), (8, 1)]
-    test_sets = {(b, seed): set(pd.read_csv(out / f"manifest-b{b}-s{seed}.csv").query("split == 'test'")["image"]) for b in (4, 8) for seed in (0, 1)}
+    test_sets = {
+        (b, seed): set(pd.read_csv(out / f"manifest-b{b}-s{seed}.csv").query("split == 'test'")["image"])
+        for b in (4, 8)
+        for seed in (0, 1)
+    }
     assert len({frozenset(s) for s in test_sets.values()}) == 1  # one test set for every budget and seed
     report = (out / "report.md").read_text()
     assert "Label efficiency" in report and (out / "figures" / "label_efficiency_finetune_test.png").is_file()
@@ -282,7 +405,13 @@ def test_study_protocols_held_out_site_budgets_and_labels_saved(synthetic, tmp_p
     """The evidence design end to end on the synthetic set: test_fraction split with a held-out
     site, three protocols, nested budgets per seed, paired tables and labels saved."""
     files = sorted((synthetic / "labelled").rglob("*.png"))
-    sites = pd.DataFrame({"path": [str(f) for f in files], "label": [f.parent.name for f in files], "site": [["A", "B", "C"][i % 3] for i in range(len(files))]})
+    sites = pd.DataFrame(
+        {
+            "path": [str(f) for f in files],
+            "label": [f.parent.name for f in files],
+            "site": [["A", "B", "C"][i % 3] for i in range(len(files))],
+        }
+    )
     sites.to_csv(tmp_path / "sites.csv", index=False)
     values = {
         "data": [str(tmp_path / "sites.csv"), str(synthetic / "unlabelled")],
@@ -298,7 +427,9 @@ def test_study_protocols_held_out_site_budgets_and_labels_saved(synthetic, tmp_p
     compare(validate(CompareConfig, values))
     out = tmp_path / "study"
     results = check_report_against_predictions(out)
-    assert sorted(results.groupby(["protocol", "init"]).size().items()) == [((p, i), 4) for p in ("finetune", "knn", "linear") for i in ("bt", "random")]
+    assert sorted(results.groupby(["protocol", "init"]).size().items()) == [
+        ((p, i), 4) for p in ("finetune", "knn", "linear") for i in ("bt", "random")
+    ]
     manifest = read_manifest(out / "manifest.csv").table
     held_out = set(sites.loc[sites["site"] == "C", "path"])
     assert set(manifest.loc[manifest["split"] == "external", "path"]) == held_out
@@ -307,10 +438,18 @@ def test_study_protocols_held_out_site_budgets_and_labels_saved(synthetic, tmp_p
     assert pool == int(manifest["pretrain"].sum())
     for run in results["run_dir"]:  # every protocol evaluates the held-out site once
         assert len(pd.read_csv(out / run / "external" / "external" / "predictions.csv")) == len(held_out)
-    linear = json.loads((out / results.loc[results["protocol"] == "linear", "run_dir"].iloc[0] / "metrics.json").read_text())
+    linear = json.loads(
+        (out / results.loc[results["protocol"] == "linear", "run_dir"].iloc[0] / "metrics.json").read_text()
+    )
     assert linear["probe"]["C_selected_on"] == "val"
     report = (out / "report.md").read_text()
-    for heading in ("linear · test · 2 labels per class", "knn · external · 4 labels per class", "finetune · test · 4 labels per class", "Labels saved", "paired 95% CI"):
+    for heading in (
+        "linear · test · 2 labels per class",
+        "knn · external · 4 labels per class",
+        "finetune · test · 4 labels per class",
+        "Labels saved",
+        "paired 95% CI",
+    ):
         assert heading in report, heading
     saved = pd.read_csv(out / "labels_saved.csv")
     assert set(saved["protocol"]) == {"linear", "knn", "finetune"} and set(saved["test set"]) == {"test", "external"}
@@ -322,12 +461,24 @@ def test_study_protocols_held_out_site_budgets_and_labels_saved(synthetic, tmp_p
     main = [m for m in collect_runs(out)[1] if m["protocol"] == "finetune" and m["budget"] == 4]
     table = deployment_table(main, ["random", "bt"]).set_index("init")
     for init in ("random", "bt"):
-        runs = [json.loads((out / r / "metrics.json").read_text()) for r in results.query("protocol == 'finetune' and budget == 4 and init == @init")["run_dir"]]
+        runs = [
+            json.loads((out / r / "metrics.json").read_text())
+            for r in results.query("protocol == 'finetune' and budget == 4 and init == @init")["run_dir"]
+        ]
         assert table.loc[init, "runs"] == 2 == len(runs)
-        assert table.loc[init, "ECE after"].startswith(f"{np.mean([r['calibration']['test']['ece_after'] for r in runs]):.3f} [")
-        assert table.loc[init, "external specificity"].startswith(f"{np.mean([r['external']['external']['operating_point']['specificity']['value'] for r in runs]):.3f}")
-        seed0 = results.query("protocol == 'finetune' and budget == 4 and init == @init and seed == 0")["run_dir"].iloc[0]
+        assert table.loc[init, "ECE after"].startswith(
+            f"{np.mean([r['calibration']['test']['ece_after'] for r in runs]):.3f} ["
+        )
+        assert table.loc[init, "external specificity"].startswith(
+            f"{np.mean([r['external']['external']['operating_point']['specificity']['value'] for r in runs]):.3f}"
+        )
+        seed0 = results.query("protocol == 'finetune' and budget == 4 and init == @init and seed == 0")["run_dir"].iloc[
+            0
+        ]
         assert f"![{init}, seed 0 (the lowest seed, not a chosen run)" in report and f"({seed0}/examples.png)" in report
     assert "Using the model: calibration and operating point" in report
     assert "a fixed LR of 0.001 (no LR finder)" in report.split("## Methods")[1].split("\n## ")[0]
-    assert all((out / "figures" / f"reliability_{init}.png").is_file() and f"(figures/reliability_{init}.png)" in report for init in ("random", "bt"))
+    assert all(
+        (out / "figures" / f"reliability_{init}.png").is_file() and f"(figures/reliability_{init}.png)" in report
+        for init in ("random", "bt")
+    )

@@ -59,7 +59,15 @@ def test_probe_run_never_reads_test_labels_to_choose_c(synthetic_manifest, tmp_p
     poisoned_path = tmp_path / "poisoned.csv"
     poisoned.to_csv(poisoned_path, index=False)
     settings = {"image_size": 32, "batch_size": 16, "init": "random"}
-    results = [probe_run(validate(FinetuneConfig, {**settings, "manifest": str(path), "out": str(tmp_path / path.stem)}), "linear", tmp_path / "features", 20) for path in (clean, poisoned_path)]
+    results = [
+        probe_run(
+            validate(FinetuneConfig, {**settings, "manifest": str(path), "out": str(tmp_path / path.stem)}),
+            "linear",
+            tmp_path / "features",
+            20,
+        )
+        for path in (clean, poisoned_path)
+    ]
     assert results[0]["probe"]["C"] == results[1]["probe"]["C"] and results[0]["probe"]["C_selected_on"] == "val"
     assert results[0]["accuracy"] != results[1]["accuracy"]
     assert len(list((tmp_path / "features").glob("*.npz"))) == 1  # one backbone, features extracted once
@@ -135,7 +143,10 @@ def test_audit_lists_a_duplicate_across_train_and_test_and_split_dedup_merges_it
         assert len(result.leaking) == (0 if dedup else 1)
         assert "data:image/png;base64," in (tmp_path / f"audit-{dedup}" / "index.html").read_text() or dedup
     merged = manifest.set_index("image")
-    assert merged.filter(like="img0.png", axis=0)["group"].iloc[0] == merged.filter(like="copy_of_img0", axis=0)["group"].iloc[0]
+    assert (
+        merged.filter(like="img0.png", axis=0)["group"].iloc[0]
+        == merged.filter(like="copy_of_img0", axis=0)["group"].iloc[0]
+    )
     assert len(pd.read_csv(tmp_path / "split-True-duplicates.csv")) == 1
 
 
@@ -145,7 +156,17 @@ def test_audit_of_a_split_without_near_duplicates_says_so(synthetic_manifest, tm
 
     from conftest import lesionssl
 
-    result = lesionssl("audit", "--manifest", synthetic_manifest, "--out", tmp_path / "audit", "--hash-threshold", 0, "--cosine-threshold", 1.0)
+    result = lesionssl(
+        "audit",
+        "--manifest",
+        synthetic_manifest,
+        "--out",
+        tmp_path / "audit",
+        "--hash-threshold",
+        0,
+        "--cosine-threshold",
+        1.0,
+    )
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     assert "no near-duplicates" in result.stderr
     summary = json.loads((tmp_path / "audit" / "summary.json").read_text())

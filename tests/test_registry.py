@@ -145,8 +145,20 @@ def test_unknown_name_lists_registered():
 def test_pre_pretraining_from_an_official_layout_checkpoint_loads_its_projector(synthetic_manifest, tmp_path):
     checkpoint, backbone, projector = _official_full_checkpoint(seed=1)
     torch.save(checkpoint, tmp_path / "checkpoint.pth")
-    config = validate(PretrainConfig, {"manifest": str(synthetic_manifest), "out": str(tmp_path / "bt"), "init": str(tmp_path / "checkpoint.pth"),
-                                       "projector_init": "checkpoint", "projector": [64, 64, 32], "image_size": 32, "epochs": 1, "batch_size": 32, "lr": 1e-6})
+    config = validate(
+        PretrainConfig,
+        {
+            "manifest": str(synthetic_manifest),
+            "out": str(tmp_path / "bt"),
+            "init": str(tmp_path / "checkpoint.pth"),
+            "projector_init": "checkpoint",
+            "projector": [64, 64, 32],
+            "image_size": 32,
+            "epochs": 1,
+            "batch_size": 32,
+            "lr": 1e-6,
+        },
+    )
     pretrain(config)
     history = pd.read_csv(tmp_path / "bt" / "history.csv")
     assert list(history["stage"]) == ["pretrain"]  # loaded projector: no warm-up epoch

@@ -1,6 +1,5 @@
 """The comparison report from run folders alone (no training): partial experiments included."""
 
-
 import numpy as np
 import pandas as pd
 
@@ -15,15 +14,29 @@ def _run(out, name, protocol, budget, seed, skill, strategy=None):
     """A finished run whose predictions are right with probability ``skill``."""
     folder = out / "runs" / name / f"{protocol}-{strategy or ''}b{budget}-seed{seed}"
     folder.mkdir(parents=True)
-    RunRecord(name=name, protocol=protocol, seed=seed, init="pretrain" if name == "ssl" else "random", budget=budget, strategy=strategy).write(folder)
+    RunRecord(
+        name=name,
+        protocol=protocol,
+        seed=seed,
+        init="pretrain" if name == "ssl" else "random",
+        budget=budget,
+        strategy=strategy,
+    ).write(folder)
     rng = np.random.default_rng(seed * 100 + budget)
     labels = np.repeat(np.arange(3), 20)
     right = rng.random(len(labels)) < skill
     predicted = np.where(right, labels, (labels + 1) % 3)
     probs = np.full((len(labels), 3), 0.1)
     probs[np.arange(len(labels)), predicted] = 0.8
-    predictions_frame([f"img{i}.jpg" for i in range(len(labels))], labels, probs, CLASSES).to_csv(folder / "predictions.csv", index=False)
-    RunResult(metrics=Metrics.from_dict(compute_metrics(labels, probs, CLASSES)), seed=seed, protocol=protocol, budget_per_class=budget).write(folder)
+    predictions_frame([f"img{i}.jpg" for i in range(len(labels))], labels, probs, CLASSES).to_csv(
+        folder / "predictions.csv", index=False
+    )
+    RunResult(
+        metrics=Metrics.from_dict(compute_metrics(labels, probs, CLASSES)),
+        seed=seed,
+        protocol=protocol,
+        budget_per_class=budget,
+    ).write(folder)
 
 
 def test_report_of_an_unfinished_experiment(tmp_path):
@@ -58,7 +71,9 @@ def test_selection_report_pairs_strategies_with_random_and_counts_classes_found(
             for strategy, labels in (("typiclust", ["MEL", "NV", "BCC"]), ("random", ["NV", "NV", "MEL"])):
                 folder = out / "selection" / "ssl" / strategy / f"seed{seed}"
                 folder.mkdir(parents=True, exist_ok=True)
-                pd.DataFrame({"image": [f"s{seed}-{i}.jpg" for i in range(budget)], "label": (labels * budget)[:budget]}).to_csv(folder / f"b{budget}-labelled.csv", index=False)
+                pd.DataFrame(
+                    {"image": [f"s{seed}-{i}.jpg" for i in range(budget)], "label": (labels * budget)[:budget]}
+                ).to_csv(folder / f"b{budget}-labelled.csv", index=False)
     write_report(out)
     results = pd.read_csv(out / "results.csv").assign(strategy=lambda f: f["init"].str.split(" · ").str[1])
     assert set(results["init"]) == {"ssl · typiclust", "ssl · random"}
@@ -97,4 +112,7 @@ def test_a_class_without_test_images_shows_n_a_and_is_named_not_recall_zero():
     assert report.loc["Dermatofibroma", "f1 (imagenet)"] == "n/a" and report.loc["Dermatofibroma", "Support"] == 0
     assert report.loc["Melanoma", "f1 (imagenet)"] != "n/a"
     sensitivity = sensitivity_table(full, ["imagenet"]).set_index("class")
-    assert sensitivity.loc["Dermatofibroma", "sensitivity (imagenet)"] == "n/a" and sensitivity.loc["Dermatofibroma", "specificity (imagenet)"] != "n/a"
+    assert (
+        sensitivity.loc["Dermatofibroma", "sensitivity (imagenet)"] == "n/a"
+        and sensitivity.loc["Dermatofibroma", "specificity (imagenet)"] != "n/a"
+    )

@@ -63,10 +63,21 @@ def test_download_extract_and_seed_split(isic_server, tmp_path):
 
 def test_full_config_is_the_seed_design(tmp_path):
     config = reproduce_config(tmp_path, quick=False)
-    assert [i.name for i in config.initialisations] == ["supervised-imagenet", "barlow-twins-imagenet", "pre-pretrained"]
+    assert [i.name for i in config.initialisations] == [
+        "supervised-imagenet",
+        "barlow-twins-imagenet",
+        "pre-pretrained",
+    ]
     assert len(config.seeds) == 35 and config.split.seed_isic2019 and config.split.transductive
-    assert config.pretrain.projector == [8192, 8192, 8192] and config.pretrain.build_method().lambd == pytest.approx(1 / 8192)
-    assert (config.finetune.backbone, config.finetune.image_size, config.finetune.epochs, config.finetune.tta) == ("resnet50", 256, 40, 3)
+    assert config.pretrain.projector == [8192, 8192, 8192] and config.pretrain.build_method().lambd == pytest.approx(
+        1 / 8192
+    )
+    assert (config.finetune.backbone, config.finetune.image_size, config.finetune.epochs, config.finetune.tta) == (
+        "resnet50",
+        256,
+        40,
+        3,
+    )
 
 
 def test_published_numbers_sit_next_to_ours():

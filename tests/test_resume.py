@@ -102,7 +102,11 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(config_file, references
     reference = references(settings)
 
     out = tmp_path / "b"
-    process = subprocess.Popen([sys.executable, "-m", "lesionssl", *_pretrain(config_file, out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lesionssl", *_pretrain(config_file, out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 600
     while time.time() < deadline and not moment(out):
         time.sleep(0.02)
@@ -112,13 +116,18 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(config_file, references
 
     resumed = lesionssl(*_pretrain(config_file, out, "--resume"))
     assert resumed.returncode == 0, resumed.stderr
-    assert yaml.safe_load((out / "config.yaml").read_text())["resolved"]["lr"] == yaml.safe_load((reference / "config.yaml").read_text())["resolved"]["lr"]
+    assert (
+        yaml.safe_load((out / "config.yaml").read_text())["resolved"]["lr"]
+        == yaml.safe_load((reference / "config.yaml").read_text())["resolved"]["lr"]
+    )
     a, b = load_file(str(reference / "backbone.safetensors")), load_file(str(out / "backbone.safetensors"))
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(b[key], a[key], atol=1e-6, rtol=0, msg=key)
     history = pd.read_csv(out / "history.csv")
-    assert list(history.loc[history["stage"] == "pretrain", "epoch"]) == list(range(settings["epochs"]))  # no duplicated epochs
+    assert list(history.loc[history["stage"] == "pretrain", "epoch"]) == list(
+        range(settings["epochs"])
+    )  # no duplicated epochs
     assert {"embedding_std", "effective_rank"} <= set(history.columns)
 
 
@@ -131,8 +140,19 @@ def test_rerun_without_resume_is_refused(config_file, tmp_path):
 
 
 def test_non_finite_loss_stops_with_a_clear_message(config_file, tmp_path):
-    config = validate(PretrainConfig, {"manifest": str(pytest.manifest), "out": str(tmp_path / "d"), "image_size": 32, "epochs": 1, "batch_size": 32,
-                                       "projector": [16], "lr": 1e30, "projector_warmup_epochs": 0})
+    config = validate(
+        PretrainConfig,
+        {
+            "manifest": str(pytest.manifest),
+            "out": str(tmp_path / "d"),
+            "image_size": 32,
+            "epochs": 1,
+            "batch_size": 32,
+            "projector": [16],
+            "lr": 1e30,
+            "projector_warmup_epochs": 0,
+        },
+    )
     with pytest.raises(LesionSSLError, match="the loss became"):
         pretrain_run.pretrain(config)
     assert not (tmp_path / "d" / "backbone.safetensors").exists()

@@ -188,7 +188,11 @@ def test_lars_matches_the_official_update_and_excludes_1d_parameters():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(5, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
     groups = lars_param_groups(model, lr_weights=0.2, lr_biases=0.0048)
-    assert all(p.ndim > 1 for p in groups[0]["params"]) and all(p.ndim == 1 for p in groups[1]["params"]) and groups[1]["exclude"]
+    assert (
+        all(p.ndim > 1 for p in groups[0]["params"])
+        and all(p.ndim == 1 for p in groups[1]["params"])
+        and groups[1]["exclude"]
+    )
     optimizer = LARS(groups, lr=0.2, weight_decay=1e-2, momentum=0.9, eta=0.001)
     reference = [[p.detach().clone() for p in g["params"]] for g in groups]
     buffers = [[torch.zeros_like(p) for p in g] for g in reference]
@@ -207,7 +211,11 @@ def test_warmup_cosine_official_shape():
     from lesionssl.optim.one_cycle import WarmupCosine
 
     schedule = WarmupCosine(total_steps=110, warmup_steps=10)
-    assert schedule.factor(0) == 0 and schedule.factor(5) == pytest.approx(0.5) and schedule.factor(10) == pytest.approx(1.0)
+    assert (
+        schedule.factor(0) == 0
+        and schedule.factor(5) == pytest.approx(0.5)
+        and schedule.factor(10) == pytest.approx(1.0)
+    )
     assert schedule.factor(60) == pytest.approx(0.5 + 0.001 * 0.5)
     assert schedule.factor(110) == pytest.approx(0.001)
 
@@ -227,7 +235,10 @@ def test_sweep_reads_the_loaders_epochs_in_order_without_moving_its_epoch():
 #: The finder's suggestion on a fixed tiny run, recorded with the epoch-by-epoch sweep it replaced
 #: (commit dc21820): timm's test ResNet at 16 px, 8 labels per class, seed 0, and 100 iterations
 #: that span 100 one-batch epochs (batch 64) or 25 four-batch epochs stopped by divergence (batch 16).
-RECORDED_FINDER = {64: (0.001737800828749376, 100, 1.4359824657440186, 0.9961806866552193), 16: (0.001737800828749376, 97, 1.3847875595092773, 6.166778173424587)}
+RECORDED_FINDER = {
+    64: (0.001737800828749376, 100, 1.4359824657440186, 0.9961806866552193),
+    16: (0.001737800828749376, 97, 1.3847875595092773, 6.166778173424587),
+}
 
 
 @pytest.fixture
@@ -248,11 +259,26 @@ def test_lr_finder_suggestion_is_unchanged_on_a_fixed_tiny_run(synthetic_manifes
     from lesionssl.experiment.finetune import finetune
 
     lr, points, first, last = RECORDED_FINDER[batch_size]
-    config = validate(FinetuneConfig, {"manifest": str(synthetic_manifest), "out": str(tmp_path / "ft"), "backbone": "timm:test_resnet", "image_size": 16, "batch_size": batch_size, "epochs": 1, "init": "random", "lr": "find", "tracking": {"tensorboard": False, "mlflow": False}})
+    config = validate(
+        FinetuneConfig,
+        {
+            "manifest": str(synthetic_manifest),
+            "out": str(tmp_path / "ft"),
+            "backbone": "timm:test_resnet",
+            "image_size": 16,
+            "batch_size": batch_size,
+            "epochs": 1,
+            "init": "random",
+            "lr": "find",
+            "tracking": {"tensorboard": False, "mlflow": False},
+        },
+    )
     assert finetune(config)["lr"] == pytest.approx(lr, rel=1e-9)
     curve = pd.read_csv(tmp_path / "ft" / "lr_finder.csv")
     assert len(curve) == points
-    assert curve["smoothed_loss"].iloc[0] == pytest.approx(first, rel=1e-5) and curve["smoothed_loss"].iloc[-1] == pytest.approx(last, rel=1e-5)
+    assert curve["smoothed_loss"].iloc[0] == pytest.approx(first, rel=1e-5) and curve["smoothed_loss"].iloc[
+        -1
+    ] == pytest.approx(last, rel=1e-5)
 
 
 def test_the_terminal_progress_bar_counts_epochs_from_1_and_shows_the_logged_metrics(tmp_path):
@@ -263,10 +289,19 @@ def test_the_terminal_progress_bar_counts_epochs_from_1_and_shows_the_logged_met
     module, data = _tiny_module(), _data()
     bar = EpochProgressBar()
     with run_log(tmp_path):  # a terminal: the bar on screen, the epoch lines in log.txt only
-        L.Trainer(max_epochs=2, callbacks=[bar, EpochLine(on_screen=False)], logger=False, enable_checkpointing=False, enable_model_summary=False, accelerator="cpu").fit(module, data)
+        L.Trainer(
+            max_epochs=2,
+            callbacks=[bar, EpochLine(on_screen=False)],
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            accelerator="cpu",
+        ).fit(module, data)
     assert bar.train_progress_bar.desc.startswith("epoch 2/2")
     shown = bar.get_metrics(bar.trainer, module)
-    assert "train_loss" in shown and float(shown["train_loss"]) == pytest.approx(float(bar.trainer.callback_metrics["train_loss"]), rel=1e-3)
+    assert "train_loss" in shown and float(shown["train_loss"]) == pytest.approx(
+        float(bar.trainer.callback_metrics["train_loss"]), rel=1e-3
+    )
     logged = (tmp_path / LOG_FILE).read_text().splitlines()
     assert logged[0].startswith("--- ") and [line.split()[1] for line in logged[1:]] == ["1/2", "2/2"]
     assert all("train_loss" in line for line in logged[1:])
@@ -280,11 +315,29 @@ def test_lr_auto_is_a_fixed_lr_on_small_training_sets_and_the_finder_above(synth
     from lesionssl.experiment.finetune import finetune
 
     assert validate(FinetuneConfig, {}).lr == "auto"
-    assert resolve_lr("auto", SMALL_TRAINING_SET) == SMALL_DATA_LR and resolve_lr("auto", SMALL_TRAINING_SET + 1) == "find"
+    assert (
+        resolve_lr("auto", SMALL_TRAINING_SET) == SMALL_DATA_LR and resolve_lr("auto", SMALL_TRAINING_SET + 1) == "find"
+    )
     assert resolve_lr("find", 10) == "find" and resolve_lr(0.01, 10) == 0.01
     assert "lr auto" in describe_lr("auto")
-    config = validate(FinetuneConfig, {"manifest": str(synthetic_manifest), "out": str(tmp_path / "ft"), "backbone": "timm:test_resnet", "image_size": 16, "epochs": 1, "init": "random", "figures": False, "tracking": {"tensorboard": False, "mlflow": False}})
+    config = validate(
+        FinetuneConfig,
+        {
+            "manifest": str(synthetic_manifest),
+            "out": str(tmp_path / "ft"),
+            "backbone": "timm:test_resnet",
+            "image_size": 16,
+            "epochs": 1,
+            "init": "random",
+            "figures": False,
+            "tracking": {"tensorboard": False, "mlflow": False},
+        },
+    )
     metrics = finetune(config)
-    assert metrics["lr"] == SMALL_DATA_LR and metrics["lr_setting"] == SMALL_DATA_LR and not (tmp_path / "ft" / "lr_finder.csv").exists()
+    assert (
+        metrics["lr"] == SMALL_DATA_LR
+        and metrics["lr_setting"] == SMALL_DATA_LR
+        and not (tmp_path / "ft" / "lr_finder.csv").exists()
+    )
     assert json.loads((tmp_path / "ft" / "metrics.json").read_text())["lr_setting"] == SMALL_DATA_LR
     assert f"a fixed LR of {SMALL_DATA_LR:g} (no LR finder)" in (tmp_path / "ft" / "MODEL_CARD.md").read_text()

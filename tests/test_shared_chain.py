@@ -17,7 +17,9 @@ def test_real_chain_on_shared_subset(tmp_path):
     labelled = labels[labels["label"] != ""].groupby("label").sample(30, random_state=0)
     unlabelled = labels[labels["label"] == ""].sample(80, random_state=0)
     subset = pd.concat([labelled, unlabelled])
-    subset = pd.DataFrame({"path": [str(SKIN_LESIONS / "images" / i) for i in subset["image"]], "label": subset["label"]})
+    subset = pd.DataFrame(
+        {"path": [str(SKIN_LESIONS / "images" / i) for i in subset["image"]], "label": subset["label"]}
+    )
     subset.to_csv(tmp_path / "subset.csv", index=False)
     config = validate(
         CompareConfig,
@@ -35,4 +37,13 @@ def test_real_chain_on_shared_subset(tmp_path):
     results = check_report_against_predictions(tmp_path / "cmp")
     assert len(results) == 4
     predictions = pd.read_csv(tmp_path / "cmp" / results["run_dir"][0] / "predictions.csv")
-    assert len(predictions) == 8 * 20 and set(predictions["label"]) == {"MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC"}
+    assert len(predictions) == 8 * 20 and set(predictions["label"]) == {
+        "MEL",
+        "NV",
+        "BCC",
+        "AK",
+        "BKL",
+        "DF",
+        "VASC",
+        "SCC",
+    }

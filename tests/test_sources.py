@@ -43,7 +43,9 @@ def test_isic_one_hot_with_downsampled_suffix(tmp_path):
     _image(tmp_path / "ISIC_2019_Training_Input" / "ISIC_0000001.jpg")
     _image(tmp_path / "ISIC_2019_Training_Input" / "ISIC_0000002_downsampled.jpg")
     gt = tmp_path / "ISIC_2019_Training_GroundTruth.csv"
-    gt.write_text("image,MEL,NV,BCC,AK,BKL,DF,VASC,SCC,UNK\r\nISIC_0000001,0.0,1.0,0,0,0,0,0,0,0\r\nISIC_0000002_downsampled,1,0,0,0,0,0,0,0,0\r\n")
+    gt.write_text(
+        "image,MEL,NV,BCC,AK,BKL,DF,VASC,SCC,UNK\r\nISIC_0000001,0.0,1.0,0,0,0,0,0,0,0\r\nISIC_0000002_downsampled,1,0,0,0,0,0,0,0,0\r\n"
+    )
     table = read_sources([gt])
     assert dict(zip(table["image"], table["label"])) == {"ISIC_0000001": "NV", "ISIC_0000002": "MEL"}
 
@@ -69,7 +71,9 @@ def test_ham10000_metadata_maps_dx_and_keeps_lesion(tmp_path):
     _image(tmp_path / "HAM10000_images_part_1" / "ISIC_0027419.jpg")
     _image(tmp_path / "HAM10000_images_part_2" / "ISIC_0025030.jpg")
     meta = tmp_path / "HAM10000_metadata.csv"
-    meta.write_text("lesion_id,image_id,dx,dx_type,age,sex,localization\nHAM_1,ISIC_0027419,akiec,histo,80,male,scalp\nHAM_1,ISIC_0025030,bkl,histo,80,male,scalp\n")
+    meta.write_text(
+        "lesion_id,image_id,dx,dx_type,age,sex,localization\nHAM_1,ISIC_0027419,akiec,histo,80,male,scalp\nHAM_1,ISIC_0025030,bkl,histo,80,male,scalp\n"
+    )
     table = read_sources([meta])
     assert list(table["label"]) == ["AK", "BKL"] and list(table["lesion_id"]) == ["HAM_1", "HAM_1"]
 
@@ -96,9 +100,15 @@ def test_shared_layout_reads_labels_and_groups():
 
 @pytest.mark.shared_data
 def test_real_isic2019_ground_truth_against_shared_images():
-    table = read_sources([LABEL_FORMATS / "ISIC_2019_Training_GroundTruth.csv"], images=SKIN_LESIONS / "images", skip_missing=True)
+    table = read_sources(
+        [LABEL_FORMATS / "ISIC_2019_Training_GroundTruth.csv"], images=SKIN_LESIONS / "images", skip_missing=True
+    )
     shared = pd.read_csv(SKIN_LESIONS / "labels.csv", keep_default_na=False)
-    shared = shared[shared["label"] != ""].assign(image=lambda f: f["image"].str.removesuffix(".jpg")).set_index("image")["label"]
+    shared = (
+        shared[shared["label"] != ""]
+        .assign(image=lambda f: f["image"].str.removesuffix(".jpg"))
+        .set_index("image")["label"]
+    )
     common = table.set_index("image")["label"]
     assert len(common) > 10000
     agree = (shared.reindex(common.index) == common).mean()
@@ -151,7 +161,10 @@ def test_a_train_test_tree_is_the_users_own_split_not_two_classes(tmp_path, with
     assert manifest.classes == ["benign", "malignant"]
     where = dict(zip(manifest.table["image"], manifest.table["split"]))
     assert {image.split("/")[0] for image, split in where.items() if split == "test"} == {"test"}
-    assert sum(split == "test" for split in where.values()) == 6 and sum(split == "train" for split in where.values()) == 12
+    assert (
+        sum(split == "test" for split in where.values()) == 6
+        and sum(split == "train" for split in where.values()) == 12
+    )
     assert sum(split == "val" for split in where.values()) == (4 if with_val else 0)
     assert all(image.startswith("valid/") for image, split in where.items() if split == "val")
 
@@ -172,11 +185,41 @@ def test_image_and_label_columns_map_any_label_csv(tmp_path):
     table = read_sources([tmp_path / "diagnoses.csv"], tmp_path / "imgs", columns=("filename", "diagnosis"))
     assert sorted(table["label"]) == ["OSCC"] * 4 + ["normal"] * 4 and "patient" in table
     assert all(Path(p).parent == (tmp_path / "imgs").resolve() for p in table["path"])
-    result = lesionssl("split", "--data", tmp_path / "diagnoses.csv", "--images", tmp_path / "imgs", "--image-column", "filename", "--label-column", "diagnosis", "--per-class", 2, "--out", tmp_path / "s.csv")
+    result = lesionssl(
+        "split",
+        "--data",
+        tmp_path / "diagnoses.csv",
+        "--images",
+        tmp_path / "imgs",
+        "--image-column",
+        "filename",
+        "--label-column",
+        "diagnosis",
+        "--per-class",
+        2,
+        "--out",
+        tmp_path / "s.csv",
+    )
     assert result.returncode == 0, result.stderr
     assert read_manifest(tmp_path / "s.csv").classes == ["OSCC", "normal"]
-    wrong = lesionssl("split", "--data", tmp_path / "diagnoses.csv", "--image-column", "file", "--label-column", "diagnosis", "--per-class", 2, "--out", tmp_path / "t.csv")
+    wrong = lesionssl(
+        "split",
+        "--data",
+        tmp_path / "diagnoses.csv",
+        "--image-column",
+        "file",
+        "--label-column",
+        "diagnosis",
+        "--per-class",
+        2,
+        "--out",
+        tmp_path / "t.csv",
+    )
     lines = [line for line in wrong.stderr.splitlines() if line.strip()]
-    assert wrong.returncode == 2 and len(lines) == 1 and "has no column 'file'; its columns are filename, diagnosis, patient" in lines[0]
+    assert (
+        wrong.returncode == 2
+        and len(lines) == 1
+        and "has no column 'file'; its columns are filename, diagnosis, patient" in lines[0]
+    )
     unmapped = lesionssl("split", "--data", tmp_path / "diagnoses.csv", "--per-class", 2, "--out", tmp_path / "u.csv")
     assert unmapped.returncode == 2 and "--image-column and --label-column" in unmapped.stderr

@@ -16,8 +16,19 @@ def _table(counts: dict[str, int], groups_of: int = 1, unlabelled: int = 0) -> p
     rows = []
     for label, n in counts.items():
         for i in range(n):
-            rows.append({"image": f"{label}{i}", "path": f"/x/{label}{i}.jpg", "label": label, "lesion_id": f"{label}-L{i // groups_of}", "patient_id": ""})
-    rows += [{"image": f"u{i}", "path": f"/x/u{i}.jpg", "label": "", "lesion_id": "", "patient_id": ""} for i in range(unlabelled)]
+            rows.append(
+                {
+                    "image": f"{label}{i}",
+                    "path": f"/x/{label}{i}.jpg",
+                    "label": label,
+                    "lesion_id": f"{label}-L{i // groups_of}",
+                    "patient_id": "",
+                }
+            )
+    rows += [
+        {"image": f"u{i}", "path": f"/x/u{i}.jpg", "label": "", "lesion_id": "", "patient_id": ""}
+        for i in range(unlabelled)
+    ]
     return pd.DataFrame(rows)
 
 
@@ -76,7 +87,9 @@ def test_unknown_group_column():
 
 def test_a_grouping_column_empty_for_most_images_is_refused_and_none_is_on_purpose(capsys):
     table = _table({"NV": 30, "MEL": 30}, groups_of=3)
-    sparse = table.assign(lesion_id=[g if i < 20 else "" for i, g in enumerate(table["lesion_id"])])  # 20 of 60 have one
+    sparse = table.assign(
+        lesion_id=[g if i < 20 else "" for i, g in enumerate(table["lesion_id"])]
+    )  # 20 of 60 have one
     with pytest.raises(LesionSSLError, match="only 20 of 60 images have a lesion_id.*--group-by none"):
         make_split(sparse, SplitConfig(per_class=5, group_by="lesion_id"))
     mostly = table.assign(lesion_id=[g if i < 45 else "" for i, g in enumerate(table["lesion_id"])])
@@ -87,7 +100,9 @@ def test_a_grouping_column_empty_for_most_images_is_refused_and_none_is_on_purpo
     assert by_image["group"].str.startswith("image:").all() and "on purpose" in capsys.readouterr().err
     make_split(table, SplitConfig(per_class=5))  # ids present, no grouping asked for: a note that names the flag
     note = capsys.readouterr().err
-    assert "60 of 60 images have a lesion_id, but no --group-by was given" in note and "Set --group-by lesion_id" in note
+    assert (
+        "60 of 60 images have a lesion_id, but no --group-by was given" in note and "Set --group-by lesion_id" in note
+    )
 
 
 def test_pool_is_inductive_by_default_and_transductive_on_request():
@@ -131,7 +146,9 @@ def test_seed_style_cap_split_on_shared_data_grouped_by_lesion():
 def test_budgets_are_nested_subsets_with_one_test_set():
     from lesionssl.data.split import subsample_train
 
-    base = make_split(_table({"NV": 80, "MEL": 40}, groups_of=2), SplitConfig(per_class=20, group_by="lesion_id", seed=0))
+    base = make_split(
+        _table({"NV": 80, "MEL": 40}, groups_of=2), SplitConfig(per_class=20, group_by="lesion_id", seed=0)
+    )
     small = subsample_train(base, 6, seed=0)
     assert _counts(small, "train") == {"NV": 6, "MEL": 6}
     assert small.loc[small["split"] == "test", "image"].tolist() == base.loc[base["split"] == "test", "image"].tolist()
@@ -148,8 +165,15 @@ def test_seed_isic2019_split_has_the_seed_counts():
     from conftest import LABEL_FORMATS
 
     gt = pd.read_csv(LABEL_FORMATS / "ISIC_2019_Training_GroundTruth.csv")
-    table = pd.DataFrame({"image": gt["image"].str.removesuffix("_downsampled"), "path": "/isic/" + gt["image"] + ".jpg",
-                          "label": gt.drop(columns="image").idxmax(axis=1), "lesion_id": "", "patient_id": ""})
+    table = pd.DataFrame(
+        {
+            "image": gt["image"].str.removesuffix("_downsampled"),
+            "path": "/isic/" + gt["image"] + ".jpg",
+            "label": gt.drop(columns="image").idxmax(axis=1),
+            "lesion_id": "",
+            "patient_id": "",
+        }
+    )
     manifest = make_split(table, SplitConfig(seed_isic2019=True, transductive=True))
     counts = manifest["split"].value_counts()
     assert counts["train"] == 2554 and counts["test"] == 19423 and counts["excluded"] == 1280 + 2074
@@ -168,8 +192,20 @@ def _study_table(seed: int = 0) -> pd.DataFrame:
         for lesion in range(lesions):
             site = ["A", "B", "C"][lesion % 3]
             for k in range(int(rng.integers(1, 4))):
-                rows.append({"image": f"{label}{lesion}_{k}", "path": f"/x/{label}{lesion}_{k}.jpg", "label": label, "lesion_id": f"{label}-L{lesion}", "patient_id": "", "site": site})
-    rows += [{"image": f"u{i}", "path": f"/x/u{i}.jpg", "label": "", "lesion_id": "", "patient_id": "", "site": "A"} for i in range(25)]
+                rows.append(
+                    {
+                        "image": f"{label}{lesion}_{k}",
+                        "path": f"/x/{label}{lesion}_{k}.jpg",
+                        "label": label,
+                        "lesion_id": f"{label}-L{lesion}",
+                        "patient_id": "",
+                        "site": site,
+                    }
+                )
+    rows += [
+        {"image": f"u{i}", "path": f"/x/u{i}.jpg", "label": "", "lesion_id": "", "patient_id": "", "site": "A"}
+        for i in range(25)
+    ]
     return pd.DataFrame(rows)
 
 
@@ -183,7 +219,9 @@ def test_study_split_invariants():
     assert (used.groupby("group")["split"].nunique() == 1).all()  # no lesion in two splits
     assert set(manifest.loc[manifest["split"] == "external", "image"]) == set(table.loc[table["site"] == "C", "image"])
     assert not manifest.loc[manifest["split"].isin(["test", "external"]), "pretrain"].any()  # never in the pool
-    assert manifest.loc[~manifest["split"].isin(["test", "external", "excluded"]), "pretrain"].all()  # everything else is
+    assert manifest.loc[
+        ~manifest["split"].isin(["test", "external", "excluded"]), "pretrain"
+    ].all()  # everything else is
     # the test share is drawn per class from the internal labelled images
     internal = manifest[(manifest["label"] != "") & (manifest["split"] != "external")]
     for label, rows in internal.groupby("label"):
@@ -214,14 +252,22 @@ def test_hold_out_pool_sends_whole_groups_of_the_site_to_the_pool_without_labels
     assert (recorded["split"] == "site-pool").sum() == len(pool)  # the manifest says which images went where
     import json
 
-    assert json.loads((tmp_path / "m.json").read_text())["site_pool"] == {"images": len(pool), "groups": pool["group"].nunique(), "fraction": 0.5}
-    with pytest.raises(LesionSSLError, match="hold_out_pool sends a share of a held-out site to the pool: it needs hold_out"):
+    assert json.loads((tmp_path / "m.json").read_text())["site_pool"] == {
+        "images": len(pool),
+        "groups": pool["group"].nunique(),
+        "fraction": 0.5,
+    }
+    with pytest.raises(
+        LesionSSLError, match="hold_out_pool sends a share of a held-out site to the pool: it needs hold_out"
+    ):
         validate(SplitConfig, {"per_class": 5, "hold_out_pool": 0.5})
 
 
 def test_a_group_touching_the_held_out_site_is_excluded_elsewhere():
     table = _study_table()
-    table.loc[table["image"] == "NV0_0", "site"] = "C"  # one image of lesion NV-L0 (site A) appears in the held-out site
+    table.loc[table["image"] == "NV0_0", "site"] = (
+        "C"  # one image of lesion NV-L0 (site A) appears in the held-out site
+    )
     manifest = make_split(table, STUDY).set_index("image")
     lesion = manifest[manifest["group"] == "NV-L0"]
     assert manifest.loc["NV0_0", "split"] == "external"
@@ -237,7 +283,9 @@ def test_near_duplicate_links_merge_groups_across_lesions():
     cluster = manifest[manifest["group"] == groups.pop()]
     assert cluster["split"].nunique() == 1 and len(cluster) >= 3  # whole lesions merged, one split
     # a duplicate of a held-out image takes its whole lesion out of every internal split
-    manifest = make_split(table, STUDY, links=[("NV1_0", "MEL2_0")]).set_index("image")  # MEL-L2 is at the held-out site C
+    manifest = make_split(table, STUDY, links=[("NV1_0", "MEL2_0")]).set_index(
+        "image"
+    )  # MEL-L2 is at the held-out site C
     assert set(manifest.loc[manifest["group"] == manifest.loc["NV1_0", "group"], "split"]) == {"external", "excluded"}
 
 
@@ -258,8 +306,14 @@ def test_budgets_are_nested_per_seed_and_drawn_from_the_labelled_pool():
         assert trains[2] <= trains[4] <= trains[6]
         for b, t in budgets.items():
             assert t.loc[t["split"] == "train", "label"].value_counts().max() <= b
-            assert t.loc[t["split"] == "test", "image"].tolist() == manifest.loc[manifest["split"] == "test", "image"].tolist()
-            assert t["pretrain"].equals(manifest["pretrain"]) and (t["split"] == "val").sum() == (manifest["split"] == "val").sum()
+            assert (
+                t.loc[t["split"] == "test", "image"].tolist()
+                == manifest.loc[manifest["split"] == "test", "image"].tolist()
+            )
+            assert (
+                t["pretrain"].equals(manifest["pretrain"])
+                and (t["split"] == "val").sum() == (manifest["split"] == "val").sum()
+            )
         # budgets larger than the base split's 2 per class come from the labelled pool
         assert budgets[6].loc[budgets[6]["split"] == "train", "label"].value_counts().min() > 2
     assert set(draws[0][4].query("split == 'train'")["image"]) != set(draws[1][4].query("split == 'train'")["image"])
@@ -282,8 +336,18 @@ def test_a_hand_edited_manifest_with_a_lesion_in_train_and_test_is_refused(tmp_p
 @pytest.mark.parametrize(
     ("flavour", "paths", "root", "relative"),
     [
-        ("windows", [r"C:\Users\ana\ISIC 2019\train\a.jpg", r"C:\Users\ana\ISIC 2019\test\b.JPG"], r"C:\Users\ana\ISIC 2019", ["train/a.jpg", "test/b.JPG"]),
-        ("posix", ["/Volumes/Lesions Drive/isic/naevus ä.jpg", "/Volumes/Lesions Drive/isic/extra/m.png"], "/Volumes/Lesions Drive/isic", ["naevus ä.jpg", "extra/m.png"]),
+        (
+            "windows",
+            [r"C:\Users\ana\ISIC 2019\train\a.jpg", r"C:\Users\ana\ISIC 2019\test\b.JPG"],
+            r"C:\Users\ana\ISIC 2019",
+            ["train/a.jpg", "test/b.JPG"],
+        ),
+        (
+            "posix",
+            ["/Volumes/Lesions Drive/isic/naevus ä.jpg", "/Volumes/Lesions Drive/isic/extra/m.png"],
+            "/Volumes/Lesions Drive/isic",
+            ["naevus ä.jpg", "extra/m.png"],
+        ),
         ("posix", ["/scratch/job/x.png"], "/scratch/job", ["x.png"]),
     ],
 )
@@ -301,7 +365,9 @@ def test_manifest_paths_are_relative_to_a_root_on_every_system(flavour, paths, r
     # written on Windows, read on Linux below the folder the data moved to (and back)
     assert locate(found[-1], "/scratch/isic", PurePosixPath) == "/scratch/isic/" + relative[-1]
     assert locate("train/a.jpg", r"D:\copy", PureWindowsPath) == r"D:\copy\train\a.jpg"
-    assert locate(r"C:\old\absolute.jpg", "/anywhere", PurePosixPath) == r"C:\old\absolute.jpg"  # an older manifest's absolute path stays
+    assert (
+        locate(r"C:\old\absolute.jpg", "/anywhere", PurePosixPath) == r"C:\old\absolute.jpg"
+    )  # an older manifest's absolute path stays
 
 
 def test_images_on_two_windows_drives_keep_absolute_paths():
@@ -341,6 +407,8 @@ def test_split_warns_about_every_class_with_few_test_images(synthetic, tmp_path)
     capped = lesionssl("split", "--data", synthetic / "labelled", "--per-class-cap", 100, "--out", tmp_path / "a.csv")
     assert capped.returncode == 0, capped.stderr
     (warning,) = [line for line in capped.stderr.splitlines() if line.startswith("warning:")]
-    assert "4 classes have fewer than 5 test images" in warning and "MEL (0)" in warning and "--test-fraction" in warning
+    assert (
+        "4 classes have fewer than 5 test images" in warning and "MEL (0)" in warning and "--test-fraction" in warning
+    )
     held_out = lesionssl("split", "--data", synthetic / "labelled", "--per-class", 5, "--out", tmp_path / "b.csv")
     assert held_out.returncode == 0 and "warning:" not in held_out.stderr, held_out.stderr

@@ -48,10 +48,14 @@ def test_budget_to_reach_interpolates_on_the_log_budget_axis():
 
     budgets, scores = [10, 25, 50], [0.30, 0.40, 0.50]
     assert budget_to_reach(budgets, scores, 0.40) == pytest.approx(25)
-    assert budget_to_reach(budgets, scores, 0.35) == pytest.approx(math.sqrt(10 * 25))  # halfway in log between 10 and 25
+    assert budget_to_reach(budgets, scores, 0.35) == pytest.approx(
+        math.sqrt(10 * 25)
+    )  # halfway in log between 10 and 25
     assert budget_to_reach(budgets, scores, 0.45) == pytest.approx(math.sqrt(25 * 50))
     assert budget_to_reach(budgets, scores, 0.25) == 10 and math.isinf(budget_to_reach(budgets, scores, 0.55))
-    assert budget_to_reach(budgets, [0.30, 0.28, 0.50], 0.40) == pytest.approx(math.exp(math.log(25) + (0.12 / 0.22) * math.log(2)))
+    assert budget_to_reach(budgets, [0.30, 0.28, 0.50], 0.40) == pytest.approx(
+        math.exp(math.log(25) + (0.12 / 0.22) * math.log(2))
+    )
 
 
 def test_labels_saved_on_hand_worked_runs_with_a_bootstrap_interval():
@@ -60,12 +64,19 @@ def test_labels_saved_on_hand_worked_runs_with_a_bootstrap_interval():
     rows = []
     for seed, noise in enumerate([-0.01, 0.0, 0.01, 0.0]):
         for budget, random_score, bt_score in ((10, 0.30, 0.35), (25, 0.40, 0.45), (50, 0.50, 0.55)):
-            rows += [{"init": "random", "budget": budget, "seed": seed, "balanced_accuracy": random_score + noise},
-                     {"init": "bt", "budget": budget, "seed": seed, "balanced_accuracy": bt_score + noise}]
+            rows += [
+                {"init": "random", "budget": budget, "seed": seed, "balanced_accuracy": random_score + noise},
+                {"init": "bt", "budget": budget, "seed": seed, "balanced_accuracy": bt_score + noise},
+            ]
     table = labels_saved(pd.DataFrame(rows), "random", "bt", resamples=200).set_index("budget")
-    assert table.loc[10, "labels_needed"] == pytest.approx(15.81, abs=0.01) and table.loc[10, "ratio"] == pytest.approx(1.581, abs=0.001)
+    assert table.loc[10, "labels_needed"] == pytest.approx(15.81, abs=0.01) and table.loc[10, "ratio"] == pytest.approx(
+        1.581, abs=0.001
+    )
     assert table.loc[25, "labels_needed"] == pytest.approx(35.36, abs=0.01)
-    assert math.isinf(table.loc[50, "labels_needed"]) and format_budget(table.loc[50, "labels_needed"], [10, 25, 50]) == "> 50"
+    assert (
+        math.isinf(table.loc[50, "labels_needed"])
+        and format_budget(table.loc[50, "labels_needed"], [10, 25, 50]) == "> 50"
+    )
     # paired noise moves both curves together, so the interval is tight around the point estimate
     assert table.loc[10, "ci_low"] <= table.loc[10, "labels_needed"] <= table.loc[10, "ci_high"] < 20
 
@@ -77,7 +88,9 @@ def test_paired_interval_is_the_t_interval_of_the_seed_differences():
     differences = np.array([0.05, 0.03, 0.07, 0.02])
     half = stats.t.ppf(0.975, 3) * differences.std(ddof=1) / 2
     assert out["paired_difference"] == pytest.approx(differences.mean())
-    assert (out["paired_ci_low"], out["paired_ci_high"]) == pytest.approx((differences.mean() - half, differences.mean() + half))
+    assert (out["paired_ci_low"], out["paired_ci_high"]) == pytest.approx(
+        (differences.mean() - half, differences.mean() + half)
+    )
     assert out["paired_p"] == pytest.approx(stats.ttest_rel(a["m"], b["m"]).pvalue)
 
 

@@ -22,7 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lesionssl.config import CompareConfig, FinetuneConfig, PretrainConfig, SelectConfig, SplitCommand, SplitConfig, resolve
+from lesionssl.config import (
+    CompareConfig,
+    FinetuneConfig,
+    PretrainConfig,
+    SelectConfig,
+    SplitCommand,
+    SplitConfig,
+    resolve,
+)
 from lesionssl.errors import LesionSSLError
 from lesionssl.layout import ExperimentFolder, RunFolder
 
@@ -95,13 +103,32 @@ def split(config: Config = None, **options: Any) -> SplitResult:
         from lesionssl.selection.labels import apply_labels
 
         done = apply_labels(settings.labels, settings.manifest, settings.out, settings.data_root)
-        return SplitResult(done.path, done.manifest, done.classes, split_table(done.manifest, done.classes), done.pool, int(done.manifest["pretrain"].sum()), labels_added=done.added, labels_blank=done.blank)
-    table = read_sources(settings.data, settings.images, settings.skip_missing, (settings.image_column, settings.label_column))
+        return SplitResult(
+            done.path,
+            done.manifest,
+            done.classes,
+            split_table(done.manifest, done.classes),
+            done.pool,
+            int(done.manifest["pretrain"].sum()),
+            labels_added=done.added,
+            labels_blank=done.blank,
+        )
+    table = read_sources(
+        settings.data, settings.images, settings.skip_missing, (settings.image_column, settings.label_column)
+    )
     spec = SplitConfig(**settings.model_dump(include=set(SplitConfig.model_fields)))
     manifest, duplicates = build_split(table, spec)
     classes = resolve_class_order(manifest["label"])
     write_manifest(manifest, settings.out, spec, classes, settings.data, duplicates)
-    return SplitResult(Path(settings.out), manifest, classes, split_table(manifest, classes), spec.pool, int(manifest["pretrain"].sum()), duplicates)
+    return SplitResult(
+        Path(settings.out),
+        manifest,
+        classes,
+        split_table(manifest, classes),
+        spec.pool,
+        int(manifest["pretrain"].sum()),
+        duplicates,
+    )
 
 
 def select(config: Config = None, **options: Any) -> LabelRequest:
@@ -152,7 +179,9 @@ def _refuse_other_settings(settings: FinetuneConfig, folder: Path) -> None:
     recorded.pop("resolved", None)
     keys = differing_keys(settings, recorded)
     if keys:
-        raise LesionSSLError(f"{folder} holds a finished run with other settings ({', '.join(keys)}); choose another out, or ask for the settings it was trained with")
+        raise LesionSSLError(
+            f"{folder} holds a finished run with other settings ({', '.join(keys)}); choose another out, or ask for the settings it was trained with"
+        )
 
 
 def compare(config: Config = None, **options: Any) -> Comparison:

@@ -51,17 +51,43 @@ except ImportError:  # pragma: no cover - Typer before the copy
     import click
     from click import get_current_context
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich", context_settings={"help_option_names": ["-h", "--help"]}, help="Self-supervised pretraining (Barlow Twins, VICReg, SimCLR) and limited-label transfer for lesion images. Every command accepts --config FILE (YAML with the same option names) and --print-config; flags override the file.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Self-supervised pretraining (Barlow Twins, VICReg, SimCLR) and limited-label transfer for lesion images. Every command accepts --config FILE (YAML with the same option names) and --print-config; flags override the file.",
+)
 
-DataOpt = Annotated[list[str] | None, typer.Option("--data", help="Image source (repeatable): shared layout, ImageFolder, plain folder, path,label CSV, ISIC ground truth, HAM10000 metadata.")]
+DataOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--data",
+        help="Image source (repeatable): shared layout, ImageFolder, plain folder, path,label CSV, ISIC ground truth, HAM10000 metadata.",
+    ),
+]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (recorded in every output).")]
 OutOpt = Annotated[Path | None, typer.Option("--out", help="Output folder.")]
 ManifestOpt = Annotated[Path | None, typer.Option("--manifest", help="Manifest from `lesionssl split`.")]
-DataRootOpt = Annotated[Path | None, typer.Option("--data-root", help="The folder that now holds the manifest's images, when they moved (e.g. to node scratch); default: the root the manifest recorded.")]
-ResumeOpt = Annotated[bool | None, typer.Option("--resume", help="Continue an interrupted run in --out, or keep a finished one.")]
+DataRootOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-root",
+        help="The folder that now holds the manifest's images, when they moved (e.g. to node scratch); default: the root the manifest recorded.",
+    ),
+]
+ResumeOpt = Annotated[
+    bool | None, typer.Option("--resume", help="Continue an interrupted run in --out, or keep a finished one.")
+]
 
 #: The configuration class behind each command whose options are more than its flags.
-COMMAND_CONFIGS: dict[str, type[BaseModel]] = {"split": SplitCommand, "pretrain": PretrainConfig, "select": SelectConfig, "finetune": FinetuneConfig, "compare": CompareConfig}
+COMMAND_CONFIGS: dict[str, type[BaseModel]] = {
+    "split": SplitCommand,
+    "pretrain": PretrainConfig,
+    "select": SelectConfig,
+    "finetune": FinetuneConfig,
+    "compare": CompareConfig,
+}
 #: Flags of earlier versions, named in the error that refuses them.
 RENAMED = {"split": "manifest", "preset": "recipe", "precision": "runtime.precision", "method-kwarg": "method-kwargs"}
 #: Keys of ``click.Context.meta`` the contract layer fills before a command runs.
@@ -77,7 +103,11 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def _main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False) -> None:
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
     """Self-supervised pretraining (Barlow Twins, VICReg, SimCLR) and limited-label transfer for lesion images. Every command accepts --config FILE (YAML with the same option names) and --print-config; flags override the file."""
 
 
@@ -92,9 +122,15 @@ def _values(**flags: Any) -> dict[str, Any]:
 def _say_default_init(backbone: str, init: str) -> None:
     """One line when the user named no initialisation: what the default is, and why."""
     if init == "imagenet":
-        console.print(f"init: the installed supervised ImageNet weights of {backbone} (the default: far above random weights in EVIDENCE.md); --init random for random weights", markup=False)
+        console.print(
+            f"init: the installed supervised ImageNet weights of {backbone} (the default: far above random weights in EVIDENCE.md); --init random for random weights",
+            markup=False,
+        )
     else:
-        console.print(f"init: random weights ({backbone} has no installed ImageNet weights; --backbone efficientnet_lite0 has, or --init imagenet downloads them)", markup=False)
+        console.print(
+            f"init: random weights ({backbone} has no installed ImageNet weights; --backbone efficientnet_lite0 has, or --init imagenet downloads them)",
+            markup=False,
+        )
 
 
 def _settings(model: type[BaseModel], values: dict[str, Any], source: str) -> Any:
@@ -106,24 +142,68 @@ def _settings(model: type[BaseModel], values: dict[str, Any], source: str) -> An
     return settings
 
 
-@app.command(epilog="Example: lesionssl split --data ../shared/data/skin-lesions --test-fraction 0.25 --per-class 50 --group-by lesion_id --out split.csv")
+@app.command(
+    epilog="Example: lesionssl split --data ../shared/data/skin-lesions --test-fraction 0.25 --per-class 50 --group-by lesion_id --out split.csv"
+)
 def split(
     data: DataOpt = None,
     out: Annotated[Path | None, typer.Option("--out", help="Manifest CSV to write.")] = None,
-    per_class_cap: Annotated[int | None, typer.Option(help="At most N training images per class; the rest is test (the seed: 500).")] = None,
+    per_class_cap: Annotated[
+        int | None, typer.Option(help="At most N training images per class; the rest is test (the seed: 500).")
+    ] = None,
     per_class: Annotated[int | None, typer.Option(help="Exactly N training images per class.")] = None,
     fraction: Annotated[float | None, typer.Option(help="This share of each class for training.")] = None,
-    seed_isic2019: Annotated[bool | None, typer.Option("--seed-isic2019", help="The seed study's ISIC 2019 split: 2,554 train / 19,423 test.")] = None,
+    seed_isic2019: Annotated[
+        bool | None,
+        typer.Option("--seed-isic2019", help="The seed study's ISIC 2019 split: 2,554 train / 19,423 test."),
+    ] = None,
     val: Annotated[int | None, typer.Option(help="Validation images per class (taken before the test split).")] = None,
-    group_by: Annotated[str | None, typer.Option(help="Keep groups (lesion_id, patient_id) within one split; none: split by image on purpose.")] = None,
-    transductive: Annotated[bool | None, typer.Option("--transductive/--inductive", help="Let pretraining see test images (unlabelled), as the seed did.")] = None,
-    test_fraction: Annotated[float | None, typer.Option(help="Hold out this share of the labelled groups (stratified by class) as test; training labels, val and the pretraining pool come from the rest.")] = None,
-    hold_out: Annotated[list[str] | None, typer.Option("--hold-out", help="COLUMN=V1,V2,...: images whose metadata column takes one of these values form the 'external' split (never in the pool). Repeatable.")] = None,
-    dedup: Annotated[bool | None, typer.Option("--dedup", help="Merge near-duplicate clusters (pHash + thumbnail correlation) into one group each.")] = None,
+    group_by: Annotated[
+        str | None,
+        typer.Option(help="Keep groups (lesion_id, patient_id) within one split; none: split by image on purpose."),
+    ] = None,
+    transductive: Annotated[
+        bool | None,
+        typer.Option(
+            "--transductive/--inductive", help="Let pretraining see test images (unlabelled), as the seed did."
+        ),
+    ] = None,
+    test_fraction: Annotated[
+        float | None,
+        typer.Option(
+            help="Hold out this share of the labelled groups (stratified by class) as test; training labels, val and the pretraining pool come from the rest."
+        ),
+    ] = None,
+    hold_out: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--hold-out",
+            help="COLUMN=V1,V2,...: images whose metadata column takes one of these values form the 'external' split (never in the pool). Repeatable.",
+        ),
+    ] = None,
+    dedup: Annotated[
+        bool | None,
+        typer.Option(
+            "--dedup", help="Merge near-duplicate clusters (pHash + thumbnail correlation) into one group each."
+        ),
+    ] = None,
     images: Annotated[Path | None, typer.Option(help="Image folder for ISIC / HAM10000 label files.")] = None,
-    skip_missing: Annotated[bool | None, typer.Option("--skip-missing", help="Drop label rows whose image file is missing.")] = None,
-    labels: Annotated[Path | None, typer.Option("--labels", help="An expert's filled-in CSV from `lesionssl select`: its labels join the training set of the manifest the images were selected from (the next round's manifest).")] = None,
-    manifest: Annotated[Path | None, typer.Option("--manifest", help="With --labels: the manifest to add them to (default: the one the selection records).")] = None,
+    skip_missing: Annotated[
+        bool | None, typer.Option("--skip-missing", help="Drop label rows whose image file is missing.")
+    ] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            "--labels",
+            help="An expert's filled-in CSV from `lesionssl select`: its labels join the training set of the manifest the images were selected from (the next round's manifest).",
+        ),
+    ] = None,
+    manifest: Annotated[
+        Path | None,
+        typer.Option(
+            "--manifest", help="With --labels: the manifest to add them to (default: the one the selection records)."
+        ),
+    ] = None,
     data_root: DataRootOpt = None,
     seed: SeedOpt = None,
 ) -> None:
@@ -131,18 +211,47 @@ def split(
     from lesionssl.api import split as run
     from lesionssl.data.split import MIN_TEST_IMAGES, duplicates_file, pool_summary, thin_test_classes
 
-    values = _values(data=data, out=out, per_class_cap=per_class_cap, per_class=per_class, fraction=fraction, seed_isic2019=seed_isic2019, val=val, group_by=group_by, transductive=transductive, test_fraction=test_fraction, hold_out=_hold_out(hold_out), dedup=dedup, images=images, skip_missing=skip_missing, labels=labels, manifest=manifest, data_root=data_root, seed=seed)
+    values = _values(
+        data=data,
+        out=out,
+        per_class_cap=per_class_cap,
+        per_class=per_class,
+        fraction=fraction,
+        seed_isic2019=seed_isic2019,
+        val=val,
+        group_by=group_by,
+        transductive=transductive,
+        test_fraction=test_fraction,
+        hold_out=_hold_out(hold_out),
+        dedup=dedup,
+        images=images,
+        skip_missing=skip_missing,
+        labels=labels,
+        manifest=manifest,
+        data_root=data_root,
+        seed=seed,
+    )
     result = run(_settings(SplitCommand, values, "split"))
     if labels is not None or result.labels_added:
-        console.print(f"{result.labels_added} labels added to the training set" + (f"; {result.labels_blank} rows had no label and stay unlabelled" if result.labels_blank else ""), markup=False)
+        console.print(
+            f"{result.labels_added} labels added to the training set"
+            + (f"; {result.labels_blank} rows had no label and stay unlabelled" if result.labels_blank else ""),
+            markup=False,
+        )
     console.print(result.counts.to_string(), markup=False)
     thin = thin_test_classes(result.counts)
     if thin:
         named = ", ".join(f"{c} ({n})" for c, n in thin.items())
-        console.print(f"warning: {len(thin)} classes have fewer than {MIN_TEST_IMAGES} test images: {named}; their test metrics will be unreliable or undefined. "
-                      "Hold out a share of every class first with --test-fraction 0.25 (classes with few images otherwise go wholly to train)", markup=False)
+        console.print(
+            f"warning: {len(thin)} classes have fewer than {MIN_TEST_IMAGES} test images: {named}; their test metrics will be unreliable or undefined. "
+            "Hold out a share of every class first with --test-fraction 0.25 (classes with few images otherwise go wholly to train)",
+            markup=False,
+        )
     if result.duplicates is not None:
-        console.print(f"near-duplicates: {len(result.duplicates)} pairs merged into shared groups (listed in {duplicates_file(result.path)})", markup=False)
+        console.print(
+            f"near-duplicates: {len(result.duplicates)} pairs merged into shared groups (listed in {duplicates_file(result.path)})",
+            markup=False,
+        )
     console.print(pool_summary(result.manifest, result.pool), markup=False)
     console.print(f"manifest written to {result.path}", markup=False)
 
@@ -178,27 +287,59 @@ def _hold_out(values: list[str] | None) -> dict[str, list[str]] | None:
     for value in values:
         column, sep, listed = value.partition("=")
         if not sep or not column or not listed:
-            raise LesionSSLError(f"--hold-out must look like COLUMN=V1,V2 (e.g. dataset=ISIC2017_Training), got {value!r}")
+            raise LesionSSLError(
+                f"--hold-out must look like COLUMN=V1,V2 (e.g. dataset=ISIC2017_Training), got {value!r}"
+            )
         out.setdefault(column, []).extend(v for v in listed.split(",") if v)
     return out
 
 
-@app.command(epilog="Example: lesionssl pretrain --manifest split.csv --backbone resnet18 --image-size 64 --epochs 20 --out runs/bt --runtime.precision bf16-mixed")
+@app.command(
+    epilog="Example: lesionssl pretrain --manifest split.csv --backbone resnet18 --image-size 64 --epochs 20 --out runs/bt --runtime.precision bf16-mixed"
+)
 def pretrain(
     data: DataOpt = None,
-    manifest: Annotated[Path | None, typer.Option("--manifest", help="Manifest from `lesionssl split`; its pretraining pool is used.")] = None,
+    manifest: Annotated[
+        Path | None, typer.Option("--manifest", help="Manifest from `lesionssl split`; its pretraining pool is used.")
+    ] = None,
     data_root: DataRootOpt = None,
     out: OutOpt = None,
-    backbone: Annotated[str | None, typer.Option(help="resnet18 (default) | resnet34 | resnet50 | resnet101 | efficientnet_lite0 | efficientnet_lite1 | efficientnet_lite2 | timm:NAME")] = None,
-    init: Annotated[str | None, typer.Option(help="random | imagenet | imagenet-v1 | imagenet-v2 | a registered name | PATH to a checkpoint (pre-pretraining).")] = None,
+    backbone: Annotated[
+        str | None,
+        typer.Option(
+            help="resnet18 (default) | resnet34 | resnet50 | resnet101 | efficientnet_lite0 | efficientnet_lite1 | efficientnet_lite2 | timm:NAME"
+        ),
+    ] = None,
+    init: Annotated[
+        str | None,
+        typer.Option(
+            help="random | imagenet | imagenet-v1 | imagenet-v2 | a registered name | PATH to a checkpoint (pre-pretraining)."
+        ),
+    ] = None,
     image_size: Annotated[int | None, typer.Option(help="Side of the training views in pixels.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Image pairs per step.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Passes over the pool.")] = None,
     method: Annotated[str | None, typer.Option(help="barlow_twins | vicreg | simclr | byol")] = None,
-    method_kwargs: Annotated[list[str] | None, typer.Option("--method-kwargs", help="KEY=VALUE: a hyperparameter of the method (repeatable), e.g. lambd=0.0051 or temperature=0.2.")] = None,
+    method_kwargs: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--method-kwargs",
+            help="KEY=VALUE: a hyperparameter of the method (repeatable), e.g. lambd=0.0051 or temperature=0.2.",
+        ),
+    ] = None,
     projector: Annotated[str | None, typer.Option(help="Projector widths, comma-separated (e.g. 2048,2048).")] = None,
-    positives: Annotated[str | None, typer.Option(help="self (two views of one image) | lesion (two images of one lesion where the pool has several).")] = None,
-    recipe: Annotated[str | None, typer.Option(help="small-data (from random weights; measured on small dermoscopy pools) | continue (trained weights; the default when --init is not random) | seed (Haggerty & Chandra) | official (Zbontar et al.): a named set of settings; explicit keys override it.")] = None,
+    positives: Annotated[
+        str | None,
+        typer.Option(
+            help="self (two views of one image) | lesion (two images of one lesion where the pool has several)."
+        ),
+    ] = None,
+    recipe: Annotated[
+        str | None,
+        typer.Option(
+            help="small-data (from random weights; measured on small dermoscopy pools) | continue (trained weights; the default when --init is not random) | seed (Haggerty & Chandra) | official (Zbontar et al.): a named set of settings; explicit keys override it."
+        ),
+    ] = None,
     augmentation: Annotated[str | None, typer.Option(help="small-data | seed | official")] = None,
     lr: Annotated[str | None, typer.Option(help="'find' (LR finder, valley) or a number.")] = None,
     resume: ResumeOpt = None,
@@ -207,47 +348,123 @@ def pretrain(
     """Self-supervised pretraining of a backbone on unlabelled images; writes backbone.safetensors."""
     from lesionssl.pretraining.run import pretrain as run
 
-    values = _values(data=data, manifest=manifest, data_root=data_root, out=out, backbone=backbone, init=init, image_size=image_size, batch_size=batch_size, epochs=epochs, projector=_widths(projector), method=method, method_kwargs=_key_values(method_kwargs, "--method-kwargs"), positives=positives, recipe=recipe, augmentation=augmentation, lr=_lr(lr), resume=resume, seed=seed)
+    values = _values(
+        data=data,
+        manifest=manifest,
+        data_root=data_root,
+        out=out,
+        backbone=backbone,
+        init=init,
+        image_size=image_size,
+        batch_size=batch_size,
+        epochs=epochs,
+        projector=_widths(projector),
+        method=method,
+        method_kwargs=_key_values(method_kwargs, "--method-kwargs"),
+        positives=positives,
+        recipe=recipe,
+        augmentation=augmentation,
+        lr=_lr(lr),
+        resume=resume,
+        seed=seed,
+    )
     path = run(_settings(PretrainConfig, values, "pretrain"))
     console.print(f"backbone written to {path}")
 
 
-@app.command(epilog="Example: lesionssl select --manifest split.csv --init runs/bt/backbone.safetensors --budget 80 --strategy typiclust --out to_label.csv")
+@app.command(
+    epilog="Example: lesionssl select --manifest split.csv --init runs/bt/backbone.safetensors --budget 80 --strategy typiclust --out to_label.csv"
+)
 def select(
     manifest: ManifestOpt = None,
     data_root: DataRootOpt = None,
     budget: Annotated[int | None, typer.Option(help="How many images to pick.")] = None,
-    strategy: Annotated[str | None, typer.Option(help="typiclust | probcover (typical and diverse: best at small budgets) | kcenter (coverage) | random")] = None,
-    init: Annotated[str | None, typer.Option(help="The features' weights: PATH to a backbone from `lesionssl pretrain` (recommended) | random | imagenet | a registered name.")] = None,
-    backbone: Annotated[str | None, typer.Option(help="Architecture of the weights: resnet18 | resnet34 | resnet50 | resnet101 | timm:NAME")] = None,
-    image_size: Annotated[int | None, typer.Option(help="Side of the images the features are taken at (as the probe's).")] = None,
-    exclude: Annotated[list[Path] | None, typer.Option("--exclude", help="CSV (an image column) of images already labelled or sent out: never picked (repeatable).")] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="CSV to fill in; an HTML page of thumbnails is written beside it.")] = None,
+    strategy: Annotated[
+        str | None,
+        typer.Option(
+            help="typiclust | probcover (typical and diverse: best at small budgets) | kcenter (coverage) | random"
+        ),
+    ] = None,
+    init: Annotated[
+        str | None,
+        typer.Option(
+            help="The features' weights: PATH to a backbone from `lesionssl pretrain` (recommended) | random | imagenet | a registered name."
+        ),
+    ] = None,
+    backbone: Annotated[
+        str | None,
+        typer.Option(help="Architecture of the weights: resnet18 | resnet34 | resnet50 | resnet101 | timm:NAME"),
+    ] = None,
+    image_size: Annotated[
+        int | None, typer.Option(help="Side of the images the features are taken at (as the probe's).")
+    ] = None,
+    exclude: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--exclude", help="CSV (an image column) of images already labelled or sent out: never picked (repeatable)."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="CSV to fill in; an HTML page of thumbnails is written beside it.")
+    ] = None,
     seed: SeedOpt = None,
 ) -> None:
     """Pick the pool images an expert should label next (TypiClust, ProbCover, k-center or random on a backbone's features)."""
     from lesionssl.api import select as run
 
-    values = _values(manifest=manifest, data_root=data_root, budget=budget, strategy=strategy, init=init, backbone=backbone, image_size=image_size, exclude=exclude, out=out, seed=seed)
+    values = _values(
+        manifest=manifest,
+        data_root=data_root,
+        budget=budget,
+        strategy=strategy,
+        init=init,
+        backbone=backbone,
+        image_size=image_size,
+        exclude=exclude,
+        out=out,
+        seed=seed,
+    )
     settings = _settings(SelectConfig, values, "select")
     if settings.init == "random":
-        console.print("note: picking on the features of random weights; a backbone pretrained on this pool (--init runs/bt/backbone.safetensors) is what the strategies are made for", markup=False)
+        console.print(
+            "note: picking on the features of random weights; a backbone pretrained on this pool (--init runs/bt/backbone.safetensors) is what the strategies are made for",
+            markup=False,
+        )
     result = run(settings)
     if len(result.table) < result.settings["budget"]:
-        console.print(f"only {len(result.table)} images could be picked: the pool has no other unlabelled lesion", markup=False)
-    console.print(f"{len(result.table)} of {result.candidates} candidate images picked ({result.settings['strategy']}); pool {result.pool_images} images", markup=False)
-    console.print(f"fill in the label column of {result.path}, or open {result.page}; then: lesionssl split --labels {result.path} --out next.csv", markup=False)
+        console.print(
+            f"only {len(result.table)} images could be picked: the pool has no other unlabelled lesion", markup=False
+        )
+    console.print(
+        f"{len(result.table)} of {result.candidates} candidate images picked ({result.settings['strategy']}); pool {result.pool_images} images",
+        markup=False,
+    )
+    console.print(
+        f"fill in the label column of {result.path}, or open {result.page}; then: lesionssl split --labels {result.path} --out next.csv",
+        markup=False,
+    )
 
 
 @app.command(epilog="Example: lesionssl audit --manifest split.csv --out audit")
 def audit(
     manifest: Annotated[Path, typer.Option("--manifest", help="Manifest from `lesionssl split`.")],
-    out: Annotated[Path, typer.Option("--out", help="Folder for pairs.csv, summary.json and index.html.")] = Path("audit"),
-    data_root: Annotated[Path | None, typer.Option(help="The folder that now holds the manifest's images, when they moved.")] = None,
-    features: Annotated[str, typer.Option(help="Cosine detector: 'thumbnail' (colour thumbnails) or a backbone: random | imagenet | PATH.")] = "thumbnail",
+    out: Annotated[Path, typer.Option("--out", help="Folder for pairs.csv, summary.json and index.html.")] = Path(
+        "audit"
+    ),
+    data_root: Annotated[
+        Path | None, typer.Option(help="The folder that now holds the manifest's images, when they moved.")
+    ] = None,
+    features: Annotated[
+        str,
+        typer.Option(help="Cosine detector: 'thumbnail' (colour thumbnails) or a backbone: random | imagenet | PATH."),
+    ] = "thumbnail",
     backbone: Annotated[str, typer.Option(help="Architecture of a backbone given as --features.")] = "resnet18",
-    hash_threshold: Annotated[int, typer.Option(help="Largest pHash Hamming distance (of 63 bits) that links a pair.")] = HASH_THRESHOLD,
-    cosine_threshold: Annotated[float, typer.Option(help="Smallest feature cosine that links a pair.")] = COSINE_THRESHOLD,
+    hash_threshold: Annotated[
+        int, typer.Option(help="Largest pHash Hamming distance (of 63 bits) that links a pair.")
+    ] = HASH_THRESHOLD,
+    cosine_threshold: Annotated[
+        float, typer.Option(help="Smallest feature cosine that links a pair.")
+    ] = COSINE_THRESHOLD,
 ) -> None:
     """Find near-duplicate images across the splits of a manifest (pHash + feature cosine), with thumbnails."""
     from lesionssl.data.audit import audit as run
@@ -257,16 +474,27 @@ def audit(
     if result.pairs.empty:
         console.print("no near-duplicates: no pair of images is within the pHash and feature thresholds", markup=False)
     else:
-        console.print(f"{len(result.pairs)} near-duplicate pairs, {cross} across splits, {len(result.leaking)} leaking (evaluated image seen in training)", markup=False)
+        console.print(
+            f"{len(result.pairs)} near-duplicate pairs, {cross} across splits, {len(result.leaking)} leaking (evaluated image seen in training)",
+            markup=False,
+        )
     console.print(f"report written to {result.folder / 'index.html'}", markup=False)
 
 
-@app.command("augment-preview", epilog="Example: lesionssl augment-preview --data ../shared/data/skin-lesions --out grid.png --augmentation seed")
+@app.command(
+    "augment-preview",
+    epilog="Example: lesionssl augment-preview --data ../shared/data/skin-lesions --out grid.png --augmentation seed",
+)
 def augment_preview(
     data: DataOpt = None,
     out: Annotated[Path, typer.Option("--out", help="PNG file to write.")] = Path("augmentations.png"),
-    augmentation: Annotated[str, typer.Option(help="small-data | seed | official (as pretrain's augmentation)")] = "small-data",
-    extra_augmentations: Annotated[list[str] | None, typer.Option("--extra-augmentations", help="Extra distortion (repeatable): rotate90, cutout, noise, sobel.")] = None,
+    augmentation: Annotated[
+        str, typer.Option(help="small-data | seed | official (as pretrain's augmentation)")
+    ] = "small-data",
+    extra_augmentations: Annotated[
+        list[str] | None,
+        typer.Option("--extra-augmentations", help="Extra distortion (repeatable): rotate90, cutout, noise, sobel."),
+    ] = None,
     image_size: Annotated[int, typer.Option(help="Side of the views in pixels.")] = 128,
     rows: Annotated[int, typer.Option(help="Number of images (rows).")] = 6,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
@@ -276,57 +504,138 @@ def augment_preview(
     from lesionssl.augment.views import EXTRAS, PAIR_PRESETS
 
     if augmentation not in PAIR_PRESETS or set(extra_augmentations or []) - set(EXTRAS):
-        raise LesionSSLError(f"--augmentation must be one of {sorted(PAIR_PRESETS)} and --extra-augmentations one of {list(EXTRAS)}")
-    console.print(f"preview written to {run(data or [], out, augmentation, image_size, rows, seed, tuple(extra_augmentations or []))}")
+        raise LesionSSLError(
+            f"--augmentation must be one of {sorted(PAIR_PRESETS)} and --extra-augmentations one of {list(EXTRAS)}"
+        )
+    console.print(
+        f"preview written to {run(data or [], out, augmentation, image_size, rows, seed, tuple(extra_augmentations or []))}"
+    )
 
 
-@app.command(epilog="Example: lesionssl finetune --manifest split.csv --init runs/bt/backbone.safetensors --epochs 10 --out runs/ft")
+@app.command(
+    epilog="Example: lesionssl finetune --manifest split.csv --init runs/bt/backbone.safetensors --epochs 10 --out runs/ft"
+)
 def finetune(
     manifest: ManifestOpt = None,
     data_root: DataRootOpt = None,
-    data: Annotated[list[str] | None, typer.Option("--data", help="Image sources, split with --split.* settings when no --manifest is given (e.g. --split.per-class 50).")] = None,
+    data: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--data",
+            help="Image sources, split with --split.* settings when no --manifest is given (e.g. --split.per-class 50).",
+        ),
+    ] = None,
     out: OutOpt = None,
-    backbone: Annotated[str | None, typer.Option(help="efficientnet_lite0 (default; its ImageNet weights come installed) | efficientnet_lite1 | efficientnet_lite2 | resnet18 | resnet34 | resnet50 | resnet101 | timm:NAME")] = None,
-    init: Annotated[str | None, typer.Option(help="imagenet (default where the weights come installed: Lite0-2) | random | imagenet-v1 | imagenet-v2 | a registered name | PATH")] = None,
+    backbone: Annotated[
+        str | None,
+        typer.Option(
+            help="efficientnet_lite0 (default; its ImageNet weights come installed) | efficientnet_lite1 | efficientnet_lite2 | resnet18 | resnet34 | resnet50 | resnet101 | timm:NAME"
+        ),
+    ] = None,
+    init: Annotated[
+        str | None,
+        typer.Option(
+            help="imagenet (default where the weights come installed: Lite0-2) | random | imagenet-v1 | imagenet-v2 | a registered name | PATH"
+        ),
+    ] = None,
     image_size: Annotated[int | None, typer.Option(help="Side of the training images in pixels.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Images per step.")] = None,
     epochs: Annotated[int | None, typer.Option(help="1cycle epochs after the head epoch.")] = None,
     lr: Annotated[str | None, typer.Option(help="'find' (LR finder) or a number.")] = None,
     tta: Annotated[int | None, typer.Option(help="Augmented test views (the seed: 3).")] = None,
-    recipe: Annotated[str | None, typer.Option(help="seed | recommended: a named set of settings; explicit keys override it.")] = None,
-    freeze: Annotated[str | None, typer.Option(help="Head stage: fastai (BN trainable, the seed) | linear-probe.")] = None,
+    recipe: Annotated[
+        str | None, typer.Option(help="seed | recommended: a named set of settings; explicit keys override it.")
+    ] = None,
+    freeze: Annotated[
+        str | None, typer.Option(help="Head stage: fastai (BN trainable, the seed) | linear-probe.")
+    ] = None,
     sampling: Annotated[str | None, typer.Option(help="shuffle | class-balanced")] = None,
     loss_weights: Annotated[str | None, typer.Option(help="none | balanced (class-weighted cross-entropy)")] = None,
-    test_prior: Annotated[str | None, typer.Option(help="Logit adjustment to: train (none) | uniform | pool (EM on unlabelled images).")] = None,
-    select_on: Annotated[str | None, typer.Option(help="none | val_loss | val_balanced_accuracy (needs a val split; never the test split).")] = None,
+    test_prior: Annotated[
+        str | None, typer.Option(help="Logit adjustment to: train (none) | uniform | pool (EM on unlabelled images).")
+    ] = None,
+    select_on: Annotated[
+        str | None,
+        typer.Option(help="none | val_loss | val_balanced_accuracy (needs a val split; never the test split)."),
+    ] = None,
     resume: ResumeOpt = None,
     seed: SeedOpt = None,
 ) -> None:
     """The transfer protocol: head epoch, unfreeze, LR finder, 1cycle; then one test evaluation."""
     from lesionssl.api import finetune as run
 
-    values = _values(manifest=manifest, data_root=data_root, data=data, out=out, backbone=backbone, init=init, image_size=image_size, batch_size=batch_size, epochs=epochs, lr=_lr(lr), tta=tta, recipe=recipe, freeze=freeze, sampling=sampling, loss_weights=loss_weights, test_prior=test_prior, select_on=select_on, resume=resume, seed=seed)
+    values = _values(
+        manifest=manifest,
+        data_root=data_root,
+        data=data,
+        out=out,
+        backbone=backbone,
+        init=init,
+        image_size=image_size,
+        batch_size=batch_size,
+        epochs=epochs,
+        lr=_lr(lr),
+        tta=tta,
+        recipe=recipe,
+        freeze=freeze,
+        sampling=sampling,
+        loss_weights=loss_weights,
+        test_prior=test_prior,
+        select_on=select_on,
+        resume=resume,
+        seed=seed,
+    )
     settings = _settings(FinetuneConfig, values, "finetune")
     if "init" not in values:
         _say_default_init(settings.backbone, settings.init)
     if RunFolder(settings.out).finished and not settings.resume:
-        raise LesionSSLError(f"{settings.out} already holds a finished run; choose another --out or pass --resume to keep it")
+        raise LesionSSLError(
+            f"{settings.out} already holds a finished run; choose another --out or pass --resume to keep it"
+        )
     result = run(settings)
     m = result.metrics
-    console.print(f"accuracy {m.accuracy:.4f}  balanced accuracy {m.balanced_accuracy:.4f}  macro F1 {m.macro_f1:.4f}  (LR {result.lr:.3g})")
+    console.print(
+        f"accuracy {m.accuracy:.4f}  balanced accuracy {m.balanced_accuracy:.4f}  macro F1 {m.macro_f1:.4f}  (LR {result.lr:.3g})"
+    )
     console.print(f"results in {result.folder}")
 
 
 @app.command(epilog="Example: lesionssl predict --model runs/ft --data new-images/ --out predictions.csv")
 def predict(
-    model: Annotated[Path, typer.Option("--model", help="A finished `finetune` run folder (model.safetensors + model.json), e.g. runs/compare/runs/<init>/seed0-<hash>.")],
-    data: Annotated[list[str], typer.Option("--data", help="Images to predict: any source `split` accepts (labelled sources also get metrics).")],
-    out: Annotated[Path, typer.Option("--out", help="CSV to write: p_<CLASS> per class, prediction, p_malignant, malignant.")] = Path(PREDICTIONS),
-    tta: Annotated[int | None, typer.Option(help="Augmented views (default: what the model was evaluated with).")] = None,
-    prior: Annotated[str, typer.Option(help="Deployment class prior: none | uniform | estimate (EM on these images) | FILE (YAML {class: p}).")] = "none",
+    model: Annotated[
+        Path,
+        typer.Option(
+            "--model",
+            help="A finished `finetune` run folder (model.safetensors + model.json), e.g. runs/compare/runs/<init>/seed0-<hash>.",
+        ),
+    ],
+    data: Annotated[
+        list[str],
+        typer.Option(
+            "--data", help="Images to predict: any source `split` accepts (labelled sources also get metrics)."
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", help="CSV to write: p_<CLASS> per class, prediction, p_malignant, malignant.")
+    ] = Path(PREDICTIONS),
+    tta: Annotated[
+        int | None, typer.Option(help="Augmented views (default: what the model was evaluated with).")
+    ] = None,
+    prior: Annotated[
+        str,
+        typer.Option(
+            help="Deployment class prior: none | uniform | estimate (EM on these images) | FILE (YAML {class: p})."
+        ),
+    ] = "none",
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
     precision: Annotated[str | None, typer.Option(help="32-true | bf16-mixed | 16-mixed")] = None,
-    adapt_bn: Annotated[bool, typer.Option("--adapt-bn", help="AdaBN: re-estimate the BatchNorm statistics on these images first (one new site's; warns when their class mix looks unlike training's).")] = False,
+    adapt_bn: Annotated[
+        bool,
+        typer.Option(
+            "--adapt-bn",
+            help="AdaBN: re-estimate the BatchNorm statistics on these images first (one new site's; warns when their class mix looks unlike training's).",
+        ),
+    ] = False,
 ) -> None:
     """Apply a fine-tuned model to new images; unreadable images are skipped and listed (exit code 3)."""
     from lesionssl.config import RuntimeConfig
@@ -336,10 +645,16 @@ def predict(
     result = predict_images(model, data, out, tta, prior, batch_size, runtime, adapt_bn)
     console.print(f"{result.predicted} images predicted -> {result.predictions}", markup=False)
     if result.seen and sum(result.seen.values()):
-        console.print(f"{result.seen['train']} of the labelled images were in the model's own training split and {result.seen['val']} in its validation split: the metrics leave them out (column model_split)", markup=False)
+        console.print(
+            f"{result.seen['train']} of the labelled images were in the model's own training split and {result.seen['val']} in its validation split: the metrics leave them out (column model_split)",
+            markup=False,
+        )
     if result.metrics is not None:
         m = result.metrics
-        console.print(f"on {m['labelled_images']} labelled images: accuracy {m['accuracy']:.4f}  balanced accuracy {m['balanced_accuracy']:.4f}  macro F1 {m['macro_f1']:.4f}", markup=False)
+        console.print(
+            f"on {m['labelled_images']} labelled images: accuracy {m['accuracy']:.4f}  balanced accuracy {m['balanced_accuracy']:.4f}  macro F1 {m['macro_f1']:.4f}",
+            markup=False,
+        )
     _exit_if_skipped(result.skipped, result.predictions.with_name("skipped.csv"))
 
 
@@ -352,12 +667,20 @@ def _exit_if_skipped(skipped: int, listing: Path) -> None:
         raise typer.Exit(SOME_SKIPPED)
 
 
-@app.command(epilog="Example: lesionssl explain --model runs/ft --data new_images/ --out explained  (then open explained/index.html)")
+@app.command(
+    epilog="Example: lesionssl explain --model runs/ft --data new_images/ --out explained  (then open explained/index.html)"
+)
 def explain(
-    model: Annotated[Path, typer.Option("--model", help="A finished `finetune` run folder (model.safetensors + model.json).")],
+    model: Annotated[
+        Path, typer.Option("--model", help="A finished `finetune` run folder (model.safetensors + model.json).")
+    ],
     data: Annotated[list[str], typer.Option("--data", help="Images to explain: any source `split` accepts.")],
-    out: Annotated[Path, typer.Option("--out", help="Folder for maps/*.png, explanations.csv and the gallery index.html.")] = Path("explained"),
-    target: Annotated[str, typer.Option(help="Class whose evidence to map: predicted (each image's own prediction) or a class name.")] = "predicted",
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder for maps/*.png, explanations.csv and the gallery index.html.")
+    ] = Path("explained"),
+    target: Annotated[
+        str, typer.Option(help="Class whose evidence to map: predicted (each image's own prediction) or a class name.")
+    ] = "predicted",
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
 ) -> None:
     """Grad-CAM maps over each image for its predicted class (or a chosen one), and a gallery page; unreadable images are skipped and listed (exit code 3)."""
@@ -370,8 +693,15 @@ def explain(
 
 @app.command(epilog="Example: lesionssl serve --model runs/ft  (then open http://127.0.0.1:7860)")
 def serve(
-    model: Annotated[Path, typer.Option("--model", help="A finished `finetune` run folder (model.safetensors + model.json).")],
-    host: Annotated[str, typer.Option(help="Address to bind: 127.0.0.1 keeps the page on this machine; 0.0.0.0 opens it to the network.")] = "127.0.0.1",
+    model: Annotated[
+        Path, typer.Option("--model", help="A finished `finetune` run folder (model.safetensors + model.json).")
+    ],
+    host: Annotated[
+        str,
+        typer.Option(
+            help="Address to bind: 127.0.0.1 keeps the page on this machine; 0.0.0.0 opens it to the network."
+        ),
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 7860,
 ) -> None:
     """A local web page (Gradio, the \\[serve] extra): drop an image, see the class probabilities, P(malignant) against the operating point, and the Grad-CAM map."""
@@ -383,18 +713,35 @@ def serve(
 @app.command(epilog="Example: lesionssl export --model runs/ft --format onnx --out exported")
 def export(
     model: Annotated[Path, typer.Option("--model", help="A finished `finetune` run folder.")],
-    format: Annotated[str, typer.Option("--format", help="onnx (needs the \\[export] extra) | torchscript | safetensors (torchvision / timm key names)")] = "onnx",
-    out: Annotated[Path, typer.Option("--out", help="Folder for the exported file and its model.json.")] = Path("exported"),
+    format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="onnx (needs the \\[export] extra) | torchscript | safetensors (torchvision / timm key names)",
+        ),
+    ] = "onnx",
+    out: Annotated[Path, typer.Option("--out", help="Folder for the exported file and its model.json.")] = Path(
+        "exported"
+    ),
 ) -> None:
     """Export a fine-tuned model: ONNX or TorchScript (calibrated probabilities), or safetensors for torchvision / timm."""
     from lesionssl.deploy.export import export_model
 
-    console.print(f"model written to {export_model(model, format, out)} (preprocessing, classes, temperature, threshold in model.json)", markup=False)
+    console.print(
+        f"model written to {export_model(model, format, out)} (preprocessing, classes, temperature, threshold in model.json)",
+        markup=False,
+    )
 
 
 @app.command(epilog="Example: lesionssl card --model runs/ft")
 def card(
-    run: Annotated[Path | None, typer.Argument(help="A finished `finetune` run folder (or --model, as the other model commands take it).", show_default=False)] = None,
+    run: Annotated[
+        Path | None,
+        typer.Argument(
+            help="A finished `finetune` run folder (or --model, as the other model commands take it).",
+            show_default=False,
+        ),
+    ] = None,
     model: Annotated[Path | None, typer.Option("--model", help="A finished `finetune` run folder.")] = None,
 ) -> None:
     """Write MODEL_CARD.md for a fine-tuned model: data and licences, metrics with CIs, calibration, operating point, limitations."""
@@ -413,7 +760,9 @@ def compare(
     out: OutOpt = None,
     jobs: Annotated[int | None, typer.Option(help="Runs at once (one GPU each when there are GPUs).")] = None,
     shard: Annotated[str | None, typer.Option(help="k/n: run only the k-th of n slices (cluster job arrays).")] = None,
-    seeds: Annotated[list[int] | None, typer.Option("--seeds", help="Seeds of every initialisation (repeatable).")] = None,
+    seeds: Annotated[
+        list[int] | None, typer.Option("--seeds", help="Seeds of every initialisation (repeatable).")
+    ] = None,
 ) -> None:
     """Initialisations x seeds under the same protocol; resumable; writes results.csv and report.md."""
     from lesionssl.api import compare as run
@@ -426,7 +775,9 @@ def compare(
     console.print(f"report written to {result.report}")
 
 
-@app.command(epilog="Examples: lesionssl reproduce isic2019 --root data/isic2019 | lesionssl reproduce isic2019 --root data/isic2019 --quick")
+@app.command(
+    epilog="Examples: lesionssl reproduce isic2019 --root data/isic2019 | lesionssl reproduce isic2019 --root data/isic2019 --quick"
+)
 def reproduce(
     dataset: Annotated[str, typer.Argument(help="isic2019")],
     root: Annotated[Path, typer.Option("--root", help="Folder for the download and the runs.")],
@@ -483,7 +834,9 @@ def _read_config(ctx: click.Context, param: click.Parameter, path: Path | None) 
     names = {p.name for p in ctx.command.params if p.expose_value}
     unknown = [k for k in values if k not in names]
     if unknown:
-        raise LesionSSLError(f"{path}: {unknown[0]}: unknown key{did_you_mean(unknown[0], names)} [keys of {ctx.command.name}: {', '.join(sorted(names))}]")
+        raise LesionSSLError(
+            f"{path}: {unknown[0]}: unknown key{did_you_mean(unknown[0], names)} [keys of {ctx.command.name}: {', '.join(sorted(names))}]"
+        )
     ctx.default_map = {**(ctx.default_map or {}), **values}
 
 
@@ -540,7 +893,9 @@ def _check_key(path: list[str], model: type[BaseModel], declared: set[str]) -> N
             known = {f.replace("_", "-") for f in config_keys(section)} | (declared if depth == 0 else set())
             close = did_you_mean(flag, known)
             hint = f" (did you mean --{where}{close[close.index(chr(39)) + 1 : -3]}?)" if close else ""
-            raise LesionSSLError(f"no such option --{where}{flag}{hint} [see --help; every key --print-config shows is a flag]")
+            raise LesionSSLError(
+                f"no such option --{where}{flag}{hint} [see --help; every key --print-config shows is a flag]"
+            )
         if depth < len(path) - 1 and inner is None:
             if field is not None and "dict" in str(field.annotation):
                 return
@@ -557,10 +912,15 @@ def _contract(command: click.Command, model: type[BaseModel] | None) -> None:
     declared = {p.name for p in command.params if p.expose_value}
     if model is not None:
         command.allow_extra_args = command.ignore_unknown_options = True
-        command.epilog = (command.epilog or "") + f"  Every key of its YAML is also a flag, nested ones dotted: --{_example_key(model)}; --print-config lists them."
+        command.epilog = (
+            (command.epilog or "")
+            + f"  Every key of its YAML is also a flag, nested ones dotted: --{_example_key(model)}; --print-config lists them."
+        )
         for param in command.params:
             field = model.model_fields.get(param.name or "")
-            default = field.get_default(call_default_factory=True) if field is not None and not field.is_required() else None
+            default = (
+                field.get_default(call_default_factory=True) if field is not None and not field.is_required() else None
+            )
             if isinstance(param, TyperOption) and param.default is None and default not in (None, [], {}):
                 param.show_default = str(default)
 
@@ -570,7 +930,10 @@ def _contract(command: click.Command, model: type[BaseModel] | None) -> None:
         if model is not None:
             ctx.meta[EXTRA] = _generic_flags(ctx.args, model, {d.replace("_", "-") for d in declared})
         elif ctx.meta.get(PRINT):
-            typer.echo(yaml.safe_dump({k: str(v) if isinstance(v, Path) else v for k, v in kwargs.items()}, sort_keys=False), nl=False)
+            typer.echo(
+                yaml.safe_dump({k: str(v) if isinstance(v, Path) else v for k, v in kwargs.items()}, sort_keys=False),
+                nl=False,
+            )
             raise typer.Exit()
         return original(**kwargs)
 
@@ -583,8 +946,13 @@ def _shared_options() -> list[click.Parameter]:
 
     @holder.command()
     def options(
-        config: Annotated[Path | None, typer.Option("--config", help="YAML file with the same option names; flags override it.", dir_okay=False)] = None,
-        print_config: Annotated[bool, typer.Option("--print-config", help="Write the resolved configuration as YAML and exit.")] = False,
+        config: Annotated[
+            Path | None,
+            typer.Option("--config", help="YAML file with the same option names; flags override it.", dir_okay=False),
+        ] = None,
+        print_config: Annotated[
+            bool, typer.Option("--print-config", help="Write the resolved configuration as YAML and exit.")
+        ] = False,
     ) -> None: ...
 
     params = typer.main.get_command(holder).params
@@ -595,7 +963,13 @@ def _shared_options() -> list[click.Parameter]:
 
 
 def _example_key(model: type[BaseModel]) -> str:
-    return "runtime.devices 2" if "runtime" in model.model_fields else "finetune.epochs 3" if "finetune" in model.model_fields else "dedup-hash 6"
+    return (
+        "runtime.devices 2"
+        if "runtime" in model.model_fields
+        else "finetune.epochs 3"
+        if "finetune" in model.model_fields
+        else "dedup-hash 6"
+    )
 
 
 def cli() -> click.Command:
@@ -620,7 +994,10 @@ def main() -> None:
         _error(f"{where}{exc.strerror or exc} - finished work is kept; fix this and run the same command again")
         sys.exit(2)
     except Stopped as stop:
-        console.print(f"stopped by {stop}: finished work and the last checkpoint are kept. Resume with:\n  {resume_command(sys.argv[1:])}", markup=False)
+        console.print(
+            f"stopped by {stop}: finished work and the last checkpoint are kept. Resume with:\n  {resume_command(sys.argv[1:])}",
+            markup=False,
+        )
         sys.exit(128 + stop.signum)
 
 

@@ -17,7 +17,17 @@ from types import UnionType
 from typing import Annotated, Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from lesionssl.augment.views import PAIR_PRESETS, Extra, Normalization, PairAugmentation, PairPreset
 from lesionssl.data.colour import DEFAULT_P, ColourConstancy, ColourMethod
@@ -29,11 +39,15 @@ from lesionssl.models.lite import LITE
 #: A torchvision ResNet, an EfficientNet-Lite, or any timm model as ``timm:NAME`` (checked when it is built).
 def _known_backbone(name: str) -> str:
     if name not in RESNETS + tuple(LITE) and not (name.startswith(TIMM_PREFIX) and len(name) > len(TIMM_PREFIX)):
-        raise ValueError(f"unknown backbone {name!r}; choose from {', '.join(RESNETS + tuple(LITE))} or {TIMM_PREFIX}NAME (any timm model)")
+        raise ValueError(
+            f"unknown backbone {name!r}; choose from {', '.join(RESNETS + tuple(LITE))} or {TIMM_PREFIX}NAME (any timm model)"
+        )
     return name
 
 
-Backbone = Annotated[str, AfterValidator(_known_backbone), Field(description=f"{' | '.join(RESNETS + tuple(LITE))} | {TIMM_PREFIX}NAME")]
+Backbone = Annotated[
+    str, AfterValidator(_known_backbone), Field(description=f"{' | '.join(RESNETS + tuple(LITE))} | {TIMM_PREFIX}NAME")
+]
 Precision = Literal["32-true", "bf16-mixed", "16-mixed"]
 Normalize = Normalization
 #: The decoded store keeps images this much above ``image_size``, so random crops have room (as 256 -> 224).
@@ -52,8 +66,13 @@ class DecodesImages(Strict):
     """The keys of every stage that decodes images into its store: colour constancy, applied once
     when the store is built (and part of its cache key)."""
 
-    colour_constancy: ColourMethod = Field("none", description="none | shades-of-gray (Finlayson & Trezzi 2004): every image brought to a common illuminant before anything else")
-    colour_constancy_p: float = Field(DEFAULT_P, gt=0, description="the Minkowski norm of shades-of-gray (6: Barata et al. 2015; 1 is Gray World)")
+    colour_constancy: ColourMethod = Field(
+        "none",
+        description="none | shades-of-gray (Finlayson & Trezzi 2004): every image brought to a common illuminant before anything else",
+    )
+    colour_constancy_p: float = Field(
+        DEFAULT_P, gt=0, description="the Minkowski norm of shades-of-gray (6: Barata et al. 2015; 1 is Gray World)"
+    )
 
     @property
     def colour(self) -> ColourConstancy:
@@ -72,17 +91,39 @@ class SplitConfig(Strict):
     per_class_cap: int | None = Field(None, ge=1)
     seed_isic2019: bool = Field(False, description="the seed study's exact ISIC 2019 design: 2,554 train / 19,423 test")
     per_class: int | None = Field(None, ge=1)
-    fraction: float | None = Field(None, gt=0, le=1, description="this share of each class for training (1.0: all of it, e.g. the train/ folder of your own train/ test/ tree)")
+    fraction: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="this share of each class for training (1.0: all of it, e.g. the train/ folder of your own train/ test/ tree)",
+    )
     val: int = Field(0, ge=0)
     group_by: str | None = None
     seed: int = 0
     transductive: bool = False
-    test_fraction: float | None = Field(None, gt=0, lt=1, description="hold out this share of the labelled groups as test; labels and pool come from the rest")
-    hold_out: dict[str, list[str]] = Field(default_factory=dict, description="metadata column -> values whose images form the external split (never in the pool)")
-    hold_out_pool: float | None = Field(None, gt=0, lt=1, description="send this lesion-grouped share of the held-out site to the pretraining pool, labels removed (split site-pool); the rest stays external")
+    test_fraction: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="hold out this share of the labelled groups as test; labels and pool come from the rest",
+    )
+    hold_out: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="metadata column -> values whose images form the external split (never in the pool)",
+    )
+    hold_out_pool: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="send this lesion-grouped share of the held-out site to the pretraining pool, labels removed (split site-pool); the rest stays external",
+    )
     dedup: bool = Field(False, description="merge near-duplicate clusters into one group each")
-    dedup_hash: int = Field(HASH_THRESHOLD, ge=0, le=63, description="near-duplicates: largest pHash Hamming distance (of 63 bits)")
-    dedup_cosine: float = Field(COSINE_THRESHOLD, ge=-1, le=1, description="near-duplicates: smallest thumbnail correlation")
+    dedup_hash: int = Field(
+        HASH_THRESHOLD, ge=0, le=63, description="near-duplicates: largest pHash Hamming distance (of 63 bits)"
+    )
+    dedup_cosine: float = Field(
+        COSINE_THRESHOLD, ge=-1, le=1, description="near-duplicates: smallest thumbnail correlation"
+    )
 
     @field_validator("hold_out", mode="before")
     @classmethod
@@ -126,7 +167,15 @@ DEFAULT_BACKBONE = "efficientnet_lite0"
 def default_init(backbone: str) -> str:
     """``imagenet`` where the backbone's ImageNet weights come installed (no download), else ``random``."""
     return "imagenet" if backbone in LITE else "random"
-Sources = Annotated[list[str], BeforeValidator(_listify), Field(description="image sources (repeatable): shared layout, ImageFolder, plain folder, path,label CSV, ISIC ground truth, HAM10000 metadata")]
+
+
+Sources = Annotated[
+    list[str],
+    BeforeValidator(_listify),
+    Field(
+        description="image sources (repeatable): shared layout, ImageFolder, plain folder, path,label CSV, ISIC ground truth, HAM10000 metadata"
+    ),
+]
 
 
 class SplitCommand(SplitConfig):
@@ -136,11 +185,22 @@ class SplitCommand(SplitConfig):
     out: Path = Field(Path("split.csv"), description="manifest CSV to write")
     images: Path | None = Field(None, description="image folder for ISIC / HAM10000 label files")
     skip_missing: bool = Field(False, description="drop label rows whose image file is missing")
-    image_column: str | None = Field(None, description="a label CSV's column of image files or ids (any layout; with label_column)")
-    label_column: str | None = Field(None, description="a label CSV's column of class labels (any layout; with image_column)")
-    labels: Path | None = Field(None, description="an expert's filled-in CSV from `lesionssl select`: its labels join the training set of the manifest the images were selected from")
-    manifest: Path | None = Field(None, description="with labels: the manifest to add them to (default: the one the selection records)")
-    data_root: Path | None = Field(None, description="with labels: the folder that now holds the manifest's images, when they moved")
+    image_column: str | None = Field(
+        None, description="a label CSV's column of image files or ids (any layout; with label_column)"
+    )
+    label_column: str | None = Field(
+        None, description="a label CSV's column of class labels (any layout; with image_column)"
+    )
+    labels: Path | None = Field(
+        None,
+        description="an expert's filled-in CSV from `lesionssl select`: its labels join the training set of the manifest the images were selected from",
+    )
+    manifest: Path | None = Field(
+        None, description="with labels: the manifest to add them to (default: the one the selection records)"
+    )
+    data_root: Path | None = Field(
+        None, description="with labels: the folder that now holds the manifest's images, when they moved"
+    )
 
     def check_mode(self) -> None:
         if self.labels is not None:
@@ -168,7 +228,9 @@ class RuntimeConfig(Strict):
 
 
 #: The decoded store keeps images this much above ``image_size``, so random crops have room.
-StoreMargin = Annotated[float, Field(ge=1.0, le=4.0, description=f"stored side / image_size (256 -> 224 is {STORE_MARGIN})")]
+StoreMargin = Annotated[
+    float, Field(ge=1.0, le=4.0, description=f"stored side / image_size (256 -> 224 is {STORE_MARGIN})")
+]
 
 
 #: Label-selection strategies (:mod:`lesionssl.selection.strategies`).
@@ -181,22 +243,40 @@ class SelectConfig(DecodesImages):
     manifest: Path = Field(description="manifest from `lesionssl split`: candidates are its unlabelled pool images")
     data_root: Path | None = Field(None, description="the folder that now holds the manifest's images, when they moved")
     budget: int = Field(ge=1, description="how many images to pick")
-    strategy: Literal[STRATEGY_NAMES] = Field("typiclust", description="typiclust | probcover (typical and diverse; best at small budgets) | kcenter (coverage) | random")
+    strategy: Literal[STRATEGY_NAMES] = Field(
+        "typiclust",
+        description="typiclust | probcover (typical and diverse; best at small budgets) | kcenter (coverage) | random",
+    )
     backbone: Backbone = "resnet18"
-    init: Init = Field("random", description="the features' weights: a backbone file from `lesionssl pretrain` (recommended), random, imagenet, a registered name")
+    init: Init = Field(
+        "random",
+        description="the features' weights: a backbone file from `lesionssl pretrain` (recommended), random, imagenet, a registered name",
+    )
     image_size: int = Field(64, ge=16)
     store_margin: StoreMargin = STORE_MARGIN
     normalize: Normalize = Field("auto", description="auto: what the weights record, ImageNet's otherwise")
-    exclude: list[Path] = Field(default_factory=list, description="CSV files (an `image` column) of images already labelled or sent out: never picked, counted as labelled")
+    exclude: list[Path] = Field(
+        default_factory=list,
+        description="CSV files (an `image` column) of images already labelled or sent out: never picked, counted as labelled",
+    )
     seed: int = 0
-    out: Path = Field(Path("to_label.csv"), description="CSV to fill in (an empty label column); an HTML page of thumbnails is written beside it")
-    cache: Path | None = Field(None, description="feature cache folder; default: features/ beside the manifest (shared with compare's probes)")
+    out: Path = Field(
+        Path("to_label.csv"),
+        description="CSV to fill in (an empty label column); an HTML page of thumbnails is written beside it",
+    )
+    cache: Path | None = Field(
+        None, description="feature cache folder; default: features/ beside the manifest (shared with compare's probes)"
+    )
 
     @field_validator("backbone", mode="before")
     @classmethod
     def _architecture_not_weights(cls, value: Any) -> Any:
-        if isinstance(value, (str, Path)) and (Path(value).suffix in (".safetensors", ".pth", ".pt", ".ckpt") or Path(value).is_file()):
-            raise ValueError(f"backbone names the architecture (resnet18, timm:NAME); weights go in init: --init {value}")
+        if isinstance(value, (str, Path)) and (
+            Path(value).suffix in (".safetensors", ".pth", ".pt", ".ckpt") or Path(value).is_file()
+        ):
+            raise ValueError(
+                f"backbone names the architecture (resnet18, timm:NAME); weights go in init: --init {value}"
+            )
         return value
 
 
@@ -229,8 +309,12 @@ class TrackingConfig(Strict):
 
     tensorboard: bool | Literal["auto"] = "auto"
     mlflow: bool | Literal["auto"] = "auto"
-    wandb: bool = Field(False, description="Weights & Biases (needs the [wandb] extra and a login, or WANDB_MODE=offline)")
-    mlflow_uri: str | None = Field(None, description="default: sqlite:///<out>/mlflow.db (compare: one database per experiment); or a server URI")
+    wandb: bool = Field(
+        False, description="Weights & Biases (needs the [wandb] extra and a login, or WANDB_MODE=offline)"
+    )
+    mlflow_uri: str | None = Field(
+        None, description="default: sqlite:///<out>/mlflow.db (compare: one database per experiment); or a server URI"
+    )
     wandb_project: str | None = Field(None, description="default: the experiment name")
     experiment: str = "lesionssl"
 
@@ -238,7 +322,9 @@ class TrackingConfig(Strict):
     def _installed(self) -> TrackingConfig:
         for name, (module, extra) in TRACKERS.items():
             if getattr(self, name) is True and importlib.util.find_spec(module) is None:
-                raise ValueError(f"{name}: true needs the {module} package: pip install 'lesionssl[{extra}]' (or set {name}: false)")
+                raise ValueError(
+                    f"{name}: true needs the {module} package: pip install 'lesionssl[{extra}]' (or set {name}: false)"
+                )
         return self
 
     def enabled(self, name: str) -> bool:
@@ -254,7 +340,12 @@ def _optional_fields(source: type) -> dict[str, Any]:
 
 #: Changes to an augmentation preset (``augment: {crop_scale: [0.08, 1.0]}``): the fields of
 #: :class:`lesionssl.augment.views.PairAugmentation`, each optional.
-AugmentOverrides = create_model("AugmentOverrides", __base__=Strict, __doc__="Changes to the augmentation preset's parameters; unset fields keep the preset's.", **_optional_fields(PairAugmentation))
+AugmentOverrides = create_model(
+    "AugmentOverrides",
+    __base__=Strict,
+    __doc__="Changes to the augmentation preset's parameters; unset fields keep the preset's.",
+    **_optional_fields(PairAugmentation),
+)
 
 #: Pretraining recipes (``recipe:``): the settings each one implies, and per method the
 #: hyperparameters it changes from the method's defaults; keys given explicitly win.
@@ -263,12 +354,20 @@ PRETRAIN_RECIPES: dict[str, dict[str, Any]] = {
     # LR finder picks 10-30x that on the self-supervised loss), the small-data augmentation, and
     # for Barlow Twins the official lambda with a two-layer 2048 projector.
     "small-data": {
-        "optimizer": "adam", "augmentation": "small-data", "lr": 1e-3, "weight_decay": 1e-5, "projector_warmup_epochs": None,
+        "optimizer": "adam",
+        "augmentation": "small-data",
+        "lr": 1e-3,
+        "weight_decay": 1e-5,
+        "projector_warmup_epochs": None,
         "method_defaults": {"barlow_twins": {"projector": [2048, 2048], "lambd": 0.0051}},
     },
     # The seed code: fastai Adam (wd 0.01), one projector-only epoch, LR finder (valley), 1cycle, lambda 1/d.
     "seed": {
-        "optimizer": "adam", "augmentation": "seed", "lr": "find", "weight_decay": 0.01, "projector_warmup_epochs": 1,
+        "optimizer": "adam",
+        "augmentation": "seed",
+        "lr": "find",
+        "weight_decay": 0.01,
+        "projector_warmup_epochs": 1,
         "method_defaults": {"barlow_twins": {"projector": [8192, 8192, 8192], "lambd": None}},
     },
     # Continuing from trained weights (the seed's pre-pretraining; the default when --init is not
@@ -277,12 +376,25 @@ PRETRAIN_RECIPES: dict[str, dict[str, Any]] = {
     # LR, its BatchNorm statistics frozen (updating them lost a third of the start's kNN accuracy
     # in one epoch) and a light L2-SP pull toward the start.
     "continue": {
-        "optimizer": "adam", "augmentation": "small-data", "lr": 1e-3, "encoder_lr_scale": 0.1, "bn_statistics": "frozen", "l2sp": 100.0,
-        "weight_decay": 1e-5, "projector_warmup_epochs": 1, "epochs": 6,
+        "optimizer": "adam",
+        "augmentation": "small-data",
+        "lr": 1e-3,
+        "encoder_lr_scale": 0.1,
+        "bn_statistics": "frozen",
+        "l2sp": 100.0,
+        "weight_decay": 1e-5,
+        "projector_warmup_epochs": 1,
+        "epochs": 6,
         "method_defaults": {"barlow_twins": {"projector": [2048, 2048], "lambd": 0.0051}},
     },
     # Zbontar et al.: LARS, LRs 0.2 / 0.0048 x batch/256, warm-up then cosine; each method's own defaults.
-    "official": {"optimizer": "lars", "augmentation": "official", "weight_decay": 1.5e-6, "projector_warmup_epochs": 0, "method_defaults": {}},
+    "official": {
+        "optimizer": "lars",
+        "augmentation": "official",
+        "weight_decay": 1.5e-6,
+        "projector_warmup_epochs": 0,
+        "method_defaults": {},
+    },
 }
 #: Shorthands: top-level keys that go into ``method_kwargs`` (``projector: [2048, 2048]``).
 METHOD_SHORTHANDS = ("projector", "lambd")
@@ -300,10 +412,18 @@ class PretrainConfig(DecodesImages):
     SHORTHANDS: ClassVar[tuple[str, ...]] = METHOD_SHORTHANDS
 
     data: Sources = Field(default_factory=list)
-    manifest: Path | None = Field(None, description="manifest from `lesionssl split`: its pretraining pool is used (else every image of data)")
-    data_root: Path | None = Field(None, description="the folder that now holds the manifest's images, when they moved (e.g. to node scratch); default: the root the manifest recorded")
+    manifest: Path | None = Field(
+        None, description="manifest from `lesionssl split`: its pretraining pool is used (else every image of data)"
+    )
+    data_root: Path | None = Field(
+        None,
+        description="the folder that now holds the manifest's images, when they moved (e.g. to node scratch); default: the root the manifest recorded",
+    )
     out: Path = Path("runs/pretrain")
-    recipe: Literal[tuple(PRETRAIN_RECIPES)] = Field("small-data", description="small-data (measured best from random weights on small dermoscopy pools) | continue (trained weights: the default when --init is not random) | seed (Haggerty & Chandra) | official (Zbontar et al.)")
+    recipe: Literal[tuple(PRETRAIN_RECIPES)] = Field(
+        "small-data",
+        description="small-data (measured best from random weights on small dermoscopy pools) | continue (trained weights: the default when --init is not random) | seed (Haggerty & Chandra) | official (Zbontar et al.)",
+    )
     backbone: Backbone = "resnet18"
     init: Init = "random"
     image_size: int = Field(64, ge=16)
@@ -311,27 +431,67 @@ class PretrainConfig(DecodesImages):
     batch_size: int = Field(128, ge=2)
     epochs: int = Field(50, ge=1, description="50: the length measured on ../shared/data/skin-lesions (EVIDENCE.md)")
     method: str = Field("barlow_twins", description="barlow_twins | vicreg | simclr | byol")
-    method_kwargs: dict[str, Any] = Field(default_factory=dict, description="the method's hyperparameters (projector widths, loss weights); `projector` and `lambd` may also be given at the top level")
-    positives: Literal["self", "lesion"] = Field("self", description="self: two views of one image; lesion: two different images of one lesion (the manifest's group) where the pool has several")
+    method_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the method's hyperparameters (projector widths, loss weights); `projector` and `lambd` may also be given at the top level",
+    )
+    positives: Literal["self", "lesion"] = Field(
+        "self",
+        description="self: two views of one image; lesion: two different images of one lesion (the manifest's group) where the pool has several",
+    )
     augmentation: PairPreset = "small-data"
-    augment: AugmentOverrides = Field(default_factory=AugmentOverrides, description="changes to the augmentation preset, e.g. {crop_scale: [0.08, 1.0]}")
+    augment: AugmentOverrides = Field(
+        default_factory=AugmentOverrides,
+        description="changes to the augmentation preset, e.g. {crop_scale: [0.08, 1.0]}",
+    )
     extra_augmentations: list[Extra] = Field(default_factory=list)
-    normalize: Normalize = Field("auto", description="auto: what the initialisation records (timm's pretrained config, a registered entry), ImageNet's otherwise")
-    optimizer: Literal["adam", "lars"] = Field("adam", description="adam: fastai Adam + 1cycle; lars: official LARS + warm-up + cosine")
+    normalize: Normalize = Field(
+        "auto",
+        description="auto: what the initialisation records (timm's pretrained config, a registered entry), ImageNet's otherwise",
+    )
+    optimizer: Literal["adam", "lars"] = Field(
+        "adam", description="adam: fastai Adam + 1cycle; lars: official LARS + warm-up + cosine"
+    )
     lr: float | Literal["find"] = Field(1e-3, description="adam: the 1cycle maximum, or 'find' (LR finder, valley)")
-    weight_decay: float | None = Field(None, ge=0, description="each recipe sets its own (small-data 1e-5); null: 0.01 for adam (fastai's default, as the seed ran), 1.5e-6 for lars")
+    weight_decay: float | None = Field(
+        None,
+        ge=0,
+        description="each recipe sets its own (small-data 1e-5); null: 0.01 for adam (fastai's default, as the seed ran), 1.5e-6 for lars",
+    )
     lr_weights: float = Field(0.2, gt=0, description="lars: LR of weights per 256 images")
     lr_biases: float = Field(0.0048, gt=0, description="lars: LR of biases and BN per 256 images")
     lars_eta: float = Field(0.001, gt=0)
     lars_momentum: float = Field(0.9, ge=0, lt=1)
-    warmup_epochs: int | None = Field(None, ge=0, description="lars: linear warm-up; null = 10, or a tenth of shorter runs")
-    projector_warmup_epochs: int | None = Field(None, ge=0, description="epochs training only the projector, encoder frozen; null = 1 when starting from trained weights, 0 from random")
-    projector_init: Literal["fresh", "checkpoint"] = Field("fresh", description="checkpoint: load the projector of a full Barlow Twins checkpoint given as init (no warm-up then)")
-    encoder_lr_scale: float = Field(1.0, gt=0, le=1, description="adam: the encoder's LR as a share of the projector's (a slower encoder keeps more of trained weights)")
-    bn_statistics: Literal["update", "frozen"] = Field("update", description="frozen: the encoder's BatchNorm running statistics stay those of --init")
-    l2sp: float = Field(0.0, ge=0, description="alpha of L2-SP (Li et al. 2018), a pull toward the encoder's starting weights; 0: none")
+    warmup_epochs: int | None = Field(
+        None, ge=0, description="lars: linear warm-up; null = 10, or a tenth of shorter runs"
+    )
+    projector_warmup_epochs: int | None = Field(
+        None,
+        ge=0,
+        description="epochs training only the projector, encoder frozen; null = 1 when starting from trained weights, 0 from random",
+    )
+    projector_init: Literal["fresh", "checkpoint"] = Field(
+        "fresh",
+        description="checkpoint: load the projector of a full Barlow Twins checkpoint given as init (no warm-up then)",
+    )
+    encoder_lr_scale: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="adam: the encoder's LR as a share of the projector's (a slower encoder keeps more of trained weights)",
+    )
+    bn_statistics: Literal["update", "frozen"] = Field(
+        "update", description="frozen: the encoder's BatchNorm running statistics stay those of --init"
+    )
+    l2sp: float = Field(
+        0.0, ge=0, description="alpha of L2-SP (Li et al. 2018), a pull toward the encoder's starting weights; 0: none"
+    )
     knn_k: int = Field(20, ge=1, description="neighbours of the per-epoch kNN monitor (needs train and val splits)")
-    snapshot_every: int | None = Field(None, ge=1, description="also export the backbone every N epochs (snapshots/epoch-<N>.safetensors), to measure features against epochs")
+    snapshot_every: int | None = Field(
+        None,
+        ge=1,
+        description="also export the backbone every N epochs (snapshots/epoch-<N>.safetensors), to measure features against epochs",
+    )
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     seed: int = 0
     resume: bool = Field(False, description="continue an interrupted run in out, or keep a finished one")
@@ -366,7 +526,9 @@ class PretrainConfig(DecodesImages):
         if any(width < 1 for width in self.projector):
             raise ValueError("projector widths must be positive")
         if self.optimizer == "lars" and self.encoder_lr_scale != 1.0:
-            raise ValueError("encoder_lr_scale applies to optimizer adam; LARS sets its own LRs (lr_weights, lr_biases)")
+            raise ValueError(
+                "encoder_lr_scale applies to optimizer adam; LARS sets its own LRs (lr_weights, lr_biases)"
+            )
         return self
 
     def build_method(self):
@@ -406,7 +568,9 @@ class PretrainConfig(DecodesImages):
     @property
     def augmentation_parameters(self) -> PairAugmentation:
         """The preset with the ``augment`` overrides applied."""
-        changes = {k: tuple(v) if isinstance(v, list) else v for k, v in self.augment.model_dump(exclude_none=True).items()}
+        changes = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in self.augment.model_dump(exclude_none=True).items()
+        }
         return replace(PAIR_PRESETS[self.augmentation], **changes)
 
 
@@ -432,13 +596,33 @@ FINETUNE_PRESETS: dict[str, dict[str, Any]] = {
     # fastai freeze (BN trainable) for one epoch at a constant 1e-3, valley LR, 40 epochs 1cycle,
     # batch 64, TTA x3, no ImageNet normalisation.
     "seed": {
-        "backbone": "resnet50", "image_size": 256, "batch_size": 64, "epochs": 40, "head_epochs": 1, "head_lr": 1e-3,
-        "freeze": "fastai", "lr": "find", "lr_suggestion": "valley", "weight_decay": 0.0, "normalize": "none", "tta": 3,
+        "backbone": "resnet50",
+        "image_size": 256,
+        "batch_size": 64,
+        "epochs": 40,
+        "head_epochs": 1,
+        "head_lr": 1e-3,
+        "freeze": "fastai",
+        "lr": "find",
+        "lr_suggestion": "valley",
+        "weight_decay": 0.0,
+        "normalize": "none",
+        "tta": 3,
     },
     # The same protocol with the seed's quirks fixed: ImageNet normalisation, no TTA randomness.
     "recommended": {
-        "backbone": "resnet50", "image_size": 224, "batch_size": 64, "epochs": 40, "head_epochs": 1, "head_lr": 1e-3,
-        "freeze": "fastai", "lr": "find", "lr_suggestion": "valley", "weight_decay": 0.0, "normalize": "imagenet", "tta": 0,
+        "backbone": "resnet50",
+        "image_size": 224,
+        "batch_size": 64,
+        "epochs": 40,
+        "head_epochs": 1,
+        "head_lr": 1e-3,
+        "freeze": "fastai",
+        "lr": "find",
+        "lr_suggestion": "valley",
+        "weight_decay": 0.0,
+        "normalize": "imagenet",
+        "tta": 0,
     },
 }
 
@@ -446,14 +630,27 @@ FINETUNE_PRESETS: dict[str, dict[str, Any]] = {
 class FinetuneConfig(DecodesImages):
     """The transfer protocol (``lesionssl finetune``): head epoch, unfreeze, LR finder, 1cycle."""
 
-    recipe: Literal[tuple(FINETUNE_PRESETS)] | None = Field(None, description="seed | recommended: a named set of settings; explicit keys override it")
-    data: Sources = Field(default_factory=list, description="image sources, split with the split section when no manifest is given")
+    recipe: Literal[tuple(FINETUNE_PRESETS)] | None = Field(
+        None, description="seed | recommended: a named set of settings; explicit keys override it"
+    )
+    data: Sources = Field(
+        default_factory=list, description="image sources, split with the split section when no manifest is given"
+    )
     manifest: Path | None = Field(None, description="manifest from `lesionssl split`")
-    data_root: Path | None = Field(None, description="the folder that now holds the manifest's images, when they moved (e.g. to node scratch); default: the root the manifest recorded")
+    data_root: Path | None = Field(
+        None,
+        description="the folder that now holds the manifest's images, when they moved (e.g. to node scratch); default: the root the manifest recorded",
+    )
     split: SplitConfig | None = Field(None, description="how to split data when no manifest is given")
     out: Path = Path("runs/finetune")
-    backbone: Backbone = Field(DEFAULT_BACKBONE, description="the architecture; default: EfficientNet-Lite0, whose ImageNet weights come installed")
-    init: Init = Field("random", description="random | imagenet | imagenet-v1 | imagenet-v2 | a registered name | PATH to a backbone or checkpoint; default: imagenet where the backbone's ImageNet weights are installed (Lite0-2), random otherwise")
+    backbone: Backbone = Field(
+        DEFAULT_BACKBONE,
+        description="the architecture; default: EfficientNet-Lite0, whose ImageNet weights come installed",
+    )
+    init: Init = Field(
+        "random",
+        description="random | imagenet | imagenet-v1 | imagenet-v2 | a registered name | PATH to a backbone or checkpoint; default: imagenet where the backbone's ImageNet weights are installed (Lite0-2), random otherwise",
+    )
     image_size: int = Field(64, ge=16)
     store_margin: StoreMargin = STORE_MARGIN
     batch_size: int = Field(64, ge=2)
@@ -461,20 +658,33 @@ class FinetuneConfig(DecodesImages):
     head_epochs: int = Field(1, ge=0)
     head_lr: float = Field(1e-3, gt=0)
     freeze: Literal["fastai", "linear-probe"] = "fastai"
-    lr: float | Literal["find", "auto"] = Field("auto", description=f"find: the LR finder; a number: a fixed LR; auto: a fixed {SMALL_DATA_LR:g} for training sets of at most {SMALL_TRAINING_SET} images (measured above the finder there, EVIDENCE.md), the finder above")
+    lr: float | Literal["find", "auto"] = Field(
+        "auto",
+        description=f"find: the LR finder; a number: a fixed LR; auto: a fixed {SMALL_DATA_LR:g} for training sets of at most {SMALL_TRAINING_SET} images (measured above the finder there, EVIDENCE.md), the finder above",
+    )
     lr_suggestion: Literal["valley", "minimum", "steep", "slide"] = "valley"
     weight_decay: float = Field(0.0, ge=0)
-    normalize: Normalize = Field("auto", description="auto: what the initialisation records (timm's pretrained config, a registered entry, a lesionssl backbone's own), ImageNet's otherwise")
+    normalize: Normalize = Field(
+        "auto",
+        description="auto: what the initialisation records (timm's pretrained config, a registered entry, a lesionssl backbone's own), ImageNet's otherwise",
+    )
     tta: int = Field(0, ge=0, description="augmented test views averaged with the plain one (seed: 3)")
     sampling: Literal["shuffle", "class-balanced"] = "shuffle"
     loss_weights: Literal["none", "balanced"] = "none"
-    malignant_classes: list[str] | None = Field(None, description="the classes summed into P(malignant), for the operating point (e.g. [malignant] or [OSCC]); default: MEL, BCC, SCC, AK when the classes are ISIC 2019's, none otherwise")
+    malignant_classes: list[str] | None = Field(
+        None,
+        description="the classes summed into P(malignant), for the operating point (e.g. [malignant] or [OSCC]); default: MEL, BCC, SCC, AK when the classes are ISIC 2019's, none otherwise",
+    )
     test_prior: Literal["train", "uniform", "pool"] | dict[str, float] = Field(
-        "train", description="post-hoc logit adjustment target: train (none), uniform, pool (EM on unlabelled images) or {class: p}"
+        "train",
+        description="post-hoc logit adjustment target: train (none), uniform, pool (EM on unlabelled images) or {class: p}",
     )
     external: list[ExternalSet] = Field(default_factory=list, description="extra labelled test sets (domain shift)")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
-    figures: bool = Field(True, description="the run's figures (schedule, LR finder, confusion, reliability, Grad-CAM examples; PNG + SVG); false saves 1-2 s a run on 2 CPU cores in a large grid, and keeps their CSVs")
+    figures: bool = Field(
+        True,
+        description="the run's figures (schedule, LR finder, confusion, reliability, Grad-CAM examples; PNG + SVG); false saves 1-2 s a run on 2 CPU cores in a large grid, and keeps their CSVs",
+    )
     select_on: Literal["none", "val_loss", "val_balanced_accuracy"] = "none"
     early_stopping_patience: int | None = Field(None, ge=1)
     seed: int = 0
@@ -495,7 +705,9 @@ class FinetuneConfig(DecodesImages):
         if self.early_stopping_patience is not None and self.select_on == "none":
             raise ValueError("early_stopping_patience needs select_on: val_loss or val_balanced_accuracy")
         if self.manifest is None and self.data and self.split is None:
-            raise ValueError("data needs a split section (e.g. split: {per_class: 50, test_fraction: 0.25}), or give a manifest")
+            raise ValueError(
+                "data needs a split section (e.g. split: {per_class: 50, test_fraction: 0.25}), or give a manifest"
+            )
         return self
 
 
@@ -506,7 +718,10 @@ class InitConfig(Strict):
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     init: str = Field(min_length=1)
-    pretrain: dict[str, Any] = Field(default_factory=dict, description="changes to the experiment's pretrain section for this initialisation (init: pretrain only)")
+    pretrain: dict[str, Any] = Field(
+        default_factory=dict,
+        description="changes to the experiment's pretrain section for this initialisation (init: pretrain only)",
+    )
 
 
 #: Experiment presets (see the README for the side-by-side table and why each difference matters):
@@ -519,9 +734,18 @@ SEED_INITIALISATIONS = [
 ]
 
 _PRETRAIN = {
-    "backbone": "resnet50", "init": "bt-resnet50-hub", "image_size": 256, "batch_size": 128, "epochs": 100,
-    "projector": [8192, 8192, 8192], "lambd": 1 / 8192, "recipe": "seed", "augmentation": "seed",
-    "weight_decay": 0.01, "projector_warmup_epochs": 1, "lr": "find",
+    "backbone": "resnet50",
+    "init": "bt-resnet50-hub",
+    "image_size": 256,
+    "batch_size": 128,
+    "epochs": 100,
+    "projector": [8192, 8192, 8192],
+    "lambd": 1 / 8192,
+    "recipe": "seed",
+    "augmentation": "seed",
+    "weight_decay": 0.01,
+    "projector_warmup_epochs": 1,
+    "lr": "find",
 }
 
 EXPERIMENT_PRESETS: dict[str, dict[str, Any]] = {
@@ -545,19 +769,40 @@ EXPERIMENT_PRESETS: dict[str, dict[str, Any]] = {
 class CompareConfig(Strict):
     """An experiment: initialisations x seeds with the same split and protocol."""
 
-    preset: Literal[tuple(EXPERIMENT_PRESETS)] | None = Field(None, description="named study design; explicit keys override it")
+    preset: Literal[tuple(EXPERIMENT_PRESETS)] | None = Field(
+        None, description="named study design; explicit keys override it"
+    )
     data: Sources = Field(default_factory=list)
     manifest: Path | None = Field(None, description="manifest from `lesionssl split`")
-    data_root: Path | None = Field(None, description="the folder that now holds the manifest's images, when they moved (e.g. to node scratch); default: the root the manifest recorded")
+    data_root: Path | None = Field(
+        None,
+        description="the folder that now holds the manifest's images, when they moved (e.g. to node scratch); default: the root the manifest recorded",
+    )
     split: SplitConfig | None = Field(None, description="how to split data when no manifest is given")
     out: Path = Path("runs/compare")
-    initialisations: list[InitConfig] = Field(min_length=1, description="default: the fine-tuning section's default start (installed ImageNet weights for Lite0-2)")
+    initialisations: list[InitConfig] = Field(
+        min_length=1,
+        description="default: the fine-tuning section's default start (installed ImageNet weights for Lite0-2)",
+    )
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
-    budgets: list[int] | None = Field(None, min_length=1, description="label-efficiency sweep: training images per class, nested, drawn anew for every seed, same test set")
-    selection: SelectionConfig | None = Field(None, description="simulated label-selection study: strategies pick each round's images on each initialisation's features; the manifest's labels play the expert")
-    protocols: list[Literal[PROTOCOLS]] = Field(default_factory=lambda: ["finetune"], min_length=1, description="finetune (the transfer protocol), linear (probe on frozen features), knn (k-nearest neighbours on frozen features)")
+    budgets: list[int] | None = Field(
+        None,
+        min_length=1,
+        description="label-efficiency sweep: training images per class, nested, drawn anew for every seed, same test set",
+    )
+    selection: SelectionConfig | None = Field(
+        None,
+        description="simulated label-selection study: strategies pick each round's images on each initialisation's features; the manifest's labels play the expert",
+    )
+    protocols: list[Literal[PROTOCOLS]] = Field(
+        default_factory=lambda: ["finetune"],
+        min_length=1,
+        description="finetune (the transfer protocol), linear (probe on frozen features), knn (k-nearest neighbours on frozen features)",
+    )
     knn_k: int = Field(20, ge=1, description="neighbours of the knn protocol")
-    reference: Literal["seed-isic2019"] | None = Field(None, description="published numbers shown next to ours in the report")
+    reference: Literal["seed-isic2019"] | None = Field(
+        None, description="published numbers shown next to ours in the report"
+    )
     jobs: int = Field(1, ge=1, description="runs at once (one GPU each when there are GPUs)")
     shard: str | None = Field(None, description="k/n: run only the k-th of n slices (cluster job arrays)")
     pretrain: PretrainConfig | None = None
@@ -590,7 +835,9 @@ class CompareConfig(Strict):
         if self.budgets is not None and any(b < 1 for b in self.budgets):
             raise ValueError(f"budgets must be positive numbers of images per class, got {self.budgets}")
         if self.budgets is not None and self.selection is not None:
-            raise ValueError("budgets (labels per class, drawn at random) and selection (total labels, picked by strategies) are two designs: choose one")
+            raise ValueError(
+                "budgets (labels per class, drawn at random) and selection (total labels, picked by strategies) are two designs: choose one"
+            )
         return self
 
     def pretrain_settings(self, initialisation: InitConfig) -> PretrainConfig:
@@ -598,7 +845,9 @@ class CompareConfig(Strict):
         if not initialisation.pretrain:
             return self.pretrain
         base = self.pretrain.model_dump(exclude_unset=True)
-        return validate(PretrainConfig, {**base, **initialisation.pretrain}, f"initialisations.{initialisation.name}.pretrain")
+        return validate(
+            PretrainConfig, {**base, **initialisation.pretrain}, f"initialisations.{initialisation.name}.pretrain"
+        )
 
 
 def apply_experiment_preset(values: dict[str, Any]) -> dict[str, Any]:
@@ -612,7 +861,11 @@ def apply_experiment_preset(values: dict[str, Any]) -> dict[str, Any]:
             merged[key] = value
     chosen = (values.get("split") or {}).keys() & {"per_class_cap", "per_class", "fraction", "seed_isic2019"}
     if chosen:  # the user chose the split mode: drop the preset's
-        merged["split"] = {k: v for k, v in merged["split"].items() if k not in {"per_class_cap", "per_class", "fraction", "seed_isic2019"} - chosen}
+        merged["split"] = {
+            k: v
+            for k, v in merged["split"].items()
+            if k not in {"per_class_cap", "per_class", "fraction", "seed_isic2019"} - chosen
+        }
     return merged
 
 
@@ -692,7 +945,9 @@ def validate(model: type[ConfigT], values: dict[str, Any], source: str = "config
         raise LesionSSLError(f"{source}: {problems} [keys of {model.__name__}: {allowed}]") from None
 
 
-def resolve(model: type[ConfigT], config: str | Path | dict[str, Any] | BaseModel | None, options: dict[str, Any], source: str) -> ConfigT:
+def resolve(
+    model: type[ConfigT], config: str | Path | dict[str, Any] | BaseModel | None, options: dict[str, Any], source: str
+) -> ConfigT:
     """A validated config from a YAML file, a mapping or a config object, changed by ``options``
     (None values ignored; nested sections merge key by key)."""
     if isinstance(config, BaseModel):
@@ -768,7 +1023,9 @@ def describe_lr(setting: float | str, chosen: float | None = None, suggestion: s
     """How a run's ``lr`` key chose its LR, as the methods paragraph and the model card say it
     (here, not beside the finder: the report reads it without importing the training stack)."""
     if setting == "find":
-        return f"an LR finder (fastai's lr_find, its {suggestion} suggestion" + (f": {chosen:.3g})" if chosen is not None else ")")
+        return f"an LR finder (fastai's lr_find, its {suggestion} suggestion" + (
+            f": {chosen:.3g})" if chosen is not None else ")"
+        )
     if setting == "auto":
         return f"a fixed LR of {SMALL_DATA_LR:g} for training splits of at most {SMALL_TRAINING_SET} images and an LR finder ({suggestion}) above (lr auto)"
     return f"a fixed LR of {float(setting):.3g} (no LR finder)"

@@ -41,7 +41,9 @@ def verify(url: str, path: Path, lock_file: Path, sha256: str | None = None, sha
         lock_file.write_text(json.dumps(lock, indent=2))
     if not actual.startswith(expected):
         path.unlink()
-        raise LesionSSLError(f"checksum mismatch for {url}: expected {expected}, got {actual}; the file was removed, run again to re-download")
+        raise LesionSSLError(
+            f"checksum mismatch for {url}: expected {expected}, got {actual}; the file was removed, run again to re-download"
+        )
     return how
 
 
@@ -55,11 +57,16 @@ def download(url: str, target: Path) -> None:
         with urllib.request.urlopen(request, timeout=60) as response:
             resumed = response.status == 206
             total = int(response.headers.get("Content-Length", 0)) + (start if resumed else 0)
-            with partial.open("ab" if resumed else "wb") as handle, progress_bar(f"downloading {target.name}", max(1, total // CHUNK)) as advance:
+            with (
+                partial.open("ab" if resumed else "wb") as handle,
+                progress_bar(f"downloading {target.name}", max(1, total // CHUNK)) as advance,
+            ):
                 for block in iter(lambda: response.read(CHUNK), b""):
                     handle.write(block)
                     advance()
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise LesionSSLError(f"could not download {url} ({reason}); download it by other means and pass the file with --init PATH (weights) or put it in the data folder") from None
+        raise LesionSSLError(
+            f"could not download {url} ({reason}); download it by other means and pass the file with --init PATH (weights) or put it in the data folder"
+        ) from None
     partial.rename(target)

@@ -16,12 +16,20 @@ PACKAGES = ("lesionssl", "torch", "torchvision", "lightning", "numpy", "pandas",
 def git_commit() -> str | None:
     """The commit of the lesionssl checkout (None when installed from a wheel or outside git)."""
     try:
-        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     if result.returncode != 0:
         return None
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=Path(__file__).parent,
+        capture_output=True,
+        text=True,
+        timeout=5,
+    ).stdout.strip()
     return result.stdout.strip() + ("+dirty" if dirty else "")
 
 
@@ -38,7 +46,9 @@ def versions() -> dict[str, str | None]:
 def run_environment(seed: int) -> dict[str, Any]:
     """Provenance written as ``environment.json`` into every run folder."""
     return {
-        "command": shlex.join(["lesionssl", *sys.argv[1:]]) if Path(sys.argv[0]).name in ("lesionssl", "__main__.py") else shlex.join(sys.argv),
+        "command": shlex.join(["lesionssl", *sys.argv[1:]])
+        if Path(sys.argv[0]).name in ("lesionssl", "__main__.py")
+        else shlex.join(sys.argv),
         "git_commit": git_commit(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),

@@ -68,7 +68,9 @@ def plot_schedule(schedule: pd.DataFrame, path: Path) -> None:
     _save(fig, path)
 
 
-def plot_confusion(matrix: np.ndarray, classes: list[str], path: Path, title: str = "confusion (row-normalised)") -> None:
+def plot_confusion(
+    matrix: np.ndarray, classes: list[str], path: Path, title: str = "confusion (row-normalised)"
+) -> None:
     """Row-normalised confusion matrix with the values written in the cells."""
     fig, ax = _figure((max(4.5, 1 + 0.6 * len(classes)), max(4.0, 0.8 + 0.6 * len(classes))))
     ax.imshow(matrix, cmap="Blues", vmin=0, vmax=1)
@@ -130,14 +132,26 @@ def plot_label_efficiency(summary: pd.DataFrame, path: Path, title: str = "", un
             rows = rows.sort_values("budget")
             ax.plot(rows["budget"], rows["mean"], marker="o", label=init)
             ax.fill_between(rows["budget"], rows["ci_low"], rows["ci_high"], alpha=0.2)
-        ax.set(xscale="log", xlabel=f"labelled images {unit}", ylabel=metric.replace("_", " "), title=metric.replace("_", " "))
+        ax.set(
+            xscale="log",
+            xlabel=f"labelled images {unit}",
+            ylabel=metric.replace("_", " "),
+            title=metric.replace("_", " "),
+        )
         ax.set_xticks(budgets, [str(int(b)) for b in budgets])
         if ax.lines:
             ax.legend(fontsize=8)
     _save(fig, path)
 
 
-def plot_reliability(labels: np.ndarray, before: np.ndarray, after: np.ndarray, path: Path, bins: int = 10, title: str = "Reliability on the test split") -> None:
+def plot_reliability(
+    labels: np.ndarray,
+    before: np.ndarray,
+    after: np.ndarray,
+    path: Path,
+    bins: int = 10,
+    title: str = "Reliability on the test split",
+) -> None:
     """Reliability diagram: accuracy against top-1 confidence per bin, before and after
     temperature scaling, with the diagonal of perfect calibration."""
     fig, ax = _figure((4.5, 4))
@@ -146,7 +160,12 @@ def plot_reliability(labels: np.ndarray, before: np.ndarray, after: np.ndarray, 
         confidence, correct = probs.max(axis=1), probs.argmax(axis=1) == labels
         which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
         filled = [b for b in range(bins) if (which == b).any()]
-        ax.plot([confidence[which == b].mean() for b in filled], [correct[which == b].mean() for b in filled], marker="o", label=name)
+        ax.plot(
+            [confidence[which == b].mean() for b in filled],
+            [correct[which == b].mean() for b in filled],
+            marker="o",
+            label=name,
+        )
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
     ax.set(xlabel="confidence (top-1 probability)", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1), title=title)
     ax.legend(fontsize=8)
@@ -167,6 +186,10 @@ def plot_examples(examples: pd.DataFrame, images: np.ndarray, overlays: np.ndarr
         axes[r, c].set_title(f"{row.kind}: label {row.label}", fontsize=8)
         axes[r, c + 1].set_title(f"predicted {row[0]}, p {row.probability:.2f}", fontsize=8)
     for r, name in enumerate(classes):
-        axes[r, 0].text(-0.08, 0.5, name, transform=axes[r, 0].transAxes, ha="right", va="center", fontsize=10, fontweight="bold")
-    fig.suptitle("Most confident correct (left) and wrong (right) test predictions per class, with Grad-CAM", fontsize=9)
+        axes[r, 0].text(
+            -0.08, 0.5, name, transform=axes[r, 0].transAxes, ha="right", va="center", fontsize=10, fontweight="bold"
+        )
+    fig.suptitle(
+        "Most confident correct (left) and wrong (right) test predictions per class, with Grad-CAM", fontsize=9
+    )
     _save(fig, path)

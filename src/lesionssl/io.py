@@ -26,12 +26,16 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
-        os.chmod(tmp, 0o666 & ~_umask())  # after the write, which may recreate the file: mkstemp's 0600 would hide results from a shared group
+        os.chmod(
+            tmp, 0o666 & ~_umask()
+        )  # after the write, which may recreate the file: mkstemp's 0600 would hide results from a shared group
         os.replace(tmp, path)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             kept = "the previous version is kept" if path.exists() else "nothing was written"
-            raise LesionSSLError(f"no space left to write {path} ({exc.strerror}); {kept} - free space and run the command again") from None
+            raise LesionSSLError(
+                f"no space left to write {path} ({exc.strerror}); {kept} - free space and run the command again"
+            ) from None
         raise
     finally:
         if os.path.exists(tmp):

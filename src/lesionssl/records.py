@@ -28,13 +28,22 @@ MANIFEST_FORMAT = "lesionssl-manifest/1"
 RUN_RESULT_FORMAT = "lesionssl-run/2"
 
 
-def _check_keys(cls, data: dict[str, Any], source: Path, extra: set[str] = frozenset(), optional: set[str] = frozenset()) -> None:
+def _check_keys(
+    cls, data: dict[str, Any], source: Path, extra: set[str] = frozenset(), optional: set[str] = frozenset()
+) -> None:
     """A record of the current format has exactly its fields: a renamed or missing key is an
     error, never a silent default (older formats are read leniently, by their own rules)."""
     names = {f.name for f in fields(cls)} | extra
     unknown, missing = sorted(set(data) - names), sorted(names - optional - set(data))
     if unknown or missing:
-        problems = "; ".join(part for part in (f"unknown key(s) {', '.join(unknown)}" if unknown else "", f"missing key(s) {', '.join(missing)}" if missing else "") if part)
+        problems = "; ".join(
+            part
+            for part in (
+                f"unknown key(s) {', '.join(unknown)}" if unknown else "",
+                f"missing key(s) {', '.join(missing)}" if missing else "",
+            )
+            if part
+        )
         raise LesionSSLError(f"{source}: not a valid {data.get('format', cls.__name__)} record ({problems})")
 
 
@@ -134,8 +143,20 @@ class BackboneRecord:
 
     def settings(self) -> dict[str, Any]:
         """What must match for this backbone to stand for a pretraining configuration."""
-        return {"architecture": self.architecture, "image_size": self.image_size, "epochs": self.epochs, "recipe": self.recipe, "method": self.method, "method_kwargs": self.method_kwargs, "positives": self.positives, "pool_images": self.pool_images,
-                "encoder_lr_scale": self.encoder_lr_scale, "bn_statistics": self.bn_statistics, "l2sp": self.l2sp, "colour_constancy": self.colour_constancy}
+        return {
+            "architecture": self.architecture,
+            "image_size": self.image_size,
+            "epochs": self.epochs,
+            "recipe": self.recipe,
+            "method": self.method,
+            "method_kwargs": self.method_kwargs,
+            "positives": self.positives,
+            "pool_images": self.pool_images,
+            "encoder_lr_scale": self.encoder_lr_scale,
+            "bn_statistics": self.bn_statistics,
+            "l2sp": self.l2sp,
+            "colour_constancy": self.colour_constancy,
+        }
 
 
 @dataclass(frozen=True)
@@ -241,7 +262,11 @@ class Metrics:
     def from_dict(cls, data: dict[str, Any], source: Path = Path(METRICS)) -> Metrics:
         """From :func:`~lesionssl.evaluate.metrics.compute_metrics`' dict (or a metrics.json's part)."""
         per_class = {name: _from_dict(ClassMetrics, values, source) for name, values in data["per_class"].items()}
-        return _from_dict(cls, {**{k: data.get(k) for k in (f.name for f in fields(cls)) if k in data}, "per_class": per_class}, source)
+        return _from_dict(
+            cls,
+            {**{k: data.get(k) for k in (f.name for f in fields(cls)) if k in data}, "per_class": per_class},
+            source,
+        )
 
     @classmethod
     def read(cls, folder: Path) -> Metrics:
@@ -357,7 +382,10 @@ class RunResult:
             _check_keys(cls, data, source, extra=metric_keys - {"metrics"}, optional={"metrics"})
         provenance = {k: v for k, v in data.items() if k not in metric_keys and k in {f.name for f in fields(cls)}}
         nested = {
-            "external": {name: _from_dict(ExternalResult, values, source) for name, values in (provenance.get("external") or {}).items()},
+            "external": {
+                name: _from_dict(ExternalResult, values, source)
+                for name, values in (provenance.get("external") or {}).items()
+            },
             "logit_adjustment": _from_dict(LogitAdjustment, provenance.get("logit_adjustment") or {}, source),
             "calibration": _from_dict(Calibration, provenance.get("calibration") or {}, source),
             "operating_point": _from_dict(OperatingPoint, provenance.get("operating_point") or {}, source),

@@ -27,7 +27,16 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from lesionssl.augment.views import EXTRAS, PAIR_PRESETS, SIGMA_REFERENCE_SIZE, Normalization, PairAugmentation, PairPreset, Preprocessing, as_preprocessing
+from lesionssl.augment.views import (
+    EXTRAS,
+    PAIR_PRESETS,
+    SIGMA_REFERENCE_SIZE,
+    Normalization,
+    PairAugmentation,
+    PairPreset,
+    Preprocessing,
+    as_preprocessing,
+)
 
 #: ITU-R 601 luma weights, as torchvision's ``rgb_to_grayscale``.
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
@@ -77,7 +86,9 @@ def _uniform(low: float, high: float, n: int) -> Tensor:
     return torch.empty(n).uniform_(low, high)
 
 
-def sample_crop_boxes(n: int, height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float], attempts: int = 10) -> Tensor:
+def sample_crop_boxes(
+    n: int, height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float], attempts: int = 10
+) -> Tensor:
     """``(n, 4)`` crop boxes ``(top, left, h, w)`` drawn as torchvision's ``RandomResizedCrop``:
     up to 10 (area, log-ratio) attempts per image, else a centre crop clamped to ``ratio``."""
     area = height * width
@@ -98,8 +109,12 @@ def sample_crop_boxes(n: int, height: int, width: int, scale: tuple[float, float
         fallback = (height, width)
     h = torch.where(found, h, float(fallback[0]))
     w = torch.where(found, w, float(fallback[1]))
-    top = torch.where(found, torch.floor(torch.rand(n) * (height - h + 1)), torch.div(height - h, 2, rounding_mode="floor"))
-    left = torch.where(found, torch.floor(torch.rand(n) * (width - w + 1)), torch.div(width - w, 2, rounding_mode="floor"))
+    top = torch.where(
+        found, torch.floor(torch.rand(n) * (height - h + 1)), torch.div(height - h, 2, rounding_mode="floor")
+    )
+    left = torch.where(
+        found, torch.floor(torch.rand(n) * (width - w + 1)), torch.div(width - w, 2, rounding_mode="floor")
+    )
     return torch.stack([top, left, h, w], dim=1)
 
 
@@ -134,7 +149,10 @@ def adjust_hue(x: Tensor, shift: Tensor) -> Tensor:
     hue = torch.where(chroma > 0, hue, torch.zeros_like(hue))
     hue = hue + 6 * shift.view(-1, 1, 1)
     # HSV -> RGB: channel n is V - V S clamp(min(k, 4 - k), 0, 1), k = (n + hue) mod 6, and V S = chroma.
-    channels = [value - chroma * torch.clamp(torch.minimum(k, 4 - k), 0, 1) for k in (torch.remainder(n + hue, 6) for n in (5, 3, 1))]
+    channels = [
+        value - chroma * torch.clamp(torch.minimum(k, 4 - k), 0, 1)
+        for k in (torch.remainder(n + hue, 6) for n in (5, 3, 1))
+    ]
     return torch.stack(channels, dim=1).clamp(0, 1)
 
 
@@ -160,7 +178,9 @@ def gaussian_blur(x: Tensor, sigma: Tensor, kernel: int) -> Tensor:
 def sobel(x: Tensor) -> Tensor:
     """Sobel edge magnitude of the luminance, scaled to [0, 1] per image, on 3 channels."""
     gray = F.pad(_grayscale(x), (1, 1, 1, 1), mode="replicate")
-    kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], device=x.device, dtype=x.dtype).view(1, 1, 3, 3)
+    kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], device=x.device, dtype=x.dtype).view(
+        1, 1, 3, 3
+    )
     magnitude = torch.sqrt(F.conv2d(gray, kx) ** 2 + F.conv2d(gray, kx.transpose(-1, -2)) ** 2)
     peak = magnitude.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)
     return (magnitude / peak).expand(-1, 3, -1, -1)
@@ -175,7 +195,9 @@ def _per_image_steps(steps: list[tuple[Tensor, object, tuple[Tensor, ...]]], dev
     indices = [mask.nonzero().flatten() for mask, _, _ in steps]
     args = [a[index] for (_, _, step_args), index in zip(steps, indices) for a in step_args]
     packed_indices = torch.cat(indices).to(device).split([len(i) for i in indices])
-    packed_args = iter(torch.cat([a.flatten() for a in args]).to(device).split([a.numel() for a in args]) if args else [])
+    packed_args = iter(
+        torch.cat([a.flatten() for a in args]).to(device).split([a.numel() for a in args]) if args else []
+    )
     for (_, op, step_args), index, original in zip(steps, packed_indices, indices):
         moved = [next(packed_args).view(len(original), *a.shape[1:]) for a in step_args]
         yield op, index, moved
@@ -213,7 +235,13 @@ class EvalView(_Normalizing):
         with torch.autocast(images.device.type, enabled=False):
             x = images.float().div_(255)
             if x.shape[-2:] != (self.size, self.size):
-                x = F.interpolate(x, size=(self.size, self.size), mode=self.preprocessing.interpolation, antialias=True, align_corners=False).clamp_(0, 1)
+                x = F.interpolate(
+                    x,
+                    size=(self.size, self.size),
+                    mode=self.preprocessing.interpolation,
+                    antialias=True,
+                    align_corners=False,
+                ).clamp_(0, 1)
             return self.normalized(x)
 
 
@@ -232,13 +260,18 @@ class BatchView(_Normalizing):
         s = self.spec
         params = {"box": sample_crop_boxes(n, height, width, s.crop_scale, s.crop_ratio)}
         params["flip"] = _bernoulli(s.flip_p, n)
-        angle = torch.where(_bernoulli(s.rotation_p, n), _uniform(-s.rotation_degrees, s.rotation_degrees, n), torch.zeros(n))
+        angle = torch.where(
+            _bernoulli(s.rotation_p, n), _uniform(-s.rotation_degrees, s.rotation_degrees, n), torch.zeros(n)
+        )
         quarter = torch.where(_bernoulli(s.rotate90_p, n), torch.randint(1, 4, (n,)), torch.zeros(n, dtype=torch.long))
         params["angle"] = angle + 90.0 * quarter
         b, c, sat, h = s.jitter
         params["jitter"] = _bernoulli(s.jitter_p, n)
         params["jitter_order"] = torch.argsort(torch.rand(n, 4), dim=1)
-        params["jitter_factors"] = torch.stack([_uniform(1 - b, 1 + b, n), _uniform(1 - c, 1 + c, n), _uniform(1 - sat, 1 + sat, n), _uniform(-h, h, n)], dim=1)
+        params["jitter_factors"] = torch.stack(
+            [_uniform(1 - b, 1 + b, n), _uniform(1 - c, 1 + c, n), _uniform(1 - sat, 1 + sat, n), _uniform(-h, h, n)],
+            dim=1,
+        )
         params["grayscale"] = _bernoulli(s.grayscale_p, n)
         params["blur"] = _bernoulli(s.blur_p, n)
         params["blur_sigma"] = _uniform(*s.blur_sigma, n)
@@ -249,7 +282,9 @@ class BatchView(_Normalizing):
         params["cutout_box"] = sample_crop_boxes(n, s.size, s.size, s.cutout_scale, s.cutout_ratio)
         return params
 
-    def geometry(self, params: dict[str, Tensor], height: int, width: int, device: torch.device) -> tuple[Tensor, Tensor | None]:
+    def geometry(
+        self, params: dict[str, Tensor], height: int, width: int, device: torch.device
+    ) -> tuple[Tensor, Tensor | None]:
         """Sampling grid ``(B, size, size, 2)`` into the input and the mask of in-view pixels
         (None when every pixel is in view).
 
@@ -278,7 +313,13 @@ class BatchView(_Normalizing):
             limit = round(MAX_SHRINK * s.size)
             if max(height, width) > limit:
                 scale = limit / max(height, width)
-                x = F.interpolate(x, size=(round(height * scale), round(width * scale)), mode="bilinear", antialias=True, align_corners=False)
+                x = F.interpolate(
+                    x,
+                    size=(round(height * scale), round(width * scale)),
+                    mode="bilinear",
+                    antialias=True,
+                    align_corners=False,
+                )
             grid, inside = self.geometry(params, height, width, device)
             x = F.grid_sample(x, grid, mode=s.interpolation, padding_mode="zeros", align_corners=False)
             if inside is not None:
@@ -340,7 +381,12 @@ def resolve_preset(preset: PairPreset | PairAugmentation) -> PairAugmentation:
     return PAIR_PRESETS[preset]
 
 
-def two_view_specs(preset: PairPreset | PairAugmentation, image_size: int, normalize: Normalization | Preprocessing, extras: tuple[str, ...] = ()) -> tuple[ViewSpec, ViewSpec]:
+def two_view_specs(
+    preset: PairPreset | PairAugmentation,
+    image_size: int,
+    normalize: Normalization | Preprocessing,
+    extras: tuple[str, ...] = (),
+) -> tuple[ViewSpec, ViewSpec]:
     """The two views of a preset plus extras, at ``image_size``."""
     aug = resolve_preset(preset)
     unknown = set(extras) - set(EXTRAS)
@@ -368,11 +414,25 @@ def two_view_specs(preset: PairPreset | PairAugmentation, image_size: int, norma
     return first, second
 
 
-def two_views(preset: PairPreset | PairAugmentation, image_size: int, normalize: Normalization | Preprocessing, extras: tuple[str, ...] = ()) -> Views:
+def two_views(
+    preset: PairPreset | PairAugmentation,
+    image_size: int,
+    normalize: Normalization | Preprocessing,
+    extras: tuple[str, ...] = (),
+) -> Views:
     """Batch module producing the two views of a preset."""
     return Views(two_view_specs(preset, image_size, normalize, extras))
 
 
 def finetune_view(image_size: int, normalize: Normalization | Preprocessing) -> BatchView:
     """The seed's fine-tuning augmentation: crop 0.7-1, flip and +-45 deg rotation each with p 0.25."""
-    return BatchView(ViewSpec(size=image_size, crop_scale=(0.7, 1.0), flip_p=0.25, rotation_degrees=45.0, rotation_p=0.25, normalize=normalize))
+    return BatchView(
+        ViewSpec(
+            size=image_size,
+            crop_scale=(0.7, 1.0),
+            flip_p=0.25,
+            rotation_degrees=45.0,
+            rotation_p=0.25,
+            normalize=normalize,
+        )
+    )

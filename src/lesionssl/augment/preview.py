@@ -19,7 +19,15 @@ def _to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(array)
 
 
-def augment_preview(data: list[str], out: Path, preset: PairPreset | PairAugmentation = "small-data", image_size: int = 128, rows: int = 6, seed: int = 0, extras: tuple[str, ...] = ()) -> Path:
+def augment_preview(
+    data: list[str],
+    out: Path,
+    preset: PairPreset | PairAugmentation = "small-data",
+    image_size: int = 128,
+    rows: int = 6,
+    seed: int = 0,
+    extras: tuple[str, ...] = (),
+) -> Path:
     """Draw ``rows`` random images of ``data`` with two augmented views each; write a PNG grid."""
     table = read_sources(data)
     generator = np.random.default_rng(seed)

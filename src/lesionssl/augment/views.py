@@ -58,6 +58,8 @@ def as_preprocessing(normalize: Normalization | Preprocessing) -> Preprocessing:
     if normalize not in NAMED_PREPROCESSING:
         raise ValueError(f"normalisation {normalize!r} must be resolved against the initialisation first")
     return NAMED_PREPROCESSING[normalize]
+
+
 PairPreset = Literal["official", "seed", "small-data"]
 Extra = Literal["rotate90", "cutout", "noise", "sobel"]
 EXTRAS: tuple[str, ...] = ("rotate90", "cutout", "noise", "sobel")
@@ -92,6 +94,10 @@ class PairAugmentation:
 
 PAIR_PRESETS: dict[str, PairAugmentation] = {
     "official": PairAugmentation(crop_scale=(0.08, 1.0)),
-    "seed": PairAugmentation(crop_scale=(0.7, 1.0), jitter=tuple(0.6 * j for j in OFFICIAL_JITTER), rotation_degrees=45.0, rotation_p=0.5),
-    "small-data": PairAugmentation(crop_scale=(0.25, 1.0), jitter=(0.4, 0.4, 0.2, 0.02), rotate90_p=0.75, blur_p=(0.5, 0.1), solarize_p=(0.0, 0.0)),
+    "seed": PairAugmentation(
+        crop_scale=(0.7, 1.0), jitter=tuple(0.6 * j for j in OFFICIAL_JITTER), rotation_degrees=45.0, rotation_p=0.5
+    ),
+    "small-data": PairAugmentation(
+        crop_scale=(0.25, 1.0), jitter=(0.4, 0.4, 0.2, 0.02), rotate90_p=0.75, blur_p=(0.5, 0.1), solarize_p=(0.0, 0.0)
+    ),
 }

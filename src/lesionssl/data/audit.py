@@ -41,34 +41,107 @@ def _seen_in_training(split: str, pretrain: int) -> bool:
     return split in SEEN or pretrain == 1
 
 
-def audit(manifest_path: Path, out: Path, features: str = "thumbnail", architecture: str = "resnet18", hash_threshold: int = HASH_THRESHOLD, cosine_threshold: float = COSINE_THRESHOLD, data_root: Path | None = None, shown: int = 200) -> AuditResult:
+def audit(
+    manifest_path: Path,
+    out: Path,
+    features: str = "thumbnail",
+    architecture: str = "resnet18",
+    hash_threshold: int = HASH_THRESHOLD,
+    cosine_threshold: float = COSINE_THRESHOLD,
+    data_root: Path | None = None,
+    shown: int = 200,
+) -> AuditResult:
     """Find near-duplicates in a manifest and write ``pairs.csv``, ``summary.json``, ``index.html``."""
     manifest = read_manifest(manifest_path, check_leaks=False, data_root=data_root).table
     images = build_store(manifest["path"].tolist(), AUDIT_STORE_SIZE, "decoding images")
-    found = near_duplicates(dihedral_hashes(images), image_features(images, features, architecture), hash_threshold, cosine_threshold)
+    found = near_duplicates(
+        dihedral_hashes(images), image_features(images, features, architecture), hash_threshold, cosine_threshold
+    )
     rows = []
     for pair in found:
         a, b = manifest.iloc[pair.a], manifest.iloc[pair.b]
-        leaks = (a["split"] in EVALUATED and _seen_in_training(b["split"], b["pretrain"])) or (b["split"] in EVALUATED and _seen_in_training(a["split"], a["pretrain"]))
-        rows.append({
-            "image_a": a["image"], "image_b": b["image"], "split_a": a["split"], "split_b": b["split"], "label_a": a["label"], "label_b": b["label"],
-            "group_a": a.get("group", ""), "group_b": b.get("group", ""), "hamming": pair.hamming, "cosine": round(pair.cosine, 4),
-            "cross_split": a["split"] != b["split"], "leaks": bool(leaks), "row_a": pair.a, "row_b": pair.b,
-        })
-    pairs = pd.DataFrame(rows, columns=["image_a", "image_b", "split_a", "split_b", "label_a", "label_b", "group_a", "group_b", "hamming", "cosine", "cross_split", "leaks", "row_a", "row_b"])
+        leaks = (a["split"] in EVALUATED and _seen_in_training(b["split"], b["pretrain"])) or (
+            b["split"] in EVALUATED and _seen_in_training(a["split"], a["pretrain"])
+        )
+        rows.append(
+            {
+                "image_a": a["image"],
+                "image_b": b["image"],
+                "split_a": a["split"],
+                "split_b": b["split"],
+                "label_a": a["label"],
+                "label_b": b["label"],
+                "group_a": a.get("group", ""),
+                "group_b": b.get("group", ""),
+                "hamming": pair.hamming,
+                "cosine": round(pair.cosine, 4),
+                "cross_split": a["split"] != b["split"],
+                "leaks": bool(leaks),
+                "row_a": pair.a,
+                "row_b": pair.b,
+            }
+        )
+    pairs = pd.DataFrame(
+        rows,
+        columns=[
+            "image_a",
+            "image_b",
+            "split_a",
+            "split_b",
+            "label_a",
+            "label_b",
+            "group_a",
+            "group_b",
+            "hamming",
+            "cosine",
+            "cross_split",
+            "leaks",
+            "row_a",
+            "row_b",
+        ],
+    )
     # Boolean even with no pairs (the usual case): an empty object column would select columns, not rows.
     pairs = pairs.astype({"cross_split": bool, "leaks": bool})
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     pairs.drop(columns=["row_a", "row_b"]).to_csv(out / "pairs.csv", index=False)
-    by_splits = pairs.assign(splits=[" / ".join(sorted((a, b))) for a, b in zip(pairs["split_a"], pairs["split_b"])]).groupby("splits").size().to_dict() if len(pairs) else {}
+    by_splits = (
+        pairs.assign(splits=[" / ".join(sorted((a, b))) for a, b in zip(pairs["split_a"], pairs["split_b"])])
+        .groupby("splits")
+        .size()
+        .to_dict()
+        if len(pairs)
+        else {}
+    )
     leaking = pairs[pairs["leaks"]]
-    write_json(out / "summary.json", {
-        "manifest": str(manifest_path), "images": len(manifest), "pairs": len(pairs), "cross_split_pairs": int(pairs["cross_split"].sum()) if len(pairs) else 0,
-        "leaking_pairs": len(leaking), "pairs_by_splits": by_splits, "label_disagreements": int((pairs["label_a"] != pairs["label_b"]).sum()) if len(pairs) else 0,
-        "detector": {"hash": "dihedral pHash, 63 bits", "hash_threshold": hash_threshold, "features": features, "cosine_threshold": cosine_threshold},
-    })
-    write_text(out / "index.html", _page(pairs[pairs["cross_split"]].sort_values(["leaks", "cosine"], ascending=False).head(shown), images, manifest_path, len(pairs), len(leaking)))
+    write_json(
+        out / "summary.json",
+        {
+            "manifest": str(manifest_path),
+            "images": len(manifest),
+            "pairs": len(pairs),
+            "cross_split_pairs": int(pairs["cross_split"].sum()) if len(pairs) else 0,
+            "leaking_pairs": len(leaking),
+            "pairs_by_splits": by_splits,
+            "label_disagreements": int((pairs["label_a"] != pairs["label_b"]).sum()) if len(pairs) else 0,
+            "detector": {
+                "hash": "dihedral pHash, 63 bits",
+                "hash_threshold": hash_threshold,
+                "features": features,
+                "cosine_threshold": cosine_threshold,
+            },
+        },
+    )
+    write_text(
+        out / "index.html",
+        _page(
+            pairs[pairs["cross_split"]].sort_values(["leaks", "cosine"], ascending=False).head(shown),
+            images,
+            manifest_path,
+            len(pairs),
+            len(leaking),
+        ),
+    )
     return AuditResult(pairs, leaking, out)
 
 

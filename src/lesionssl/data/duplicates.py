@@ -45,7 +45,11 @@ class NearDuplicate:
 
 def _dihedral(x: torch.Tensor) -> list[torch.Tensor]:
     """The 8 flips / quarter turns of ``(N, C, H, W)`` images (identity first)."""
-    return [torch.rot90(x, k, (2, 3)).flip(3) if flip else torch.rot90(x, k, (2, 3)) for k in range(4) for flip in (False, True)]
+    return [
+        torch.rot90(x, k, (2, 3)).flip(3) if flip else torch.rot90(x, k, (2, 3))
+        for k in range(4)
+        for flip in (False, True)
+    ]
 
 
 def _thumbnails(images: np.ndarray) -> torch.Tensor:
@@ -62,7 +66,9 @@ def dihedral_hashes(images: np.ndarray) -> np.ndarray:
     gray = (_thumbnails(images) * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
     variants = []
     for view in _dihedral(gray):
-        low = dctn(view[:, 0].double().numpy(), type=2, axes=(1, 2), norm="ortho")[:, :8, :8].reshape(len(view), 64)[:, 1:]
+        low = dctn(view[:, 0].double().numpy(), type=2, axes=(1, 2), norm="ortho")[:, :8, :8].reshape(len(view), 64)[
+            :, 1:
+        ]
         variants.append(low > np.median(low, axis=1, keepdims=True))
     return np.stack(variants)
 
@@ -88,7 +94,12 @@ def _hamming_min(hashes: np.ndarray, rows: slice) -> torch.Tensor:
     return best.round()
 
 
-def near_duplicates(hashes: np.ndarray, features: torch.Tensor, hash_threshold: int = HASH_THRESHOLD, cosine_threshold: float = COSINE_THRESHOLD) -> list[NearDuplicate]:
+def near_duplicates(
+    hashes: np.ndarray,
+    features: torch.Tensor,
+    hash_threshold: int = HASH_THRESHOLD,
+    cosine_threshold: float = COSINE_THRESHOLD,
+) -> list[NearDuplicate]:
     """Every pair ``a < b`` within ``hash_threshold`` whose features' cosine is >= ``cosine_threshold``.
 
     Args:
@@ -136,7 +147,9 @@ def clusters(n: int, pairs: list[tuple[int, int]]) -> np.ndarray:
 AUDIT_STORE_SIZE = 73
 
 
-def image_features(images: np.ndarray, features: str = "thumbnail", architecture: str = "resnet18", image_size: int = 64) -> torch.Tensor:
+def image_features(
+    images: np.ndarray, features: str = "thumbnail", architecture: str = "resnet18", image_size: int = 64
+) -> torch.Tensor:
     """Unit-length features for the cosine detector: ``thumbnail`` (mean-centred colour
     thumbnails under the 8 transforms), or the pooled features of a backbone initialised from
     ``features`` (any ``--init`` value: a checkpoint file, ``random``, ``imagenet``)."""
@@ -149,13 +162,24 @@ def image_features(images: np.ndarray, features: str = "thumbnail", architecture
     model.eval()
     view = EvalView(image_size, resolve_preprocessing("auto", info))
     with torch.no_grad():
-        out = [model(view(torch.from_numpy(np.array(images[i : i + 256])).permute(0, 3, 1, 2))).float() for i in range(0, len(images), 256)]
+        out = [
+            model(view(torch.from_numpy(np.array(images[i : i + 256])).permute(0, 3, 1, 2))).float()
+            for i in range(0, len(images), 256)
+        ]
     return F.normalize(torch.cat(out), dim=1)
 
 
-def find_near_duplicates(paths: list[str], hash_threshold: int = HASH_THRESHOLD, cosine_threshold: float = COSINE_THRESHOLD, features: str = "thumbnail", architecture: str = "resnet18") -> list[NearDuplicate]:
+def find_near_duplicates(
+    paths: list[str],
+    hash_threshold: int = HASH_THRESHOLD,
+    cosine_threshold: float = COSINE_THRESHOLD,
+    features: str = "thumbnail",
+    architecture: str = "resnet18",
+) -> list[NearDuplicate]:
     """Near-duplicate pairs among image files (indices into ``paths``), read through the store."""
     from lesionssl.data.store import build_store
 
     images = build_store(paths, AUDIT_STORE_SIZE, "decoding images")
-    return near_duplicates(dihedral_hashes(images), image_features(images, features, architecture), hash_threshold, cosine_threshold)
+    return near_duplicates(
+        dihedral_hashes(images), image_features(images, features, architecture), hash_threshold, cosine_threshold
+    )

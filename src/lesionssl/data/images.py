@@ -55,7 +55,9 @@ def load_rgb(path: str | Path, min_side: int | None = None) -> Image.Image:
     try:
         with Image.open(path) as image:
             if min(image.size) < MIN_SIDE:
-                raise ImageLoadError(f"image {path} is too small ({image.size[0]}x{image.size[1]} px; the shorter side must be at least {MIN_SIDE})")
+                raise ImageLoadError(
+                    f"image {path} is too small ({image.size[0]}x{image.size[1]} px; the shorter side must be at least {MIN_SIDE})"
+                )
             if min_side and image.format == "JPEG" and min(image.size) > min_side:
                 scale = min_side / min(image.size)
                 image.draft("RGB", (math.ceil(image.size[0] * scale), math.ceil(image.size[1] * scale)))

@@ -43,7 +43,9 @@ def _read_csv(path: Path) -> pd.DataFrame:
         with open(path, encoding="utf-8-sig", newline="") as handle:
             header = handle.readline()
         separator = max(SEPARATORS, key=header.count)
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, sep=separator, encoding="utf-8-sig")
+        table = pd.read_csv(
+            path, dtype=str, keep_default_na=False, skipinitialspace=True, sep=separator, encoding="utf-8-sig"
+        )
     except (OSError, pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise LesionSSLError(f"cannot read label file {path}: {str(exc).strip() or type(exc).__name__}") from None
     if table.empty:
@@ -60,8 +62,12 @@ def _drop_duplicate_rows(table: pd.DataFrame, key: str, source: Path) -> pd.Data
     if (conflicting > 1).any():
         image = conflicting.index[conflicting > 1][0]
         labels = sorted(set(repeated.loc[repeated[key] == image, "label"]))
-        raise LesionSSLError(f"{source}: {image} is listed with different labels ({', '.join(labels)}; {int((conflicting > 1).sum())} such images) - keep one row per image")
-    console.print(f"{source}: {repeated[key].nunique()} images listed twice with the same label: kept once", markup=False)
+        raise LesionSSLError(
+            f"{source}: {image} is listed with different labels ({', '.join(labels)}; {int((conflicting > 1).sum())} such images) - keep one row per image"
+        )
+    console.print(
+        f"{source}: {repeated[key].nunique()} images listed twice with the same label: kept once", markup=False
+    )
     return table.drop_duplicates(key)
 
 
@@ -116,7 +122,9 @@ def read_one_hot_csv(path: Path, images: Path | None = None, skip_missing: bool 
         raise LesionSSLError(f"{path}: one-hot columns must be numbers ({exc})") from None
     bad = (onehot.sum(axis=1) != 1.0) | ~onehot.isin([0.0, 1.0]).all(axis=1)
     if bad.any():
-        raise LesionSSLError(f"{path}: {int(bad.sum())} rows are not one-hot, e.g. image {table.loc[bad, 'image'].iloc[0]}")
+        raise LesionSSLError(
+            f"{path}: {int(bad.sum())} rows are not one-hot, e.g. image {table.loc[bad, 'image'].iloc[0]}"
+        )
     labels = onehot.idxmax(axis=1).map(lambda c: ONE_HOT_ALIASES.get(c, c))
     out = pd.DataFrame({"image": table["image"], "label": labels})
     return _attach_paths(out, _image_folders(path, images), path, skip_missing)
@@ -128,7 +136,9 @@ def read_ham10000(path: Path, images: Path | None = None, skip_missing: bool = F
     unknown = sorted(set(table["dx"]) - set(HAM10000_DX))
     if unknown:
         raise LesionSSLError(f"{path}: unknown dx codes {unknown}; expected {sorted(HAM10000_DX)}")
-    out = pd.DataFrame({"image": table["image_id"], "label": table["dx"].map(HAM10000_DX), "lesion_id": table["lesion_id"]})
+    out = pd.DataFrame(
+        {"image": table["image_id"], "label": table["dx"].map(HAM10000_DX), "lesion_id": table["lesion_id"]}
+    )
     return _attach_paths(out, _image_folders(path, images), path, skip_missing)
 
 
@@ -140,7 +150,9 @@ def read_path_label_csv(path: Path, skip_missing: bool = False) -> pd.DataFrame:
     table = _drop_duplicate_rows(table, "path", path) if "label" in table else table.assign(label="")
     from lesionssl.records import ManifestRecord  # here: records need the config, which needs this module's vocabulary
 
-    record = ManifestRecord.read(path) if "split" in table else None  # a lesionssl manifest: its sidecar says where the images are
+    record = (
+        ManifestRecord.read(path) if "split" in table else None
+    )  # a lesionssl manifest: its sidecar says where the images are
     root = record.data_root if record else None
     base = Path(root) if root else path.parent
     files = table["path"].map(lambda p: (base / p).resolve())
@@ -150,7 +162,13 @@ def read_path_label_csv(path: Path, skip_missing: bool = False) -> pd.DataFrame:
     return table.assign(path=files.map(str), image=table["path"])[exists]  # extra columns are metadata
 
 
-def read_mapped_csv(path: Path, image_column: str | None, label_column: str | None, images: Path | None = None, skip_missing: bool = False) -> pd.DataFrame:
+def read_mapped_csv(
+    path: Path,
+    image_column: str | None,
+    label_column: str | None,
+    images: Path | None = None,
+    skip_missing: bool = False,
+) -> pd.DataFrame:
     """Read any label CSV through the user's column names (``--image-column``, ``--label-column``):
     the image column holds file names, ids without an extension, or relative paths, matched under
     ``images`` or the CSV's folder; the other columns are kept as metadata."""
@@ -158,8 +176,12 @@ def read_mapped_csv(path: Path, image_column: str | None, label_column: str | No
     image_column, label_column = image_column or "image", label_column or "label"
     missing = [c for c in (image_column, label_column) if c not in table.columns]
     if missing:
-        raise LesionSSLError(f"{path} has no column {' or '.join(map(repr, missing))}; its columns are {', '.join(map(str, table.columns))}")
-    out = table.drop(columns=[c for c in ("image", "label", "path") if c not in (image_column, label_column) and c in table]).rename(columns={image_column: "image", label_column: "label"})
+        raise LesionSSLError(
+            f"{path} has no column {' or '.join(map(repr, missing))}; its columns are {', '.join(map(str, table.columns))}"
+        )
+    out = table.drop(
+        columns=[c for c in ("image", "label", "path") if c not in (image_column, label_column) and c in table]
+    ).rename(columns={image_column: "image", label_column: "label"})
     out["image"], out["label"] = out["image"].astype(str), out["label"].fillna("").astype(str)
     return _attach_paths(out, _image_folders(path, images), path, skip_missing)
 
@@ -168,7 +190,9 @@ def read_shared_layout(root: Path, skip_missing: bool = False) -> pd.DataFrame:
     """Read the lesionssl shared layout: ``labels.csv`` (``image,label``), ``images/``, ``metadata_extra.csv``."""
     table = _read_csv(root / "labels.csv")
     if not {"image", "label"} <= set(table.columns):
-        raise LesionSSLError(f"{root / 'labels.csv'} needs the columns image and label (an empty label: unlabelled); found {', '.join(map(str, table.columns))}")
+        raise LesionSSLError(
+            f"{root / 'labels.csv'} needs the columns image and label (an empty label: unlabelled); found {', '.join(map(str, table.columns))}"
+        )
     out = pd.DataFrame({"image": table["image"], "label": table["label"]})
     extra_file = root / "metadata_extra.csv"
     if extra_file.is_file():
@@ -180,13 +204,23 @@ def read_shared_layout(root: Path, skip_missing: bool = False) -> pd.DataFrame:
     files = out["image"].map(lambda name: (root / "images" / name).resolve())
     exists = files.map(Path.is_file)
     if not exists.all() and not skip_missing:
-        raise LesionSSLError(f"{root}: {int((~exists).sum())} images in labels.csv are missing from images/, e.g. {out['image'][~exists].iloc[0]}")
+        raise LesionSSLError(
+            f"{root}: {int((~exists).sum())} images in labels.csv are missing from images/, e.g. {out['image'][~exists].iloc[0]}"
+        )
     return out.assign(path=files.map(str))[exists]
 
 
 #: Folder names of a user's own split (Kaggle style ``train/<class>/``, ``test/<class>/``), and
 #: the split each stands for.
-SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "test": "test", "testing": "test"}
+SPLIT_FOLDERS = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
+}
 #: The metadata column that carries a user's own split into ``split``.
 USER_SPLIT = "user_split"
 
@@ -207,8 +241,14 @@ def read_folder(root: Path) -> pd.DataFrame:
     tree of them (the user's own split, kept in ``user_split``), or a plain folder of unlabelled images."""
     splits = _split_folders(root)
     if splits:
-        console.print(f"{root}: a {' / '.join(sorted({f'{d.name}/' for d in splits}))} tree: its folders are kept as your split (test/ is the test set)", markup=False)
-        parts = [read_folder(folder).assign(image=lambda t, f=folder: f.name + "/" + t["image"], **{USER_SPLIT: split}) for folder, split in sorted(splits.items())]
+        console.print(
+            f"{root}: a {' / '.join(sorted({f'{d.name}/' for d in splits}))} tree: its folders are kept as your split (test/ is the test set)",
+            markup=False,
+        )
+        parts = [
+            read_folder(folder).assign(image=lambda t, f=folder: f.name + "/" + t["image"], **{USER_SPLIT: split})
+            for folder, split in sorted(splits.items())
+        ]
         return pd.concat(parts, ignore_index=True)
     classes = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     empty = [d.name for d in classes if not any(_is_image(f) for f in d.rglob("*"))]
@@ -226,7 +266,12 @@ def read_folder(root: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def detect_and_read(source: Path, images: Path | None = None, skip_missing: bool = False, columns: tuple[str | None, str | None] = (None, None)) -> pd.DataFrame:
+def detect_and_read(
+    source: Path,
+    images: Path | None = None,
+    skip_missing: bool = False,
+    columns: tuple[str | None, str | None] = (None, None),
+) -> pd.DataFrame:
     """Read any supported source, recognising its layout from the file header or folder contents;
     ``columns`` (image, label) maps a CSV of any other layout."""
     source = Path(source)
@@ -251,7 +296,12 @@ def detect_and_read(source: Path, images: Path | None = None, skip_missing: bool
     )
 
 
-def read_sources(sources: Sequence[Path | str], images: Path | None = None, skip_missing: bool = False, columns: tuple[str | None, str | None] = (None, None)) -> pd.DataFrame:
+def read_sources(
+    sources: Sequence[Path | str],
+    images: Path | None = None,
+    skip_missing: bool = False,
+    columns: tuple[str | None, str | None] = (None, None),
+) -> pd.DataFrame:
     """Read and concatenate several sources (e.g. a labelled tree plus a folder of unlabelled
     images); ``columns`` (image, label) maps label CSVs of any layout.
 

@@ -59,7 +59,11 @@ def _train_targets(counts: pd.Series, spec: SplitConfig) -> dict[str, int]:
         return {c: min(spec.per_class_cap, n) for c, n in counts.items()}
     if spec.per_class is not None:
         # The seed's design needs test images left over; a test_fraction split has them already.
-        short = {c: int(n) for c, n in counts.items() if (n < spec.per_class + spec.val if spec.test_fraction else n <= spec.per_class)}
+        short = {
+            c: int(n)
+            for c, n in counts.items()
+            if (n < spec.per_class + spec.val if spec.test_fraction else n <= spec.per_class)
+        }
         if short:
             where = "outside the test split" if spec.test_fraction else "and still leave test images"
             raise LesionSSLError(
@@ -80,7 +84,9 @@ def seed_isic2019_split(table: pd.DataFrame, spec: SplitConfig) -> pd.DataFrame:
         rows = table.index[(table["label"] == label) & ~downsampled].to_numpy()
         needed = n_train + SEED_ISIC2019_UNUSED[label]
         if len(rows) <= needed:
-            raise LesionSSLError(f"the seed split needs the ISIC 2019 training set: class {label} has {len(rows)} usable images, more than {needed} needed")
+            raise LesionSSLError(
+                f"the seed split needs the ISIC 2019 training set: class {label} has {len(rows)} usable images, more than {needed} needed"
+            )
         rows = rows[rng.permutation(len(rows))]
         table.loc[rows[:n_train], "split"] = "train"
         table.loc[rows[needed:], "split"] = "test"
@@ -102,13 +108,19 @@ def check_grouping(table: pd.DataFrame, group_by: str | None) -> None:
     has lesion or patient ids but no grouping was asked for: both let repeat photographs of one
     lesion reach train and test."""
     if group_by == NO_GROUPING:
-        console.print("splitting by image on purpose (--group-by none): images of one lesion or patient may be in different splits", markup=False)
+        console.print(
+            "splitting by image on purpose (--group-by none): images of one lesion or patient may be in different splits",
+            markup=False,
+        )
         return
     if group_by is None:
         for column in GROUP_COLUMNS:
             have = int((table[column].astype(str) != "").sum()) if column in table else 0
             if have:
-                console.print(f"note: {have} of {len(table)} images have a {column}, but no --group-by was given: repeat photographs of one lesion may land in train and test. Set --group-by {column}, or --group-by none to split by image on purpose.", markup=False)
+                console.print(
+                    f"note: {have} of {len(table)} images have a {column}, but no --group-by was given: repeat photographs of one lesion may land in train and test. Set --group-by {column}, or --group-by none to split by image on purpose.",
+                    markup=False,
+                )
                 return
         return
     if group_by not in table.columns:
@@ -120,7 +132,10 @@ def check_grouping(table: pd.DataFrame, group_by: str | None) -> None:
             f"give a source with that column (HAM10000 metadata, a label CSV with a {group_by} column), or --group-by none to split by image on purpose"
         )
     if have < len(table):
-        console.print(f"--group-by {group_by}: {len(table) - have} of {len(table)} images have no {group_by}; each of them is a group of its own", markup=False)
+        console.print(
+            f"--group-by {group_by}: {len(table) - have} of {len(table)} images have no {group_by}; each of them is a group of its own",
+            markup=False,
+        )
 
 
 def group_ids(table: pd.DataFrame, group_by: str | None, links: Sequence[tuple[str, str]] = ()) -> pd.Series:
@@ -178,7 +193,9 @@ def _test_groups(groups: pd.DataFrame, fraction: float, rng: np.random.Generator
     return chosen
 
 
-def make_split(table: pd.DataFrame, spec: SplitConfig, classes: list[str] | None = None, links: Sequence[tuple[str, str]] = ()) -> pd.DataFrame:
+def make_split(
+    table: pd.DataFrame, spec: SplitConfig, classes: list[str] | None = None, links: Sequence[tuple[str, str]] = ()
+) -> pd.DataFrame:
     """Assign every image to a split, whole groups at a time.
 
     Groups are ``spec.group_by`` values merged along ``links`` (near-duplicate image id pairs,
@@ -206,9 +223,13 @@ def make_split(table: pd.DataFrame, spec: SplitConfig, classes: list[str] | None
     external = _held_out(table, spec.hold_out)
     excluded = table["group"].isin(set(table.loc[external, "group"])) & ~external
     site_pool = pd.Series(False, index=table.index)
-    if spec.hold_out_pool is not None:  # the target site's unlabelled images, inductively: whole groups, stratified by class
+    if (
+        spec.hold_out_pool is not None
+    ):  # the target site's unlabelled images, inductively: whole groups, stratified by class
         # its own generator, so the rest of the split is the same with and without a site pool
-        chosen = _test_groups(_majority_labels(table[external]), spec.hold_out_pool, np.random.default_rng([spec.seed, 1]))
+        chosen = _test_groups(
+            _majority_labels(table[external]), spec.hold_out_pool, np.random.default_rng([spec.seed, 1])
+        )
         site_pool = external & table["group"].isin(chosen)
         external = external & ~site_pool
     labelled = (table["label"] != "") & ~external & ~excluded & ~site_pool
@@ -219,7 +240,10 @@ def make_split(table: pd.DataFrame, spec: SplitConfig, classes: list[str] | None
 
     test: set[str] = set()
     user = table[USER_SPLIT] if USER_SPLIT in table else pd.Series("", index=table.index)
-    user_test, user_val = set(table.loc[labelled & (user == "test"), "group"]), set(table.loc[labelled & (user == "val"), "group"])
+    user_test, user_val = (
+        set(table.loc[labelled & (user == "test"), "group"]),
+        set(table.loc[labelled & (user == "val"), "group"]),
+    )
     if user_test:  # the user's own test/ folder is the test set (a group touching it goes with it)
         test = user_test
     elif spec.test_fraction is not None:
@@ -254,7 +278,9 @@ def make_split(table: pd.DataFrame, spec: SplitConfig, classes: list[str] | None
     return table[["image", "label", "split", "path", "group", "pretrain"]]
 
 
-def build_split(table: pd.DataFrame, spec: SplitConfig, classes: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+def build_split(
+    table: pd.DataFrame, spec: SplitConfig, classes: list[str] | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """:func:`make_split`, once every image has decoded, after the near-duplicate search when
     ``spec.dedup`` is set.
 
@@ -269,13 +295,27 @@ def build_split(table: pd.DataFrame, spec: SplitConfig, classes: list[str] | Non
         return make_split(table, spec, classes), None
     found = find_near_duplicates(table["path"].tolist(), spec.dedup_hash, spec.dedup_cosine)
     images = table["image"].to_numpy()
-    pairs = pd.DataFrame({"image_a": [images[p.a] for p in found], "image_b": [images[p.b] for p in found], "hamming": [p.hamming for p in found], "cosine": [round(p.cosine, 4) for p in found]})
+    pairs = pd.DataFrame(
+        {
+            "image_a": [images[p.a] for p in found],
+            "image_b": [images[p.b] for p in found],
+            "hamming": [p.hamming for p in found],
+            "cosine": [round(p.cosine, 4) for p in found],
+        }
+    )
     return make_split(table, spec, classes, list(zip(pairs["image_a"], pairs["image_b"]))), pairs
 
 
 #: How ``split_table`` names the manifest's splits (labelled images left in the pool keep their
 #: label in the manifest, unused).
-TABLE_COLUMNS = {"train": "train", "val": "val", "test": "test", "external": "external", "unlabelled": "pool (label unused)", "excluded": "excluded"}
+TABLE_COLUMNS = {
+    "train": "train",
+    "val": "val",
+    "test": "test",
+    "external": "external",
+    "unlabelled": "pool (label unused)",
+    "excluded": "excluded",
+}
 
 
 def split_table(manifest: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
@@ -283,7 +323,11 @@ def split_table(manifest: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
     labelled = manifest[manifest["label"] != ""]
     counts = pd.crosstab(labelled["label"], labelled["split"]).reindex(index=classes, fill_value=0)
     columns = [c for c in TABLE_COLUMNS if c in counts.columns or c in ("train", "test")]
-    counts = counts.reindex(columns=columns, fill_value=0).rename(columns=TABLE_COLUMNS).rename_axis(index="class", columns=None)
+    counts = (
+        counts.reindex(columns=columns, fill_value=0)
+        .rename(columns=TABLE_COLUMNS)
+        .rename_axis(index="class", columns=None)
+    )
     counts.loc["Total"] = counts.sum()
     return counts
 
@@ -303,7 +347,9 @@ def pool_summary(manifest: pd.DataFrame, pool: PoolMode) -> str:
     in_pool = manifest[manifest["pretrain"] == 1]
     unlabelled = int((in_pool["label"] == "").sum())
     site = int((in_pool["split"] == SITE_POOL).sum())
-    of_site = f", {site} of them from the held-out site (labels removed; the rest of the site is external)" if site else ""
+    of_site = (
+        f", {site} of them from the held-out site (labels removed; the rest of the site is external)" if site else ""
+    )
     return f"pretraining pool: {len(in_pool)} images ({pool}; {unlabelled} without labels, {len(in_pool) - unlabelled} labelled{of_site})"
 
 
@@ -312,17 +358,37 @@ def duplicates_file(manifest: Path) -> Path:
     return manifest.with_name(manifest.stem + "-duplicates.csv")
 
 
-def write_manifest(manifest: pd.DataFrame, path: Path, spec: SplitConfig, classes: list[str], sources: list[str], duplicates: pd.DataFrame | None = None) -> None:
+def write_manifest(
+    manifest: pd.DataFrame,
+    path: Path,
+    spec: SplitConfig,
+    classes: list[str],
+    sources: list[str],
+    duplicates: pd.DataFrame | None = None,
+) -> None:
     """Write the manifest CSV and its sidecar JSON (split settings, pool mode, classes, and
     what the near-duplicate search found), plus the merged near-duplicate pairs."""
     if duplicates is not None:
         write_csv(duplicates_file(path), duplicates)
     root, relative = relative_paths(manifest["path"].tolist())
     ManifestRecord(
-        classes=classes, pool=spec.pool, spec=spec, sources=list(sources), data_root=root,
-        counts={s: int((manifest["split"] == s).sum()) for s in SPLITS}, pretrain_images=int(manifest["pretrain"].sum()),
-        site_pool={"images": int((manifest["split"] == SITE_POOL).sum()), "groups": int(manifest.loc[manifest["split"] == SITE_POOL, "group"].nunique()), "fraction": spec.hold_out_pool} if spec.hold_out_pool else None,
-        near_duplicates={"pairs": len(duplicates), "file": duplicates_file(path).name} if duplicates is not None else None,
+        classes=classes,
+        pool=spec.pool,
+        spec=spec,
+        sources=list(sources),
+        data_root=root,
+        counts={s: int((manifest["split"] == s).sum()) for s in SPLITS},
+        pretrain_images=int(manifest["pretrain"].sum()),
+        site_pool={
+            "images": int((manifest["split"] == SITE_POOL).sum()),
+            "groups": int(manifest.loc[manifest["split"] == SITE_POOL, "group"].nunique()),
+            "fraction": spec.hold_out_pool,
+        }
+        if spec.hold_out_pool
+        else None,
+        near_duplicates={"pairs": len(duplicates), "file": duplicates_file(path).name}
+        if duplicates is not None
+        else None,
     ).write(path)
     write_csv(path, manifest.assign(path=relative))  # last: the CSV marks a whole manifest
 
@@ -382,7 +448,9 @@ def _check_no_leak(table: pd.DataFrame, path: Path) -> None:
         if (spans > 1).any():
             group = spans.index[spans > 1][0]
             where = sorted(set(used.loc[used["group"] == group, "split"]))
-            raise LesionSSLError(f"{path}: group {group} is in {' and '.join(where)} ({int((spans > 1).sum())} such groups); a lesion in two splits leaks - make the split again with `lesionssl split`")
+            raise LesionSSLError(
+                f"{path}: group {group} is in {' and '.join(where)} ({int((spans > 1).sum())} such groups); a lesion in two splits leaks - make the split again with `lesionssl split`"
+            )
     if (table.loc[table["split"] == "external", "pretrain"] == 1).any():
         raise LesionSSLError(f"{path}: external images are marked for pretraining; a held-out set must stay unseen")
 
@@ -410,10 +478,14 @@ def read_manifest(path: Path, check_leaks: bool = True, data_root: Path | None =
     root = str(data_root) if data_root is not None else (record.data_root if record else None)
     relative = not all(PurePosixPath(p).is_absolute() or PureWindowsPath(p).is_absolute() for p in table["path"])
     if relative and root is not None and not Path(root).is_dir():  # absolute paths (older manifests) need no root
-        raise LesionSSLError(f"{path}: its images were under {root}, which is not a folder here; if the data moved, pass --data-root FOLDER (the folder that now holds them)")
+        raise LesionSSLError(
+            f"{path}: its images were under {root}, which is not a folder here; if the data moved, pass --data-root FOLDER (the folder that now holds them)"
+        )
     table["path"] = [locate(p, root) for p in table["path"]]
     classes = resolve_class_order(table["label"], record.classes if record else None)
-    pool = (record.pool if record else None) or ("transductive" if table.loc[table["split"] == "test", "pretrain"].eq(1).any() else "inductive")
+    pool = (record.pool if record else None) or (
+        "transductive" if table.loc[table["split"] == "test", "pretrain"].eq(1).any() else "inductive"
+    )
     return Manifest(table=table, classes=classes, pool=pool, path=path, record=record)
 
 
@@ -425,7 +497,9 @@ def recorded_spec(manifest: Manifest) -> SplitConfig:
     return SplitConfig(per_class_cap=1, transductive=manifest.pool == "transductive")
 
 
-def nested_budgets(manifest: pd.DataFrame, budgets: Sequence[int], seed: int | Sequence[int] = 0) -> dict[int, pd.DataFrame]:
+def nested_budgets(
+    manifest: pd.DataFrame, budgets: Sequence[int], seed: int | Sequence[int] = 0
+) -> dict[int, pd.DataFrame]:
     """One manifest per label budget (training images per class), each budget's training set a
     superset of every smaller one's (whole groups, visited in a seeded order; each budget first
     keeps the smaller budget's groups, then adds groups that fit).

@@ -52,7 +52,9 @@ def decode_for_store(path: str, size: int, colour: ColourConstancy = NO_COLOUR_C
     return colour(resize_shorter_center_crop(load_rgb(path, min_side=2 * size), size))
 
 
-def build_store(paths: Sequence[str], size: int, description: str = "decoding images", colour: ColourConstancy = NO_COLOUR_CONSTANCY) -> np.ndarray:
+def build_store(
+    paths: Sequence[str], size: int, description: str = "decoding images", colour: ColourConstancy = NO_COLOUR_CONSTANCY
+) -> np.ndarray:
     """Return an ``(N, size, size, 3)`` uint8 array of the images, building the store if needed.
 
     Decoding runs in threads (PIL releases the GIL while decoding) and shows progress. The
@@ -122,10 +124,18 @@ def check_readable(paths: Sequence[str]) -> None:
     for _, reason in bad:
         console.print(f"unreadable: {reason}", markup=False)
     if bad:
-        raise LesionSSLError(f"{len(bad)} of {len(paths)} images cannot be read (each named above, e.g. {bad[0][1]}); remove or replace them, or drop their rows from the label file")
+        raise LesionSSLError(
+            f"{len(bad)} of {len(paths)} images cannot be read (each named above, e.g. {bad[0][1]}); remove or replace them, or drop their rows from the label file"
+        )
 
 
-def decode_into(array: np.ndarray, paths: Sequence[str], description: str, skip_unreadable: bool = False, colour: ColourConstancy = NO_COLOUR_CONSTANCY) -> list[tuple[int, str]]:
+def decode_into(
+    array: np.ndarray,
+    paths: Sequence[str],
+    description: str,
+    skip_unreadable: bool = False,
+    colour: ColourConstancy = NO_COLOUR_CONSTANCY,
+) -> list[tuple[int, str]]:
     """Decode ``paths`` into the rows of ``array`` (``(N, size, size, 3)``) in threads (PIL
     releases the GIL while decoding), with progress.
 

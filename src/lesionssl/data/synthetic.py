@@ -23,7 +23,9 @@ SYNTHETIC_CLASSES: dict[str, tuple[tuple[int, int, int], float, float, float]] =
 }
 
 
-def _lesion(rng: np.random.Generator, size: tuple[int, int], colour, irregularity: float, texture: float) -> Image.Image:
+def _lesion(
+    rng: np.random.Generator, size: tuple[int, int], colour, irregularity: float, texture: float
+) -> Image.Image:
     width, height = size
     skin = np.array([225, 180, 150]) + rng.normal(0, 12, 3)
     base = np.clip(skin + rng.normal(0, 6, (height, width, 3)), 0, 255).astype(np.uint8)
@@ -34,7 +36,9 @@ def _lesion(rng: np.random.Generator, size: tuple[int, int], colour, irregularit
     angles = np.linspace(0, 2 * np.pi, 48, endpoint=False)
     wobble = 1 + irregularity * np.convolve(rng.normal(0, 1, 48), np.ones(5) / 5, mode="same")
     stretch = rng.uniform(0.75, 1.25)
-    points = [(cx + radius * w * stretch * np.cos(a), cy + radius * w / stretch * np.sin(a)) for a, w in zip(angles, wobble)]
+    points = [
+        (cx + radius * w * stretch * np.cos(a), cy + radius * w / stretch * np.sin(a)) for a, w in zip(angles, wobble)
+    ]
     ImageDraw.Draw(mask).polygon(points, fill=255)
     mask = mask.filter(ImageFilter.GaussianBlur(radius=1.5))
     tone = np.clip(np.array(colour) + rng.normal(0, 10, 3), 0, 255)
@@ -50,7 +54,9 @@ def _lesion(rng: np.random.Generator, size: tuple[int, int], colour, irregularit
     return image
 
 
-def make_synthetic_dataset(root: Path, n_labelled: int = 480, n_unlabelled: int = 480, size: tuple[int, int] = (86, 64), seed: int = 0) -> Path:
+def make_synthetic_dataset(
+    root: Path, n_labelled: int = 480, n_unlabelled: int = 480, size: tuple[int, int] = (86, 64), seed: int = 0
+) -> Path:
     """Write an ImageFolder tree ``root/labelled/<CLASS>/*.png`` and ``root/unlabelled/*.png``.
 
     Existing complete datasets are reused (generation is deterministic). Returns ``root``.

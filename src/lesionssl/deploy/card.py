@@ -32,11 +32,15 @@ LIMITATIONS = (
 )
 
 
-def bootstrap_interval(labels: np.ndarray, probs: np.ndarray, classes: list[str], seed: int = 0) -> dict[str, tuple[float, float]]:
+def bootstrap_interval(
+    labels: np.ndarray, probs: np.ndarray, classes: list[str], seed: int = 0
+) -> dict[str, tuple[float, float]]:
     """95% percentile intervals of accuracy, balanced accuracy and macro F1 over test images
     resampled with replacement (one trained model: the interval is the test set's sampling error)."""
     low, high = image_interval(labels, probs.argmax(axis=1), len(classes), seed)
-    return {name: (float(low[i]), float(high[i])) for i, name in enumerate(("accuracy", "balanced_accuracy", "macro_f1"))}
+    return {
+        name: (float(low[i]), float(high[i])) for i, name in enumerate(("accuracy", "balanced_accuracy", "macro_f1"))
+    }
 
 
 def _with_interval(predictions: Path, classes: list[str]) -> list[str]:
@@ -48,7 +52,11 @@ def _with_interval(predictions: Path, classes: list[str]) -> list[str]:
 
 
 def _rate(rate: dict[str, Any]) -> str:
-    return "n/a" if rate["value"] is None else f"{rate['value']:.3f} [{rate['ci_low']:.3f}, {rate['ci_high']:.3f}] (n = {rate['n']})"
+    return (
+        "n/a"
+        if rate["value"] is None
+        else f"{rate['value']:.3f} [{rate['ci_low']:.3f}, {rate['ci_high']:.3f}] (n = {rate['n']})"
+    )
 
 
 def _class_row(name: str, values: ClassMetrics) -> str:
@@ -63,7 +71,10 @@ def _sources(sources: list[str]) -> list[str]:
     for source in sources:
         folder = Path(source) if Path(source).is_dir() else Path(source).parent
         terms = [folder / name for name in LICENCE_FILES if (folder / name).is_file()]
-        lines.append(f"- `{source}`: licence and provenance " + (f"in `{terms[0]}`" if terms else "not stated there; check the source's terms before sharing this model"))
+        lines.append(
+            f"- `{source}`: licence and provenance "
+            + (f"in `{terms[0]}`" if terms else "not stated there; check the source's terms before sharing this model")
+        )
     return lines
 
 
@@ -86,7 +97,11 @@ def write_card(run: Path, result: RunResult | None = None) -> Path:
     classes = record.classes
     per_class = {name: asdict(values) for name, values in metrics.per_class.items()}
     dermoscopic = set(classes) <= set(ISIC2019_CLASSES)
-    malignant = f"P(malignant) = the sum over {', '.join(record.malignant_classes)}" if record.malignant_classes else "no malignant classes were set (finetune --malignant-classes), so no P(malignant) or operating point"
+    malignant = (
+        f"P(malignant) = the sum over {', '.join(record.malignant_classes)}"
+        if record.malignant_classes
+        else "no malignant classes were set (finetune --malignant-classes), so no P(malignant) or operating point"
+    )
     lines = [
         f"# Model card: {run.name}",
         "",
@@ -94,9 +109,15 @@ def write_card(run: Path, result: RunResult | None = None) -> Path:
         f"- Architecture: {record.architecture}, initialised from `{record.init}`, fine-tuned with the transfer protocol (head epoch, unfreeze, {describe_lr(result.lr_setting if result.lr_setting is not None else settings.get('lr', 'find'), result.lr, settings.get('lr_suggestion', 'valley'))}, 1cycle), seed {record.seed}.",
         f"- Input: {'dermoscopic ' if dermoscopic else ''}RGB image, shorter side resized to {record.image_size} px and centre-cropped; mean {list(record.preprocessing['mean'])}, std {list(record.preprocessing['std'])}; test-time augmentation views: {record.tta}.",
         f"- Output: probabilities of {len(classes)} classes ({', '.join(classes)}); {malignant}.",
-        f"- Temperature: {record.temperature:.4g}" if record.temperature is not None else "- Temperature: none (no validation split)",
-        f"- Malignant threshold: {record.threshold:.4g}, chosen on validation for sensitivity {record.target_sensitivity}" if record.threshold is not None else "- Malignant threshold: none",
-        "- Files: `model.safetensors` (weights), `model.json` (the settings above). Apply with `lesionssl predict --model " + str(run) + " --data IMAGES --out predictions.csv`.",
+        f"- Temperature: {record.temperature:.4g}"
+        if record.temperature is not None
+        else "- Temperature: none (no validation split)",
+        f"- Malignant threshold: {record.threshold:.4g}, chosen on validation for sensitivity {record.target_sensitivity}"
+        if record.threshold is not None
+        else "- Malignant threshold: none",
+        "- Files: `model.safetensors` (weights), `model.json` (the settings above). Apply with `lesionssl predict --model "
+        + str(run)
+        + " --data IMAGES --out predictions.csv`.",
         "",
         "## Data",
         *_sources(split.sources if split else []),
@@ -115,28 +136,69 @@ def write_card(run: Path, result: RunResult | None = None) -> Path:
         *([f"\n{support_note(per_class)}"] if without_support(per_class) else []),
     ]
     for name, external in result.external.items():
-        lines += ["", f"## External test set: {name}", "| metric | value | 95% bootstrap interval |", "|---|---|---|", *_with_interval(folder.external(name).predictions, classes)]
+        lines += [
+            "",
+            f"## External test set: {name}",
+            "| metric | value | 95% bootstrap interval |",
+            "|---|---|---|",
+            *_with_interval(folder.external(name).predictions, classes),
+        ]
         point = external.operating_point
         if point:
-            lines.append(f"\nAt the threshold: sensitivity {_rate(point['sensitivity'])}, specificity {_rate(point['specificity'])}.")
+            lines.append(
+                f"\nAt the threshold: sensitivity {_rate(point['sensitivity'])}, specificity {_rate(point['specificity'])}."
+            )
     calibration = result.calibration
     lines += ["", "## Calibration"]
     if calibration.temperature is not None:
         test = calibration.test
-        lines.append(f"Temperature {calibration.temperature:.4g}, fitted on {calibration.fitted_on}. Test ECE {test['ece_before']:.4f} before, {test['ece_after']:.4f} after; NLL {test['nll_before']:.4f} before, {test['nll_after']:.4f} after." + (f"\n\n![Reliability on the test split before and after temperature scaling]({RELIABILITY_FIGURE})" if folder.reliability_figure.is_file() else ""))
+        lines.append(
+            f"Temperature {calibration.temperature:.4g}, fitted on {calibration.fitted_on}. Test ECE {test['ece_before']:.4f} before, {test['ece_after']:.4f} after; NLL {test['nll_before']:.4f} before, {test['nll_after']:.4f} after."
+            + (
+                f"\n\n![Reliability on the test split before and after temperature scaling]({RELIABILITY_FIGURE})"
+                if folder.reliability_figure.is_file()
+                else ""
+            )
+        )
     else:
         lines.append(calibration.note or "not fitted")
     point = result.operating_point
     lines += ["", "## Operating point (malignant vs benign)"]
     if point.threshold is not None:
-        lines += [f"Threshold {point.threshold:.4g} on P(malignant), chosen on the validation split for sensitivity {point.target_sensitivity}.", "", "| split | sensitivity [95% CI] | specificity [95% CI] |", "|---|---|---|",
-                  *[f"| {split} | {_rate(rates['sensitivity'])} | {_rate(rates['specificity'])} |" for split, rates in (("val", point.val), ("test", point.test))]]
+        lines += [
+            f"Threshold {point.threshold:.4g} on P(malignant), chosen on the validation split for sensitivity {point.target_sensitivity}.",
+            "",
+            "| split | sensitivity [95% CI] | specificity [95% CI] |",
+            "|---|---|---|",
+            *[
+                f"| {split} | {_rate(rates['sensitivity'])} | {_rate(rates['specificity'])} |"
+                for split, rates in (("val", point.val), ("test", point.test))
+            ],
+        ]
     else:
         lines.append(point.note or "not chosen")
-    lines += ["", "## Where it looks", (f"![Grad-CAM of the most confident correct and wrong test predictions per class]({EXAMPLES_FIGURE})\n\n" if folder.examples_figure.is_file() else "")
-              + f"Grad-CAM maps of any images: `lesionssl explain --model {run} --data IMAGES --out DIR` (a gallery page); they show where the model looks, not why."]
+    lines += [
+        "",
+        "## Where it looks",
+        (
+            f"![Grad-CAM of the most confident correct and wrong test predictions per class]({EXAMPLES_FIGURE})\n\n"
+            if folder.examples_figure.is_file()
+            else ""
+        )
+        + f"Grad-CAM maps of any images: `lesionssl explain --model {run} --data IMAGES --out DIR` (a gallery page); they show where the model looks, not why.",
+    ]
     scope = DERMOSCOPY_SCOPE if dermoscopic else OTHER_SCOPE
-    lines += ["", "## Limitations", *[f"- {item}" for item in (scope, *LIMITATIONS)], "", "## How it was made", f"- Command: `{environment.get('command', 'not recorded')}`", f"- lesionssl {result.lesionssl_version}, code commit {environment.get('git_commit')}; the resolved configuration is in `config.yaml`.", f"- Rebuild this card: `lesionssl card {run}`.", ""]
+    lines += [
+        "",
+        "## Limitations",
+        *[f"- {item}" for item in (scope, *LIMITATIONS)],
+        "",
+        "## How it was made",
+        f"- Command: `{environment.get('command', 'not recorded')}`",
+        f"- lesionssl {result.lesionssl_version}, code commit {environment.get('git_commit')}; the resolved configuration is in `config.yaml`.",
+        f"- Rebuild this card: `lesionssl card {run}`.",
+        "",
+    ]
     target = run / CARD
     write_text(target, "\n".join(line for line in lines if line is not None) + "\n")
     return target

@@ -38,11 +38,15 @@ def _target_index(target: str | None, record: ModelRecord) -> int | None:
     if target is None or target == "predicted":
         return None
     if target not in record.classes:
-        raise LesionSSLError(f"--target must be 'predicted' or one of the model's classes {record.classes}, not {target!r}")
+        raise LesionSSLError(
+            f"--target must be 'predicted' or one of the model's classes {record.classes}, not {target!r}"
+        )
     return record.classes.index(target)
 
 
-def explain_images(model_dir: Path, sources: list[str], out: Path, target: str | None = None, batch_size: int = 32) -> ExplainResult:
+def explain_images(
+    model_dir: Path, sources: list[str], out: Path, target: str | None = None, batch_size: int = 32
+) -> ExplainResult:
     """Grad-CAM of every readable image of ``sources`` for its predicted class (or ``target``):
     one PNG each in ``out/maps``, ``explanations.csv`` and a gallery page ``out/index.html``."""
     module, record = load_model(model_dir)
@@ -58,7 +62,9 @@ def explain_images(model_dir: Path, sources: list[str], out: Path, target: str |
     return ExplainResult(out, len(table), source.skipped)
 
 
-def _explain_rows(module: ClassifierModule, record: ModelRecord, source: SourceImages, index: int | None, out: Path, batch_size: int) -> pd.DataFrame:
+def _explain_rows(
+    module: ClassifierModule, record: ModelRecord, source: SourceImages, index: int | None, out: Path, batch_size: int
+) -> pd.DataFrame:
     """Explain the images batch by batch (with progress), writing each PNG as it is made."""
     table, classes = source.table, record.classes
     rows = []
@@ -66,17 +72,30 @@ def _explain_rows(module: ClassifierModule, record: ModelRecord, source: SourceI
         for start in range(0, len(table), batch_size):
             part = table.iloc[start : start + batch_size]
             images = source.images[part["row"].to_numpy()]
-            heat = grad_cam(module, images, record.temperature, None if index is None else np.full(len(part), index), batch_size)
-            malignant = malignant_probability(heat.probabilities, classes, record.malignant_classes) if record.malignant_classes else None
+            heat = grad_cam(
+                module, images, record.temperature, None if index is None else np.full(len(part), index), batch_size
+            )
+            malignant = (
+                malignant_probability(heat.probabilities, classes, record.malignant_classes)
+                if record.malignant_classes
+                else None
+            )
             for i, (image, label, row) in enumerate(zip(part["image"], part["label"], part["row"])):
                 name = f"{row:05d}_{re.sub(r'[^A-Za-z0-9._-]', '_', Path(str(image)).stem)}.png"
                 picture = panel(images[i], heat.maps[i])
                 atomic_write(out / "maps" / name, lambda tmp, picture=picture: picture.save(tmp, format="PNG"))
                 probs = heat.probabilities[i]
-                rows.append({
-                    "image": image, "label": label, "prediction": classes[int(probs.argmax())], "explained_class": classes[int(heat.targets[i])],
-                    "p_explained": float(probs[heat.targets[i]]), **({"p_malignant": float(malignant[i])} if malignant is not None else {}), "map": f"maps/{name}",
-                })
+                rows.append(
+                    {
+                        "image": image,
+                        "label": label,
+                        "prediction": classes[int(probs.argmax())],
+                        "explained_class": classes[int(heat.targets[i])],
+                        "p_explained": float(probs[heat.targets[i]]),
+                        **({"p_malignant": float(malignant[i])} if malignant is not None else {}),
+                        "map": f"maps/{name}",
+                    }
+                )
                 advance()
     return pd.DataFrame(rows)
 
@@ -89,11 +108,15 @@ def gallery_page(frame: pd.DataFrame, record: ModelRecord, paths: list[str]) -> 
         if row["label"]:
             verdict = "correct" if row["label"] == row["prediction"] else "wrong"
             lines.append(f"label {html.escape(row['label'])} · <span class='{verdict}'>{verdict}</span>")
-        lines.append(f"predicted {html.escape(row['prediction'])} · map for {html.escape(row['explained_class'])} (p = {row['p_explained']:.3f})")
+        lines.append(
+            f"predicted {html.escape(row['prediction'])} · map for {html.escape(row['explained_class'])} (p = {row['p_explained']:.3f})"
+        )
         if "p_malignant" in row and record.threshold is not None:
             side = "at or above" if row["p_malignant"] >= record.threshold else "below"
             lines.append(f"p(malignant) {row['p_malignant']:.3f}, {side} the operating point {record.threshold:.3f}")
-        cards.append(f"<figure><img src='{html.escape(row['map'])}' alt='{html.escape(str(row['image']))}' title='{html.escape(str(path))}'><figcaption>{'<br>'.join(lines)}</figcaption></figure>")
+        cards.append(
+            f"<figure><img src='{html.escape(row['map'])}' alt='{html.escape(str(row['image']))}' title='{html.escape(str(path))}'><figcaption>{'<br>'.join(lines)}</figcaption></figure>"
+        )
     style = "body{font-family:system-ui,sans-serif;margin:1.5em}main{display:grid;grid-template-columns:repeat(auto-fill,minmax(460px,1fr));gap:1em}figure{margin:0}img{width:100%}.correct{color:#16794c}.wrong{color:#b3261e}"
     note = (
         f"Grad-CAM (Selvaraju et al., 2017) of {html.escape(record.architecture)} ({record.init or 'model'}, seed {record.seed}): left the image as the model sees it, right the map "

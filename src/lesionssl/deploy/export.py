@@ -72,7 +72,15 @@ def export_model(run: Path, format: str, out: Path) -> Path:
         def write(tmp: Path) -> None:
             batch = torch.export.Dim("batch", min=1, max=65536)
             with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its progress
-                program = torch.onnx.export(model, (example,), input_names=["image"], output_names=["probabilities"], opset_version=ONNX_OPSET, dynamo=True, dynamic_shapes=({0: batch},))
+                program = torch.onnx.export(
+                    model,
+                    (example,),
+                    input_names=["image"],
+                    output_names=["probabilities"],
+                    opset_version=ONNX_OPSET,
+                    dynamo=True,
+                    dynamic_shapes=({0: batch},),
+                )
             program.save(str(tmp))
 
         atomic_write(target, write)
@@ -85,9 +93,15 @@ def export_model(run: Path, format: str, out: Path) -> Path:
         target = out / MODEL_WEIGHTS
         head = _classifier_name(module)
         state = {k: v.contiguous() for k, v in module.backbone.state_dict().items() if not k.startswith(f"{head}.")}
-        state |= {f"{head}.weight": module.head.weight.detach().contiguous(), f"{head}.bias": module.head.bias.detach().contiguous()}
+        state |= {
+            f"{head}.weight": module.head.weight.detach().contiguous(),
+            f"{head}.bias": module.head.bias.detach().contiguous(),
+        }
         atomic_write(target, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
     shutil.copyfile(Path(run) / MODEL_RECORD, out / MODEL_RECORD)
     if record.colour.active:
-        console.print(f"the model was trained on images with {record.colour_constancy} colour constancy (p = {record.colour_constancy_p:g}): apply it to every image before the exported model, as {MODEL_RECORD} records", markup=False)
+        console.print(
+            f"the model was trained on images with {record.colour_constancy} colour constancy (p = {record.colour_constancy_p:g}): apply it to every image before the exported model, as {MODEL_RECORD} records",
+            markup=False,
+        )
     return target

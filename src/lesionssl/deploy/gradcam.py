@@ -40,7 +40,9 @@ def target_layer(backbone: nn.Module) -> nn.Module:
     info = getattr(backbone, "feature_info", None)
     if info:
         return backbone.get_submodule(info[-1]["module"])
-    raise LesionSSLError(f"Grad-CAM needs a convolutional backbone with a spatial feature map; {type(backbone).__name__} has none that lesionssl knows")
+    raise LesionSSLError(
+        f"Grad-CAM needs a convolutional backbone with a spatial feature map; {type(backbone).__name__} has none that lesionssl knows"
+    )
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,13 @@ class Heatmaps:
     maps: np.ndarray  # (N, S, S) in [0, 1], at the size of the input images
 
 
-def grad_cam(module: ClassifierModule, images: np.ndarray, temperature: float | None = None, targets: np.ndarray | None = None, batch_size: int = 32) -> Heatmaps:
+def grad_cam(
+    module: ClassifierModule,
+    images: np.ndarray,
+    temperature: float | None = None,
+    targets: np.ndarray | None = None,
+    batch_size: int = 32,
+) -> Heatmaps:
     """Grad-CAM of ``images`` (``(N, S, S, 3)`` uint8, as the store keeps them) for ``targets``
     (default: each image's predicted class), through the model's evaluation view."""
     from captum.attr import LayerGradCam
@@ -64,14 +72,20 @@ def grad_cam(module: ClassifierModule, images: np.ndarray, temperature: float | 
     probabilities, chosen, maps = [], [], []
     try:
         for start in range(0, len(images), batch_size):
-            batch = module.eval_view(torch.tensor(images[start : start + batch_size]).permute(0, 3, 1, 2).to(device))  # a copy: store arrays may be read-only
+            batch = module.eval_view(
+                torch.tensor(images[start : start + batch_size]).permute(0, 3, 1, 2).to(device)
+            )  # a copy: store arrays may be read-only
             with torch.no_grad():
                 probs = torch.softmax(module(batch).float(), dim=1).cpu().numpy()
             target = probs.argmax(axis=1) if targets is None else np.asarray(targets[start : start + batch_size])
             attribution = cam.attribute(batch, target=torch.as_tensor(target, device=device), relu_attributions=True)
             if shapes[-1] != 4:
-                raise LesionSSLError(f"Grad-CAM needs a spatial feature map; the last stage of {type(module.backbone).__name__} gives {shapes[-1]}-d tokens")
-            upsampled = F.interpolate(attribution.detach().float(), size=images.shape[1:3], mode="bilinear", align_corners=False)[:, 0]
+                raise LesionSSLError(
+                    f"Grad-CAM needs a spatial feature map; the last stage of {type(module.backbone).__name__} gives {shapes[-1]}-d tokens"
+                )
+            upsampled = F.interpolate(
+                attribution.detach().float(), size=images.shape[1:3], mode="bilinear", align_corners=False
+            )[:, 0]
             peak = upsampled.flatten(1).amax(dim=1).clamp_min(1e-12)[:, None, None]
             maps.append((upsampled / peak).cpu().numpy())
             probabilities.append(probs)
@@ -79,7 +93,11 @@ def grad_cam(module: ClassifierModule, images: np.ndarray, temperature: float | 
     finally:
         hook.remove()
     probs = np.concatenate(probabilities)
-    return Heatmaps(apply_temperature(probs, temperature) if temperature is not None else probs, np.concatenate(chosen), np.concatenate(maps))
+    return Heatmaps(
+        apply_temperature(probs, temperature) if temperature is not None else probs,
+        np.concatenate(chosen),
+        np.concatenate(maps),
+    )
 
 
 def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarray:
@@ -104,14 +122,34 @@ def select_examples(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -
     predicted, confidence = probs.argmax(axis=1), probs.max(axis=1)
     rows = []
     for k, name in enumerate(classes):
-        for kind, candidates in (("correct", (predicted == k) & (labels == k)), ("wrong", (predicted == k) & (labels != k))):
+        for kind, candidates in (
+            ("correct", (predicted == k) & (labels == k)),
+            ("wrong", (predicted == k) & (labels != k)),
+        ):
             if candidates.any():
                 position = int(np.flatnonzero(candidates)[np.argmax(confidence[candidates])])
-                rows.append({"class": name, "kind": kind, "position": position, "label": classes[labels[position]], "probability": float(confidence[position])})
+                rows.append(
+                    {
+                        "class": name,
+                        "kind": kind,
+                        "position": position,
+                        "label": classes[labels[position]],
+                        "probability": float(confidence[position]),
+                    }
+                )
     return pd.DataFrame(rows, columns=["class", "kind", "position", "label", "probability"])
 
 
-def write_examples(out: Path, module: ClassifierModule, images: np.ndarray, test: pd.DataFrame, labels: np.ndarray, probs: np.ndarray, classes: list[str], temperature: float | None) -> None:
+def write_examples(
+    out: Path,
+    module: ClassifierModule,
+    images: np.ndarray,
+    test: pd.DataFrame,
+    labels: np.ndarray,
+    probs: np.ndarray,
+    classes: list[str],
+    temperature: float | None,
+) -> None:
     """``examples.png`` / ``examples.csv``: per class, the most confident correct and wrong test
     predictions with their Grad-CAM maps, for the report (chosen after training, shown only)."""
     examples = select_examples(labels, probs, classes)
@@ -123,5 +161,10 @@ def write_examples(out: Path, module: ClassifierModule, images: np.ndarray, test
     except LesionSSLError as exc:  # token models (ViTs) have no spatial map; the run itself is fine
         console.print(f"no examples.png: {exc}", markup=False)
         return
-    plot_examples(examples, images[chosen], np.stack([overlay(images[i], m) for i, m in zip(chosen, heat.maps)]), RunFolder(out).examples_figure)
+    plot_examples(
+        examples,
+        images[chosen],
+        np.stack([overlay(images[i], m) for i, m in zip(chosen, heat.maps)]),
+        RunFolder(out).examples_figure,
+    )
     write_csv(RunFolder(out).examples, examples.drop(columns="position").assign(image=test["image"].to_numpy()[chosen]))

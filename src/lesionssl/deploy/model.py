@@ -25,7 +25,9 @@ def load_model(folder: Path) -> tuple[ClassifierModule, ModelRecord]:
     """
     folder = Path(folder)
     if not (folder / MODEL_RECORD).is_file() or not (folder / MODEL_WEIGHTS).is_file():
-        raise LesionSSLError(f"{folder} holds no model ({MODEL_WEIGHTS} + {MODEL_RECORD}); give a finished `lesionssl finetune` run folder")
+        raise LesionSSLError(
+            f"{folder} holds no model ({MODEL_WEIGHTS} + {MODEL_RECORD}); give a finished `lesionssl finetune` run folder"
+        )
     record = ModelRecord.read(folder / MODEL_RECORD)
     try:
         state = load_file(str(folder / MODEL_WEIGHTS))
@@ -33,9 +35,17 @@ def load_model(folder: Path) -> tuple[ClassifierModule, ModelRecord]:
         raise LesionSSLError(f"cannot read {folder / MODEL_WEIGHTS}: {exc}") from None
     backbone, _ = build_backbone(record.architecture, "random", record.image_size)
     preprocessing = Preprocessing(**record.preprocessing)
-    module = ClassifierModule(backbone, feature_dim(backbone), len(record.classes), augment=finetune_view(record.image_size, preprocessing), eval_view=EvalView(record.image_size, preprocessing))
+    module = ClassifierModule(
+        backbone,
+        feature_dim(backbone),
+        len(record.classes),
+        augment=finetune_view(record.image_size, preprocessing),
+        eval_view=EvalView(record.image_size, preprocessing),
+    )
     try:
         module.load_state_dict(state)
     except RuntimeError as exc:  # missing or unexpected keys, or other shapes
-        raise LesionSSLError(f"{folder / MODEL_WEIGHTS} does not match its {MODEL_RECORD} ({record.architecture}, {len(record.classes)} classes): {str(exc).splitlines()[1 if len(str(exc).splitlines()) > 1 else 0].strip()}") from None
+        raise LesionSSLError(
+            f"{folder / MODEL_WEIGHTS} does not match its {MODEL_RECORD} ({record.architecture}, {len(record.classes)} classes): {str(exc).splitlines()[1 if len(str(exc).splitlines()) > 1 else 0].strip()}"
+        ) from None
     return module.eval(), record

@@ -63,7 +63,9 @@ def read_images(sources: list[str], record: ModelRecord, model_dir: Path, skippe
     table = read_sources(sources)
     unknown = sorted(set(table["label"]) - set(record.classes) - {""})
     if unknown:
-        raise LesionSSLError(f"the model in {model_dir} was trained on the classes {record.classes}; the data has labels {unknown} that it does not know")
+        raise LesionSSLError(
+            f"the model in {model_dir} was trained on the classes {record.classes}; the data has labels {unknown} that it does not know"
+        )
     size, paths = stored_size(record.image_size, record.store_margin), table["path"].tolist()
     try:  # the decode-once store: predicting or explaining these images again decodes nothing
         images, skipped = build_store(paths, size, "decoding images", record.colour), []
@@ -72,7 +74,16 @@ def read_images(sources: list[str], record: ModelRecord, model_dir: Path, skippe
         skipped = decode_into(images, paths, "decoding images", skip_unreadable=True, colour=record.colour)
     bad = [row for row, _ in skipped]
     if skipped:
-        write_csv(skipped_file, pd.DataFrame({"image": table["image"].iloc[bad].tolist(), "path": table["path"].iloc[bad].tolist(), "reason": [reason for _, reason in skipped]}))
+        write_csv(
+            skipped_file,
+            pd.DataFrame(
+                {
+                    "image": table["image"].iloc[bad].tolist(),
+                    "path": table["path"].iloc[bad].tolist(),
+                    "reason": [reason for _, reason in skipped],
+                }
+            ),
+        )
     else:
         skipped_file.unlink(missing_ok=True)
     kept = table.assign(row=np.arange(len(table))).drop(index=bad).reset_index(drop=True)
@@ -93,19 +104,36 @@ def _target_prior(prior: str, record: ModelRecord, probs: np.ndarray) -> np.ndar
     try:
         given = yaml.safe_load(Path(prior).read_text())
     except (OSError, yaml.YAMLError) as exc:
-        raise LesionSSLError(f"--prior must be none, uniform, estimate or a YAML/JSON file of class: probability ({exc})") from None
-    if not isinstance(given, dict) or set(given) - set(classes) or any(not isinstance(v, (int, float)) or v < 0 for v in given.values()):
+        raise LesionSSLError(
+            f"--prior must be none, uniform, estimate or a YAML/JSON file of class: probability ({exc})"
+        ) from None
+    if (
+        not isinstance(given, dict)
+        or set(given) - set(classes)
+        or any(not isinstance(v, (int, float)) or v < 0 for v in given.values())
+    ):
         raise LesionSSLError(f"{prior}: give a mapping of the model's classes {classes} to non-negative probabilities")
     missing = [c for c in classes if c not in given]
     if missing:  # a class left out would silently get probability 0 for every image
-        raise LesionSSLError(f"{prior} gives no probability for {', '.join(missing)}: give every class of the model ({', '.join(classes)}); 0 is allowed when meant")
+        raise LesionSSLError(
+            f"{prior} gives no probability for {', '.join(missing)}: give every class of the model ({', '.join(classes)}); 0 is allowed when meant"
+        )
     values = np.array([float(given[c]) for c in classes])
     if values.sum() <= 0:
         raise LesionSSLError(f"{prior}: the probabilities sum to 0")
     return values / values.sum()
 
 
-def predict_images(model_dir: Path, sources: list[str], out: Path, tta: int | None = None, prior: str = "none", batch_size: int = 64, runtime: RuntimeConfig | None = None, adapt_bn: bool = False) -> PredictionResult:
+def predict_images(
+    model_dir: Path,
+    sources: list[str],
+    out: Path,
+    tta: int | None = None,
+    prior: str = "none",
+    batch_size: int = 64,
+    runtime: RuntimeConfig | None = None,
+    adapt_bn: bool = False,
+) -> PredictionResult:
     """Predict every readable image of ``sources``; write ``out`` (CSV), ``skipped.csv`` beside it
     when images were skipped, and ``<out>.metrics.json`` when the sources carry labels. With
     ``adapt_bn``, the BatchNorm statistics are first re-estimated on these images (AdaBN: they
@@ -115,16 +143,30 @@ def predict_images(model_dir: Path, sources: list[str], out: Path, tta: int | No
     out = Path(out)
     source = read_images(sources, record, model_dir, out.with_name("skipped.csv"))
     kept = source.table
-    config = FinetuneConfig(backbone=record.architecture, image_size=record.image_size, batch_size=batch_size, tta=record.tta if tta is None else tta, runtime=runtime or RuntimeConfig())
+    config = FinetuneConfig(
+        backbone=record.architecture,
+        image_size=record.image_size,
+        batch_size=batch_size,
+        tta=record.tta if tta is None else tta,
+        runtime=runtime or RuntimeConfig(),
+    )
     if adapt_bn:
         layers = adapt_batchnorm(module, source.images, kept, classes, batch_size)
-        console.print(f"AdaBN: the statistics of {layers} BatchNorm layers re-estimated on these {len(kept)} images", markup=False)
+        console.print(
+            f"AdaBN: the statistics of {layers} BatchNorm layers re-estimated on these {len(kept)} images", markup=False
+        )
     probs = predict_probabilities(module, config, source.images, kept, classes)
     if adapt_bn:
         estimated, distance = prior_shift(probs, np.asarray(record.train_prior))
         if distance > PRIOR_SHIFT_WARNING:
-            mix = ", ".join(f"{c} {p:.2f} (training {t:.2f})" for c, p, t in zip(classes, estimated, record.train_prior, strict=True))
-            console.print(f"warning: AdaBN assumes the site's class mix is training's, but these images' estimated mix differs (total variation {distance:.2f}): {mix}", markup=False)
+            mix = ", ".join(
+                f"{c} {p:.2f} (training {t:.2f})"
+                for c, p, t in zip(classes, estimated, record.train_prior, strict=True)
+            )
+            console.print(
+                f"warning: AdaBN assumes the site's class mix is training's, but these images' estimated mix differs (total variation {distance:.2f}): {mix}",
+                markup=False,
+            )
     if record.temperature is not None:
         probs = apply_temperature(probs, record.temperature)
     target = _target_prior(prior, record, probs)
@@ -165,14 +207,24 @@ def _seen_counts(labels: np.ndarray, own: pd.Series | None) -> dict[str, int] | 
     return {split: int((labelled == split).sum()) for split in ("train", "val")}
 
 
-def _metrics(labels: np.ndarray, probs: np.ndarray, record: ModelRecord, out: Path, seen: np.ndarray, own: pd.Series | None) -> dict[str, Any]:
+def _metrics(
+    labels: np.ndarray, probs: np.ndarray, record: ModelRecord, out: Path, seen: np.ndarray, own: pd.Series | None
+) -> dict[str, Any]:
     """Metrics over the labelled images the model never trained or validated on, as ``finetune``
     computes them, plus the operating point; how many of its own images were left out."""
     labelled = (labels >= 0) & ~seen
     metrics = compute_metrics(labels[labelled], probs[labelled], record.classes)
-    metrics["left_out_model_images"] = _seen_counts(labels, own) or "unknown: the model does not list its training images"
+    metrics["left_out_model_images"] = (
+        _seen_counts(labels, own) or "unknown: the model does not list its training images"
+    )
     if record.threshold is not None and record.malignant_classes:
-        metrics["operating_point"] = {"threshold": record.threshold, "target_sensitivity": record.target_sensitivity, **malignant_point(probs[labelled], labels[labelled], record.classes, record.malignant_classes, record.threshold)}
+        metrics["operating_point"] = {
+            "threshold": record.threshold,
+            "target_sensitivity": record.target_sensitivity,
+            **malignant_point(
+                probs[labelled], labels[labelled], record.classes, record.malignant_classes, record.threshold
+            ),
+        }
     metrics["labelled_images"] = int(labelled.sum())
     write_json(out.with_suffix(".metrics.json"), metrics)
     return metrics

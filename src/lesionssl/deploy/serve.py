@@ -46,7 +46,10 @@ def decision_text(probs: np.ndarray, record: ModelRecord) -> str:
     if record.threshold is None:
         return text + " The model has no operating point (it was fine-tuned without a validation split)."
     side = "**at or above**" if p >= record.threshold else "**below**"
-    return text + f" That is {side} the operating point {record.threshold:.3f}, chosen on the validation split for sensitivity {record.target_sensitivity:g}."
+    return (
+        text
+        + f" That is {side} the operating point {record.threshold:.3f}, chosen on the validation split for sensitivity {record.target_sensitivity:g}."
+    )
 
 
 class Analyser:
@@ -62,7 +65,11 @@ class Analyser:
         image = decode_for_store(str(path), self.size, self.record.colour)
         heat = grad_cam(self.module, image[None], self.record.temperature)
         probs = heat.probabilities[0]
-        return Analysis(dict(zip(self.record.classes, map(float, probs))), decision_text(probs, self.record), panel(image, heat.maps[0]))
+        return Analysis(
+            dict(zip(self.record.classes, map(float, probs))),
+            decision_text(probs, self.record),
+            panel(image, heat.maps[0]),
+        )
 
 
 def build_app(model_dir: Path):
@@ -83,15 +90,30 @@ def build_app(model_dir: Path):
             raise gr.Error(f"{Path(path).name}: {exc}") from None
         return result.probabilities, result.decision, result.picture
 
-    tta = f" `lesionssl predict` averages {record.tta} augmented views as well; this page shows the plain view." if record.tta else ""
+    tta = (
+        f" `lesionssl predict` averages {record.tta} augmented views as well; this page shows the plain view."
+        if record.tta
+        else ""
+    )
     with gr.Blocks(title="lesionssl", analytics_enabled=False) as app:
-        gr.Markdown(f"## lesionssl: {record.architecture} ({record.init or 'fine-tuned'}, seed {record.seed})\n{DISCLAIMER}")
+        gr.Markdown(
+            f"## lesionssl: {record.architecture} ({record.init or 'fine-tuned'}, seed {record.seed})\n{DISCLAIMER}"
+        )
         with gr.Row():
             upload = gr.File(label="Dermoscopic image", file_types=["image"], type="filepath", elem_id="upload")
             with gr.Column():
-                label = gr.Label(label="Class probabilities (temperature-scaled)", num_top_classes=len(record.classes), elem_id="probabilities")
+                label = gr.Label(
+                    label="Class probabilities (temperature-scaled)",
+                    num_top_classes=len(record.classes),
+                    elem_id="probabilities",
+                )
                 decision = gr.Markdown(elem_id="decision")
-        picture = gr.Image(label="The image as the model sees it, and its Grad-CAM map for the predicted class", type="pil", interactive=False, elem_id="gradcam")
+        picture = gr.Image(
+            label="The image as the model sees it, and its Grad-CAM map for the predicted class",
+            type="pil",
+            interactive=False,
+            elem_id="gradcam",
+        )
         gr.Markdown(f"Grad-CAM shows where the model looks, not why.{tta}")
         upload.change(analyse, inputs=upload, outputs=[label, decision, picture])
     return app
@@ -103,5 +125,7 @@ def serve(model_dir: Path, host: str = "127.0.0.1", port: int = 7860) -> None:
     app = build_app(model_dir)
     import gradio as gr
 
-    theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
+    theme = gr.themes.Default(
+        font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
+    )
     app.launch(server_name=host, server_port=port, share=False, theme=theme, show_error=True, quiet=False)

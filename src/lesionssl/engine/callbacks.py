@@ -45,7 +45,9 @@ class EpochProgressBar(TQDMProgressBar):
     def on_train_epoch_start(self, trainer: L.Trainer, *args) -> None:
         super().on_train_epoch_start(trainer, *args)
         finder = any(getattr(c, "own_progress", False) for c in trainer.callbacks)
-        self.train_progress_bar.set_description("LR finder" if finder else f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
+        self.train_progress_bar.set_description(
+            "LR finder" if finder else f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"
+        )
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
         items = super().get_metrics(trainer, pl_module)
@@ -106,7 +108,9 @@ class NonFiniteGuard(L.Callback):
     def __init__(self, where: Path) -> None:
         self.where = where
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if not torch.isfinite(loss).all():
             raise LesionSSLError(

@@ -18,6 +18,7 @@ from torch import nn
 ADAM_BETAS = (0.9, 0.99)
 ADAM_EPS = 1e-5
 
+
 def fastai_adam(params, weight_decay: float) -> torch.optim.Optimizer:
     """fastai's default optimiser: Adam(0.9, 0.99, eps 1e-5) with decoupled weight decay, over
     parameters or parameter groups."""
@@ -28,7 +29,9 @@ class PersistentAdamModule(L.LightningModule):
     """A LightningModule whose optimiser (fastai Adam unless a factory is given) survives across
     successive ``Trainer.fit`` calls."""
 
-    def __init__(self, weight_decay: float = 0.0, optimizer_factory: Callable[[nn.Module], torch.optim.Optimizer] | None = None) -> None:
+    def __init__(
+        self, weight_decay: float = 0.0, optimizer_factory: Callable[[nn.Module], torch.optim.Optimizer] | None = None
+    ) -> None:
         super().__init__()
         self.weight_decay = weight_decay
         self.optimizer_factory = optimizer_factory

@@ -33,7 +33,9 @@ class Stages:
         file = self.folder / "stages.json"
         self.values: dict[str, Any] = json.loads(file.read_text()) if resume and file.is_file() else {}
         if key is not None and self.values and self.values.get("config") != key:
-            raise LesionSSLError(f"{self.folder.parent} holds an interrupted run of another configuration; choose another --out or delete {self.folder}")
+            raise LesionSSLError(
+                f"{self.folder.parent} holds an interrupted run of another configuration; choose another --out or delete {self.folder}"
+            )
 
     def __contains__(self, name: str) -> bool:
         return name in self.values
@@ -54,5 +56,8 @@ class Stages:
     def save(self, module: PersistentAdamModule, **found: Any) -> None:
         """Record a finished stage: the weights first, then the JSON that points to them."""
         self.values.update(found, **({"config": self.key} if self.key else {}))
-        save_torch(self.folder / "stages.pt", {"model": module.state_dict(), "optimizer": module.persistent_optimizer().state_dict()})
+        save_torch(
+            self.folder / "stages.pt",
+            {"model": module.state_dict(), "optimizer": module.persistent_optimizer().state_dict()},
+        )
         write_json(self.folder / "stages.json", self.values)

@@ -22,7 +22,11 @@ from lesionssl.io import save_torch
 #: Lightning messages that drown the progress lesionssl prints itself (banners, tips, and
 #: warnings about settings that are deliberate here).
 QUIET_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning", "mlflow", "alembic")
-QUIET_WARNINGS = (".*does not have many workers.*", ".*LeafSpec.*", ".*defined a `validation_step` but have no `val_dataloader`.*")
+QUIET_WARNINGS = (
+    ".*does not have many workers.*",
+    ".*LeafSpec.*",
+    ".*defined a `validation_step` but have no `val_dataloader`.*",
+)
 
 
 def _quiet() -> None:
@@ -31,6 +35,7 @@ def _quiet() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     for message in QUIET_WARNINGS:
         warnings.filterwarnings("ignore", message=message)
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint writer, but through a temp file and a rename: a kill or a full disk
@@ -51,7 +56,9 @@ def make_loggers(tracking: TrackingConfig, out: Path, run_name: str, params: dic
     if tracking.enabled("wandb"):
         from lightning.pytorch.loggers import WandbLogger
 
-        loggers.append(WandbLogger(project=tracking.wandb_project or tracking.experiment, name=run_name, save_dir=str(out)))
+        loggers.append(
+            WandbLogger(project=tracking.wandb_project or tracking.experiment, name=run_name, save_dir=str(out))
+        )
     for logger in loggers:
         logger.log_hyperparams(params)
     return loggers
@@ -73,20 +80,35 @@ def check_runtime(runtime: RuntimeConfig) -> None:
     """Refuse, in one line naming what torch sees, an accelerator or a device count this machine
     lacks (Lightning would stop with a traceback, or start processes that fail later)."""
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    seen = f"torch {torch.__version__} sees {gpus} CUDA GPU{'s' if gpus != 1 else ''}" + ("" if torch.version.cuda else " (a CPU-only build)")
+    seen = f"torch {torch.__version__} sees {gpus} CUDA GPU{'s' if gpus != 1 else ''}" + (
+        "" if torch.version.cuda else " (a CPU-only build)"
+    )
     if runtime.accelerator in ("gpu", "cuda") and not gpus:
-        raise LesionSSLError(f"--runtime.accelerator {runtime.accelerator}: {seen}; use --runtime.accelerator cpu (or auto)")
+        raise LesionSSLError(
+            f"--runtime.accelerator {runtime.accelerator}: {seen}; use --runtime.accelerator cpu (or auto)"
+        )
     if runtime.accelerator == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise LesionSSLError("--runtime.accelerator mps: torch sees no Apple GPU (MPS); use --runtime.accelerator cpu (or auto)")
+        raise LesionSSLError(
+            "--runtime.accelerator mps: torch sees no Apple GPU (MPS); use --runtime.accelerator cpu (or auto)"
+        )
     if isinstance(runtime.devices, int) and runtime.devices > 1:
         on_gpus = runtime.accelerator in ("gpu", "cuda") or (runtime.accelerator == "auto" and gpus)
         available = gpus if on_gpus else os.cpu_count() or 1
         if runtime.devices > available:
             what = seen if on_gpus else f"this machine has {available} CPU cores"
-            raise LesionSSLError(f"--runtime.devices {runtime.devices}: {what}; use --runtime.devices {available} or fewer")
+            raise LesionSSLError(
+                f"--runtime.devices {runtime.devices}: {what}; use --runtime.devices {available} or fewer"
+            )
 
 
-def make_trainer(runtime: RuntimeConfig, max_epochs: int, callbacks: list[L.Callback] | None = None, logger=False, default_root_dir: Path | None = None, validate: bool = False) -> L.Trainer:
+def make_trainer(
+    runtime: RuntimeConfig,
+    max_epochs: int,
+    callbacks: list[L.Callback] | None = None,
+    logger=False,
+    default_root_dir: Path | None = None,
+    validate: bool = False,
+) -> L.Trainer:
     """A Lightning trainer with lesionssl's defaults (a progress bar on terminals, a line per epoch
     elsewhere; no sanity run)."""
     check_runtime(runtime)

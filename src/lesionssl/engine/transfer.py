@@ -28,7 +28,15 @@ from lesionssl.progress import console
 Fit = Callable[..., None]
 
 
-def head_epochs(fit: Fit, module: PersistentAdamModule, freeze: Callable[[], None], unfreeze: Callable[[], None], epochs: int, lr: float, callbacks: list[L.Callback]) -> None:
+def head_epochs(
+    fit: Fit,
+    module: PersistentAdamModule,
+    freeze: Callable[[], None],
+    unfreeze: Callable[[], None],
+    epochs: int,
+    lr: float,
+    callbacks: list[L.Callback],
+) -> None:
     """Step 1: ``epochs`` with the encoder frozen at the constant ``lr``; the encoder is unfrozen after."""
     if epochs:
         freeze()
@@ -46,7 +54,9 @@ class LRChoice:
     finder: LRFinderResult | None = None
 
 
-def choose_lr(fit: Fit, module: PersistentAdamModule, lr: float | Literal["find"], data: DataLoader, suggestion: str = "valley") -> LRChoice:
+def choose_lr(
+    fit: Fit, module: PersistentAdamModule, lr: float | Literal["find"], data: DataLoader, suggestion: str = "valley"
+) -> LRChoice:
     """Step 2: ``lr`` as given, or the LR finder's ``suggestion`` over batches of the training
     loader ``data`` (weights and optimiser restored)."""
     if lr != "find":

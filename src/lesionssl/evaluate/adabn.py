@@ -22,7 +22,9 @@ PRIOR_SHIFT_WARNING = 0.1
 
 
 @torch.no_grad()
-def adapt_batchnorm(module: nn.Module, images: np.ndarray, table: pd.DataFrame, classes: list[str], batch_size: int) -> int:
+def adapt_batchnorm(
+    module: nn.Module, images: np.ndarray, table: pd.DataFrame, classes: list[str], batch_size: int
+) -> int:
     """Replace the running mean and variance of every BatchNorm of ``module.backbone`` by those of
     the evaluation views of ``table``'s images: the equal-weight average over batches of each
     batch's statistics (fvcore's "precise BN"; layer by layer, each seeing the layers before it

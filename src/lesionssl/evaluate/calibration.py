@@ -42,7 +42,11 @@ def negative_log_likelihood(labels: np.ndarray, probs: np.ndarray) -> float:
 
 def fit_temperature(labels: np.ndarray, probs: np.ndarray) -> float:
     """The temperature in [0.05, 20] that minimises the NLL of ``labels`` (searched on log T)."""
-    result = minimize_scalar(lambda log_t: negative_log_likelihood(labels, apply_temperature(probs, math.exp(log_t))), bounds=(math.log(0.05), math.log(20.0)), method="bounded")
+    result = minimize_scalar(
+        lambda log_t: negative_log_likelihood(labels, apply_temperature(probs, math.exp(log_t))),
+        bounds=(math.log(0.05), math.log(20.0)),
+        method="bounded",
+    )
     return float(math.exp(result.x))
 
 
@@ -84,9 +88,18 @@ def _rate(successes: int, trials: int) -> dict[str, float | int | None]:
 def operating_point(scores: np.ndarray, malignant: np.ndarray, threshold: float) -> dict[str, dict]:
     """Sensitivity and specificity at ``threshold``, each with a 95% Wilson interval."""
     called = scores >= threshold
-    return {"sensitivity": _rate(int((called & malignant).sum()), int(malignant.sum())), "specificity": _rate(int((~called & ~malignant).sum()), int((~malignant).sum()))}
+    return {
+        "sensitivity": _rate(int((called & malignant).sum()), int(malignant.sum())),
+        "specificity": _rate(int((~called & ~malignant).sum()), int((~malignant).sum())),
+    }
 
 
-def malignant_point(probs: np.ndarray, labels: np.ndarray, classes: Sequence[str], malignant: Sequence[str], threshold: float) -> dict[str, dict]:
+def malignant_point(
+    probs: np.ndarray, labels: np.ndarray, classes: Sequence[str], malignant: Sequence[str], threshold: float
+) -> dict[str, dict]:
     """:func:`operating_point` of P(malignant) >= ``threshold`` on labelled cases (class indices)."""
-    return operating_point(malignant_probability(probs, classes, malignant), np.isin(labels, malignant_indices(classes, malignant)), threshold)
+    return operating_point(
+        malignant_probability(probs, classes, malignant),
+        np.isin(labels, malignant_indices(classes, malignant)),
+        threshold,
+    )

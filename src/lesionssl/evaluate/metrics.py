@@ -29,7 +29,15 @@ def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int 
     from torchmetrics.functional.classification import multiclass_calibration_error
 
     probs = np.asarray(probs, dtype=np.float64)
-    return float(multiclass_calibration_error(torch.tensor(probs), torch.tensor(np.asarray(labels), dtype=torch.long), probs.shape[1], n_bins=bins, norm="l1"))
+    return float(
+        multiclass_calibration_error(
+            torch.tensor(probs),
+            torch.tensor(np.asarray(labels), dtype=torch.long),
+            probs.shape[1],
+            n_bins=bins,
+            norm="l1",
+        )
+    )
 
 
 def _one_vs_rest(labels: np.ndarray, probs: np.ndarray, classes: list[str], score) -> dict[str, float | None]:
@@ -55,7 +63,9 @@ def compute_metrics(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UndefinedMetricWarning)
         warnings.simplefilter("ignore", UserWarning)
-        precision, recall, f1, support = precision_recall_fscore_support(labels, predictions, labels=index, zero_division=0)
+        precision, recall, f1, support = precision_recall_fscore_support(
+            labels, predictions, labels=index, zero_division=0
+        )
         auroc = _one_vs_rest(labels, probs, classes, roc_auc_score)
         ap = _one_vs_rest(labels, probs, classes, average_precision_score)
         balanced = balanced_accuracy_score(labels, predictions)
@@ -64,7 +74,9 @@ def compute_metrics(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -
     # one-vs-rest specificity: of the images not of a class, the share not predicted as it
     negatives = len(labels) - counts.sum(axis=1)
     false_positives = counts.sum(axis=0) - np.diag(counts)
-    specificity = np.divide(negatives - false_positives, negatives, out=np.full(len(classes), np.nan), where=negatives > 0)
+    specificity = np.divide(
+        negatives - false_positives, negatives, out=np.full(len(classes), np.nan), where=negatives > 0
+    )
     present = [v for v in auroc.values() if v is not None]
     present_ap = [v for v in ap.values() if v is not None]
     return {
@@ -92,7 +104,9 @@ def compute_metrics(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -
         },
         "classes": classes,
         "confusion_matrix": counts.tolist(),
-        "confusion_matrix_normalized": np.divide(counts, row_sums, out=np.zeros(counts.shape), where=row_sums > 0).tolist(),
+        "confusion_matrix_normalized": np.divide(
+            counts, row_sums, out=np.zeros(counts.shape), where=row_sums > 0
+        ).tolist(),
     }
 
 
@@ -109,13 +123,23 @@ def without_support(per_class: dict[str, dict[str, Any]]) -> list[str]:
 def support_note(per_class: dict[str, dict[str, Any]]) -> str:
     """One sentence naming the classes the macro averages leave out, or ``""``."""
     missing = without_support(per_class)
-    return f"{', '.join(missing)} {'has' if len(missing) == 1 else 'have'} no images here: {NOT_APPLICABLE} in the per-class rows, and left out of balanced accuracy, macro F1 and macro AUROC." if missing else ""
+    return (
+        f"{', '.join(missing)} {'has' if len(missing) == 1 else 'have'} no images here: {NOT_APPLICABLE} in the per-class rows, and left out of balanced accuracy, macro F1 and macro AUROC."
+        if missing
+        else ""
+    )
 
 
 def predictions_frame(images: list[str], labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> pd.DataFrame:
     """``image,label,prediction,p_<CLASS>...`` with class names, as written to ``predictions.csv``
     (label ``""`` where the index is -1: an unlabelled image)."""
-    frame = pd.DataFrame({"image": images, "label": [classes[i] if i >= 0 else "" for i in labels], "prediction": [classes[i] for i in probs.argmax(axis=1)]})
+    frame = pd.DataFrame(
+        {
+            "image": images,
+            "label": [classes[i] if i >= 0 else "" for i in labels],
+            "prediction": [classes[i] for i in probs.argmax(axis=1)],
+        }
+    )
     for i, name in enumerate(classes):
         frame[f"p_{name}"] = probs[:, i]
     return frame

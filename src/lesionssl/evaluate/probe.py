@@ -40,7 +40,15 @@ PROBE_MAX_ITER = 3000
 
 
 @torch.no_grad()
-def extract_features(backbone: nn.Module, images: np.ndarray, rows: np.ndarray, image_size: int, normalize: Normalization | Preprocessing, batch_size: int = 256, device: torch.device | str | None = None) -> np.ndarray:
+def extract_features(
+    backbone: nn.Module,
+    images: np.ndarray,
+    rows: np.ndarray,
+    image_size: int,
+    normalize: Normalization | Preprocessing,
+    batch_size: int = 256,
+    device: torch.device | str | None = None,
+) -> np.ndarray:
     """Pooled features ``(len(rows), D)`` of store rows, through the evaluation view (eval mode)."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     backbone = backbone.to(device).eval()
@@ -62,7 +70,9 @@ def _weights_key(backbone: nn.Module, images: np.ndarray, image_size: int, norma
     return digest.hexdigest()[:16]
 
 
-def cached_features(cache: Path, backbone: nn.Module, images: np.ndarray, rows: np.ndarray, image_size: int, normalize: Preprocessing) -> dict[int, np.ndarray]:
+def cached_features(
+    cache: Path, backbone: nn.Module, images: np.ndarray, rows: np.ndarray, image_size: int, normalize: Preprocessing
+) -> dict[int, np.ndarray]:
     """Features of store ``rows`` (row -> vector), each extracted once per (weights, image set,
     view): rows cached earlier (by a probe, or by ``select``) are read back, only the others are
     extracted, and the cache keeps them all."""
@@ -109,20 +119,45 @@ def _score(model, features: np.ndarray, labels: np.ndarray) -> float:
     return float(balanced_accuracy_score(labels, model.predict(features)))
 
 
-def linear_probe(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray | None, val_y: np.ndarray | None, n_classes: int, cs: tuple[float, ...] = PROBE_CS, seed: int = 0) -> LinearProbe:
+def linear_probe(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    val_x: np.ndarray | None,
+    val_y: np.ndarray | None,
+    n_classes: int,
+    cs: tuple[float, ...] = PROBE_CS,
+    seed: int = 0,
+) -> LinearProbe:
     """Fit the probe on ``train``, choosing ``C`` on ``val`` (or by CV on ``train`` without one)."""
     if val_x is not None and len(val_x):
         scores = [_score(_probe(c, seed).fit(train_x, train_y), val_x, val_y) for c in cs]
         selected_on = "val"
     else:
         folds = StratifiedKFold(n_splits=min(3, int(np.bincount(train_y).min())), shuffle=True, random_state=seed)
-        scores = [float(np.mean([_score(_probe(c, seed).fit(train_x[a], train_y[a]), train_x[b], train_y[b]) for a, b in folds.split(train_x, train_y)])) for c in cs]
+        scores = [
+            float(
+                np.mean(
+                    [
+                        _score(_probe(c, seed).fit(train_x[a], train_y[a]), train_x[b], train_y[b])
+                        for a, b in folds.split(train_x, train_y)
+                    ]
+                )
+            )
+            for c in cs
+        ]
         selected_on = "3-fold CV on train (no val split)"
     best = int(np.argmax(scores))  # first maximum: the strongest regularisation among equals
     return LinearProbe(_probe(cs[best], seed).fit(train_x, train_y), cs[best], selected_on, scores[best], n_classes)
 
 
-def knn_probs(train_x: np.ndarray, train_y: np.ndarray, query_x: np.ndarray, n_classes: int, k: int = KNN_K, temperature: float = KNN_TEMPERATURE) -> np.ndarray:
+def knn_probs(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    query_x: np.ndarray,
+    n_classes: int,
+    k: int = KNN_K,
+    temperature: float = KNN_TEMPERATURE,
+) -> np.ndarray:
     """Class probabilities of ``query_x`` from its ``k`` nearest training images (cosine)."""
     train = F.normalize(torch.as_tensor(train_x, dtype=torch.float32), dim=1)
     query = F.normalize(torch.as_tensor(query_x, dtype=torch.float32), dim=1)

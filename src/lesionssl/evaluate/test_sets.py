@@ -40,7 +40,14 @@ class EvaluationSet:
     images: np.ndarray
 
 
-def external_sets(manifest: Manifest, manifest_images: np.ndarray, extra: Sequence[ExternalSet], image_size: int, store_margin: float, colour: ColourConstancy) -> list[EvaluationSet]:
+def external_sets(
+    manifest: Manifest,
+    manifest_images: np.ndarray,
+    extra: Sequence[ExternalSet],
+    image_size: int,
+    store_margin: float,
+    colour: ColourConstancy,
+) -> list[EvaluationSet]:
     """The manifest's held-out split (if any), then each extra dataset, checked against the classes."""
     classes = manifest.classes
     table = manifest.table.assign(row=np.arange(len(manifest.table)))
@@ -53,9 +60,13 @@ def external_sets(manifest: Manifest, manifest_images: np.ndarray, extra: Sequen
         rows = rows[rows["label"] != ""].reset_index(drop=True)
         unknown = sorted(set(rows["label"]) - set(classes))
         if unknown or rows.empty:
-            raise LesionSSLError(f"external set {ext.name}: {'labels ' + str(unknown) + ' are not among the classes ' + str(classes) if unknown else 'no labelled images'}")
+            raise LesionSSLError(
+                f"external set {ext.name}: {'labels ' + str(unknown) + ' are not among the classes ' + str(classes) if unknown else 'no labelled images'}"
+            )
         rows["row"] = np.arange(len(rows))
-        images = build_store(rows["path"].tolist(), stored_size(image_size, store_margin), f"decoding {ext.name}", colour)
+        images = build_store(
+            rows["path"].tolist(), stored_size(image_size, store_margin), f"decoding {ext.name}", colour
+        )
         sets.append(EvaluationSet(ext.name, rows, images))
     return sets
 

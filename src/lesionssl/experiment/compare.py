@@ -25,7 +25,15 @@ from pathlib import Path
 
 import torch
 
-from lesionssl.config import CompareConfig, FinetuneConfig, InitConfig, PretrainConfig, SplitConfig, config_hash, to_yaml
+from lesionssl.config import (
+    CompareConfig,
+    FinetuneConfig,
+    InitConfig,
+    PretrainConfig,
+    SplitConfig,
+    config_hash,
+    to_yaml,
+)
 from lesionssl.data.split import nested_budgets, prepare_manifest, read_manifest, write_manifest
 from lesionssl.errors import LesionSSLError
 from lesionssl.experiment.finetune import finetune
@@ -56,8 +64,18 @@ def _with_paths(config: CompareConfig, manifest: Path) -> CompareConfig:
     """The configuration as run: the manifest used, and where pretraining and the runs write."""
     out = Path(config.out)
     folder = ExperimentFolder(out)
-    pretrain = config.pretrain.model_copy(update={"manifest": manifest, "out": folder.pretraining()}) if config.pretrain else None
-    return config.model_copy(update={"manifest": manifest, "pretrain": pretrain, "finetune": config.finetune.model_copy(update={"out": folder.runs})})
+    pretrain = (
+        config.pretrain.model_copy(update={"manifest": manifest, "out": folder.pretraining()})
+        if config.pretrain
+        else None
+    )
+    return config.model_copy(
+        update={
+            "manifest": manifest,
+            "pretrain": pretrain,
+            "finetune": config.finetune.model_copy(update={"out": folder.runs}),
+        }
+    )
 
 
 def budget_manifests(config: CompareConfig, manifest: Path) -> list[Draw]:
@@ -70,7 +88,9 @@ def budget_manifests(config: CompareConfig, manifest: Path) -> list[Draw]:
     out = []
     with file_lock(Path(config.out) / ".manifest.lock"):  # shards started together draw them once
         for seed in config.seeds:
-            paths = {budget: Path(config.out) / f"manifest-b{budget}-s{seed}.csv" for budget in sorted(set(config.budgets))}
+            paths = {
+                budget: Path(config.out) / f"manifest-b{budget}-s{seed}.csv" for budget in sorted(set(config.budgets))
+            }
             if not all(path.is_file() for path in paths.values()):
                 for budget, table in nested_budgets(base.table, config.budgets, (spec.seed, seed)).items():
                     write_manifest(table, paths[budget], spec, base.classes, list(config.data))
@@ -82,10 +102,20 @@ def prepare_pretrained(config: CompareConfig, manifest: Path, initialisation: In
     """Pretrain once (resuming an interrupted pretraining) and return the backbone file."""
     out = ExperimentFolder(config.out).pretraining(initialisation.name if initialisation.pretrain else None)
     backbone = out / BACKBONE_WEIGHTS
-    settings = config.pretrain_settings(initialisation).model_copy(update={"manifest": manifest, "data_root": config.data_root, "out": out, "backbone": config.finetune.backbone, "tracking": _experiment_tracking(config)})
+    settings = config.pretrain_settings(initialisation).model_copy(
+        update={
+            "manifest": manifest,
+            "data_root": config.data_root,
+            "out": out,
+            "backbone": config.finetune.backbone,
+            "tracking": _experiment_tracking(config),
+        }
+    )
     with file_lock(Path(config.out) / f".{out.name}.lock"):
         if backbone.is_file():
-            check_pretrained(backbone, settings, int(read_manifest(manifest, data_root=config.data_root).table["pretrain"].sum()))
+            check_pretrained(
+                backbone, settings, int(read_manifest(manifest, data_root=config.data_root).table["pretrain"].sum())
+            )
             return backbone
         settings.resume = (out / "checkpoints").is_dir()
         console.print(f"pretraining ({settings.method}) for {initialisation.name} -> {out}", markup=False)
@@ -96,14 +126,30 @@ def check_pretrained(backbone: Path, settings: PretrainConfig, pool_images: int)
     """Refuse a finished pretraining (of an earlier configuration, or copied from a GPU machine)
     whose recorded settings differ from the experiment's."""
     if not backbone.with_suffix(".json").is_file():
-        raise LesionSSLError(f"{backbone} has no {backbone.with_suffix('.json').name}: its settings cannot be checked; move it away to pretrain again")
+        raise LesionSSLError(
+            f"{backbone} has no {backbone.with_suffix('.json').name}: its settings cannot be checked; move it away to pretrain again"
+        )
     recorded = BackboneRecord.read(backbone.with_suffix(".json")).settings()
-    expected = {"architecture": settings.backbone, "image_size": settings.image_size, "epochs": settings.epochs, "recipe": settings.recipe, "method": settings.method, "method_kwargs": settings.build_method().resolved(), "positives": settings.positives, "pool_images": pool_images,
-                "encoder_lr_scale": settings.encoder_lr_scale, "bn_statistics": settings.bn_statistics, "l2sp": settings.l2sp, "colour_constancy": settings.colour_constancy}
+    expected = {
+        "architecture": settings.backbone,
+        "image_size": settings.image_size,
+        "epochs": settings.epochs,
+        "recipe": settings.recipe,
+        "method": settings.method,
+        "method_kwargs": settings.build_method().resolved(),
+        "positives": settings.positives,
+        "pool_images": pool_images,
+        "encoder_lr_scale": settings.encoder_lr_scale,
+        "bn_statistics": settings.bn_statistics,
+        "l2sp": settings.l2sp,
+        "colour_constancy": settings.colour_constancy,
+    }
     differ = {k: (recorded[k], v) for k, v in expected.items() if recorded[k] != v}
     if differ:
         details = "; ".join(f"{k} {a} (recorded) vs {b} (this experiment)" for k, (a, b) in differ.items())
-        raise LesionSSLError(f"{backbone} was pretrained with other settings: {details}; move it away to pretrain again")
+        raise LesionSSLError(
+            f"{backbone} was pretrained with other settings: {details}; move it away to pretrain again"
+        )
 
 
 def _experiment_tracking(config: CompareConfig):
@@ -148,13 +194,35 @@ def run_configs(config: CompareConfig, draws: list[Draw], pretrained: dict[str, 
         for initialisation in config.initialisations:
             init = str(pretrained[initialisation.name]) if initialisation.init == "pretrain" else initialisation.init
             for draw in (d for d in draws if d.serves(initialisation.name)):
-                run = config.finetune.model_copy(update={"manifest": draw.manifest, "data_root": config.data_root if draw.budget is None else None, "init": init, "seed": draw.seed})
+                run = config.finetune.model_copy(
+                    update={
+                        "manifest": draw.manifest,
+                        "data_root": config.data_root if draw.budget is None else None,
+                        "init": init,
+                        "seed": draw.seed,
+                    }
+                )
                 run.tracking = _experiment_tracking(config)
-                prefix = ("" if protocol == "finetune" else f"{protocol}-") + (f"{draw.strategy}-" if draw.strategy else "") + (f"b{draw.budget}-" if draw.budget is not None else "")
+                prefix = (
+                    ("" if protocol == "finetune" else f"{protocol}-")
+                    + (f"{draw.strategy}-" if draw.strategy else "")
+                    + (f"b{draw.budget}-" if draw.budget is not None else "")
+                )
                 hashed = run if protocol == "finetune" else run.model_copy(update=NOT_USED_BY_PROBES)
-                tag = config_hash(hashed) if protocol == "finetune" else hashlib.sha256(f"{config_hash(hashed)}:{protocol}:{config.knn_k}".encode()).hexdigest()[:10]
+                tag = (
+                    config_hash(hashed)
+                    if protocol == "finetune"
+                    else hashlib.sha256(f"{config_hash(hashed)}:{protocol}:{config.knn_k}".encode()).hexdigest()[:10]
+                )
                 run.out = ExperimentFolder(config.out).runs / initialisation.name / f"{prefix}seed{draw.seed}-{tag}"
-                runs.append(PlannedRun(RunRecord(initialisation.name, protocol, draw.seed, initialisation.init, draw.budget, draw.strategy), run))
+                runs.append(
+                    PlannedRun(
+                        RunRecord(
+                            initialisation.name, protocol, draw.seed, initialisation.init, draw.budget, draw.strategy
+                        ),
+                        run,
+                    )
+                )
     return runs
 
 
@@ -197,7 +265,10 @@ def _execute(pending: list[PlannedRun], jobs: int, cache: Path, knn_k: int) -> N
         if metrics is None:
             console.print(f"    {run.title}: trained by another process, skipped", markup=False)
             return
-        console.print(f"    {run.title}: accuracy {metrics['accuracy']:.4f}  balanced accuracy {metrics['balanced_accuracy']:.4f}", markup=False)
+        console.print(
+            f"    {run.title}: accuracy {metrics['accuracy']:.4f}  balanced accuracy {metrics['balanced_accuracy']:.4f}",
+            markup=False,
+        )
 
     if jobs <= 1:
         for number, run in enumerate(pending, start=1):
@@ -208,7 +279,9 @@ def _execute(pending: list[PlannedRun], jobs: int, cache: Path, knn_k: int) -> N
     threads = max(1, (os.cpu_count() or 1) // jobs)
     context = get_context("spawn")
     counter = context.Value("i", 0)
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker, initargs=(counter, threads, gpus))
+    pool = ProcessPoolExecutor(
+        max_workers=jobs, mp_context=context, initializer=_init_worker, initargs=(counter, threads, gpus)
+    )
     try:
         futures = {pool.submit(execute_run, run, cache, knn_k): run for run in pending}
         console.print(f"running {len(pending)} runs, {jobs} at a time")
@@ -232,7 +305,9 @@ def compare(config: CompareConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     manifest = prepare_manifest(config.manifest, config.data, config.split, Path(config.out))
     write_text(ExperimentFolder(out).config, to_yaml(_with_paths(config, manifest)))
-    pretrained = {i.name: prepare_pretrained(config, manifest, i) for i in config.initialisations if i.init == "pretrain"}
+    pretrained = {
+        i.name: prepare_pretrained(config, manifest, i) for i in config.initialisations if i.init == "pretrain"
+    }
     draws = selection_draws(config, manifest, pretrained) if config.selection else budget_manifests(config, manifest)
     every_run = run_configs(config, draws, pretrained)
     for run in every_run:

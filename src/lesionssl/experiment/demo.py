@@ -28,10 +28,25 @@ def demo_config(out: Path, data: list[str] | None = None, seeds: int = 3) -> Com
         "data": data,
         "out": str(out),
         "split": {"per_class": 24 if synthetic else 40, "group_by": group_by, "seed": 0},
-        "initialisations": [{"name": "random", "init": "random"}, {"name": "imagenet", "init": "imagenet"}, {"name": "imagenet-barlow-twins", "init": "pretrain", "pretrain": {"init": "imagenet"}}],
+        "initialisations": [
+            {"name": "random", "init": "random"},
+            {"name": "imagenet", "init": "imagenet"},
+            {"name": "imagenet-barlow-twins", "init": "pretrain", "pretrain": {"init": "imagenet"}},
+        ],
         "seeds": list(range(seeds)),
-        "pretrain": {"backbone": "efficientnet_lite0", "image_size": 32, "batch_size": 128, "epochs": 4 if synthetic else 2, "projector": [1024, 1024]},
-        "finetune": {"backbone": "efficientnet_lite0", "image_size": 32, "batch_size": 32, "epochs": 8 if synthetic else 5},
+        "pretrain": {
+            "backbone": "efficientnet_lite0",
+            "image_size": 32,
+            "batch_size": 128,
+            "epochs": 4 if synthetic else 2,
+            "projector": [1024, 1024],
+        },
+        "finetune": {
+            "backbone": "efficientnet_lite0",
+            "image_size": 32,
+            "batch_size": 32,
+            "epochs": 8 if synthetic else 5,
+        },
     }
     return validate(CompareConfig, values, "demo")
 

@@ -17,7 +17,16 @@ from lesionssl.finetuning.run import finetune as finetune_stage
 def document(run: FinishedRun) -> None:
     """The run's examples (when it draws figures) and its model card."""
     if run.config.figures:
-        write_examples(run.out, run.module, run.images, run.test, run.labels, run.probs, run.result.classes, run.result.calibration.temperature)
+        write_examples(
+            run.out,
+            run.module,
+            run.images,
+            run.test,
+            run.labels,
+            run.probs,
+            run.result.classes,
+            run.result.calibration.temperature,
+        )
     write_card(run.out, run.result)
 
 

@@ -43,7 +43,9 @@ def probe_run(config: FinetuneConfig, protocol: str, cache: Path, knn_k: int) ->
     manifest = read_manifest(config.manifest, data_root=config.data_root)
     classes = manifest.classes
     table = manifest.table.assign(row=np.arange(len(manifest.table)))
-    images = build_store(table["path"].tolist(), stored_size(config.image_size, config.store_margin), "decoding images", config.colour)
+    images = build_store(
+        table["path"].tolist(), stored_size(config.image_size, config.store_margin), "decoding images", config.colour
+    )
     backbone, init_info = build_backbone(config.backbone, config.init, config.image_size)
     preprocessing = resolve_preprocessing(config.normalize, init_info)
     labelled = table[table["label"] != ""]
@@ -61,8 +63,13 @@ def probe_run(config: FinetuneConfig, protocol: str, cache: Path, knn_k: int) ->
     if protocol == "linear":
         probe = linear_probe(train_x, train_y, val_x if len(val_x) else None, val_y, len(classes), seed=config.seed)
         predict = probe.predict_proba
-        details = {"C": probe.C, "C_selected_on": probe.selected_on, "selection_balanced_accuracy": probe.selection_score}
+        details = {
+            "C": probe.C,
+            "C_selected_on": probe.selected_on,
+            "selection_balanced_accuracy": probe.selection_score,
+        }
     else:
+
         def predict(x: np.ndarray) -> np.ndarray:
             return knn_probs(train_x, train_y, x, len(classes), knn_k)
 
@@ -70,10 +77,18 @@ def probe_run(config: FinetuneConfig, protocol: str, cache: Path, knn_k: int) ->
     probs = predict(test_x)
     metrics = compute_metrics(test_y, probs, classes)
     external = {}
-    for evaluation in external_sets(manifest, images, config.external, config.image_size, config.store_margin, config.colour):
+    for evaluation in external_sets(
+        manifest, images, config.external, config.image_size, config.store_margin, config.colour
+    ):
         ext_rows = evaluation.table["row"].to_numpy()
-        ext_features = features if evaluation.images is images else cached_features(cache, backbone, evaluation.images, ext_rows, config.image_size, preprocessing)
-        external[evaluation.name] = ExternalResult(**write_external(out, evaluation, predict(np.stack([ext_features[r] for r in ext_rows])), classes))
+        ext_features = (
+            features
+            if evaluation.images is images
+            else cached_features(cache, backbone, evaluation.images, ext_rows, config.image_size, preprocessing)
+        )
+        external[evaluation.name] = ExternalResult(
+            **write_external(out, evaluation, predict(np.stack([ext_features[r] for r in ext_rows])), classes)
+        )
     pool = init_info.get("pretraining", {}).get("pool")
     result = RunResult(
         metrics=Metrics.from_dict(metrics),

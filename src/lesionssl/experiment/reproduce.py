@@ -81,7 +81,14 @@ def reproduce_config(root: Path, quick: bool, out: Path | None = None) -> Compar
         values |= {
             "split": {"per_class_cap": 50},
             "seeds": [0, 1, 2],
-            "pretrain": {"backbone": "resnet18", "init": "tv-resnet18-v1", "image_size": 64, "epochs": 2, "projector": [1024, 1024], "lambd": None},
+            "pretrain": {
+                "backbone": "resnet18",
+                "init": "tv-resnet18-v1",
+                "image_size": 64,
+                "epochs": 2,
+                "projector": [1024, 1024],
+                "lambd": None,
+            },
             "finetune": {"backbone": "resnet18", "image_size": 64, "epochs": 5, "tta": 0},
             "initialisations": [
                 {"name": "supervised-imagenet", "init": "tv-resnet18-v1"},

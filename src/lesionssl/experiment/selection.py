@@ -82,7 +82,9 @@ def selection_draws(config: CompareConfig, manifest: Path, pretrained: dict[str,
     with file_lock(out / ".lock"):  # shards started together select once
         pool_manifest = selection_pool(manifest, out, config.data_root)
         pool = read_manifest(pool_manifest).table.set_index("image")
-        for initialisation, strategy, seed in itertools.product(config.initialisations, config.selection.strategies, config.seeds):
+        for initialisation, strategy, seed in itertools.product(
+            config.initialisations, config.selection.strategies, config.seeds
+        ):
             init = str(pretrained[initialisation.name]) if initialisation.init == "pretrain" else initialisation.init
             folder = out / initialisation.name / strategy / f"seed{seed}"
             requests: list[Path] = []
@@ -90,14 +92,30 @@ def selection_draws(config: CompareConfig, manifest: Path, pretrained: dict[str,
             for budget in config.selection.budgets:  # rounds: each keeps the earlier picks
                 request, target = folder / f"b{budget}-to_label.csv", folder / f"b{budget}.csv"
                 if not target.is_file():
-                    console.print(f"selecting {budget} labels: {initialisation.name} features, {strategy}, seed {seed}", markup=False)
+                    console.print(
+                        f"selecting {budget} labels: {initialisation.name} features, {strategy}, seed {seed}",
+                        markup=False,
+                    )
                     if not request.is_file():
-                        select(SelectConfig(
-                            manifest=pool_manifest, budget=budget - (0 if labelled is None else len(pd.read_csv(labelled))), strategy=strategy,
-                            backbone=config.finetune.backbone, init=init, image_size=config.finetune.image_size, store_margin=config.finetune.store_margin,
-                            normalize=config.finetune.normalize, exclude=requests, seed=seed, out=request, cache=ExperimentFolder(config.out).features,
-                        ))
-                    apply_labels(reveal(request, pool, labelled, folder / f"b{budget}-labelled.csv"), pool_manifest, target)
+                        select(
+                            SelectConfig(
+                                manifest=pool_manifest,
+                                budget=budget - (0 if labelled is None else len(pd.read_csv(labelled))),
+                                strategy=strategy,
+                                backbone=config.finetune.backbone,
+                                init=init,
+                                image_size=config.finetune.image_size,
+                                store_margin=config.finetune.store_margin,
+                                normalize=config.finetune.normalize,
+                                exclude=requests,
+                                seed=seed,
+                                out=request,
+                                cache=ExperimentFolder(config.out).features,
+                            )
+                        )
+                    apply_labels(
+                        reveal(request, pool, labelled, folder / f"b{budget}-labelled.csv"), pool_manifest, target
+                    )
                 labelled = folder / f"b{budget}-labelled.csv"
                 requests.append(request)
                 draws.append(Draw(target, seed, budget, strategy, initialisation.name))

@@ -34,7 +34,17 @@ class ClassifierModule(PersistentAdamModule):
             Float batches pass through both.
     """
 
-    def __init__(self, backbone: nn.Module, features: int, num_classes: int, weight_decay: float = 0.0, channels_last: bool = False, class_weights: torch.Tensor | None = None, augment: nn.Module | None = None, eval_view: nn.Module | None = None) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        features: int,
+        num_classes: int,
+        weight_decay: float = 0.0,
+        channels_last: bool = False,
+        class_weights: torch.Tensor | None = None,
+        augment: nn.Module | None = None,
+        eval_view: nn.Module | None = None,
+    ) -> None:
         super().__init__(weight_decay)
         self.augment, self.eval_view, self.tta = augment, eval_view, False
         self.register_buffer("class_weights", class_weights, persistent=False)

@@ -44,7 +44,18 @@ from lesionssl.engine.trainer import log_final, make_loggers, make_trainer, uses
 from lesionssl.engine.transfer import choose_lr, head_epochs, one_cycle_schedule
 from lesionssl.environment import run_environment
 from lesionssl.errors import LesionSSLError
-from lesionssl.evaluate.calibration import TARGET_SENSITIVITY, apply_temperature, choose_threshold, fit_temperature, malignant_indices, malignant_point, malignant_probability, negative_log_likelihood, operating_point, resolve_malignant
+from lesionssl.evaluate.calibration import (
+    TARGET_SENSITIVITY,
+    apply_temperature,
+    choose_threshold,
+    fit_temperature,
+    malignant_indices,
+    malignant_point,
+    malignant_probability,
+    negative_log_likelihood,
+    operating_point,
+    resolve_malignant,
+)
 from lesionssl.evaluate.metrics import compute_metrics, expected_calibration_error, predictions_frame
 from lesionssl.evaluate.prior import adjust, class_prior, em_prior
 from lesionssl.evaluate.test_sets import external_sets, write_external
@@ -56,7 +67,15 @@ from lesionssl.models.backbones import build_backbone, feature_dim, resolve_prep
 from lesionssl.optim.lr_finder import LRFinderResult
 from lesionssl.optim.one_cycle import OneCycleCallback
 from lesionssl.progress import console, run_log
-from lesionssl.records import Calibration, ExternalResult, LogitAdjustment, Metrics, ModelRecord, OperatingPoint, RunResult
+from lesionssl.records import (
+    Calibration,
+    ExternalResult,
+    LogitAdjustment,
+    Metrics,
+    ModelRecord,
+    OperatingPoint,
+    RunResult,
+)
 
 #: fastai ``tta`` blends the mean of the augmented views with the plain view: lerp(aug, plain, 0.25).
 TTA_BETA = 0.25
@@ -67,11 +86,15 @@ def _with_rows(manifest: Manifest, split: str) -> pd.DataFrame:
     return table[table["split"] == split].reset_index(drop=True)
 
 
-def predict(module: ClassifierModule, config: FinetuneConfig, images: np.ndarray, table: pd.DataFrame, classes: list[str]) -> np.ndarray:
+def predict(
+    module: ClassifierModule, config: FinetuneConfig, images: np.ndarray, table: pd.DataFrame, classes: list[str]
+) -> np.ndarray:
     """Class probabilities for ``table``: the plain view, blended with ``tta`` augmented views."""
     trainer = make_trainer(config.runtime, 1)
 
-    data = eval_loader(images, table, classes, config.batch_size * 2, config.runtime.num_workers, uses_cuda(config.runtime))
+    data = eval_loader(
+        images, table, classes, config.batch_size * 2, config.runtime.num_workers, uses_cuda(config.runtime)
+    )
 
     def run(tta: bool) -> np.ndarray:
         module.tta = tta  # augmented views (the training augmentation) instead of the plain one
@@ -107,7 +130,9 @@ class BestWeights(L.Callback):
         self.best, self.epoch, self.state = state_dict["best"], state_dict["epoch"], state_dict["state"]
 
 
-def _target_prior(config: FinetuneConfig, module: ClassifierModule, images: np.ndarray, manifest: Manifest, train_prior: np.ndarray) -> tuple[np.ndarray | None, str]:
+def _target_prior(
+    config: FinetuneConfig, module: ClassifierModule, images: np.ndarray, manifest: Manifest, train_prior: np.ndarray
+) -> tuple[np.ndarray | None, str]:
     """The test prior for logit adjustment, and how it was obtained."""
     classes = manifest.classes
     if config.test_prior == "train":
@@ -119,7 +144,9 @@ def _target_prior(config: FinetuneConfig, module: ClassifierModule, images: np.n
         if pool.empty:
             raise LesionSSLError("test_prior: pool needs unlabelled images in the manifest")
         plain = FinetuneConfig.model_validate({**config.model_dump(), "tta": 0})
-        return em_prior(predict(module, plain, images, pool, classes), train_prior), f"EM estimate on {len(pool)} unlabelled images"
+        return em_prior(
+            predict(module, plain, images, pool, classes), train_prior
+        ), f"EM estimate on {len(pool)} unlabelled images"
     given = np.array([config.test_prior.get(c, 0.0) for c in classes], dtype=float)
     if set(config.test_prior) - set(classes) or given.sum() <= 0:
         raise LesionSSLError(f"test_prior must give non-negative probabilities for the classes {classes}")
@@ -148,49 +175,112 @@ def finetune(config: FinetuneConfig, finish: Callable[[FinishedRun], None] | Non
     card and the Grad-CAM examples there, so this stage never imports ``deploy``)."""
     with ExitStack() as log:  # the run's log.txt, from the moment its folder exists
         if config.manifest is None and not config.data:
-            raise LesionSSLError("finetune needs --manifest MANIFEST (made by `lesionssl split`), or --data with a split section")
+            raise LesionSSLError(
+                "finetune needs --manifest MANIFEST (made by `lesionssl split`), or --data with a split section"
+            )
         out = Path(config.out)
         out.mkdir(parents=True, exist_ok=True)
         log.enter_context(run_log(out))
         started = time.time()
         L.seed_everything(config.seed, workers=True, verbose=False)
-        manifest = read_manifest(prepare_manifest(config.manifest, config.data, config.split, out), data_root=config.data_root)
+        manifest = read_manifest(
+            prepare_manifest(config.manifest, config.data, config.split, out), data_root=config.data_root
+        )
         classes = manifest.classes
         malignant = resolve_malignant(classes, config.malignant_classes)
         if config.malignant_classes is None and not malignant:
-            console.print(f"no malignant classes: the classes ({', '.join(classes)}) are not ISIC 2019's; --malignant-classes CLASS sets them, for P(malignant) and an operating point", markup=False)
+            console.print(
+                f"no malignant classes: the classes ({', '.join(classes)}) are not ISIC 2019's; --malignant-classes CLASS sets them, for P(malignant) and an operating point",
+                markup=False,
+            )
         index = {c: i for i, c in enumerate(classes)}
         train, val = _with_rows(manifest, "train"), _with_rows(manifest, "val")
         if train.empty:
             raise LesionSSLError(f"{config.manifest} has no train images")
         if config.select_on != "none" and val.empty:
             raise LesionSSLError(f"select_on: {config.select_on} needs a validation split (lesionssl split --val N)")
-        backbone, init_info = build_backbone(config.backbone, config.init, config.image_size)  # a wrong --init fails before any decoding
+        backbone, init_info = build_backbone(
+            config.backbone, config.init, config.image_size
+        )  # a wrong --init fails before any decoding
         if warning := colour_mismatch(init_info, config.colour):
             console.print(warning, markup=False)
-        images = build_store(manifest.table["path"].tolist(), stored_size(config.image_size, config.store_margin), "decoding images", config.colour)
+        images = build_store(
+            manifest.table["path"].tolist(),
+            stored_size(config.image_size, config.store_margin),
+            "decoding images",
+            config.colour,
+        )
         train_prior = class_prior(train["label"].map(index).to_numpy(), len(classes))
-        train_data = train_loader(images, train, classes, config.batch_size, config.runtime.num_workers, config.seed, class_balanced=config.sampling == "class-balanced", pin_memory=uses_cuda(config.runtime))
-        val_data = eval_loader(images, val, classes, config.batch_size * 2, config.runtime.num_workers, uses_cuda(config.runtime)) if len(val) else None
+        train_data = train_loader(
+            images,
+            train,
+            classes,
+            config.batch_size,
+            config.runtime.num_workers,
+            config.seed,
+            class_balanced=config.sampling == "class-balanced",
+            pin_memory=uses_cuda(config.runtime),
+        )
+        val_data = (
+            eval_loader(
+                images, val, classes, config.batch_size * 2, config.runtime.num_workers, uses_cuda(config.runtime)
+            )
+            if len(val)
+            else None
+        )
 
         preprocessing = resolve_preprocessing(config.normalize, init_info)
         weights = None
         if config.loss_weights == "balanced":
-            weights = torch.as_tensor(np.divide(1.0, len(classes) * train_prior, out=np.zeros_like(train_prior), where=train_prior > 0), dtype=torch.float32)
-        module = ClassifierModule(backbone, feature_dim(backbone), len(classes), config.weight_decay, config.runtime.channels_last, weights, finetune_view(config.image_size, preprocessing), EvalView(config.image_size, preprocessing))
+            weights = torch.as_tensor(
+                np.divide(1.0, len(classes) * train_prior, out=np.zeros_like(train_prior), where=train_prior > 0),
+                dtype=torch.float32,
+            )
+        module = ClassifierModule(
+            backbone,
+            feature_dim(backbone),
+            len(classes),
+            config.weight_decay,
+            config.runtime.channels_last,
+            weights,
+            finetune_view(config.image_size, preprocessing),
+            EvalView(config.image_size, preprocessing),
+        )
         history = RunFolder(out).history
 
-        def fit(callbacks: list[L.Callback], epochs: int, loader=None, validate: bool = False, logger=False, ckpt: Path | None = None) -> None:
-            trainer = make_trainer(config.runtime, epochs, callbacks, logger=logger, validate=validate and val_data is not None)
-            trainer.fit(module, train_data if loader is None else loader, val_data if validate else None, ckpt_path=ckpt)
+        def fit(
+            callbacks: list[L.Callback],
+            epochs: int,
+            loader=None,
+            validate: bool = False,
+            logger=False,
+            ckpt: Path | None = None,
+        ) -> None:
+            trainer = make_trainer(
+                config.runtime, epochs, callbacks, logger=logger, validate=validate and val_data is not None
+            )
+            trainer.fit(
+                module, train_data if loader is None else loader, val_data if validate else None, ckpt_path=ckpt
+            )
 
         # An interrupted run of this configuration in ``out`` continues from its last finished stage or epoch.
-        stages, last = Stages(out / "checkpoints", resume=True, key=config_hash(config)), out / "checkpoints" / "last.ckpt"
+        stages, last = (
+            Stages(out / "checkpoints", resume=True, key=config_hash(config)),
+            out / "checkpoints" / "last.ckpt",
+        )
         if stages.values:
             console.print(f"resuming the interrupted run in {out}", markup=False)
         stages.restore(module)
         if not stages.get("head_done"):
-            head_epochs(lambda callbacks, epochs: fit(callbacks, epochs, validate=True), module, lambda: module.freeze(config.freeze), module.unfreeze, config.head_epochs, config.head_lr, [EpochSeed(config.seed), EpochHistory(history, "head")])
+            head_epochs(
+                lambda callbacks, epochs: fit(callbacks, epochs, validate=True),
+                module,
+                lambda: module.freeze(config.freeze),
+                module.unfreeze,
+                config.head_epochs,
+                config.head_lr,
+                [EpochSeed(config.seed), EpochHistory(history, "head")],
+            )
             stages.save(module, head_done=True)
         if "lr" not in stages:
             L.seed_everything(epoch_seed(config.seed, LR_FINDER_EPOCH), verbose=False)
@@ -206,11 +296,29 @@ def finetune(config: FinetuneConfig, finish: Callable[[FinishedRun], None] | Non
             callbacks.insert(0, best)
             if config.early_stopping_patience:
                 callbacks.append(EarlyStopping(config.select_on, mode=mode, patience=config.early_stopping_patience))
-        loggers = make_loggers(config.tracking, out, out.name, {"init": config.init, "seed": config.seed, "lr": float(lr), "epochs": config.epochs, "image_size": config.image_size, "backbone": config.backbone})
+        loggers = make_loggers(
+            config.tracking,
+            out,
+            out.name,
+            {
+                "init": config.init,
+                "seed": config.seed,
+                "lr": float(lr),
+                "epochs": config.epochs,
+                "image_size": config.image_size,
+                "backbone": config.backbone,
+            },
+        )
         resuming = last.is_file()
         if resuming:
             train_data.sampler.set_epoch(resumed_epoch(last))
-        fit([*callbacks, EpochCheckpoint(last)], config.epochs, validate=True, logger=loggers or False, ckpt=last if resuming else None)
+        fit(
+            [*callbacks, EpochCheckpoint(last)],
+            config.epochs,
+            validate=True,
+            logger=loggers or False,
+            ckpt=last if resuming else None,
+        )
         if best is not None:
             module.load_state_dict(best.state)
 
@@ -227,12 +335,16 @@ def finetune(config: FinetuneConfig, finish: Callable[[FinishedRun], None] | Non
         metrics = compute_metrics(labels, probs, classes)
         deployment = fit_deployment(module, config, images, val, classes, labels, unadjusted_probs, malignant)
         external = {}
-        for evaluation in external_sets(manifest, images, config.external, config.image_size, config.store_margin, config.colour):
+        for evaluation in external_sets(
+            manifest, images, config.external, config.image_size, config.store_margin, config.colour
+        ):
             external_probs = predict(module, config, evaluation.images, evaluation.table, classes)
             external_point = deployment.point(external_probs, evaluation.table["label"].map(index).to_numpy(), classes)
             if target_prior is not None:
                 external_probs = adjust(external_probs, train_prior, target_prior)
-            external[evaluation.name] = ExternalResult(**write_external(out, evaluation, external_probs, classes), operating_point=external_point)
+            external[evaluation.name] = ExternalResult(
+                **write_external(out, evaluation, external_probs, classes), operating_point=external_point
+            )
         pool = init_info.get("pretraining", {}).get("pool")
         result = RunResult(
             metrics=Metrics.from_dict(metrics),
@@ -261,18 +373,56 @@ def finetune(config: FinetuneConfig, finish: Callable[[FinishedRun], None] | Non
             lesionssl_version=__version__,
             seconds=round(time.time() - started, 1),
         )
-        log_final(loggers, {f"test_{k}": metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "macro_auroc", "ece")})
+        log_final(
+            loggers,
+            {
+                f"test_{k}": metrics[k]
+                for k in ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "macro_auroc", "ece")
+            },
+        )
         record = ModelRecord(
-            architecture=config.backbone, classes=classes, image_size=config.image_size, store_margin=config.store_margin, preprocessing=asdict(preprocessing),
-            train_prior=train_prior.tolist(), tta=config.tta, temperature=deployment.temperature, malignant_classes=malignant,
-            threshold=deployment.threshold, target_sensitivity=TARGET_SENSITIVITY, init=config.init, seed=config.seed, colour_constancy=config.colour_constancy, colour_constancy_p=config.colour_constancy_p,
+            architecture=config.backbone,
+            classes=classes,
+            image_size=config.image_size,
+            store_margin=config.store_margin,
+            preprocessing=asdict(preprocessing),
+            train_prior=train_prior.tolist(),
+            tta=config.tta,
+            temperature=deployment.temperature,
+            malignant_classes=malignant,
+            threshold=deployment.threshold,
+            target_sensitivity=TARGET_SENSITIVITY,
+            init=config.init,
+            seed=config.seed,
+            colour_constancy=config.colour_constancy,
+            colour_constancy_p=config.colour_constancy_p,
         )
         save_model(out, module, record)
-        write_csv(out / MODEL_IMAGES, pd.concat([train, val])[["image", "path", "split"]].assign(path=lambda t: t["path"].map(os.path.realpath)))
+        write_csv(
+            out / MODEL_IMAGES,
+            pd.concat([train, val])[["image", "path", "split"]].assign(path=lambda t: t["path"].map(os.path.realpath)),
+        )
         if config.figures and deployment.temperature is not None:
-            plot_reliability(labels, unadjusted_probs, apply_temperature(unadjusted_probs, deployment.temperature), RunFolder(out).reliability_figure)
-        _write_outputs(out, config, result, init_info, predictions_frame(test["image"].tolist(), labels, probs, classes), finder, one_cycle,
-                       lambda: finish(FinishedRun(out, config, module, images[test["row"].to_numpy()], test, labels, probs, result)) if finish else None)
+            plot_reliability(
+                labels,
+                unadjusted_probs,
+                apply_temperature(unadjusted_probs, deployment.temperature),
+                RunFolder(out).reliability_figure,
+            )
+        _write_outputs(
+            out,
+            config,
+            result,
+            init_info,
+            predictions_frame(test["image"].tolist(), labels, probs, classes),
+            finder,
+            one_cycle,
+            lambda: (
+                finish(FinishedRun(out, config, module, images[test["row"].to_numpy()], test, labels, probs, result))
+                if finish
+                else None
+            ),
+        )
         return result.to_dict()
 
 
@@ -289,10 +439,25 @@ class Deployment:
 
     def point(self, probs: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict[str, Any] | None:
         """Sensitivity and specificity of the threshold on another labelled set."""
-        return None if self.threshold is None else malignant_point(apply_temperature(probs, self.temperature), labels, classes, self.malignant, self.threshold)
+        return (
+            None
+            if self.threshold is None
+            else malignant_point(
+                apply_temperature(probs, self.temperature), labels, classes, self.malignant, self.threshold
+            )
+        )
 
 
-def fit_deployment(module: ClassifierModule, config: FinetuneConfig, images: np.ndarray, val: pd.DataFrame, classes: list[str], test_labels: np.ndarray, test_probs: np.ndarray, malignant: list[str]) -> Deployment:
+def fit_deployment(
+    module: ClassifierModule,
+    config: FinetuneConfig,
+    images: np.ndarray,
+    val: pd.DataFrame,
+    classes: list[str],
+    test_labels: np.ndarray,
+    test_probs: np.ndarray,
+    malignant: list[str],
+) -> Deployment:
     """Temperature scaling and the operating point, fitted on the validation split (the model's
     own probabilities, before any logit adjustment), measured on test."""
     if val.empty:
@@ -305,21 +470,52 @@ def fit_deployment(module: ClassifierModule, config: FinetuneConfig, images: np.
     calibration = {
         "temperature": temperature,
         "fitted_on": f"val ({len(val)} images)",
-        "test": {"ece_before": expected_calibration_error(test_labels, test_probs), "ece_after": expected_calibration_error(test_labels, calibrated),
-                 "nll_before": negative_log_likelihood(test_labels, test_probs), "nll_after": negative_log_likelihood(test_labels, calibrated)},
+        "test": {
+            "ece_before": expected_calibration_error(test_labels, test_probs),
+            "ece_after": expected_calibration_error(test_labels, calibrated),
+            "nll_before": negative_log_likelihood(test_labels, test_probs),
+            "nll_after": negative_log_likelihood(test_labels, calibrated),
+        },
     }
     val_malignant = np.isin(val_labels, malignant_indices(classes, malignant))
     if not malignant:
-        return Deployment(temperature, None, calibration, {"note": "no operating point: no malignant classes were set (--malignant-classes)"})
+        return Deployment(
+            temperature,
+            None,
+            calibration,
+            {"note": "no operating point: no malignant classes were set (--malignant-classes)"},
+        )
     if not val_malignant.any() or val_malignant.all():
-        return Deployment(temperature, None, calibration, {"note": f"no operating point: the validation split lacks malignant ({', '.join(malignant)}) or benign cases"})
+        return Deployment(
+            temperature,
+            None,
+            calibration,
+            {
+                "note": f"no operating point: the validation split lacks malignant ({', '.join(malignant)}) or benign cases"
+            },
+        )
     val_scores = malignant_probability(apply_temperature(val_probs, temperature), classes, malignant)
     threshold = choose_threshold(val_scores, val_malignant, TARGET_SENSITIVITY)
-    point = {"target_sensitivity": TARGET_SENSITIVITY, "threshold": threshold, "malignant_classes": malignant, "val": operating_point(val_scores, val_malignant, threshold), "test": malignant_point(calibrated, test_labels, classes, malignant, threshold)}
+    point = {
+        "target_sensitivity": TARGET_SENSITIVITY,
+        "threshold": threshold,
+        "malignant_classes": malignant,
+        "val": operating_point(val_scores, val_malignant, threshold),
+        "test": malignant_point(calibrated, test_labels, classes, malignant, threshold),
+    }
     return Deployment(temperature, threshold, calibration, point, tuple(malignant))
 
 
-def _write_outputs(out: Path, config: FinetuneConfig, result: RunResult, init_info: dict, predictions: pd.DataFrame, finder, one_cycle: OneCycleCallback, finish: Callable[[], None]) -> None:
+def _write_outputs(
+    out: Path,
+    config: FinetuneConfig,
+    result: RunResult,
+    init_info: dict,
+    predictions: pd.DataFrame,
+    finder,
+    one_cycle: OneCycleCallback,
+    finish: Callable[[], None],
+) -> None:
     folder = RunFolder(out)
     provenance = {k: v for k, v in result.to_dict().items() if k not in {f.name for f in fields(Metrics)} | {"format"}}
     write_text(folder.config, to_yaml(config, {"resolved": {**provenance, "init": init_info}}))

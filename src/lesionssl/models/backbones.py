@@ -61,11 +61,17 @@ def create_timm(name: str, image_size: int | None = None, pretrained: bool = Fal
         raise LesionSSLError(f"timm has no model {model_name!r} (list them with timm.list_models())")
     try:
         try:
-            return timm.create_model(model_name, pretrained=pretrained, num_classes=0, img_size=image_size) if image_size else timm.create_model(model_name, pretrained=pretrained, num_classes=0)
+            return (
+                timm.create_model(model_name, pretrained=pretrained, num_classes=0, img_size=image_size)
+                if image_size
+                else timm.create_model(model_name, pretrained=pretrained, num_classes=0)
+            )
         except TypeError:  # architectures without an image size (CNNs)
             return timm.create_model(model_name, pretrained=pretrained, num_classes=0)
     except (OSError, RuntimeError) as exc:
-        raise LesionSSLError(f"could not create {name}{' with pretrained weights' if pretrained else ''}: {str(exc).splitlines()[0]}") from None
+        raise LesionSSLError(
+            f"could not create {name}{' with pretrained weights' if pretrained else ''}: {str(exc).splitlines()[0]}"
+        ) from None
 
 
 def is_timm(name: str) -> bool:
@@ -136,7 +142,12 @@ def _architecture(backbone: nn.Module) -> str:
         return f"timm:{backbone.default_cfg.get('architecture', type(backbone).__name__)}"
     if not hasattr(backbone, "layer3"):
         return type(backbone).__name__
-    depths = {("BasicBlock", 2): "resnet18", ("BasicBlock", 6): "resnet34", ("Bottleneck", 6): "resnet50", ("Bottleneck", 23): "resnet101"}
+    depths = {
+        ("BasicBlock", 2): "resnet18",
+        ("BasicBlock", 6): "resnet34",
+        ("Bottleneck", 6): "resnet50",
+        ("Bottleneck", 23): "resnet101",
+    }
     return depths.get((type(backbone.layer3[0]).__name__, len(backbone.layer3)), type(backbone).__name__)
 
 
@@ -158,7 +169,9 @@ def load_backbone_state(backbone: nn.Module, state: dict[str, torch.Tensor], sou
     reference = backbone.state_dict()
     wrong = [k for k, v in state.items() if v.shape != reference[k].shape]
     if wrong:
-        raise LesionSSLError(f"{source} does not match the backbone {_architecture(backbone)}: shape mismatch for {wrong[:5]} (another architecture? set --backbone to the one it was trained with)")
+        raise LesionSSLError(
+            f"{source} does not match the backbone {_architecture(backbone)}: shape mismatch for {wrong[:5]} (another architecture? set --backbone to the one it was trained with)"
+        )
     backbone.load_state_dict(state, strict=False)
 
 
@@ -180,7 +193,12 @@ def imagenet_state(name: str, variant: str) -> dict[str, torch.Tensor]:
 
 
 def _enum_name(name: str) -> str:
-    return {"resnet18": "ResNet18_Weights", "resnet34": "ResNet34_Weights", "resnet50": "ResNet50_Weights", "resnet101": "ResNet101_Weights"}[name]
+    return {
+        "resnet18": "ResNet18_Weights",
+        "resnet34": "ResNet34_Weights",
+        "resnet50": "ResNet50_Weights",
+        "resnet101": "ResNet101_Weights",
+    }[name]
 
 
 def read_metadata(path: Path) -> dict[str, Any]:
@@ -206,7 +224,13 @@ def resolve_checkpoint(init: str, architecture: str) -> tuple[Path, dict[str, An
         path, entry, verified = fetch(init)
         if entry.architecture != architecture.removeprefix(TIMM_PREFIX):
             raise LesionSSLError(f"{init} holds {entry.architecture} weights, but the backbone is {architecture}")
-        return path, {"registry": init, "url": entry.url, "method": entry.method, "verified": verified, "preprocessing": entry.preprocessing}
+        return path, {
+            "registry": init,
+            "url": entry.url,
+            "method": entry.method,
+            "verified": verified,
+            "preprocessing": entry.preprocessing,
+        }
     path = Path(init).expanduser()
     return path, {"pretraining": read_metadata(path)}
 
@@ -240,7 +264,11 @@ def _timm_preprocessing(model: nn.Module) -> dict[str, Any]:
 
     config = timm.data.resolve_model_data_config(model)
     interpolation = config.get("interpolation", "bilinear")
-    return {"mean": tuple(config["mean"]), "std": tuple(config["std"]), "interpolation": interpolation if interpolation in ("bilinear", "bicubic") else "bilinear"}
+    return {
+        "mean": tuple(config["mean"]),
+        "std": tuple(config["std"]),
+        "interpolation": interpolation if interpolation in ("bilinear", "bicubic") else "bilinear",
+    }
 
 
 def build_backbone(name: str, init: str, image_size: int | None = None) -> tuple[nn.Module, dict[str, Any]]:
@@ -260,8 +288,13 @@ def build_backbone(name: str, init: str, image_size: int | None = None) -> tuple
     """
     info: dict[str, Any] = {"init": init}
     if is_timm(init):
-        if not is_timm(name) or init.removeprefix(TIMM_PREFIX).split(".")[0] != name.removeprefix(TIMM_PREFIX).split(".")[0]:
-            raise LesionSSLError(f"--init {init} needs --backbone timm:{init.removeprefix(TIMM_PREFIX).split('.')[0]}, got {name}")
+        if (
+            not is_timm(name)
+            or init.removeprefix(TIMM_PREFIX).split(".")[0] != name.removeprefix(TIMM_PREFIX).split(".")[0]
+        ):
+            raise LesionSSLError(
+                f"--init {init} needs --backbone timm:{init.removeprefix(TIMM_PREFIX).split('.')[0]}, got {name}"
+            )
         backbone = create_timm(init, image_size, pretrained=True)
         return backbone, {**info, "source": "timm", "preprocessing": _timm_preprocessing(backbone)}
     if is_timm(name) or name in LITE:
@@ -271,7 +304,11 @@ def build_backbone(name: str, init: str, image_size: int | None = None) -> tuple
             return backbone, {**info, "source": LITE[name].distribution, "preprocessing": asdict(LITE_PREPROCESSING)}
         if init != "random":
             if init.startswith("imagenet"):
-                advice = "--init imagenet (its one set of ImageNet weights)" if name in LITE else f"--init {name}.TAG (timm's weights)"
+                advice = (
+                    "--init imagenet (its one set of ImageNet weights)"
+                    if name in LITE
+                    else f"--init {name}.TAG (timm's weights)"
+                )
                 raise LesionSSLError(f"--init {init} is not available for {name}: use {advice} or a file")
             path, provenance = resolve_checkpoint(init, name)
             state, _ = split_prefixed(read_state_dict(path))

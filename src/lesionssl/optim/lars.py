@@ -18,7 +18,9 @@ class LARS(torch.optim.Optimizer):
     """Layer-wise adaptive rate scaling; per-group ``exclude`` turns off decay and adaptation."""
 
     def __init__(self, params, lr: float, weight_decay: float = 0.0, momentum: float = 0.9, eta: float = 0.001) -> None:
-        super().__init__(params, {"lr": lr, "weight_decay": weight_decay, "momentum": momentum, "eta": eta, "exclude": False})
+        super().__init__(
+            params, {"lr": lr, "weight_decay": weight_decay, "momentum": momentum, "eta": eta, "exclude": False}
+        )
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -34,7 +36,11 @@ class LARS(torch.optim.Optimizer):
                 if not group["exclude"]:
                     update = update.add(p, alpha=group["weight_decay"])
                     param_norm, update_norm = torch.norm(p), torch.norm(update)
-                    ratio = torch.where((param_norm > 0) & (update_norm > 0), group["eta"] * param_norm / update_norm, torch.ones_like(param_norm))
+                    ratio = torch.where(
+                        (param_norm > 0) & (update_norm > 0),
+                        group["eta"] * param_norm / update_norm,
+                        torch.ones_like(param_norm),
+                    )
                     update = update.mul(ratio)
                 state = self.state[p]
                 if "mu" not in state:
@@ -50,4 +56,7 @@ def lars_param_groups(model: nn.Module, lr_weights: float, lr_biases: float) -> 
     biases: list[nn.Parameter] = []
     for param in model.parameters():
         (biases if param.ndim == 1 else weights).append(param)
-    return [{"params": weights, "lr": lr_weights, "base_lr": lr_weights}, {"params": biases, "lr": lr_biases, "base_lr": lr_biases, "exclude": True}]
+    return [
+        {"params": weights, "lr": lr_weights, "base_lr": lr_weights},
+        {"params": biases, "lr": lr_biases, "base_lr": lr_biases, "exclude": True},
+    ]

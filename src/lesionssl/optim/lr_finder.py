@@ -104,7 +104,9 @@ class LRFinderResult:
         result = cls(lrs=list(lrs), losses=list(losses), num_it=num_it)
         trimmed_lrs, trimmed_losses = result.trimmed()
         if len(trimmed_losses) >= 2:
-            result.suggestions = {name: fn(trimmed_lrs, trimmed_losses)[0] for name, fn in SUGGESTIONS.items() if name != "slide"}
+            result.suggestions = {
+                name: fn(trimmed_lrs, trimmed_losses)[0] for name, fn in SUGGESTIONS.items() if name != "slide"
+            }
         if len(trimmed_losses) > SLIDE_DIFF:  # slide compares points SLIDE_DIFF apart
             result.suggestions["slide"] = slide(trimmed_lrs, trimmed_losses)[0]
         return result
@@ -143,7 +145,14 @@ class SweepSampler(Sampler[list[int]]):
 def sweep_loader(loader: DataLoader, num_it: int) -> DataLoader:
     """The loader of an LR sweep: ``num_it`` batches of ``loader`` (whose sampler yields whole
     batches and has ``set_epoch``) in one pass."""
-    return DataLoader(loader.dataset, batch_size=None, sampler=SweepSampler(loader.sampler, num_it), num_workers=loader.num_workers, pin_memory=loader.pin_memory, generator=loader.generator)
+    return DataLoader(
+        loader.dataset,
+        batch_size=None,
+        sampler=SweepSampler(loader.sampler, num_it),
+        num_workers=loader.num_workers,
+        pin_memory=loader.pin_memory,
+        generator=loader.generator,
+    )
 
 
 class LRFinderCallback(L.Callback):
@@ -155,7 +164,9 @@ class LRFinderCallback(L.Callback):
 
     own_progress = True
 
-    def __init__(self, start_lr: float = 1e-7, end_lr: float = 10.0, num_it: int = 100, stop_div: bool = True, beta: float = 0.98) -> None:
+    def __init__(
+        self, start_lr: float = 1e-7, end_lr: float = 10.0, num_it: int = 100, stop_div: bool = True, beta: float = 0.98
+    ) -> None:
         self.start_lr, self.end_lr, self.num_it, self.stop_div, self.beta = start_lr, end_lr, num_it, stop_div, beta
         self.lrs: list[float] = []
         self.losses: list[float] = []
@@ -168,14 +179,19 @@ class LRFinderCallback(L.Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:
             stopped = " (stopped: the loss diverged)" if self._iteration < self.num_it else ""
-            console.print(f"LR finder: {self._iteration} iterations{stopped} ({time.monotonic() - self._started:.0f} s)", markup=False)
+            console.print(
+                f"LR finder: {self._iteration} iterations{stopped} ({time.monotonic() - self._started:.0f} s)",
+                markup=False,
+            )
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
         lr = exp_lr(self.start_lr, self.end_lr, self._iteration / self.num_it)
         for optimizer in trainer.optimizers:
             set_hyperparameters(optimizer, lr)
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         self._iteration += 1
         self._average = self.beta * self._average + (1 - self.beta) * float(loss.detach().float().mean())
@@ -191,7 +207,9 @@ class LRFinderCallback(L.Callback):
         return LRFinderResult.from_curve(self.lrs, self.losses, self.num_it)
 
 
-def run_lr_finder(fit: Callable[[list[L.Callback], int, DataLoader], None], module: L.LightningModule, data: DataLoader, **kwargs) -> LRFinderResult:
+def run_lr_finder(
+    fit: Callable[[list[L.Callback], int, DataLoader], None], module: L.LightningModule, data: DataLoader, **kwargs
+) -> LRFinderResult:
     """Run an LR sweep through ``fit(callbacks, max_epochs, loader)`` and restore the module afterwards.
 
     Args:

@@ -115,4 +115,11 @@ class WarmupCosineCallback(L.Callback):
         for optimizer in trainer.optimizers:
             for group in optimizer.param_groups:
                 group["lr"] = group["base_lr"] * factor
-        self.history.append({"step": trainer.global_step, "epoch": trainer.current_epoch, "lr": trainer.optimizers[0].param_groups[0]["lr"], "momentum": float("nan")})
+        self.history.append(
+            {
+                "step": trainer.global_step,
+                "epoch": trainer.current_epoch,
+                "lr": trainer.optimizers[0].param_groups[0]["lr"],
+                "momentum": float("nan"),
+            }
+        )

@@ -31,8 +31,19 @@ class SelfSupervisedModule(PersistentAdamModule):
         in_dim: The backbone's feature width (default: read from the backbone).
     """
 
-    def __init__(self, backbone: nn.Module, method: Method, weight_decay: float = 0.0, channels_last: bool = False, optimizer_factory=None, views: nn.Module | None = None,
-                 encoder_lr_scale: float = 1.0, frozen_bn_statistics: bool = False, l2sp: float = 0.0, in_dim: int | None = None) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        method: Method,
+        weight_decay: float = 0.0,
+        channels_last: bool = False,
+        optimizer_factory=None,
+        views: nn.Module | None = None,
+        encoder_lr_scale: float = 1.0,
+        frozen_bn_statistics: bool = False,
+        l2sp: float = 0.0,
+        in_dim: int | None = None,
+    ) -> None:
         super().__init__(weight_decay, optimizer_factory)
         method.setup(backbone, in_dim or feature_dim(backbone))
         self.backbone, self.method, self.channels_last = backbone, method, channels_last
@@ -43,11 +54,16 @@ class SelfSupervisedModule(PersistentAdamModule):
         self._register_load_state_dict_pre_hook(_rename_legacy_projector)
 
     def param_groups(self) -> list[dict]:
-        return [{"params": list(self.backbone.parameters()), "lr_scale": self.encoder_lr_scale}, {"params": self.method.learnable_params()}]
+        return [
+            {"params": list(self.backbone.parameters()), "lr_scale": self.encoder_lr_scale},
+            {"params": self.method.learnable_params()},
+        ]
 
     def _encoders(self) -> list[nn.Module]:
         """The backbone and any target that follows it."""
-        return [self.backbone] + [target for online, target in self.method.momentum_pairs(self.backbone) if online is self.backbone]
+        return [self.backbone] + [
+            target for online, target in self.method.momentum_pairs(self.backbone) if online is self.backbone
+        ]
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         if self.frozen_bn_statistics:  # here, not in train(): Lightning and the monitors set modes themselves

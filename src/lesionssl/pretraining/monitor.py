@@ -39,15 +39,21 @@ def normalised_std(embeddings: torch.Tensor) -> float:
     return float(z.std(dim=0).mean() * np.sqrt(z.shape[1]))
 
 
-def knn_accuracy(train: torch.Tensor, train_labels: torch.Tensor, query: torch.Tensor, query_labels: torch.Tensor, k: int = 20) -> float:
+def knn_accuracy(
+    train: torch.Tensor, train_labels: torch.Tensor, query: torch.Tensor, query_labels: torch.Tensor, k: int = 20
+) -> float:
     """Share of query images whose k nearest training images (cosine) vote for the right class
     (the kNN protocol of :mod:`lesionssl.evaluate.probe`)."""
-    probs = knn_probs(train.numpy(), train_labels.numpy(), query.numpy(), int(max(train_labels.max(), query_labels.max())) + 1, k)
+    probs = knn_probs(
+        train.numpy(), train_labels.numpy(), query.numpy(), int(max(train_labels.max(), query_labels.max())) + 1, k
+    )
     return float((probs.argmax(axis=1) == query_labels.numpy()).mean())
 
 
 @torch.no_grad()
-def _embed(module: L.LightningModule, view: nn.Module, loader: DataLoader, project: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _embed(
+    module: L.LightningModule, view: nn.Module, loader: DataLoader, project: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     features, labels = [], []
     view = view.to(module.device)
     for images, targets, _ in loader:
@@ -60,7 +66,14 @@ def _embed(module: L.LightningModule, view: nn.Module, loader: DataLoader, proje
 class PretrainMonitor(L.Callback):
     """Logs kNN accuracy (when a labelled train/val pair is given) and collapse indicators."""
 
-    def __init__(self, view: nn.Module, probe: DataLoader, knn_train: DataLoader | None = None, knn_val: DataLoader | None = None, k: int = 20) -> None:
+    def __init__(
+        self,
+        view: nn.Module,
+        probe: DataLoader,
+        knn_train: DataLoader | None = None,
+        knn_val: DataLoader | None = None,
+        k: int = 20,
+    ) -> None:
         self.view, self.probe, self.knn_train, self.knn_val, self.k = view, probe, knn_train, knn_val, k
 
     def knn(self, module: L.LightningModule) -> float | None:
@@ -80,7 +93,10 @@ class PretrainMonitor(L.Callback):
             pl_module.log("embedding_std", std, sync_dist=True)
             pl_module.log("effective_rank", rank, sync_dist=True)
             if std < STD_WARNING or rank < max(2.0, RANK_WARNING * embeddings.shape[1]):
-                warnings.warn(f"possible collapse at epoch {trainer.current_epoch}: normalised embedding std {std:.3f}, effective rank {rank:.1f} of {embeddings.shape[1]}", stacklevel=1)
+                warnings.warn(
+                    f"possible collapse at epoch {trainer.current_epoch}: normalised embedding std {std:.3f}, effective rank {rank:.1f} of {embeddings.shape[1]}",
+                    stacklevel=1,
+                )
             knn = self.knn(pl_module)
             if knn is not None:
                 pl_module.log("knn_accuracy", knn, sync_dist=True)

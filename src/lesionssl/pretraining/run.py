@@ -41,7 +41,14 @@ from lesionssl.data.loaders import eval_loader, pretrain_loader
 from lesionssl.data.sources import read_sources
 from lesionssl.data.split import read_manifest
 from lesionssl.data.store import build_store, stored_size
-from lesionssl.engine.callbacks import EpochCheckpoint, EpochHistory, EpochSeed, NonFiniteGuard, epoch_seed, resumed_epoch
+from lesionssl.engine.callbacks import (
+    EpochCheckpoint,
+    EpochHistory,
+    EpochSeed,
+    NonFiniteGuard,
+    epoch_seed,
+    resumed_epoch,
+)
 from lesionssl.engine.modules import set_frozen
 from lesionssl.engine.stages import LR_FINDER_EPOCH, Stages
 from lesionssl.engine.trainer import log_final, make_loggers, make_trainer, uses_cuda
@@ -87,15 +94,29 @@ def _positive_groups(config: PretrainConfig, table: pd.DataFrame, rows: np.ndarr
         return None, 0
     column = "group" if "group" in table else "lesion_id"
     groups = table[column].iloc[rows].astype(str).to_numpy() if column in table else np.array([])
-    groups = np.where((groups == "") | (groups == "nan"), [f"image:{r}" for r in rows], groups) if len(groups) else np.array([f"image:{r}" for r in rows])
+    groups = (
+        np.where((groups == "") | (groups == "nan"), [f"image:{r}" for r in rows], groups)
+        if len(groups)
+        else np.array([f"image:{r}" for r in rows])
+    )
     sizes = pd.Series(groups).map(pd.Series(groups).value_counts()).to_numpy()
     cross = int((sizes > 1).sum())
     if cross == 0:
-        console.print("positives: lesion, but no lesion has two images in the pool: every pair is two views of one image", markup=False)
+        console.print(
+            "positives: lesion, but no lesion has two images in the pool: every pair is two views of one image",
+            markup=False,
+        )
     return groups, cross
 
 
-def _monitor(config: PretrainConfig, images: np.ndarray, table: pd.DataFrame, rows: np.ndarray, classes: list[str], preprocessing: Preprocessing) -> PretrainMonitor:
+def _monitor(
+    config: PretrainConfig,
+    images: np.ndarray,
+    table: pd.DataFrame,
+    rows: np.ndarray,
+    classes: list[str],
+    preprocessing: Preprocessing,
+) -> PretrainMonitor:
     """Collapse indicators on a fixed sample of the pool; kNN accuracy when train and val splits exist."""
     probe_rows = np.random.default_rng(config.seed).permutation(rows)[:PROBE_IMAGES]
     batch = config.batch_size
@@ -105,7 +126,9 @@ def _monitor(config: PretrainConfig, images: np.ndarray, table: pd.DataFrame, ro
 
     train, val = table[table["split"] == "train"], table[table["split"] == "val"]
     knn = (load(train), load(val)) if len(train) and len(val) else (None, None)
-    return PretrainMonitor(EvalView(config.image_size, preprocessing), load(table.iloc[np.sort(probe_rows)]), *knn, k=config.knn_k)
+    return PretrainMonitor(
+        EvalView(config.image_size, preprocessing), load(table.iloc[np.sort(probe_rows)]), *knn, k=config.knn_k
+    )
 
 
 def _optimizer_factory(config: PretrainConfig):
@@ -116,7 +139,13 @@ def _optimizer_factory(config: PretrainConfig):
 
     def build(module: torch.nn.Module) -> LARS:
         groups = lars_param_groups(module, config.lr_weights * scale, config.lr_biases * scale)
-        return LARS(groups, lr=config.lr_weights * scale, weight_decay=config.resolved_weight_decay, momentum=config.lars_momentum, eta=config.lars_eta)
+        return LARS(
+            groups,
+            lr=config.lr_weights * scale,
+            weight_decay=config.resolved_weight_decay,
+            momentum=config.lars_momentum,
+            eta=config.lars_eta,
+        )
 
     return build
 
@@ -128,7 +157,9 @@ def load_projector(projector: ProjectionHead, state: dict[str, torch.Tensor], so
     expected = projector.state_dict()
     if set(state) != set(expected) or any(state[k].shape != expected[k].shape for k in expected):
         widths = [v.shape[0] for k, v in sorted(state.items()) if k.endswith("weight") and v.ndim == 2]
-        raise LesionSSLError(f"the projector in {source} does not match projector {projector.widths}: its linear layers have widths {widths}")
+        raise LesionSSLError(
+            f"the projector in {source} does not match projector {projector.widths}: its linear layers have widths {widths}"
+        )
     projector.load_state_dict(state)
 
 
@@ -171,11 +202,15 @@ def pretrain(config: PretrainConfig) -> Path:
         last = out / "checkpoints" / "last.ckpt"
         if (out / BACKBONE_WEIGHTS).is_file():
             if not config.resume:
-                raise LesionSSLError(f"{out} already holds a finished pretraining run; choose another --out or pass --resume to keep it")
+                raise LesionSSLError(
+                    f"{out} already holds a finished pretraining run; choose another --out or pass --resume to keep it"
+                )
             console.print(f"{out} is finished; nothing to do", markup=False)
             return out / BACKBONE_WEIGHTS
         if not config.resume and last.exists():
-            raise LesionSSLError(f"{out} holds an interrupted run; pass --resume to continue it or choose another --out")
+            raise LesionSSLError(
+                f"{out} holds an interrupted run; pass --resume to continue it or choose another --out"
+            )
         out.mkdir(parents=True, exist_ok=True)
         log.enter_context(run_log(out))
         if config.bn_statistics == "frozen":  # on purpose: Lightning would warn of the encoder's eval-mode BatchNorms
@@ -187,21 +222,51 @@ def pretrain(config: PretrainConfig) -> Path:
         if len(rows) < 2:
             raise LesionSSLError(f"the pretraining pool has {len(rows)} images; need at least 2")
         if config.batch_size > len(rows):  # every batch is a full one (the loss needs a batch's statistics)
-            raise LesionSSLError(f"batch_size {config.batch_size} is larger than the pretraining pool ({len(rows)} images); lower --batch-size")
-        backbone, init_info = build_backbone(config.backbone, config.init, config.image_size)  # a wrong --init fails before any decoding
+            raise LesionSSLError(
+                f"batch_size {config.batch_size} is larger than the pretraining pool ({len(rows)} images); lower --batch-size"
+            )
+        backbone, init_info = build_backbone(
+            config.backbone, config.init, config.image_size
+        )  # a wrong --init fails before any decoding
         if warning := colour_mismatch(init_info, config.colour):
             console.print(warning, markup=False)
-        images = build_store(table["path"].tolist(), stored_size(config.image_size, config.store_margin), "decoding images", config.colour)
+        images = build_store(
+            table["path"].tolist(),
+            stored_size(config.image_size, config.store_margin),
+            "decoding images",
+            config.colour,
+        )
         groups, cross_image = _positive_groups(config, table, rows)
-        data = pretrain_loader(images, rows, config.batch_size, config.runtime.num_workers, config.seed, pin_memory=uses_cuda(config.runtime), groups=groups)
+        data = pretrain_loader(
+            images,
+            rows,
+            config.batch_size,
+            config.runtime.num_workers,
+            config.seed,
+            pin_memory=uses_cuda(config.runtime),
+            groups=groups,
+        )
 
         preprocessing = resolve_preprocessing(config.normalize, init_info)
         method = config.build_method()
-        views = Views(method.view_specs(two_view_specs(config.augmentation_parameters, config.image_size, preprocessing, tuple(config.extra_augmentations))))
+        views = Views(
+            method.view_specs(
+                two_view_specs(
+                    config.augmentation_parameters, config.image_size, preprocessing, tuple(config.extra_augmentations)
+                )
+            )
+        )
         warmup_epochs = config.resolved_projector_warmup_epochs
         module = SelfSupervisedModule(
-            backbone, method, config.resolved_weight_decay, config.runtime.channels_last, _optimizer_factory(config), views,
-            encoder_lr_scale=config.encoder_lr_scale, frozen_bn_statistics=config.bn_statistics == "frozen", l2sp=config.l2sp,
+            backbone,
+            method,
+            config.resolved_weight_decay,
+            config.runtime.channels_last,
+            _optimizer_factory(config),
+            views,
+            encoder_lr_scale=config.encoder_lr_scale,
+            frozen_bn_statistics=config.bn_statistics == "frozen",
+            l2sp=config.l2sp,
         )
         if config.projector_init == "checkpoint":
             load_projector(method.projector, read_projector_state(config.init, config.backbone), config.init)
@@ -225,11 +290,22 @@ def pretrain(config: PretrainConfig) -> Path:
             stages.save(module, start_knn=start)
             if start is not None:
                 write_csv(history, pd.DataFrame([{"stage": "start", "epoch": 0, "knn_accuracy": start}]))
-                console.print(f"kNN accuracy of {config.init} on the validation split, before pretraining: {start:.4f}", markup=False)
+                console.print(
+                    f"kNN accuracy of {config.init} on the validation split, before pretraining: {start:.4f}",
+                    markup=False,
+                )
 
         if warmup_epochs and not stages.get("warmup_done"):
             console.print(f"projector warm-up: {warmup_epochs} epoch(s), encoder frozen")
-            head_epochs(fit, module, lambda: set_frozen(module.backbone, True), lambda: set_frozen(module.backbone, False), warmup_epochs, PROJECTOR_WARMUP_LR, [EpochSeed(config.seed), NonFiniteGuard(out), EpochHistory(history, "warmup")])
+            head_epochs(
+                fit,
+                module,
+                lambda: set_frozen(module.backbone, True),
+                lambda: set_frozen(module.backbone, False),
+                warmup_epochs,
+                PROJECTOR_WARMUP_LR,
+                [EpochSeed(config.seed), NonFiniteGuard(out), EpochHistory(history, "warmup")],
+            )
             stages.save(module, warmup_done=True)
 
         if "lr" not in stages:
@@ -240,27 +316,84 @@ def pretrain(config: PretrainConfig) -> Path:
                 choice = choose_lr(fit, module, config.lr, data)
                 stages.save(module, lr=choice.lr, lr_finder=asdict(choice.finder) if choice.finder else None)
 
-        resolved = {"recipe": config.recipe, "method": config.method, "method_kwargs": method.resolved(), "positives": config.positives, "cross_image_pairs_per_epoch": cross_image, "augmentation": asdict(config.augmentation_parameters), "lr": stages["lr"], "encoder_lr": stages["lr"] * config.encoder_lr_scale, "bn_statistics": config.bn_statistics, "l2sp": config.l2sp, "weight_decay": config.resolved_weight_decay, "projector_warmup_epochs": warmup_epochs, "pool": pool, "pool_images": int(len(rows)), "init": init_info}
+        resolved = {
+            "recipe": config.recipe,
+            "method": config.method,
+            "method_kwargs": method.resolved(),
+            "positives": config.positives,
+            "cross_image_pairs_per_epoch": cross_image,
+            "augmentation": asdict(config.augmentation_parameters),
+            "lr": stages["lr"],
+            "encoder_lr": stages["lr"] * config.encoder_lr_scale,
+            "bn_statistics": config.bn_statistics,
+            "l2sp": config.l2sp,
+            "weight_decay": config.resolved_weight_decay,
+            "projector_warmup_epochs": warmup_epochs,
+            "pool": pool,
+            "pool_images": int(len(rows)),
+            "init": init_info,
+        }
         total_steps = config.epochs * len(data)
         if config.optimizer == "lars":
             scale = config.batch_size / 256
-            resolved |= {"optimizer": "LARS", "lr_weights_scaled": config.lr_weights * scale, "lr_biases_scaled": config.lr_biases * scale, "warmup_epochs": config.resolved_warmup_epochs}
-            schedule: L.Callback = WarmupCosineCallback(WarmupCosine(total_steps, config.resolved_warmup_epochs * len(data)))
+            resolved |= {
+                "optimizer": "LARS",
+                "lr_weights_scaled": config.lr_weights * scale,
+                "lr_biases_scaled": config.lr_biases * scale,
+                "warmup_epochs": config.resolved_warmup_epochs,
+            }
+            schedule: L.Callback = WarmupCosineCallback(
+                WarmupCosine(total_steps, config.resolved_warmup_epochs * len(data))
+            )
         else:
-            resolved |= {"optimizer": "Adam(0.9, 0.99, eps 1e-5), decoupled weight decay", "schedule": "1cycle (fastai)"}
+            resolved |= {
+                "optimizer": "Adam(0.9, 0.99, eps 1e-5), decoupled weight decay",
+                "schedule": "1cycle (fastai)",
+            }
             schedule = one_cycle_schedule(stages["lr"], total_steps)
         write_text(out / CONFIG, to_yaml(config, {"resolved": resolved}))
         write_json(out / ENVIRONMENT, run_environment(config.seed))
-        callbacks = [EpochSeed(config.seed), NonFiniteGuard(last), schedule, monitor, EpochHistory(history, PRETRAIN_STAGE), EpochCheckpoint(last)]
+        callbacks = [
+            EpochSeed(config.seed),
+            NonFiniteGuard(last),
+            schedule,
+            monitor,
+            EpochHistory(history, PRETRAIN_STAGE),
+            EpochCheckpoint(last),
+        ]
         record = BackboneRecord(
-            architecture=config.backbone, image_size=config.image_size, normalize=config.normalize, preprocessing=asdict(preprocessing), pool=pool, pool_images=int(len(rows)),
-            init=init_info, epochs=config.epochs, recipe=config.recipe, method=config.method, method_kwargs=method.resolved(), positives=config.positives,
-            cross_image_pairs_per_epoch=cross_image, lr=stages["lr"], colour_constancy=config.colour_constancy, colour_constancy_p=config.colour_constancy_p,
-            encoder_lr_scale=config.encoder_lr_scale, bn_statistics=config.bn_statistics, l2sp=config.l2sp,
+            architecture=config.backbone,
+            image_size=config.image_size,
+            normalize=config.normalize,
+            preprocessing=asdict(preprocessing),
+            pool=pool,
+            pool_images=int(len(rows)),
+            init=init_info,
+            epochs=config.epochs,
+            recipe=config.recipe,
+            method=config.method,
+            method_kwargs=method.resolved(),
+            positives=config.positives,
+            cross_image_pairs_per_epoch=cross_image,
+            lr=stages["lr"],
+            colour_constancy=config.colour_constancy,
+            colour_constancy_p=config.colour_constancy_p,
+            encoder_lr_scale=config.encoder_lr_scale,
+            bn_statistics=config.bn_statistics,
+            l2sp=config.l2sp,
         )
         if config.snapshot_every:
             callbacks.insert(-1, Snapshots(out / "snapshots", config.snapshot_every, record))
-        loggers = make_loggers(config.tracking, out, f"pretrain-{out.name}", {k: v for k, v in resolved.items() if isinstance(v, (int, float, str))}) if rank_zero_only.rank == 0 else []
+        loggers = (
+            make_loggers(
+                config.tracking,
+                out,
+                f"pretrain-{out.name}",
+                {k: v for k, v in resolved.items() if isinstance(v, (int, float, str))},
+            )
+            if rank_zero_only.rank == 0
+            else []
+        )
         resuming = config.resume and last.exists()
         if resuming:
             data.sampler.set_epoch(resumed_epoch(last))
@@ -269,7 +402,11 @@ def pretrain(config: PretrainConfig) -> Path:
         plot_pretrain_history(pd.read_csv(history), out / "history.png")
         losses = _history_losses(history)
         if rank_zero_only.rank == 0:  # under DDP every process holds the same weights
-            export_backbone(module, out, replace(record, final_loss=losses[-1] if losses else None, seconds=round(time.time() - started, 1)))
+            export_backbone(
+                module,
+                out,
+                replace(record, final_loss=losses[-1] if losses else None, seconds=round(time.time() - started, 1)),
+            )
         return out / BACKBONE_WEIGHTS
 
 

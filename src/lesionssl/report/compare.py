@@ -21,7 +21,15 @@ from lesionssl.data.classes import CLASS_NAMES
 from lesionssl.errors import LesionSSLError
 from lesionssl.evaluate.calibration import apply_temperature
 from lesionssl.evaluate.metrics import ECE_BINS, NOT_APPLICABLE, metrics_from_predictions, support_note
-from lesionssl.figures import plot_confusion, plot_label_efficiency, plot_lr_curves, plot_per_class_f1, plot_pretrain_history, plot_reliability, plot_roc
+from lesionssl.figures import (
+    plot_confusion,
+    plot_label_efficiency,
+    plot_lr_curves,
+    plot_per_class_f1,
+    plot_pretrain_history,
+    plot_reliability,
+    plot_roc,
+)
 from lesionssl.io import write_csv, write_text
 from lesionssl.layout import BACKBONE_RECORD, CARD, METRICS, ExperimentFolder, RunFolder
 from lesionssl.records import BackboneRecord, RunRecord, RunResult
@@ -29,7 +37,15 @@ from lesionssl.report.document import Document
 from lesionssl.report.labels_saved import format_budget, labels_saved
 from lesionssl.report.published import PUBLISHED
 from lesionssl.report.selection import selection_section
-from lesionssl.report.statistics import BOOTSTRAP, BOOTSTRAP_METRICS, compare_pair, image_replicates, pairwise_table, seed_interval, summarize
+from lesionssl.report.statistics import (
+    BOOTSTRAP,
+    BOOTSTRAP_METRICS,
+    compare_pair,
+    image_replicates,
+    pairwise_table,
+    seed_interval,
+    summarize,
+)
 
 RESULT_COLUMNS = ["init", "seed", "accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "run_dir"]
 HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1")
@@ -59,15 +75,34 @@ def collect_runs(out: Path) -> tuple[pd.DataFrame, list[dict], list[str]]:
         planned, result = RunRecord.read(run), RunResult.read(run)
         metrics = metrics_from_predictions(folder.predictions, result.classes)
         row = {
-            "init": planned.label, "initialisation": planned.name, "strategy": planned.strategy, "seed": planned.seed, **{k: metrics[k] for k in HEADLINE}, "run_dir": str(run.relative_to(out)),
-            "protocol": planned.protocol, "budget": result.budget_per_class if planned.strategy is None else planned.budget, "macro_auroc": metrics["macro_auroc"], "lr": result.lr,
-            "pretraining_pool": result.pretraining_pool, "handling": result.handling,
+            "init": planned.label,
+            "initialisation": planned.name,
+            "strategy": planned.strategy,
+            "seed": planned.seed,
+            **{k: metrics[k] for k in HEADLINE},
+            "run_dir": str(run.relative_to(out)),
+            "protocol": planned.protocol,
+            "budget": result.budget_per_class if planned.strategy is None else planned.budget,
+            "macro_auroc": metrics["macro_auroc"],
+            "lr": result.lr,
+            "pretraining_pool": result.pretraining_pool,
+            "handling": result.handling,
         }
         for name in result.external:
             external = metrics_from_predictions(folder.external(name).predictions, result.classes)
             row |= {f"{name}:{k}": external[k] for k in (*HEADLINE, "macro_auroc")}
         rows.append(row)
-        full.append({**metrics, "init": row["init"], "seed": planned.seed, "budget": row["budget"], "protocol": row["protocol"], "run": run, "result": result})
+        full.append(
+            {
+                **metrics,
+                "init": row["init"],
+                "seed": planned.seed,
+                "budget": row["budget"],
+                "protocol": row["protocol"],
+                "run": run,
+                "result": result,
+            }
+        )
     return pd.DataFrame(rows), full, stale
 
 
@@ -82,9 +117,14 @@ class Intervals:
         key = (run_dir, test_set)
         if key not in self._predictions:
             folder = RunFolder(self.out / run_dir)
-            frame = pd.read_csv((folder if test_set == "test" else folder.external(test_set)).predictions, keep_default_na=False)
+            frame = pd.read_csv(
+                (folder if test_set == "test" else folder.external(test_set)).predictions, keep_default_na=False
+            )
             classes = [c.removeprefix("p_") for c in frame.columns if c.startswith("p_")]
-            self._predictions[key] = (frame["label"].map({c: i for i, c in enumerate(classes)}).to_numpy(), frame[[f"p_{c}" for c in classes]].to_numpy())
+            self._predictions[key] = (
+                frame["label"].map({c: i for i, c in enumerate(classes)}).to_numpy(),
+                frame[[f"p_{c}" for c in classes]].to_numpy(),
+            )
         return self._predictions[key]
 
     def __call__(self, runs: pd.DataFrame, metric: str, test_set: str = "test") -> tuple[float, float]:
@@ -92,7 +132,9 @@ class Intervals:
             return math.nan, math.nan
         for run_dir in runs["run_dir"]:  # a run's image replicates serve every table it appears in
             if (run_dir, test_set, metric) not in self._replicates:
-                self._replicates[run_dir, test_set, metric] = image_replicates(*self.predictions(run_dir, test_set), metric)
+                self._replicates[run_dir, test_set, metric] = image_replicates(
+                    *self.predictions(run_dir, test_set), metric
+                )
         return seed_interval(np.column_stack([self._replicates[d, test_set, metric] for d in runs["run_dir"]]))
 
 
@@ -105,18 +147,34 @@ def _fmt(value, digits: int = 4) -> str:
     return "n/a" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.{digits}f}"
 
 
-def summary_table(results: pd.DataFrame, order: list[str], intervals: Intervals, test_set: str = "test") -> pd.DataFrame:
+def summary_table(
+    results: pd.DataFrame, order: list[str], intervals: Intervals, test_set: str = "test"
+) -> pd.DataFrame:
     """The seed's first table (mean accuracy, sample std, number of models), plus balanced metrics."""
     prefix = "" if test_set == "test" else f"{test_set}:"
-    table = {"": ["Mean accuracy", "Standard deviation", "95% CI", "Mean balanced accuracy", "Std balanced accuracy", "Mean macro F1", "Number of models"]}
+    table = {
+        "": [
+            "Mean accuracy",
+            "Standard deviation",
+            "95% CI",
+            "Mean balanced accuracy",
+            "Std balanced accuracy",
+            "Mean macro F1",
+            "Number of models",
+        ]
+    }
     for init in order:
         runs = results[results["init"] == init]
         accuracy = summarize(runs[f"{prefix}accuracy"].to_numpy(float))
         low, high = intervals(runs, "accuracy", test_set)
         table[init] = [
-            _fmt(accuracy["mean"], 3), _fmt(accuracy["std"]), f"[{_fmt(low, 3)}, {_fmt(high, 3)}]",
-            _fmt(runs[f"{prefix}balanced_accuracy"].mean(), 3), _fmt(runs[f"{prefix}balanced_accuracy"].std(ddof=1)),
-            _fmt(runs[f"{prefix}macro_f1"].mean(), 3), str(len(runs)),
+            _fmt(accuracy["mean"], 3),
+            _fmt(accuracy["std"]),
+            f"[{_fmt(low, 3)}, {_fmt(high, 3)}]",
+            _fmt(runs[f"{prefix}balanced_accuracy"].mean(), 3),
+            _fmt(runs[f"{prefix}balanced_accuracy"].std(ddof=1)),
+            _fmt(runs[f"{prefix}macro_f1"].mean(), 3),
+            str(len(runs)),
         ]
     return pd.DataFrame(table)
 
@@ -127,10 +185,17 @@ def published_table(results: pd.DataFrame, order: list[str]) -> pd.DataFrame:
     for init in order:
         ours = results.loc[results["init"] == init, "accuracy"]
         published = PUBLISHED.get(init, {})
-        rows.append({
-            "initialisation": init, "published accuracy": _fmt(published.get("accuracy"), 4), "published std": _fmt(published.get("std"), 4),
-            "published runs": published.get("runs", "-"), "our accuracy": _fmt(ours.mean(), 4), "our std": _fmt(ours.std(ddof=1), 4), "our runs": len(ours),
-        })
+        rows.append(
+            {
+                "initialisation": init,
+                "published accuracy": _fmt(published.get("accuracy"), 4),
+                "published std": _fmt(published.get("std"), 4),
+                "published runs": published.get("runs", "-"),
+                "our accuracy": _fmt(ours.mean(), 4),
+                "our std": _fmt(ours.std(ddof=1), 4),
+                "our runs": len(ours),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -141,7 +206,15 @@ def per_class_f1(full: list[dict], order: list[str]) -> pd.DataFrame:
         runs = [m for m in full if m["init"] == init]
         for name in runs[0]["classes"]:
             values = np.array([m["per_class"][name]["f1"] for m in runs])
-            rows.append({"init": init, "class": name, "mean": values.mean(), "std": values.std(ddof=1) if len(values) > 1 else np.nan, "support": runs[0]["per_class"][name]["support"]})
+            rows.append(
+                {
+                    "init": init,
+                    "class": name,
+                    "mean": values.mean(),
+                    "std": values.std(ddof=1) if len(values) > 1 else np.nan,
+                    "support": runs[0]["per_class"][name]["support"],
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -154,15 +227,24 @@ def classification_report_table(full: list[dict], order: list[str]) -> pd.DataFr
         row = {"Lesion type": CLASS_NAMES.get(name, name)}
         for init in order:
             entry = f1[(f1["init"] == init) & (f1["class"] == name)].iloc[0]
-            row[f"f1 ({init})"] = f"{_fmt(entry['mean'], 2)} ± {_fmt(entry['std'], 2)}" if entry["support"] else NOT_APPLICABLE
+            row[f"f1 ({init})"] = (
+                f"{_fmt(entry['mean'], 2)} ± {_fmt(entry['std'], 2)}" if entry["support"] else NOT_APPLICABLE
+            )
         row["Support"] = int(f1[f1["class"] == name]["support"].iloc[0])
         rows.append(row)
     n = next(m["n"] for m in full if m["init"] == order[0])
-    for label, key in (("Weighted avg.", "weighted_f1"), ("Macro avg.", "macro_f1"), ("Accuracy", "accuracy"), ("Balanced accuracy", "balanced_accuracy")):
+    for label, key in (
+        ("Weighted avg.", "weighted_f1"),
+        ("Macro avg.", "macro_f1"),
+        ("Accuracy", "accuracy"),
+        ("Balanced accuracy", "balanced_accuracy"),
+    ):
         row = {"Lesion type": label}
         for init in order:
             values = np.array([m[key] for m in full if m["init"] == init])
-            row[f"f1 ({init})"] = f"{_fmt(values.mean(), 2)} ± {_fmt(values.std(ddof=1) if len(values) > 1 else np.nan, 2)}"
+            row[f"f1 ({init})"] = (
+                f"{_fmt(values.mean(), 2)} ± {_fmt(values.std(ddof=1) if len(values) > 1 else np.nan, 2)}"
+            )
         row["Support"] = n
         rows.append(row)
     return pd.DataFrame(rows)
@@ -181,12 +263,16 @@ def sensitivity_table(full: list[dict], order: list[str]) -> pd.DataFrame:
                     row[f"{label} ({init})"] = NOT_APPLICABLE
                     continue
                 values = np.array([r.get(key) for r in runs if r.get(key) is not None], dtype=float)
-                row[f"{label} ({init})"] = f"{_fmt(values.mean() if len(values) else None, 3)} ± {_fmt(values.std(ddof=1) if len(values) > 1 else None, 3)}"
+                row[f"{label} ({init})"] = (
+                    f"{_fmt(values.mean() if len(values) else None, 3)} ± {_fmt(values.std(ddof=1) if len(values) > 1 else None, 3)}"
+                )
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def metric_table(results: pd.DataFrame, order: list[str], metrics: tuple[str, ...], intervals: Intervals, test_set: str = "test") -> pd.DataFrame:
+def metric_table(
+    results: pd.DataFrame, order: list[str], metrics: tuple[str, ...], intervals: Intervals, test_set: str = "test"
+) -> pd.DataFrame:
     """Mean, sample std and 95% bootstrap CI (seeds and test images) per initialisation for each metric."""
     rows = []
     for metric in metrics:
@@ -194,7 +280,16 @@ def metric_table(results: pd.DataFrame, order: list[str], metrics: tuple[str, ..
             runs = results[results["init"] == init]
             s = summarize(runs[metric].dropna().to_numpy(float))
             low, high = intervals(runs, metric, test_set)
-            rows.append({"metric": metric, "init": init, "n": s["n"], "mean": _fmt(s["mean"]), "std": _fmt(s["std"]), "95% CI": f"[{_fmt(low)}, {_fmt(high)}]"})
+            rows.append(
+                {
+                    "metric": metric,
+                    "init": init,
+                    "n": s["n"],
+                    "mean": _fmt(s["mean"]),
+                    "std": _fmt(s["std"]),
+                    "95% CI": f"[{_fmt(low)}, {_fmt(high)}]",
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -203,13 +298,18 @@ def pairwise_frame(results: pd.DataFrame, order: list[str], metrics: tuple[str, 
     if table.empty:
         return table
     records = table.to_dict("records")
-    return pd.DataFrame({
-        "comparison": table["comparison"], "metric": table["metric"], "difference": table["difference"].map(_fmt),
-        "95% CI (Welch)": [f"[{_fmt(r.get('ci_low'))}, {_fmt(r.get('ci_high'))}]" for r in records],
-        "Welch p": [_fmt(r.get("welch_p"), 3) for r in records],
-        "paired p (n)": [f"{_fmt(r.get('paired_p'), 3)} ({r['n_paired']})" for r in records],
-        "Hedges g": [_fmt(r.get("hedges_g"), 2) for r in records], "note": table["note"],
-    })
+    return pd.DataFrame(
+        {
+            "comparison": table["comparison"],
+            "metric": table["metric"],
+            "difference": table["difference"].map(_fmt),
+            "95% CI (Welch)": [f"[{_fmt(r.get('ci_low'))}, {_fmt(r.get('ci_high'))}]" for r in records],
+            "Welch p": [_fmt(r.get("welch_p"), 3) for r in records],
+            "paired p (n)": [f"{_fmt(r.get('paired_p'), 3)} ({r['n_paired']})" for r in records],
+            "Hedges g": [_fmt(r.get("hedges_g"), 2) for r in records],
+            "note": table["note"],
+        }
+    )
 
 
 PROTOCOL_TITLES = {
@@ -256,10 +356,16 @@ def paired_table(frame: pd.DataFrame, order: list[str]) -> pd.DataFrame:
             if metric not in frame:
                 continue
             c = compare_pair(frame[frame["init"] == other], frame[frame["init"] == order[0]], metric)
-            rows.append({
-                "comparison": f"{other} - {order[0]}", "metric": metric.replace("_", " "), "paired difference": _fmt(c.get("paired_difference"), 3),
-                "paired 95% CI": f"[{_fmt(c.get('paired_ci_low'), 3)}, {_fmt(c.get('paired_ci_high'), 3)}]", "paired p": _fmt(c.get("paired_p"), 4), "seeds": c["n_paired"],
-            })
+            rows.append(
+                {
+                    "comparison": f"{other} - {order[0]}",
+                    "metric": metric.replace("_", " "),
+                    "paired difference": _fmt(c.get("paired_difference"), 3),
+                    "paired 95% CI": f"[{_fmt(c.get('paired_ci_low'), 3)}, {_fmt(c.get('paired_ci_high'), 3)}]",
+                    "paired p": _fmt(c.get("paired_p"), 4),
+                    "seeds": c["n_paired"],
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -281,7 +387,11 @@ def _study(doc: Document, results: pd.DataFrame, order: list[str], intervals: In
                 if frame.empty:
                     continue
                 present = [i for i in order if i in set(frame["init"])]
-                doc.heading(f"{protocol} · {test_set}" + (f" · {int(budget)} labels {_per(results)}" if budget is not None else ""), 4)
+                doc.heading(
+                    f"{protocol} · {test_set}"
+                    + (f" · {int(budget)} labels {_per(results)}" if budget is not None else ""),
+                    4,
+                )
                 doc.table(score_table(frame, present, intervals, test_set))
                 if len(present) > 1:
                     doc.table(paired_table(frame, present))
@@ -304,13 +414,21 @@ def _labels_saved(doc: Document, out: Path, results: pd.DataFrame, order: list[s
             for other in order[1:]:
                 table = labels_saved(view, order[0], other)
                 for r in table.to_dict("records"):
-                    rows.append({
-                        "protocol": protocol, "test set": test_set, "initialisation": other, "labels per class": r["budget"],
-                        "its balanced accuracy": _fmt(r["other_score"], 3), f"{order[0]} at this budget": _fmt(r["baseline_score"], 3),
-                        f"{order[0]} needs": format_budget(r["labels_needed"], budgets),
-                        "95% CI": f"[{format_budget(r['ci_low'], budgets)}, {format_budget(r['ci_high'], budgets)}]",
-                        "ratio": "n/a" if np.isinf(r["ratio"]) or r["labels_needed"] <= min(budgets) else f"{r['ratio']:.2f}",
-                    })
+                    rows.append(
+                        {
+                            "protocol": protocol,
+                            "test set": test_set,
+                            "initialisation": other,
+                            "labels per class": r["budget"],
+                            "its balanced accuracy": _fmt(r["other_score"], 3),
+                            f"{order[0]} at this budget": _fmt(r["baseline_score"], 3),
+                            f"{order[0]} needs": format_budget(r["labels_needed"], budgets),
+                            "95% CI": f"[{format_budget(r['ci_low'], budgets)}, {format_budget(r['ci_high'], budgets)}]",
+                            "ratio": "n/a"
+                            if np.isinf(r["ratio"]) or r["labels_needed"] <= min(budgets)
+                            else f"{r['ratio']:.2f}",
+                        }
+                    )
     saved = pd.DataFrame(rows)
     if not saved.empty:
         write_csv(ExperimentFolder(out).labels_saved, saved)
@@ -324,7 +442,11 @@ def _interval(values: list[float]) -> str:
         return "-"
     values = np.asarray(values, dtype=float)
     if len(values) == 1 or np.ptp(values) == 0:
-        return _fmt(values[0], 3) if len(values) == 1 else f"{_fmt(values[0], 3)} [{_fmt(values[0], 3)}, {_fmt(values[0], 3)}]"
+        return (
+            _fmt(values[0], 3)
+            if len(values) == 1
+            else f"{_fmt(values[0], 3)} [{_fmt(values[0], 3)}, {_fmt(values[0], 3)}]"
+        )
     result = stats.bootstrap((values,), np.mean, n_resamples=BOOTSTRAP, method="percentile", random_state=0)
     return f"{_fmt(values.mean(), 3)} [{_fmt(result.confidence_interval.low, 3)}, {_fmt(result.confidence_interval.high, 3)}]"
 
@@ -341,9 +463,13 @@ def deployment_table(full: list[dict], order: list[str]) -> pd.DataFrame:
             continue
         test = [r.calibration.test for r in fitted]
         row = {
-            "init": init, "runs": len(fitted), "temperature (median)": _fmt(float(np.median([r.calibration.temperature for r in fitted])), 2),
-            "ECE before": _interval([t["ece_before"] for t in test]), "ECE after": _interval([t["ece_after"] for t in test]),
-            "NLL before": _interval([t["nll_before"] for t in test]), "NLL after": _interval([t["nll_after"] for t in test]),
+            "init": init,
+            "runs": len(fitted),
+            "temperature (median)": _fmt(float(np.median([r.calibration.temperature for r in fitted])), 2),
+            "ECE before": _interval([t["ece_before"] for t in test]),
+            "ECE after": _interval([t["ece_after"] for t in test]),
+            "NLL before": _interval([t["nll_before"] for t in test]),
+            "NLL after": _interval([t["nll_after"] for t in test]),
         }
         points = {"test": [r.operating_point.test for r in fitted]}
         for name in sorted({n for r in fitted for n in r.external}):
@@ -375,31 +501,74 @@ def _deployment(doc: Document, out: Path, full: list[dict], order: list[str]) ->
     table = deployment_table(full, order)
     doc.heading("Using the model: calibration and operating point")
     if table.empty:
-        doc.paragraph("No run fitted a temperature or an operating point: they need a validation split (`lesionssl split --val N`).")
+        doc.paragraph(
+            "No run fitted a temperature or an operating point: they need a validation split (`lesionssl split --val N`)."
+        )
     else:
-        target = next((m["result"].operating_point.target_sensitivity for m in full if m["result"].operating_point.target_sensitivity), None)
-        malignant = next((m["result"].operating_point.malignant_classes for m in full if m["result"].operating_point.malignant_classes), None)
+        target = next(
+            (
+                m["result"].operating_point.target_sensitivity
+                for m in full
+                if m["result"].operating_point.target_sensitivity
+            ),
+            None,
+        )
+        malignant = next(
+            (
+                m["result"].operating_point.malignant_classes
+                for m in full
+                if m["result"].operating_point.malignant_classes
+            ),
+            None,
+        )
         doc.paragraph(
             "Each run fits a temperature on its validation split and chooses there the malignant-vs-benign threshold "
             + (f"that reaches sensitivity {target:g} " if target else "")
-            + (f"(malignant: {', '.join(malignant)}); " if malignant else "(no run set malignant classes, so no threshold); ")
+            + (
+                f"(malignant: {', '.join(malignant)}); "
+                if malignant
+                else "(no run set malignant classes, so no threshold); "
+            )
             + "the test and external columns show what those choices give on images never used to make them. "
             f"ECE: expected calibration error ({ECE_BINS} bins); NLL: negative log-likelihood. Means over runs with a 95% percentile bootstrap interval over runs (inside the values' range); every run's own Wilson intervals are in its {METRICS} and {CARD}."
         )
         doc.table(table)
     for init in order:
         # predictions.csv holds the model's own probabilities unless a test prior adjusted them
-        fitted = [m for m in full if m["init"] == init and m["result"].calibration.temperature is not None and not m["result"].logit_adjustment.test_prior]
+        fitted = [
+            m
+            for m in full
+            if m["init"] == init
+            and m["result"].calibration.temperature is not None
+            and not m["result"].logit_adjustment.test_prior
+        ]
         if fitted:
             path = out / "figures" / f"reliability_{init}.png"
             _pooled_reliability(fitted, path, f"{init}: test, {len(fitted)} runs pooled")
-            doc.image(path, f"Reliability of {init} on test before and after temperature scaling (every run's predictions pooled, each with its own temperature)")
-        runs = sorted((m for m in full if m["init"] == init and RunFolder(m["run"]).examples_figure.is_file()), key=lambda m: m["seed"])
+            doc.image(
+                path,
+                f"Reliability of {init} on test before and after temperature scaling (every run's predictions pooled, each with its own temperature)",
+            )
+        runs = sorted(
+            (m for m in full if m["init"] == init and RunFolder(m["run"]).examples_figure.is_file()),
+            key=lambda m: m["seed"],
+        )
         if runs:
-            doc.image(RunFolder(runs[0]["run"]).examples_figure, f"{init}, seed {runs[0]['seed']} (the lowest seed, not a chosen run): per class the most confident correct and wrong test predictions with Grad-CAM maps")
+            doc.image(
+                RunFolder(runs[0]["run"]).examples_figure,
+                f"{init}, seed {runs[0]['seed']} (the lowest seed, not a chosen run): per class the most confident correct and wrong test predictions with Grad-CAM maps",
+            )
 
 
-def _figures(doc: Document, out: Path, full: list[dict], results: pd.DataFrame, order: list[str], experiment: dict, intervals: Intervals) -> None:
+def _figures(
+    doc: Document,
+    out: Path,
+    full: list[dict],
+    results: pd.DataFrame,
+    order: list[str],
+    experiment: dict,
+    intervals: Intervals,
+) -> None:
     figures = out / "figures"
     doc.heading("Figures")
     doc.paragraph("Every figure is in `figures/` as a 300-dpi PNG and as an SVG.")
@@ -407,7 +576,13 @@ def _figures(doc: Document, out: Path, full: list[dict], results: pd.DataFrame, 
         runs = results[results["init"] == init]
         pooled = [intervals.predictions(d) for d in runs["run_dir"]]
         path = figures / f"roc_{init}.png"
-        plot_roc(np.concatenate([labels for labels, _ in pooled]), np.concatenate([probs for _, probs in pooled]), full[0]["classes"], path, f"{init}: one-vs-rest ROC")
+        plot_roc(
+            np.concatenate([labels for labels, _ in pooled]),
+            np.concatenate([probs for _, probs in pooled]),
+            full[0]["classes"],
+            path,
+            f"{init}: one-vs-rest ROC",
+        )
         doc.image(path, f"One-vs-rest ROC curves of {init}, the test predictions of its {len(runs)} runs pooled")
     plot_per_class_f1(per_class_f1(full, order), figures / "per_class_f1.png")
     doc.image(figures / "per_class_f1.png", "Per-class F1, mean over runs with one standard deviation")
@@ -417,19 +592,33 @@ def _figures(doc: Document, out: Path, full: list[dict], results: pd.DataFrame, 
         path = figures / f"confusion_{init}.png"
         plot_confusion(mean, runs[0]["classes"], path, title=f"{init}: mean row-normalised confusion")
         doc.image(path, f"Mean confusion matrix of {init} ({len(runs)} runs)")
-    curves = {init: [pd.read_csv(RunFolder(m["run"]).lr_finder) for m in full if m["init"] == init and RunFolder(m["run"]).lr_finder.is_file()] for init in order}
+    curves = {
+        init: [
+            pd.read_csv(RunFolder(m["run"]).lr_finder)
+            for m in full
+            if m["init"] == init and RunFolder(m["run"]).lr_finder.is_file()
+        ]
+        for init in order
+    }
     curves = {k: v for k, v in curves.items() if v}
     if curves:
         chosen = {init: results.loc[results["init"] == init, "lr"].dropna().tolist() for init in curves}
         plot_lr_curves(curves, chosen, figures / "lr_finder.png")
         doc.image(figures / "lr_finder.png", "LR-finder curves of every run; dashed: the LR each run chose (valley)")
         lrs = results.groupby("init")["lr"].agg(["min", "median", "max", "count"]).reindex(order).reset_index()
-        doc.table(lrs.assign(**{c: lrs[c].map(lambda v: f"{v:.3g}") for c in ("min", "median", "max")}).rename(columns={"count": "runs"}))
+        doc.table(
+            lrs.assign(**{c: lrs[c].map(lambda v: f"{v:.3g}") for c in ("min", "median", "max")}).rename(
+                columns={"count": "runs"}
+            )
+        )
     for history in sorted(out.glob("pretrain*/history.csv")):  # pretrain/, and pretrain-<name>/ of other methods
         figure = figures / f"{history.parent.name.replace('pretrain', 'pretraining', 1)}.png"
         frame = pd.read_csv(history)
         plot_pretrain_history(frame, figure)
-        doc.image(figure, f"Self-supervised pretraining per epoch ({history.parent.name}/): loss, the terms its method logs, kNN accuracy (when the pool has labelled train and val images) and collapse indicators")
+        doc.image(
+            figure,
+            f"Self-supervised pretraining per epoch ({history.parent.name}/): loss, the terms its method logs, kNN accuracy (when the pool has labelled train and val images) and collapse indicators",
+        )
         collapse = collapse_note(frame)
         if collapse:
             doc.paragraph(f"**Warning ({history.parent.name}/): {collapse}**")
@@ -471,7 +660,9 @@ def _pretrainings(out: Path, experiment: dict) -> list[str]:
             continue
         record = BackboneRecord.read(record_file)
         start = record.init.get("init", "random") if isinstance(record.init, dict) else record.init
-        described.append(f"{arm['name']}: {record.method} (recipe {record.recipe}) for {record.epochs} epochs at {record.image_size} px from {start} weights, encoder LR x{record.encoder_lr_scale:g}, BatchNorm statistics {record.bn_statistics}")
+        described.append(
+            f"{arm['name']}: {record.method} (recipe {record.recipe}) for {record.epochs} epochs at {record.image_size} px from {start} weights, encoder LR x{record.encoder_lr_scale:g}, BatchNorm statistics {record.bn_statistics}"
+        )
     return described
 
 
@@ -486,7 +677,8 @@ def _methods(doc: Document, out: Path, experiment: dict, results: pd.DataFrame, 
         table = pd.read_csv(manifest, keep_default_na=False)
         splits = table["split"].value_counts()
         counts = (
-            f" The manifest held {len(table)} images: " + ", ".join(f"{int(splits[s])} {s}" for s in ("train", "val", "test", "external") if s in splits)
+            f" The manifest held {len(table)} images: "
+            + ", ".join(f"{int(splits[s])} {s}" for s in ("train", "val", "test", "external") if s in splits)
             + f"; {int(table['pretrain'].sum())} images formed the pretraining pool."
         )
     pools = sorted(set(results["pretraining_pool"].dropna()) & {"inductive", "transductive"})
@@ -499,13 +691,18 @@ def _methods(doc: Document, out: Path, experiment: dict, results: pd.DataFrame, 
         + f", each with {len(seeds)} seeds ({', '.join(map(str, seeds))})."
         + (
             f" Fine-tuning followed the transfer protocol: {finetune.get('head_epochs', 1)} head epoch(s), then unfreezing, {describe_lr(finetune.get('lr', 'find'), suggestion=finetune.get('lr_suggestion', 'valley'))} and {finetune.get('epochs', '?')} epochs of 1cycle"
-            + (f" (recipe {finetune['recipe']})" if finetune.get("recipe") else "") + "."
-            if "finetune" in set(results["protocol"]) else ""
+            + (f" (recipe {finetune['recipe']})" if finetune.get("recipe") else "")
+            + "."
+            if "finetune" in set(results["protocol"])
+            else ""
         )
         + (
-            " Self-supervised pretraining, as each pretrained backbone records it: " + "; ".join(_pretrainings(out, experiment))
-            + (f"; the pool was {' and '.join(pools)}" if pools else "") + "."
-            if pretrain else ""
+            " Self-supervised pretraining, as each pretrained backbone records it: "
+            + "; ".join(_pretrainings(out, experiment))
+            + (f"; the pool was {' and '.join(pools)}" if pools else "")
+            + "."
+            if pretrain
+            else ""
         )
         + counts
         + " Every run was evaluated once on the test split; nothing was selected on it. Software: lesionssl (this report's configuration is in experiment.yaml)."
@@ -517,10 +714,14 @@ def _augmentation_gallery(out: Path, experiment: dict, path: Path) -> None:
     from lesionssl.config import PretrainConfig
 
     pretrain = experiment.get("pretrain") or {}
-    manifest = ExperimentFolder(out).manifest if ExperimentFolder(out).manifest.is_file() else experiment.get("manifest")
+    manifest = (
+        ExperimentFolder(out).manifest if ExperimentFolder(out).manifest.is_file() else experiment.get("manifest")
+    )
     if manifest and pretrain:
         settings = PretrainConfig.model_validate(pretrain)
-        augment_preview([str(manifest)], path, settings.augmentation_parameters, 96, 4, 0, tuple(settings.extra_augmentations))
+        augment_preview(
+            [str(manifest)], path, settings.augmentation_parameters, 96, 4, 0, tuple(settings.extra_augmentations)
+        )
 
 
 def _pretraining_words(out: Path, init: str) -> str:
@@ -529,7 +730,11 @@ def _pretraining_words(out: Path, init: str) -> str:
         if (folder / BACKBONE_RECORD).is_file():
             record = BackboneRecord.read(folder / BACKBONE_RECORD)
             kwargs = ", ".join(f"{k} {v}" for k, v in record.method_kwargs.items())
-            positives = f"two images of one lesion ({record.cross_image_pairs_per_epoch} cross-image pairs per epoch of {record.pool_images} images)" if record.positives == "lesion" else "two views of one image"
+            positives = (
+                f"two images of one lesion ({record.cross_image_pairs_per_epoch} cross-image pairs per epoch of {record.pool_images} images)"
+                if record.positives == "lesion"
+                else "two views of one image"
+            )
             return f" Pretrained with {record.method} ({kwargs}), recipe {record.recipe}, {record.epochs} epochs at {record.image_size} px on {record.pool_images} images; positive pairs: {positives}."
     return ""
 
@@ -543,7 +748,18 @@ def _label_efficiency(doc: Document, out: Path, results: pd.DataFrame, order: li
             for (init, budget), group in view.groupby(["init", "budget"]):
                 for metric in ("accuracy", "balanced_accuracy"):
                     low, high = intervals(group, metric, test_set)
-                    rows.append({"protocol": protocol, "test set": test_set, "init": init, "budget": budget, "metric": metric, **summarize(group[metric].to_numpy(float)), "ci_low": low, "ci_high": high})
+                    rows.append(
+                        {
+                            "protocol": protocol,
+                            "test set": test_set,
+                            "init": init,
+                            "budget": budget,
+                            "metric": metric,
+                            **summarize(group[metric].to_numpy(float)),
+                            "ci_low": low,
+                            "ci_high": high,
+                        }
+                    )
     summary = pd.DataFrame(rows)
     summary["init"] = pd.Categorical(summary["init"], order)
     summary = summary.sort_values(["protocol", "test set", "init", "metric", "budget"])
@@ -551,8 +767,16 @@ def _label_efficiency(doc: Document, out: Path, results: pd.DataFrame, order: li
     for (protocol, test_set), part in summary.groupby(["protocol", "test set"], sort=False):
         path = out / "figures" / f"label_efficiency_{protocol}_{test_set}.png"
         plot_label_efficiency(part, path, title=f"{protocol}, {test_set}", unit=_per(results))
-        doc.image(path, f"{protocol}, {test_set}: accuracy and balanced accuracy vs labelled images {_per(results)} (mean, 95% CI band)")
-    doc.table(summary.assign(mean=summary["mean"].map(_fmt), ci=[f"[{_fmt(a)}, {_fmt(b)}]" for a, b in zip(summary["ci_low"], summary["ci_high"])])[["protocol", "test set", "init", "budget", "metric", "n", "mean", "ci"]])
+        doc.image(
+            path,
+            f"{protocol}, {test_set}: accuracy and balanced accuracy vs labelled images {_per(results)} (mean, 95% CI band)",
+        )
+    doc.table(
+        summary.assign(
+            mean=summary["mean"].map(_fmt),
+            ci=[f"[{_fmt(a)}, {_fmt(b)}]" for a, b in zip(summary["ci_low"], summary["ci_high"])],
+        )[["protocol", "test set", "init", "budget", "metric", "n", "mean", "ci"]]
+    )
 
 
 def write_report(out: Path, inits: dict[str, str] | None = None) -> Path:
@@ -560,32 +784,67 @@ def write_report(out: Path, inits: dict[str, str] | None = None) -> Path:
     out = Path(out)
     results, full, stale = collect_runs(out)
     if results.empty:
-        raise LesionSSLError(f"no finished runs with their run records under {ExperimentFolder(out).runs} (an experiment of an earlier lesionssl: run its `lesionssl compare` again, which records them and skips finished runs)")
-    experiment = yaml.safe_load(ExperimentFolder(out).config.read_text()) if ExperimentFolder(out).config.is_file() else {}
+        raise LesionSSLError(
+            f"no finished runs with their run records under {ExperimentFolder(out).runs} (an experiment of an earlier lesionssl: run its `lesionssl compare` again, which records them and skips finished runs)"
+        )
+    experiment = (
+        yaml.safe_load(ExperimentFolder(out).config.read_text()) if ExperimentFolder(out).config.is_file() else {}
+    )
     inits = inits or {i["name"]: i["init"] for i in experiment.get("initialisations") or []}
     present = list(dict.fromkeys(results["init"]))
     # a selection study's arms are (initialisation, strategy): each takes its initialisation's kind
-    inits = {**(inits or {}), **{label: (inits or {}).get(name) for label, name in zip(results["init"], results["initialisation"]) if label != name}}
+    inits = {
+        **(inits or {}),
+        **{
+            label: (inits or {}).get(name)
+            for label, name in zip(results["init"], results["initialisation"])
+            if label != name
+        },
+    }
     order = [i for i in (inits or {}) if i in present] + sorted(set(present) - set(inits or {}))
     budgets = sorted(b for b in results["budget"].dropna().unique())
     (out / "figures").mkdir(exist_ok=True)
-    write_csv(ExperimentFolder(out).results, results[[*RESULT_COLUMNS, "budget", "macro_auroc", "lr", "protocol", *[c for c in results.columns if ":" in c]]])
+    write_csv(
+        ExperimentFolder(out).results,
+        results[
+            [*RESULT_COLUMNS, "budget", "macro_auroc", "lr", "protocol", *[c for c in results.columns if ":" in c]]
+        ],
+    )
 
     main_budget = budgets[-1] if budgets else None
     protocols = [p for p in PROTOCOL_TITLES if p in set(results["protocol"])]
     main_protocol = protocols[0] if "finetune" not in protocols else "finetune"
-    main = results[(results["protocol"] == main_protocol) & ((results["budget"] == main_budget) if main_budget is not None else True)]
-    main_full = [m for m in full if m["protocol"] == main_protocol and (main_budget is None or m["budget"] == main_budget)]
-    main_order = [i for i in order if i in set(main["init"])]  # an unfinished experiment may lack an initialisation here
+    main = results[
+        (results["protocol"] == main_protocol)
+        & ((results["budget"] == main_budget) if main_budget is not None else True)
+    ]
+    main_full = [
+        m for m in full if m["protocol"] == main_protocol and (main_budget is None or m["budget"] == main_budget)
+    ]
+    main_order = [
+        i for i in order if i in set(main["init"])
+    ]  # an unfinished experiment may lack an initialisation here
     doc = Document("lesionssl comparison report")
     doc.paragraph(
         "Test-set results of every finished run, recomputed from the runs' `predictions.csv`. Nothing was selected on the test set: "
         "each run trains a fixed protocol (or selects on the validation split) and is evaluated once."
-        + (f" The seed study's tables below are for the largest label budget, {main_budget} images {_per(results)}." if len(budgets) > 1 else "")
-        + (f" They show the {main_protocol} protocol; every protocol, budget and test set follows in its own tables." if len(protocols) > 1 or len(budgets) > 1 else "")
+        + (
+            f" The seed study's tables below are for the largest label budget, {main_budget} images {_per(results)}."
+            if len(budgets) > 1
+            else ""
+        )
+        + (
+            f" They show the {main_protocol} protocol; every protocol, budget and test set follows in its own tables."
+            if len(protocols) > 1 or len(budgets) > 1
+            else ""
+        )
     )
     if stale:
-        doc.paragraph(f"{len(stale)} finished run(s) from an earlier configuration of this experiment are left out: " + ", ".join(f"`{s}`" for s in stale) + ".")
+        doc.paragraph(
+            f"{len(stale)} finished run(s) from an earlier configuration of this experiment are left out: "
+            + ", ".join(f"`{s}`" for s in stale)
+            + "."
+        )
     intervals = Intervals(out)
     _methods(doc, out, experiment, results, order)
     doc.heading("Model fine-tuning results")
@@ -593,7 +852,9 @@ def write_report(out: Path, inits: dict[str, str] | None = None) -> Path:
     if experiment.get("reference") == "seed-isic2019":
         doc.heading("Published numbers (Haggerty & Chandra 2023) next to ours", 3)
         doc.table(published_table(main, main_order))
-    doc.paragraph("Standard deviation is the sample standard deviation (n - 1) over runs; the 95% CI is a percentile bootstrap interval of the mean that resamples both the seeds and the test images (1,000 replicates; 200 for AUROC), so it never leaves [0, 1].")
+    doc.paragraph(
+        "Standard deviation is the sample standard deviation (n - 1) over runs; the 95% CI is a percentile bootstrap interval of the mean that resamples both the seeds and the test images (1,000 replicates; 200 for AUROC), so it never leaves [0, 1]."
+    )
     doc.heading("Combined classification report (mean ± std over runs)")
     doc.table(classification_report_table(main_full, main_order))
     if main_full and support_note(main_full[0]["per_class"]):
@@ -608,12 +869,16 @@ def write_report(out: Path, inits: dict[str, str] | None = None) -> Path:
     if pairs.empty:
         doc.paragraph("Only one initialisation: nothing to compare.")
     else:
-        doc.paragraph("Difference of means (first minus second) with Welch's 95% CI and t-test; paired t-test over the seeds both share; Hedges' g effect size.")
+        doc.paragraph(
+            "Difference of means (first minus second) with Welch's 95% CI and t-test; paired t-test over the seeds both share; Hedges' g effect size."
+        )
         doc.table(pairs)
     for name in sorted({c.split(":")[0] for c in results.columns if ":" in c}):
         doc.heading(f"External test set: {name} (domain shift)")
         doc.table(summary_table(main, main_order, intervals, name))
-        doc.table(metric_table(test_set_view(main, name), main_order, ("balanced_accuracy", "macro_auroc"), intervals, name))
+        doc.table(
+            metric_table(test_set_view(main, name), main_order, ("balanced_accuracy", "macro_auroc"), intervals, name)
+        )
     if len(protocols) > 1 or len(budgets) > 1:
         _study(doc, results, order, intervals)
     if len(budgets) > 1:
@@ -630,7 +895,11 @@ def write_report(out: Path, inits: dict[str, str] | None = None) -> Path:
     for init in order:
         pool = pools.get(init)
         if pool in ("inductive", "transductive"):
-            meaning = "test images were seen, without labels, during pretraining" if pool == "transductive" else "no test image was seen during pretraining"
+            meaning = (
+                "test images were seen, without labels, during pretraining"
+                if pool == "transductive"
+                else "no test image was seen during pretraining"
+            )
             words = _pretraining_words(out, names.get(init, init)) if (inits or {}).get(init) == "pretrain" else ""
             doc.paragraph(f"**{init}**: {pool} ({meaning}).{words}")
         else:
@@ -640,7 +909,9 @@ def write_report(out: Path, inits: dict[str, str] | None = None) -> Path:
         for handling in sorted(set(results.loc[results["init"] == init, "handling"])):
             doc.paragraph(f"**{init}**: {handling}.")
     doc.heading("Runs")
-    runs = results[["protocol", "init", "budget", "seed", "accuracy", "balanced_accuracy", "macro_f1", "lr", "run_dir"]].copy()
+    runs = results[
+        ["protocol", "init", "budget", "seed", "accuracy", "balanced_accuracy", "macro_f1", "lr", "run_dir"]
+    ].copy()
     runs["lr"] = runs["lr"].map(lambda v: "-" if pd.isna(v) else f"{v:.3g}")
     doc.table(runs.round(4))
     folder = ExperimentFolder(out)

@@ -72,8 +72,10 @@ class Document:
                 body.append(block[1].to_html(index=False, border=0, escape=True))
             else:
                 data = base64.b64encode(block[1].read_bytes()).decode()
-                body.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(block[2])}"><figcaption>{html.escape(block[2])}</figcaption></figure>')
-        return f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(self.title)}</title><style>{STYLE}</style><script>{SCRIPT}</script></head><body>{''.join(body)}</body></html>"
+                body.append(
+                    f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(block[2])}"><figcaption>{html.escape(block[2])}</figcaption></figure>'
+                )
+        return f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(self.title)}</title><style>{STYLE}</style><script>{SCRIPT}</script></head><body>{"".join(body)}</body></html>'
 
 
 def _inline(text: str) -> str:

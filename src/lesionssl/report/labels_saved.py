@@ -38,7 +38,14 @@ def _matrix(frame: pd.DataFrame, init: str, metric: str, budgets: list[int], see
     return np.array([[rows.get((b, s), np.nan) for s in seeds] for b in budgets], dtype=float)
 
 
-def labels_saved(frame: pd.DataFrame, baseline: str, other: str, metric: str = "balanced_accuracy", resamples: int = BOOTSTRAP, seed: int = 0) -> pd.DataFrame:
+def labels_saved(
+    frame: pd.DataFrame,
+    baseline: str,
+    other: str,
+    metric: str = "balanced_accuracy",
+    resamples: int = BOOTSTRAP,
+    seed: int = 0,
+) -> pd.DataFrame:
     """One row per budget: the other initialisation's mean score, the baseline's ``b*`` with its
     bootstrap interval, and the ratio ``b* / b``.
 
@@ -51,14 +58,30 @@ def labels_saved(frame: pd.DataFrame, baseline: str, other: str, metric: str = "
         return pd.DataFrame()
     base, theirs = _matrix(frame, baseline, metric, budgets, seeds), _matrix(frame, other, metric, budgets, seeds)
     draws = np.random.default_rng(seed).integers(0, len(seeds), size=(resamples, len(seeds)))
-    base_boot, theirs_boot = np.nanmean(base[:, draws], axis=2).T, np.nanmean(theirs[:, draws], axis=2).T  # (resamples, budgets)
+    base_boot, theirs_boot = (
+        np.nanmean(base[:, draws], axis=2).T,
+        np.nanmean(theirs[:, draws], axis=2).T,
+    )  # (resamples, budgets)
     base_mean, theirs_mean = np.nanmean(base, axis=1), np.nanmean(theirs, axis=1)
     rows = []
     for i, budget in enumerate(budgets):
         needed = budget_to_reach(budgets, base_mean, theirs_mean[i])
         boot = [budget_to_reach(budgets, b, t[i]) for b, t in zip(base_boot, theirs_boot)]
         low, high = np.percentile(boot, [2.5, 97.5], method="inverted_cdf")
-        rows.append({"budget": budget, "other": other, "other_score": theirs_mean[i], "baseline": baseline, "baseline_score": base_mean[i], "labels_needed": needed, "ci_low": float(low), "ci_high": float(high), "ratio": needed / budget, "seeds": len(seeds)})
+        rows.append(
+            {
+                "budget": budget,
+                "other": other,
+                "other_score": theirs_mean[i],
+                "baseline": baseline,
+                "baseline_score": base_mean[i],
+                "labels_needed": needed,
+                "ci_low": float(low),
+                "ci_high": float(high),
+                "ratio": needed / budget,
+                "seeds": len(seeds),
+            }
+        )
     return pd.DataFrame(rows)
 
 

@@ -31,20 +31,41 @@ def coverage_frame(out: Path) -> pd.DataFrame:
     for file in sorted((Path(out) / "selection").glob("*/*/seed*/b*-labelled.csv")):
         seed_dir = file.parent
         counts = pd.read_csv(file, dtype=str, keep_default_na=False)["label"].value_counts()
-        rows.append({"initialisation": seed_dir.parent.parent.name, "strategy": seed_dir.parent.name, "seed": int(seed_dir.name.removeprefix("seed")), "budget": int(file.name.split("-")[0].removeprefix("b")), **counts.to_dict()})
+        rows.append(
+            {
+                "initialisation": seed_dir.parent.parent.name,
+                "strategy": seed_dir.parent.name,
+                "seed": int(seed_dir.name.removeprefix("seed")),
+                "budget": int(file.name.split("-")[0].removeprefix("b")),
+                **counts.to_dict(),
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def coverage_table(frame: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
     """Mean labelled images per class (rare classes first) and the mean number of classes found."""
     ordered = [c for c in RARE_CLASSES if c in classes] + [c for c in classes if c not in RARE_CLASSES]
-    frame = frame.reindex(columns=[*frame.columns, *[c for c in ordered if c not in frame]]).fillna({c: 0 for c in ordered})
+    frame = frame.reindex(columns=[*frame.columns, *[c for c in ordered if c not in frame]]).fillna(
+        {c: 0 for c in ordered}
+    )
     frame["classes found"] = (frame[ordered] > 0).sum(axis=1)
-    table = frame.groupby(["initialisation", "strategy", "budget"])[[*ordered, "classes found"]].mean().round(1).reset_index()
+    table = (
+        frame.groupby(["initialisation", "strategy", "budget"])[[*ordered, "classes found"]]
+        .mean()
+        .round(1)
+        .reset_index()
+    )
     return table.sort_values(["initialisation", "budget", "strategy"])
 
 
-def selection_section(doc: Document, out: Path, results: pd.DataFrame, classes: list[str], interval: Callable[[pd.DataFrame, str, str], tuple[float, float]]) -> None:
+def selection_section(
+    doc: Document,
+    out: Path,
+    results: pd.DataFrame,
+    classes: list[str],
+    interval: Callable[[pd.DataFrame, str, str], tuple[float, float]],
+) -> None:
     """Scores per (protocol, test set, initialisation, strategy, total labels); differences to random; class coverage."""
     doc.heading("Label selection")
     doc.paragraph(
@@ -66,21 +87,38 @@ def selection_section(doc: Document, out: Path, results: pd.DataFrame, classes: 
                 for budget, runs in arm.groupby("budget"):
                     low, high = interval(runs, "balanced_accuracy", test_set)
                     row[f"{int(budget)} labels"] = f"{_fmt(runs[column].mean())} [{_fmt(low)}, {_fmt(high)}]"
-                    baseline = view[(view["initialisation"] == initialisation) & (view["strategy"] == BASELINE) & (view["budget"] == budget)]
+                    baseline = view[
+                        (view["initialisation"] == initialisation)
+                        & (view["strategy"] == BASELINE)
+                        & (view["budget"] == budget)
+                    ]
                     if strategy != BASELINE and not baseline.empty:
-                        c = compare_pair(runs.rename(columns={column: "score"}), baseline.rename(columns={column: "score"}), "score")
-                        differences.append({
-                            "initialisation": initialisation, "strategy": strategy, "labels": int(budget), "difference to random": _fmt(c.get("paired_difference", c["difference"])),
-                            "paired 95% CI": f"[{_fmt(c.get('paired_ci_low', float('nan')))}, {_fmt(c.get('paired_ci_high', float('nan')))}]", "paired p": _fmt(c.get("paired_p", float("nan")), 4), "seeds": c["n_paired"],
-                        })
+                        c = compare_pair(
+                            runs.rename(columns={column: "score"}), baseline.rename(columns={column: "score"}), "score"
+                        )
+                        differences.append(
+                            {
+                                "initialisation": initialisation,
+                                "strategy": strategy,
+                                "labels": int(budget),
+                                "difference to random": _fmt(c.get("paired_difference", c["difference"])),
+                                "paired 95% CI": f"[{_fmt(c.get('paired_ci_low', float('nan')))}, {_fmt(c.get('paired_ci_high', float('nan')))}]",
+                                "paired p": _fmt(c.get("paired_p", float("nan")), 4),
+                                "seeds": c["n_paired"],
+                            }
+                        )
                 rows.append(row)
             doc.heading(f"{protocol} · {test_set}: balanced accuracy by total labels", 3)
             doc.table(pd.DataFrame(rows))
             if differences:
-                doc.paragraph("Each strategy minus random selection on the same initialisation's features, paired over seeds (t-interval).")
+                doc.paragraph(
+                    "Each strategy minus random selection on the same initialisation's features, paired over seeds (t-interval)."
+                )
                 doc.table(pd.DataFrame(differences))
     coverage = coverage_frame(out)
     if not coverage.empty:
         doc.heading("Classes found by each strategy", 3)
-        doc.paragraph(f"Labelled images per class at each total budget, mean over seeds; the rare classes ({', '.join(RARE_CLASSES)}) first. 'classes found': classes with at least one labelled image.")
+        doc.paragraph(
+            f"Labelled images per class at each total budget, mean over seeds; the rare classes ({', '.join(RARE_CLASSES)}) first. 'classes found': classes with at least one labelled image."
+        )
         doc.table(coverage_table(coverage, classes))

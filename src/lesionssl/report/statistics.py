@@ -40,7 +40,9 @@ def headline_scores(labels: np.ndarray, predictions: np.ndarray, k: int) -> np.n
     precision = np.divide(hits, called, out=np.zeros_like(hits), where=called > 0)
     f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(hits), where=precision + recall > 0)
     classes = present.sum(axis=1)  # recall and F1 are 0 for absent classes, so sums over all are sums over the present
-    scores = np.stack([hits.sum(axis=1) / counts.sum(axis=(1, 2)), recall.sum(axis=1) / classes, f1.sum(axis=1) / classes], axis=-1)
+    scores = np.stack(
+        [hits.sum(axis=1) / counts.sum(axis=(1, 2)), recall.sum(axis=1) / classes, f1.sum(axis=1) / classes], axis=-1
+    )
     return scores.reshape(*batch, 3)
 
 
@@ -63,7 +65,15 @@ def macro_auroc(labels: np.ndarray, probs: np.ndarray) -> float | np.ndarray:
 def image_interval(labels: np.ndarray, predictions: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """95% percentile intervals of :func:`headline_scores` over test images resampled with
     replacement (``scipy.stats.bootstrap``): one model's test-set sampling error."""
-    result = stats.bootstrap((labels, predictions), lambda a, b, axis=-1: headline_scores(np.moveaxis(a, axis, -1), np.moveaxis(b, axis, -1), k).T, paired=True, vectorized=True, n_resamples=BOOTSTRAP, method="percentile", random_state=seed)
+    result = stats.bootstrap(
+        (labels, predictions),
+        lambda a, b, axis=-1: headline_scores(np.moveaxis(a, axis, -1), np.moveaxis(b, axis, -1), k).T,
+        paired=True,
+        vectorized=True,
+        n_resamples=BOOTSTRAP,
+        method="percentile",
+        random_state=seed,
+    )
     return result.confidence_interval.low, result.confidence_interval.high
 
 
@@ -80,7 +90,9 @@ def image_replicates(labels: np.ndarray, probs: np.ndarray, metric: str, seed: i
     if metric == "macro_auroc":
         return np.concatenate([macro_auroc(labels[pick], probs[pick]) for pick in chunks])
     predictions, column = probs.argmax(axis=1), BOOTSTRAP_METRICS.index(metric)
-    return np.concatenate([headline_scores(labels[pick], predictions[pick], probs.shape[1])[:, column] for pick in chunks])
+    return np.concatenate(
+        [headline_scores(labels[pick], predictions[pick], probs.shape[1])[:, column] for pick in chunks]
+    )
 
 
 def seed_interval(per_run: np.ndarray, seed: int = 0) -> tuple[float, float]:
@@ -99,7 +111,9 @@ def study_interval(runs: list[tuple[np.ndarray, np.ndarray]], metric: str, seed:
         runs: Per run, true class indices ``[n]`` and probabilities ``[n, k]``.
         metric: One of :data:`BOOTSTRAP_METRICS`.
     """
-    return seed_interval(np.column_stack([image_replicates(labels, probs, metric, seed) for labels, probs in runs]), seed)
+    return seed_interval(
+        np.column_stack([image_replicates(labels, probs, metric, seed) for labels, probs in runs]), seed
+    )
 
 
 def summarize(values: np.ndarray) -> dict[str, float]:
@@ -132,14 +146,26 @@ def compare_pair(a: pd.DataFrame, b: pd.DataFrame, metric: str) -> dict[str, flo
         se = math.sqrt(va + vb)
         dof = (va + vb) ** 2 / (va**2 / (len(x) - 1) + vb**2 / (len(y) - 1)) if se > 0 else math.inf
         half = stats.t.ppf(0.975, dof) * se if se > 0 else 0.0
-        out |= {"ci_low": diff - half, "ci_high": diff + half, "welch_p": float(stats.ttest_ind(x, y, equal_var=False).pvalue) if se > 0 else math.nan}
+        out |= {
+            "ci_low": diff - half,
+            "ci_high": diff + half,
+            "welch_p": float(stats.ttest_ind(x, y, equal_var=False).pvalue) if se > 0 else math.nan,
+        }
     paired = a.merge(b, on="seed", suffixes=("_a", "_b")).dropna(subset=[f"{metric}_a", f"{metric}_b"])
     out["n_paired"] = len(paired)
     if len(paired) > 1:
         differences = (paired[f"{metric}_a"] - paired[f"{metric}_b"]).to_numpy(float)
         paired_summary = summarize(differences)
-        out |= {"paired_difference": paired_summary["mean"], "paired_ci_low": paired_summary["ci_low"], "paired_ci_high": paired_summary["ci_high"]}
-        out["paired_p"] = float(stats.ttest_rel(paired[f"{metric}_a"], paired[f"{metric}_b"]).pvalue) if differences.std() > 0 else math.nan
+        out |= {
+            "paired_difference": paired_summary["mean"],
+            "paired_ci_low": paired_summary["ci_low"],
+            "paired_ci_high": paired_summary["ci_high"],
+        }
+        out["paired_p"] = (
+            float(stats.ttest_rel(paired[f"{metric}_a"], paired[f"{metric}_b"]).pvalue)
+            if differences.std() > 0
+            else math.nan
+        )
     out["hedges_g"] = hedges_g(x, y)
     out["note"] = "" if min(len(x), len(y)) >= MIN_RUNS else f"fewer than {MIN_RUNS} runs per side: no conclusion"
     return out

@@ -63,7 +63,9 @@ def with_labels(manifest: Manifest, labels: pd.DataFrame, source: Path) -> tuple
     barred = [(image, split) for image, split in zip(filled["image"], splits) if split not in POOL_SPLITS]
     if barred:
         image, split = barred[0]
-        raise LesionSSLError(f"{source}: {image} is a {split} image of {manifest.path}; only pool images can be labelled ({len(barred)} such rows)")
+        raise LesionSSLError(
+            f"{source}: {image} is a {split} image of {manifest.path}; only pool images can be labelled ({len(barred)} such rows)"
+        )
     table.loc[table.index[rows], "label"] = filled["label"].to_numpy()
     table.loc[table.index[rows], "split"] = "train"
     return table, len(filled), int(len(labels) - len(filled))

@@ -52,7 +52,9 @@ def thumbnail(path: str) -> str:
 
 def write_page(path: Path, request: pd.DataFrame, classes: list[str], title: str) -> Path:
     """Write the page for ``request`` (a selection table) and return its path."""
-    options = '<option value="">?</option>' + "".join(f'<option value="{html.escape(c)}">{html.escape(c)}</option>' for c in classes)
+    options = '<option value="">?</option>' + "".join(
+        f'<option value="{html.escape(c)}">{html.escape(c)}</option>' for c in classes
+    )
     cards = []
     for i, row in enumerate(request.itertuples(index=False)):
         cards.append(
@@ -73,15 +75,15 @@ select {{ width: 100%; margin-top: 4px; }}
 <h1>{html.escape(title)}</h1>
 <p>Choose each image's class (leave <b>?</b> when unsure: that image stays unlabelled), then
 <button onclick="download()">download the filled-in CSV</button> <span id="done">0 of {len(request)} labelled</span>.
-Read it back with <code>lesionssl split --labels {html.escape(Path(path).with_suffix('.csv').name)} --out next.csv</code>.
-Classes: {html.escape(', '.join(classes))}.</p>
+Read it back with <code>lesionssl split --labels {html.escape(Path(path).with_suffix(".csv").name)} --out next.csv</code>.
+Classes: {html.escape(", ".join(classes))}.</p>
 <main>
 {chr(10).join(cards)}
 </main>
 <script>
 const COLUMNS = {json.dumps(list(request.columns))};
 const ROWS = {rows};
-const FILE = {json.dumps(Path(path).with_suffix('.csv').name)};
+const FILE = {json.dumps(Path(path).with_suffix(".csv").name)};
 {_SCRIPT}
 </script></body></html>
 """

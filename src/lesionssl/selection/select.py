@@ -66,7 +66,9 @@ def excluded_images(files: list[Path], manifest: Manifest) -> set[str]:
         names |= set(table["image"])
     unknown = names - set(manifest.table["image"])
     if unknown:
-        raise LesionSSLError(f"--exclude: {len(unknown)} image(s) are not in {manifest.path}, e.g. {sorted(unknown)[:3]}")
+        raise LesionSSLError(
+            f"--exclude: {len(unknown)} image(s) are not in {manifest.path}, e.g. {sorted(unknown)[:3]}"
+        )
     return names
 
 
@@ -74,10 +76,17 @@ def pool_features(config: SelectConfig, manifest: Manifest, rows: np.ndarray) ->
     """Backbone features of manifest ``rows``, read from or added to the shared cache. A random
     initialisation is seeded with ``config.seed``, as the probe of that seed is."""
     L.seed_everything(config.seed, workers=True, verbose=False)
-    images = build_store(manifest.table["path"].tolist(), stored_size(config.image_size, config.store_margin), "decoding images", config.colour)
+    images = build_store(
+        manifest.table["path"].tolist(),
+        stored_size(config.image_size, config.store_margin),
+        "decoding images",
+        config.colour,
+    )
     backbone, info = build_backbone(config.backbone, config.init, config.image_size)
     cache = config.cache or Path(config.manifest).parent / FEATURES
-    features = cached_features(cache, backbone, images, rows, config.image_size, resolve_preprocessing(config.normalize, info))
+    features = cached_features(
+        cache, backbone, images, rows, config.image_size, resolve_preprocessing(config.normalize, info)
+    )
     return np.stack([features[r] for r in rows.tolist()])
 
 
@@ -92,7 +101,9 @@ def choose(config: SelectConfig, manifest: Manifest) -> tuple[pd.DataFrame, Sele
     groups = (pool_table["group"] if "group" in pool_table else pool_table["image"]).to_numpy()
     candidates = (pool_table["split"] == "unlabelled").to_numpy() & ~labelled
     if not candidates.any():
-        raise LesionSSLError(f"{manifest.path}: no unlabelled pool image left to pick (validation, test and external images are never picked)")
+        raise LesionSSLError(
+            f"{manifest.path}: no unlabelled pool image left to pick (validation, test and external images are never picked)"
+        )
     pool = Pool(pool_features(config, manifest, rows), candidates, labelled, groups)
     options = {"clusters": len(manifest.classes)} if config.strategy == "probcover" else {}
     selection = STRATEGIES[config.strategy](pool, config.budget, config.seed, **options)
@@ -104,15 +115,17 @@ def select(config: SelectConfig) -> LabelRequest:
     """Pick ``config.budget`` images and write the CSV, its sidecar and the HTML page."""
     manifest = read_manifest(config.manifest, data_root=config.data_root)
     picked, selection, pool_images, candidates = choose(config, manifest)
-    request = pd.DataFrame({
-        "order": np.arange(1, len(picked) + 1),
-        "image": picked["image"].to_numpy(),
-        "label": "",
-        "group": (picked["group"] if "group" in picked else picked["image"]).to_numpy(),
-        "path": picked["path"].to_numpy(),
-        "strategy": config.strategy,
-        "score": np.round(selection.scores, 6),
-    })[REQUEST_COLUMNS]
+    request = pd.DataFrame(
+        {
+            "order": np.arange(1, len(picked) + 1),
+            "image": picked["image"].to_numpy(),
+            "label": "",
+            "group": (picked["group"] if "group" in picked else picked["image"]).to_numpy(),
+            "path": picked["path"].to_numpy(),
+            "strategy": config.strategy,
+            "score": np.round(selection.scores, 6),
+        }
+    )[REQUEST_COLUMNS]
     settings = {
         "manifest": str(Path(config.manifest).resolve()),
         **config.model_dump(mode="json", exclude={"manifest", "out"}),
@@ -125,6 +138,11 @@ def select(config: SelectConfig) -> LabelRequest:
     }
     out = Path(config.out)
     write_json(sidecar(out), settings)
-    page = write_page(out.with_suffix(".html"), request, manifest.classes, f"{len(request)} images to label ({config.strategy}, {Path(config.init).name if config.init != 'random' else 'random weights'})")
+    page = write_page(
+        out.with_suffix(".html"),
+        request,
+        manifest.classes,
+        f"{len(request)} images to label ({config.strategy}, {Path(config.init).name if config.init != 'random' else 'random weights'})",
+    )
     write_csv(out, request)  # last: the CSV marks a finished selection
     return LabelRequest(out, request, page, pool_images, candidates, settings)

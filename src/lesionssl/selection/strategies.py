@@ -104,7 +104,11 @@ def typiclust(pool: Pool, budget: int, seed: int, max_clusters: int = TYPICLUST_
     """TypiClust (TPC-RP): the most typical candidate of the least-labelled large cluster, repeatedly."""
     picker = _Picker(pool)
     k = max(1, min(int(pool.labelled.sum()) + budget, max_clusters, len(pool.features)))
-    kmeans = KMeans(n_clusters=k, n_init=1, random_state=seed) if k <= TYPICLUST_FULL_KMEANS else MiniBatchKMeans(n_clusters=k, batch_size=5000, n_init=3, random_state=seed)
+    kmeans = (
+        KMeans(n_clusters=k, n_init=1, random_state=seed)
+        if k <= TYPICLUST_FULL_KMEANS
+        else MiniBatchKMeans(n_clusters=k, batch_size=5000, n_init=3, random_state=seed)
+    )
     clusters = kmeans.fit_predict(pool.features)
     sizes = np.bincount(clusters, minlength=k)
     labelled = np.bincount(clusters[pool.labelled], minlength=k)
@@ -126,7 +130,13 @@ def typiclust(pool: Pool, budget: int, seed: int, max_clusters: int = TYPICLUST_
     return picker.selection
 
 
-def purity_delta(features: np.ndarray, clusters: int, seed: int, purity: float = PROBCOVER_PURITY, deltas: tuple[float, ...] = PROBCOVER_DELTAS) -> float:
+def purity_delta(
+    features: np.ndarray,
+    clusters: int,
+    seed: int,
+    purity: float = PROBCOVER_PURITY,
+    deltas: tuple[float, ...] = PROBCOVER_DELTAS,
+) -> float:
     """ProbCover's ball radius: the largest ``delta`` at which at least ``purity`` of the balls hold
     points of one k-means cluster only. A ball around x is pure while ``delta`` does not exceed the
     distance from x to the nearest point of another cluster."""
@@ -146,14 +156,24 @@ def probcover(pool: Pool, budget: int, seed: int, delta: float | None = None, cl
     labelled images cover their balls from the start; at full coverage, candidates at random."""
     picker = _Picker(pool)
     delta = purity_delta(pool.features, clusters, seed) if delta is None else delta
-    graph = radius_neighbors_graph(pool.features, delta, mode="connectivity", include_self=True).astype(np.int32).tocsr()
-    covered = np.asarray(graph[np.flatnonzero(pool.labelled)].sum(axis=0)).ravel() > 0 if pool.labelled.any() else np.zeros(len(pool.features), bool)
+    graph = (
+        radius_neighbors_graph(pool.features, delta, mode="connectivity", include_self=True).astype(np.int32).tocsr()
+    )
+    covered = (
+        np.asarray(graph[np.flatnonzero(pool.labelled)].sum(axis=0)).ravel() > 0
+        if pool.labelled.any()
+        else np.zeros(len(pool.features), bool)
+    )
     degree = np.asarray(graph[:, ~covered].sum(axis=1)).ravel().astype(float)
     tie_break = np.random.default_rng(seed).random(len(degree)) * 1e-3  # below one neighbour: only ties
     picker.selection.settings = {"delta": delta}
     while not picker.done(budget):
         if degree[picker.open].max() < 1:  # everything covered: the paper continues at random
-            rest = random_order(Pool(pool.features, picker.open, np.zeros_like(picker.open), pool.groups), budget - len(picker.selection.picked), seed)
+            rest = random_order(
+                Pool(pool.features, picker.open, np.zeros_like(picker.open), pool.groups),
+                budget - len(picker.selection.picked),
+                seed,
+            )
             for index in rest.picked:
                 picker.take(index, 0.0)
             break
@@ -173,7 +193,11 @@ def kcenter(pool: Pool, budget: int, seed: int) -> Selection:
     distance = np.full(len(pool.features), np.inf)
 
     def cover(index: int | np.ndarray) -> None:
-        np.minimum(distance, np.sqrt(np.maximum(2.0 - 2.0 * pool.features @ np.atleast_2d(pool.features[index]).T, 0.0)).min(axis=1), out=distance)
+        np.minimum(
+            distance,
+            np.sqrt(np.maximum(2.0 - 2.0 * pool.features @ np.atleast_2d(pool.features[index]).T, 0.0)).min(axis=1),
+            out=distance,
+        )
 
     for start in range(0, int(pool.labelled.sum()), 1024):
         cover(np.flatnonzero(pool.labelled)[start : start + 1024])
@@ -189,4 +213,9 @@ def kcenter(pool: Pool, budget: int, seed: int) -> Selection:
 
 
 Strategy = Callable[..., Selection]
-STRATEGIES: dict[str, Strategy] = {"typiclust": typiclust, "probcover": probcover, "kcenter": kcenter, "random": random_order}
+STRATEGIES: dict[str, Strategy] = {
+    "typiclust": typiclust,
+    "probcover": probcover,
+    "kcenter": kcenter,
+    "random": random_order,
+}

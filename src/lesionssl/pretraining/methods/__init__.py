@@ -30,8 +30,13 @@ def get_method(name: str, kwargs: dict[str, Any] | None = None) -> Method:
     try:
         return cls(**(kwargs or {}))
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {'unknown key' if e['type'] == 'extra_forbidden' else e['msg']}" for e in exc.errors())
-        raise LesionSSLError(f"method_kwargs of {name}: {problems} (allowed: {', '.join(cls.Kwargs.model_fields)})") from None
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {'unknown key' if e['type'] == 'extra_forbidden' else e['msg']}"
+            for e in exc.errors()
+        )
+        raise LesionSSLError(
+            f"method_kwargs of {name}: {problems} (allowed: {', '.join(cls.Kwargs.model_fields)})"
+        ) from None
 
 
 __all__ = ["METHODS", "LossTerms", "Method", "get_method"]

@@ -39,19 +39,29 @@ def byol_loss(p_a: torch.Tensor, p_b: torch.Tensor, t_a: torch.Tensor, t_b: torc
 
 class BYOLKwargs(MethodKwargs):
     projector: list[int] = Field(default_factory=lambda: [4096, 256], min_length=1)
-    predictor: list[int] = Field(default_factory=lambda: [4096, 256], min_length=1, description="the predictor's widths; the last equals the projector's")
-    tau_base: float = Field(0.99, ge=0, lt=1, description="the target's EMA coefficient at the first step (1 at the last)")
+    predictor: list[int] = Field(
+        default_factory=lambda: [4096, 256],
+        min_length=1,
+        description="the predictor's widths; the last equals the projector's",
+    )
+    tau_base: float = Field(
+        0.99, ge=0, lt=1, description="the target's EMA coefficient at the first step (1 at the last)"
+    )
 
     @model_validator(mode="after")
     def _predictor_predicts_a_projection(self) -> BYOLKwargs:
         if self.predictor[-1] != self.projector[-1]:
-            raise ValueError(f"the predictor's last width ({self.predictor[-1]}) must equal the projector's ({self.projector[-1]})")
+            raise ValueError(
+                f"the predictor's last width ({self.predictor[-1]}) must equal the projector's ({self.projector[-1]})"
+            )
         return self
 
 
 class BYOL(Method):
     name = "byol"
-    summary = "the online network predicts a slowly moving (EMA) target network's projection of the other view: no negatives"
+    summary = (
+        "the online network predicts a slowly moving (EMA) target network's projection of the other view: no negatives"
+    )
     source = "Grill et al. 2020 (MLPs 4096-256, EMA tau from 0.99 to 1 by a cosine)"
     Kwargs: ClassVar = BYOLKwargs
 

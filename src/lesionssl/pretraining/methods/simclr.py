@@ -27,7 +27,9 @@ def nt_xent_loss(z_a: torch.Tensor, z_b: torch.Tensor, temperature: float = 0.1)
         z = F.normalize(torch.cat([gather(z_a.float()), gather(z_b.float())]), dim=1)
         n = z.shape[0] // 2
         similarity = z @ z.T
-        logits = (similarity / temperature).masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
+        logits = (similarity / temperature).masked_fill(
+            torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf")
+        )
         positives = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
         loss = F.cross_entropy(logits, positives)
         aligned = similarity[torch.arange(2 * n, device=z.device), positives].mean()
@@ -41,7 +43,9 @@ class SimCLRKwargs(MethodKwargs):
 
 class SimCLR(JointEmbedding):
     name = "simclr"
-    summary = "each view picks out its partner among all other images of the (global) batch: contrastive, with negatives"
+    summary = (
+        "each view picks out its partner among all other images of the (global) batch: contrastive, with negatives"
+    )
     source = "Chen et al. 2020 (NT-Xent, temperature 0.1, projector 2048-128)"
     Kwargs: ClassVar = SimCLRKwargs
 

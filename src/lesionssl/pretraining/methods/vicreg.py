@@ -32,7 +32,15 @@ def _covariance(z: torch.Tensor) -> torch.Tensor:
     return (cov.pow(2).sum() - torch.diagonal(cov).pow(2).sum()) / z.shape[1]
 
 
-def vicreg_loss(z_a: torch.Tensor, z_b: torch.Tensor, invariance: float = 25.0, variance: float = 25.0, covariance: float = 1.0, std_target: float = 1.0, eps: float = 1e-4) -> LossTerms:
+def vicreg_loss(
+    z_a: torch.Tensor,
+    z_b: torch.Tensor,
+    invariance: float = 25.0,
+    variance: float = 25.0,
+    covariance: float = 1.0,
+    std_target: float = 1.0,
+    eps: float = 1e-4,
+) -> LossTerms:
     """The VICReg loss over the global batch, with its three (unweighted) terms; float32 under autocast."""
     with torch.autocast(z_a.device.type, enabled=False):
         z_a, z_b = gather(z_a.float()), gather(z_b.float())
