@@ -391,3 +391,18 @@ def test_an_accelerator_or_device_count_the_machine_lacks_is_one_line(
     )
     assert_one_line_error(result, fragment)
     assert "history.csv" not in result.stderr
+
+
+def test_help_choices_come_from_the_configuration_and_notes_only_name_real_choices():
+    from lesionssl.cli import choices_of, one_of
+    from lesionssl.config import FinetuneConfig
+
+    assert choices_of(FinetuneConfig, "sampling") == ("shuffle", "class-balanced")
+    assert choices_of(FinetuneConfig, "test_prior") == (
+        "train",
+        "uniform",
+        "pool",
+    )  # the words of `Literal[...] | dict`
+    assert one_of(["a", "b"], {"b": "note"}, "PATH") == "a | b (note) | PATH"
+    with pytest.raises(ValueError, match="unknown choices"):
+        one_of(["a"], {"c": "a word the vocabulary no longer has"})

@@ -222,3 +222,11 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(name, synthetic_manifes
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(b[key], a[key], atol=1e-6, rtol=0, msg=key)
+
+
+def test_the_cli_knows_every_registered_method_without_importing_torch():
+    from lesionssl.pretraining import method_names
+
+    assert set(method_names()) == set(METHODS)  # one file per method, named as its registry entry
+    result = lesionssl("pretrain", "--help")
+    assert result.returncode == 0 and all(name in result.stdout for name in METHODS)

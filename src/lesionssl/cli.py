@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import functools
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import typer
 import yaml
@@ -27,6 +28,7 @@ from lesionssl.config import (
     CompareConfig,
     FinetuneConfig,
     PretrainConfig,
+    RuntimeConfig,
     SelectConfig,
     SplitCommand,
     config_keys,
@@ -41,6 +43,9 @@ from lesionssl.config import (
 )
 from lesionssl.errors import LesionSSLError
 from lesionssl.layout import PREDICTIONS, RunFolder
+from lesionssl.models import RESNETS, TIMM_PREFIX
+from lesionssl.models.lite import LITE
+from lesionssl.pretraining import method_names
 from lesionssl.progress import console
 from lesionssl.stopping import Stopped, resume_command, stop_on_signals
 
@@ -88,7 +93,33 @@ COMMAND_CONFIGS: dict[str, type[BaseModel]] = {
     "finetune": FinetuneConfig,
     "compare": CompareConfig,
 }
+
+
 #: Flags of earlier versions, named in the error that refuses them.
+def choices_of(model: type[BaseModel], field: str) -> tuple[str, ...]:
+    """The words a config field takes (its ``Literal`` values, wherever they sit in its type)."""
+
+    def words(annotation: Any) -> list[str]:
+        if get_origin(annotation) is Literal:
+            return [a for a in get_args(annotation) if isinstance(a, str)]
+        return [w for arg in get_args(annotation) for w in words(arg)]
+
+    return tuple(dict.fromkeys(words(model.model_fields[field].annotation)))
+
+
+def one_of(choices: Iterable[str], notes: dict[str, str] | None = None, more: str = "") -> str:
+    """A flag's help from the vocabulary where it is defined (a config field, a registry): the
+    choices in order, each with its note; ``more`` adds what is not a word (``PATH``)."""
+    choices, notes = list(choices), notes or {}
+    if set(notes) - set(choices):  # a note for a word the vocabulary no longer has
+        raise ValueError(f"help notes for unknown choices {sorted(set(notes) - set(choices))}")
+    return " | ".join([*(f"{c} ({notes[c]})" if c in notes else c for c in choices), *([more] if more else [])])
+
+
+BACKBONES = (*LITE, *RESNETS, f"{TIMM_PREFIX}NAME")
+#: Inits every backbone may name besides a registered name or a path (torchvision's weights for a ResNet).
+COMMON_INITS = ("random", "imagenet", "imagenet-v1", "imagenet-v2")
+
 RENAMED = {"split": "manifest", "preset": "recipe", "precision": "runtime.precision", "method-kwarg": "method-kwargs"}
 #: Keys of ``click.Context.meta`` the contract layer fills before a command runs.
 FILE, EXTRA, PRINT = "lesionssl.file", "lesionssl.extra", "lesionssl.print_config"
@@ -306,20 +337,16 @@ def pretrain(
     out: OutOpt = None,
     backbone: Annotated[
         str | None,
-        typer.Option(
-            help="resnet18 (default) | resnet34 | resnet50 | resnet101 | efficientnet_lite0 | efficientnet_lite1 | efficientnet_lite2 | timm:NAME"
-        ),
+        typer.Option(help=one_of(BACKBONES, {PretrainConfig.model_fields["backbone"].default: "default"})),
     ] = None,
     init: Annotated[
         str | None,
-        typer.Option(
-            help="random | imagenet | imagenet-v1 | imagenet-v2 | a registered name | PATH to a checkpoint (pre-pretraining)."
-        ),
+        typer.Option(help=one_of(COMMON_INITS, more="a registered name | PATH to a checkpoint (pre-pretraining).")),
     ] = None,
     image_size: Annotated[int | None, typer.Option(help="Side of the training views in pixels.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Image pairs per step.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Passes over the pool.")] = None,
-    method: Annotated[str | None, typer.Option(help="barlow_twins | vicreg | simclr | byol")] = None,
+    method: Annotated[str | None, typer.Option(help=one_of(method_names()))] = None,
     method_kwargs: Annotated[
         list[str] | None,
         typer.Option(
@@ -331,16 +358,28 @@ def pretrain(
     positives: Annotated[
         str | None,
         typer.Option(
-            help="self (two views of one image) | lesion (two images of one lesion where the pool has several)."
+            help=one_of(
+                choices_of(PretrainConfig, "positives"),
+                {"self": "two views of one image", "lesion": "two images of one lesion where the pool has several"},
+            )
         ),
     ] = None,
     recipe: Annotated[
         str | None,
         typer.Option(
-            help="small-data (from random weights; measured on small dermoscopy pools) | continue (trained weights; the default when --init is not random) | seed (Haggerty & Chandra) | official (Zbontar et al.): a named set of settings; explicit keys override it."
+            help=one_of(
+                choices_of(PretrainConfig, "recipe"),
+                {
+                    "small-data": "from random weights; measured on small dermoscopy pools",
+                    "continue": "trained weights; the default when --init is not random",
+                    "seed": "Haggerty & Chandra",
+                    "official": "Zbontar et al.",
+                },
+            )
+            + ": a named set of settings; explicit keys override it."
         ),
     ] = None,
-    augmentation: Annotated[str | None, typer.Option(help="small-data | seed | official")] = None,
+    augmentation: Annotated[str | None, typer.Option(help=one_of(choices_of(PretrainConfig, "augmentation")))] = None,
     lr: Annotated[str | None, typer.Option(help="'find' (LR finder, valley) or a number.")] = None,
     resume: ResumeOpt = None,
     seed: SeedOpt = None,
@@ -382,18 +421,22 @@ def select(
     strategy: Annotated[
         str | None,
         typer.Option(
-            help="typiclust | probcover (typical and diverse: best at small budgets) | kcenter (coverage) | random"
+            help=one_of(
+                choices_of(SelectConfig, "strategy"),
+                {"probcover": "typical and diverse: best at small budgets", "kcenter": "coverage"},
+            )
         ),
     ] = None,
     init: Annotated[
         str | None,
         typer.Option(
-            help="The features' weights: PATH to a backbone from `lesionssl pretrain` (recommended) | random | imagenet | a registered name."
+            help="The features' weights: PATH to a backbone from `lesionssl pretrain` (recommended) | "
+            + one_of(COMMON_INITS, more="a registered name.")
         ),
     ] = None,
     backbone: Annotated[
         str | None,
-        typer.Option(help="Architecture of the weights: resnet18 | resnet34 | resnet50 | resnet101 | timm:NAME"),
+        typer.Option(help="Architecture of the weights: " + one_of(BACKBONES)),
     ] = None,
     image_size: Annotated[
         int | None, typer.Option(help="Side of the images the features are taken at (as the probe's).")
@@ -489,7 +532,7 @@ def augment_preview(
     data: DataOpt = None,
     out: Annotated[Path, typer.Option("--out", help="PNG file to write.")] = Path("augmentations.png"),
     augmentation: Annotated[
-        str, typer.Option(help="small-data | seed | official (as pretrain's augmentation)")
+        str, typer.Option(help=one_of(choices_of(PretrainConfig, "augmentation")) + " (as pretrain's augmentation)")
     ] = "small-data",
     extra_augmentations: Annotated[
         list[str] | None,
@@ -528,14 +571,16 @@ def finetune(
     out: OutOpt = None,
     backbone: Annotated[
         str | None,
-        typer.Option(
-            help="efficientnet_lite0 (default; its ImageNet weights come installed) | efficientnet_lite1 | efficientnet_lite2 | resnet18 | resnet34 | resnet50 | resnet101 | timm:NAME"
-        ),
+        typer.Option(help=one_of(BACKBONES, {next(iter(LITE)): "default; its ImageNet weights come installed"})),
     ] = None,
     init: Annotated[
         str | None,
         typer.Option(
-            help="imagenet (default where the weights come installed: Lite0-2) | random | imagenet-v1 | imagenet-v2 | a registered name | PATH"
+            help=one_of(
+                COMMON_INITS,
+                {"imagenet": "default where the weights come installed: Lite0-2"},
+                "a registered name | PATH",
+            )
         ),
     ] = None,
     image_size: Annotated[int | None, typer.Option(help="Side of the training images in pixels.")] = None,
@@ -544,19 +589,36 @@ def finetune(
     lr: Annotated[str | None, typer.Option(help="'find' (LR finder) or a number.")] = None,
     tta: Annotated[int | None, typer.Option(help="Augmented test views (the seed: 3).")] = None,
     recipe: Annotated[
-        str | None, typer.Option(help="seed | recommended: a named set of settings; explicit keys override it.")
+        str | None,
+        typer.Option(
+            help=one_of(choices_of(FinetuneConfig, "recipe")) + ": a named set of settings; explicit keys override it."
+        ),
     ] = None,
     freeze: Annotated[
-        str | None, typer.Option(help="Head stage: fastai (BN trainable, the seed) | linear-probe.")
+        str | None,
+        typer.Option(
+            help="Head stage: " + one_of(choices_of(FinetuneConfig, "freeze"), {"fastai": "BN trainable, the seed"})
+        ),
     ] = None,
-    sampling: Annotated[str | None, typer.Option(help="shuffle | class-balanced")] = None,
-    loss_weights: Annotated[str | None, typer.Option(help="none | balanced (class-weighted cross-entropy)")] = None,
+    sampling: Annotated[str | None, typer.Option(help=one_of(choices_of(FinetuneConfig, "sampling")))] = None,
+    loss_weights: Annotated[
+        str | None,
+        typer.Option(
+            help=one_of(choices_of(FinetuneConfig, "loss_weights"), {"balanced": "class-weighted cross-entropy"})
+        ),
+    ] = None,
     test_prior: Annotated[
-        str | None, typer.Option(help="Logit adjustment to: train (none) | uniform | pool (EM on unlabelled images).")
+        str | None,
+        typer.Option(
+            help="Logit adjustment to: "
+            + one_of(choices_of(FinetuneConfig, "test_prior"), {"train": "none", "pool": "EM on unlabelled images"})
+        ),
     ] = None,
     select_on: Annotated[
         str | None,
-        typer.Option(help="none | val_loss | val_balanced_accuracy (needs a val split; never the test split)."),
+        typer.Option(
+            help=one_of(choices_of(FinetuneConfig, "select_on")) + " (needs a val split; never the test split)."
+        ),
     ] = None,
     resume: ResumeOpt = None,
     seed: SeedOpt = None,
@@ -628,7 +690,7 @@ def predict(
         ),
     ] = "none",
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
-    precision: Annotated[str | None, typer.Option(help="32-true | bf16-mixed | 16-mixed")] = None,
+    precision: Annotated[str | None, typer.Option(help=one_of(choices_of(RuntimeConfig, "precision")))] = None,
     adapt_bn: Annotated[
         bool,
         typer.Option(

@@ -34,6 +34,7 @@ from lesionssl.data.colour import DEFAULT_P, ColourConstancy, ColourMethod
 from lesionssl.errors import LesionSSLError
 from lesionssl.models import RESNETS, TIMM_PREFIX
 from lesionssl.models.lite import LITE
+from lesionssl.pretraining import method_names
 
 
 #: A torchvision ResNet, an EfficientNet-Lite, or any timm model as ``timm:NAME`` (checked when it is built).
@@ -430,7 +431,7 @@ class PretrainConfig(DecodesImages):
     store_margin: StoreMargin = STORE_MARGIN
     batch_size: int = Field(128, ge=2)
     epochs: int = Field(50, ge=1, description="50: the length measured on ../shared/data/skin-lesions (EVIDENCE.md)")
-    method: str = Field("barlow_twins", description="barlow_twins | vicreg | simclr | byol")
+    method: str = Field("barlow_twins", description=" | ".join(method_names()))
     method_kwargs: dict[str, Any] = Field(
         default_factory=dict,
         description="the method's hyperparameters (projector widths, loss weights); `projector` and `lambd` may also be given at the top level",
