@@ -278,6 +278,8 @@ def test_list_and_tuple_keys_take_repeated_flags_and_comma_separated_values():
     ],
 )
 def test_print_config_shows_what_the_recipe_resolved_and_reads_back_the_same(flags, expected, tmp_path):
+    from lesionssl.pretraining.methods import build_method
+
     """Once ``--recipe official`` printed lr 0.001 and no projector: the recipe's keys were missing."""
     import yaml
 
@@ -288,7 +290,7 @@ def test_print_config_shows_what_the_recipe_resolved_and_reads_back_the_same(fla
     shown = yaml.safe_load(result.stdout)
     assert {k: shown[k] for k in expected} == expected
     resolved = validate(PretrainConfig, {flags[0].lstrip("-"): flags[1]})
-    assert shown["method_kwargs"] == resolved.build_method().resolved() and shown["method_kwargs"]["projector"]
+    assert shown["method_kwargs"] == build_method(resolved).resolved() and shown["method_kwargs"]["projector"]
     (tmp_path / "shown.yaml").write_text(result.stdout)
     assert lesionssl("pretrain", "--config", tmp_path / "shown.yaml", "--print-config").stdout == result.stdout
 

@@ -220,3 +220,14 @@ def test_the_manifest_sidecar_is_one_record_with_the_one_split_type(tmp_path):
     }  # a sidecar of an earlier lesionssl
     sidecar.write_text(json.dumps(older))
     assert ManifestRecord.read(tmp_path / "m.csv").spec == spec
+
+
+def test_the_configuration_does_not_reach_into_the_methods():
+    import ast
+    from pathlib import Path
+
+    import lesionssl
+
+    tree = ast.parse((Path(lesionssl.__file__).parent / "config.py").read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    assert not any(module.startswith("lesionssl.pretraining.methods") for module in imported)

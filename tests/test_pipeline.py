@@ -15,6 +15,7 @@ from lesionssl.data.split import read_manifest
 from lesionssl.errors import LesionSSLError
 from lesionssl.experiment import finetune as finetune_run
 from lesionssl.experiment.compare import compare
+from lesionssl.pretraining.methods import build_method
 from lesionssl.pretraining.run import pretrain
 from lesionssl.report.compare import write_report
 
@@ -92,8 +93,8 @@ def test_pretrain_writes_backbone_history_and_provenance(synthetic_manifest, tmp
     )  # the recipe's settings, resolved
     seed = validate(PretrainConfig, {"recipe": "seed", "projector": [64, 64]})
     assert (
-        seed.build_method().settings.lambd is None
-        and seed.build_method().lambd == 1 / 64
+        build_method(seed).settings.lambd is None
+        and build_method(seed).lambd == 1 / 64
         and seed.lr == "find"
         and seed.resolved_projector_warmup_epochs == 1
     )
@@ -133,7 +134,7 @@ def test_a_run_without_figures_keeps_its_csvs_its_card_and_its_folder(synthetic,
 
 def test_recipes_set_their_keys_and_explicit_keys_win():
     default = validate(PretrainConfig, {})
-    assert (default.recipe, default.optimizer, default.lr, default.build_method().lambd, default.augmentation) == (
+    assert (default.recipe, default.optimizer, default.lr, build_method(default).lambd, default.augmentation) == (
         "small-data",
         "adam",
         1e-3,
@@ -145,8 +146,8 @@ def test_recipes_set_their_keys_and_explicit_keys_win():
     official = validate(PretrainConfig, {"recipe": "official", "lambd": 0.01})
     assert (
         official.optimizer == "lars"
-        and official.build_method().lambd == 0.01
-        and official.projector == [8192, 8192, 8192]
+        and build_method(official).lambd == 0.01
+        and build_method(official).settings.projector == [8192, 8192, 8192]
     )
     changed = validate(PretrainConfig, {"augment": {"crop_scale": [0.08, 1.0], "solarize_p": [0.0, 0.2]}})
     assert changed.augmentation_parameters.crop_scale == (0.08, 1.0) and changed.augmentation_parameters.solarize_p == (

@@ -15,6 +15,7 @@ from lesionssl.config import SplitConfig
 from lesionssl.data.sources import read_sources
 from lesionssl.data.split import make_split
 from lesionssl.experiment.reproduce import GROUND_TRUTH, IMAGES, Source, prepare_isic2019, reproduce_config
+from lesionssl.pretraining.methods import build_method
 from lesionssl.report.compare import published_table
 
 CLASSES = ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK"]
@@ -69,9 +70,9 @@ def test_full_config_is_the_seed_design(tmp_path):
         "pre-pretrained",
     ]
     assert len(config.seeds) == 35 and config.split.seed_isic2019 and config.split.transductive
-    assert config.pretrain.projector == [8192, 8192, 8192] and config.pretrain.build_method().lambd == pytest.approx(
-        1 / 8192
-    )
+    assert build_method(config.pretrain).settings.projector == [8192, 8192, 8192] and build_method(
+        config.pretrain
+    ).lambd == pytest.approx(1 / 8192)
     assert (config.finetune.backbone, config.finetune.image_size, config.finetune.epochs, config.finetune.tta) == (
         "resnet50",
         256,

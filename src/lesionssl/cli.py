@@ -168,7 +168,12 @@ def _settings(model: type[BaseModel], values: dict[str, Any], source: str) -> An
     """Validate; with ``--print-config``, write the resolved YAML and exit instead."""
     settings = validate(model, values, source)
     if get_current_context().meta.get(PRINT):
-        typer.echo(to_yaml(settings), nl=False)
+        extra = None
+        if isinstance(settings, PretrainConfig):  # what the method resolves: its defaults filled
+            from lesionssl.pretraining.methods import build_method
+
+            extra = {"method_kwargs": build_method(settings).resolved()}
+        typer.echo(to_yaml(settings, extra), nl=False)
         raise typer.Exit()
     return settings
 

@@ -511,8 +511,6 @@ class PretrainConfig(DecodesImages):
 
     @model_validator(mode="after")
     def _apply_recipe_and_check(self) -> PretrainConfig:
-        from lesionssl.pretraining.methods import get_method
-
         # The recipe fills only the keys the user left out, and they stay unset (model_fields_set),
         # so a compare arm's changes to its pretrain section get their own recipe's values.
         if "recipe" not in self.model_fields_set:  # trained weights are continued, not trained as from scratch
@@ -520,11 +518,11 @@ class PretrainConfig(DecodesImages):
         for key, value in PRETRAIN_RECIPES[self.recipe].items():
             if key != "method_defaults" and key not in self.model_fields_set:
                 self.__dict__[key] = value
-        try:
-            get_method(self.method, self.resolved_method_kwargs)
-        except LesionSSLError as exc:
-            raise ValueError(str(exc)) from None
-        if any(width < 1 for width in self.projector):
+        # The method's own hyperparameters are checked where the method is built (pretraining's
+        # build_method, first thing in a pretraining or a compare); here only what the config knows.
+        if self.method not in method_names():
+            raise ValueError(f"unknown method {self.method!r}; choose from {', '.join(method_names())}")
+        if any(width < 1 for width in self.method_kwargs.get("projector") or []):
             raise ValueError("projector widths must be positive")
         if self.optimizer == "lars" and self.encoder_lr_scale != 1.0:
             raise ValueError(
@@ -532,20 +530,10 @@ class PretrainConfig(DecodesImages):
             )
         return self
 
-    def build_method(self):
-        """The configured :class:`~lesionssl.pretraining.methods.base.Method`: its defaults, changed by
-        the recipe's for this method, changed by ``method_kwargs``."""
-        from lesionssl.pretraining.methods import get_method
-
-        return get_method(self.method, self.resolved_method_kwargs)
-
     @property
     def resolved_method_kwargs(self) -> dict[str, Any]:
+        """``method_kwargs`` over the recipe's defaults for this method (the method fills the rest)."""
         return {**PRETRAIN_RECIPES[self.recipe]["method_defaults"].get(self.method, {}), **self.method_kwargs}
-
-    @property
-    def projector(self) -> list[int]:
-        return list(self.build_method().settings.projector)
 
     @property
     def resolved_weight_decay(self) -> float:
@@ -1033,11 +1021,9 @@ def describe_lr(setting: float | str, chosen: float | None = None, suggestion: s
 
 
 def to_yaml(config: BaseModel, extra: dict[str, Any] | None = None) -> str:
-    """Serialise a config (plus resolved extras such as the found LR) as YAML, with what its
-    recipe resolved (a pretraining's method hyperparameters included)."""
+    """Serialise a config (plus resolved extras such as the found LR, or a pretraining's method
+    hyperparameters as its method resolved them) as YAML, with what its recipe resolved."""
     data = config.model_dump(mode="json")
-    if isinstance(config, PretrainConfig):
-        data["method_kwargs"] = config.build_method().resolved()
     if extra:
         data.update(extra)
     return yaml.safe_dump(data, sort_keys=False)

@@ -41,6 +41,7 @@ from lesionssl.experiment.probes import probe_run
 from lesionssl.experiment.selection import Draw, selection_draws
 from lesionssl.io import file_lock, write_json, write_text
 from lesionssl.layout import BACKBONE_WEIGHTS, ExperimentFolder, RunFolder
+from lesionssl.pretraining.methods import build_method
 from lesionssl.pretraining.run import pretrain
 from lesionssl.progress import console
 from lesionssl.records import BackboneRecord, RunRecord
@@ -136,7 +137,7 @@ def check_pretrained(backbone: Path, settings: PretrainConfig, pool_images: int)
         "epochs": settings.epochs,
         "recipe": settings.recipe,
         "method": settings.method,
-        "method_kwargs": settings.build_method().resolved(),
+        "method_kwargs": build_method(settings).resolved(),
         "positives": settings.positives,
         "pool_images": pool_images,
         "encoder_lr_scale": settings.encoder_lr_scale,

@@ -62,6 +62,7 @@ from lesionssl.models.backbones import build_backbone, read_projector_state, res
 from lesionssl.models.heads import ProjectionHead
 from lesionssl.optim.lars import LARS, lars_param_groups
 from lesionssl.optim.one_cycle import WarmupCosine, WarmupCosineCallback
+from lesionssl.pretraining.methods import build_method
 from lesionssl.pretraining.module import SelfSupervisedModule
 from lesionssl.pretraining.monitor import PretrainMonitor
 from lesionssl.progress import console, run_log
@@ -225,9 +226,8 @@ def pretrain(config: PretrainConfig) -> Path:
             raise LesionSSLError(
                 f"batch_size {config.batch_size} is larger than the pretraining pool ({len(rows)} images); lower --batch-size"
             )
-        backbone, init_info = build_backbone(
-            config.backbone, config.init, config.image_size
-        )  # a wrong --init fails before any decoding
+        method = build_method(config)  # a wrong method hyperparameter or --init fails before any decoding
+        backbone, init_info = build_backbone(config.backbone, config.init, config.image_size)
         if warning := colour_mismatch(init_info, config.colour):
             console.print(warning, markup=False)
         images = build_store(
@@ -248,7 +248,6 @@ def pretrain(config: PretrainConfig) -> Path:
         )
 
         preprocessing = resolve_preprocessing(config.normalize, init_info)
-        method = config.build_method()
         views = Views(
             method.view_specs(
                 two_view_specs(
@@ -351,7 +350,7 @@ def pretrain(config: PretrainConfig) -> Path:
                 "schedule": "1cycle (fastai)",
             }
             schedule = one_cycle_schedule(stages["lr"], total_steps)
-        write_text(out / CONFIG, to_yaml(config, {"resolved": resolved}))
+        write_text(out / CONFIG, to_yaml(config, {"method_kwargs": method.resolved(), "resolved": resolved}))
         write_json(out / ENVIRONMENT, run_environment(config.seed))
         callbacks = [
             EpochSeed(config.seed),

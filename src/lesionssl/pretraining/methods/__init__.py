@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from lesionssl.config import PretrainConfig
 from lesionssl.errors import LesionSSLError
 from lesionssl.pretraining.methods.barlow_twins import BarlowTwins
 from lesionssl.pretraining.methods.base import LossTerms, Method
@@ -20,6 +21,12 @@ from lesionssl.pretraining.methods.simclr import SimCLR
 from lesionssl.pretraining.methods.vicreg import VICReg
 
 METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (BarlowTwins, VICReg, SimCLR, BYOL)}
+
+
+def build_method(config: PretrainConfig) -> Method:
+    """The method a pretraining configuration names: its defaults, changed by the recipe's for this
+    method, changed by ``method_kwargs`` (a one-line error for a key the method does not have)."""
+    return get_method(config.method, config.resolved_method_kwargs)
 
 
 def get_method(name: str, kwargs: dict[str, Any] | None = None) -> Method:
@@ -39,4 +46,4 @@ def get_method(name: str, kwargs: dict[str, Any] | None = None) -> Method:
         ) from None
 
 
-__all__ = ["METHODS", "LossTerms", "Method", "get_method"]
+__all__ = ["METHODS", "LossTerms", "Method", "build_method", "get_method"]
