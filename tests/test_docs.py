@@ -13,7 +13,7 @@ from lesionssl.cli import COMMAND_CONFIGS, LesionSSLError, _check_key, cli
 REPO = Path(__file__).resolve().parents[1]
 DOCUMENTS = [
     REPO / "README.md",
-    REPO / "DEVELOPERS.md",
+    REPO / "CONTRIBUTING.md",
     REPO / "EVIDENCE.md",
     REPO / "BENCHMARKS.md",
     *sorted((REPO / "examples").glob("*.md")),
