@@ -228,6 +228,10 @@ def test_the_configuration_does_not_reach_into_the_methods():
 
     import lesionssl
 
-    tree = ast.parse((Path(lesionssl.__file__).parent / "config.py").read_text())
-    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    imported = {
+        node.module
+        for source in (Path(lesionssl.__file__).parent / "config").glob("*.py")
+        for node in ast.walk(ast.parse(source.read_text()))
+        if isinstance(node, ast.ImportFrom) and node.module
+    }
     assert not any(module.startswith("lesionssl.pretraining.methods") for module in imported)

@@ -1,37 +1,34 @@
-"""Validated configuration objects for every stage, loaded from YAML or CLI flags.
-
-Unknown keys, wrong types and impossible values are rejected before anything runs, with a
-message naming the key and the allowed values. The resolved configuration (defaults filled,
-found LR recorded) is saved with every run.
-"""
+"""The settings of every stage (split, pretrain, finetune, select, compare), validated: unknown
+keys, wrong types and impossible values are rejected before anything runs, naming the key."""
 
 from __future__ import annotations
 
-import difflib
-import hashlib
 import importlib.util
-import json
 from dataclasses import replace
 from pathlib import Path
-from types import UnionType
-from typing import Annotated, Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, ClassVar, Literal, get_type_hints
 
-import yaml
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
-    ValidationError,
     create_model,
     field_validator,
     model_validator,
 )
 
 from lesionssl.augment.views import PAIR_PRESETS, Extra, Normalization, PairAugmentation, PairPreset
+from lesionssl.config.contract import Strict, validate
+from lesionssl.config.recipes import (
+    EXPERIMENT_PRESETS,
+    FINETUNE_PRESETS,
+    METHOD_SHORTHANDS,
+    PRETRAIN_RECIPES,
+    SMALL_DATA_LR,
+    SMALL_TRAINING_SET,
+    apply_experiment_preset,
+)
 from lesionssl.data.colour import DEFAULT_P, ColourConstancy, ColourMethod
-from lesionssl.errors import LesionSSLError
 from lesionssl.models import RESNETS, TIMM_PREFIX
 from lesionssl.models.lite import LITE
 from lesionssl.pretraining import method_names
@@ -49,18 +46,20 @@ def _known_backbone(name: str) -> str:
 Backbone = Annotated[
     str, AfterValidator(_known_backbone), Field(description=f"{' | '.join(RESNETS + tuple(LITE))} | {TIMM_PREFIX}NAME")
 ]
+
+
 Precision = Literal["32-true", "bf16-mixed", "16-mixed"]
+
+
 Normalize = Normalization
+
+
 #: The decoded store keeps images this much above ``image_size``, so random crops have room (as 256 -> 224).
 STORE_MARGIN = 1.14
+
+
 #: Evaluation protocols of ``compare``.
 PROTOCOLS = ("finetune", "linear", "knn")
-
-
-class Strict(BaseModel):
-    """Base for config sections: unknown keys are errors, values are validated on assignment."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class DecodesImages(Strict):
@@ -83,6 +82,8 @@ class DecodesImages(Strict):
 #: Near-duplicate detector defaults (``split --dedup``, ``audit``), chosen by inspecting the pairs
 #: they link on ../shared/data/skin-lesions (EVIDENCE.md): pHash distance and thumbnail correlation.
 HASH_THRESHOLD = 4
+
+
 COSINE_THRESHOLD = 0.98
 
 
@@ -160,6 +161,8 @@ def _listify(value: Any) -> Any:
 
 #: An initialisation: a name, or a path (given as a string or a Path).
 Init = Annotated[str, BeforeValidator(lambda v: str(v) if isinstance(v, Path) else v)]
+
+
 #: What fine-tuning starts from when the user names nothing: the installed supervised ImageNet
 #: weights, far above random weights on the internal test of EVIDENCE.md (+0.09 to +0.16).
 DEFAULT_BACKBONE = "efficientnet_lite0"
@@ -348,58 +351,6 @@ AugmentOverrides = create_model(
     **_optional_fields(PairAugmentation),
 )
 
-#: Pretraining recipes (``recipe:``): the settings each one implies, and per method the
-#: hyperparameters it changes from the method's defaults; keys given explicitly win.
-PRETRAIN_RECIPES: dict[str, dict[str, Any]] = {
-    # Measured on ../shared/data/skin-lesions (EVIDENCE.md): Adam at a fixed 1e-3 with 1cycle (the
-    # LR finder picks 10-30x that on the self-supervised loss), the small-data augmentation, and
-    # for Barlow Twins the official lambda with a two-layer 2048 projector.
-    "small-data": {
-        "optimizer": "adam",
-        "augmentation": "small-data",
-        "lr": 1e-3,
-        "weight_decay": 1e-5,
-        "projector_warmup_epochs": None,
-        "method_defaults": {"barlow_twins": {"projector": [2048, 2048], "lambd": 0.0051}},
-    },
-    # The seed code: fastai Adam (wd 0.01), one projector-only epoch, LR finder (valley), 1cycle, lambda 1/d.
-    "seed": {
-        "optimizer": "adam",
-        "augmentation": "seed",
-        "lr": "find",
-        "weight_decay": 0.01,
-        "projector_warmup_epochs": 1,
-        "method_defaults": {"barlow_twins": {"projector": [8192, 8192, 8192], "lambd": None}},
-    },
-    # Continuing from trained weights (the seed's pre-pretraining; the default when --init is not
-    # random), measured on ../shared/data/skin-lesions from the ImageNet Lite0 (EVIDENCE.md): a
-    # fresh projector warmed up alone, then 1cycle with the encoder at a tenth of the projector's
-    # LR, its BatchNorm statistics frozen (updating them lost a third of the start's kNN accuracy
-    # in one epoch) and a light L2-SP pull toward the start.
-    "continue": {
-        "optimizer": "adam",
-        "augmentation": "small-data",
-        "lr": 1e-3,
-        "encoder_lr_scale": 0.1,
-        "bn_statistics": "frozen",
-        "l2sp": 100.0,
-        "weight_decay": 1e-5,
-        "projector_warmup_epochs": 1,
-        "epochs": 6,
-        "method_defaults": {"barlow_twins": {"projector": [2048, 2048], "lambd": 0.0051}},
-    },
-    # Zbontar et al.: LARS, LRs 0.2 / 0.0048 x batch/256, warm-up then cosine; each method's own defaults.
-    "official": {
-        "optimizer": "lars",
-        "augmentation": "official",
-        "weight_decay": 1.5e-6,
-        "projector_warmup_epochs": 0,
-        "method_defaults": {},
-    },
-}
-#: Shorthands: top-level keys that go into ``method_kwargs`` (``projector: [2048, 2048]``).
-METHOD_SHORTHANDS = ("projector", "lambd")
-
 
 class PretrainConfig(DecodesImages):
     """Self-supervised pretraining (``lesionssl pretrain``).
@@ -572,50 +523,6 @@ class ExternalSet(Strict):
     skip_missing: bool = False
 
 
-#: Named fine-tuning recipes; explicit keys override them.
-#: ``lr: auto`` below this many training images: a fixed LR instead of the finder. Measured at
-#: 200 (skin, 25 per class: +0.05 balanced accuracy, p 0.003) and 160 images (oral: +0.01, n.s.);
-#: the seed study used the finder on 2,554.
-SMALL_TRAINING_SET = 1000
-SMALL_DATA_LR = 1e-3
-
-
-FINETUNE_PRESETS: dict[str, dict[str, Any]] = {
-    # The seed study's code: ResNet-50 + one linear layer, 256 px, Adam(0.9, 0.99, eps 1e-5), wd 0,
-    # fastai freeze (BN trainable) for one epoch at a constant 1e-3, valley LR, 40 epochs 1cycle,
-    # batch 64, TTA x3, no ImageNet normalisation.
-    "seed": {
-        "backbone": "resnet50",
-        "image_size": 256,
-        "batch_size": 64,
-        "epochs": 40,
-        "head_epochs": 1,
-        "head_lr": 1e-3,
-        "freeze": "fastai",
-        "lr": "find",
-        "lr_suggestion": "valley",
-        "weight_decay": 0.0,
-        "normalize": "none",
-        "tta": 3,
-    },
-    # The same protocol with the seed's quirks fixed: ImageNet normalisation, no TTA randomness.
-    "recommended": {
-        "backbone": "resnet50",
-        "image_size": 224,
-        "batch_size": 64,
-        "epochs": 40,
-        "head_epochs": 1,
-        "head_lr": 1e-3,
-        "freeze": "fastai",
-        "lr": "find",
-        "lr_suggestion": "valley",
-        "weight_decay": 0.0,
-        "normalize": "imagenet",
-        "tta": 0,
-    },
-}
-
-
 class FinetuneConfig(DecodesImages):
     """The transfer protocol (``lesionssl finetune``): head epoch, unfreeze, LR finder, 1cycle."""
 
@@ -713,48 +620,6 @@ class InitConfig(Strict):
     )
 
 
-#: Experiment presets (see the README for the side-by-side table and why each difference matters):
-#: ``seed-faithful`` is the seed study's exact design, ``recommended`` the same with its quirks fixed
-#: (lesion-grouped split, inductive pool, ImageNet normalisation, no random TTA).
-SEED_INITIALISATIONS = [
-    {"name": "supervised-imagenet", "init": "tv-resnet50-v2"},
-    {"name": "barlow-twins-imagenet", "init": "bt-resnet50-hub"},
-    {"name": "pre-pretrained", "init": "pretrain"},
-]
-
-_PRETRAIN = {
-    "backbone": "resnet50",
-    "init": "bt-resnet50-hub",
-    "image_size": 256,
-    "batch_size": 128,
-    "epochs": 100,
-    "projector": [8192, 8192, 8192],
-    "lambd": 1 / 8192,
-    "recipe": "seed",
-    "augmentation": "seed",
-    "weight_decay": 0.01,
-    "projector_warmup_epochs": 1,
-    "lr": "find",
-}
-
-EXPERIMENT_PRESETS: dict[str, dict[str, Any]] = {
-    "seed-faithful": {
-        "split": {"seed_isic2019": True, "transductive": True, "seed": 0},
-        "initialisations": SEED_INITIALISATIONS,
-        "seeds": list(range(35)),
-        "pretrain": {**_PRETRAIN, "normalize": "none"},
-        "finetune": {"recipe": "seed"},
-    },
-    "recommended": {
-        "split": {"per_class_cap": 500, "group_by": "lesion_id", "transductive": False, "seed": 0},
-        "initialisations": SEED_INITIALISATIONS,
-        "seeds": list(range(35)),
-        "pretrain": {**_PRETRAIN, "normalize": "imagenet"},
-        "finetune": {"recipe": "recommended"},
-    },
-}
-
-
 class CompareConfig(Strict):
     """An experiment: initialisations x seeds with the same split and protocol."""
 
@@ -837,193 +702,3 @@ class CompareConfig(Strict):
         return validate(
             PretrainConfig, {**base, **initialisation.pretrain}, f"initialisations.{initialisation.name}.pretrain"
         )
-
-
-def apply_experiment_preset(values: dict[str, Any]) -> dict[str, Any]:
-    """Merge the named preset under the user's values (sections merge key by key)."""
-    name = values["preset"]
-    merged = dict(EXPERIMENT_PRESETS[name])
-    for key, value in values.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = {**merged[key], **value}
-        else:
-            merged[key] = value
-    chosen = (values.get("split") or {}).keys() & {"per_class_cap", "per_class", "fraction", "seed_isic2019"}
-    if chosen:  # the user chose the split mode: drop the preset's
-        merged["split"] = {
-            k: v
-            for k, v in merged["split"].items()
-            if k not in {"per_class_cap", "per_class", "fraction", "seed_isic2019"} - chosen
-        }
-    return merged
-
-
-ConfigT = TypeVar("ConfigT", bound=BaseModel)
-
-
-def did_you_mean(name: str, known: list[str] | set[str]) -> str:
-    """`` (did you mean 'per_class'?)`` for a near miss among ``known``, else ``""``."""
-    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _fields_at(model: type[BaseModel], loc: tuple) -> set[str]:
-    """The keys allowed where a validation error points (nested sections followed)."""
-    for part in loc[:-1]:
-        field = model.model_fields.get(str(part)) if isinstance(part, str) else None
-        inner = section_model(field.annotation) if field else None
-        if inner is None:
-            return set()
-        model = inner
-    return set(model.model_fields)
-
-
-def config_keys(model: type[BaseModel]) -> set[str]:
-    """The keys a configuration accepts: its fields and its shorthands."""
-    return set(model.model_fields) | set(getattr(model, "SHORTHANDS", ()))
-
-
-def section_model(annotation: Any) -> type[BaseModel] | None:
-    """The config class of a nested section (``runtime: RuntimeConfig``, ``split: SplitConfig | None``)."""
-    candidates = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else (annotation,)
-    for candidate in candidates:  # a list of sections (initialisations) is a value, not a section
-        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-            return candidate
-    return None
-
-
-def is_sequence(annotation: Any) -> bool:
-    """Whether a field holds a list or tuple (``list[str]``, ``tuple[float, float] | None``, ``Annotated[list[...], ...]``)."""
-    origin = get_origin(annotation)
-    if origin in (list, tuple):
-        return True
-    if origin is Annotated:
-        return is_sequence(get_args(annotation)[0])
-    if origin in (Union, UnionType):
-        return any(is_sequence(a) for a in get_args(annotation) if a is not type(None))
-    return False
-
-
-def field_at(model: type[BaseModel], path: list[str]) -> Any:
-    """The annotation of the (dotted) key ``path`` of ``model``, or None when it is not a field."""
-    section: type[BaseModel] | None = model
-    for part in path[:-1]:
-        field = section.model_fields.get(part) if section else None
-        section = section_model(field.annotation) if field is not None else None
-    field = section.model_fields.get(path[-1]) if section else None
-    return field.annotation if field is not None else None
-
-
-def _describe(error: dict[str, Any], model: type[BaseModel]) -> str:
-    where = ".".join(str(p) for p in error["loc"]) or "(top level)"
-    message = error["msg"]
-    if error["type"] == "extra_forbidden":
-        message = "unknown key" + did_you_mean(str(error["loc"][-1]), _fields_at(model, error["loc"]))
-    value = error.get("input")
-    shown = "" if isinstance(value, dict) or error["type"] == "missing" else f" (got {value!r})"
-    return f"{where}: {message}{shown}"
-
-
-def validate(model: type[ConfigT], values: dict[str, Any], source: str = "config") -> ConfigT:
-    """Build a config object, turning validation errors into one readable line per problem."""
-    try:
-        return model.model_validate(values)
-    except ValidationError as exc:
-        problems = "; ".join(_describe(e, model) for e in exc.errors())
-        allowed = ", ".join(sorted(model.model_fields))
-        raise LesionSSLError(f"{source}: {problems} [keys of {model.__name__}: {allowed}]") from None
-
-
-def resolve(
-    model: type[ConfigT], config: str | Path | dict[str, Any] | BaseModel | None, options: dict[str, Any], source: str
-) -> ConfigT:
-    """A validated config from a YAML file, a mapping or a config object, changed by ``options``
-    (None values ignored; nested sections merge key by key)."""
-    if isinstance(config, BaseModel):
-        config = config.model_dump(exclude_unset=True)
-    values = read_yaml(Path(config)) if isinstance(config, (str, Path)) else dict(config or {})
-    return validate(model, merge(values, {k: v for k, v in options.items() if v is not None}), source)
-
-
-def merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
-    """``base`` with ``changes`` applied; mappings merge recursively (a section's other keys stay)."""
-    out = dict(base)
-    for key, value in changes.items():
-        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    """Read a YAML mapping, with a clear error for missing files or bad syntax."""
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise LesionSSLError(f"config file not found: {path}") from None
-    except yaml.YAMLError as exc:
-        raise LesionSSLError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise LesionSSLError(f"{path}: the top level must be a mapping of keys to values")
-    return data
-
-
-#: Keys that change no result: where a run is written and tracked, whether it resumes, where its
-#: images now lie, whether it draws figures. A run keeps its folder (and its finished work) across them.
-NOT_RESULTS = {"out", "tracking", "resume", "data_root", "figures"}
-#: Keys added after studies had run, and their value then: hashed only when set otherwise, so a
-#: finished run keeps its folder (its hash) and a resumed study does not run it again.
-HASHED_WHEN_SET = {"malignant_classes": None, "colour_constancy": "none", "colour_constancy_p": DEFAULT_P}
-
-
-def config_hash(config: BaseModel) -> str:
-    """Stable short hash of a run's configuration, without the keys in :data:`NOT_RESULTS`."""
-    data = config.model_dump(mode="json", exclude=NOT_RESULTS)
-    data = {k: v for k, v in data.items() if not (k in HASHED_WHEN_SET and v == HASHED_WHEN_SET[k])}
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
-
-
-def differing_keys(config: BaseModel, recorded: dict[str, Any]) -> list[str]:
-    """The keys (nested ones dotted) whose values differ between ``config`` and a run's recorded
-    configuration of the same kind, without the keys in :data:`NOT_RESULTS`."""
-
-    def flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in data.items():
-            if isinstance(value, dict) and value:
-                out.update(flat(value, f"{prefix}{key}."))
-            else:
-                out[f"{prefix}{key}"] = value
-        return out
-
-    wanted = flat(config.model_dump(mode="json", exclude=NOT_RESULTS))
-    found = flat(type(config).model_validate(recorded).model_dump(mode="json", exclude=NOT_RESULTS))
-    return sorted(key for key in wanted.keys() | found.keys() if wanted.get(key) != found.get(key))
-
-
-def resolve_lr(setting: float | str, training_images: int) -> float | str:
-    """A run's LR setting with ``auto`` decided by the size of its training split."""
-    if setting != "auto":
-        return setting
-    return SMALL_DATA_LR if training_images <= SMALL_TRAINING_SET else "find"
-
-
-def describe_lr(setting: float | str, chosen: float | None = None, suggestion: str = "valley") -> str:
-    """How a run's ``lr`` key chose its LR, as the methods paragraph and the model card say it
-    (here, not beside the finder: the report reads it without importing the training stack)."""
-    if setting == "find":
-        return f"an LR finder (fastai's lr_find, its {suggestion} suggestion" + (
-            f": {chosen:.3g})" if chosen is not None else ")"
-        )
-    if setting == "auto":
-        return f"a fixed LR of {SMALL_DATA_LR:g} for training splits of at most {SMALL_TRAINING_SET} images and an LR finder ({suggestion}) above (lr auto)"
-    return f"a fixed LR of {float(setting):.3g} (no LR finder)"
-
-
-def to_yaml(config: BaseModel, extra: dict[str, Any] | None = None) -> str:
-    """Serialise a config (plus resolved extras such as the found LR, or a pretraining's method
-    hyperparameters as its method resolved them) as YAML, with what its recipe resolved."""
-    data = config.model_dump(mode="json")
-    if extra:
-        data.update(extra)
-    return yaml.safe_dump(data, sort_keys=False)
