@@ -131,7 +131,7 @@ def test_records_of_the_current_format_refuse_unknown_and_missing_keys_older_for
         architecture="resnet18",
         image_size=16,
         normalize="auto",
-        preprocessing={},
+        preprocessing={"mean": [0.5] * 3, "std": [0.5] * 3},
         pool="inductive",
         pool_images=4,
         init={},
@@ -235,3 +235,33 @@ def test_the_configuration_does_not_reach_into_the_methods():
         if isinstance(node, ast.ImportFrom) and node.module
     }
     assert not any(module.startswith("lesionssl.pretraining.methods") for module in imported)
+
+
+def test_preprocessing_is_one_typed_value_read_from_timms_pretrained_cfg_and_from_records(tmp_path):
+    from timm.models import PretrainedCfg
+
+    from lesionssl.augment.views import Preprocessing
+    from lesionssl.records import ModelRecord
+
+    cfg = PretrainedCfg(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bicubic")
+    typed = Preprocessing.from_config(cfg)
+    assert typed == Preprocessing((0.5,) * 3, (0.5,) * 3, "bicubic")
+    assert (
+        Preprocessing.from_config({"mean": [0.5] * 3, "std": [0.5] * 3, "interpolation": "bicubic", "resize": 232})
+        == typed
+    )
+    assert (
+        Preprocessing.from_config({"mean": [0, 0, 0], "std": [1, 1, 1], "interpolation": "lanczos"}).interpolation
+        == "bilinear"
+    )
+    record = ModelRecord(
+        architecture="resnet18",
+        classes=["a", "b"],
+        image_size=16,
+        store_margin=1.14,
+        preprocessing=typed,
+        train_prior=[0.5, 0.5],
+    )
+    record.write(tmp_path / "model.json")
+    assert json.loads((tmp_path / "model.json").read_text())["preprocessing"]["mean"] == [0.5] * 3
+    assert ModelRecord.read(tmp_path / "model.json").preprocessing == typed  # typed again, not a dict

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from lesionssl.augment.views import Preprocessing
 from lesionssl.config import SplitConfig
 from lesionssl.data.colour import DEFAULT_P, ColourConstancy
 from lesionssl.errors import LesionSSLError
@@ -26,6 +27,12 @@ MODEL_FORMAT = "lesionssl-model/2"
 RUN_PLAN_FORMAT = "lesionssl-run-plan/1"
 MANIFEST_FORMAT = "lesionssl-manifest/1"
 RUN_RESULT_FORMAT = "lesionssl-run/2"
+
+
+def _typed_preprocessing(record: Any) -> None:
+    """A record's ``preprocessing`` as :class:`Preprocessing`, whether it came typed or from JSON."""
+    if record.preprocessing is not None:
+        object.__setattr__(record, "preprocessing", Preprocessing.from_config(record.preprocessing))
 
 
 def _check_keys(
@@ -113,7 +120,7 @@ class BackboneRecord:
     architecture: str
     image_size: int
     normalize: str
-    preprocessing: dict[str, Any]
+    preprocessing: Preprocessing
     pool: str
     pool_images: int
     init: dict[str, Any]
@@ -133,6 +140,9 @@ class BackboneRecord:
     colour_constancy: str = "none"
     colour_constancy_p: float = DEFAULT_P
     format: str = BACKBONE_FORMAT
+
+    def __post_init__(self) -> None:
+        _typed_preprocessing(self)
 
     def write(self, path: Path) -> None:
         write_json(path, asdict(self))
@@ -168,7 +178,7 @@ class ModelRecord:
     classes: list[str]
     image_size: int
     store_margin: float
-    preprocessing: dict[str, Any]
+    preprocessing: Preprocessing
     train_prior: list[float]
     tta: int = 0
     temperature: float | None = None
@@ -180,6 +190,9 @@ class ModelRecord:
     colour_constancy: str = "none"  # applied to every image before the network (predict, serve and explain do)
     colour_constancy_p: float = DEFAULT_P
     format: str = MODEL_FORMAT
+
+    def __post_init__(self) -> None:
+        _typed_preprocessing(self)
 
     @property
     def colour(self) -> ColourConstancy:
@@ -339,7 +352,7 @@ class RunResult:
     transductive: bool = False
     lr: float | None = None
     lr_setting: float | str | None = None
-    preprocessing: dict[str, Any] | None = None
+    preprocessing: Preprocessing | None = None
     selected_epoch: int | None = None
     external: dict[str, ExternalResult] = field(default_factory=dict)
     imbalance: dict[str, str] = field(default_factory=dict)
@@ -350,6 +363,9 @@ class RunResult:
     lesionssl_version: str | None = None
     seconds: float | None = None
     format: str = RUN_RESULT_FORMAT
+
+    def __post_init__(self) -> None:
+        _typed_preprocessing(self)
 
     @property
     def classes(self) -> list[str]:

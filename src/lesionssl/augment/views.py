@@ -27,8 +27,9 @@ The seed talk's other distortions can be added to any preset (``extras``): ``rot
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -39,11 +40,32 @@ Normalization = Literal["imagenet", "none", "auto"]
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """Input statistics a backbone expects, and the interpolation of its evaluation resize."""
+    """Input statistics a backbone expects, and the interpolation of its evaluation resize: the
+    fields of timm's ``PretrainedCfg`` that travel with weights (its names, its meaning), recorded
+    in ``backbone.json``, ``model.json`` and every run."""
 
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     interpolation: str = "bilinear"
+
+    def __post_init__(self) -> None:  # lists from JSON, tuples in code: one value either way
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+
+    @classmethod
+    def from_config(cls, config: Any) -> Preprocessing:
+        """From a timm ``PretrainedCfg``, a timm data config or a recorded mapping (other keys, such
+        as a registry entry's ``resize``, are not preprocessing the network needs). Interpolations
+        other than bilinear and bicubic fall back to bilinear (the evaluation resize has those two)."""
+        if isinstance(config, cls):
+            return config
+        get = config.get if isinstance(config, Mapping) else lambda key, default=None: getattr(config, key, default)
+        interpolation = get("interpolation", "bilinear") or "bilinear"
+        return cls(
+            tuple(get("mean")),
+            tuple(get("std")),
+            interpolation if interpolation in ("bilinear", "bicubic") else "bilinear",
+        )
 
 
 IMAGENET = Preprocessing(IMAGENET_MEAN, IMAGENET_STD)

@@ -107,7 +107,7 @@ def write_card(run: Path, result: RunResult | None = None) -> Path:
         "",
         "## Model",
         f"- Architecture: {record.architecture}, initialised from `{record.init}`, fine-tuned with the transfer protocol (head epoch, unfreeze, {describe_lr(result.lr_setting if result.lr_setting is not None else settings.get('lr', 'find'), result.lr, settings.get('lr_suggestion', 'valley'))}, 1cycle), seed {record.seed}.",
-        f"- Input: {'dermoscopic ' if dermoscopic else ''}RGB image, shorter side resized to {record.image_size} px and centre-cropped; mean {list(record.preprocessing['mean'])}, std {list(record.preprocessing['std'])}; test-time augmentation views: {record.tta}.",
+        f"- Input: {'dermoscopic ' if dermoscopic else ''}RGB image, shorter side resized to {record.image_size} px and centre-cropped; mean {list(record.preprocessing.mean)}, std {list(record.preprocessing.std)}; test-time augmentation views: {record.tta}.",
         f"- Output: probabilities of {len(classes)} classes ({', '.join(classes)}); {malignant}.",
         f"- Temperature: {record.temperature:.4g}"
         if record.temperature is not None

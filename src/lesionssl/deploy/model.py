@@ -9,7 +9,6 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from lesionssl.augment.batch import EvalView, finetune_view
-from lesionssl.augment.views import Preprocessing
 from lesionssl.errors import LesionSSLError
 from lesionssl.finetuning.module import ClassifierModule
 from lesionssl.layout import MODEL_RECORD, MODEL_WEIGHTS
@@ -34,7 +33,7 @@ def load_model(folder: Path) -> tuple[ClassifierModule, ModelRecord]:
     except (SafetensorError, OSError) as exc:
         raise LesionSSLError(f"cannot read {folder / MODEL_WEIGHTS}: {exc}") from None
     backbone, _ = build_backbone(record.architecture, "random", record.image_size)
-    preprocessing = Preprocessing(**record.preprocessing)
+    preprocessing = record.preprocessing
     module = ClassifierModule(
         backbone,
         feature_dim(backbone),

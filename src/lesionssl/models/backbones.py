@@ -244,7 +244,7 @@ def resolve_preprocessing(normalize: Normalization, info: dict[str, Any]) -> Pre
     pretraining = info.get("pretraining") or {}
     recorded = info.get("preprocessing") or pretraining.get("preprocessing")
     if recorded:
-        return Preprocessing(tuple(recorded["mean"]), tuple(recorded["std"]), recorded.get("interpolation", "bilinear"))
+        return Preprocessing.from_config(recorded)
     return NAMED_PREPROCESSING.get(pretraining.get("normalize"), IMAGENET)
 
 
@@ -262,13 +262,7 @@ def read_projector_state(init: str, architecture: str) -> dict[str, torch.Tensor
 def _timm_preprocessing(model: nn.Module) -> dict[str, Any]:
     import timm
 
-    config = timm.data.resolve_model_data_config(model)
-    interpolation = config.get("interpolation", "bilinear")
-    return {
-        "mean": tuple(config["mean"]),
-        "std": tuple(config["std"]),
-        "interpolation": interpolation if interpolation in ("bilinear", "bicubic") else "bilinear",
-    }
+    return asdict(Preprocessing.from_config(timm.data.resolve_model_data_config(model)))
 
 
 def build_backbone(name: str, init: str, image_size: int | None = None) -> tuple[nn.Module, dict[str, Any]]:

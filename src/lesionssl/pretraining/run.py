@@ -364,7 +364,7 @@ def pretrain(config: PretrainConfig) -> Path:
             architecture=config.backbone,
             image_size=config.image_size,
             normalize=config.normalize,
-            preprocessing=asdict(preprocessing),
+            preprocessing=preprocessing,
             pool=pool,
             pool_images=int(len(rows)),
             init=init_info,
