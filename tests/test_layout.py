@@ -265,3 +265,23 @@ def test_preprocessing_is_one_typed_value_read_from_timms_pretrained_cfg_and_fro
     record.write(tmp_path / "model.json")
     assert json.loads((tmp_path / "model.json").read_text())["preprocessing"]["mean"] == [0.5] * 3
     assert ModelRecord.read(tmp_path / "model.json").preprocessing == typed  # typed again, not a dict
+
+
+def test_the_report_reads_experiment_yaml_as_the_compare_config_it_was_written_from(tmp_path):
+    from lesionssl.config import CompareConfig, to_yaml, validate
+    from lesionssl.report.compare import read_experiment
+
+    config = validate(
+        CompareConfig,
+        {
+            "manifest": str(tmp_path / "m.csv"),
+            "out": str(tmp_path),
+            "initialisations": [{"name": "imagenet", "init": "imagenet"}, {"name": "bt", "init": "pretrain"}],
+            "pretrain": {"image_size": 32},
+        },
+    )
+    (tmp_path / "experiment.yaml").write_text(to_yaml(config))
+    read = read_experiment(tmp_path)
+    assert read == config and read.initialisations[1].init == "pretrain" and read.pretrain.image_size == 32
+    (tmp_path / "experiment.yaml").write_text("initialisations: 3\n")  # not an experiment of this lesionssl
+    assert read_experiment(tmp_path) is None

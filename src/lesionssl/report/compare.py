@@ -16,7 +16,7 @@ import pandas as pd
 import yaml
 from scipy import stats
 
-from lesionssl.config import describe_lr
+from lesionssl.config import CompareConfig, FinetuneConfig, describe_lr, validate
 from lesionssl.data.classes import CLASS_NAMES
 from lesionssl.errors import LesionSSLError
 from lesionssl.evaluate.calibration import apply_temperature
@@ -32,6 +32,7 @@ from lesionssl.figures import (
 )
 from lesionssl.io import write_csv, write_text
 from lesionssl.layout import BACKBONE_RECORD, CARD, METRICS, ExperimentFolder, RunFolder
+from lesionssl.progress import console
 from lesionssl.records import BackboneRecord, RunRecord, RunResult
 from lesionssl.report.document import Document
 from lesionssl.report.labels_saved import format_budget, labels_saved
@@ -566,7 +567,7 @@ def _figures(
     full: list[dict],
     results: pd.DataFrame,
     order: list[str],
-    experiment: dict,
+    experiment: CompareConfig | None,
     intervals: Intervals,
 ) -> None:
     figures = out / "figures"
@@ -647,31 +648,51 @@ def collapse_note(history: pd.DataFrame) -> str:
     )
 
 
-def _pretrainings(out: Path, experiment: dict) -> list[str]:
+def read_experiment(out: Path) -> CompareConfig | None:
+    """The experiment's resolved configuration (``experiment.yaml``), validated as the
+    :class:`CompareConfig` it was written from; None when there is none. One an earlier lesionssl
+    wrote that no longer validates is named in one line, and the report says what the runs record."""
+    path = ExperimentFolder(out).config
+    if not path.is_file():
+        return None
+    try:
+        return validate(CompareConfig, yaml.safe_load(path.read_text()) or {}, str(path))
+    except LesionSSLError as exc:
+        console.print(
+            f"{exc} (an experiment.yaml of an earlier lesionssl?): the report describes what the runs record",
+            markup=False,
+        )
+        return None
+
+
+def _pretrainings(out: Path, experiment: CompareConfig) -> list[str]:
     """Each pretrained initialisation as its backbone.json records it (the arm's own recipe,
     epochs and start, not the experiment's pretrain section, which an arm may change)."""
     described = []
-    for arm in experiment.get("initialisations") or []:
-        if arm.get("init") != "pretrain":
+    for arm in experiment.initialisations:
+        if arm.init != "pretrain":
             continue
-        record_file = ExperimentFolder(out).pretraining(arm["name"] if arm.get("pretrain") else None) / BACKBONE_RECORD
+        record_file = ExperimentFolder(out).pretraining(arm.name if arm.pretrain else None) / BACKBONE_RECORD
         if not record_file.is_file():
-            described.append(f"{arm['name']}: not finished")
+            described.append(f"{arm.name}: not finished")
             continue
         record = BackboneRecord.read(record_file)
         start = record.init.get("init", "random") if isinstance(record.init, dict) else record.init
         described.append(
-            f"{arm['name']}: {record.method} (recipe {record.recipe}) for {record.epochs} epochs at {record.image_size} px from {start} weights, encoder LR x{record.encoder_lr_scale:g}, BatchNorm statistics {record.bn_statistics}"
+            f"{arm.name}: {record.method} (recipe {record.recipe}) for {record.epochs} epochs at {record.image_size} px from {start} weights, encoder LR x{record.encoder_lr_scale:g}, BatchNorm statistics {record.bn_statistics}"
         )
     return described
 
 
-def _methods(doc: Document, out: Path, experiment: dict, results: pd.DataFrame, order: list[str]) -> None:
+def _methods(
+    doc: Document, out: Path, experiment: CompareConfig | None, results: pd.DataFrame, order: list[str]
+) -> None:
     """A methods paragraph written from the resolved configuration and the manifest's counts."""
-    finetune = experiment.get("finetune") or {}
-    pretrain = experiment.get("pretrain") or {}
+    finetune = experiment.finetune if experiment else FinetuneConfig()
     seeds = sorted(set(results["seed"]))
-    manifest = Path(experiment.get("manifest") or ExperimentFolder(out).manifest)
+    manifest = (
+        Path(experiment.manifest or ExperimentFolder(out).manifest) if experiment else ExperimentFolder(out).manifest
+    )
     counts = ""
     if manifest.is_file():
         table = pd.read_csv(manifest, keep_default_na=False)
@@ -685,13 +706,13 @@ def _methods(doc: Document, out: Path, experiment: dict, results: pd.DataFrame, 
     budgets = sorted(int(b) for b in results["budget"].dropna().unique())
     doc.heading("Methods")
     doc.paragraph(
-        f"We compared {len(order)} {'arms (initialisation · label-selection strategy)' if results['strategy'].notna().any() else 'initialisation(s)'} ({', '.join(order)}) of a {finetune.get('backbone', 'resnet18')} classifier "
-        f"at {finetune.get('image_size', '?')} px under the {', '.join(sorted(set(results['protocol'])))} protocol(s)"
+        f"We compared {len(order)} {'arms (initialisation · label-selection strategy)' if results['strategy'].notna().any() else 'initialisation(s)'} ({', '.join(order)}) of a {finetune.backbone} classifier "
+        f"at {finetune.image_size} px under the {', '.join(sorted(set(results['protocol'])))} protocol(s)"
         + (f", with {', '.join(map(str, budgets))} labelled images {_per(results)}" if budgets else "")
         + f", each with {len(seeds)} seeds ({', '.join(map(str, seeds))})."
         + (
-            f" Fine-tuning followed the transfer protocol: {finetune.get('head_epochs', 1)} head epoch(s), then unfreezing, {describe_lr(finetune.get('lr', 'find'), suggestion=finetune.get('lr_suggestion', 'valley'))} and {finetune.get('epochs', '?')} epochs of 1cycle"
-            + (f" (recipe {finetune['recipe']})" if finetune.get("recipe") else "")
+            f" Fine-tuning followed the transfer protocol: {finetune.head_epochs} head epoch(s), then unfreezing, {describe_lr(finetune.lr, suggestion=finetune.lr_suggestion)} and {finetune.epochs} epochs of 1cycle"
+            + (f" (recipe {finetune.recipe})" if finetune.recipe else "")
             + "."
             if "finetune" in set(results["protocol"])
             else ""
@@ -701,7 +722,7 @@ def _methods(doc: Document, out: Path, experiment: dict, results: pd.DataFrame, 
             + "; ".join(_pretrainings(out, experiment))
             + (f"; the pool was {' and '.join(pools)}" if pools else "")
             + "."
-            if pretrain
+            if experiment is not None and experiment.pretrain
             else ""
         )
         + counts
@@ -709,16 +730,12 @@ def _methods(doc: Document, out: Path, experiment: dict, results: pd.DataFrame, 
     )
 
 
-def _augmentation_gallery(out: Path, experiment: dict, path: Path) -> None:
+def _augmentation_gallery(out: Path, experiment: CompareConfig, path: Path) -> None:
     from lesionssl.augment.preview import augment_preview
-    from lesionssl.config import PretrainConfig
 
-    pretrain = experiment.get("pretrain") or {}
-    manifest = (
-        ExperimentFolder(out).manifest if ExperimentFolder(out).manifest.is_file() else experiment.get("manifest")
-    )
-    if manifest and pretrain:
-        settings = PretrainConfig.model_validate(pretrain)
+    settings = experiment.pretrain
+    manifest = ExperimentFolder(out).manifest if ExperimentFolder(out).manifest.is_file() else experiment.manifest
+    if manifest and settings:
         augment_preview(
             [str(manifest)], path, settings.augmentation_parameters, 96, 4, 0, tuple(settings.extra_augmentations)
         )
@@ -787,10 +804,8 @@ def write_report(out: Path, inits: dict[str, str] | None = None) -> Path:
         raise LesionSSLError(
             f"no finished runs with their run records under {ExperimentFolder(out).runs} (an experiment of an earlier lesionssl: run its `lesionssl compare` again, which records them and skips finished runs)"
         )
-    experiment = (
-        yaml.safe_load(ExperimentFolder(out).config.read_text()) if ExperimentFolder(out).config.is_file() else {}
-    )
-    inits = inits or {i["name"]: i["init"] for i in experiment.get("initialisations") or []}
+    experiment = read_experiment(out)
+    inits = inits or ({i.name: i.init for i in experiment.initialisations} if experiment else {})
     present = list(dict.fromkeys(results["init"]))
     # a selection study's arms are (initialisation, strategy): each takes its initialisation's kind
     inits = {
@@ -849,7 +864,7 @@ def write_report(out: Path, inits: dict[str, str] | None = None) -> Path:
     _methods(doc, out, experiment, results, order)
     doc.heading("Model fine-tuning results")
     doc.table(summary_table(main, main_order, intervals))
-    if experiment.get("reference") == "seed-isic2019":
+    if experiment is not None and experiment.reference == "seed-isic2019":
         doc.heading("Published numbers (Haggerty & Chandra 2023) next to ours", 3)
         doc.table(published_table(main, main_order))
     doc.paragraph(
