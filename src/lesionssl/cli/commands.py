@@ -50,7 +50,7 @@ from lesionssl.config import (
 )
 from lesionssl.errors import LesionSSLError
 from lesionssl.layout import PREDICTIONS, RunFolder
-from lesionssl.models import RESNETS, TIMM_PREFIX
+from lesionssl.models import NAMED_INITS, RESNETS, TIMM_PREFIX
 from lesionssl.models.lite import LITE
 from lesionssl.pretraining import method_names
 from lesionssl.progress import console
@@ -69,10 +69,6 @@ app = typer.Typer(
 
 
 BACKBONES = (*LITE, *RESNETS, f"{TIMM_PREFIX}NAME")
-
-
-#: Inits every backbone may name besides a registered name or a path (torchvision's weights for a ResNet).
-COMMON_INITS = ("random", "imagenet", "imagenet-v1", "imagenet-v2")
 
 
 def _version(value: bool) -> None:
@@ -236,7 +232,7 @@ def pretrain(
     ] = None,
     init: Annotated[
         str | None,
-        typer.Option(help=one_of(COMMON_INITS, more="a registered name | PATH to a checkpoint (pre-pretraining).")),
+        typer.Option(help=one_of(NAMED_INITS, more="a registered name | PATH to a checkpoint (pre-pretraining).")),
     ] = None,
     image_size: Annotated[int | None, typer.Option(help="Side of the training views in pixels.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Image pairs per step.")] = None,
@@ -326,7 +322,7 @@ def select(
         str | None,
         typer.Option(
             help="The features' weights: PATH to a backbone from `lesionssl pretrain` (recommended) | "
-            + one_of(COMMON_INITS, more="a registered name.")
+            + one_of(NAMED_INITS, more="a registered name.")
         ),
     ] = None,
     backbone: Annotated[
@@ -472,7 +468,7 @@ def finetune(
         str | None,
         typer.Option(
             help=one_of(
-                COMMON_INITS,
+                NAMED_INITS,
                 {"imagenet": "default where the weights come installed: Lite0-2"},
                 "a registered name | PATH",
             )

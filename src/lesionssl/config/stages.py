@@ -29,7 +29,7 @@ from lesionssl.config.recipes import (
     apply_experiment_preset,
 )
 from lesionssl.data.colour import DEFAULT_P, ColourConstancy, ColourMethod
-from lesionssl.models import RESNETS, TIMM_PREFIX
+from lesionssl.models import NAMED_INITS, RESNETS, TIMM_PREFIX
 from lesionssl.models.lite import LITE
 from lesionssl.pretraining import method_names
 
@@ -545,7 +545,8 @@ class FinetuneConfig(DecodesImages):
     )
     init: Init = Field(
         "random",
-        description="random | imagenet | imagenet-v1 | imagenet-v2 | a registered name | PATH to a backbone or checkpoint; default: imagenet where the backbone's ImageNet weights are installed (Lite0-2), random otherwise",
+        description=" | ".join(NAMED_INITS)
+        + " | a registered name | PATH to a backbone or checkpoint; default: imagenet where the backbone's ImageNet weights are installed (Lite0-2), random otherwise",
     )
     image_size: int = Field(64, ge=16)
     store_margin: StoreMargin = STORE_MARGIN

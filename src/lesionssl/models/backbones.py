@@ -27,18 +27,11 @@ from torch import nn
 
 from lesionssl.augment.views import IMAGENET, NAMED_PREPROCESSING, Normalization, Preprocessing, as_preprocessing
 from lesionssl.errors import LesionSSLError
-from lesionssl.models import RESNETS, TIMM_PREFIX
+from lesionssl.models import IMAGENET_WEIGHTS, RESNETS, TIMM_PREFIX
 from lesionssl.models.lite import LITE, LITE_PREPROCESSING, create_lite, lite_imagenet_state
 from lesionssl.models.registry import REGISTRY, fetch
 
 BACKBONES = RESNETS
-#: ``imagenet`` means torchvision's default (best) weights; V1/V2 can be named explicitly.
-IMAGENET_WEIGHTS = {
-    "resnet18": {"imagenet": "IMAGENET1K_V1", "imagenet-v1": "IMAGENET1K_V1"},
-    "resnet34": {"imagenet": "IMAGENET1K_V1", "imagenet-v1": "IMAGENET1K_V1"},
-    "resnet50": {"imagenet": "IMAGENET1K_V2", "imagenet-v1": "IMAGENET1K_V1", "imagenet-v2": "IMAGENET1K_V2"},
-    "resnet101": {"imagenet": "IMAGENET1K_V2", "imagenet-v1": "IMAGENET1K_V1", "imagenet-v2": "IMAGENET1K_V2"},
-}
 CLASSIFIER_KEYS = {"fc.weight", "fc.bias"}
 WRAPPER_PREFIXES = ("module.", "model.")
 BACKBONE_PREFIXES = ("backbone.", "encoder.")
