@@ -193,3 +193,16 @@ def plot_examples(examples: pd.DataFrame, images: np.ndarray, overlays: np.ndarr
         "Most confident correct (left) and wrong (right) test predictions per class, with Grad-CAM", fontsize=9
     )
     _save(fig, path)
+
+
+def plot_embedding_map(points: np.ndarray, sets: np.ndarray, labels: np.ndarray, path: Path) -> None:
+    """Two panels of the same 2-D embedding: coloured by set (pool and sites), and by label."""
+    fig, axes = _figure((10, 4.6), 1, 2)
+    for ax, colour_by, title in ((axes[0], sets, "by set"), (axes[1], labels, "by label")):
+        for value in dict.fromkeys(colour_by):
+            chosen = colour_by == value
+            ax.scatter(points[chosen, 0], points[chosen, 1], s=6, alpha=0.6, label=f"{value} ({int(chosen.sum())})")
+        ax.set_title(title)
+        ax.set_xticks([]), ax.set_yticks([])
+        ax.legend(fontsize=7, markerscale=2, loc="best")
+    _save(fig, path)

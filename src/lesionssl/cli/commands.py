@@ -45,6 +45,7 @@ from lesionssl.config import (
     PretrainConfig,
     RuntimeConfig,
     SelectConfig,
+    ShiftConfig,
     SplitCommand,
     validate,
 )
@@ -743,6 +744,46 @@ def reproduce(
     if dataset != "isic2019":
         raise LesionSSLError(f"unknown dataset {dataset!r}; available: isic2019")
     console.print(f"report written to {run(root, quick, jobs)}")
+
+
+@app.command(
+    epilog="Example: lesionssl shift --manifest split.csv --init imagenet --out shift  (then open shift/index.html)"
+)
+def shift(
+    manifest: ManifestOpt = None,
+    data_root: DataRootOpt = None,
+    backbone: Annotated[str | None, typer.Option(help="Architecture of the weights: " + one_of(BACKBONES))] = None,
+    init: Annotated[
+        str | None,
+        typer.Option(
+            help="The features' weights: " + one_of(NAMED_INITS, more="a registered name | PATH to a backbone.")
+        ),
+    ] = None,
+    image_size: Annotated[int | None, typer.Option(help="Side of the images the features are taken at.")] = None,
+    site_column: Annotated[
+        str | None,
+        typer.Option(
+            help="Metadata column naming each external image's site (default: the split's --hold-out column)."
+        ),
+    ] = None,
+    out: OutOpt = None,
+    seed: SeedOpt = None,
+) -> None:
+    """How far each test split or site is from the pretraining pool: colour, a domain classifier's AUROC, the implied class prior, recall per class, a t-SNE map."""
+    from lesionssl.report.shift import shift as run
+
+    values = _values(
+        manifest=manifest,
+        data_root=data_root,
+        backbone=backbone,
+        init=init,
+        image_size=image_size,
+        site_column=site_column,
+        out=out,
+        seed=seed,
+    )
+    settings = _settings(ShiftConfig, values, "shift")
+    console.print(f"shift report written to {run(settings)}", markup=False)
 
 
 @app.command(epilog="Example: lesionssl report runs/compare")

@@ -17,6 +17,7 @@ from lesionssl.config import (
     FinetuneConfig,
     PretrainConfig,
     SelectConfig,
+    ShiftConfig,
     SplitCommand,
     config_keys,
     did_you_mean,
@@ -287,4 +288,5 @@ COMMAND_CONFIGS: dict[str, type[BaseModel]] = {
     "select": SelectConfig,
     "finetune": FinetuneConfig,
     "compare": CompareConfig,
+    "shift": ShiftConfig,
 }

@@ -284,6 +284,28 @@ class SelectConfig(DecodesImages):
         return value
 
 
+class ShiftConfig(DecodesImages):
+    """``lesionssl shift``: how far each test split or site is from the pretraining pool, on a backbone's features."""
+
+    manifest: Path = Field(
+        description="manifest from `lesionssl split`: its pool is the reference; its test split and external sites are measured"
+    )
+    data_root: Path | None = Field(None, description="the folder that now holds the manifest's images, when they moved")
+    backbone: Backbone = DEFAULT_BACKBONE
+    init: Init = Field(
+        "imagenet",
+        description="the features' weights: imagenet, a backbone file from `lesionssl pretrain`, random, a registered name",
+    )
+    image_size: int = Field(64, ge=16)
+    store_margin: StoreMargin = STORE_MARGIN
+    normalize: Normalize = Field("auto", description="auto: what the weights record, ImageNet's otherwise")
+    site_column: str | None = Field(
+        None, description="metadata column naming each external image's site; default: the split's hold_out column"
+    )
+    seed: int = 0
+    out: Path = Field(Path("shift"), description="folder for shift.csv, priors.csv, recall.csv, map.png and index.html")
+
+
 class SelectionConfig(Strict):
     """``compare``'s simulated label-selection study: per initialisation, strategy and seed, the
     images each strategy picks on that initialisation's features, in rounds up to each total budget."""
