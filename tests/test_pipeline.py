@@ -443,7 +443,12 @@ def test_study_protocols_held_out_site_budgets_and_labels_saved(synthetic, tmp_p
         (out / results.loc[results["protocol"] == "linear", "run_dir"].iloc[0] / "metrics.json").read_text()
     )
     assert linear["probe"]["C_selected_on"] == "val"
+    # frozen-feature runs measure how far the site is from the internal test; fine-tuning runs do not
+    frozen = results["protocol"].isin(["linear", "knn"])
+    assert results.loc[frozen, "external:domain_auroc"].between(0, 1).all()
+    assert results.loc[~frozen, "external:domain_auroc"].isna().all()
     report = (out / "report.md").read_text()
+    assert "domain auroc (site vs internal test)" in report.lower()
     for heading in (
         "linear · test · 2 labels per class",
         "knn · external · 4 labels per class",

@@ -323,6 +323,9 @@ class ExternalResult:
     weighted_f1: float
     macro_auroc: float | None = None
     operating_point: dict[str, Any] | None = None
+    domain_auroc: float | None = (
+        None  # frozen-feature runs: a classifier telling this set from the internal test (0.5: alike)
+    )
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from lesionssl.data.loaders import label_indices
 from lesionssl.data.split import read_manifest
 from lesionssl.data.store import build_store, stored_size
 from lesionssl.errors import LesionSSLError
+from lesionssl.evaluate.domain import domain_auroc
 from lesionssl.evaluate.metrics import compute_metrics, predictions_frame
 from lesionssl.evaluate.probe import cached_features, knn_probs, linear_probe
 from lesionssl.evaluate.test_sets import external_sets, write_external
@@ -86,8 +87,10 @@ def probe_run(config: FinetuneConfig, protocol: str, cache: Path, knn_k: int) ->
             if evaluation.images is images
             else cached_features(cache, backbone, evaluation.images, ext_rows, config.image_size, preprocessing)
         )
+        ext_x = np.stack([ext_features[r] for r in ext_rows])
         external[evaluation.name] = ExternalResult(
-            **write_external(out, evaluation, predict(np.stack([ext_features[r] for r in ext_rows])), classes)
+            **write_external(out, evaluation, predict(ext_x), classes),
+            domain_auroc=domain_auroc(test_x, ext_x, config.seed),
         )
     pool = init_info.get("pretraining", {}).get("pool")
     result = RunResult(

@@ -92,6 +92,7 @@ def collect_runs(out: Path) -> tuple[pd.DataFrame, list[dict], list[str]]:
         for name in result.external:
             external = metrics_from_predictions(folder.external(name).predictions, result.classes)
             row |= {f"{name}:{k}": external[k] for k in (*HEADLINE, "macro_auroc")}
+            row[f"{name}:domain_auroc"] = result.external[name].domain_auroc
         rows.append(row)
         full.append(
             {
@@ -164,6 +165,10 @@ def summary_table(
             "Number of models",
         ]
     }
+    # Frozen-feature runs record how well a classifier tells the site from the internal test.
+    shift = test_set != "test" and f"{prefix}domain_auroc" in results and results[f"{prefix}domain_auroc"].notna().any()
+    if shift:
+        table[""].append("Domain AUROC (site vs internal test)")
     for init in order:
         runs = results[results["init"] == init]
         accuracy = summarize(runs[f"{prefix}accuracy"].to_numpy(float))
@@ -176,7 +181,7 @@ def summary_table(
             _fmt(runs[f"{prefix}balanced_accuracy"].std(ddof=1)),
             _fmt(runs[f"{prefix}macro_f1"].mean(), 3),
             str(len(runs)),
-        ]
+        ] + ([_fmt(runs[f"{prefix}domain_auroc"].astype(float).mean(), 3)] if shift else [])
     return pd.DataFrame(table)
 
 
@@ -345,6 +350,8 @@ def score_table(frame: pd.DataFrame, order: list[str], intervals: Intervals, tes
             s = summarize(runs[metric].dropna().to_numpy(float)) if metric in runs else summarize(np.array([]))
             low, high = intervals(runs, metric, test_set) if metric in runs else (math.nan, math.nan)
             row[metric.replace("_", " ")] = f"{_fmt(s['mean'], 3)} [{_fmt(low, 3)}, {_fmt(high, 3)}]"
+        if test_set != "test" and "domain_auroc" in runs and runs["domain_auroc"].notna().any():
+            row["domain AUROC (site vs internal test)"] = _fmt(runs["domain_auroc"].astype(float).mean(), 3)
         rows.append(row)
     return pd.DataFrame(rows)
 

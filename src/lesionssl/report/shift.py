@@ -24,12 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.linear_model import LogisticRegression
 from sklearn.manifold import TSNE
-from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.neighbors import NearestNeighbors
-from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from lesionssl.config import ShiftConfig
@@ -37,6 +33,7 @@ from lesionssl.data.loaders import label_indices
 from lesionssl.data.split import read_manifest
 from lesionssl.data.store import build_store, stored_size
 from lesionssl.errors import LesionSSLError
+from lesionssl.evaluate.domain import domain_auroc
 from lesionssl.evaluate.metrics import compute_metrics
 from lesionssl.evaluate.prior import class_prior, em_prior
 from lesionssl.evaluate.probe import cached_features, linear_probe
@@ -48,7 +45,7 @@ from lesionssl.progress import console
 from lesionssl.selection.page import thumbnail
 
 POOL = "pool"
-#: Images per set in the domain classifier and on the map (all of a smaller set).
+#: Images per set on the map (all of a smaller set).
 MAX_PER_SET = 500
 #: Typical and atypical images shown per set.
 EXAMPLES = 4
@@ -76,24 +73,6 @@ def colour_statistics(images: np.ndarray) -> dict[str, float]:
     pixels = images.reshape(-1, 3).astype(np.float64) / 255.0
     mean, std = pixels.mean(axis=0), pixels.std(axis=0)
     return {f"mean_{c}": float(m) for c, m in zip("rgb", mean)} | {f"std_{c}": float(s) for c, s in zip("rgb", std)}
-
-
-def domain_auroc(
-    pool: np.ndarray, other: np.ndarray, seed: int = 0, folds: int = 5, cap: int = MAX_PER_SET
-) -> float | None:
-    """Cross-validated AUROC of a classifier telling ``other``'s features from ``pool``'s (equal
-    samples of at most ``cap`` each); None when either side is too small to cross-validate."""
-    rng = np.random.default_rng(seed)
-    n = min(len(pool), len(other), cap)
-    if n < folds:
-        return None
-    x = np.concatenate([pool[rng.choice(len(pool), n, replace=False)], other[rng.choice(len(other), n, replace=False)]])
-    y = np.repeat([0, 1], n)
-    model = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
-    scores = cross_val_predict(
-        model, x, y, cv=StratifiedKFold(folds, shuffle=True, random_state=seed), method="predict_proba"
-    )[:, 1]
-    return float(roc_auc_score(y, scores))
 
 
 def evaluated_sets(table: pd.DataFrame, site_column: str | None) -> dict[str, np.ndarray]:
