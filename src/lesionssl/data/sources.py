@@ -17,6 +17,7 @@ from lesionssl.data.classes import HAM10000_DX
 from lesionssl.data.images import IMAGE_SUFFIXES
 from lesionssl.errors import LesionSSLError
 from lesionssl.progress import console
+from lesionssl.records import ManifestRecord
 
 COLUMNS = ["image", "path", "label"]
 GROUP_COLUMNS = ("lesion_id", "patient_id")
@@ -148,8 +149,6 @@ def read_path_label_csv(path: Path, skip_missing: bool = False) -> pd.DataFrame:
     lesionssl manifest to the data root its sidecar records."""
     table = _read_csv(path)
     table = _drop_duplicate_rows(table, "path", path) if "label" in table else table.assign(label="")
-    from lesionssl.records import ManifestRecord  # here: records need the config, which needs this module's vocabulary
-
     record = (
         ManifestRecord.read(path) if "split" in table else None
     )  # a lesionssl manifest: its sidecar says where the images are

@@ -30,6 +30,7 @@ from lesionssl.errors import LesionSSLError
 from lesionssl.models import IMAGENET_WEIGHTS, RESNETS, TIMM_PREFIX
 from lesionssl.models.lite import LITE, LITE_PREPROCESSING, create_lite, lite_imagenet_state
 from lesionssl.models.registry import REGISTRY, fetch
+from lesionssl.records import BackboneRecord
 
 BACKBONES = RESNETS
 CLASSIFIER_KEYS = {"fc.weight", "fc.bias"}
@@ -197,8 +198,6 @@ def _enum_name(name: str) -> str:
 def read_metadata(path: Path) -> dict[str, Any]:
     """The :class:`~lesionssl.records.BackboneRecord` written next to a lesionssl backbone
     (``<file>.json``, read and checked by its class), as provenance; ``{}`` for foreign files."""
-    from lesionssl.records import BackboneRecord  # here: the records need the config, which needs this package
-
     sidecar = path.with_suffix(".json")
     if not sidecar.is_file():
         return {}

@@ -119,7 +119,9 @@ def shift(config: ShiftConfig) -> Path:
     features = cached_features(
         Path(config.manifest).parent / FEATURES, backbone, images, wanted, config.image_size, preprocessing
     )
-    stack = lambda rows: np.stack([features[r] for r in rows]) if len(rows) else np.zeros((0, 1))  # noqa: E731
+
+    def stack(rows) -> np.ndarray:
+        return np.stack([features[r] for r in rows]) if len(rows) else np.zeros((0, 1))
 
     train = table[(table["split"] == "train") & (table["label"] != "")]
     val = table[(table["split"] == "val") & (table["label"] != "")]
@@ -140,10 +142,11 @@ def shift(config: ShiftConfig) -> Path:
     )
 
     pool_x = stack(pool_rows)
+    set_x = {name: stack(set_rows) for name, set_rows in sets.items()}
     rows, priors, recalls = [], [], []
     for name, set_rows in sets.items():
         part = table.iloc[set_rows]
-        x = stack(set_rows)
+        x = set_x[name]
         labelled = part["label"].to_numpy() != ""
         balanced = None
         if probe is not None:
@@ -185,7 +188,7 @@ def shift(config: ShiftConfig) -> Path:
         )
     if recalls:
         write_csv(out / "recall.csv", pd.DataFrame(recalls))
-    examples = _examples(table, pool_x, {name: (set_rows, stack(set_rows)) for name, set_rows in sets.items()})
+    examples = _examples(table, pool_x, {name: (set_rows, set_x[name]) for name, set_rows in sets.items()})
     _map(out, table, pool_rows, sets, features, config.seed)
     write_json(
         out / "summary.json",
