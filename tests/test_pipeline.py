@@ -7,6 +7,7 @@ import subprocess
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from sklearn.metrics import balanced_accuracy_score, f1_score
 
 from lesionssl.config import CompareConfig, FinetuneConfig, PretrainConfig, validate
@@ -488,3 +489,72 @@ def test_study_protocols_held_out_site_budgets_and_labels_saved(synthetic, tmp_p
         (out / "figures" / f"reliability_{init}.png").is_file() and f"(figures/reliability_{init}.png)" in report
         for init in ("random", "bt")
     )
+
+
+def test_new_site_arms_share_one_split_with_or_without_the_site_and_colour_constancy(synthetic, tmp_path):
+    """The new-site design in one experiment: the site's pool half pretrains one arm and not the
+    other (same split, same test), and an arm's own finetune keys decode its images with colour
+    constancy, as its pretraining did."""
+    files = sorted((synthetic / "labelled").rglob("*.png"))
+    sites = pd.DataFrame(
+        {
+            "path": [str(f) for f in files],
+            "label": [f.parent.name for f in files],
+            "site": [["A", "B", "C"][i % 3] for i in range(len(files))],
+        }
+    )
+    sites.to_csv(tmp_path / "sites.csv", index=False)
+    cc = {"colour_constancy": "shades-of-gray"}
+    values = {
+        "data": [str(tmp_path / "sites.csv")],
+        "split": {
+            "test_fraction": 0.3,
+            "per_class": 4,
+            "val": 2,
+            "hold_out": {"site": ["C"]},
+            "hold_out_pool": 0.5,
+            "seed": 0,
+        },
+        "out": str(tmp_path / "site"),
+        "initialisations": [
+            {"name": "source", "init": "pretrain", "pretrain": {"site_pool": "exclude"}},
+            {"name": "with-site", "init": "pretrain"},
+            {"name": "with-site-cc", "init": "pretrain", "pretrain": cc, "finetune": cc},
+        ],
+        "seeds": [0],
+        "protocols": ["linear"],
+        "pretrain": {**TINY_PRETRAIN, "batch_size": 8},
+        "finetune": TINY_FINETUNE,
+    }
+    config = validate(CompareConfig, values)
+    compare(config)
+    out = tmp_path / "site"
+    manifest = read_manifest(out / "manifest.csv").table
+    site = int((manifest["split"] == "site-pool").sum())
+    assert site > 0
+    folders = {"source": "pretrain-source", "with-site": "pretrain", "with-site-cc": "pretrain-with-site-cc"}
+    backbones = {name: json.loads((out / folder / "backbone.json").read_text()) for name, folder in folders.items()}
+    assert (backbones["source"]["pool_images"], backbones["source"]["site_images"]) == (
+        int(manifest["pretrain"].sum()) - site,
+        0,
+    )
+    assert (backbones["with-site"]["pool_images"], backbones["with-site"]["site_images"]) == (
+        int(manifest["pretrain"].sum()),
+        site,
+    )
+    assert [b["colour_constancy"] for b in backbones.values()] == ["none", "none", "shades-of-gray"]
+    results = pd.read_csv(out / "results.csv")
+    decoded = {
+        row.init: yaml.safe_load((out / row.run_dir / "config.yaml").read_text())["colour_constancy"]
+        for row in results.itertuples()
+    }
+    assert decoded == {"source": "none", "with-site": "none", "with-site-cc": "shades-of-gray"}
+    assert len(set(results["run_dir"])) == 3  # an arm's own keys give its runs their own folders
+    compare(config)  # a second call finds every pretraining finished with its own pool, and trains nothing
+    assert pd.read_csv(out / "results.csv")["run_dir"].tolist() == results["run_dir"].tolist()
+    # an arm pretrained on colour-corrected images is never fine-tuned on uncorrected ones
+    values["initialisations"][2] = {"name": "with-site-cc", "init": "pretrain", "pretrain": cc}
+    with pytest.raises(
+        LesionSSLError, match="pretrained with colour constancy shades-of-gray but fine-tuned with none"
+    ):
+        validate(CompareConfig, values)

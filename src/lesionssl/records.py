@@ -54,12 +54,13 @@ def _check_keys(
         raise LesionSSLError(f"{source}: not a valid {data.get('format', cls.__name__)} record ({problems})")
 
 
-def _from_dict(cls, data: dict[str, Any], source: Path, current: str | None = None):
-    """``cls`` from a JSON object: strict for the ``current`` format, lenient for older ones."""
+def _from_dict(cls, data: dict[str, Any], source: Path, current: str | None = None, added: set[str] = frozenset()):
+    """``cls`` from a JSON object: strict for the ``current`` format, lenient for older ones.
+    ``added``: keys that joined the current format later, so its earlier files lack them."""
     if not isinstance(data, dict):
         raise LesionSSLError(f"{source}: not a {cls.__name__} (a JSON object was expected)")
     if current is not None and data.get("format") == current:
-        _check_keys(cls, data, source)
+        _check_keys(cls, data, source, optional=added)
     known = {f.name for f in fields(cls)}
     try:
         return cls(**{k: v for k, v in data.items() if k in known})
@@ -139,6 +140,7 @@ class BackboneRecord:
     l2sp: float = 0.0
     colour_constancy: str = "none"
     colour_constancy_p: float = DEFAULT_P
+    site_images: int | None = None  # of pool_images, from the held-out site (split --hold-out-pool); None: not recorded
     format: str = BACKBONE_FORMAT
 
     def __post_init__(self) -> None:
@@ -149,7 +151,7 @@ class BackboneRecord:
 
     @classmethod
     def read(cls, path: Path) -> BackboneRecord:
-        return _from_dict(cls, _read_json(path), path, BACKBONE_FORMAT)
+        return _from_dict(cls, _read_json(path), path, BACKBONE_FORMAT, added={"site_images"})
 
     def settings(self) -> dict[str, Any]:
         """What must match for this backbone to stand for a pretraining configuration."""
@@ -162,6 +164,7 @@ class BackboneRecord:
             "method_kwargs": self.method_kwargs,
             "positives": self.positives,
             "pool_images": self.pool_images,
+            "site_images": self.site_images,
             "encoder_lr_scale": self.encoder_lr_scale,
             "bn_statistics": self.bn_statistics,
             "l2sp": self.l2sp,

@@ -460,6 +460,10 @@ class PretrainConfig(DecodesImages):
     l2sp: float = Field(
         0.0, ge=0, description="alpha of L2-SP (Li et al. 2018), a pull toward the encoder's starting weights; 0: none"
     )
+    site_pool: Literal["include", "exclude"] = Field(
+        "include",
+        description="the held-out site's images that `split --hold-out-pool` sent to the pool: include them, or exclude them (pretrain on the source archives only, same split)",
+    )
     knn_k: int = Field(20, ge=1, description="neighbours of the per-epoch kNN monitor (needs train and val splits)")
     snapshot_every: int | None = Field(
         None,
@@ -633,13 +637,18 @@ class FinetuneConfig(DecodesImages):
 class InitConfig(Strict):
     """One initialisation compared by ``compare``: ``random``, ``imagenet[-v1|-v2]``, a file, or
     ``pretrain``: pretrained on the experiment's pool with the ``pretrain`` section, changed by
-    this initialisation's own ``pretrain`` keys (e.g. ``{method: vicreg}``)."""
+    this initialisation's own ``pretrain`` keys (e.g. ``{method: vicreg}``). Its own ``finetune``
+    keys change how its runs decode images (colour constancy), so one experiment holds both arms."""
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     init: str = Field(min_length=1)
     pretrain: dict[str, Any] = Field(
         default_factory=dict,
         description="changes to the experiment's pretrain section for this initialisation (init: pretrain only)",
+    )
+    finetune: dict[str, Any] = Field(
+        default_factory=dict,
+        description="changes to the experiment's finetune section for this initialisation's runs, e.g. {colour_constancy: shades-of-gray}",
     )
 
 
@@ -709,6 +718,12 @@ class CompareConfig(Strict):
                 raise ValueError(f"initialisation {initialisation.name}: pretrain keys need init: pretrain")
             if initialisation.pretrain:
                 self.pretrain_settings(initialisation)  # validated now, not hours later
+            runs = self.finetune_settings(initialisation)
+            if initialisation.init == "pretrain" and self.pretrain_settings(initialisation).colour != runs.colour:
+                raise ValueError(
+                    f"initialisation {initialisation.name}: pretrained with colour constancy {self.pretrain_settings(initialisation).colour_constancy} "
+                    f"but fine-tuned with {runs.colour_constancy}; give both sections the same colour_constancy"
+                )
         if self.budgets is not None and any(b < 1 for b in self.budgets):
             raise ValueError(f"budgets must be positive numbers of images per class, got {self.budgets}")
         if self.budgets is not None and self.selection is not None:
@@ -716,6 +731,15 @@ class CompareConfig(Strict):
                 "budgets (labels per class, drawn at random) and selection (total labels, picked by strategies) are two designs: choose one"
             )
         return self
+
+    def finetune_settings(self, initialisation: InitConfig) -> FinetuneConfig:
+        """The runs of one initialisation: the experiment's finetune section with its own changes."""
+        if not initialisation.finetune:
+            return self.finetune
+        base = self.finetune.model_dump(exclude_unset=True)
+        return validate(
+            FinetuneConfig, {**base, **initialisation.finetune}, f"initialisations.{initialisation.name}.finetune"
+        )
 
     def pretrain_settings(self, initialisation: InitConfig) -> PretrainConfig:
         """The pretraining of a ``pretrain`` initialisation: the experiment's section with its own changes."""

@@ -342,6 +342,15 @@ def thin_test_classes(counts: pd.DataFrame) -> dict[str, int]:
     return {str(c): int(n) for c, n in test.items() if n < MIN_TEST_IMAGES}
 
 
+def pool_rows(manifest: pd.DataFrame, site_pool: str = "include") -> np.ndarray:
+    """Positions of the pretraining pool's rows; ``site_pool="exclude"`` leaves out the held-out
+    site's images that ``--hold-out-pool`` sent there (the source archives alone, same split)."""
+    rows = np.flatnonzero(manifest["pretrain"].to_numpy() == 1)
+    if site_pool == "exclude":
+        rows = rows[manifest["split"].to_numpy()[rows] != SITE_POOL]
+    return rows
+
+
 def pool_summary(manifest: pd.DataFrame, pool: PoolMode) -> str:
     """One line: the pretraining pool's size, what it holds, and its mode."""
     in_pool = manifest[manifest["pretrain"] == 1]

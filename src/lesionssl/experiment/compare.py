@@ -34,7 +34,7 @@ from lesionssl.config import (
     config_hash,
     to_yaml,
 )
-from lesionssl.data.split import nested_budgets, prepare_manifest, read_manifest, write_manifest
+from lesionssl.data.split import nested_budgets, pool_rows, prepare_manifest, read_manifest, write_manifest
 from lesionssl.errors import LesionSSLError
 from lesionssl.experiment.finetune import finetune
 from lesionssl.experiment.probes import probe_run
@@ -108,14 +108,16 @@ def prepare_pretrained(config: CompareConfig, manifest: Path, initialisation: In
             "manifest": manifest,
             "data_root": config.data_root,
             "out": out,
-            "backbone": config.finetune.backbone,
+            "backbone": config.finetune_settings(initialisation).backbone,
             "tracking": _experiment_tracking(config),
         }
     )
     with file_lock(Path(config.out) / f".{out.name}.lock"):
         if backbone.is_file():
             check_pretrained(
-                backbone, settings, int(read_manifest(manifest, data_root=config.data_root).table["pretrain"].sum())
+                backbone,
+                settings,
+                len(pool_rows(read_manifest(manifest, data_root=config.data_root).table, settings.site_pool)),
             )
             return backbone
         settings.resume = (out / "checkpoints").is_dir()
@@ -195,7 +197,7 @@ def run_configs(config: CompareConfig, draws: list[Draw], pretrained: dict[str, 
         for initialisation in config.initialisations:
             init = str(pretrained[initialisation.name]) if initialisation.init == "pretrain" else initialisation.init
             for draw in (d for d in draws if d.serves(initialisation.name)):
-                run = config.finetune.model_copy(
+                run = config.finetune_settings(initialisation).model_copy(
                     update={
                         "manifest": draw.manifest,
                         "data_root": config.data_root if draw.budget is None else None,

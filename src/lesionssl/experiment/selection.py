@@ -86,6 +86,7 @@ def selection_draws(config: CompareConfig, manifest: Path, pretrained: dict[str,
             config.initialisations, config.selection.strategies, config.seeds
         ):
             init = str(pretrained[initialisation.name]) if initialisation.init == "pretrain" else initialisation.init
+            runs = config.finetune_settings(initialisation)  # its features are seen as its runs see images
             folder = out / initialisation.name / strategy / f"seed{seed}"
             requests: list[Path] = []
             labelled = None
@@ -102,11 +103,13 @@ def selection_draws(config: CompareConfig, manifest: Path, pretrained: dict[str,
                                 manifest=pool_manifest,
                                 budget=budget - (0 if labelled is None else len(pd.read_csv(labelled))),
                                 strategy=strategy,
-                                backbone=config.finetune.backbone,
+                                backbone=runs.backbone,
                                 init=init,
-                                image_size=config.finetune.image_size,
-                                store_margin=config.finetune.store_margin,
-                                normalize=config.finetune.normalize,
+                                image_size=runs.image_size,
+                                store_margin=runs.store_margin,
+                                normalize=runs.normalize,
+                                colour_constancy=runs.colour_constancy,
+                                colour_constancy_p=runs.colour_constancy_p,
                                 exclude=requests,
                                 seed=seed,
                                 out=request,

@@ -39,7 +39,7 @@ from lesionssl.config import PretrainConfig, to_yaml
 from lesionssl.data.colour import mismatch as colour_mismatch
 from lesionssl.data.loaders import eval_loader, pretrain_loader
 from lesionssl.data.sources import read_sources
-from lesionssl.data.split import read_manifest
+from lesionssl.data.split import SITE_POOL, pool_rows, read_manifest
 from lesionssl.data.store import build_store, stored_size
 from lesionssl.engine.callbacks import (
     EpochCheckpoint,
@@ -81,7 +81,10 @@ def _pool(config: PretrainConfig) -> tuple[pd.DataFrame, np.ndarray, str, list[s
     if config.manifest is not None:
         manifest = read_manifest(config.manifest, data_root=config.data_root)
         table = manifest.table.assign(row=np.arange(len(manifest.table)))
-        return table, np.flatnonzero(table["pretrain"].to_numpy() == 1), manifest.pool, manifest.classes
+        rows = pool_rows(table, config.site_pool)
+        if left := int(table["pretrain"].sum()) - len(rows):
+            console.print(f"site_pool: exclude: {left} images of the held-out site stay out of the pool", markup=False)
+        return table, rows, manifest.pool, manifest.classes
     if not config.data:
         raise LesionSSLError("pretrain needs --manifest MANIFEST or --data PATH")
     table = read_sources(config.data).assign(split="unlabelled")
@@ -220,6 +223,7 @@ def pretrain(config: PretrainConfig) -> Path:
         L.seed_everything(config.seed, workers=True, verbose=False)
 
         table, rows, pool, classes = _pool(config)
+        site_images = int((table["split"].to_numpy()[rows] == SITE_POOL).sum())
         if len(rows) < 2:
             raise LesionSSLError(f"the pretraining pool has {len(rows)} images; need at least 2")
         if config.batch_size > len(rows):  # every batch is a full one (the loss needs a batch's statistics)
@@ -330,6 +334,7 @@ def pretrain(config: PretrainConfig) -> Path:
             "projector_warmup_epochs": warmup_epochs,
             "pool": pool,
             "pool_images": int(len(rows)),
+            "site_images": site_images,
             "init": init_info,
         }
         total_steps = config.epochs * len(data)
@@ -367,6 +372,7 @@ def pretrain(config: PretrainConfig) -> Path:
             preprocessing=preprocessing,
             pool=pool,
             pool_images=int(len(rows)),
+            site_images=site_images,
             init=init_info,
             epochs=config.epochs,
             recipe=config.recipe,
