@@ -378,6 +378,7 @@ def test_budget_sweep_external_set_shards_and_jobs(synthetic, tmp_path):
             **TINY_FINETUNE,
             "lr": 1e-3,
             "external": [{"name": "other-clinic", "data": [str(external / "labelled")]}],
+            "adapt_bn": True,
         },
     }
     config = validate(CompareConfig, values)
@@ -399,6 +400,13 @@ def test_budget_sweep_external_set_shards_and_jobs(synthetic, tmp_path):
     run = out / results["run_dir"][0]
     external_predictions = pd.read_csv(run / "external" / "other-clinic" / "predictions.csv")
     assert len(external_predictions) == 40
+    # the same model with the clinic's own BatchNorm statistics (AdaBN), reported as a set of its own
+    adapted = pd.read_csv(run / "external" / "other-clinic-adabn" / "predictions.csv")
+    columns = [c for c in adapted.columns if c.startswith("p_")]
+    assert adapted["image"].tolist() == external_predictions["image"].tolist()
+    assert not np.allclose(adapted[columns], external_predictions[columns])
+    assert results["other-clinic-adabn:balanced_accuracy"].between(0, 1).all()
+    assert "External test set: other-clinic-adabn" in report
     environment = json.loads((run / "environment.json").read_text())
     assert environment["seeds"]["run"] in (0, 1) and environment["packages"]["torch"]
 

@@ -144,7 +144,12 @@ NOT_RESULTS = {"out", "tracking", "resume", "data_root", "figures"}
 
 #: Keys added after studies had run, and their value then: hashed only when set otherwise, so a
 #: finished run keeps its folder (its hash) and a resumed study does not run it again.
-HASHED_WHEN_SET = {"malignant_classes": None, "colour_constancy": "none", "colour_constancy_p": DEFAULT_P}
+HASHED_WHEN_SET = {
+    "malignant_classes": None,
+    "colour_constancy": "none",
+    "colour_constancy_p": DEFAULT_P,
+    "adapt_bn": False,
+}
 
 
 def config_hash(config: BaseModel) -> str:

@@ -603,6 +603,10 @@ class FinetuneConfig(DecodesImages):
         description="post-hoc logit adjustment target: train (none), uniform, pool (EM on unlabelled images) or {class: p}",
     )
     external: list[ExternalSet] = Field(default_factory=list, description="extra labelled test sets (domain shift)")
+    adapt_bn: bool = Field(
+        False,
+        description="also evaluate every external set with BatchNorm statistics re-estimated on its images (AdaBN, as `predict --adapt-bn`), reported as <name>-adabn; fine-tuning runs only",
+    )
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     figures: bool = Field(
         True,

@@ -23,7 +23,7 @@ from lesionssl.data.sources import read_sources
 from lesionssl.data.store import build_store, decode_into, stored_size
 from lesionssl.deploy.model import load_model
 from lesionssl.errors import LesionSSLError
-from lesionssl.evaluate.adabn import PRIOR_SHIFT_WARNING, adapt_batchnorm, prior_shift
+from lesionssl.evaluate.adabn import adapt_batchnorm, prior_warning
 from lesionssl.evaluate.calibration import apply_temperature, malignant_point, malignant_probability
 from lesionssl.evaluate.metrics import compute_metrics, predictions_frame
 from lesionssl.evaluate.prior import adjust, em_prior
@@ -156,17 +156,8 @@ def predict_images(
             f"AdaBN: the statistics of {layers} BatchNorm layers re-estimated on these {len(kept)} images", markup=False
         )
     probs = predict_probabilities(module, config, source.images, kept, classes)
-    if adapt_bn:
-        estimated, distance = prior_shift(probs, np.asarray(record.train_prior))
-        if distance > PRIOR_SHIFT_WARNING:
-            mix = ", ".join(
-                f"{c} {p:.2f} (training {t:.2f})"
-                for c, p, t in zip(classes, estimated, record.train_prior, strict=True)
-            )
-            console.print(
-                f"warning: AdaBN assumes the site's class mix is training's, but these images' estimated mix differs (total variation {distance:.2f}): {mix}",
-                markup=False,
-            )
+    if adapt_bn and (warning := prior_warning(probs, record.train_prior, classes)):
+        console.print(warning, markup=False)
     if record.temperature is not None:
         probs = apply_temperature(probs, record.temperature)
     target = _target_prior(prior, record, probs)

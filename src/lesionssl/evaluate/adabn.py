@@ -16,6 +16,9 @@ from torch import nn
 from lesionssl.data.loaders import eval_loader
 from lesionssl.evaluate.prior import em_prior
 
+#: What an external set's name gets when a run also evaluates it with AdaBN (``adapt_bn``).
+ADABN_SUFFIX = "-adabn"
+
 #: Total variation distance between the site's EM-estimated class prior and training's above
 #: which a warning says AdaBN's assumption (no label shift) is in doubt.
 PRIOR_SHIFT_WARNING = 0.1
@@ -53,3 +56,13 @@ def prior_shift(probs: np.ndarray, train_prior: np.ndarray) -> tuple[np.ndarray,
     distance to the training prior."""
     estimated = em_prior(probs, train_prior)
     return estimated, float(0.5 * np.abs(estimated - train_prior).sum())
+
+
+def prior_warning(probs: np.ndarray, train_prior: np.ndarray, classes: list[str]) -> str | None:
+    """One line when the adapted model's predictions imply a class mix far from training's
+    (:data:`PRIOR_SHIFT_WARNING`), else None."""
+    estimated, distance = prior_shift(probs, np.asarray(train_prior))
+    if distance <= PRIOR_SHIFT_WARNING:
+        return None
+    mix = ", ".join(f"{c} {p:.2f} (training {t:.2f})" for c, p, t in zip(classes, estimated, train_prior, strict=True))
+    return f"warning: AdaBN assumes the site's class mix is training's, but these images' estimated mix differs (total variation {distance:.2f}): {mix}"

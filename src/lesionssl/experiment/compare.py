@@ -186,7 +186,7 @@ class PlannedRun:
 
 #: Fine-tuning keys a probe never uses, set to the value probe runs were hashed with when their
 #: default changed, so a new fine-tuning default does not run finished probes again.
-NOT_USED_BY_PROBES = {"lr": "find"}
+NOT_USED_BY_PROBES = {"lr": "find", "adapt_bn": False}
 
 
 def run_configs(config: CompareConfig, draws: list[Draw], pretrained: dict[str, Path]) -> list[PlannedRun]:

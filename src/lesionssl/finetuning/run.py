@@ -21,7 +21,7 @@ import shutil
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ from lesionssl.engine.trainer import log_final, make_loggers, make_trainer, uses
 from lesionssl.engine.transfer import choose_lr, head_epochs, one_cycle_schedule
 from lesionssl.environment import run_environment
 from lesionssl.errors import LesionSSLError
+from lesionssl.evaluate.adabn import ADABN_SUFFIX, adapt_batchnorm, prior_warning
 from lesionssl.evaluate.calibration import (
     TARGET_SENSITIVITY,
     apply_temperature,
@@ -58,7 +59,7 @@ from lesionssl.evaluate.calibration import (
 )
 from lesionssl.evaluate.metrics import compute_metrics, expected_calibration_error, predictions_frame
 from lesionssl.evaluate.prior import adjust, class_prior, em_prior
-from lesionssl.evaluate.test_sets import external_sets, write_external
+from lesionssl.evaluate.test_sets import EvaluationSet, external_sets, write_external
 from lesionssl.figures import plot_confusion, plot_lr_finder, plot_reliability, plot_schedule
 from lesionssl.finetuning.module import ClassifierModule, save_model
 from lesionssl.io import write_csv, write_json, write_text
@@ -335,16 +336,27 @@ def finetune(config: FinetuneConfig, finish: Callable[[FinishedRun], None] | Non
         metrics = compute_metrics(labels, probs, classes)
         deployment = fit_deployment(module, config, images, val, classes, labels, unadjusted_probs, malignant)
         external = {}
-        for evaluation in external_sets(
-            manifest, images, config.external, config.image_size, config.store_margin, config.colour
-        ):
-            external_probs = predict(module, config, evaluation.images, evaluation.table, classes)
+
+        def evaluate_external(model: ClassifierModule, evaluation: EvaluationSet) -> np.ndarray:
+            external_probs = predict(model, config, evaluation.images, evaluation.table, classes)
             external_point = deployment.point(external_probs, evaluation.table["label"].map(index).to_numpy(), classes)
             if target_prior is not None:
                 external_probs = adjust(external_probs, train_prior, target_prior)
             external[evaluation.name] = ExternalResult(
                 **write_external(out, evaluation, external_probs, classes), operating_point=external_point
             )
+            return external_probs
+
+        for evaluation in external_sets(
+            manifest, images, config.external, config.image_size, config.store_margin, config.colour
+        ):
+            evaluate_external(module, evaluation)
+            if config.adapt_bn:  # the same model with the site's own BatchNorm statistics, as `predict --adapt-bn`
+                adapted = copy.deepcopy(module)
+                adapt_batchnorm(adapted, evaluation.images, evaluation.table, classes, config.batch_size)
+                adapted_probs = evaluate_external(adapted, replace(evaluation, name=evaluation.name + ADABN_SUFFIX))
+                if warning := prior_warning(adapted_probs, train_prior, classes):
+                    console.print(f"{evaluation.name}: {warning}", markup=False)
         pool = init_info.get("pretraining", {}).get("pool")
         result = RunResult(
             metrics=Metrics.from_dict(metrics),
