@@ -3,6 +3,10 @@ balanced accuracy (mean ± sd over seeds) per protocol, test set, budget and ini
 each initialisation's difference to ``imagenet`` paired over seeds (paired t-test).
 
     python benchmarks/imagenet_tables.py runs/shared-imagenet-probes/results.csv
+    python benchmarks/imagenet_tables.py runs/shared-new-site/results.csv --inits imagenet,imagenet-cc,source,source-cc,site,site-cc
+
+Every external set a run recorded (``<name>:balanced_accuracy``, AdaBN's ``<name>-adabn`` too)
+gets its own tables.
 """
 
 from __future__ import annotations
@@ -13,6 +17,17 @@ import pandas as pd
 from scipy import stats
 
 TEST_SETS = {"internal test": "balanced_accuracy", "external (ISIC 2017)": "external:balanced_accuracy"}
+#: Initialisations shown by default, in this order, when the results hold them.
+DEFAULT_INITS = ("random", "imagenet", "imagenet-barlow-twins", "c-epoch-6", "imagenet-bt-continue")
+
+
+def test_sets(results: pd.DataFrame) -> dict[str, str]:
+    """The internal test and every external set the runs recorded: title -> balanced-accuracy column."""
+    named = {v: k for k, v in TEST_SETS.items()}
+    columns = ["balanced_accuracy"] + [c for c in results.columns if c.endswith(":balanced_accuracy")]
+    return {named.get(c, c.split(":")[0]): c for c in columns if results[c].notna().any()}
+
+
 #: The continuations compared against steps and LR, in the order of the steps table.
 CONTINUATIONS = {
     "imagenet": "ImageNet (0 steps)",
@@ -43,9 +58,10 @@ def _paired(results: pd.DataFrame, init: str, protocol: str, budget: int, column
 def budget_tables(results: pd.DataFrame, inits: list[str]) -> str:
     lines = []
     others = [i for i in inits if i != "imagenet"]
+    seeds = results["seed"].nunique()
     for protocol in [p for p in ("linear", "knn", "finetune") if p in set(results["protocol"])]:
-        for test_set, column in TEST_SETS.items():
-            lines += ["", f"**{protocol} · {test_set}** (balanced accuracy, mean ± sd over 5 seeds)", ""]
+        for test_set, column in test_sets(results[results["protocol"] == protocol]).items():
+            lines += ["", f"**{protocol} · {test_set}** (balanced accuracy, mean ± sd over {seeds} seeds)", ""]
             present = [i for i in inits if ((results["init"] == i) & (results["protocol"] == protocol)).any()]
             if "imagenet" not in present or len(present) < 2:
                 lines = lines[:-3]
@@ -99,19 +115,12 @@ def steps_tables(results: pd.DataFrame, budget: int = 25) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results")
+    parser.add_argument("--inits", help="comma-separated initialisations, in table order (default: the known ones)")
     args = parser.parse_args()
     results = pd.read_csv(args.results)
+    inits = args.inits.split(",") if args.inits else [i for i in DEFAULT_INITS if i in set(results["init"])]
     if results["budget"].nunique() > 1:
-        print(
-            budget_tables(
-                results,
-                [
-                    i
-                    for i in ("random", "imagenet", "imagenet-barlow-twins", "c-epoch-6", "imagenet-bt-continue")
-                    if i in set(results["init"])
-                ],
-            )
-        )
+        print(budget_tables(results, inits))
     print(steps_tables(results))
 
 
