@@ -10,7 +10,7 @@ from torch import nn
 
 from lesionssl.augment.batch import EvalView
 from lesionssl.augment.views import IMAGENET
-from lesionssl.evaluate.adabn import adapt_batchnorm, prior_shift
+from lesionssl.evaluate.adabn import PRIOR_SHIFT_WARNING, adapt_batchnorm, prior_shift, prior_warning
 from lesionssl.finetuning.module import ClassifierModule
 
 from conftest import lesionssl
@@ -42,6 +42,12 @@ def test_prior_shift_is_the_total_variation_to_the_training_prior():
     estimated, distance = prior_shift(probs, train)
     assert estimated[0] > 0.9 and distance == pytest.approx(abs(estimated[0] - 0.5), abs=1e-9)
     assert prior_shift(np.tile([0.5, 0.5], (50, 1)), train)[1] == pytest.approx(0.0, abs=1e-6)
+    # the warning `predict --adapt-bn` and compare's adapt_bn print: only past PRIOR_SHIFT_WARNING
+    warning = prior_warning(probs, train, ["MEL", "NV"])
+    assert warning.startswith("warning: AdaBN assumes the site's class mix is training's")
+    assert f"total variation {distance:.2f}" in warning and f"MEL {estimated[0]:.2f} (training 0.50)" in warning
+    near = np.array([[0.9, 0.1]] * 27 + [[0.1, 0.9]] * 23)  # a mix a little off training's
+    assert prior_shift(near, train)[1] < PRIOR_SHIFT_WARNING and prior_warning(near, train, ["MEL", "NV"]) is None
 
 
 def test_predict_adapt_bn_changes_the_probabilities_and_says_so(fine_tuned, synthetic, tmp_path):
