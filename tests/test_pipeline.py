@@ -411,9 +411,8 @@ def test_budget_sweep_external_set_shards_and_jobs(synthetic, tmp_path):
     assert environment["seeds"]["run"] in (0, 1) and environment["packages"]["torch"]
 
 
-def test_study_protocols_held_out_site_budgets_and_labels_saved(synthetic, tmp_path):
-    """The evidence design end to end on the synthetic set: test_fraction split with a held-out
-    site, three protocols, nested budgets per seed, paired tables and labels saved."""
+def _three_sites(synthetic, path):
+    """The labelled synthetic images as a CSV source whose ``site`` column deals them to A, B and C."""
     files = sorted((synthetic / "labelled").rglob("*.png"))
     sites = pd.DataFrame(
         {
@@ -422,7 +421,14 @@ def test_study_protocols_held_out_site_budgets_and_labels_saved(synthetic, tmp_p
             "site": [["A", "B", "C"][i % 3] for i in range(len(files))],
         }
     )
-    sites.to_csv(tmp_path / "sites.csv", index=False)
+    sites.to_csv(path, index=False)
+    return sites
+
+
+def test_study_protocols_held_out_site_budgets_and_labels_saved(synthetic, tmp_path):
+    """The evidence design end to end on the synthetic set: test_fraction split with a held-out
+    site, three protocols, nested budgets per seed, paired tables and labels saved."""
+    sites = _three_sites(synthetic, tmp_path / "sites.csv")
     values = {
         "data": [str(tmp_path / "sites.csv"), str(synthetic / "unlabelled")],
         "split": {"test_fraction": 0.3, "per_class": 4, "val": 2, "hold_out": {"site": ["C"]}, "seed": 0},
@@ -503,15 +509,7 @@ def test_new_site_arms_share_one_split_with_or_without_the_site_and_colour_const
     """The new-site design in one experiment: the site's pool half pretrains one arm and not the
     other (same split, same test), and an arm's own finetune keys decode its images with colour
     constancy, as its pretraining did."""
-    files = sorted((synthetic / "labelled").rglob("*.png"))
-    sites = pd.DataFrame(
-        {
-            "path": [str(f) for f in files],
-            "label": [f.parent.name for f in files],
-            "site": [["A", "B", "C"][i % 3] for i in range(len(files))],
-        }
-    )
-    sites.to_csv(tmp_path / "sites.csv", index=False)
+    _three_sites(synthetic, tmp_path / "sites.csv")
     cc = {"colour_constancy": "shades-of-gray"}
     values = {
         "data": [str(tmp_path / "sites.csv")],

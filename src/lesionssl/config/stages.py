@@ -10,6 +10,7 @@ from typing import Annotated, Any, ClassVar, Literal, get_type_hints
 
 from pydantic import (
     AfterValidator,
+    BaseModel,
     BeforeValidator,
     Field,
     create_model,
@@ -241,36 +242,18 @@ StoreMargin = Annotated[
 STRATEGY_NAMES = ("typiclust", "probcover", "kcenter", "random")
 
 
-class SelectConfig(DecodesImages):
-    """``lesionssl select``: which pool images an expert should label next, chosen on a backbone's features."""
+class OnFeatures(DecodesImages):
+    """What a stage that reads a manifest's images through a backbone's frozen features needs
+    (``select``, ``shift``); each says what its manifest and weights are for."""
 
-    manifest: Path = Field(description="manifest from `lesionssl split`: candidates are its unlabelled pool images")
+    manifest: Path
     data_root: Path | None = Field(None, description="the folder that now holds the manifest's images, when they moved")
-    budget: int = Field(ge=1, description="how many images to pick")
-    strategy: Literal[STRATEGY_NAMES] = Field(
-        "typiclust",
-        description="typiclust | probcover (typical and diverse; best at small budgets) | kcenter (coverage) | random",
-    )
-    backbone: Backbone = "resnet18"
-    init: Init = Field(
-        "random",
-        description="the features' weights: a backbone file from `lesionssl pretrain` (recommended), random, imagenet, a registered name",
-    )
+    backbone: Backbone = DEFAULT_BACKBONE
+    init: Init = "imagenet"
     image_size: int = Field(64, ge=16)
     store_margin: StoreMargin = STORE_MARGIN
     normalize: Normalize = Field("auto", description="auto: what the weights record, ImageNet's otherwise")
-    exclude: list[Path] = Field(
-        default_factory=list,
-        description="CSV files (an `image` column) of images already labelled or sent out: never picked, counted as labelled",
-    )
     seed: int = 0
-    out: Path = Field(
-        Path("to_label.csv"),
-        description="CSV to fill in (an empty label column); an HTML page of thumbnails is written beside it",
-    )
-    cache: Path | None = Field(
-        None, description="feature cache folder; default: features/ beside the manifest (shared with compare's probes)"
-    )
 
     @field_validator("backbone", mode="before")
     @classmethod
@@ -284,25 +267,46 @@ class SelectConfig(DecodesImages):
         return value
 
 
-class ShiftConfig(DecodesImages):
+class SelectConfig(OnFeatures):
+    """``lesionssl select``: which pool images an expert should label next, chosen on a backbone's features."""
+
+    manifest: Path = Field(description="manifest from `lesionssl split`: candidates are its unlabelled pool images")
+    budget: int = Field(ge=1, description="how many images to pick")
+    strategy: Literal[STRATEGY_NAMES] = Field(
+        "typiclust",
+        description="typiclust | probcover (typical and diverse; best at small budgets) | kcenter (coverage) | random",
+    )
+    backbone: Backbone = "resnet18"
+    init: Init = Field(
+        "random",
+        description="the features' weights: a backbone file from `lesionssl pretrain` (recommended), random, imagenet, a registered name",
+    )
+    exclude: list[Path] = Field(
+        default_factory=list,
+        description="CSV files (an `image` column) of images already labelled or sent out: never picked, counted as labelled",
+    )
+    out: Path = Field(
+        Path("to_label.csv"),
+        description="CSV to fill in (an empty label column); an HTML page of thumbnails is written beside it",
+    )
+    cache: Path | None = Field(
+        None, description="feature cache folder; default: features/ beside the manifest (shared with compare's probes)"
+    )
+
+
+class ShiftConfig(OnFeatures):
     """``lesionssl shift``: how far each test split or site is from the pretraining pool, on a backbone's features."""
 
     manifest: Path = Field(
         description="manifest from `lesionssl split`: its pool is the reference; its test split and external sites are measured"
     )
-    data_root: Path | None = Field(None, description="the folder that now holds the manifest's images, when they moved")
-    backbone: Backbone = DEFAULT_BACKBONE
     init: Init = Field(
         "imagenet",
         description="the features' weights: imagenet, a backbone file from `lesionssl pretrain`, random, a registered name",
     )
-    image_size: int = Field(64, ge=16)
-    store_margin: StoreMargin = STORE_MARGIN
-    normalize: Normalize = Field("auto", description="auto: what the weights record, ImageNet's otherwise")
     site_column: str | None = Field(
         None, description="metadata column naming each external image's site; default: the split's hold_out column"
     )
-    seed: int = 0
     out: Path = Field(Path("shift"), description="folder for shift.csv, priors.csv, recall.csv, map.png and index.html")
 
 
@@ -738,18 +742,15 @@ class CompareConfig(Strict):
 
     def finetune_settings(self, initialisation: InitConfig) -> FinetuneConfig:
         """The runs of one initialisation: the experiment's finetune section with its own changes."""
-        if not initialisation.finetune:
-            return self.finetune
-        base = self.finetune.model_dump(exclude_unset=True)
-        return validate(
-            FinetuneConfig, {**base, **initialisation.finetune}, f"initialisations.{initialisation.name}.finetune"
-        )
+        return _with_changes(self.finetune, initialisation.finetune, f"initialisations.{initialisation.name}.finetune")
 
     def pretrain_settings(self, initialisation: InitConfig) -> PretrainConfig:
         """The pretraining of a ``pretrain`` initialisation: the experiment's section with its own changes."""
-        if not initialisation.pretrain:
-            return self.pretrain
-        base = self.pretrain.model_dump(exclude_unset=True)
-        return validate(
-            PretrainConfig, {**base, **initialisation.pretrain}, f"initialisations.{initialisation.name}.pretrain"
-        )
+        return _with_changes(self.pretrain, initialisation.pretrain, f"initialisations.{initialisation.name}.pretrain")
+
+
+def _with_changes(section: BaseModel, changes: dict[str, Any], where: str) -> Any:
+    """An experiment's section with one initialisation's own keys, validated as that section."""
+    if not changes:
+        return section
+    return validate(type(section), {**section.model_dump(exclude_unset=True), **changes}, where)
