@@ -407,6 +407,7 @@ def test_budget_sweep_external_set_shards_and_jobs(synthetic, tmp_path):
     assert not np.allclose(adapted[columns], external_predictions[columns])
     assert results["other-clinic-adabn:balanced_accuracy"].between(0, 1).all()
     assert "External test set: other-clinic-adabn" in report
+    assert "BatchNorm statistics re-estimated on that set's images (AdaBN" in report.replace("\n", " ")
     environment = json.loads((run / "environment.json").read_text())
     assert environment["seeds"]["run"] in (0, 1) and environment["packages"]["torch"]
 
@@ -549,6 +550,7 @@ def test_new_site_arms_share_one_split_with_or_without_the_site_and_colour_const
         site,
     )
     assert [b["colour_constancy"] for b in backbones.values()] == ["none", "none", "shades-of-gray"]
+    pool = int(manifest["pretrain"].sum())
     results = pd.read_csv(out / "results.csv")
     decoded = {
         row.init: yaml.safe_load((out / row.run_dir / "config.yaml").read_text())["colour_constancy"]
@@ -556,6 +558,12 @@ def test_new_site_arms_share_one_split_with_or_without_the_site_and_colour_const
     }
     assert decoded == {"source": "none", "with-site": "none", "with-site-cc": "shades-of-gray"}
     assert len(set(results["run_dir"])) == 3  # an arm's own keys give its runs their own folders
+    methods = (out / "report.md").read_text().split("## Methods")[1].split("\n## ")[0]
+    assert (
+        f"with-site: barlow_twins (recipe small-data) for 1 epochs at 16 px from random weights on {pool} images, {site} of them the held-out site's"
+        in methods.replace("\n", " ")
+    )
+    assert "Runs with their own settings: with-site-cc (colour_constancy shades-of-gray)" in methods.replace("\n", " ")
     compare(config)  # a second call finds every pretraining finished with its own pool, and trains nothing
     assert pd.read_csv(out / "results.csv")["run_dir"].tolist() == results["run_dir"].tolist()
     # an arm pretrained on colour-corrected images is never fine-tuned on uncorrected ones

@@ -685,10 +685,22 @@ def _pretrainings(out: Path, experiment: CompareConfig) -> list[str]:
             continue
         record = BackboneRecord.read(record_file)
         start = record.init.get("init", "random") if isinstance(record.init, dict) else record.init
+        site = f", {record.site_images} of them the held-out site's (labels removed)" if record.site_images else ""
+        colour = f", colour constancy {record.colour_constancy}" if record.colour_constancy != "none" else ""
         described.append(
-            f"{arm.name}: {record.method} (recipe {record.recipe}) for {record.epochs} epochs at {record.image_size} px from {start} weights, encoder LR x{record.encoder_lr_scale:g}, BatchNorm statistics {record.bn_statistics}"
+            f"{arm.name}: {record.method} (recipe {record.recipe}) for {record.epochs} epochs at {record.image_size} px from {start} weights on {record.pool_images} images{site}, encoder LR x{record.encoder_lr_scale:g}, BatchNorm statistics {record.bn_statistics}{colour}"
         )
     return described
+
+
+def _own_runs(experiment: CompareConfig) -> str:
+    """The initialisations whose runs change the finetune section (e.g. colour constancy), in words."""
+    own = [
+        f"{arm.name} ({', '.join(f'{k} {v}' for k, v in arm.finetune.items())})"
+        for arm in experiment.initialisations
+        if arm.finetune
+    ]
+    return f" Runs with their own settings: {'; '.join(own)}." if own else ""
 
 
 def _methods(
@@ -730,6 +742,12 @@ def _methods(
             + (f"; the pool was {' and '.join(pools)}" if pools else "")
             + "."
             if experiment is not None and experiment.pretrain
+            else ""
+        )
+        + (_own_runs(experiment) if experiment is not None else "")
+        + (
+            " Every fine-tuned model was also scored on each external set with BatchNorm statistics re-estimated on that set's images (AdaBN; the sets named -adabn)."
+            if finetune.adapt_bn and "finetune" in set(results["protocol"])
             else ""
         )
         + counts
