@@ -1,6 +1,8 @@
 """``lesionssl shift``: the domain classifier tells colour-shifted sites apart and not two halves of
 one site, and the report's files hold what they promise."""
 
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -37,23 +39,33 @@ def test_colour_statistics_are_the_channel_moments_in_unit_range():
     assert stats["mean_r"] == pytest.approx(0.5) and stats["std_r"] == pytest.approx(0.5) and stats["mean_g"] == 0
 
 
-def test_sets_are_the_test_split_and_each_external_site():
+def test_sets_are_the_test_split_the_sites_pool_share_and_each_external_site():
     table = pd.DataFrame(
-        {"split": ["train", "test", "external", "external", "external"], "dataset": ["x", "x", "A", "B", "A"]}
+        {
+            "split": ["train", "test", "external", "external", "external", "site-pool"],
+            "dataset": ["x", "x", "A", "B", "A", "A"],
+        }
     )
     sets = evaluated_sets(table, "dataset")
-    assert list(sets) == ["test", "external:A", "external:B"] and list(sets["external:A"]) == [2, 4]
-    assert list(evaluated_sets(table, None)) == ["test", "external"]
+    assert list(sets) == ["test", "site-pool", "external:A", "external:B"] and list(sets["external:A"]) == [2, 4]
+    assert list(sets["site-pool"]) == [5]
+    assert list(evaluated_sets(table.iloc[:5], None)) == ["test", "external"]
 
 
 def test_shift_writes_its_tables_map_and_page(synthetic_manifest, tmp_path):
     from lesionssl.config import ShiftConfig, validate
     from lesionssl.report.shift import shift
 
+    # a clinic's unlabelled photographs in the pool (split --hold-out-pool): measured, not the reference
+    manifest = pd.read_csv(synthetic_manifest, keep_default_na=False)
+    clinic = manifest.index[(manifest["split"] == "unlabelled") & (manifest["label"] == "")][:12]
+    manifest.loc[clinic, "split"] = "site-pool"
+    manifest.to_csv(tmp_path / "m.csv", index=False)
+    shutil.copy(synthetic_manifest.with_suffix(".json"), tmp_path / "m.json")
     config = validate(
         ShiftConfig,
         {
-            "manifest": str(synthetic_manifest),
+            "manifest": str(tmp_path / "m.csv"),
             "backbone": "timm:test_resnet",
             "init": "random",
             "image_size": 16,
@@ -63,8 +75,11 @@ def test_shift_writes_its_tables_map_and_page(synthetic_manifest, tmp_path):
     page = shift(config)
     table = pd.read_csv(tmp_path / "shift" / "shift.csv")
     assert (
-        list(table["set"]) == ["pool", "test"] and 0 <= table.loc[1, "domain_auroc"] <= 1 and table.loc[1, "images"] > 0
+        list(table["set"]) == ["pool", "test", "site-pool"]
+        and 0 <= table.loc[1, "domain_auroc"] <= 1
+        and table.loc[1, "images"] > 0
     )
+    assert table.loc[0, "images"] == manifest["pretrain"].sum() - 12 and table.loc[2, "images"] == 12
     priors = pd.read_csv(tmp_path / "shift" / "priors.csv").set_index("set")
     assert np.allclose(priors.sum(axis=1), 1.0) and {"train", "test"} <= set(priors.index)
     assert (tmp_path / "shift" / "map.png").is_file() and (tmp_path / "shift" / "recall.csv").is_file()

@@ -1,7 +1,9 @@
 """``lesionssl shift``: how far is each test split or site from the training pool?
 
-The pool (the manifest's pretraining images) is the reference; every evaluated set is the internal
-``test`` split and the ``external`` split, one set per value of the held-out column (the site).
+The pool (the manifest's pretraining images from the source archives) is the reference; every
+evaluated set is the internal ``test`` split, the held-out site's unlabelled pool share when the
+split sent one (``site-pool``: how far the clinic's own photographs are, before any is labelled),
+and the ``external`` split, one set per value of the held-out column (the site).
 On the backbone's frozen features, per set:
 
 * colour statistics of the stored images (mean and standard deviation per channel);
@@ -30,7 +32,7 @@ from sklearn.preprocessing import StandardScaler
 
 from lesionssl.config import ShiftConfig
 from lesionssl.data.loaders import label_indices
-from lesionssl.data.split import read_manifest
+from lesionssl.data.split import SITE_POOL, pool_rows, read_manifest
 from lesionssl.data.store import build_store, stored_size
 from lesionssl.errors import LesionSSLError
 from lesionssl.evaluate.domain import domain_auroc
@@ -76,8 +78,12 @@ def colour_statistics(images: np.ndarray) -> dict[str, float]:
 
 
 def evaluated_sets(table: pd.DataFrame, site_column: str | None) -> dict[str, np.ndarray]:
-    """Rows of the internal test split and of each external site (or the whole external split)."""
-    sets = {"test": np.flatnonzero(table["split"].to_numpy() == "test")}
+    """Rows of the internal test split, of the held-out site's unlabelled pool share (``split
+    --hold-out-pool``), and of each external site (or the whole external split)."""
+    sets = {
+        "test": np.flatnonzero(table["split"].to_numpy() == "test"),
+        SITE_POOL: np.flatnonzero(table["split"].to_numpy() == SITE_POOL),
+    }
     external = table["split"].to_numpy() == "external"
     if site_column and site_column in table and external.any():
         for site in sorted(table.loc[external, site_column].astype(str).unique()):
@@ -102,9 +108,9 @@ def shift(config: ShiftConfig) -> Path:
         and manifest.record.spec.hold_out
     ):
         site_column = next(iter(manifest.record.spec.hold_out))
-    pool_rows = np.flatnonzero(table["pretrain"].to_numpy() == 1)
+    reference = pool_rows(table, site_pool="exclude")  # the site's own pool images are a set measured against it
     sets = evaluated_sets(table, site_column)
-    if not len(pool_rows) or not sets:
+    if not len(reference) or not sets:
         raise LesionSSLError(
             f"{config.manifest} needs a pretraining pool and a test or external split to measure a shift"
         )
@@ -114,7 +120,7 @@ def shift(config: ShiftConfig) -> Path:
     )
     preprocessing = resolve_preprocessing(config.normalize, init_info)
     wanted = np.unique(
-        np.concatenate([pool_rows, *sets.values(), np.flatnonzero(table["split"].isin(["train", "val"]).to_numpy())])
+        np.concatenate([reference, *sets.values(), np.flatnonzero(table["split"].isin(["train", "val"]).to_numpy())])
     )
     features = cached_features(
         Path(config.manifest).parent / FEATURES, backbone, images, wanted, config.image_size, preprocessing
@@ -141,7 +147,7 @@ def shift(config: ShiftConfig) -> Path:
         else np.full(len(classes), 1 / len(classes))
     )
 
-    pool_x = stack(pool_rows)
+    pool_x = stack(reference)
     set_x = {name: stack(set_rows) for name, set_rows in sets.items()}
     rows, priors, recalls = [], [], []
     for name, set_rows in sets.items():
@@ -176,7 +182,7 @@ def shift(config: ShiftConfig) -> Path:
             markup=False,
         )
     out.mkdir(parents=True, exist_ok=True)
-    pool_row = {"set": POOL, "images": len(pool_rows), **colour_statistics(images[pool_rows])}
+    pool_row = {"set": POOL, "images": len(reference), **colour_statistics(images[reference])}
     frame = pd.DataFrame(
         [pool_row, *({"set": r.name, **{k: v for k, v in asdict(r).items() if k != "name"}} for r in rows)]
     )
@@ -189,7 +195,7 @@ def shift(config: ShiftConfig) -> Path:
     if recalls:
         write_csv(out / "recall.csv", pd.DataFrame(recalls))
     examples = _examples(table, pool_x, {name: (set_rows, set_x[name]) for name, set_rows in sets.items()})
-    _map(out, table, pool_rows, sets, features, config.seed)
+    _map(out, table, reference, sets, features, config.seed)
     write_json(
         out / "summary.json",
         {
@@ -226,12 +232,12 @@ def _examples(
 
 
 def _map(
-    out: Path, table: pd.DataFrame, pool_rows: np.ndarray, sets: dict[str, np.ndarray], features: dict, seed: int
+    out: Path, table: pd.DataFrame, reference: np.ndarray, sets: dict[str, np.ndarray], features: dict, seed: int
 ) -> None:
     """``map.png``: t-SNE of a sample of the pool and every set, by set and by label."""
     rng = np.random.default_rng(seed)
     names, rows = [], []
-    for name, set_rows in {POOL: pool_rows, **sets}.items():
+    for name, set_rows in {POOL: reference, **sets}.items():
         sample = rng.choice(set_rows, min(len(set_rows), MAX_PER_SET), replace=False)
         names += [name] * len(sample)
         rows += list(sample)
