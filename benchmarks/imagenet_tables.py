@@ -16,6 +16,8 @@ import argparse
 import pandas as pd
 from scipy import stats
 
+from lesionssl.evaluate.adabn import ADABN_SUFFIX
+
 TEST_SETS = {"internal test": "balanced_accuracy", "external (ISIC 2017)": "external:balanced_accuracy"}
 #: Initialisations shown by default, in this order, when the results hold them.
 DEFAULT_INITS = ("random", "imagenet", "imagenet-barlow-twins", "c-epoch-6", "imagenet-bt-continue")
@@ -87,6 +89,36 @@ def budget_tables(results: pd.DataFrame, inits: list[str]) -> str:
     return "\n".join(lines)
 
 
+def adabn_tables(results: pd.DataFrame, inits: list[str]) -> str:
+    """Per external set scored both ways: AdaBN minus as trained, paired over the same models."""
+    lines = []
+    runs = results[results["protocol"] == "finetune"]
+    for adapted in [c for c in runs.columns if c.endswith(f"{ADABN_SUFFIX}:balanced_accuracy")]:
+        plain = adapted.replace(ADABN_SUFFIX, "")
+        present = [i for i in inits if runs.loc[runs["init"] == i, adapted].notna().any()]
+        if not present or plain not in runs:
+            continue
+        name = plain.split(":")[0]
+        lines += [
+            "",
+            f"**finetune · {name}: AdaBN against as trained** (balanced accuracy, mean over the same models; AdaBN - as trained, paired p)",
+            "",
+            "| labels per class | " + " | ".join(present) + " |",
+            "|" + "---|" * (1 + len(present)),
+        ]
+        for budget in sorted(runs["budget"].unique()):
+            cells = []
+            for init in present:
+                both = runs[(runs["init"] == init) & (runs["budget"] == budget)][[plain, adapted]].dropna()
+                cells.append(
+                    f"{both[plain].mean():.3f} -> {both[adapted].mean():.3f}: {(both[adapted] - both[plain]).mean():+.3f} ({stats.ttest_rel(both[adapted], both[plain]).pvalue:.3f})"
+                    if len(both) > 1
+                    else ""
+                )
+            lines.append(f"| {budget} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def steps_tables(results: pd.DataFrame, budget: int = 25) -> str:
     lines = []
     arms = [a for a in CONTINUATIONS if a in set(results["init"])]
@@ -121,7 +153,9 @@ def main() -> None:
     inits = args.inits.split(",") if args.inits else [i for i in DEFAULT_INITS if i in set(results["init"])]
     if results["budget"].nunique() > 1:
         print(budget_tables(results, inits))
-    print(steps_tables(results))
+        print(adabn_tables(results, inits))
+    if set(CONTINUATIONS) - {"imagenet"} & set(results["init"]):
+        print(steps_tables(results))
 
 
 if __name__ == "__main__":
