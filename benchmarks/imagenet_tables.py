@@ -154,7 +154,7 @@ def main() -> None:
     if results["budget"].nunique() > 1:
         print(budget_tables(results, inits))
         print(adabn_tables(results, inits))
-    if set(CONTINUATIONS) - {"imagenet"} & set(results["init"]):
+    if (set(CONTINUATIONS) - {"imagenet"}) & set(results["init"]):
         print(steps_tables(results))
 
 
