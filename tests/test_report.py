@@ -116,3 +116,21 @@ def test_a_class_without_test_images_shows_n_a_and_is_named_not_recall_zero():
         sensitivity.loc["Dermatofibroma", "sensitivity (imagenet)"] == "n/a"
         and sensitivity.loc["Dermatofibroma", "specificity (imagenet)"] != "n/a"
     )
+
+
+def test_a_test_set_only_some_runs_scored_is_viewed_on_those_runs():
+    from lesionssl.report.compare import test_set_names, test_set_view
+
+    results = pd.DataFrame(
+        {
+            "run_dir": ["linear", "finetune"],
+            "protocol": ["linear", "finetune"],
+            "balanced_accuracy": [0.4, 0.5],
+            "site:balanced_accuracy": [0.2, 0.3],
+            "site-adabn:balanced_accuracy": [np.nan, 0.25],  # AdaBN scores fine-tuned models only
+        }
+    )
+    assert test_set_names(results) == ["test", "site", "site-adabn"]
+    adapted = test_set_view(results, "site-adabn")
+    assert adapted["run_dir"].tolist() == ["finetune"] and adapted["balanced_accuracy"].tolist() == [0.25]
+    assert test_set_view(results, "site")["balanced_accuracy"].tolist() == [0.2, 0.3]

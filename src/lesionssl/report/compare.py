@@ -332,12 +332,14 @@ def test_set_names(results: pd.DataFrame) -> list[str]:
 
 
 def test_set_view(results: pd.DataFrame, test_set: str) -> pd.DataFrame:
-    """The runs with the metric columns of one test set under their plain names."""
+    """The runs that scored one test set, with its metric columns under their plain names (some
+    sets are only some runs': AdaBN's are the fine-tuned models')."""
     if test_set == "test":
         return results
     prefix = f"{test_set}:"
     columns = {c: c.removeprefix(prefix) for c in results.columns if c.startswith(prefix)}
-    return results.drop(columns=[c for c in STUDY_METRICS if c in results]).rename(columns=columns)
+    scored = results[list(columns)].notna().any(axis=1)
+    return results[scored].drop(columns=[c for c in STUDY_METRICS if c in results]).rename(columns=columns)
 
 
 def score_table(frame: pd.DataFrame, order: list[str], intervals: Intervals, test_set: str = "test") -> pd.DataFrame:
