@@ -572,3 +572,7 @@ def test_new_site_arms_share_one_split_with_or_without_the_site_and_colour_const
         LesionSSLError, match="pretrained with colour constancy shades-of-gray but fine-tuned with none"
     ):
         validate(CompareConfig, values)
+    # keys compare sets itself in every run or pretraining are not an initialisation's to change
+    values["initialisations"][2] = {"name": "with-site-cc", "init": "pretrain", "finetune": {"seed": 3, "init": "x"}}
+    with pytest.raises(LesionSSLError, match="compare sets init, seed of every finetune itself"):
+        validate(CompareConfig, values)

@@ -659,6 +659,22 @@ class InitConfig(Strict):
         description="changes to the experiment's finetune section for this initialisation's runs, e.g. {colour_constancy: shades-of-gray}",
     )
 
+    #: Keys ``compare`` sets itself in every pretraining or run, so an initialisation cannot change them.
+    SET_BY_COMPARE: ClassVar[dict[str, set[str]]] = {
+        "pretrain": {"data", "manifest", "data_root", "out", "backbone", "resume", "tracking"},
+        "finetune": {"data", "split", "manifest", "data_root", "out", "init", "seed", "resume", "tracking"},
+    }
+
+    @model_validator(mode="after")
+    def _changes_compare_allows(self) -> InitConfig:
+        for section, keys in self.SET_BY_COMPARE.items():
+            if clash := sorted(keys & set(getattr(self, section))):
+                raise ValueError(
+                    f"initialisation {self.name}: compare sets {', '.join(clash)} of every {section} itself; "
+                    + ("choose the backbone in the finetune section" if "backbone" in clash else "remove them here")
+                )
+        return self
+
 
 class CompareConfig(Strict):
     """An experiment: initialisations x seeds with the same split and protocol."""
