@@ -338,14 +338,14 @@ def finetune(config: FinetuneConfig, finish: Callable[[FinishedRun], None] | Non
         external = {}
 
         def evaluate_external(model: ClassifierModule, evaluation: EvaluationSet) -> np.ndarray:
-            external_probs = predict(model, config, evaluation.images, evaluation.table, classes)
-            external_point = deployment.point(external_probs, evaluation.table["label"].map(index).to_numpy(), classes)
-            if target_prior is not None:
-                external_probs = adjust(external_probs, train_prior, target_prior)
+            """Score one set; return the model's own probabilities there (before any prior adjustment)."""
+            raw = predict(model, config, evaluation.images, evaluation.table, classes)
+            external_point = deployment.point(raw, evaluation.table["label"].map(index).to_numpy(), classes)
+            external_probs = raw if target_prior is None else adjust(raw, train_prior, target_prior)
             external[evaluation.name] = ExternalResult(
                 **write_external(out, evaluation, external_probs, classes), operating_point=external_point
             )
-            return external_probs
+            return raw
 
         for evaluation in external_sets(
             manifest, images, config.external, config.image_size, config.store_margin, config.colour
