@@ -298,7 +298,7 @@ class ShiftConfig(OnFeatures):
     """``lesionssl shift``: how far each test split or site is from the pretraining pool, on a backbone's features."""
 
     manifest: Path = Field(
-        description="manifest from `lesionssl split`: its pool is the reference; its test split and external sites are measured"
+        description="manifest from `lesionssl split`: its pool from the source archives is the reference; its test split, the site's pool share and external sites are measured"
     )
     init: Init = Field(
         "imagenet",
