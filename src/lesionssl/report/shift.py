@@ -256,7 +256,8 @@ def _page(config: ShiftConfig, frame: pd.DataFrame, priors: list[dict], recalls:
     parts = [
         f"<h1>Domain shift: {html.escape(str(config.manifest))}</h1>",
         f"<p>Features of {html.escape(config.backbone)} ({html.escape(config.init)}) at {config.image_size} px; colour constancy {html.escape(config.colour_constancy)}. "
-        "Domain AUROC: a classifier telling the set from the pretraining pool, cross-validated (0.5: indistinguishable, 1: fully separable). "
+        "Domain AUROC: a classifier telling the set from the pretraining pool of the source archives, cross-validated (0.5: indistinguishable, 1: fully separable); "
+        "site-pool, when present, is the held-out site's unlabelled share of the pool, measured before any of its images is labelled. "
         "Balanced accuracy and recall: a linear probe fitted on the train split, applied to each set.</p>",
         table_html(frame),
     ]
