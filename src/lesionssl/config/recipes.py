@@ -70,39 +70,28 @@ SMALL_TRAINING_SET = 1000
 SMALL_DATA_LR = 1e-3
 
 
+#: The seed study's code: ResNet-50 + one linear layer, 256 px, Adam(0.9, 0.99, eps 1e-5), wd 0,
+#: fastai freeze (BN trainable) for one epoch at a constant 1e-3, valley LR, 40 epochs 1cycle,
+#: batch 64, TTA x3, no ImageNet normalisation.
+_SEED_FINETUNE: dict[str, Any] = {
+    "backbone": "resnet50",
+    "image_size": 256,
+    "batch_size": 64,
+    "epochs": 40,
+    "head_epochs": 1,
+    "head_lr": 1e-3,
+    "freeze": "fastai",
+    "lr": "find",
+    "lr_suggestion": "valley",
+    "weight_decay": 0.0,
+    "normalize": "none",
+    "tta": 3,
+}
+
 FINETUNE_PRESETS: dict[str, dict[str, Any]] = {
-    # The seed study's code: ResNet-50 + one linear layer, 256 px, Adam(0.9, 0.99, eps 1e-5), wd 0,
-    # fastai freeze (BN trainable) for one epoch at a constant 1e-3, valley LR, 40 epochs 1cycle,
-    # batch 64, TTA x3, no ImageNet normalisation.
-    "seed": {
-        "backbone": "resnet50",
-        "image_size": 256,
-        "batch_size": 64,
-        "epochs": 40,
-        "head_epochs": 1,
-        "head_lr": 1e-3,
-        "freeze": "fastai",
-        "lr": "find",
-        "lr_suggestion": "valley",
-        "weight_decay": 0.0,
-        "normalize": "none",
-        "tta": 3,
-    },
-    # The same protocol with the seed's quirks fixed: ImageNet normalisation, no TTA randomness.
-    "recommended": {
-        "backbone": "resnet50",
-        "image_size": 224,
-        "batch_size": 64,
-        "epochs": 40,
-        "head_epochs": 1,
-        "head_lr": 1e-3,
-        "freeze": "fastai",
-        "lr": "find",
-        "lr_suggestion": "valley",
-        "weight_decay": 0.0,
-        "normalize": "imagenet",
-        "tta": 0,
-    },
+    "seed": _SEED_FINETUNE,
+    # The same protocol with the seed's quirks fixed: ImageNet normalisation at its 224 px, no TTA randomness.
+    "recommended": {**_SEED_FINETUNE, "image_size": 224, "normalize": "imagenet", "tta": 0},
 }
 
 
