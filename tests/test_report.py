@@ -48,8 +48,14 @@ def test_report_of_an_unfinished_experiment(tmp_path):
             _run(out, "random", "linear", budget, seed, 0.5)
             _run(out, "ssl", "linear", budget, seed, 0.7)
             _run(out, "random", "finetune", budget, seed, 0.6)
+    # a pretraining still in its projector warm-up: no pretraining epoch to plot yet
+    (out / "pretrain-ssl").mkdir()
+    pd.DataFrame({"stage": ["start", "warmup"], "epoch": [0, 0], "knn_accuracy": [0.4, np.nan]}).to_csv(
+        out / "pretrain-ssl" / "history.csv", index=False
+    )
     write_report(out)
     report = (out / "report.md").read_text()
+    assert "pretrain-ssl/ has not finished an epoch yet" in report
     results = pd.read_csv(out / "results.csv")
     assert len(results) == 18
     main = report[report.index("## Model fine-tuning results") : report.index("## Combined classification report")]

@@ -31,7 +31,7 @@ from lesionssl.figures import (
     plot_roc,
 )
 from lesionssl.io import write_csv, write_text
-from lesionssl.layout import BACKBONE_RECORD, CARD, METRICS, ExperimentFolder, RunFolder
+from lesionssl.layout import BACKBONE_RECORD, CARD, METRICS, PRETRAIN_STAGE, ExperimentFolder, RunFolder
 from lesionssl.progress import console
 from lesionssl.records import BackboneRecord, RunRecord, RunResult
 from lesionssl.report.document import Document
@@ -624,6 +624,9 @@ def _figures(
     for history in sorted(out.glob("pretrain*/history.csv")):  # pretrain/, and pretrain-<name>/ of other methods
         figure = figures / f"{history.parent.name.replace('pretrain', 'pretraining', 1)}.png"
         frame = pd.read_csv(history)
+        if not (frame["stage"] == PRETRAIN_STAGE).any():  # still before its first epoch (start, warm-up)
+            doc.paragraph(f"{history.parent.name}/ has not finished an epoch yet.")
+            continue
         plot_pretrain_history(frame, figure)
         doc.image(
             figure,
