@@ -9,6 +9,7 @@ a user does by running the command again) run in this process."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -19,8 +20,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 from PIL import Image
+
+from lesionssl.engine.callbacks import Stopwatch
+from lesionssl.layout import BACKBONE_RECORD
+from lesionssl.records import BackboneRecord, RunResult
 
 from conftest import CliResult, lesionssl
 
@@ -245,8 +251,12 @@ def test_sigterm_during_pretraining_prints_the_resume_command_that_finishes_it(s
     assert "Traceback" not in err and "stopped by SIGTERM" in err
     command = err.strip().splitlines()[-1].strip()
     assert command.startswith("lesionssl pretrain") and command.endswith("--resume")
+    kept = _kept_seconds(out)
     finish(*command.split()[1:])
     from safetensors.torch import load_file
+
+    # backbone.json's seconds count the stopped process's kept time, not only the resumed one's
+    assert BackboneRecord.read(out / BACKBONE_RECORD).seconds >= kept > 0
 
     resumed, reference = (
         load_file(str(out / "backbone.safetensors")),
@@ -264,8 +274,19 @@ def test_ctrl_c_during_finetune_prints_the_command_that_resumes_it(finetune_refe
     command = err.strip().splitlines()[-1].strip()
     assert command.startswith("lesionssl finetune --config")
     assert (out / "checkpoints" / "last.ckpt").is_file()  # a resumable checkpoint is left
+    kept = _kept_seconds(out)
     finish(*command.split()[1:])
+    assert RunResult.read(out).seconds >= kept > 0  # metrics.json counts the stopped process's kept time
     pd.testing.assert_frame_equal(pd.read_csv(out / "predictions.csv"), pd.read_csv(reference / "predictions.csv"))
+
+
+def _kept_seconds(out: Path) -> float:
+    """The seconds a stopped run carries to the process that resumes it: in its epoch checkpoint,
+    or, when it stopped before the first one, after its last finished stage."""
+    last = out / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        return torch.load(last, map_location="cpu", weights_only=True)["callbacks"][Stopwatch.__qualname__]["seconds"]
+    return json.loads((out / "checkpoints" / "stages.json").read_text())["seconds"]
 
 
 def test_sigterm_stops_compare_with_jobs_and_its_workers(synthetic_manifest, tmp_path):

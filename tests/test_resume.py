@@ -13,6 +13,9 @@ import yaml
 from safetensors.torch import load_file
 
 from lesionssl.config import PretrainConfig, validate
+from lesionssl.engine import callbacks
+from lesionssl.engine.modules import PersistentAdamModule
+from lesionssl.engine.stages import Stages
 from lesionssl.errors import LesionSSLError
 from lesionssl.pretraining import run as pretrain_run
 from lesionssl.pretraining.monitor import effective_rank, knn_accuracy, normalised_std
@@ -193,3 +196,31 @@ def test_checkpoints_from_before_methods_owned_their_heads_still_load():
     fresh = module()
     fresh.load_state_dict(old)
     torch.testing.assert_close(fresh.method.projector[0].weight, old["projector.0.weight"])
+
+
+def test_a_resumed_runs_seconds_add_the_time_its_earlier_processes_kept(tmp_path, monkeypatch):
+    """``seconds`` in backbone.json and model.json once counted only the last process of a
+    resumed run. On a fake clock: the first process keeps 30 s in stages.json and 100 s in its
+    epoch checkpoint, then loses 50 s to a kill; the second runs 40 s more."""
+    now = [1000.0]
+    monkeypatch.setattr(callbacks.time, "monotonic", lambda: now[0])
+    module = PersistentAdamModule()
+    module.layer = torch.nn.Linear(2, 2)
+
+    first = Stages(tmp_path, resume=False)
+    now[0] += 30
+    first.save(module, head_done=True)
+    now[0] += 70
+    checkpoint = first.stopwatch.state_dict()  # what Lightning writes in last.ckpt
+    now[0] += 50  # killed before the next checkpoint: this work is redone
+
+    now[0] = 5000.0
+    second = Stages(tmp_path, resume=True)
+    assert second.stopwatch.seconds == 30  # resumed after the stages, before any epoch checkpoint
+    second.stopwatch.load_state_dict(checkpoint)  # Lightning restores the epoch checkpoint
+    now[0] += 40
+    assert second.stopwatch.seconds == 140
+
+    fresh = Stages(tmp_path, resume=False)  # a new run starts from zero whatever the folder holds
+    now[0] += 5
+    assert fresh.stopwatch.seconds == 5

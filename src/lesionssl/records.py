@@ -133,7 +133,7 @@ class BackboneRecord:
     cross_image_pairs_per_epoch: int = 0
     lr: float | None = None
     final_loss: float | None = None
-    seconds: float | None = None
+    seconds: float | None = None  # wall time, summed over the processes of a resumed run
     snapshot_epoch: int | None = None
     encoder_lr_scale: float = 1.0
     bn_statistics: str = "update"
@@ -367,7 +367,7 @@ class RunResult:
     operating_point: OperatingPoint = field(default_factory=OperatingPoint)
     probe: dict[str, Any] | None = None
     lesionssl_version: str | None = None
-    seconds: float | None = None
+    seconds: float | None = None  # wall time, summed over the processes of a resumed run
     format: str = RUN_RESULT_FORMAT
 
     def __post_init__(self) -> None:

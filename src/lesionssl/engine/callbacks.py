@@ -1,5 +1,5 @@
 """Lightning callbacks shared by the stages: per-epoch history and log line, per-epoch seeding,
-the epoch checkpoint, NaN guard."""
+the epoch checkpoint and the run's stopwatch, NaN guard."""
 
 from __future__ import annotations
 
@@ -130,6 +130,27 @@ class EpochCheckpoint(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         trainer.save_checkpoint(self.path)
+
+
+class Stopwatch(L.Callback):
+    """The wall time a run's result took, summed over the processes that made it.
+
+    A resumed process adds its own time to what the earlier ones kept: their seconds travel in
+    each epoch checkpoint (Lightning saves a callback's ``state_dict``) and in ``stages.json``.
+    What an interrupted process did after its last checkpoint was redone, so it is not counted."""
+
+    def __init__(self) -> None:
+        self.carried, self.started = 0.0, time.monotonic()
+
+    @property
+    def seconds(self) -> float:
+        return self.carried + time.monotonic() - self.started
+
+    def state_dict(self) -> dict[str, float]:
+        return {"seconds": self.seconds}
+
+    def load_state_dict(self, state_dict: dict[str, float]) -> None:
+        self.carried = float(state_dict["seconds"])
 
 
 def resumed_epoch(checkpoint: Path) -> int:

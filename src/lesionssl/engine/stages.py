@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from lesionssl.engine.callbacks import Stopwatch
 from lesionssl.engine.modules import PersistentAdamModule
 from lesionssl.errors import LesionSSLError
 from lesionssl.io import save_torch, write_json
@@ -26,9 +27,10 @@ class Stages:
         folder: The run's checkpoint folder.
         resume: Read what an earlier, interrupted process saved.
         key: The run's configuration hash: saved stages of another configuration are refused.
+        stopwatch: The run's clock: each stage saves its seconds, a resumed run carries them on.
     """
 
-    def __init__(self, folder: Path, resume: bool, key: str | None = None) -> None:
+    def __init__(self, folder: Path, resume: bool, key: str | None = None, stopwatch: Stopwatch | None = None) -> None:
         self.folder, self.key = Path(folder), key
         file = self.folder / "stages.json"
         self.values: dict[str, Any] = json.loads(file.read_text()) if resume and file.is_file() else {}
@@ -36,6 +38,9 @@ class Stages:
             raise LesionSSLError(
                 f"{self.folder.parent} holds an interrupted run of another configuration; choose another --out or delete {self.folder}"
             )
+        self.stopwatch = stopwatch or Stopwatch()
+        if "seconds" in self.values:
+            self.stopwatch.load_state_dict({"seconds": self.values["seconds"]})
 
     def __contains__(self, name: str) -> bool:
         return name in self.values
@@ -55,7 +60,7 @@ class Stages:
 
     def save(self, module: PersistentAdamModule, **found: Any) -> None:
         """Record a finished stage: the weights first, then the JSON that points to them."""
-        self.values.update(found, **({"config": self.key} if self.key else {}))
+        self.values.update(found, seconds=self.stopwatch.seconds, **({"config": self.key} if self.key else {}))
         save_torch(
             self.folder / "stages.pt",
             {"model": module.state_dict(), "optimizer": module.persistent_optimizer().state_dict()},

@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import os
 import shutil
-import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, fields, replace
@@ -38,7 +37,7 @@ from lesionssl.data.colour import mismatch as colour_mismatch
 from lesionssl.data.loaders import eval_loader, train_loader
 from lesionssl.data.split import Manifest, prepare_manifest, read_manifest
 from lesionssl.data.store import build_store, stored_size
-from lesionssl.engine.callbacks import EpochCheckpoint, EpochHistory, EpochSeed, epoch_seed, resumed_epoch
+from lesionssl.engine.callbacks import EpochCheckpoint, EpochHistory, EpochSeed, Stopwatch, epoch_seed, resumed_epoch
 from lesionssl.engine.stages import LR_FINDER_EPOCH, Stages
 from lesionssl.engine.trainer import log_final, make_loggers, make_trainer, uses_cuda
 from lesionssl.engine.transfer import choose_lr, head_epochs, one_cycle_schedule
@@ -182,7 +181,7 @@ def finetune(config: FinetuneConfig, finish: Callable[[FinishedRun], None] | Non
         out = Path(config.out)
         out.mkdir(parents=True, exist_ok=True)
         log.enter_context(run_log(out))
-        started = time.time()
+        stopwatch = Stopwatch()
         L.seed_everything(config.seed, workers=True, verbose=False)
         manifest = read_manifest(
             prepare_manifest(config.manifest, config.data, config.split, out), data_root=config.data_root
@@ -266,7 +265,7 @@ def finetune(config: FinetuneConfig, finish: Callable[[FinishedRun], None] | Non
 
         # An interrupted run of this configuration in ``out`` continues from its last finished stage or epoch.
         stages, last = (
-            Stages(out / "checkpoints", resume=True, key=config_hash(config)),
+            Stages(out / "checkpoints", resume=True, key=config_hash(config), stopwatch=stopwatch),
             out / "checkpoints" / "last.ckpt",
         )
         if stages.values:
@@ -314,7 +313,7 @@ def finetune(config: FinetuneConfig, finish: Callable[[FinishedRun], None] | Non
         if resuming:
             train_data.sampler.set_epoch(resumed_epoch(last))
         fit(
-            [*callbacks, EpochCheckpoint(last)],
+            [*callbacks, stopwatch, EpochCheckpoint(last)],
             config.epochs,
             validate=True,
             logger=loggers or False,
@@ -383,7 +382,7 @@ def finetune(config: FinetuneConfig, finish: Callable[[FinishedRun], None] | Non
             calibration=Calibration(**deployment.calibration),
             operating_point=OperatingPoint(**deployment.operating_point),
             lesionssl_version=__version__,
-            seconds=round(time.time() - started, 1),
+            seconds=round(stopwatch.seconds, 1),
         )
         log_final(
             loggers,

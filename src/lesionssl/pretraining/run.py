@@ -20,7 +20,6 @@ Outputs in ``out``:
 
 from __future__ import annotations
 
-import time
 import warnings
 from contextlib import ExitStack
 from dataclasses import asdict, replace
@@ -46,6 +45,7 @@ from lesionssl.engine.callbacks import (
     EpochHistory,
     EpochSeed,
     NonFiniteGuard,
+    Stopwatch,
     epoch_seed,
     resumed_epoch,
 )
@@ -217,6 +217,7 @@ def pretrain(config: PretrainConfig) -> Path:
             )
         out.mkdir(parents=True, exist_ok=True)
         log.enter_context(run_log(out))
+        stopwatch = Stopwatch()
         if config.bn_statistics == "frozen":  # on purpose: Lightning would warn of the encoder's eval-mode BatchNorms
             log.enter_context(warnings.catch_warnings())
             warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
@@ -281,9 +282,8 @@ def pretrain(config: PretrainConfig) -> Path:
             trainer = make_trainer(config.runtime, epochs, callbacks, logger=logger, default_root_dir=out)
             trainer.fit(module, data if loader is None else loader, ckpt_path=ckpt)
 
-        stages = Stages(out / "checkpoints", config.resume)
+        stages = Stages(out / "checkpoints", config.resume, stopwatch=stopwatch)
         stages.restore(module)
-        started = time.time()
         monitor = _monitor(config, images, table, rows, classes, preprocessing)
         if config.init != "random" and "start_knn" not in stages:
             # The starting point's kNN accuracy: a continuation must not lose what the weights gave.
@@ -363,6 +363,7 @@ def pretrain(config: PretrainConfig) -> Path:
             schedule,
             monitor,
             EpochHistory(history, PRETRAIN_STAGE),
+            stopwatch,
             EpochCheckpoint(last),
         ]
         record = BackboneRecord(
@@ -410,7 +411,7 @@ def pretrain(config: PretrainConfig) -> Path:
             export_backbone(
                 module,
                 out,
-                replace(record, final_loss=losses[-1] if losses else None, seconds=round(time.time() - started, 1)),
+                replace(record, final_loss=losses[-1] if losses else None, seconds=round(stopwatch.seconds, 1)),
             )
         return out / BACKBONE_WEIGHTS
 
