@@ -3,6 +3,7 @@ command accepts (declared options, or keys of its configuration, nested ones dot
 
 from __future__ import annotations
 
+import re
 import shlex
 from pathlib import Path
 
@@ -90,3 +91,42 @@ def test_every_documented_command_and_flag_exists(document, args):
             _check_key(flag[2:].replace("-", "_").split("."), model, {d[2:] for d in declared})
         except LesionSSLError as exc:
             pytest.fail(f"{document}: `lesionssl {' '.join(args)}`: {exc}")
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str]:
+    """The anchors of a Markdown file's headings (outside code blocks; repeats get -1, -2, ...)."""
+    found: set[str] = set()
+    fenced = False
+    for line in path.read_text().splitlines():
+        fenced ^= line.startswith("```")
+        if not fenced and re.match(r"#{1,6} ", line):
+            base = _slug(line.lstrip("#"))
+            slug, n = base, 0
+            while slug in found:
+                n += 1
+                slug = f"{base}-{n}"
+            found.add(slug)
+    return found
+
+
+LINKS = [
+    (path, target)
+    for path in [*DOCUMENTS, *sorted((REPO / "docs").rglob("*.md"))]
+    for target in re.findall(r"\]\(([^)\s]+)\)", path.read_text())
+    if not re.match(r"[a-z]+:", target)  # web and mail links are not checked offline
+]
+
+
+@pytest.mark.parametrize(("document", "target"), LINKS, ids=[f"{p.name}:{t[:70]}" for p, t in LINKS])
+def test_every_relative_link_and_anchor_resolves(document, target):
+    """A renamed heading once left the README's link to EVIDENCE.md's section pointing nowhere."""
+    file, _, anchor = target.partition("#")
+    linked = (document.parent / file).resolve() if file else document
+    assert linked.exists(), f"{document.name}: {target} names no file"
+    if anchor and linked.suffix == ".md":
+        assert anchor in anchors(linked), f"{document.name}: {target} names no heading of {linked.name}"
