@@ -3,7 +3,8 @@ balanced accuracy (mean ± sd over seeds) per protocol, test set, budget and ini
 each initialisation's difference to ``imagenet`` paired over seeds (paired t-test).
 
     python benchmarks/imagenet_tables.py runs/shared-imagenet-probes/results.csv
-    python benchmarks/imagenet_tables.py runs/shared-new-site/results.csv --inits imagenet,imagenet-cc,source,source-cc,site,site-cc
+    python benchmarks/imagenet_tables.py runs/shared-new-site/results.csv --inits imagenet,imagenet-cc,source,source-cc,site,site-cc \\
+        --contrasts site:source,site-cc:source-cc,site-cc:site,source-cc:source,site-cc:imagenet-cc
 
 Every external set a run recorded (``<name>:balanced_accuracy``, AdaBN's ``<name>-adabn`` too)
 gets its own tables.
@@ -48,10 +49,12 @@ def _scores(results: pd.DataFrame, init: str, protocol: str, budget: int, column
     return rows.set_index("seed")[column]
 
 
-def _paired(results: pd.DataFrame, init: str, protocol: str, budget: int, column: str) -> str:
+def _paired(
+    results: pd.DataFrame, init: str, protocol: str, budget: int, column: str, against: str = "imagenet"
+) -> str:
     ours, base = (
         _scores(results, init, protocol, budget, column),
-        _scores(results, "imagenet", protocol, budget, column),
+        _scores(results, against, protocol, budget, column),
     )
     seeds = ours.index.intersection(base.index)
     return f"{(ours[seeds] - base[seeds]).mean():+.3f} ({stats.ttest_rel(ours[seeds], base[seeds]).pvalue:.3f})"
@@ -119,6 +122,25 @@ def adabn_tables(results: pd.DataFrame, inits: list[str]) -> str:
     return "\n".join(lines)
 
 
+def contrast_tables(results: pd.DataFrame, contrasts: list[tuple[str, str]]) -> str:
+    """Differences between two arms other than ImageNet, paired over seeds: ``a - b (p)`` per budget."""
+    budgets = sorted(results["budget"].unique())
+    lines = []
+    for protocol in [p for p in ("linear", "knn", "finetune") if p in set(results["protocol"])]:
+        for test_set, column in test_sets(results[results["protocol"] == protocol]).items():
+            lines += [
+                "",
+                f"**{protocol} · {test_set}: paired differences between arms** (balanced accuracy, p)",
+                "",
+                "| contrast | " + " | ".join(f"{b} labels per class" for b in budgets) + " |",
+                "|" + "---|" * (1 + len(budgets)),
+            ]
+            for a, b in contrasts:
+                cells = [_paired(results, a, protocol, budget, column, against=b) for budget in budgets]
+                lines.append(f"| {a} - {b} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def steps_tables(results: pd.DataFrame, budget: int = 25) -> str:
     lines = []
     arms = [a for a in CONTINUATIONS if a in set(results["init"])]
@@ -148,12 +170,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results")
     parser.add_argument("--inits", help="comma-separated initialisations, in table order (default: the known ones)")
+    parser.add_argument(
+        "--contrasts", help="comma-separated pairs a:b of initialisations, each reported as a - b paired over seeds"
+    )
     args = parser.parse_args()
     results = pd.read_csv(args.results)
     inits = args.inits.split(",") if args.inits else [i for i in DEFAULT_INITS if i in set(results["init"])]
     if results["budget"].nunique() > 1:
         print(budget_tables(results, inits))
         print(adabn_tables(results, inits))
+    if args.contrasts:
+        print(contrast_tables(results, [tuple(pair.split(":")) for pair in args.contrasts.split(",")]))
     if (set(CONTINUATIONS) - {"imagenet"}) & set(results["init"]):
         print(steps_tables(results))
 
