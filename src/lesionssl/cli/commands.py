@@ -587,7 +587,7 @@ def predict(
         bool,
         typer.Option(
             "--adapt-bn",
-            help="AdaBN: re-estimate the BatchNorm statistics on these images first (one new site's; warns when their class mix looks unlike training's).",
+            help="AdaBN: re-estimate the BatchNorm statistics on these images first (one new site's; warns when their class mix looks unlike training's). It lowered balanced accuracy on ISIC 2017 (EVIDENCE.md, 'A new site'): check it on labelled site images first.",
         ),
     ] = False,
 ) -> None:
