@@ -1,6 +1,7 @@
 """Frozen-feature protocols (linear probe, kNN) and the near-duplicate detector."""
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -171,3 +172,46 @@ def test_audit_of_a_split_without_near_duplicates_says_so(synthetic_manifest, tm
     assert "no near-duplicates" in result.stderr
     summary = json.loads((tmp_path / "audit" / "summary.json").read_text())
     assert summary["pairs"] == 0 and summary["leaking_pairs"] == 0 and (tmp_path / "audit" / "index.html").is_file()
+
+
+def test_split_colour_constancy_links_one_lesion_under_two_lights_and_audit_searches_as_the_split_did(tmp_path):
+    """Two photographs of one lesion under different lights (a strong colour cast) are one lesion:
+    ``split --dedup --colour-constancy shades-of-gray`` links them, the search without it does not,
+    and ``audit`` of that manifest applies what its split recorded."""
+    import json
+
+    from lesionssl.config import SplitConfig
+    from lesionssl.data.audit import audit
+    from lesionssl.data.sources import read_sources
+    from lesionssl.data.split import build_split, write_manifest
+
+    rows = []
+    for seed in range(12):
+        path = tmp_path / "images" / f"img{seed}.png"
+        path.parent.mkdir(exist_ok=True)
+        Image.fromarray(_photo(seed)).save(path)
+        rows.append({"path": str(path), "label": ["NV", "MEL"][seed % 2]})
+    warm = tmp_path / "images" / "img0_warm_light.png"
+    Image.fromarray((_photo(0) * np.array([1.0, 0.6, 0.35])).astype(np.uint8)).save(warm)
+    rows.append({"path": str(warm), "label": "NV"})
+    pd.DataFrame(rows).to_csv(tmp_path / "labels.csv", index=False)
+    table = read_sources([tmp_path / "labels.csv"])
+    linked, audited = {}, {}
+    for colour in ("none", "shades-of-gray"):
+        spec = SplitConfig(per_class=3, seed=1, dedup=True, colour_constancy=colour)
+        manifest, duplicates = build_split(table, spec)
+        write_manifest(manifest, tmp_path / f"split-{colour}.csv", spec, ["MEL", "NV"], ["x"], duplicates)
+        linked[colour] = sorted(duplicates[["image_a", "image_b"]].itertuples(index=False, name=None))
+        audited[colour] = len(audit(tmp_path / f"split-{colour}.csv", tmp_path / f"audit-{colour}").pairs)
+        detector = json.loads((tmp_path / f"audit-{colour}" / "summary.json").read_text())["detector"]
+        assert detector["colour_constancy"] == {"none": "none", "shades-of-gray": "shades-of-gray-p6"}[colour]
+    assert linked["none"] == [] and audited["none"] == 0
+    assert [{Path(a).name, Path(b).name} for a, b in linked["shades-of-gray"]] == [{"img0.png", "img0_warm_light.png"}]
+    assert audited["shades-of-gray"] == 1
+
+
+def test_split_colour_constancy_without_dedup_is_refused():
+    from lesionssl.config import SplitConfig
+
+    with pytest.raises(ValueError, match="colour_constancy needs dedup"):
+        SplitConfig(per_class=3, colour_constancy="shades-of-gray")

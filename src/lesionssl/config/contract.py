@@ -154,9 +154,18 @@ HASHED_WHEN_SET = {
 
 def config_hash(config: BaseModel) -> str:
     """Stable short hash of a run's configuration, without the keys in :data:`NOT_RESULTS`."""
-    data = config.model_dump(mode="json", exclude=NOT_RESULTS)
-    data = {k: v for k, v in data.items() if not (k in HASHED_WHEN_SET and v == HASHED_WHEN_SET[k])}
+    data = _unset_later_keys(config.model_dump(mode="json", exclude=NOT_RESULTS))
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _unset_later_keys(data: Any) -> Any:
+    """``data`` without the :data:`HASHED_WHEN_SET` keys that hold their old value, in nested
+    sections too (a run's ``split:`` section gained colour constancy)."""
+    if isinstance(data, dict):
+        return {
+            k: _unset_later_keys(v) for k, v in data.items() if not (k in HASHED_WHEN_SET and v == HASHED_WHEN_SET[k])
+        }
+    return data
 
 
 def differing_keys(config: BaseModel, recorded: dict[str, Any]) -> list[str]:

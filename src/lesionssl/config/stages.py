@@ -88,8 +88,10 @@ HASH_THRESHOLD = 4
 COSINE_THRESHOLD = 0.98
 
 
-class SplitConfig(Strict):
-    """How ``split`` carves the labelled images (see :mod:`lesionssl.data.split`)."""
+class SplitConfig(DecodesImages):
+    """How ``split`` carves the labelled images (see :mod:`lesionssl.data.split`). Its colour
+    constancy applies to the images the near-duplicate search decodes (``dedup``): two photographs
+    of one lesion under different lights then match."""
 
     per_class_cap: int | None = Field(None, ge=1)
     seed_isic2019: bool = Field(False, description="the seed study's exact ISIC 2019 design: 2,554 train / 19,423 test")
@@ -147,6 +149,10 @@ class SplitConfig(Strict):
             raise ValueError("seed_isic2019 is the seed's fixed design: it takes no test_fraction, hold_out or dedup")
         if self.hold_out_pool is not None and not self.hold_out:
             raise ValueError("hold_out_pool sends a share of a held-out site to the pool: it needs hold_out")
+        if self.colour.active and not self.dedup:
+            raise ValueError(
+                "a split decodes images only to find near-duplicates: colour_constancy needs dedup (the stages that train set their own)"
+            )
 
     @property
     def pool(self) -> Literal["inductive", "transductive"]:

@@ -19,10 +19,12 @@ import pandas as pd
 from PIL import Image
 
 from lesionssl.config import COSINE_THRESHOLD, HASH_THRESHOLD
+from lesionssl.data.colour import NO_COLOUR_CONSTANCY
 from lesionssl.data.duplicates import AUDIT_STORE_SIZE, dihedral_hashes, image_features, near_duplicates
 from lesionssl.data.split import read_manifest
 from lesionssl.data.store import build_store
 from lesionssl.io import write_json, write_text
+from lesionssl.records import ManifestRecord
 
 EVALUATED = ("test", "external")
 SEEN = ("train", "val")
@@ -51,9 +53,12 @@ def audit(
     data_root: Path | None = None,
     shown: int = 200,
 ) -> AuditResult:
-    """Find near-duplicates in a manifest and write ``pairs.csv``, ``summary.json``, ``index.html``."""
+    """Find near-duplicates in a manifest and write ``pairs.csv``, ``summary.json``, ``index.html``,
+    after the colour constancy the split's own near-duplicate search used (its sidecar's)."""
     manifest = read_manifest(manifest_path, check_leaks=False, data_root=data_root).table
-    images = build_store(manifest["path"].tolist(), AUDIT_STORE_SIZE, "decoding images")
+    record = ManifestRecord.read(manifest_path)
+    colour = record.spec.colour if record and record.spec else NO_COLOUR_CONSTANCY
+    images = build_store(manifest["path"].tolist(), AUDIT_STORE_SIZE, "decoding images", colour)
     found = near_duplicates(
         dihedral_hashes(images), image_features(images, features, architecture), hash_threshold, cosine_threshold
     )
@@ -129,6 +134,7 @@ def audit(
                 "hash_threshold": hash_threshold,
                 "features": features,
                 "cosine_threshold": cosine_threshold,
+                "colour_constancy": colour.key() or "none",
             },
         },
     )

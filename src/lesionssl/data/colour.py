@@ -42,6 +42,10 @@ class ColourConstancy:
         return shades_of_gray(image, self.p)
 
 
+#: No colour constancy (the stores it keys are those made before colour constancy existed).
+NO_COLOUR_CONSTANCY = ColourConstancy()
+
+
 def mismatch(init_info: dict, colour: ColourConstancy) -> str | None:
     """A one-line warning when a backbone was pretrained with other colour constancy than a run
     that starts from it uses (its images would look unlike those it learnt on), else None."""

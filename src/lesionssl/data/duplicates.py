@@ -27,6 +27,7 @@ from scipy.fft import dctn
 from torch.nn import functional as F
 
 from lesionssl.config import COSINE_THRESHOLD, HASH_THRESHOLD
+from lesionssl.data.colour import NO_COLOUR_CONSTANCY, ColourConstancy
 
 HASH_BITS = 63
 _BLOCK = 2048
@@ -175,11 +176,13 @@ def find_near_duplicates(
     cosine_threshold: float = COSINE_THRESHOLD,
     features: str = "thumbnail",
     architecture: str = "resnet18",
+    colour: ColourConstancy = NO_COLOUR_CONSTANCY,
 ) -> list[NearDuplicate]:
-    """Near-duplicate pairs among image files (indices into ``paths``), read through the store."""
+    """Near-duplicate pairs among image files (indices into ``paths``), read through the store,
+    after ``colour`` constancy: two photographs of one lesion under different lights then match."""
     from lesionssl.data.store import build_store
 
-    images = build_store(paths, AUDIT_STORE_SIZE, "decoding images")
+    images = build_store(paths, AUDIT_STORE_SIZE, "decoding images", colour)
     return near_duplicates(
         dihedral_hashes(images), image_features(images, features, architecture), hash_threshold, cosine_threshold
     )

@@ -293,7 +293,7 @@ def build_split(
     check_readable(table["path"].tolist())
     if not spec.dedup:
         return make_split(table, spec, classes), None
-    found = find_near_duplicates(table["path"].tolist(), spec.dedup_hash, spec.dedup_cosine)
+    found = find_near_duplicates(table["path"].tolist(), spec.dedup_hash, spec.dedup_cosine, colour=spec.colour)
     images = table["image"].to_numpy()
     pairs = pd.DataFrame(
         {

@@ -17,14 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from lesionssl.config import STORE_MARGIN
-from lesionssl.data.colour import ColourConstancy
+from lesionssl.data.colour import NO_COLOUR_CONSTANCY, ColourConstancy
 from lesionssl.data.images import ImageLoadError, load_rgb, resize_shorter_center_crop
 from lesionssl.errors import LesionSSLError
 from lesionssl.io import file_lock
 from lesionssl.progress import console, progress_bar
-
-#: Stores without colour constancy (their keys are those of stores made before it existed).
-NO_COLOUR_CONSTANCY = ColourConstancy()
 
 
 def stored_size(image_size: int, margin: float = STORE_MARGIN) -> int:
