@@ -115,23 +115,35 @@ def test_hash_of_a_turned_copy_matches(turns):
     assert [(p.a, p.b) for p in pairs] == [(0, 1)]
 
 
-def test_audit_lists_a_duplicate_across_train_and_test_and_split_dedup_merges_it(tmp_path):
-    from lesionssl.config import SplitConfig
-    from lesionssl.data.audit import audit
+def _labelled_photos(tmp_path, count, twin, write_twin):
+    """``count`` distinct photographs ``img<seed>.png`` labelled NV / MEL in turn, and ``twin``
+    (an NV image of img0 that ``write_twin`` writes), read as one image source."""
     from lesionssl.data.sources import read_sources
-    from lesionssl.data.split import build_split, write_manifest
 
     rows = []
-    for seed in range(24):
+    for seed in range(count):
         path = tmp_path / "images" / f"img{seed}.png"
         path.parent.mkdir(exist_ok=True)
         Image.fromarray(_photo(seed)).save(path)
         rows.append({"path": str(path), "label": ["NV", "MEL"][seed % 2]})
-    copy = tmp_path / "images" / "copy_of_img0.jpg"
-    Image.fromarray(_jpeg(_photo(0), 80)[:, ::-1].copy()).save(copy, quality=90)  # re-encoded mirror image of img0
-    rows.append({"path": str(copy), "label": "NV"})
+    write_twin()
+    rows.append({"path": str(twin), "label": "NV"})
     pd.DataFrame(rows).to_csv(tmp_path / "labels.csv", index=False)
-    table = read_sources([tmp_path / "labels.csv"])
+    return read_sources([tmp_path / "labels.csv"])
+
+
+def test_audit_lists_a_duplicate_across_train_and_test_and_split_dedup_merges_it(tmp_path):
+    from lesionssl.config import SplitConfig
+    from lesionssl.data.audit import audit
+    from lesionssl.data.split import build_split, write_manifest
+
+    copy = tmp_path / "images" / "copy_of_img0.jpg"
+    table = _labelled_photos(
+        tmp_path,
+        24,
+        copy,  # a re-encoded mirror image of img0
+        lambda: Image.fromarray(_jpeg(_photo(0), 80)[:, ::-1].copy()).save(copy, quality=90),
+    )
     for dedup in (False, True):
         spec = SplitConfig(per_class=3, seed=1, dedup=dedup)
         manifest, duplicates = build_split(table, spec)
@@ -182,20 +194,15 @@ def test_split_colour_constancy_links_one_lesion_under_two_lights_and_audit_sear
 
     from lesionssl.config import SplitConfig
     from lesionssl.data.audit import audit
-    from lesionssl.data.sources import read_sources
     from lesionssl.data.split import build_split, write_manifest
 
-    rows = []
-    for seed in range(12):
-        path = tmp_path / "images" / f"img{seed}.png"
-        path.parent.mkdir(exist_ok=True)
-        Image.fromarray(_photo(seed)).save(path)
-        rows.append({"path": str(path), "label": ["NV", "MEL"][seed % 2]})
     warm = tmp_path / "images" / "img0_warm_light.png"
-    Image.fromarray((_photo(0) * np.array([1.0, 0.6, 0.35])).astype(np.uint8)).save(warm)
-    rows.append({"path": str(warm), "label": "NV"})
-    pd.DataFrame(rows).to_csv(tmp_path / "labels.csv", index=False)
-    table = read_sources([tmp_path / "labels.csv"])
+    table = _labelled_photos(
+        tmp_path,
+        12,
+        warm,
+        lambda: Image.fromarray((_photo(0) * np.array([1.0, 0.6, 0.35])).astype(np.uint8)).save(warm),
+    )
     linked, audited = {}, {}
     for colour in ("none", "shades-of-gray"):
         spec = SplitConfig(per_class=3, seed=1, dedup=True, colour_constancy=colour)
