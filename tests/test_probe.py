@@ -115,19 +115,18 @@ def test_hash_of_a_turned_copy_matches(turns):
     assert [(p.a, p.b) for p in pairs] == [(0, 1)]
 
 
-def _labelled_photos(tmp_path, count, twin, write_twin):
+def _labelled_photos(tmp_path, count, twin_name, twin):
     """``count`` distinct photographs ``img<seed>.png`` labelled NV / MEL in turn, and ``twin``
-    (an NV image of img0 that ``write_twin`` writes), read as one image source."""
+    (another NV image of img0, saved as ``twin_name``), read as one image source."""
     from lesionssl.data.sources import read_sources
 
+    images = [(f"img{seed}.png", _photo(seed), ["NV", "MEL"][seed % 2]) for seed in range(count)]
     rows = []
-    for seed in range(count):
-        path = tmp_path / "images" / f"img{seed}.png"
+    for name, image, label in [*images, (twin_name, twin, "NV")]:
+        path = tmp_path / "images" / name
         path.parent.mkdir(exist_ok=True)
-        Image.fromarray(_photo(seed)).save(path)
-        rows.append({"path": str(path), "label": ["NV", "MEL"][seed % 2]})
-    write_twin()
-    rows.append({"path": str(twin), "label": "NV"})
+        Image.fromarray(image).save(path, quality=90)  # quality: JPEG only
+        rows.append({"path": str(path), "label": label})
     pd.DataFrame(rows).to_csv(tmp_path / "labels.csv", index=False)
     return read_sources([tmp_path / "labels.csv"])
 
@@ -137,13 +136,8 @@ def test_audit_lists_a_duplicate_across_train_and_test_and_split_dedup_merges_it
     from lesionssl.data.audit import audit
     from lesionssl.data.split import build_split, write_manifest
 
-    copy = tmp_path / "images" / "copy_of_img0.jpg"
-    table = _labelled_photos(
-        tmp_path,
-        24,
-        copy,  # a re-encoded mirror image of img0
-        lambda: Image.fromarray(_jpeg(_photo(0), 80)[:, ::-1].copy()).save(copy, quality=90),
-    )
+    mirror = _jpeg(_photo(0), 80)[:, ::-1].copy()  # a re-encoded mirror image of img0
+    table = _labelled_photos(tmp_path, 24, "copy_of_img0.jpg", mirror)
     for dedup in (False, True):
         spec = SplitConfig(per_class=3, seed=1, dedup=dedup)
         manifest, duplicates = build_split(table, spec)
@@ -196,13 +190,8 @@ def test_split_colour_constancy_links_one_lesion_under_two_lights_and_audit_sear
     from lesionssl.data.audit import audit
     from lesionssl.data.split import build_split, write_manifest
 
-    warm = tmp_path / "images" / "img0_warm_light.png"
-    table = _labelled_photos(
-        tmp_path,
-        12,
-        warm,
-        lambda: Image.fromarray((_photo(0) * np.array([1.0, 0.6, 0.35])).astype(np.uint8)).save(warm),
-    )
+    warm = (_photo(0) * np.array([1.0, 0.6, 0.35])).astype(np.uint8)  # img0 under a warm light
+    table = _labelled_photos(tmp_path, 12, "img0_warm_light.png", warm)
     linked, audited = {}, {}
     for colour in ("none", "shades-of-gray"):
         spec = SplitConfig(per_class=3, seed=1, dedup=True, colour_constancy=colour)

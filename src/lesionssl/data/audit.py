@@ -24,7 +24,6 @@ from lesionssl.data.duplicates import AUDIT_STORE_SIZE, dihedral_hashes, image_f
 from lesionssl.data.split import read_manifest
 from lesionssl.data.store import build_store
 from lesionssl.io import write_json, write_text
-from lesionssl.records import ManifestRecord
 
 EVALUATED = ("test", "external")
 SEEN = ("train", "val")
@@ -55,9 +54,9 @@ def audit(
 ) -> AuditResult:
     """Find near-duplicates in a manifest and write ``pairs.csv``, ``summary.json``, ``index.html``,
     after the colour constancy the split's own near-duplicate search used (its sidecar's)."""
-    manifest = read_manifest(manifest_path, check_leaks=False, data_root=data_root).table
-    record = ManifestRecord.read(manifest_path)
-    colour = record.spec.colour if record and record.spec else NO_COLOUR_CONSTANCY
+    read = read_manifest(manifest_path, check_leaks=False, data_root=data_root)
+    manifest = read.table
+    colour = read.record.spec.colour if read.record and read.record.spec else NO_COLOUR_CONSTANCY
     images = build_store(manifest["path"].tolist(), AUDIT_STORE_SIZE, "decoding images", colour)
     found = near_duplicates(
         dihedral_hashes(images), image_features(images, features, architecture), hash_threshold, cosine_threshold
